@@ -1,0 +1,204 @@
+//! Request target → route, as a pure function. Everything that reaches a
+//! handler has a parsed MAC or a checked path; everything else is a named
+//! reason to refuse.
+
+use http::Method;
+use kickstand_profiles::Mac;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    Ipxe(Mac),
+    Kickstart(Mac),
+    Report(Mac, Report),
+    Hosts,
+    /// `/repo/<mirror>/<path>`: the rest of the path is passed on raw; the
+    /// repo proxy owns its normalisation.
+    Repo {
+        mirror: &'a str,
+        path: &'a str,
+    },
+    Status,
+    Metrics,
+    Refused(Refusal),
+}
+
+/// What a machine (or operator) reports about a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Installing,
+    Installed,
+    Rearm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    BadMac,
+    MethodNotAllowed,
+    /// Absolute-form targets and CONNECT: Kickstand is not an open proxy.
+    NotAProxy,
+}
+
+pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) -> Route<'a> {
+    use Route::*;
+    if *method == Method::CONNECT || !target_is_origin_form {
+        return Refused(Refusal::NotAProxy);
+    }
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let post = *method == Method::POST;
+    let segments: Vec<&str> = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .splitn(2, '/')
+        .collect();
+    let found = match segments.as_slice() {
+        ["boot", file] => {
+            let Some(mac) = file.strip_suffix(".ipxe") else {
+                return Refused(Refusal::NotFound);
+            };
+            read.then(|| mac_route(mac, Ipxe))
+        }
+        ["ks", mac] => read.then(|| mac_route(mac, Kickstart)),
+        ["repo", rest] => {
+            let (mirror, path) = rest.split_once('/').unwrap_or((rest, ""));
+            read.then_some(Repo { mirror, path })
+        }
+        ["api", "hosts"] => read.then_some(Hosts),
+        ["api", rest] => {
+            let Some(rest) = rest.strip_prefix("hosts/") else {
+                return Refused(Refusal::NotFound);
+            };
+            let Some((mac, verb)) = rest.split_once('/') else {
+                return Refused(Refusal::NotFound);
+            };
+            let report = match verb {
+                "installing" => self::Report::Installing,
+                "installed" => self::Report::Installed,
+                "rearm" => self::Report::Rearm,
+                _ => return Refused(Refusal::NotFound),
+            };
+            post.then(|| mac_route(mac, |m| Report(m, report)))
+        }
+        ["status"] | [""] => read.then_some(Status),
+        ["metrics"] => read.then_some(Metrics),
+        _ => return Refused(Refusal::NotFound),
+    };
+    found.unwrap_or(Refused(Refusal::MethodNotAllowed))
+}
+
+fn mac_route<'a>(s: &str, f: impl FnOnce(Mac) -> Route<'a>) -> Route<'a> {
+    // iPXE's ${mac} is colon-separated lowercase; also accept what an
+    // operator might type with curl.
+    match s.parse::<Mac>() {
+        Ok(mac) => f(mac),
+        Err(_) => Route::Refused(Refusal::BadMac),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac() -> Mac {
+        Mac([0x52, 0x54, 0, 0x10, 0, 1])
+    }
+
+    #[test]
+    fn table() {
+        let get = Method::GET;
+        let cases: &[(&Method, bool, &str, Route<'_>)] = &[
+            (
+                &get,
+                true,
+                "/boot/52:54:00:10:00:01.ipxe",
+                Route::Ipxe(mac()),
+            ),
+            (
+                &Method::HEAD,
+                true,
+                "/boot/52-54-00-10-00-01.ipxe",
+                Route::Ipxe(mac()),
+            ),
+            (
+                &get,
+                true,
+                "/boot/52:54:00:10:00:01",
+                Route::Refused(Refusal::NotFound),
+            ),
+            (&get, true, "/boot/zz.ipxe", Route::Refused(Refusal::BadMac)),
+            (&get, true, "/ks/52:54:00:10:00:01", Route::Kickstart(mac())),
+            (
+                &Method::POST,
+                true,
+                "/ks/52:54:00:10:00:01",
+                Route::Refused(Refusal::MethodNotAllowed),
+            ),
+            (
+                &get,
+                true,
+                "/ks/../../etc/passwd",
+                Route::Refused(Refusal::BadMac),
+            ),
+            (
+                &Method::POST,
+                true,
+                "/api/hosts/52:54:00:10:00:01/installed",
+                Route::Report(mac(), Report::Installed),
+            ),
+            (
+                &Method::POST,
+                true,
+                "/api/hosts/52:54:00:10:00:01/installing",
+                Route::Report(mac(), Report::Installing),
+            ),
+            (
+                &Method::POST,
+                true,
+                "/api/hosts/52:54:00:10:00:01/rearm",
+                Route::Report(mac(), Report::Rearm),
+            ),
+            (
+                &get,
+                true,
+                "/api/hosts/52:54:00:10:00:01/installed",
+                Route::Refused(Refusal::MethodNotAllowed),
+            ),
+            (
+                &Method::POST,
+                true,
+                "/api/hosts/52:54:00:10:00:01/explode",
+                Route::Refused(Refusal::NotFound),
+            ),
+            (&get, true, "/api/hosts", Route::Hosts),
+            (
+                &get,
+                true,
+                "/repo/centos/9-stream/BaseOS/x86_64/os/.treeinfo",
+                Route::Repo {
+                    mirror: "centos",
+                    path: "9-stream/BaseOS/x86_64/os/.treeinfo",
+                },
+            ),
+            (
+                &Method::PUT,
+                true,
+                "/repo/centos/x",
+                Route::Refused(Refusal::MethodNotAllowed),
+            ),
+            (&get, true, "/", Route::Status),
+            (&get, true, "/status", Route::Status),
+            (&get, true, "/metrics", Route::Metrics),
+            (&get, true, "/nope", Route::Refused(Refusal::NotFound)),
+            (&get, false, "/", Route::Refused(Refusal::NotAProxy)),
+            (
+                &Method::CONNECT,
+                true,
+                "",
+                Route::Refused(Refusal::NotAProxy),
+            ),
+        ];
+        for (method, origin, path, want) in cases {
+            assert_eq!(&route(method, *origin, path), want, "{method} {path}");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! What the YAML files say, exactly as written. Nothing here is trusted:
+//! `validate` turns these into the types of `model`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub(crate) type S<T> = Spanned<T>;
+
+/// `kickstand.yaml`, the appliance configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApplianceFile {
+    pub server: Server,
+    #[serde(default)]
+    pub dhcp: Dhcp,
+    #[serde(default)]
+    pub tftp: Tftp,
+    pub proxy: Option<Proxy>,
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, S<Vec<S<String>>>>,
+    #[serde(default)]
+    pub cache: Cache,
+    #[serde(default)]
+    pub paths: Paths,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Server {
+    pub address: S<String>,
+    pub bind: Option<S<String>>,
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    pub http_port: Option<u16>,
+    pub tftp_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Dhcp {
+    pub mode: Option<S<String>>,
+    pub unknown: Option<S<String>>,
+    pub uefi_loader: Option<S<String>>,
+    pub pool: Option<S<Pool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Pool {
+    pub start: S<String>,
+    pub end: S<String>,
+    pub prefix_len: S<u8>,
+    pub router: Option<S<String>>,
+    #[serde(default)]
+    pub dns: Vec<S<String>>,
+    pub lease_secs: Option<u32>,
+    pub leases_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tftp {
+    pub root: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Proxy {
+    pub url: S<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM bundle of extra CAs trusted for https mirrors (a site's TLS
+    /// inspection CA, or the test bed's CA).
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cache {
+    pub dir: Option<String>,
+    pub max_size: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Paths {
+    pub templates: Option<String>,
+    pub state: Option<String>,
+}
+
+/// Any other YAML file under the profile directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProfileFile {
+    #[serde(default)]
+    pub os: BTreeMap<String, S<Os>>,
+    pub defaults: Option<S<HostFields>>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, S<Group>>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, S<HostFields>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Os {
+    /// Human name shown in tables and logs.
+    pub title: Option<String>,
+    pub mirror: S<String>,
+    /// Path of the install tree under the mirror's base URL.
+    pub tree: String,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    #[serde(default)]
+    pub repos: Vec<S<Repo>>,
+    pub kickstart: S<String>,
+    pub ipxe: Option<S<String>>,
+    pub boot_args: Option<String>,
+    /// GPG key file on the installed system, for the `.repo` files the
+    /// kickstart writes; absent turns signature checks off.
+    pub gpg_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Repo {
+    pub name: String,
+    pub mirror: Option<S<String>>,
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Group {
+    #[serde(rename = "match", default)]
+    pub selector: Selector,
+    #[serde(default)]
+    pub profile: Option<S<HostFields>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Selector {
+    #[serde(default)]
+    pub mac: Vec<S<String>>,
+    #[serde(default)]
+    pub hostname: Vec<S<String>>,
+    #[serde(default)]
+    pub arch: Vec<S<String>>,
+}
+
+/// The fields a host, a group's profile and the defaults share. Every field
+/// is optional here; the merged result must have the required ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HostFields {
+    pub hostname: Option<S<String>>,
+    pub os: Option<S<String>>,
+    #[serde(default)]
+    pub groups: Vec<S<String>>,
+    pub arch: Option<S<String>>,
+    pub disk: Option<Disk>,
+    pub network: Option<Network>,
+    pub root_password_hash: Option<S<String>>,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    pub timezone: Option<String>,
+    pub kickstart: Option<Snippets>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Disk {
+    pub layout: S<String>,
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Network {
+    pub device: Option<String>,
+    /// `address/prefix`; absent means DHCP.
+    pub address: Option<S<String>>,
+    pub gateway: Option<S<String>>,
+    #[serde(default)]
+    pub dns: Vec<S<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Snippets {
+    pub pre: Option<String>,
+    pub post: Option<String>,
+}

@@ -1,0 +1,240 @@
+//! Rendering of kickstarts and iPXE scripts with minijinja over the
+//! templates of a profile [`Snapshot`].
+//!
+//! A [`Site`] pairs a snapshot with its compiled templates and is only built
+//! when every host renders in every [`BootAction`]: a template that names a
+//! missing value is an error at `kickstand check` (and at reload, which then
+//! keeps the last good site), never an empty string at install time.
+//! Undefined variables are strict and HTML auto-escaping is off: these are
+//! shell and kickstart files, not web pages.
+//!
+//! This crate does no I/O and does not decide *which* action a host gets;
+//! the HTTP front does, from the host's install state.
+
+use kickstand_profiles::model::{Host, Os};
+use kickstand_profiles::{Diagnostic, LoadError, Mac, Snapshot};
+use kickstand_state::Phase;
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
+use serde::Serialize;
+
+/// What the boot script should make the machine do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootAction {
+    /// Boot the installer kernel with the host's kickstart.
+    Install,
+    /// The host is installed: leave iPXE and boot the local disk.
+    LocalDisk,
+}
+
+impl BootAction {
+    pub const ALL: [BootAction; 2] = [BootAction::Install, BootAction::LocalDisk];
+}
+
+/// Boot once: a host that reported `installed` boots its disk until an
+/// operator re-arms it.
+impl From<Phase> for BootAction {
+    fn from(phase: Phase) -> BootAction {
+        match phase {
+            Phase::Installed => BootAction::LocalDisk,
+            Phase::New | Phase::Installing => BootAction::Install,
+        }
+    }
+}
+
+/// Why a render failed. Carries the template's file and line when minijinja
+/// knows them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    #[error("no host profile for {0}")]
+    UnknownHost(Mac),
+    #[error("{0}")]
+    Template(Diagnostic),
+}
+
+/// A snapshot with its templates compiled and proven to render.
+#[derive(Debug)]
+pub struct Site {
+    pub snapshot: Snapshot,
+    env: Environment<'static>,
+}
+
+impl Site {
+    /// Compiles every template and renders every host's kickstart and boot
+    /// script in every action; any failure rejects the whole snapshot.
+    pub fn new(snapshot: Snapshot) -> Result<Site, LoadError> {
+        let env = environment(&snapshot)?;
+        let site = Site { snapshot, env };
+        let mut diags = Vec::new();
+        for host in site.snapshot.hosts.values() {
+            let attempts = [site.kickstart(&host.mac).map(drop)]
+                .into_iter()
+                .chain(BootAction::ALL.map(|a| site.ipxe(&host.mac, a).map(drop)));
+            for result in attempts {
+                if let Err(RenderError::Template(d)) = result {
+                    let message = format!("host {} ({}): {}", host.mac, host.hostname, d.message);
+                    let d = Diagnostic { message, ..d };
+                    if !diags.contains(&d) {
+                        diags.push(d);
+                    }
+                }
+            }
+        }
+        if diags.is_empty() {
+            Ok(site)
+        } else {
+            Err(LoadError(diags))
+        }
+    }
+
+    pub fn kickstart(&self, mac: &Mac) -> Result<String, RenderError> {
+        let (host, os) = self.host(mac)?;
+        self.render(&os.kickstart_template, host, os, BootAction::Install)
+    }
+
+    pub fn ipxe(&self, mac: &Mac, action: BootAction) -> Result<String, RenderError> {
+        let (host, os) = self.host(mac)?;
+        self.render(&os.ipxe_template, host, os, action)
+    }
+
+    fn host(&self, mac: &Mac) -> Result<(&Host, &Os), RenderError> {
+        let host = self
+            .snapshot
+            .host(mac)
+            .ok_or(RenderError::UnknownHost(*mac))?;
+        // Validation guarantees the OS exists; a miss here would be a bug in
+        // the profile crate, reported rather than panicking.
+        let os = self
+            .snapshot
+            .oses
+            .get(&host.os)
+            .ok_or(RenderError::UnknownHost(*mac))?;
+        Ok((host, os))
+    }
+
+    fn render(
+        &self,
+        template: &str,
+        host: &Host,
+        os: &Os,
+        action: BootAction,
+    ) -> Result<String, RenderError> {
+        let urls = Urls::new(&self.snapshot, host, os);
+        let tmpl = self
+            .env
+            .get_template(template)
+            .map_err(|e| self.diagnostic(&e))?;
+        tmpl.render(context! {
+            host => Serde(host),
+            os => Serde(os),
+            urls => Serde(urls),
+            action => Serde(action),
+            appliance => context! {
+                address => self.snapshot.appliance.server.address.to_string(),
+                base_url => self.snapshot.appliance.base_url(),
+            },
+        })
+        .map_err(|e| self.diagnostic(&e))
+    }
+
+    fn diagnostic(&self, e: &minijinja::Error) -> RenderError {
+        RenderError::Template(template_diagnostic(&self.snapshot, e))
+    }
+}
+
+/// Every URL a template needs, computed here so templates never assemble
+/// paths themselves.
+#[derive(Debug, Serialize)]
+struct Urls {
+    tree: String,
+    kernel: String,
+    initrd: String,
+    ks: String,
+    ipxe: String,
+    installing: String,
+    installed: String,
+    repos: Vec<RepoUrl>,
+}
+
+#[derive(Debug, Serialize)]
+struct RepoUrl {
+    name: String,
+    url: String,
+}
+
+impl Urls {
+    fn new(snapshot: &Snapshot, host: &Host, os: &Os) -> Urls {
+        let base = snapshot.appliance.base_url();
+        let repo = |mirror: &str, path: &str| format!("{base}/repo/{mirror}/{path}/");
+        let tree = repo(&os.mirror, &os.tree);
+        Urls {
+            kernel: format!("{tree}{}", os.kernel),
+            initrd: format!("{tree}{}", os.initrd),
+            ks: format!("{base}/ks/{}", host.mac),
+            ipxe: format!("{base}/boot/{}.ipxe", host.mac),
+            installing: format!("{base}/api/hosts/{}/installing", host.mac),
+            installed: format!("{base}/api/hosts/{}/installed", host.mac),
+            repos: os
+                .repos
+                .iter()
+                .map(|r| RepoUrl {
+                    name: r.name.clone(),
+                    url: repo(&r.mirror, &r.path),
+                })
+                .collect(),
+            tree,
+        }
+    }
+}
+
+fn environment(snapshot: &Snapshot) -> Result<Environment<'static>, LoadError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    let syntax = SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(true)
+        .build();
+    // The default syntax always builds; fall back to it rather than panic.
+    env.set_syntax(syntax.unwrap_or_default());
+    let mut diags = Vec::new();
+    for (name, source) in &snapshot.templates {
+        if let Err(e) = env.add_template_owned(name.clone(), source.clone()) {
+            diags.push(template_diagnostic(snapshot, &e));
+        }
+    }
+    if diags.is_empty() {
+        Ok(env)
+    } else {
+        Err(LoadError(diags))
+    }
+}
+
+/// Places a minijinja error in its template file, with line and column.
+fn template_diagnostic(snapshot: &Snapshot, e: &minijinja::Error) -> Diagnostic {
+    let name = e.name().unwrap_or("<template>");
+    let file = snapshot.appliance.templates_dir.join(name);
+    let message = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    let column = match (e.range(), snapshot.templates.get(name)) {
+        (Some(range), Some(src)) => {
+            let start = range.start.min(src.len());
+            let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+            src.get(line_start..start)
+                .map_or(1, |s| s.chars().count() as u64 + 1)
+        }
+        _ => 1,
+    };
+    Diagnostic {
+        file,
+        position: e.line().map(|l| (l as u64, column)),
+        message,
+        snippet: None,
+    }
+}
