@@ -11,7 +11,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use kickstand_profiles::Mac;
 use kickstand_profiles::model::UnknownPolicy;
@@ -420,6 +420,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

@@ -903,6 +903,12 @@ impl Cx {
         get: impl Fn(&'a wire::HostFields) -> Option<(T, Location)>,
     ) -> Option<(T, Location, &'a Path)> {
         let mut chosen: Option<(T, Location, &'a Path, Origin<'a>)> = None;
+        if let Some(host) = layers.last().filter(|l| matches!(l.origin, Origin::Host)) {
+            if let Some((value, at)) = get(host.fields) {
+                let at = if at == Location::UNKNOWN { host.at } else { at };
+                return Some((value, at, host.file));
+            }
+        }
         for l in layers {
             let Some((value, at)) = get(l.fields) else {
                 continue;

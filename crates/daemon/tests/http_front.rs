@@ -1,0 +1,167 @@
+//! `kickstand serve` on port 0, driven by a real HTTP client.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use support::{Bed, Daemon};
+
+const NODE01: &str = "52:54:00:10:00:01";
+
+#[test]
+fn serves_kickstarts_and_boot_scripts_from_the_profiles() {
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    let port = daemon.base.rsplit(':').next().expect("port").to_owned();
+
+    let (status, ks) = daemon.get(&format!("/ks/{NODE01}"));
+    assert_eq!(status, 200, "{ks}");
+    assert!(
+        ks.contains(&format!(
+            "url --url=http://127.0.0.1:{port}/repo/centos/9-stream/BaseOS/x86_64/os/"
+        )),
+        "URLs name the bound port:\n{ks}"
+    );
+    assert!(ks.contains("--hostname=node01"), "{ks}");
+
+    let (status, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
+    assert_eq!(status, 200);
+    assert!(
+        script.contains(&format!("inst.ks=http://127.0.0.1:{port}/ks/{NODE01}")),
+        "{script}"
+    );
+    assert!(script.contains("\nboot\n"), "{script}");
+
+    let (status, hosts) = daemon.get("/api/hosts");
+    assert_eq!(status, 200);
+    let hosts: serde_json::Value = serde_json::from_str(&hosts).expect("json");
+    assert_eq!(hosts.as_array().map(Vec::len), Some(4), "{hosts}");
+}
+
+#[test]
+fn unknown_machines_get_no_install() {
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    for path in ["/ks/52:54:00:ff:00:01", "/boot/52:54:00:ff:00:01.ipxe"] {
+        let (status, body) = daemon.get(path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("never sends an automated install"), "{body}");
+        assert!(!body.contains("inst.ks"), "{body}");
+    }
+    let (status, _) = daemon.post("/api/hosts/52:54:00:ff:00:01/installed");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn unknown_machines_may_be_sent_to_their_disk_when_configured() {
+    let bed = Bed::new();
+    bed.edit(
+        "profiles/kickstand.yaml",
+        "unknown: ignore",
+        "unknown: local-boot",
+    );
+    let daemon = Daemon::start(&bed.config());
+    let (status, body) = daemon.get("/boot/52:54:00:ff:00:01.ipxe");
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("#!ipxe\n") && body.contains("\nexit\n") && !body.contains("kernel"),
+        "{body}"
+    );
+    assert_eq!(
+        daemon.get("/ks/52:54:00:ff:00:01").0,
+        404,
+        "still never a kickstart"
+    );
+}
+
+#[test]
+fn installed_hosts_boot_their_disk_until_rearmed() {
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    assert_eq!(
+        daemon.post(&format!("/api/hosts/{NODE01}/installing")).0,
+        200
+    );
+    let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
+    assert!(script.contains("kernel "), "still installing: {script}");
+
+    let (status, body) = daemon.post(&format!("/api/hosts/{NODE01}/installed"));
+    assert_eq!(status, 200, "{body}");
+    let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
+    assert!(
+        script.contains("\nexit\n") && !script.contains("kernel "),
+        "boot once:\n{script}"
+    );
+
+    // The state survives a restart of the daemon.
+    assert!(daemon.stop(), "clean shutdown on SIGTERM");
+    let daemon = Daemon::start(&bed.config());
+    let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
+    assert!(script.contains("\nexit\n"), "{script}");
+
+    assert_eq!(daemon.post(&format!("/api/hosts/{NODE01}/rearm")).0, 200);
+    let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
+    assert!(script.contains("kernel "), "re-armed:\n{script}");
+}
+
+fn raw(daemon: &Daemon, request: &str) -> String {
+    let addr = daemon.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn hostile_requests_are_refused() {
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    for (path, want) in [
+        ("/ks/../../etc/passwd", 400),
+        ("/ks/%2e%2e%2fetc%2fpasswd", 400),
+        ("/boot/..%2f..%2fetc%2fpasswd.ipxe", 400),
+        ("/etc/passwd", 404),
+        ("/api/hosts/52:54:00:10:00:01/format-disk", 404),
+    ] {
+        let (status, body) = daemon.get(path);
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    let absolute = raw(
+        &daemon,
+        "GET http://example.invalid/ HTTP/1.1\r\nHost: example.invalid\r\nConnection: close\r\n\r\n",
+    );
+    assert!(absolute.starts_with("HTTP/1.1 403"), "{absolute}");
+    let connect = raw(
+        &daemon,
+        "CONNECT example.invalid:443 HTTP/1.1\r\nHost: example.invalid:443\r\nConnection: close\r\n\r\n",
+    );
+    assert!(connect.starts_with("HTTP/1.1 403"), "{connect}");
+    let garbage = raw(&daemon, "\x00\x01\x02 not http at all\r\n\r\n");
+    assert!(
+        garbage.is_empty() || garbage.starts_with("HTTP/1.1 400"),
+        "{garbage}"
+    );
+    // Still serving after all of that.
+    assert_eq!(daemon.get(&format!("/ks/{NODE01}")).0, 200);
+}
+
+#[test]
+fn status_and_metrics() {
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    daemon.get(&format!("/ks/{NODE01}"));
+    let (status, page) = daemon.get("/status");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("last reload  ok") && page.contains("node01"),
+        "{page}"
+    );
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        metrics.contains("kickstand_kickstarts_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kickstand_hosts 4"), "{metrics}");
+}

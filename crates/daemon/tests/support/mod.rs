@@ -1,0 +1,243 @@
+//! Shared harness for the end-to-end tests: a private copy of the shipped
+//! profiles and templates, and the real `kickstand` binary driven over HTTP.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+pub fn kickstand() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kickstand"))
+}
+
+/// A copy of `profiles/` and `templates/` in a temp dir, with the HTTP port
+/// set to 0 (the daemon reports the port it got) and TFTP/DHCP off.
+pub struct Bed {
+    pub dir: tempfile::TempDir,
+}
+
+impl Bed {
+    pub fn new() -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["profiles", "templates"] {
+            copy_tree(&repo_root().join(sub), &dir.path().join(sub));
+        }
+        let bed = Bed { dir };
+        bed.edit("profiles/kickstand.yaml", "http_port: 8080", "http_port: 0");
+        bed
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("profiles/kickstand.yaml")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// Replaces `from` with `to` in a file, in place.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let path = self.path(rel);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        std::fs::write(path, text.replacen(from, to, 1)).expect("write");
+    }
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A running `kickstand serve`, its log captured; stopped with SIGTERM on drop.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        Self::start_with(kickstand().arg("--config").arg(config).arg("serve"))
+    }
+
+    pub fn start_with(cmd: &mut Command) -> Daemon {
+        let mut child = cmd
+            .env("KICKSTAND_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kickstand");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[kickstand] {line}");
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut daemon = Daemon {
+            child,
+            log,
+            base: String::new(),
+            agent,
+        };
+        let line = daemon.wait_for_log("http listening", Duration::from_secs(30));
+        let line = line.unwrap_or_else(|| panic!("kickstand did not start:\n{}", daemon.log()));
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no addr= in {line}"));
+        daemon.base = format!("http://{addr}");
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Waits for a log line containing `needle` that appeared after `skip`
+    /// bytes of log; returns the line.
+    pub fn wait_for_log_after(
+        &self,
+        skip: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if let Some(line) = log
+                .get(skip..)
+                .unwrap_or("")
+                .lines()
+                .find(|l| l.contains(needle))
+            {
+                return Some(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_log_after(0, needle, timeout)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().expect("body"))
+    }
+
+    pub fn post(&self, path: &str) -> (u16, String) {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .send_empty()
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().expect("body"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// SIGTERM and wait; returns whether it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes. Waiting is not a
+/// speed assertion: the timeout only bounds a hung test.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,329 @@
+//! The shipped samples load, and every kind of broken edit is rejected with
+//! a diagnostic naming file, line and column.
+
+use std::path::{Path, PathBuf};
+
+use kickstand_profiles::{Diagnostic, LoadError, Mac, load};
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A private copy of the shipped `profiles/` and `templates/` in a temp dir,
+/// laid out side by side as in the repo so relative paths still work.
+struct Copy {
+    dir: tempfile::TempDir,
+}
+
+impl Copy {
+    fn new() -> Copy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["profiles", "templates"] {
+            copy_tree(&repo_root().join(sub), &dir.path().join(sub));
+        }
+        Copy { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("profiles/kickstand.yaml")
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn load_err(&self) -> Vec<Diagnostic> {
+        match load(&self.config()) {
+            Ok(_) => panic!("the broken profile set was accepted"),
+            Err(LoadError(diags)) => diags,
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Asserts exactly one diagnostic that points into `file` at `line`.
+fn assert_one_at(diags: &[Diagnostic], file: &Path, line: u64, needle: &str) {
+    assert_eq!(diags.len(), 1, "expected one diagnostic, got: {diags:#?}");
+    let d = &diags[0];
+    assert_eq!(d.file, file, "{d}");
+    let (l, c) = d
+        .position
+        .unwrap_or_else(|| panic!("no line/column in {d}"));
+    assert_eq!(l, line, "{d}");
+    assert!(c >= 1, "{d}");
+    assert!(d.message.contains(needle), "`{needle}` not in: {d}");
+    let shown = d.to_string();
+    assert!(
+        shown.starts_with(&format!("{}:{l}:{c}: ", file.display())),
+        "{shown}"
+    );
+}
+
+#[test]
+fn shipped_samples_load() {
+    let snap = load(&repo_root().join("profiles/kickstand.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(snap.oses.len(), 3);
+    assert!(snap.hosts.len() >= 4);
+    let node01 = snap
+        .host(&"52:54:00:10:00:01".parse::<Mac>().expect("mac"))
+        .expect("node01");
+    assert_eq!(node01.groups, ["compute"]);
+    assert_eq!(node01.disk.device.as_deref(), Some("vda"));
+    assert!(
+        node01.packages.contains(&"tuned".to_owned())
+            && node01.packages.contains(&"chrony".to_owned())
+    );
+    let stor01 = snap
+        .host(&"52:54:00:20:00:01".parse::<Mac>().expect("mac"))
+        .expect("stor01");
+    assert_eq!(stor01.groups, ["storage"], "selected by hostname pattern");
+    assert_eq!(stor01.os, "rocky-9", "group overrides defaults");
+    assert_eq!(stor01.snippets.post.len(), 1);
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/broken.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: [unclosed\n",
+    );
+    let diags = copy.load_err();
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].file, file);
+    assert!(diags[0].position.is_some(), "{}", diags[0]);
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/broken.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: web\n    packages: nginx-as-a-string\n",
+    );
+    let diags = copy.load_err();
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(
+        (diags[0].file.as_path(), diags[0].position.map(|p| p.0)),
+        (file.as_path(), Some(4)),
+        "{}",
+        diags[0]
+    );
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/broken.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: web\n    hostnmae: typo\n",
+    );
+    assert_one_at(&copy.load_err(), &file, 4, "unknown field `hostnmae`");
+}
+
+#[test]
+fn missing_os_reference_is_located() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/broken.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: web\n    os: centos-stream-10\n",
+    );
+    assert_one_at(
+        &copy.load_err(),
+        &file,
+        4,
+        "OS `centos-stream-10` is not defined",
+    );
+}
+
+#[test]
+fn duplicate_mac_across_files_and_spellings() {
+    let copy = Copy::new();
+    // Same machine as node01 in rack1.yaml, written another way.
+    let file = copy.write(
+        "profiles/hosts/rack2.yaml",
+        "hosts:\n  \"52-54-00-10-00-01\":\n    hostname: node01-again\n",
+    );
+    let diags = copy.load_err();
+    assert_one_at(&diags, &file, 3, "MAC 52:54:00:10:00:01 appears twice");
+    assert!(
+        diags[0].message.contains("rack1.yaml"),
+        "names the first place too: {}",
+        diags[0]
+    );
+}
+
+#[test]
+fn duplicate_mac_key_in_one_file() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/dup.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: a\n  \"52:54:00:99:00:01\":\n    hostname: b\n",
+    );
+    let diags = copy.load_err();
+    assert_one_at(&diags, &file, 4, "duplicate");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let copy = Copy::new();
+    copy.write(
+        "profiles/hosts/broken.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: a\n    os: nope\n  \"52:54:00:99:00:02\":\n    hostname: b_bad\n  \"not-a-mac\":\n    hostname: c\n",
+    );
+    let diags = copy.load_err();
+    assert_eq!(diags.len(), 3, "{diags:#?}");
+}
+
+#[test]
+fn clear_text_password_is_refused() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/broken.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: a\n    root_password_hash: hunter2\n",
+    );
+    assert_one_at(&copy.load_err(), &file, 4, "crypt(3)");
+}
+
+#[test]
+fn conflicting_groups_are_an_error_but_the_host_may_settle_it() {
+    let copy = Copy::new();
+    copy.write(
+        "profiles/hosts/both.yaml",
+        "hosts:\n  \"52:54:00:10:00:09\":\n    hostname: stor09\n",
+    );
+    // In both `compute` (by MAC) and `storage` (by hostname), which set
+    // different disk layouts.
+    let diags = copy.load_err();
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(
+        diags[0].message.contains("set different `disk`"),
+        "{}",
+        diags[0]
+    );
+    copy.write(
+        "profiles/hosts/both.yaml",
+        "hosts:\n  \"52:54:00:10:00:09\":\n    hostname: stor09\n    disk: {layout: plain}\n",
+    );
+    let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(snap.hosts.len(), 5);
+}
+
+#[test]
+fn mirror_and_template_references_are_checked() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/os/extra.yaml",
+        "os:\n  fedora:\n    mirror: fedora\n    tree: x\n    kickstart: missing.ks.j2\n",
+    );
+    let diags = copy.load_err();
+    assert_eq!(diags.len(), 2, "{diags:#?}");
+    assert!(diags.iter().all(|d| d.file == file));
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("mirror `fedora`") && d.position.map(|p| p.0) == Some(3))
+    );
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("template `missing.ks.j2`")
+                && d.position.map(|p| p.0) == Some(5))
+    );
+}
+
+/// hickory-dns style: a bogus key in any mapping of any shipped sample must
+/// be rejected. JSON is YAML, so the mutated document is written as JSON.
+#[test]
+fn bogus_key_in_every_mapping_of_every_sample_is_rejected() {
+    let samples = yaml_files(&repo_root().join("profiles"));
+    assert!(samples.len() >= 5, "{samples:?}");
+    let mut tried = 0;
+    for sample in &samples {
+        let rel = sample.strip_prefix(repo_root()).expect("inside repo");
+        let text = std::fs::read_to_string(sample).expect("read sample");
+        let doc: Value = serde_saphyr::from_str(&text).expect("sample parses");
+        for path in mapping_paths(&doc, &mut Vec::new()) {
+            let mut mutated = doc.clone();
+            let map = pointer_mut(&mut mutated, &path)
+                .as_object_mut()
+                .expect("a mapping");
+            map.insert("kickstand_bogus_key".into(), Value::from(1));
+            let copy = Copy::new();
+            copy.write(
+                &rel.to_string_lossy(),
+                &serde_json::to_string_pretty(&mutated).expect("json"),
+            );
+            let result = load(&copy.config());
+            assert!(
+                result.is_err(),
+                "{} at /{} accepted a bogus key",
+                rel.display(),
+                path.join("/")
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > 30, "only {tried} mappings tried");
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn mapping_paths(v: &Value, at: &mut Vec<String>) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    match v {
+        Value::Object(map) => {
+            out.push(at.clone());
+            for (k, child) in map {
+                at.push(k.clone());
+                out.extend(mapping_paths(child, at));
+                at.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                at.push(i.to_string());
+                out.extend(mapping_paths(child, at));
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn pointer_mut<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
+    path.iter().fold(v, |v, key| match v {
+        Value::Object(map) => map.get_mut(key).expect("key"),
+        Value::Array(items) => &mut items[key.parse::<usize>().expect("index")],
+        _ => panic!("not a container"),
+    })
+}
