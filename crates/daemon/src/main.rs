@@ -2,6 +2,7 @@
 //! profile watcher, signals and shutdown. Protocol logic lives in the
 //! library crates; this crate only wires them together.
 
+mod boot;
 mod reload;
 mod serve;
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use kickstand_http::App;
+use kickstand_profiles::model::DhcpMode;
 use kickstand_state::StateStore;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -17,7 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
-use crate::reload;
+use crate::{boot, reload};
+
+/// Runs a service to its end and logs how it ended.
+async fn log_exit(name: &'static str, service: impl Future<Output = std::io::Result<()>>) {
+    match service.await {
+        Ok(()) => info!(service = name, "stopped"),
+        Err(e) => error!(service = name, error = %e, "service failed"),
+    }
+}
 
 pub(crate) fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let Some(site) = crate::load_or_report(config) else {
@@ -53,6 +62,17 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
 
     info!(addr = %http.local_addr()?, base_url = %app.site().snapshot.appliance.base_url(), "http listening");
     tasks.spawn(kickstand_http::serve(http, app.clone(), shutdown.clone()));
+
+    let tftp = boot::bind_tftp(&appliance).await?;
+    let files = Arc::new(boot::TftpFiles::new(app.clone()));
+    tasks.spawn(log_exit("tftp", kickstand_tftp::serve(tftp, files, shutdown.clone())));
+
+    if appliance.dhcp.mode != DhcpMode::Off {
+        let sockets = boot::bind_dhcp(&appliance)?;
+        let leases = boot::leases(&appliance)?;
+        let view = Arc::new(boot::dhcp_view(app.clone()));
+        tasks.spawn(log_exit("dhcp", kickstand_dhcp::serve(sockets, view, leases, shutdown.clone())));
+    }
 
     let (hup_tx, hup_rx) = mpsc::channel(1);
     tasks.spawn({

@@ -112,6 +112,7 @@ impl App {
         let path = req.uri().path().to_owned();
         let response = match route(req.method(), origin_form, &path) {
             Route::Ipxe(mac) => self.ipxe(mac),
+            Route::Loader(name) => self.loader(name).await,
             Route::Kickstart(mac) => self.kickstart(mac),
             Route::Report(mac, report) => self.report(mac, report, peer),
             Route::Hosts => self.hosts(),
@@ -134,6 +135,18 @@ impl App {
         }
         self.metrics.ipxe.fetch_add(1, Ordering::Relaxed);
         rendered(site.ipxe(&mac, self.boot_action(&mac)))
+    }
+
+    async fn loader(&self, name: &str) -> Response<Body> {
+        let root = self.site().snapshot.appliance.tftp_root.clone();
+        match tokio::fs::read(root.join(name)).await {
+            Ok(bytes) => {
+                let mut resp = Response::new(full(bytes));
+                resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/efi"));
+                resp
+            }
+            Err(_) => text(StatusCode::NOT_FOUND, "no such boot loader\n"),
+        }
     }
 
     fn unknown_ipxe(&self, site: &Site, mac: Mac) -> Response<Body> {

@@ -8,6 +8,9 @@ use kickstand_profiles::Mac;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     Ipxe(Mac),
+    /// A boot loader from the TFTP root, for UEFI HTTP boot which has no
+    /// TFTP: a bare file name of a safe alphabet, never a path.
+    Loader(&'a str),
     Kickstart(Mac),
     Report(Mac, Report),
     Hosts,
@@ -84,6 +87,10 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
         _ => return Refused(Refusal::NotFound),
     };
     found.unwrap_or(Refused(Refusal::MethodNotAllowed))
+}
+
+fn is_loader_name(name: &str) -> bool {
+    !name.starts_with('.') && !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn mac_route<'a>(s: &str, f: impl FnOnce(Mac) -> Route<'a>) -> Route<'a> {

@@ -34,6 +34,7 @@ impl Bed {
         }
         let bed = Bed { dir };
         bed.edit("profiles/kickstand.yaml", "http_port: 8080", "http_port: 0");
+        bed.edit("profiles/kickstand.yaml", "tftp_port: 6969", "tftp_port: 0");
         bed
     }
 

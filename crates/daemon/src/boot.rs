@@ -1,0 +1,120 @@
+//! The daemon's side of ProxyDHCP and TFTP: the live site seen through the
+//! small traits those crates ask for, and binding their sockets.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use kickstand_dhcp::{HostLookup, HostStatus, View};
+use kickstand_http::App;
+use kickstand_profiles::Mac;
+use kickstand_profiles::model::{Appliance, DhcpMode, UnknownPolicy};
+use kickstand_render::Site;
+use tokio::net::UdpSocket;
+use tracing::info;
+
+/// DHCP's view of one site: who may netboot.
+#[derive(Debug)]
+struct Hosts(Arc<Site>);
+
+impl HostLookup for Hosts {
+    fn lookup(&self, mac: kickstand_dhcp::Mac) -> HostStatus {
+        let snapshot = &self.0.snapshot;
+        if snapshot.host(&Mac(mac.0)).is_some() {
+            return HostStatus::Netboot;
+        }
+        match snapshot.appliance.dhcp.unknown {
+            // Its boot script only exits to the local disk: never an install.
+            UnknownPolicy::LocalBoot => HostStatus::Netboot,
+            UnknownPolicy::Ignore => HostStatus::Unknown,
+        }
+    }
+}
+
+fn dhcp_context(appliance: &Appliance) -> kickstand_dhcp::Context {
+    let mut context = kickstand_dhcp::Context::new(appliance.server.address, appliance.server.http_port);
+    context.loaders.uefi_x64 = appliance.dhcp.uefi_loader.clone();
+    context.mode = match appliance.dhcp.mode {
+        DhcpMode::Off => kickstand_dhcp::Mode::Off,
+        DhcpMode::Proxy => kickstand_dhcp::Mode::Proxy,
+        DhcpMode::Full => kickstand_dhcp::Mode::Full,
+    };
+    context
+}
+
+/// Every packet takes the site in force when it arrives.
+pub(crate) fn dhcp_view(app: Arc<App>) -> impl Fn() -> View + Send + Sync {
+    move || {
+        let site = app.site();
+        View { context: Arc::new(dhcp_context(&site.snapshot.appliance)), hosts: Arc::new(Hosts(site)) }
+    }
+}
+
+/// Binds UDP 67 and 4011 on the configured interface (or all).
+pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<kickstand_dhcp::Sockets> {
+    let addr = match appliance.server.bind {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let interface = match appliance.server.interfaces.as_slice() {
+        [] => None,
+        [one] => Some(one.as_str()),
+        more => anyhow::bail!("ProxyDHCP serves one interface; server.interfaces names {}", more.len()),
+    };
+    let dhcp = kickstand_dhcp::bind_dhcp_socket(addr, 67, interface).context("binding DHCP on UDP 67")?;
+    let boot_server = kickstand_dhcp::bind_dhcp_socket(addr, 4011, interface).context("binding the PXE boot server on UDP 4011")?;
+    info!(interface = interface.unwrap_or("all"), mode = ?appliance.dhcp.mode, "dhcp listening on 67 and 4011");
+    Ok(kickstand_dhcp::Sockets { dhcp, boot_server: Some(boot_server) })
+}
+
+/// The leases of `dhcp.mode: full`, or `None` in the other modes.
+pub(crate) fn leases(appliance: &Appliance) -> anyhow::Result<Option<kickstand_dhcp::full::Leases>> {
+    let Some(p) = appliance.dhcp.pool.as_ref().filter(|_| appliance.dhcp.mode == DhcpMode::Full) else {
+        return Ok(None);
+    };
+    let netmask = Ipv4Addr::from(u32::MAX << (32 - u32::from(p.prefix_len)));
+    let pool = kickstand_dhcp::full::Pool::new(p.start, p.end, netmask, p.router, p.dns.clone(), p.lease_secs)?;
+    if let Some(dir) = p.leases_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(Some(kickstand_dhcp::full::Leases::open(&p.leases_file, pool)?))
+}
+
+/// TFTP serves the boot loaders under `tftp.root`, plus each host's iPXE
+/// script as `boot/<mac>.ipxe` for iPXE builds without HTTP.
+#[derive(Debug)]
+pub(crate) struct TftpFiles {
+    app: Arc<App>,
+    root: std::path::PathBuf,
+}
+
+impl TftpFiles {
+    pub(crate) fn new(app: Arc<App>) -> TftpFiles {
+        // The root is fixed at start like the sockets: a reload that moves
+        // it takes effect at restart (the reload logs that).
+        let root = app.site().snapshot.appliance.tftp_root.clone();
+        TftpFiles { app, root }
+    }
+}
+
+impl kickstand_tftp::Source for TftpFiles {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn generated(&self, path: &str) -> Option<Bytes> {
+        let mac: Mac = path.strip_prefix("boot/")?.strip_suffix(".ipxe")?.parse().ok()?;
+        let site = self.app.site();
+        site.snapshot.host(&mac)?;
+        site.ipxe(&mac, self.app.boot_action(&mac)).ok().map(Bytes::from)
+    }
+}
+
+pub(crate) async fn bind_tftp(appliance: &Appliance) -> anyhow::Result<UdpSocket> {
+    let addr = (appliance.server.bind, appliance.server.tftp_port);
+    let socket = UdpSocket::bind(addr).await.with_context(|| format!("binding TFTP on UDP {}", appliance.server.tftp_port))?;
+    info!(addr = %socket.local_addr()?, root = %appliance.tftp_root.display(), "tftp listening");
+    Ok(socket)
+}

@@ -1,0 +1,877 @@
+//! End-to-end tests of Kickstand's caching repo proxy against real peers:
+//! nginx as the mirror, squid as the office proxy (Basic auth on, no caching
+//! of its own, so every upstream fetch shows in nginx's access log), and
+//! `dnf --installroot` as the installer's package stage. The bed lives in
+//! `tests/beds/mirror/` (`start.sh`, `stop.sh`, `dnf-install.sh`); every test
+//! starts its own bed and its own `kickstand serve` on free loopback ports,
+//! so the tests can run in parallel.
+//!
+//! Only the Rust standard library is used: the HTTP client below is a few
+//! lines of HTTP/1.1 over `TcpStream` (hostile requests must go out byte for
+//! byte anyway) and digests come from coreutils' `sha256sum`.
+//!
+//! Set `KS_KEEP_BED=1` to keep a test's work directory for a post-mortem.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The install tree under every mirror's base URL.
+const OS: &str = "9-stream/BaseOS/x86_64/os";
+const PROXY_USER: &str = "kick";
+const PROXY_PASSWORD: &str = "secret";
+
+fn bed_scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/beds/mirror")
+}
+
+// ---------------------------------------------------------------------------
+// The bed: nginx + squid started by start.sh under a per-test work directory.
+
+struct Bed {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+}
+
+impl Bed {
+    fn start(name: &str) -> Bed {
+        let dir = PathBuf::from(format!("/tmp/ks-mirror-{name}-{}", std::process::id()));
+        if dir.exists() {
+            let _ = Command::new(bed_scripts().join("stop.sh"))
+                .arg(&dir)
+                .status();
+            fs::remove_dir_all(&dir).expect("remove stale bed dir");
+        }
+        fs::create_dir_all(&dir).expect("create bed dir");
+        let out = Command::new(bed_scripts().join("start.sh"))
+            .arg(&dir)
+            .env("KS_SQUID_AUTH", format!("{PROXY_USER}:{PROXY_PASSWORD}"))
+            .env("KS_MIRROR_SLOW_RATE", "1m")
+            .output()
+            .expect("run tests/beds/mirror/start.sh");
+        // Built before the assert so a failed start still stops what it began.
+        let bed = Bed {
+            dir,
+            env: HashMap::new(),
+        };
+        assert!(
+            out.status.success(),
+            "start.sh failed (missing peer?): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = fs::read_to_string(bed.dir.join("env")).expect("start.sh writes WORKDIR/env");
+        let mut bed = bed;
+        bed.env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        bed
+    }
+
+    fn var(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from bed env"))
+    }
+
+    fn port(&self, key: &str) -> u16 {
+        self.var(key).parse().expect("port number in bed env")
+    }
+
+    /// The mirror's copy of `rel` (relative to the install tree).
+    fn mirror_file(&self, rel: &str) -> PathBuf {
+        Path::new(self.var("KS_MIRROR_ROOT")).join(OS).join(rel)
+    }
+
+    fn packages(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.mirror_file("Packages"))
+            .expect("mirror Packages dir")
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".rpm"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// nginx access log lines: (server port, method, request URI, status).
+    fn nginx_log(&self) -> Vec<(u16, String, String, u16)> {
+        let text = fs::read_to_string(self.var("KS_NGINX_ACCESS_LOG")).expect("nginx access log");
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('\t').collect();
+                Some((
+                    f.first()?.parse().ok()?,
+                    f.get(1)?.to_string(),
+                    f.get(2)?.to_string(),
+                    f.get(3)?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// How many times nginx sent a body for a URI ending in `suffix`.
+    fn upstream_fetches(&self, suffix: &str) -> usize {
+        self.nginx_log()
+            .iter()
+            .filter(|(_, method, uri, status)| {
+                method == "GET" && uri.ends_with(suffix) && (200..300).contains(status)
+            })
+            .count()
+    }
+
+    fn squid_log(&self) -> String {
+        fs::read_to_string(self.var("KS_SQUID_ACCESS_LOG")).expect("squid access log")
+    }
+
+    fn nginx_log_len(&self) -> usize {
+        self.nginx_log().len()
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = Command::new(bed_scripts().join("stop.sh"))
+            .arg(&self.dir)
+            .status();
+        if std::env::var_os("KS_KEEP_BED").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kickstand itself: a config under the bed dir, `kickstand serve`, a log file.
+
+struct Kickstand {
+    child: Child,
+    port: u16,
+    home: PathBuf,
+}
+
+impl Kickstand {
+    /// Starts `kickstand serve` with its config, cache and state under
+    /// `bed/ks`. Calling it again on the same bed reuses the cache (a restart).
+    fn start(bed: &Bed) -> Kickstand {
+        let home = bed.dir.join("ks");
+        for sub in ["etc", "tftp", "templates", "var/cache", "var/state"] {
+            fs::create_dir_all(home.join(sub)).expect("create kickstand dirs");
+        }
+        let port = free_tcp_port();
+        let config = home.join("etc/kickstand.yaml");
+        fs::write(&config, appliance_config(bed, port, free_udp_port()))
+            .expect("write kickstand.yaml");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.join("kickstand.log"))
+            .expect("open kickstand.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kickstand"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kickstand");
+        let mut ks = Kickstand { child, port, home };
+        ks.wait_ready();
+        ks
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "kickstand exited during start-up ({status}):\n{}",
+                    self.log()
+                );
+            }
+            if get(self.port, "/status").is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kickstand never answered on port {}:\n{}",
+                self.port,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.home.join("kickstand.log")).unwrap_or_default()
+    }
+
+    fn repo_url(&self, mirror: &str) -> String {
+        format!("http://127.0.0.1:{}/repo/{mirror}/{OS}/", self.port)
+    }
+
+    /// GET `/repo/<mirror>/<OS>/<rel>` and insist on a whole 200 response.
+    fn fetch(&self, mirror: &str, rel: &str) -> Vec<u8> {
+        let path = format!("/repo/{mirror}/{OS}/{rel}");
+        match get(self.port, &path) {
+            Ok(r) if r.status == 200 => r.body,
+            Ok(r) => panic!(
+                "GET {path}: status {}: {}\n{}",
+                r.status,
+                String::from_utf8_lossy(&r.body),
+                self.log()
+            ),
+            Err(e) => panic!("GET {path}: {e}\n{}", self.log()),
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL on Unix
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kickstand {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("--- kickstand log ---\n{}", self.log());
+        }
+        self.kill9();
+    }
+}
+
+fn appliance_config(bed: &Bed, http_port: u16, tftp_port: u16) -> String {
+    format!(
+        r#"# Written by crates/daemon/tests/mirror.rs
+server:
+  address: 127.0.0.1
+  bind: 127.0.0.1
+  interfaces: []
+  http_port: {http_port}
+  tftp_port: {tftp_port}
+dhcp:
+  mode: "off"
+tftp:
+  root: ../tftp
+proxy:
+  url: {proxy}
+  username: {PROXY_USER}
+  password: {PROXY_PASSWORD}
+  ca_file: {ca}
+mirrors:
+  centos: [{http}]
+  slow: [{slow}]
+  secure: [{https}]
+cache:
+  dir: ../var/cache
+  max_size: 1GiB
+paths:
+  templates: ../templates
+  state: ../var/state
+"#,
+        proxy = bed.var("KS_PROXY_URL"),
+        ca = bed.var("KS_CA_PEM"),
+        http = bed.var("KS_MIRROR_HTTP_URL"),
+        slow = bed.var("KS_MIRROR_SLOW_URL"),
+        https = bed.var("KS_MIRROR_HTTPS_URL"),
+    )
+}
+
+fn free_tcp_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    s.local_addr().expect("local addr").port()
+}
+
+// ---------------------------------------------------------------------------
+// A minimal HTTP/1.1 client: one request per connection, raw bytes out.
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn get(port: u16, path: &str) -> io::Result<Response> {
+    raw_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends `request` verbatim and reads the response to the end. A body
+/// shorter than its Content-Length (or a chunked body without its last
+/// chunk) is an error: that is exactly what a client must never accept.
+fn raw_request(port: u16, request: &str) -> io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    s.write_all(request.as_bytes())?;
+    let is_connect = request.starts_with("CONNECT");
+    if !is_connect {
+        let _ = s.shutdown(Shutdown::Write);
+    }
+    let mut raw = Vec::new();
+    if is_connect {
+        // A tunnel stays open; the status line is all that matters.
+        let mut buf = [0u8; 4096];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+    } else {
+        s.read_to_end(&mut raw)?;
+    }
+    parse_response(&raw, request.starts_with("HEAD") || is_connect)
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn parse_response(raw: &[u8], no_body: bool) -> io::Result<Response> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad(format!("no complete header block in {} bytes", raw.len())))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut r = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if no_body {
+        return Ok(r);
+    }
+    let rest = &raw[end + 4..];
+    if r.header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        r.body = dechunk(rest)?;
+    } else if let Some(len) = r.header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| bad(format!("bad content-length {len:?}")))?;
+        if rest.len() != len {
+            return Err(bad(format!(
+                "body is {} bytes, content-length {len}",
+                rest.len()
+            )));
+        }
+        r.body = rest.to_vec();
+    } else {
+        r.body = rest.to_vec();
+    }
+    Ok(r)
+}
+
+fn dechunk(mut rest: &[u8]) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("truncated chunk size"))?;
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let size_hex = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| bad(format!("bad chunk size {size_hex:?}")))?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if rest.len() < size + 2 {
+            return Err(bad("truncated chunk"));
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Digests and dnf.
+
+fn sha256(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    let mut stdin = child.stdin.take().expect("sha256sum stdin");
+    let data = bytes.to_vec();
+    let writer = thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("sha256sum output");
+    writer
+        .join()
+        .expect("sha256sum writer")
+        .expect("write to sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn sha256_file(path: &Path) -> String {
+    sha256(&fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
+}
+
+/// `dnf install` into `root` from `baseurl` only; extra environment for
+/// dnf-install.sh (proxy, CA) in `env`.
+fn dnf_install(root: &Path, baseurl: &str, packages: &[&str], env: &[(&str, &str)]) {
+    let out = Command::new(bed_scripts().join("dnf-install.sh"))
+        .arg(root)
+        .arg(baseurl)
+        .args(packages)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run dnf-install.sh");
+    assert!(
+        out.status.success(),
+        "dnf install {packages:?} from {baseurl} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_installed(root: &Path) {
+    let hello = fs::read_to_string(root.join("usr/share/ks-hello/hello.txt"))
+        .expect("ks-hello file installed");
+    assert_eq!(hello, "hello from ks-hello\n");
+    let lib = fs::read_to_string(root.join("usr/share/ks-lib/VERSION"))
+        .expect("ks-lib (dependency) installed");
+    assert_eq!(lib, "ks-lib 1.0\n");
+}
+
+/// Replaces `path` the way a mirror sync does (new inode, rename over), with
+/// a later mtime so validators (ETag, Last-Modified) change too.
+fn respin(path: &Path) -> String {
+    let mut fresh = vec![0u8; fs::metadata(path).expect("stat old file").len() as usize];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut fresh))
+        .expect("read /dev/urandom");
+    let tmp = path.with_extension("respin");
+    let f = fs::File::create(&tmp).expect("create respin file");
+    (&f).write_all(&fresh).expect("write respin file");
+    f.set_modified(SystemTime::now() + Duration::from_secs(120))
+        .expect("set mtime");
+    drop(f);
+    fs::rename(&tmp, path).expect("rename respin file");
+    sha256(&fresh)
+}
+
+// ---------------------------------------------------------------------------
+// The bed on its own: proves the peers work before blaming Kickstand.
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn bed_serves_dnf_straight_through_squid() {
+    let bed = Bed::start("bed");
+    let proxy = bed.var("KS_PROXY_URL").to_owned();
+    let auth = [
+        ("KS_DNF_PROXY", proxy.as_str()),
+        ("KS_DNF_PROXY_USER", PROXY_USER),
+        ("KS_DNF_PROXY_PASSWORD", PROXY_PASSWORD),
+    ];
+    let root = bed.dir.join("root-http");
+    dnf_install(
+        &root,
+        &format!("{}{OS}/", bed.var("KS_MIRROR_HTTP_URL")),
+        &["ks-hello"],
+        &auth,
+    );
+    assert_installed(&root);
+
+    let root = bed.dir.join("root-https");
+    let mut with_ca = auth.to_vec();
+    with_ca.push(("KS_DNF_SSLCACERT", bed.var("KS_CA_PEM")));
+    dnf_install(
+        &root,
+        &format!("{}{OS}/", bed.var("KS_MIRROR_HTTPS_URL")),
+        &["ks-hello"],
+        &with_ca,
+    );
+    assert_installed(&root);
+
+    let squid = bed.squid_log();
+    let http_port = bed.var("KS_MIRROR_HTTP_PORT");
+    let https_port = bed.var("KS_MIRROR_HTTPS_PORT");
+    assert!(
+        squid.contains(&format!(
+            "GET http://127.0.0.1:{http_port}/centos/{OS}/Packages/ks-hello"
+        )),
+        "{squid}"
+    );
+    assert!(
+        squid.contains(&format!("CONNECT 127.0.0.1:{https_port} 200")),
+        "{squid}"
+    );
+    assert_eq!(bed.upstream_fetches("/Packages/ks-lib-1.0-1.noarch.rpm"), 2);
+
+    // The office proxy refuses what Kickstand must never rely on.
+    let squid_port = bed.port("KS_SQUID_PORT");
+    let target = format!("http://127.0.0.1:{http_port}/centos/{OS}/.treeinfo");
+    let no_auth = raw_request(
+        squid_port,
+        &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+    .expect("squid answers");
+    assert_eq!(no_auth.status, 407, "squid must demand proxy credentials");
+    let origin_form = raw_request(
+        squid_port,
+        "GET /centos/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .expect("squid answers");
+    assert!(
+        origin_form.status >= 400,
+        "squid must refuse origin-form, got {}",
+        origin_form.status
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Kickstand through the bed.
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn dnf_installs_through_repo_proxy() {
+    let bed = Bed::start("dnf");
+    let ks = Kickstand::start(&bed);
+    let root = bed.dir.join("root");
+    dnf_install(&root, &ks.repo_url("centos"), &["ks-hello"], &[]);
+    assert_installed(&root);
+
+    // It went Kickstand -> squid (authenticated) -> nginx.
+    let squid = bed.squid_log();
+    let line = format!(
+        "GET {}{OS}/Packages/ks-hello-1.0-1.noarch.rpm 200",
+        bed.var("KS_MIRROR_HTTP_URL")
+    );
+    assert!(squid.contains(&line), "squid log lacks {line:?}:\n{squid}");
+    assert_eq!(
+        bed.upstream_fetches("/Packages/ks-hello-1.0-1.noarch.rpm"),
+        1
+    );
+    assert_eq!(bed.upstream_fetches("/Packages/ks-lib-1.0-1.noarch.rpm"), 1);
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn parallel_dnf_clients_fetch_each_package_once() {
+    let bed = Bed::start("parallel");
+    let ks = Kickstand::start(&bed);
+    let baseurl = ks.repo_url("centos");
+    let roots: Vec<PathBuf> = (0..4).map(|i| bed.dir.join(format!("root{i}"))).collect();
+    thread::scope(|s| {
+        for root in &roots {
+            let baseurl = &baseurl;
+            s.spawn(move || dnf_install(root, baseurl, &["ks-hello", "ks-payload"], &[]));
+        }
+    });
+    for root in &roots {
+        assert_installed(root);
+        let blob = root.join("usr/share/ks-payload/blob.bin");
+        assert_eq!(
+            fs::metadata(&blob).expect("payload installed").len(),
+            4 << 20
+        );
+    }
+    let fetches: BTreeMap<String, usize> = bed
+        .packages()
+        .into_iter()
+        .map(|p| (p.clone(), bed.upstream_fetches(&format!("/Packages/{p}"))))
+        .collect();
+    assert!(
+        fetches.values().all(|&n| n == 1),
+        "each package must be fetched upstream exactly once, got {fetches:?}"
+    );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn cached_files_match_mirror_sha256() {
+    let bed = Bed::start("sha");
+    let ks = Kickstand::start(&bed);
+    let mut files: Vec<String> = [
+        "repodata/repomd.xml",
+        ".treeinfo",
+        "images/pxeboot/vmlinuz",
+        "images/pxeboot/initrd.img",
+        "images/install.img",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    files.extend(bed.packages().into_iter().map(|p| format!("Packages/{p}")));
+    for rel in &files {
+        let want = sha256_file(&bed.mirror_file(rel));
+        let miss = ks.fetch("centos", rel);
+        assert_eq!(
+            sha256(&miss),
+            want,
+            "{rel}: first (miss) response differs from the mirror"
+        );
+        let hit = ks.fetch("centos", rel);
+        assert_eq!(
+            sha256(&hit),
+            want,
+            "{rel}: second (cached) response differs from the mirror"
+        );
+    }
+    for p in bed.packages() {
+        assert_eq!(
+            bed.upstream_fetches(&format!("/Packages/{p}")),
+            1,
+            "{p} is immutable: one upstream fetch"
+        );
+    }
+    // Cached again after a restart: the cache is on disk, not in memory.
+    drop(ks);
+    let ks = Kickstand::start(&bed);
+    for p in bed.packages() {
+        let rel = format!("Packages/{p}");
+        assert_eq!(
+            sha256(&ks.fetch("centos", &rel)),
+            sha256_file(&bed.mirror_file(&rel))
+        );
+        assert_eq!(
+            bed.upstream_fetches(&format!("/Packages/{p}")),
+            1,
+            "{p} refetched after restart"
+        );
+    }
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn hostile_requests_are_refused_and_never_reach_the_proxy() {
+    let bed = Bed::start("hostile");
+    let ks = Kickstand::start(&bed);
+    let mirror_port = bed.var("KS_MIRROR_HTTP_PORT");
+    let https_port = bed.var("KS_MIRROR_HTTPS_PORT");
+    let squid_before = bed.squid_log();
+    let nginx_before = bed.nginx_log_len();
+    let host = format!("127.0.0.1:{}", ks.port);
+    let requests = [
+        format!("GET /repo/centos/../../etc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /repo/centos/../../../../../../etc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /repo/centos/%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /repo/centos/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!(
+            "GET /repo/centos/9-stream/..%2f..%2f..%2f..%2fetc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        ),
+        format!("GET /repo/centos/..\\..\\etc\\passwd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /repo/centos/%00/etc/passwd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /repo/%2e%2e/centos/{OS}/.treeinfo HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /repo/nosuchmirror/{OS}/.treeinfo HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        format!("GET /repo/centos@127.0.0.1:{mirror_port}/x HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        "GET http://other-host/ HTTP/1.1\r\nHost: other-host\r\n\r\n".to_owned(),
+        format!(
+            "GET http://127.0.0.1:{mirror_port}/centos/{OS}/.treeinfo HTTP/1.1\r\nHost: 127.0.0.1:{mirror_port}\r\n\r\n"
+        ),
+        format!("CONNECT 127.0.0.1:{https_port} HTTP/1.1\r\nHost: 127.0.0.1:{https_port}\r\n\r\n"),
+        "CONNECT other-host:443 HTTP/1.1\r\nHost: other-host:443\r\n\r\n".to_owned(),
+    ];
+    for req in &requests {
+        let first_line = req.lines().next().unwrap_or_default();
+        match raw_request(ks.port, req) {
+            Ok(r) => {
+                assert!(
+                    r.status >= 400,
+                    "{first_line:?} must be refused, got {} {:?}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                );
+                assert!(
+                    !String::from_utf8_lossy(&r.body).contains("root:"),
+                    "{first_line:?} leaked /etc/passwd"
+                );
+            }
+            // A closed connection is a refusal too, as long as the daemon lives.
+            Err(e) => eprintln!("{first_line:?}: connection ended without a response ({e})"),
+        }
+    }
+    assert_eq!(
+        bed.squid_log(),
+        squid_before,
+        "hostile requests reached the office proxy"
+    );
+    assert_eq!(
+        bed.nginx_log_len(),
+        nginx_before,
+        "hostile requests reached the mirror"
+    );
+    // Still serving.
+    let treeinfo = ks.fetch("centos", ".treeinfo");
+    assert_eq!(
+        sha256(&treeinfo),
+        sha256_file(&bed.mirror_file(".treeinfo"))
+    );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn mirror_respin_serves_old_or_new_never_a_mix() {
+    let bed = Bed::start("respin");
+    let ks = Kickstand::start(&bed);
+    let image = bed.mirror_file("images/install.img");
+    let old = sha256_file(&image);
+    let port = ks.port;
+    let path = format!("/repo/slow/{OS}/images/install.img");
+    let download =
+        |path: String| thread::spawn(move || get(port, &path).map(|r| (r.status, sha256(&r.body))));
+
+    // 4 MiB at nginx's 1 MiB/s: the swap lands in the middle of the first fetch.
+    let mut clients: Vec<_> = (0..3).map(|_| download(path.clone())).collect();
+    thread::sleep(Duration::from_millis(1200));
+    let new = respin(&image);
+    thread::sleep(Duration::from_millis(300));
+    clients.extend((0..3).map(|_| download(path.clone())));
+    let mut results: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    results.extend(
+        (0..2)
+            .map(|_| download(path.clone()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|c| c.join().expect("client thread")),
+    );
+
+    for (i, r) in results.iter().enumerate() {
+        let (status, sum) = r
+            .as_ref()
+            .unwrap_or_else(|e| panic!("client {i}: {e}\n{}", ks.log()));
+        assert_eq!(*status, 200, "client {i}");
+        assert!(
+            sum == &old || sum == &new,
+            "client {i} got a mix of old and new install.img ({sum})"
+        );
+    }
+    // install.img is revalidated: once the respin is done, clients get the new one.
+    let after = ks.fetch("slow", "images/install.img");
+    assert_eq!(
+        sha256(&after),
+        new,
+        "install.img not revalidated after the respin; results: {results:?}"
+    );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn kill_during_download_leaves_no_partial_file() {
+    let bed = Bed::start("kill9");
+    let mut ks = Kickstand::start(&bed);
+    let want = sha256_file(&bed.mirror_file("images/install.img"));
+    let port = ks.port;
+    let path = format!("/repo/slow/{OS}/images/install.img");
+    let client = thread::spawn(move || get(port, &path));
+    thread::sleep(Duration::from_millis(1200));
+    ks.kill9();
+    let cut = client.join().expect("client thread");
+    assert!(
+        cut.is_err() || cut.as_ref().is_ok_and(|r| r.status != 200),
+        "download survived kill -9: {cut:?}"
+    );
+    drop(ks);
+
+    let ks = Kickstand::start(&bed);
+    let body = ks.fetch("slow", "images/install.img");
+    assert_eq!(
+        body.len(),
+        4 << 20,
+        "restarted daemon served a partial file"
+    );
+    assert_eq!(sha256(&body), want);
+    assert!(bed.upstream_fetches("/slow/centos/9-stream/BaseOS/x86_64/os/images/install.img") >= 2);
+    assert_eq!(sha256(&ks.fetch("slow", "images/install.img")), want);
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn https_mirror_through_squid_connect() {
+    let bed = Bed::start("https");
+    let ks = Kickstand::start(&bed);
+    for rel in [
+        ".treeinfo",
+        "repodata/repomd.xml",
+        "Packages/ks-hello-1.0-1.noarch.rpm",
+    ] {
+        assert_eq!(
+            sha256(&ks.fetch("secure", rel)),
+            sha256_file(&bed.mirror_file(rel)),
+            "{rel}"
+        );
+    }
+    let root = bed.dir.join("root");
+    dnf_install(&root, &ks.repo_url("secure"), &["ks-hello"], &[]);
+    assert_installed(&root);
+
+    let https_port = bed.port("KS_MIRROR_HTTPS_PORT");
+    let squid = bed.squid_log();
+    assert!(
+        squid.contains(&format!("CONNECT 127.0.0.1:{https_port} 200")),
+        "no CONNECT tunnel in squid log:\n{squid}"
+    );
+    let served_by_https = bed
+        .nginx_log()
+        .iter()
+        .filter(|(p, ..)| *p == https_port)
+        .count();
+    assert!(
+        served_by_https > 0,
+        "the https server block never saw a request"
+    );
+    assert_eq!(
+        bed.upstream_fetches("/Packages/ks-hello-1.0-1.noarch.rpm"),
+        1
+    );
+}

@@ -1,0 +1,617 @@
+//! End-to-end netboot on real firmware: QEMU (TCG) machines PXE-boot from
+//! `kickstand serve` on a private bridge inside network namespaces, next to
+//! dnsmasq playing the office DHCP server (addresses only). The installer is
+//! a stand-in (Debian's kernel plus a busybox initramfs, built by
+//! `tests/beds/netboot/build-initrd.sh`) that fetches its kickstart, reports
+//! `installed` and powers off, so a whole boot fits in well under a minute.
+//!
+//! The bed itself (namespaces, bridge, tap, office dnsmasq, mirror) is the
+//! shell scripts in `tests/beds/netboot/`; this file owns the Kickstand
+//! config, the daemon process and the assertions. Every test needs root,
+//! `ip netns`, dnsmasq, qemu-system-x86, ipxe, ipxe-qemu, ovmf,
+//! busybox-static, linux-image-amd64, python3 and curl, and fails (never
+//! skips) when one is missing.
+
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const BED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/beds/netboot");
+const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates");
+/// Kickstand's address on the bed's bridge, and its HTTP port there.
+const APPLIANCE: &str = "http://10.77.0.1:8080";
+/// The mirror directory (inside the bed's mirror) holding the stand-in.
+const TREE: &str = "standin/9/BaseOS/x86_64/os";
+
+const BIOS_MAC: &str = "52:54:00:12:34:01";
+const UEFI_MAC: &str = "52:54:00:12:34:02";
+const ONCE_MAC: &str = "52:54:00:12:34:03";
+const STRANGER_MAC: &str = "52:54:00:99:99:01";
+
+/// SeaBIOS found nothing to boot: the network boot (and the absent disk)
+/// came to nothing.
+const SEABIOS_NO_BOOT: &str = "No bootable device";
+/// Signs on the serial console that a machine gave up netbooting, so a
+/// failing test stops there instead of at the hard timeout.
+const GAVE_UP: &[&str] = &[
+    SEABIOS_NO_BOOT,
+    "KS-STANDIN: FAILED",
+    "Shell> ",
+    "BdsDxe: No bootable option",
+];
+
+/// Hard limit for one VM run under TCG (a boot takes 30–45 s here).
+const VM_LIMIT: Duration = Duration::from_secs(240);
+
+/// One VM at a time: two TCG guests on two cores would only slow both down
+/// and make the hard timeout meaningless.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[derive(Debug, Clone, Copy)]
+enum Firmware {
+    /// SeaBIOS; the NIC's option ROM is QEMU's iPXE, so the very first DHCP
+    /// already carries user class `iPXE`.
+    Bios,
+    /// OVMF with the option ROM disabled: native UEFI PXE, TFTP of ipxe.efi.
+    Uefi,
+}
+
+impl Firmware {
+    fn arg(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+/// How a VM run ended.
+#[derive(Debug)]
+enum VmEnd {
+    /// QEMU exited by itself (the guest powered off, or the bed's timeout).
+    Exited(ExitStatus),
+    /// The serial console showed one of the texts the test stops at.
+    StoppedAt(&'static str),
+}
+
+#[derive(Debug)]
+struct VmRun {
+    end: VmEnd,
+    elapsed: Duration,
+    serial: String,
+}
+
+impl VmRun {
+    fn powered_off(&self) -> bool {
+        matches!(&self.end, VmEnd::Exited(s) if s.success())
+    }
+}
+
+/// A running bed plus a running daemon. Dropping it stops everything and
+/// removes the namespaces, also when the test panicked (then it prints the
+/// logs first).
+#[derive(Debug)]
+struct Bed {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    work: tempfile::TempDir,
+    ns: String,
+    daemon: Option<Child>,
+}
+
+impl Bed {
+    /// Brings up the bed and `kickstand serve` with a profile for `hosts`
+    /// (MAC, hostname); every other MAC is a stranger to Kickstand.
+    fn up(hosts: &[(&str, &str)]) -> Bed {
+        let serial = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let work = tempfile::Builder::new()
+            .prefix("ks-netboot-")
+            .tempdir()
+            .expect("temp dir");
+        let standin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("netboot-standin");
+        let status = Command::new(format!("{BED}/bed-up.sh"))
+            .arg(work.path())
+            .env("KS_STANDIN_DIR", &standin)
+            .env("KS_MIRROR_TREE", TREE)
+            .status()
+            .expect("run tests/beds/netboot/bed-up.sh (needs bash)");
+        let ns = read_env(&work.path().join("bed.env"), "NS");
+        let mut bed = Bed {
+            _serial: serial,
+            work,
+            ns,
+            daemon: None,
+        };
+        assert!(
+            status.success(),
+            "bed-up.sh failed: {status} (needs root, iproute2, dnsmasq, qemu, python3)"
+        );
+        bed.write_site(hosts);
+        bed.start_daemon();
+        bed
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+
+    fn write_site(&self, hosts: &[(&str, &str)]) {
+        let site = self.path("site");
+        fs::create_dir_all(&site).expect("site dir");
+        fs::write(
+            site.join("kickstand.yaml"),
+            format!(
+                "server:
+  address: 10.77.0.1
+  bind: 0.0.0.0
+  interfaces: [ksbr0]
+  http_port: 8080
+  tftp_port: 69
+dhcp:
+  mode: proxy
+  unknown: ignore
+  uefi_loader: ipxe.efi
+tftp:
+  root: /usr/lib/ipxe
+# The bed's mirror, reached directly (no office proxy in this bed).
+mirrors:
+  bed: [http://127.0.0.1:8081/]
+cache:
+  dir: ../cache
+  max_size: 1GiB
+paths:
+  templates: {TEMPLATES}
+  state: ../state
+"
+            ),
+        )
+        .expect("write kickstand.yaml");
+        let mut profile = String::from(
+            "defaults:
+  timezone: UTC
+  root_password_hash: \"$6$kickstand$7nnnz58yhhGqh4hFM4Ph9yOkPehrOLT.DgrbuBQQD.ozFzzuJQvJKjE.Mgvl4FzX9K6BdB05rk7bZb0PkRJD4.\"
+os:
+  standin-9:
+    title: Installer stand-in
+    mirror: bed
+    tree: ",
+        );
+        profile.push_str(TREE);
+        profile.push_str(
+            "
+    kickstart: centos-stream-9.ks.j2
+    boot_args: console=ttyS0
+hosts:
+",
+        );
+        for (mac, hostname) in hosts {
+            profile.push_str(&format!(
+                "  \"{mac}\":\n    hostname: {hostname}\n    os: standin-9\n"
+            ));
+        }
+        fs::write(site.join("bed.yaml"), profile).expect("write bed.yaml");
+    }
+
+    fn start_daemon(&mut self) {
+        let log = fs::File::create(self.path("kickstand.log")).expect("daemon log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                env!("CARGO_BIN_EXE_kickstand"),
+                "serve",
+                "--config",
+            ])
+            .arg(self.path("site/kickstand.yaml"))
+            // Decisions to ignore a client are logged at debug.
+            .env(
+                "KICKSTAND_LOG",
+                "info,kickstand_dhcp=debug,kickstand_tftp=debug",
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start kickstand in the bed's namespace");
+        // bed-down.sh stops every process it finds a pid file for.
+        fs::write(self.path("kickstand.pid"), child.id().to_string()).expect("pid file");
+        self.daemon = Some(child);
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("kickstand serve exited early: {status}");
+            }
+            if self.http("GET", "/status").0 == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kickstand did not answer /status within 30 s"
+            );
+            sleep(Duration::from_millis(200));
+        }
+        // HTTP answers last in `serve`; give the UDP services a moment too.
+        sleep(Duration::from_millis(500));
+    }
+
+    /// An HTTP request from inside the namespace: (status, body).
+    fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "curl", "-sS", "-m", "10", "-X", method,
+            ])
+            .args(["-w", "\n%{http_code}", &format!("{APPLIANCE}{path}")])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run curl in the bed's namespace");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read(self.path(name))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn daemon_log(&self) -> String {
+        self.read("kickstand.log")
+    }
+
+    /// Boots one VM and waits until it powers off, the bed's hard timeout
+    /// kills it, or one of the `stop_at` texts shows on its serial console.
+    fn boot(&self, fw: Firmware, mac: &str, name: &str, stop_at: &[&'static str]) -> VmRun {
+        let serial = self.path(&format!("{name}.log"));
+        let started = Instant::now();
+        let mut vm = Command::new(format!("{BED}/vm.sh"))
+            .arg(self.work.path())
+            .args([fw.arg(), mac])
+            .arg(&serial)
+            .arg(VM_LIMIT.as_secs().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                fs::File::create(self.path(&format!("{name}.qemu-stderr.log")))
+                    .expect("stderr log"),
+            )
+            .spawn()
+            .expect("run tests/beds/netboot/vm.sh");
+        let end = loop {
+            if let Some(status) = vm.try_wait().expect("wait for vm.sh") {
+                break VmEnd::Exited(status);
+            }
+            let seen = read_lossy(&serial);
+            if let Some(text) = stop_at.iter().find(|t| seen.contains(**t)) {
+                self.stop_qemu();
+                let _ = vm.wait();
+                break VmEnd::StoppedAt(text);
+            }
+            if started.elapsed() > VM_LIMIT + Duration::from_secs(20) {
+                // vm.sh's own timeout should have fired; do its job.
+                self.stop_qemu();
+                let _ = vm.kill();
+                break VmEnd::Exited(vm.wait().expect("reap vm.sh"));
+            }
+            sleep(Duration::from_millis(250));
+        };
+        let run = VmRun {
+            end,
+            elapsed: started.elapsed(),
+            serial: read_lossy(&serial),
+        };
+        let how = match &run.end {
+            VmEnd::Exited(status) => format!("exited ({status})"),
+            VmEnd::StoppedAt(text) => format!("stopped at `{text}`"),
+        };
+        eprintln!(
+            "netboot: {name} ({}) {how} after {:.1} s",
+            fw.arg(),
+            run.elapsed.as_secs_f64()
+        );
+        run
+    }
+
+    fn stop_qemu(&self) {
+        let pid = self.read("qemu.pid");
+        let pid = pid.trim();
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+            let _ = Command::new("kill").args(["-TERM", pid]).status();
+        }
+    }
+
+    /// The `phase` of `mac` in `GET /api/hosts`.
+    fn phase(&self, mac: &str) -> String {
+        let (status, body) = self.http("GET", "/api/hosts");
+        assert_eq!(status, 200, "GET /api/hosts: {body}");
+        let hosts: serde_json::Value = serde_json::from_str(&body).expect("/api/hosts is JSON");
+        let host = hosts
+            .as_array()
+            .expect("/api/hosts is a list")
+            .iter()
+            .find(|h| h["mac"].as_str() == Some(mac))
+            .unwrap_or_else(|| panic!("{mac} missing from /api/hosts: {body}"));
+        host["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+
+    /// Asserts what Kickstand itself saw of one full install of `mac`.
+    fn assert_installed_by_kickstand(&self, mac: &str, run: &VmRun) {
+        assert!(
+            run.powered_off(),
+            "the VM did not power off after installing: {:?}",
+            run.end
+        );
+        for marker in [
+            format!("KS-STANDIN: fetched kickstart for {mac}"),
+            format!("KS-STANDIN: reported installed for {mac}"),
+        ] {
+            assert!(
+                run.serial.contains(&marker),
+                "serial console lacks `{marker}`"
+            );
+        }
+        let log = self.daemon_log();
+        assert!(
+            log_has(&log, &["dhcp: reply", mac, "Ipxe"]),
+            "Kickstand's log shows no ProxyDHCP reply to iPXE on {mac}"
+        );
+        assert!(
+            http_logged(&log, "/boot/", mac, "200"),
+            "Kickstand's log shows no GET /boot/<mac>.ipxe → 200 for {mac}"
+        );
+        assert!(
+            http_logged(&log, "/ks/", mac, "200"),
+            "Kickstand's log shows no GET /ks/<mac> → 200 for {mac}"
+        );
+        assert!(
+            http_logged(&log, "/api/hosts/", mac, "20") && log.contains("/installed"),
+            "Kickstand's log shows no accepted POST /api/hosts/<mac>/installed for {mac}"
+        );
+        // The installer images came through the repo proxy: the mirror saw
+        // Kickstand (loopback in the namespace), never the VM.
+        let mirror = self.read("mirror.log");
+        for image in ["images/pxeboot/vmlinuz", "images/pxeboot/initrd.img"] {
+            let hits: Vec<&str> = mirror
+                .lines()
+                .filter(|l| l.contains(image) && l.contains("\"GET "))
+                .collect();
+            assert!(!hits.is_empty(), "the mirror never served {image}");
+            assert!(
+                hits.iter().all(|l| l.starts_with("127.0.0.1 ")),
+                "{image} was fetched from the mirror by someone other than Kickstand: {hits:?}"
+            );
+        }
+        assert_eq!(
+            self.phase(mac),
+            "installed",
+            "GET /api/hosts state of {mac}"
+        );
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        let down = Command::new(format!("{BED}/bed-down.sh"))
+            .arg(self.work.path())
+            .status();
+        if let Some(mut daemon) = self.daemon.take() {
+            if !matches!(daemon.try_wait(), Ok(Some(_))) {
+                let _ = daemon.kill();
+            }
+            let _ = daemon.wait();
+        }
+        if !matches!(down, Ok(s) if s.success()) {
+            eprintln!(
+                "netboot: bed-down.sh failed ({down:?}); namespace {} may be left over",
+                self.ns
+            );
+        }
+    }
+}
+
+impl Bed {
+    fn dump_logs(&self) {
+        let Ok(entries) = fs::read_dir(self.work.path()) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = read_lossy(&log);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(150)..];
+            eprintln!(
+                "===== {} (last {} lines) =====\n{}",
+                log.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+fn read_lossy(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn read_env(path: &Path, key: &str) -> String {
+    let text = read_lossy(path);
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("{key} missing from {}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// Every spelling of a MAC a request path may carry: iPXE percent-encodes
+/// the colons of a URL it got from DHCP (`52%3A54%3A…`).
+fn mac_forms(mac: &str) -> [String; 3] {
+    [
+        mac.to_owned(),
+        mac.replace(':', "%3A"),
+        mac.replace(':', "-"),
+    ]
+}
+
+/// A log line holding every one of `needles`.
+fn log_has(log: &str, needles: &[&str]) -> bool {
+    log.lines().any(|l| needles.iter().all(|n| l.contains(n)))
+}
+
+/// An `http` access line for `prefix…<mac>…` with a status starting `status`.
+fn http_logged(log: &str, prefix: &str, mac: &str, status: &str) -> bool {
+    let status = format!("status={status}");
+    log.lines().any(|l| {
+        l.contains(prefix)
+            && l.contains(&status)
+            && mac_forms(mac)
+                .iter()
+                .any(|m| l.contains(&format!("{prefix}{m}")))
+    })
+}
+
+/// How many times Kickstand served `mac` its boot script.
+fn script_fetches(log: &str, mac: &str) -> usize {
+    log.lines()
+        .filter(|l| {
+            l.contains("status=200")
+                && mac_forms(mac)
+                    .iter()
+                    .any(|m| l.contains(&format!("/boot/{m}.ipxe")))
+        })
+        .count()
+}
+
+#[test]
+#[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
+fn bios_ipxe_rom_installs_through_kickstand() {
+    let bed = Bed::up(&[(BIOS_MAC, "bios01")]);
+    let run = bed.boot(Firmware::Bios, BIOS_MAC, "bios", GAVE_UP);
+    bed.assert_installed_by_kickstand(BIOS_MAC, &run);
+}
+
+#[test]
+#[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
+fn uefi_native_pxe_loads_ipxe_efi_over_tftp_then_installs() {
+    let bed = Bed::up(&[(UEFI_MAC, "uefi01")]);
+    let run = bed.boot(Firmware::Uefi, UEFI_MAC, "uefi", GAVE_UP);
+    let log = bed.daemon_log();
+    assert!(
+        log_has(&log, &["dhcp: reply", UEFI_MAC, "ipxe.efi"]),
+        "Kickstand's log shows no ProxyDHCP offer of ipxe.efi to the UEFI PXE client {UEFI_MAC}"
+    );
+    assert!(
+        log_has(&log, &["ipxe.efi", "sent"]),
+        "Kickstand's log shows no completed TFTP transfer of ipxe.efi"
+    );
+    bed.assert_installed_by_kickstand(UEFI_MAC, &run);
+}
+
+#[test]
+#[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
+fn machine_without_profile_gets_no_boot_offer() {
+    let bed = Bed::up(&[(BIOS_MAC, "bios01")]);
+    // iPXE gives up on the network and SeaBIOS moves on: nothing was offered.
+    let run = bed.boot(Firmware::Bios, STRANGER_MAC, "stranger", &[SEABIOS_NO_BOOT]);
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(_)),
+        "the stranger VM never gave up on netboot: {:?}",
+        run.end
+    );
+    assert!(
+        bed.read("office.leases").contains(STRANGER_MAC),
+        "the office DHCP server gave the stranger no address, so the bed proved nothing"
+    );
+    let log = bed.daemon_log();
+    assert!(
+        log_has(&log, &["dhcp: ignored", STRANGER_MAC, "no profile"]),
+        "Kickstand's log shows no UnknownHost decision for {STRANGER_MAC}"
+    );
+    assert!(
+        !log_has(&log, &["dhcp: reply", STRANGER_MAC]),
+        "Kickstand answered the stranger's DHCP"
+    );
+    assert!(
+        !mac_forms(STRANGER_MAC)
+            .iter()
+            .any(|m| log.contains(&format!("/boot/{m}"))),
+        "the stranger fetched a boot script"
+    );
+    assert!(
+        !run.serial.contains("KS-STANDIN"),
+        "the stranger booted the installer"
+    );
+}
+
+#[test]
+#[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
+fn installed_machine_next_boot_exits_to_local_disk() {
+    let bed = Bed::up(&[(ONCE_MAC, "once01")]);
+    let first = bed.boot(Firmware::Bios, ONCE_MAC, "once-install", GAVE_UP);
+    bed.assert_installed_by_kickstand(ONCE_MAC, &first);
+
+    // The script as iPXE asks for it (colons percent-encoded) and as written.
+    for form in &mac_forms(ONCE_MAC)[..2] {
+        let (status, script) = bed.http("GET", &format!("/boot/{form}.ipxe"));
+        assert_eq!(status, 200, "GET /boot/{form}.ipxe: {script}");
+        assert!(script.starts_with("#!ipxe"), "not an iPXE script: {script}");
+        assert!(
+            script.lines().any(|l| l.trim() == "exit"),
+            "script does not exit to the local disk: {script}"
+        );
+        assert!(
+            !script.lines().any(|l| l.trim_start().starts_with("kernel")),
+            "script still boots an installer: {script}"
+        );
+    }
+
+    // Boot again: iPXE runs the script, exits, and SeaBIOS moves on to the
+    // (absent) disk; the installer never starts.
+    let mirror_before = bed.read("mirror.log").len();
+    let scripts_before = script_fetches(&bed.daemon_log(), ONCE_MAC);
+    let second = bed.boot(Firmware::Bios, ONCE_MAC, "once-reboot", &[SEABIOS_NO_BOOT]);
+    assert!(
+        matches!(second.end, VmEnd::StoppedAt(_)),
+        "second boot did not fall through to disk: {:?}",
+        second.end
+    );
+    assert!(
+        !second.serial.contains("KS-STANDIN"),
+        "second boot started the installer again"
+    );
+    assert!(
+        script_fetches(&bed.daemon_log(), ONCE_MAC) > scripts_before,
+        "second boot never fetched its (local-disk) script from Kickstand"
+    );
+    let mirror = bed.read("mirror.log");
+    assert!(
+        !mirror[mirror_before..].contains("vmlinuz"),
+        "second boot fetched the installer kernel"
+    );
+    assert_eq!(bed.phase(ONCE_MAC), "installed");
+}

@@ -1,0 +1,159 @@
+//! The thin UDP driver: receive, take one snapshot, decide, send.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::full::Leases;
+use crate::proxy::{self, Action, Context, HostLookup, Mode, Port};
+
+/// One consistent view of the config for one packet.
+#[derive(Clone)]
+pub struct View {
+    pub context: Arc<Context>,
+    pub hosts: Arc<dyn HostLookup>,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the driver gets the current view; the daemon implements it over its
+/// live-reloaded snapshot. Called once per packet.
+pub trait SnapshotSource: Send + Sync {
+    fn view(&self) -> View;
+}
+
+impl<F: Fn() -> View + Send + Sync> SnapshotSource for F {
+    fn view(&self) -> View {
+        self()
+    }
+}
+
+/// Already-bound sockets, see [`bind_dhcp_socket`].
+#[derive(Debug)]
+pub struct Sockets {
+    /// UDP 67, with `SO_BROADCAST`.
+    pub dhcp: UdpSocket,
+    /// UDP 4011, for clients that ask the boot server directly.
+    pub boot_server: Option<UdpSocket>,
+}
+
+/// Bind a DHCP socket the way the daemon needs it: `SO_REUSEADDR` (another
+/// DHCP server may share the host), `SO_BROADCAST` (replies go to
+/// 255.255.255.255), and `SO_BINDTODEVICE` when an interface is named, so a
+/// broadcast leaves through that interface and packets from others are not
+/// seen, and a receive buffer of up to 1 MiB for bursts. Needs a tokio runtime; binding port 67 or 4011 needs root or
+/// `CAP_NET_BIND_SERVICE`, and an interface `CAP_NET_RAW`.
+pub fn bind_dhcp_socket(
+    addr: Ipv4Addr,
+    port: u16,
+    interface: Option<&str>,
+) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_broadcast(true)?;
+    // A rack powering on at once is a burst; the kernel caps this at rmem_max.
+    socket.set_recv_buffer_size(1 << 20)?;
+    if let Some(name) = interface {
+        socket.bind_device(Some(name.as_bytes()))?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(addr, port)).into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Serve until `shutdown` is cancelled. `leases` is the pool for
+/// `mode: full`; without it a full-mode context is answered as proxy.
+pub async fn serve(
+    sockets: Sockets,
+    snapshots: Arc<dyn SnapshotSource>,
+    leases: Option<Leases>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let leases = leases.map(|l| Arc::new(Mutex::new(l)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut spawn = |socket: UdpSocket, port| {
+        let worker = Worker {
+            socket,
+            port,
+            snapshots: snapshots.clone(),
+            leases: leases.clone(),
+        };
+        tasks.spawn(worker.run(shutdown.clone()));
+    };
+    spawn(sockets.dhcp, Port::Dhcp);
+    if let Some(socket) = sockets.boot_server {
+        spawn(socket, Port::BootServer);
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(io::Error::other)??;
+    }
+    Ok(())
+}
+
+struct Worker {
+    socket: UdpSocket,
+    port: Port,
+    snapshots: Arc<dyn SnapshotSource>,
+    leases: Option<Arc<Mutex<Leases>>>,
+}
+
+impl Worker {
+    async fn run(self, shutdown: CancellationToken) -> io::Result<()> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (len, from) = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                got = self.socket.recv_from(&mut buf) => match got {
+                    Ok(got) => got,
+                    // ICMP errors from earlier sends surface here; keep serving.
+                    Err(e) => { debug!(error = %e, "dhcp: receive failed"); continue; }
+                },
+            };
+            let action = self.decide(&buf[..len]);
+            match action {
+                Action::Ignore(reason) => debug!(%from, %reason, "dhcp: ignored"),
+                Action::Respond(reply) => {
+                    let to = reply.dest.resolve(from);
+                    info!(mac = %reply.mac, firmware = ?reply.firmware,
+                          boot_file = reply.boot_file.as_deref().unwrap_or("-"), %to, "dhcp: reply");
+                    if let Err(e) = self.socket.send_to(&reply.bytes, to).await {
+                        warn!(%to, error = %e, "dhcp: send failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn decide(&self, packet: &[u8]) -> Action {
+        let view = self.snapshots.view();
+        let (ctx, hosts) = (&*view.context, &*view.hosts);
+        match (&self.leases, ctx.mode) {
+            (Some(leases), Mode::Full) => {
+                let mut leases = leases.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let action = crate::full::decide(packet, ctx, hosts, self.port, &mut leases, now);
+                // A lease answered but not on disk would be handed out twice
+                // after a crash; the write is small and rare.
+                if let Err(e) = leases.save() {
+                    warn!(error = %e, "dhcp: could not persist leases");
+                }
+                action
+            }
+            _ => proxy::decide(packet, ctx, hosts, self.port),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! ProxyDHCP for Kickstand: which PXE client gets which boot file, decided
+//! as a pure function of (packet bytes, config snapshot), plus a thin tokio
+//! UDP driver that owns nothing but the sockets it is handed.
+//!
+//! It owns: reading requests defensively (`wire`), the proxy policy and
+//! reply encoding (`proxy`), the optional address server for an isolated rack
+//! (`full`), and the socket loop (`driver`). It does not own: parsing the
+//! config or profiles (the daemon hands in a [`Context`] and a
+//! [`HostLookup`]), rendering boot scripts, or serving files.
+//!
+//! Layout: [`decide`] is the whole proxy policy; [`full::decide`] adds leases;
+//! [`serve`] runs them on sockets made by [`bind_dhcp_socket`].
+
+mod driver;
+pub mod full;
+mod proxy;
+mod wire;
+
+pub use driver::{SnapshotSource, Sockets, View, bind_dhcp_socket, serve};
+pub use proxy::{
+    Action, Context, Destination, Firmware, HostLookup, HostStatus, Loaders, MIN_REPLY_LEN, Mode,
+    Port, Reason, Reply, decide,
+};
+pub use wire::{BadMac, Mac, Malformed};

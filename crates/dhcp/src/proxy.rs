@@ -1,0 +1,434 @@
+//! The ProxyDHCP decision: request bytes and one snapshot in, a reply or a
+//! named reason out. No sockets, no clock, no tokio.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use dhcproto::v4::{
+    DhcpOption, DhcpOptions, Encodable, Encoder, Flags, HType, Message, MessageType, Opcode,
+    OptionCode, UnknownOption,
+};
+
+use crate::wire::{Mac, Malformed, Request, msg, opt};
+
+/// Some PXE ROMs drop BOOTP replies shorter than the RFC 951 minimum.
+pub const MIN_REPLY_LEN: usize = 300;
+
+/// What the appliance looks like to a client, taken from one config snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Context {
+    /// Where machines reach the appliance: siaddr, option 54, URLs.
+    pub address: Ipv4Addr,
+    /// Port of the HTTP front that serves `/boot/<mac>.ipxe`.
+    pub http_port: u16,
+    /// Boot loader file names, relative to the TFTP root.
+    pub loaders: Loaders,
+    pub mode: Mode,
+}
+
+impl Context {
+    pub fn new(address: Ipv4Addr, http_port: u16) -> Self {
+        Context {
+            address,
+            http_port,
+            loaders: Loaders::default(),
+            mode: Mode::Proxy,
+        }
+    }
+
+    /// The iPXE script for one machine; handing this to a client that is
+    /// already iPXE is what ends the chainload loop.
+    pub fn script_url(&self, mac: Mac) -> String {
+        format!("http://{}:{}/boot/{mac}.ipxe", self.address, self.http_port)
+    }
+
+    /// A loader fetched over HTTP by UEFI HTTP boot, which cannot use TFTP.
+    pub fn loader_url(&self, file: &str) -> String {
+        format!("http://{}:{}/boot/{file}", self.address, self.http_port)
+    }
+}
+
+/// Boot loader file names, by firmware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Loaders {
+    /// BIOS (option 93 = 0): `undionly.kpxe` keeps the ROM's own NIC driver.
+    pub bios: String,
+    /// UEFI x64 (7, 9, 16): `ipxe.efi` (own drivers) or `snponly.efi` (the
+    /// firmware's), per `dhcp.uefi_loader`.
+    pub uefi_x64: String,
+    /// UEFI ARM64 (11, 19). Debian's ipxe package ships no ARM64 build, so
+    /// the operator puts one in the TFTP root under this name.
+    pub uefi_arm64: String,
+}
+
+impl Default for Loaders {
+    fn default() -> Self {
+        Loaders {
+            bios: "undionly.kpxe".into(),
+            uefi_x64: "ipxe.efi".into(),
+            uefi_arm64: "ipxe-arm64.efi".into(),
+        }
+    }
+}
+
+/// `dhcp.mode` in the appliance config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Answer nothing.
+    Off,
+    /// Boot information only, next to the office DHCP server.
+    Proxy,
+    /// Addresses too, from a pool: for an isolated rack (see [`crate::full`]).
+    Full,
+}
+
+/// Whether a machine may netboot, as the daemon's profile snapshot says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostStatus {
+    /// Answer it: it has a profile (or `unknown: local-boot` lets its boot
+    /// script send it to the local disk).
+    Netboot,
+    /// Stay silent.
+    Unknown,
+}
+
+/// The daemon's view of the host profiles.
+pub trait HostLookup: Send + Sync {
+    fn lookup(&self, mac: Mac) -> HostStatus;
+}
+
+impl<F: Fn(Mac) -> HostStatus + Send + Sync> HostLookup for F {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        self(mac)
+    }
+}
+
+/// Which socket a packet arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// UDP 67, mostly broadcasts.
+    Dhcp,
+    /// UDP 4011, the PXE boot server port clients send a REQUEST to.
+    BootServer,
+}
+
+/// What to do with one packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Respond(Reply),
+    Ignore(Reason),
+}
+
+/// An encoded reply and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub dest: Destination,
+    /// For the log line.
+    pub mac: Mac,
+    pub firmware: Option<Firmware>,
+    pub boot_file: Option<String>,
+}
+
+/// Where a reply is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// 255.255.255.255:68: the client has no address to unicast to.
+    Broadcast,
+    /// A relay agent (`giaddr`), port 67.
+    Relay(Ipv4Addr),
+    /// A client that already has this address (`ciaddr`), port 68.
+    Client(Ipv4Addr),
+    /// Back to the packet's source address and port (port 4011 requests).
+    Sender,
+}
+
+impl Destination {
+    pub fn resolve(self, sender: SocketAddr) -> SocketAddr {
+        let v4 = |ip, port| SocketAddr::V4(SocketAddrV4::new(ip, port));
+        match self {
+            Destination::Broadcast => v4(Ipv4Addr::BROADCAST, 68),
+            Destination::Relay(ip) => v4(ip, 67),
+            Destination::Client(ip) => v4(ip, 68),
+            Destination::Sender => sender,
+        }
+    }
+}
+
+/// Why a packet got no answer. Logged at debug level by the driver.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reason {
+    #[error("malformed: {0}")]
+    Malformed(#[from] Malformed),
+    #[error("not a BOOTREQUEST")]
+    NotBootRequest,
+    #[error("BOOTP without a DHCP message type")]
+    NotDhcp,
+    #[error("DHCP message type {0} is not handled here")]
+    UnhandledMessageType(u8),
+    #[error("not a PXE or HTTP boot client (vendor class {0:?})")]
+    NotPxe(String),
+    #[error("REQUEST addressed to server {0}")]
+    ForOtherServer(Ipv4Addr),
+    #[error("REQUEST without a server identifier is for the address server")]
+    NoServerId,
+    #[error("{0} has no profile")]
+    UnknownHost(Mac),
+    #[error("client architecture {0} has no boot loader")]
+    UnsupportedArch(u16),
+    #[error("no client architecture in option 93 or the vendor class")]
+    MissingArch,
+    #[error("DHCP is off")]
+    Disabled,
+    #[error("no free address in the pool")]
+    PoolExhausted,
+    #[error("DECLINE of {0}: marked unusable")]
+    Declined(Ipv4Addr),
+    #[error("RELEASE of {0}")]
+    Released(Ipv4Addr),
+    #[error("reply could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// What the client is, as far as choosing a boot file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Firmware {
+    /// Already running iPXE (user class `iPXE` or option 175).
+    Ipxe,
+    /// Option 93 = 0.
+    Bios,
+    /// 7 or 9 (EFI BC / x86-64): both are x64 UEFI in the field.
+    UefiX64,
+    /// 11.
+    UefiArm64,
+    /// 16, or x64 sending `HTTPClient`.
+    UefiHttpX64,
+    /// 19, or ARM64 sending `HTTPClient`.
+    UefiHttpArm64,
+}
+
+/// The boot half of an answer, shared with full mode.
+#[derive(Debug, Clone)]
+pub(crate) struct BootPlan {
+    pub(crate) firmware: Firmware,
+    pub(crate) file: String,
+    http: bool,
+}
+
+/// Decide what ProxyDHCP does with one packet.
+pub fn decide<H: HostLookup + ?Sized>(
+    packet: &[u8],
+    ctx: &Context,
+    hosts: &H,
+    arrived_on: Port,
+) -> Action {
+    match proxy(packet, ctx, hosts, arrived_on) {
+        Ok(reply) => Action::Respond(reply),
+        Err(reason) => Action::Ignore(reason),
+    }
+}
+
+fn proxy<H: HostLookup + ?Sized>(
+    packet: &[u8],
+    ctx: &Context,
+    hosts: &H,
+    arrived_on: Port,
+) -> Result<Reply, Reason> {
+    if ctx.mode == Mode::Off {
+        return Err(Reason::Disabled);
+    }
+    let req = Request::parse(packet)?;
+    if !req.is_boot_request() {
+        return Err(Reason::NotBootRequest);
+    }
+    let kind = match (req.message_type()?.ok_or(Reason::NotDhcp)?, arrived_on) {
+        (msg::DISCOVER, Port::Dhcp) => MessageType::Offer,
+        (msg::REQUEST | msg::INFORM, Port::BootServer) => MessageType::Ack,
+        // On port 67 a REQUEST is the client taking an address offer; answer
+        // only the rare client that picked our offer as its server.
+        (msg::REQUEST, Port::Dhcp) => match req.address_option(opt::SERVER_ID)? {
+            Some(id) if id == ctx.address => MessageType::Ack,
+            Some(id) => return Err(Reason::ForOtherServer(id)),
+            None => return Err(Reason::NoServerId),
+        },
+        (other, _) => return Err(Reason::UnhandledMessageType(other)),
+    };
+    let plan = boot_plan(&req, ctx, hosts)?;
+    let dest = destination(&req, arrived_on);
+    let bytes = encode(&req, ctx, kind, Some(&plan), None)?;
+    Ok(Reply {
+        bytes,
+        dest,
+        mac: req.mac,
+        firmware: Some(plan.firmware),
+        boot_file: Some(plan.file),
+    })
+}
+
+pub(crate) fn destination(req: &Request<'_>, arrived_on: Port) -> Destination {
+    let (giaddr, ciaddr) = (req.header.giaddr(), req.header.ciaddr());
+    if !giaddr.is_unspecified() {
+        Destination::Relay(giaddr)
+    } else if arrived_on == Port::BootServer {
+        Destination::Sender
+    } else if !ciaddr.is_unspecified() {
+        Destination::Client(ciaddr)
+    } else {
+        // Unicast to a client without an address needs an ARP entry we would
+        // have to forge; broadcast is always allowed (RFC 2131 4.1).
+        Destination::Broadcast
+    }
+}
+
+/// Vendor class prefixes, and the class echoed in the reply.
+const PXE_CLIENT: &[u8] = b"PXEClient";
+const HTTP_CLIENT: &[u8] = b"HTTPClient";
+
+pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
+    req: &Request<'_>,
+    ctx: &Context,
+    hosts: &H,
+) -> Result<BootPlan, Reason> {
+    let class = req.option(opt::VENDOR_CLASS).unwrap_or_default();
+    let http = if class.starts_with(PXE_CLIENT) {
+        false
+    } else if class.starts_with(HTTP_CLIENT) {
+        true
+    } else {
+        return Err(Reason::NotPxe(String::from_utf8_lossy(class).into_owned()));
+    };
+    if hosts.lookup(req.mac) != HostStatus::Netboot {
+        return Err(Reason::UnknownHost(req.mac));
+    }
+    if is_ipxe(req) {
+        let file = ctx.script_url(req.mac);
+        return Ok(BootPlan {
+            firmware: Firmware::Ipxe,
+            file,
+            http: false,
+        });
+    }
+    let arch = client_arch(req, class)?;
+    let loaders = &ctx.loaders;
+    let (firmware, file) = match (arch, http) {
+        (0, false) => (Firmware::Bios, loaders.bios.clone()),
+        (7 | 9, false) => (Firmware::UefiX64, loaders.uefi_x64.clone()),
+        (11, false) => (Firmware::UefiArm64, loaders.uefi_arm64.clone()),
+        (16, _) | (7 | 9, true) => (Firmware::UefiHttpX64, ctx.loader_url(&loaders.uefi_x64)),
+        (19, _) | (11, true) => (Firmware::UefiHttpArm64, ctx.loader_url(&loaders.uefi_arm64)),
+        (other, _) => return Err(Reason::UnsupportedArch(other)),
+    };
+    let http = matches!(firmware, Firmware::UefiHttpX64 | Firmware::UefiHttpArm64);
+    Ok(BootPlan {
+        firmware,
+        file,
+        http,
+    })
+}
+
+fn is_ipxe(req: &Request<'_>) -> bool {
+    // iPXE sends the bare string rather than RFC 3004 length-prefixed classes.
+    let user_class = req.option(opt::USER_CLASS).unwrap_or_default();
+    req.option(opt::IPXE_ENCAP).is_some() || user_class.windows(4).any(|w| w == b"iPXE")
+}
+
+/// Option 93 (first entry), else the `Arch:NNNNN` field of a PXE vendor class.
+fn client_arch(req: &Request<'_>, class: &[u8]) -> Result<u16, Reason> {
+    if let Some(data) = req.option(opt::CLIENT_ARCH) {
+        return match data {
+            [hi, lo, ..] if data.len() % 2 == 0 => Ok(u16::from_be_bytes([*hi, *lo])),
+            _ => Err(Malformed::BadOptionLength {
+                code: opt::CLIENT_ARCH,
+                len: data.len(),
+            }
+            .into()),
+        };
+    }
+    let field = class
+        .split(|&b| b == b':')
+        .skip_while(|f| *f != b"Arch")
+        .nth(1);
+    field
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .and_then(|f| f.parse().ok())
+        .ok_or(Reason::MissingArch)
+}
+
+/// The address half of a full-mode answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub(crate) yiaddr: Ipv4Addr,
+    pub(crate) options: Vec<DhcpOption>,
+}
+
+/// PXE vendor sub-option 6, PXE_DISCOVERY_CONTROL = 8: use the boot file in
+/// this reply, no boot server discovery and no menu.
+const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
+
+pub(crate) fn encode(
+    req: &Request<'_>,
+    ctx: &Context,
+    kind: MessageType,
+    plan: Option<&BootPlan>,
+    grant: Option<&Grant>,
+) -> Result<Vec<u8>, Reason> {
+    let h = &req.header;
+    let yiaddr = grant.map_or(Ipv4Addr::UNSPECIFIED, |g| g.yiaddr);
+    let mut m = Message::new_with_id(
+        h.xid(),
+        h.ciaddr(),
+        yiaddr,
+        ctx.address,
+        h.giaddr(),
+        &req.mac.0,
+    );
+    m.set_opcode(Opcode::BootReply)
+        .set_htype(HType::Eth)
+        .set_flags(Flags::new(u16::from(h.flags())));
+    let mut opts = DhcpOptions::new();
+    opts.insert(DhcpOption::MessageType(kind));
+    opts.insert(DhcpOption::ServerIdentifier(ctx.address));
+    for o in grant.iter().flat_map(|g| &g.options) {
+        opts.insert(o.clone());
+    }
+    if let Some(plan) = plan {
+        let class = if plan.http { HTTP_CLIENT } else { PXE_CLIENT };
+        opts.insert(DhcpOption::ClassIdentifier(class.to_vec()));
+        if !plan.http {
+            opts.insert(DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec()));
+            opts.insert(DhcpOption::TFTPServerName(
+                ctx.address.to_string().into_bytes(),
+            ));
+            m.set_sname_str(ctx.address.to_string());
+        }
+        opts.insert(DhcpOption::BootfileName(plan.file.clone().into_bytes()));
+        // The file field is 128 bytes with a NUL; a longer URL lives in 67 only.
+        if plan.file.len() < 128 {
+            m.set_fname_str(&plan.file);
+        }
+        if let Some(uuid) = req.option(opt::CLIENT_UUID) {
+            opts.insert(DhcpOption::ClientMachineIdentifier(uuid.to_vec()));
+        }
+    }
+    // RFC 3046: a relay agent strips option 82 and wants it back.
+    if let Some(info) = req.option(opt::RELAY_AGENT) {
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::RelayAgentInformation,
+            info.to_vec(),
+        )));
+    }
+    m.set_opts(opts);
+    let mut bytes = Vec::with_capacity(MIN_REPLY_LEN);
+    m.encode(&mut Encoder::new(&mut bytes))
+        .map_err(|e| Reason::Encode(e.to_string()))?;
+    if bytes.len() < MIN_REPLY_LEN {
+        bytes.resize(MIN_REPLY_LEN, 0);
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,113 @@
+//! The UDP driver with a real client on loopback: port-4011 unicast replies,
+//! live snapshot changes, shutdown.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{decode, edit, fixture, set};
+use kickstand_dhcp::{
+    Context, HostStatus, Mac, SnapshotSource, Sockets, View, bind_dhcp_socket, serve,
+};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+const APPLIANCE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+/// A snapshot in which only MACs ending in `known` have a profile.
+fn view(loader: &str, known: u8) -> View {
+    let mut context = Context::new(APPLIANCE, 8080);
+    context.loaders.uefi_x64 = loader.into();
+    let hosts = move |mac: Mac| {
+        if mac.0[5] == known {
+            HostStatus::Netboot
+        } else {
+            HostStatus::Unknown
+        }
+    };
+    View {
+        context: Arc::new(context),
+        hosts: Arc::new(hosts),
+    }
+}
+
+/// The port-4011 REQUEST OVMF (MAC 52:54:00:00:00:02) sends after a proxy
+/// offer, with its own xid; xid 4 comes from MAC ...:04.
+fn boot_request(xid: u32) -> Vec<u8> {
+    let mut p = edit(&fixture("ovmf-pxe-discover"), |o| {
+        set(o, 53, &[3]);
+        set(o, 54, &APPLIANCE.octets());
+    });
+    p[4..8].copy_from_slice(&xid.to_be_bytes());
+    if xid == 4 {
+        p[33] = 4;
+    }
+    p
+}
+
+async fn ask(client: &UdpSocket, to: SocketAddr, xid: u32) -> (u32, String) {
+    client.send_to(&boot_request(xid), to).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .expect("a reply")
+        .unwrap();
+    assert_eq!(from, to, "the reply comes from the boot server port");
+    assert!(n >= 300);
+    let m = decode(&buf[..n]);
+    (
+        m.xid(),
+        String::from_utf8(m.fname().unwrap().to_vec())
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn boot_server_port_answers_the_sender_and_follows_reloads() {
+    let dhcp = bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap();
+    let boot = bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap();
+    let boot_addr = boot.local_addr().unwrap();
+    let current = Arc::new(Mutex::new(view("ipxe.efi", 2)));
+    let source: Arc<dyn SnapshotSource> = {
+        let current = current.clone();
+        Arc::new(move || current.lock().unwrap().clone())
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        Sockets {
+            dhcp,
+            boot_server: Some(boot),
+        },
+        source,
+        None,
+        shutdown.clone(),
+    ));
+    let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+
+    assert_eq!(ask(&client, boot_addr, 1).await, (1, "ipxe.efi".to_owned()));
+    *current.lock().unwrap() = view("snponly.efi", 2);
+    assert_eq!(
+        ask(&client, boot_addr, 2).await,
+        (2, "snponly.efi".to_owned())
+    );
+
+    // A host whose profile went away is not answered. Packets on one socket
+    // are handled in order, so the next reply being for xid 4 (another,
+    // known host) proves xid 3 got none.
+    *current.lock().unwrap() = view("ipxe.efi", 4);
+    client.send_to(&boot_request(3), boot_addr).await.unwrap();
+    client.send_to(&[0xde, 0xad], boot_addr).await.unwrap(); // garbage is survived too
+    assert_eq!(ask(&client, boot_addr, 4).await, (4, "ipxe.efi".to_owned()));
+
+    shutdown.cancel();
+    timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve stops on cancel")
+        .unwrap()
+        .unwrap();
+}

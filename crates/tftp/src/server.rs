@@ -1,0 +1,371 @@
+//! The tokio driver: owns the sockets, reads files, and carries out what
+//! [`crate::protocol::Transfer`] decides. No protocol decisions live here.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::packet::{self, Direction, ErrorCode, Packet, Request};
+use crate::path::{self, PathError, normalize};
+use crate::protocol::{Action, Event, Limits, Transfer, negotiate};
+use crate::source::Source;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    pub limits: Limits,
+    /// How long [`serve`] waits for transfers to send their farewell ERROR
+    /// after shutdown before it returns anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a requested file cannot be served.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("file not found")]
+    NotFound,
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("cannot read file: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound => Self::NotFound,
+            io::ErrorKind::PermissionDenied => Self::PermissionDenied,
+            _ => Self::Io(e),
+        }
+    }
+}
+
+impl OpenError {
+    /// The ERROR packet a client gets. I/O details stay in the log.
+    pub fn to_wire(&self) -> (ErrorCode, &'static str) {
+        match self {
+            Self::Path(_) => (ErrorCode::AccessViolation, "illegal file name"),
+            Self::NotFound | Self::NotAFile => (ErrorCode::FileNotFound, "file not found"),
+            Self::PermissionDenied => (ErrorCode::AccessViolation, "permission denied"),
+            Self::Io(_) => (ErrorCode::NotDefined, "read error"),
+        }
+    }
+}
+
+/// Serves read requests arriving on `socket` until `shutdown` is cancelled,
+/// with default [`Config`].
+pub async fn serve(
+    socket: UdpSocket,
+    source: Arc<dyn Source>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    serve_with(socket, source, Config::default(), shutdown).await
+}
+
+/// Serves read requests arriving on `socket` until `shutdown` is cancelled.
+///
+/// Each request gets its own task and its own ephemeral-port socket
+/// (RFC 1350 transfer IDs), so a client that aborts and asks again from the
+/// same port simply starts a second, independent transfer. Returns once the
+/// transfers have stopped or [`Config::shutdown_grace`] has passed.
+pub async fn serve_with(
+    socket: UdpSocket,
+    source: Arc<dyn Source>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let local_ip = socket.local_addr()?.ip();
+    let tracker = TaskTracker::new();
+    // Requests are small, but a full datagram buffer keeps an oversized one
+    // from being silently truncated into something that parses.
+    let mut buf = vec![0u8; 65_536];
+    let result = loop {
+        let (len, peer) = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(received) => received,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => break Err(e),
+            },
+        };
+        let datagram = &buf[..len];
+        let request = match Packet::parse(datagram) {
+            Ok(Packet::Request(request)) => Ok(request),
+            // Only something that claims to be a request earns a reply; other
+            // junk on port 69 is dropped so the server is no reflector.
+            Err(e) if matches!(datagram, [0, 1 | 2, ..]) => Err(e),
+            other => {
+                debug!(%peer, ?other, "ignoring datagram on the request port");
+                continue;
+            }
+        };
+        let span = info_span!("tftp", %peer);
+        let task = handle_request(
+            local_ip,
+            peer,
+            request,
+            source.clone(),
+            config.limits.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(task.instrument(span));
+    };
+    tracker.close();
+    if timeout_at(Instant::now() + config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(left = tracker.len(), "transfers still running at shutdown");
+    }
+    result
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | Interrupted | WouldBlock
+    )
+}
+
+async fn handle_request(
+    local_ip: IpAddr,
+    peer: SocketAddr,
+    request: Result<Request, packet::ParseError>,
+    source: Arc<dyn Source>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let socket = match bind_transfer_socket(local_ip, peer).await {
+        Ok(socket) => socket,
+        Err(e) => return warn!(error = %e, "cannot open a transfer socket"),
+    };
+    let outcome = match request {
+        Ok(request) => transfer(&socket, request, &*source, &limits, &shutdown).await,
+        Err(e) => {
+            warn!(error = %e, "malformed request");
+            send_error(&socket, ErrorCode::IllegalOperation, "malformed request").await;
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => info!("client went away"),
+        Err(e) => warn!(error = %e, "transfer failed"),
+    }
+}
+
+async fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    // Connected: the kernel drops datagrams from other transfer IDs, and a
+    // closed client port surfaces as ECONNREFUSED instead of retries.
+    socket.connect(peer).await?;
+    Ok(socket)
+}
+
+async fn send_error(socket: &UdpSocket, code: ErrorCode, message: &str) {
+    if let Err(e) = socket.send(&packet::encode_error(code, message)).await {
+        debug!(error = %e, "could not send ERROR");
+    }
+}
+
+async fn transfer(
+    socket: &UdpSocket,
+    request: Request,
+    source: &dyn Source,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    let name = String::from_utf8_lossy(&request.filename).into_owned();
+    if request.direction == Direction::Write {
+        info!(file = %name, "write request refused");
+        send_error(socket, ErrorCode::AccessViolation, "read-only server").await;
+        return Ok(());
+    }
+    let mut body = match Body::open(source, &request.filename).await {
+        Ok(body) => body,
+        Err(e) => {
+            let (code, message) = e.to_wire();
+            info!(file = %name, error = %e, "request refused");
+            send_error(socket, code, message).await;
+            return Ok(());
+        }
+    };
+    let (mut transfer, mut action) = Transfer::start(
+        negotiate(&request.options, body.size(), limits),
+        body.size(),
+        limits,
+    );
+    let params = transfer.params().clone();
+    debug!(file = %name, blksize = params.blksize, windowsize = params.windowsize, mode = ?request.mode, "transfer starts");
+    let started = Instant::now();
+    let mut deadline = started;
+    let mut out = Vec::with_capacity(usize::from(params.blksize) + 4);
+    let mut inbox = [0u8; 2048];
+    loop {
+        match action {
+            Action::SendOack => {
+                socket
+                    .send(&packet::encode_oack(
+                        params.oack.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    ))
+                    .await?;
+                deadline = Instant::now() + params.timeout;
+            }
+            Action::SendBlocks { first, last } => {
+                for n in first..=last {
+                    let block = transfer.block(n);
+                    out.clear();
+                    packet::encode_data_header(&mut out, block.wire);
+                    out.extend_from_slice(&body.read(block.offset, block.len).await?);
+                    socket.send(&out).await?;
+                }
+                deadline = Instant::now() + params.timeout;
+            }
+            Action::Ignore => {}
+            Action::Complete => {
+                info!(file = %name, bytes = body.size(), elapsed = ?started.elapsed(), "sent");
+                return Ok(());
+            }
+            Action::Aborted => return Ok(()),
+            Action::GaveUp => {
+                warn!(file = %name, "no ACK after retries; giving up");
+                send_error(socket, ErrorCode::NotDefined, "timed out").await;
+                return Ok(());
+            }
+        }
+        let event = tokio::select! {
+            () = shutdown.cancelled() => {
+                send_error(socket, ErrorCode::NotDefined, "server shutting down").await;
+                return Ok(());
+            }
+            received = timeout_at(deadline, socket.recv(&mut inbox)) => match received {
+                Err(_elapsed) => Event::Timeout,
+                Ok(received) => match Packet::parse(&inbox[..received?]) {
+                    Ok(Packet::Ack { block }) => Event::Ack(block),
+                    Ok(Packet::Error { code, message }) => {
+                        info!(file = %name, ?code, %message, "client aborted");
+                        Event::ClientError
+                    }
+                    other => {
+                        debug!(?other, "ignoring unexpected packet");
+                        action = Action::Ignore;
+                        continue;
+                    }
+                },
+            },
+        };
+        action = transfer.handle(event);
+    }
+}
+
+/// Bytes read from disk per blocking read: large enough that a lockstep
+/// transfer at blksize 512 costs one thread hop per 512 blocks.
+const READ_AHEAD: usize = 256 * 1024;
+
+/// The content of one transfer.
+#[derive(Debug)]
+enum Body {
+    Generated(Bytes),
+    File {
+        file: Arc<std::fs::File>,
+        size: u64,
+        cache: Bytes,
+        cache_at: u64,
+    },
+}
+
+impl Body {
+    async fn open(source: &dyn Source, raw: &[u8]) -> Result<Self, OpenError> {
+        let path = normalize(raw)?;
+        if let Some(bytes) = source.generated(&path) {
+            return Ok(Self::Generated(bytes));
+        }
+        let root = source.root().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let full = path::resolve(&root, &path)??;
+            // Checked before opening: opening a FIFO would block.
+            if !std::fs::metadata(&full)?.is_file() {
+                return Err(OpenError::NotAFile);
+            }
+            let file = std::fs::File::open(&full)?;
+            let size = file.metadata()?.len();
+            Ok(Self::File {
+                file: Arc::new(file),
+                size,
+                cache: Bytes::new(),
+                cache_at: 0,
+            })
+        })
+        .await
+        .map_err(|e| OpenError::Io(io::Error::other(e)))?
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Self::Generated(bytes) => bytes.len() as u64,
+            Self::File { size, .. } => *size,
+        }
+    }
+
+    /// `offset + len` never exceeds [`Body::size`]: blocks come from it.
+    async fn read(&mut self, offset: u64, len: usize) -> io::Result<Bytes> {
+        match self {
+            Self::Generated(bytes) => {
+                let start = usize::try_from(offset).map_err(io::Error::other)?;
+                Ok(bytes.slice(start..start + len))
+            }
+            Self::File {
+                file,
+                size,
+                cache,
+                cache_at,
+            } => {
+                let end = offset + len as u64;
+                if offset < *cache_at || end > *cache_at + cache.len() as u64 {
+                    let want = usize::try_from(*size - offset)
+                        .unwrap_or(usize::MAX)
+                        .min(READ_AHEAD.max(len));
+                    let file = file.clone();
+                    // A file that shrinks under a transfer fails the read
+                    // (UnexpectedEof) rather than ending the transfer early.
+                    *cache = tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        let mut buf = vec![0; want];
+                        file.read_exact_at(&mut buf, offset)?;
+                        io::Result::Ok(Bytes::from(buf))
+                    })
+                    .await
+                    .map_err(io::Error::other)??;
+                    *cache_at = offset;
+                }
+                let start = (offset - *cache_at) as usize;
+                Ok(cache.slice(start..start + len))
+            }
+        }
+    }
+}

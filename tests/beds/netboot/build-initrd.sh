@@ -1,0 +1,154 @@
+#!/bin/bash
+# Builds the installer stand-in used by the netboot bed: Debian's own kernel
+# plus a tiny busybox initramfs whose /init does what Anaconda does first
+# (DHCP, fetch inst.ks=, report installed) and then powers the VM off.
+#
+# Usage: build-initrd.sh OUTDIR
+# Produces OUTDIR/vmlinuz, OUTDIR/initrd.img and OUTDIR/kernel-version.
+# The result is cached by content: rerunning with unchanged inputs (this
+# script, busybox, the kernel and its modules) does nothing.
+set -euo pipefail
+
+out=${1:?usage: build-initrd.sh OUTDIR}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+busybox=/bin/busybox
+[[ -x $busybox ]] || { echo "build-initrd: $busybox missing (apt-get install busybox-static)" >&2; exit 1; }
+if ldd "$busybox" >/dev/null 2>&1; then
+  echo "build-initrd: $busybox is not static (apt-get install busybox-static)" >&2; exit 1
+fi
+
+# The newest kernel that linux-image-amd64 installed, with its modules.
+kver=${KS_KERNEL_VERSION:-$(ls /lib/modules | sort -V | tail -n1)}
+vmlinuz=/boot/vmlinuz-$kver
+moddir=/lib/modules/$kver
+[[ -r $vmlinuz && -d $moddir ]] || { echo "build-initrd: no kernel $vmlinuz / $moddir (apt-get install linux-image-amd64)" >&2; exit 1; }
+
+# Drivers for the VM's NIC, in load order (dependencies first), resolved from
+# modules.dep so a kernel update that changes the dependency set still works.
+wanted=(virtio_pci virtio_net e1000)
+declare -a order=()
+declare -A seen=()
+resolve() {
+  local rel=$1 line deps d
+  [[ -n ${seen[$rel]:-} ]] && return 0
+  seen[$rel]=1
+  line=$(grep -E "^${rel}:" "$moddir/modules.dep" || true)
+  deps=${line#*:}
+  for d in $deps; do resolve "$d"; done
+  order+=("$rel")
+}
+for m in "${wanted[@]}"; do
+  if grep -qE "/${m}\.ko(\.[a-z]+)?$" "$moddir/modules.builtin" 2>/dev/null; then continue; fi
+  rel=$(grep -oE "^[^:]*/${m}\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | head -n1 | tr -d :)
+  [[ -n $rel ]] || { echo "build-initrd: module $m not found for $kver" >&2; exit 1; }
+  resolve "$rel"
+done
+
+# Cache key: everything that ends up in the image.
+key=$( { sha256sum "$0" "$busybox" "$vmlinuz"; for m in "${order[@]}"; do sha256sum "$moddir/$m"; done; } | sha256sum | cut -c1-16)
+if [[ -f $out/stamp && $(cat "$out/stamp") == "$key" && -f $out/initrd.img && -f $out/vmlinuz ]]; then
+  exit 0
+fi
+
+mkdir -p "$out"
+stage=$(mktemp -d "$out/.stage.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+
+mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,tmp,run,lib/modules,usr/share/udhcpc}
+cp "$busybox" "$stage/bin/busybox"
+for applet in sh mount umount ip ifconfig route udhcpc wget cat grep sed tr insmod sleep timeout echo poweroff reboot mkdir ls dmesg head cut; do
+  ln -s busybox "$stage/bin/$applet"
+done
+
+: >"$stage/lib/modules/load-order"
+for m in "${order[@]}"; do
+  base=$(basename "$m")
+  case $base in
+    *.ko.xz) xz -dc "$moddir/$m" >"$stage/lib/modules/${base%.xz}"; base=${base%.xz} ;;
+    *.ko.zst) zstd -qdc "$moddir/$m" >"$stage/lib/modules/${base%.zst}"; base=${base%.zst} ;;
+    *.ko.gz) gzip -dc "$moddir/$m" >"$stage/lib/modules/${base%.gz}"; base=${base%.gz} ;;
+    *) cp "$moddir/$m" "$stage/lib/modules/$base" ;;
+  esac
+  echo "$base" >>"$stage/lib/modules/load-order"
+done
+
+cat >"$stage/usr/share/udhcpc/default.script" <<'SCRIPT'
+#!/bin/sh
+# udhcpc calls this with the lease in the environment.
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    if [ -n "$router" ]; then
+      for r in $router; do ip route add default via "$r" dev "$interface" && break; done
+    fi
+    echo "KS-STANDIN: lease $ip/${mask:-24} on $interface" ;;
+esac
+exit 0
+SCRIPT
+chmod 0755 "$stage/usr/share/udhcpc/default.script"
+
+cat >"$stage/init" <<'SCRIPT'
+#!/bin/sh
+# Installer stand-in: the part of Anaconda that the netboot path exercises.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+
+say() {
+  # Straight to COM1: the marker must reach the serial log whatever console=
+  # the boot script set.
+  echo "$*" >/dev/ttyS0 2>/dev/null || echo "$*" >/dev/console
+}
+die() { say "KS-STANDIN: FAILED: $*"; poweroff -f; sleep 5; exit 1; }
+
+say "KS-STANDIN: init started"
+for m in $(cat /lib/modules/load-order); do insmod "/lib/modules/$m" 2>/dev/null; done
+
+iface=""
+i=0
+while [ $i -lt 50 ] && [ -z "$iface" ]; do
+  for d in /sys/class/net/*; do
+    n=${d##*/}; [ "$n" = lo ] && continue; iface=$n; break
+  done
+  [ -z "$iface" ] && { sleep 0.2; i=$((i+1)); }
+done
+[ -n "$iface" ] || die "no network interface"
+mac=$(cat "/sys/class/net/$iface/address")
+ip link set lo up
+ip link set "$iface" up
+udhcpc -i "$iface" -n -q -t 10 -T 2 -s /usr/share/udhcpc/default.script >/dev/null 2>&1 || die "no DHCP lease on $iface"
+
+ks=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in inst.ks=*) ks=${arg#inst.ks=} ;; esac
+done
+[ -n "$ks" ] || die "no inst.ks= on the kernel command line"
+say "KS-STANDIN: fetching $ks"
+# busybox 1.35 (static) wget segfaults with -T, hence the timeout applet.
+timeout 30 wget -q -O /tmp/ks.cfg "$ks" || die "cannot fetch $ks"
+if ! grep -qE '^(url|%packages)' /tmp/ks.cfg; then
+  die "$ks does not look like a kickstart"
+fi
+say "KS-STANDIN: fetched kickstart for $mac"
+
+# The report URL sits next to the kickstart: http://host:port/ks/<mac>.
+# Like the real %pre, "installing" is best effort; "installed" is the point.
+base=${ks%%/ks/*}
+timeout 30 wget -q -O /tmp/installing --post-data="" "$base/api/hosts/$mac/installing" || say "KS-STANDIN: could not report installing"
+timeout 30 wget -q -O /tmp/installed --post-data="" "$base/api/hosts/$mac/installed" || die "cannot report installed to $base"
+say "KS-STANDIN: reported installed for $mac"
+say "KS-STANDIN: powering off"
+poweroff -f
+sleep 5
+SCRIPT
+chmod 0755 "$stage/init"
+
+(cd "$stage" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -9n) >"$stage.img"
+install -m 0644 "$vmlinuz" "$out/vmlinuz"
+mv "$stage.img" "$out/initrd.img"
+echo "$kver" >"$out/kernel-version"
+echo "$key" >"$out/stamp"
