@@ -3,6 +3,7 @@
 //! library crates; this crate only wires them together.
 
 mod boot;
+mod cache;
 mod reload;
 mod serve;
 
@@ -50,6 +51,9 @@ enum Command {
     },
     /// List the hosts with their OS and install state.
     Hosts,
+    /// Warm, inspect or verify the repo cache of the running daemon.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Render { mac, ipxe, .. } => render(&cli.config, mac, ipxe),
         Command::Hosts => hosts(&cli.config),
+        Command::Cache(command) => cache::run(&cli.config, command),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use kickstand_http::App;
+use kickstand_repo::RepoProxy;
 use kickstand_profiles::model::DhcpMode;
 use kickstand_state::StateStore;
 use tokio::net::TcpListener;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
-use crate::{boot, reload};
+use crate::{boot, cache, reload};
 
 /// Runs a service to its end and logs how it ended.
 async fn log_exit(name: &'static str, service: impl Future<Output = std::io::Result<()>>) {
@@ -56,7 +57,8 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
     };
 
     let states = StateStore::open(&appliance.state_dir)?;
-    let app = Arc::new(App::new(site, states));
+    let repo = RepoProxy::open(&cache::repo_config(&appliance)).context("opening the repo cache")?;
+    let app = Arc::new(App::new(site, states, Some(repo)));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
 

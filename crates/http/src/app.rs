@@ -16,13 +16,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use kickstand_profiles::Mac;
 use kickstand_profiles::model::UnknownPolicy;
 use kickstand_render::{BootAction, RenderError, Site};
+use kickstand_repo::{RepoProxy, WarmEvent, WarmOutcome, WarmTarget};
 use kickstand_state::{Phase, StateStore};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::route::{Refusal, Report, Route, route};
+use crate::route::{CacheOp, Refusal, Report, Route, route};
 
 /// Response bodies: small ones are buffered, repo files stream; an `Err`
 /// mid-stream aborts the connection so a client never mistakes a broken
@@ -47,6 +48,9 @@ pub struct App {
     site: ArcSwap<Site>,
     reload: Mutex<ReloadStatus>,
     states: StateStore,
+    /// `None` on an appliance with no cache (the `check` and `render`
+    /// commands build an `App` only to render).
+    repo: Option<RepoProxy>,
     metrics: Metrics,
 }
 
@@ -62,13 +66,18 @@ struct Metrics {
 }
 
 impl App {
-    pub fn new(site: Site, states: StateStore) -> App {
+    pub fn new(site: Site, states: StateStore, repo: Option<RepoProxy>) -> App {
         App {
             site: ArcSwap::from_pointee(site),
             reload: Mutex::default(),
             states,
+            repo,
             metrics: Metrics::default(),
         }
+    }
+
+    pub fn repo(&self) -> Option<&RepoProxy> {
+        self.repo.as_ref()
     }
 
     /// The site every new request will see.
@@ -110,21 +119,26 @@ impl App {
     pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body> {
         let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
         let path = req.uri().path().to_owned();
-        let response = match route(req.method(), origin_form, &path) {
+        let method = req.method().clone();
+        let response = match route(&method, origin_form, &path) {
             Route::Ipxe(mac) => self.ipxe(mac),
             Route::Loader(name) => self.loader(name).await,
             Route::Kickstart(mac) => self.kickstart(mac),
             Route::Report(mac, report) => self.report(mac, report, peer),
             Route::Hosts => self.hosts(),
-            Route::Repo { .. } => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the repo proxy is not enabled on this appliance\n",
-            ),
+            Route::Repo { mirror, path } => match &self.repo {
+                Some(repo) => repo.handle(mirror, path, req).await,
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the repo proxy is not enabled on this appliance\n",
+                ),
+            },
+            Route::Cache(op) => self.cache(op),
             Route::Status => self.status(),
             Route::Metrics => self.metrics(),
             Route::Refused(why) => self.refuse(why),
         };
-        info!(%peer, method = %req.method(), path, status = response.status().as_u16(), "http");
+        info!(%peer, %method, path, status = response.status().as_u16(), "http");
         response
     }
 
@@ -237,6 +251,20 @@ impl App {
                 }
             }
         }
+        if let Some(repo) = &self.repo {
+            let s = repo.stats();
+            let _ = writeln!(
+                page,
+                "cache        {} file(s), {} of {} MiB; {} hit(s), {} download(s), {} failure(s){}",
+                s.entries,
+                s.bytes >> 20,
+                s.max_bytes >> 20,
+                s.hits,
+                s.upstream_fetches,
+                s.failures,
+                if s.disk_full { "; DISK FULL: passing through" } else { "" }
+            );
+        }
         page.push_str("\nhosts\n");
         for (mac, host) in &snap.hosts {
             let phase = self.states.get(&mac.to_string()).phase;
@@ -247,6 +275,70 @@ impl App {
             );
         }
         text(StatusCode::OK, &page)
+    }
+
+    fn cache(&self, op: CacheOp<'_>) -> Response<Body> {
+        let Some(repo) = self.repo.clone() else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "the repo proxy is not enabled on this appliance\n");
+        };
+        match op {
+            CacheOp::Stats => {
+                let s = repo.stats();
+                let body = format!(
+                    "entries {}\nbytes {}\nmax_bytes {}\nhits {}\nmisses {}\ncoalesced {}\nrevalidated {}\n\
+                     passthrough {}\nupstream_fetches {}\nupstream_bytes {}\nevictions {}\nfailures {}\ndisk_full {}\n",
+                    s.entries, s.bytes, s.max_bytes, s.hits, s.misses, s.coalesced, s.revalidated,
+                    s.passthrough, s.upstream_fetches, s.upstream_bytes, s.evictions, s.failures, s.disk_full
+                );
+                text(StatusCode::OK, &body)
+            }
+            CacheOp::Verify => line_stream(move |out| async move {
+                match repo.verify().await {
+                    Ok(r) => {
+                        for key in &r.corrupt {
+                            out(format!("FAILED {key}: sha256 mismatch; removed from the cache"));
+                        }
+                        for (repo, why) in &r.skipped {
+                            out(format!("skipped {repo}: {why}"));
+                        }
+                        out(format!("verified {} file(s) in {} repo(s): {} ok, {} corrupt", r.checked, r.repos, r.ok, r.corrupt.len()));
+                    }
+                    Err(e) => out(format!("error: {e}")),
+                }
+            }),
+            CacheOp::Warm(target) => {
+                let targets = match warm_targets(&self.site().snapshot, target) {
+                    Ok(t) => t,
+                    Err(msg) => return text(StatusCode::NOT_FOUND, &format!("error: {msg}\n")),
+                };
+                line_stream(move |out| async move {
+                    for t in targets {
+                        out(format!("warming {}/{}", t.mirror, t.repo_path));
+                        let progress = |ev: &WarmEvent| {
+                            let outcome = match &ev.outcome {
+                                WarmOutcome::AlreadyCached => "cached".to_owned(),
+                                WarmOutcome::Fetched { bytes } => format!("fetched:{bytes}"),
+                                WarmOutcome::Failed(e) => format!("failed:{e}"),
+                                _ => "other".to_owned(),
+                            };
+                            out(format!("progress {}/{} {outcome} {}", ev.done, ev.total, ev.path));
+                        };
+                        match repo.warm(&t, progress).await {
+                            Ok(r) => {
+                                for (path, why) in &r.failed {
+                                    out(format!("FAILED {path}: {why}"));
+                                }
+                                out(format!(
+                                    "done {}/{}: {} package(s), {} fetched ({} MiB), {} already cached, {} failed",
+                                    t.mirror, t.repo_path, r.packages, r.fetched, r.fetched_bytes >> 20, r.already_cached, r.failed.len()
+                                ));
+                            }
+                            Err(e) => out(format!("error: {}/{}: {e}", t.mirror, t.repo_path)),
+                        }
+                    }
+                })
+            }
+        }
     }
 
     fn metrics(&self) -> Response<Body> {
@@ -295,7 +387,10 @@ impl App {
                 "host profiles in force",
                 site.snapshot.hosts.len() as u64,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.repo.iter().flat_map(repo_metrics))
+        {
             let base = name.split('{').next().unwrap_or(name);
             if !out.contains(&format!("# HELP {base} ")) {
                 let _ = writeln!(out, "# HELP {base} {help}");
@@ -324,6 +419,24 @@ impl App {
     }
 }
 
+fn repo_metrics(repo: &RepoProxy) -> [(&'static str, &'static str, u64); 12] {
+    let s = repo.stats();
+    [
+        ("kickstand_cache_hits_total", "repo files served from the cache", s.hits),
+        ("kickstand_cache_misses_total", "repo files that started a download", s.misses),
+        ("kickstand_cache_coalesced_total", "requests that joined a download in progress", s.coalesced),
+        ("kickstand_cache_revalidations_total", "conditional requests to a mirror", s.revalidated),
+        ("kickstand_cache_passthrough_total", "files served without caching (disk full)", s.passthrough),
+        ("kickstand_upstream_fetches_total", "downloads from mirrors", s.upstream_fetches),
+        ("kickstand_upstream_bytes_total", "bytes downloaded from mirrors", s.upstream_bytes),
+        ("kickstand_upstream_failures_total", "failed downloads", s.failures),
+        ("kickstand_cache_evictions_total", "files evicted from the cache", s.evictions),
+        ("kickstand_cache_entries", "files in the cache", s.entries),
+        ("kickstand_cache_bytes", "bytes in the cache", s.bytes),
+        ("kickstand_cache_max_bytes", "cache size limit", s.max_bytes),
+    ]
+}
+
 #[derive(Debug, Serialize)]
 struct HostRow {
     mac: String,
@@ -348,6 +461,38 @@ impl HostRow {
             next_boot: record.phase.into(),
         }
     }
+}
+
+/// What `cache warm <target>` covers: every repo of an OS, or one
+/// `<mirror>/<path>`.
+fn warm_targets(snapshot: &kickstand_profiles::Snapshot, target: &str) -> Result<Vec<WarmTarget>, String> {
+    if let Some(os) = snapshot.oses.get(target) {
+        let mut targets = vec![WarmTarget::new(&os.mirror, &os.tree)];
+        targets.extend(os.repos.iter().map(|r| WarmTarget::new(&r.mirror, &r.path)));
+        return Ok(targets);
+    }
+    match target.split_once('/') {
+        Some((mirror, path)) if snapshot.appliance.mirrors.contains_key(mirror) => Ok(vec![WarmTarget::new(mirror, path)]),
+        _ => Err(format!("`{target}` is neither an OS nor <mirror>/<path> of a configured mirror")),
+    }
+}
+
+/// A text body fed line by line by `work`, for long operations whose
+/// progress the caller watches.
+fn line_stream<F, Fut>(work: F) -> Response<Body>
+where
+    F: FnOnce(Box<dyn Fn(String) + Send + Sync>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let out: Box<dyn Fn(String) + Send + Sync> = Box::new(move |line| drop(tx.send(line + "\n")));
+    tokio::spawn(work(out));
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (Ok(hyper::body::Frame::data(Bytes::from(line))), rx))
+    });
+    let mut resp = Response::new(http_body_util::StreamBody::new(frames).boxed());
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
 }
 
 fn no_profile(mac: Mac) -> Response<Body> {

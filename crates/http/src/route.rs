@@ -22,7 +22,18 @@ pub enum Route<'a> {
     },
     Status,
     Metrics,
+    Cache(CacheOp<'a>),
     Refused(Refusal),
+}
+
+/// Cache maintenance, run inside the daemon so it shares the cache, its
+/// coalescing and its upstream connections with installers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOp<'a> {
+    /// An OS name, or `<mirror>/<repo path>`.
+    Warm(&'a str),
+    Stats,
+    Verify,
 }
 
 /// What a machine (or operator) reports about a host.
@@ -56,10 +67,11 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
         .collect();
     let found = match segments.as_slice() {
         ["boot", file] => {
-            let Some(mac) = file.strip_suffix(".ipxe") else {
-                return Refused(Refusal::NotFound);
-            };
-            read.then(|| mac_route(mac, Ipxe))
+            match file.strip_suffix(".ipxe") {
+                Some(mac) => read.then(|| mac_route(mac, Ipxe)),
+                None if is_loader_name(file) => read.then_some(Loader(file)),
+                None => return Refused(Refusal::NotFound),
+            }
         }
         ["ks", mac] => read.then(|| mac_route(mac, Kickstart)),
         ["repo", rest] => {
@@ -67,6 +79,12 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
             read.then_some(Repo { mirror, path })
         }
         ["api", "hosts"] => read.then_some(Hosts),
+        ["api", "cache/stats"] => read.then_some(Cache(CacheOp::Stats)),
+        ["api", "cache/verify"] => post.then_some(Cache(CacheOp::Verify)),
+        ["api", rest] if rest.starts_with("cache/warm/") => {
+            let target = &rest["cache/warm/".len()..];
+            post.then_some(Cache(CacheOp::Warm(target)))
+        }
         ["api", rest] => {
             let Some(rest) = rest.strip_prefix("hosts/") else {
                 return Refused(Refusal::NotFound);
@@ -126,12 +144,10 @@ mod tests {
                 "/boot/52-54-00-10-00-01.ipxe",
                 Route::Ipxe(mac()),
             ),
-            (
-                &get,
-                true,
-                "/boot/52:54:00:10:00:01",
-                Route::Refused(Refusal::NotFound),
-            ),
+            (&get, true, "/boot/ipxe.efi", Route::Loader("ipxe.efi")),
+            (&get, true, "/boot/../ipxe.efi", Route::Refused(Refusal::NotFound)),
+            (&get, true, "/boot/.hidden", Route::Refused(Refusal::NotFound)),
+            (&get, true, "/boot/%2e%2e%2fshadow", Route::Refused(Refusal::NotFound)),
             (&get, true, "/boot/zz.ipxe", Route::Refused(Refusal::BadMac)),
             (&get, true, "/ks/52:54:00:10:00:01", Route::Kickstart(mac())),
             (
@@ -177,6 +193,10 @@ mod tests {
                 Route::Refused(Refusal::NotFound),
             ),
             (&get, true, "/api/hosts", Route::Hosts),
+            (&Method::POST, true, "/api/cache/warm/centos-stream-9", Route::Cache(CacheOp::Warm("centos-stream-9"))),
+            (&get, true, "/api/cache/warm/centos-stream-9", Route::Refused(Refusal::MethodNotAllowed)),
+            (&get, true, "/api/cache/stats", Route::Cache(CacheOp::Stats)),
+            (&Method::POST, true, "/api/cache/verify", Route::Cache(CacheOp::Verify)),
             (
                 &get,
                 true,

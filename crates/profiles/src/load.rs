@@ -297,7 +297,6 @@ impl Cx {
                 url: p.url.value.clone(),
                 username: p.username.clone(),
                 password: p.password.clone(),
-                ca_file: p.ca_file.as_deref().map(rel),
             }
         });
 
@@ -377,6 +376,7 @@ impl Cx {
                 .map_or_else(|| PathBuf::from(DEFAULT_TFTP_ROOT), rel),
             proxy,
             mirrors,
+            mirror_ca_file: w.mirror_ca_file.as_deref().map(rel),
             cache: Cache {
                 dir: rel(w.cache.dir.as_deref().unwrap_or("/var/cache/kickstand")),
                 max_bytes: max_bytes?,

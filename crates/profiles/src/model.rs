@@ -39,6 +39,8 @@ pub struct Appliance {
     /// The office proxy; `None` means mirrors are reached directly.
     pub proxy: Option<Proxy>,
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Extra trust anchors for https mirrors.
+    pub mirror_ca_file: Option<PathBuf>,
     pub cache: Cache,
     pub templates_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -111,7 +113,6 @@ pub struct Proxy {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
-    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

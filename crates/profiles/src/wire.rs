@@ -20,6 +20,9 @@ pub(crate) struct ApplianceFile {
     pub proxy: Option<Proxy>,
     #[serde(default)]
     pub mirrors: BTreeMap<String, S<Vec<S<String>>>>,
+    /// PEM bundle of extra CAs trusted for https mirrors (a site's TLS
+    /// inspection CA, or a test bed's CA).
+    pub mirror_ca_file: Option<String>,
     #[serde(default)]
     pub cache: Cache,
     #[serde(default)]
@@ -71,9 +74,6 @@ pub(crate) struct Proxy {
     pub url: S<String>,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// PEM bundle of extra CAs trusted for https mirrors (a site's TLS
-    /// inspection CA, or the test bed's CA).
-    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

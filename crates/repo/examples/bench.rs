@@ -27,10 +27,12 @@ use tokio::net::{TcpListener, TcpStream};
 async fn upstream(size: usize, rate: f64, count: Arc<AtomicUsize>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let body = Bytes::from(vec![0x5au8; size]);
+    // One chunk sent over and over: the upstream holds no whole file, so
+    // the RSS figure is the proxy's (and the clients', which keep nothing).
+    let chunk = Bytes::from(vec![0x5au8; 256 * 1024]);
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let (count, body) = (count.clone(), body.clone());
+            let (count, chunk) = (count.clone(), chunk.clone());
             tokio::spawn(async move {
                 let mut r = BufReader::new(s);
                 loop {
@@ -47,17 +49,18 @@ async fn upstream(size: usize, rate: f64, count: Arc<AtomicUsize>) -> SocketAddr
                     }
                     count.fetch_add(1, Ordering::SeqCst);
                     let w = r.get_mut();
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
                     if w.write_all(head.as_bytes()).await.is_err() {
                         return;
                     }
                     let start = Instant::now();
                     let mut sent = 0usize;
-                    for chunk in body.chunks(256 * 1024) {
-                        if w.write_all(chunk).await.is_err() {
+                    while sent < size {
+                        let n = chunk.len().min(size - sent);
+                        if w.write_all(&chunk[..n]).await.is_err() {
                             return;
                         }
-                        sent += chunk.len();
+                        sent += n;
                         let due = Duration::from_secs_f64(sent as f64 / rate);
                         if let Some(wait) = due.checked_sub(start.elapsed()) {
                             tokio::time::sleep(wait).await;
@@ -135,6 +138,7 @@ async fn main() {
     cfg.mirrors.insert("m".into(), vec![format!("http://{up}/")]);
     let proxy = RepoProxy::open(&cfg).unwrap();
     let addr = front(proxy.clone()).await;
+    println!("RSS at start: {:.1} MiB", peak_rss_mib());
     println!("file {size_mib} MiB, upstream {rate_mib} MiB/s per connection");
 
     let (n, single) = fetch(addr, "/repo/m/single.rpm").await;

@@ -12,9 +12,14 @@ pub struct Limits {
     /// Largest block size granted; requests above it are lowered to it
     /// (RFC 2348 lets the server answer with a smaller value).
     pub max_blksize: u16,
-    /// Largest window granted. Bounds the burst a client must absorb; a
-    /// huge window only overflows the client's socket buffer.
+    /// Largest window granted, in blocks.
     pub max_windowsize: u16,
+    /// Largest window granted, in payload bytes. A window arrives as one
+    /// burst, and a burst larger than the client's socket buffer (208 KiB
+    /// by default on Linux, where an 8 KiB datagram takes 16 KiB of it) is
+    /// partly dropped; clients such as atftp then wait for a timeout
+    /// instead of acking the gap, so the transfer crawls.
+    pub max_window_bytes: u32,
     /// Retransmission timeout when the client does not ask for one.
     pub default_timeout: Duration,
     /// Retransmissions of the same window before giving up.
@@ -26,6 +31,7 @@ impl Default for Limits {
         Self {
             max_blksize: MAX_BLKSIZE,
             max_windowsize: 64,
+            max_window_bytes: 64 * 1024,
             default_timeout: Duration::from_secs(1),
             max_retries: 5,
         }
@@ -58,16 +64,16 @@ pub fn negotiate(options: &[(String, String)], size: u64, limits: &Limits) -> Ne
         timeout: limits.default_timeout,
         oack: Vec::new(),
     };
-    let mut seen: Vec<&str> = Vec::new();
+    // Granted options, first occurrence only, in the client's order.
+    let mut granted: Vec<(&str, u64)> = Vec::new();
     for (name, value) in options {
-        if seen.contains(&name.as_str()) {
+        if granted.iter().any(|(seen, _)| seen == name) {
             continue;
         }
-        seen.push(name);
         let Ok(n) = value.trim().parse::<u64>() else {
             continue;
         };
-        let granted = match name.as_str() {
+        let grant = match name.as_str() {
             "blksize" if n >= u64::from(MIN_BLKSIZE) => {
                 out.blksize = clamp(n, limits.max_blksize.max(MIN_BLKSIZE));
                 u64::from(out.blksize)
@@ -84,8 +90,24 @@ pub fn negotiate(options: &[(String, String)], size: u64, limits: &Limits) -> Ne
             "tsize" => size,
             _ => continue,
         };
-        out.oack.push((name.clone(), granted.to_string()));
+        granted.push((name, grant));
     }
+    // The byte cap depends on blksize, which may come after windowsize.
+    let by_bytes = (limits.max_window_bytes / u32::from(out.blksize)).max(1);
+    out.windowsize = out
+        .windowsize
+        .min(u16::try_from(by_bytes).unwrap_or(u16::MAX));
+    out.oack = granted
+        .into_iter()
+        .map(|(name, grant)| {
+            let grant = if name == "windowsize" {
+                u64::from(out.windowsize)
+            } else {
+                grant
+            };
+            (name.to_owned(), grant.to_string())
+        })
+        .collect();
     out
 }
 
@@ -316,6 +338,28 @@ mod tests {
                 &[("windowsize", "64")],
             ),
             (&[("timeout", "3")], 512, 1, secs(3), &[("timeout", "3")]),
+            // 64 KiB per window: 8 blocks of 8192, whatever the order.
+            (
+                &[("windowsize", "16"), ("blksize", "8192")],
+                8192,
+                8,
+                secs(1),
+                &[("windowsize", "8"), ("blksize", "8192")],
+            ),
+            (
+                &[("blksize", "8192"), ("windowsize", "4")],
+                8192,
+                4,
+                secs(1),
+                &[("blksize", "8192"), ("windowsize", "4")],
+            ),
+            (
+                &[("blksize", "1468"), ("windowsize", "64")],
+                1468,
+                44,
+                secs(1),
+                &[("blksize", "1468"), ("windowsize", "44")],
+            ),
             (&[("timeout", "0")], 512, 1, secs(1), &[]),
             (&[("timeout", "256")], 512, 1, secs(1), &[]),
             (

@@ -24,6 +24,10 @@ use crate::source::Source;
 #[non_exhaustive]
 pub struct Config {
     pub limits: Limits,
+    /// Transfers running at once; requests beyond it are dropped (the
+    /// client retries) so a flood of requests cannot exhaust ports or
+    /// memory.
+    pub max_transfers: usize,
     /// How long [`serve`] waits for transfers to send their farewell ERROR
     /// after shutdown before it returns anyway.
     pub shutdown_grace: Duration,
@@ -33,6 +37,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
+            max_transfers: 512,
             shutdown_grace: Duration::from_secs(2),
         }
     }
@@ -123,6 +128,10 @@ pub async fn serve_with(
                 continue;
             }
         };
+        if tracker.len() >= config.max_transfers {
+            warn!(%peer, running = tracker.len(), "too many transfers; request dropped");
+            continue;
+        }
         let span = info_span!("tftp", %peer);
         let task = handle_request(
             local_ip,
@@ -215,6 +224,8 @@ async fn transfer(
             return Ok(());
         }
     };
+    // A netascii request gets the bytes as they are: boot files are binary,
+    // and tftp-hpa's client asks netascii unless told otherwise.
     let (mut transfer, mut action) = Transfer::start(
         negotiate(&request.options, body.size(), limits),
         body.size(),

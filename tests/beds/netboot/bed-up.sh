@@ -9,9 +9,9 @@
 #        dnsmasq as the office DHCP server (addresses only, no boot options).
 #
 # Usage: bed-up.sh WORKDIR [standin]
-#   standin: the office dnsmasq also hands out boot options and serves TFTP,
-#   and a small HTTP server on 10.77.0.1:8080 plays Kickstand's HTTP side, so
-#   the bed, the firmware and the initramfs can be checked without Kickstand.
+#   standin: a second dnsmasq on ksbr0 (ProxyDHCP + TFTP) and a small HTTP
+#   server on 10.77.0.1:8080 play Kickstand, so the bed, the firmware and the
+#   initramfs can be checked without Kickstand.
 # Writes WORKDIR/bed.env (NS, ONS, ...); bed-down.sh WORKDIR undoes everything.
 set -euo pipefail
 
@@ -79,26 +79,37 @@ office=(--conf-file=/dev/null --port=0 --interface=office0 --bind-interfaces
   --dhcp-range=10.77.0.100,10.77.0.150,12h
   --dhcp-leasefile="$work/office.leases" --pid-file="$work/office.pid"
   --log-dhcp --log-facility="$work/office.log" --user=root --group=root)
+ip netns exec "$ons" dnsmasq "${office[@]}"
+
 if [[ $mode == standin ]]; then
-  # Stand-in for Kickstand's DHCP/TFTP half, so the bed can be checked alone.
-  office+=(--enable-tftp --tftp-root=/usr/lib/ipxe
-    --dhcp-userclass=set:ipxe,iPXE
-    --dhcp-match=set:efi64,option:client-arch,7
-    --dhcp-match=set:efi64,option:client-arch,9
-    "--dhcp-boot=tag:ipxe,http://10.77.0.1:8080/boot/\${mac}.ipxe"
-    --dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi
-    --dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe)
+  # Stand-in for Kickstand, where Kickstand would be (10.77.0.1 on ksbr0):
+  # dnsmasq as ProxyDHCP + TFTP, and a small HTTP server for the script,
+  # kickstart and report. Proves the bed, the firmware and the initramfs.
+  ip netns exec "$ns" dnsmasq --conf-file=/dev/null --port=0 --interface=ksbr0 --bind-interfaces \
+    --dhcp-range=10.77.0.0,proxy,255.255.255.0 --enable-tftp --tftp-root=/usr/lib/ipxe \
+    --dhcp-userclass=set:ipxe,iPXE \
+    '--pxe-service=tag:!ipxe,x86PC,PXE,undionly.kpxe' \
+    '--pxe-service=tag:!ipxe,X86-64_EFI,PXE,ipxe.efi' \
+    '--pxe-service=tag:ipxe,x86PC,iPXE,http://10.77.0.1:8080/boot/standin.ipxe' \
+    '--pxe-service=tag:ipxe,X86-64_EFI,iPXE,http://10.77.0.1:8080/boot/standin.ipxe' \
+    --dhcp-leasefile="$work/standin-proxy.leases" --pid-file="$work/standin-proxy.pid" \
+    --log-dhcp --log-facility="$work/standin-proxy.log" --user=root --group=root
   mkdir -p "$work/standin-http"
   ip netns exec "$ns" python3 "$here/standin-http.py" 10.77.0.1 8080 "$work/standin-http" "$tree" \
     >"$work/standin-http.log" 2>&1 </dev/null &
   echo $! >"$work/standin-http.pid"
 fi
-ip netns exec "$ons" dnsmasq "${office[@]}"
 
 # Wait until the servers listen, so a VM started right after finds them.
-for _ in $(seq 50); do
-  if ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/8081' 2>/dev/null; then break; fi
-  sleep 0.1
-done
+wait_tcp() {
+  for _ in $(seq 50); do
+    if ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "bed-up: nothing listens on $1:$2" >&2
+  return 1
+}
+wait_tcp 127.0.0.1 8081
+if [[ $mode == standin ]]; then wait_tcp 10.77.0.1 8080 || true; fi
 [[ -s $work/office.pid ]] || { echo "bed-up: office dnsmasq did not start" >&2; exit 1; }
 echo "bed-up: $ns / $ons ready in $work" >&2

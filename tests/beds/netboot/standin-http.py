@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Stand-in for Kickstand's HTTP side, used only to check the netboot bed.
 
-Serves /boot/<mac>.ipxe (a script booting the stand-in installer from the
+Serves /boot/standin.ipxe (a script booting the stand-in installer from the
 bed's mirror), /ks/<mac> (a minimal kickstart) and accepts
-POST /api/hosts/<mac>/installed. Every request is logged to stdout.
+POST /api/hosts/<mac>/installing|installed. Every request is logged.
 Usage: standin-http.py ADDRESS PORT STATEDIR MIRROR_TREE
 """
 import http.server
@@ -27,17 +27,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         # iPXE percent-encodes the colons of a MAC in a DHCP-supplied URL.
         path = urllib.parse.unquote(self.path)
-        m = re.match(r"^/boot/(.+)\.ipxe$", path)
-        if m and MAC.match(m.group(1)):
-            mac = m.group(1)
-            if os.path.exists(os.path.join(state, mac + ".installed")):
-                return self.reply(200, "#!ipxe\necho local boot\nexit\n")
+        if path == "/boot/standin.ipxe":
+            # One script for every machine: iPXE fills in ${mac} itself.
             pxe = f"http://{address}:8081/{tree}/images/pxeboot"
             return self.reply(200, (
                 "#!ipxe\n"
                 f"kernel {pxe}/vmlinuz initrd=initrd.img console=ttyS0 "
-                f"inst.ks=http://{address}:{port}/ks/{mac}\n"
-                f"initrd {pxe}/initrd.img\n"
+                f"inst.ks=http://{address}:{port}/ks/${{mac}}\n"
+                f"initrd --name initrd.img {pxe}/initrd.img\n"
                 "boot\n"))
         m = re.match(r"^/ks/(.+)$", path)
         if m and MAC.match(m.group(1)):
@@ -45,9 +42,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.reply(404, "not found\n")
 
     def do_POST(self):
-        m = re.match(r"^/api/hosts/(.+)/installed$", urllib.parse.unquote(self.path))
+        m = re.match(r"^/api/hosts/(.+)/(installing|installed)$", urllib.parse.unquote(self.path))
         if m and MAC.match(m.group(1)):
-            open(os.path.join(state, m.group(1) + ".installed"), "w").close()
+            open(os.path.join(state, m.group(1) + "." + m.group(2)), "w").close()
             return self.reply(200, "ok\n")
         self.reply(404, "not found\n")
 

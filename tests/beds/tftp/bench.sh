@@ -109,8 +109,10 @@ for server in $SERVERS; do
     for blksize in $BLKSIZES; do
         for window in $WINDOWS; do
             secs=$(fetch atftp "$port" bench.bin "$blksize" "$window" "$work/out/x")
-            # What the server granted, from atftp's report of the OACK.
-            granted[$server,$blksize,$window]=$(grep -o 'windowsize = [0-9]*' "$work/out/x.log" | grep -o '[0-9]*$' || echo 1)
+            # What the server grants, from the OACK of a small traced fetch.
+            granted[$server,$blksize,$window]=$(atftp --trace --option "blksize $blksize" \
+                --option "windowsize $window" -g -r ready.txt -l "$work/out/probe" 127.0.0.1 "$port" 2>&1 |
+                grep 'received OACK' | grep -o 'windowsize: [0-9]*' | grep -o '[0-9]*$' || echo 1)
             if [[ $secs == fail ]]; then result[$server,$blksize,$window]=FAIL
             else result[$server,$blksize,$window]=$(rate "$SIZE_MIB" "$secs"); fi
             echo "$server atftp blksize=$blksize windowsize=$window (granted ${granted[$server,$blksize,$window]}): ${result[$server,$blksize,$window]} MiB/s" >&2
