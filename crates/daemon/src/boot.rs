@@ -1,7 +1,7 @@
 //! The daemon's side of ProxyDHCP and TFTP: the live site seen through the
 //! small traits those crates ask for, and binding their sockets.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -52,12 +52,11 @@ pub(crate) fn dhcp_view(app: Arc<App>) -> impl Fn() -> View + Send + Sync {
     }
 }
 
-/// Binds UDP 67 and 4011 on the configured interface (or all).
+/// Binds UDP 67 and 4011 on the configured interface (or all). Always on
+/// the wildcard address: on Linux a socket bound to a unicast address
+/// never sees a broadcast DISCOVER; the interface is what restricts it.
 pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<kickstand_dhcp::Sockets> {
-    let addr = match appliance.server.bind {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-    };
+    let addr = Ipv4Addr::UNSPECIFIED;
     let interface = match appliance.server.interfaces.as_slice() {
         [] => None,
         [one] => Some(one.as_str()),
@@ -74,7 +73,8 @@ pub(crate) fn leases(appliance: &Appliance) -> anyhow::Result<Option<kickstand_d
     let Some(p) = appliance.dhcp.pool.as_ref().filter(|_| appliance.dhcp.mode == DhcpMode::Full) else {
         return Ok(None);
     };
-    let netmask = Ipv4Addr::from(u32::MAX << (32 - u32::from(p.prefix_len)));
+    // prefix_len is validated to 8..=30, so the shift cannot overflow.
+    let netmask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(p.prefix_len)).unwrap_or(0));
     let pool = kickstand_dhcp::full::Pool::new(p.start, p.end, netmask, p.router, p.dns.clone(), p.lease_secs)?;
     if let Some(dir) = p.leases_file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -496,6 +496,24 @@ fn assert_installed(root: &Path) {
     assert_eq!(lib, "ks-lib 1.0\n");
 }
 
+/// Every regular file under `dir`, with its contents.
+fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("read {}: {e}", d.display())) {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.is_file() {
+                let bytes = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
 /// Replaces `path` the way a mirror sync does (new inode, rename over), with
 /// a later mtime so validators (ETag, Last-Modified) change too.
 fn respin(path: &Path) -> String {
@@ -678,6 +696,17 @@ fn cached_files_match_mirror_sha256() {
             "{p} is immutable: one upstream fetch"
         );
     }
+    // On disk: every file is held whole in some cache file (the body may
+    // follow a header of the cache's own, so match it as a suffix).
+    let cached = read_tree(&ks.home.join("var/cache"));
+    for rel in &files {
+        let bytes = fs::read(bed.mirror_file(rel)).expect("read mirror file");
+        assert!(
+            cached.iter().any(|(_, c)| c.ends_with(&bytes)),
+            "{rel}: no file under the cache dir holds it whole ({} cache files)",
+            cached.len()
+        );
+    }
     // Cached again after a restart: the cache is on disk, not in memory.
     drop(ks);
     let ks = Kickstand::start(&bed);
@@ -802,6 +831,8 @@ fn mirror_respin_serves_old_or_new_never_a_mix() {
             "client {i} got a mix of old and new install.img ({sum})"
         );
     }
+    let tally = |want: &str| results.iter().filter(|r| r.as_ref().is_ok_and(|(_, s)| s == want)).count();
+    eprintln!("respin: {} clients got the old image, {} the new one", tally(&old), tally(&new));
     // install.img is revalidated with the mirror, so the new one shows up
     // once the proxy's revalidation interval (not configurable in
     // kickstand.yaml, 30 s in kickstand-repo) has passed.
@@ -868,10 +899,19 @@ fn https_mirror_through_squid_connect() {
     assert_installed(&root);
 
     let https_port = bed.port("KS_MIRROR_HTTPS_PORT");
+    // squid logs a tunnel when it closes, and Kickstand keeps its tunnels
+    // for reuse: stop Kickstand, then look.
+    drop(ks);
+    let connect = format!("CONNECT 127.0.0.1:{https_port} 200");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bed.squid_log().contains(&connect) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
     let squid = bed.squid_log();
+    assert!(squid.contains(&connect), "no CONNECT tunnel in squid log:\n{squid}");
     assert!(
-        squid.contains(&format!("CONNECT 127.0.0.1:{https_port} 200")),
-        "no CONNECT tunnel in squid log:\n{squid}"
+        !squid.contains(&format!("GET http://127.0.0.1:{https_port}")),
+        "an https mirror must be reached through CONNECT, not a plain GET:\n{squid}"
     );
     let served_by_https = bed
         .nginx_log()

@@ -236,6 +236,7 @@ hosts:
                 "KICKSTAND_LOG",
                 "info,kickstand_dhcp=debug,kickstand_tftp=debug",
             )
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -289,7 +290,7 @@ hosts:
     }
 
     fn daemon_log(&self) -> String {
-        self.read("kickstand.log")
+        strip_ansi(&self.read("kickstand.log"))
     }
 
     /// Boots one VM and waits until it powers off, the bed's hard timeout
@@ -471,6 +472,26 @@ impl Bed {
             );
         }
     }
+}
+
+/// The log without terminal colour codes, in case the subscriber colours
+/// a file anyway.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn read_lossy(path: &Path) -> String {

@@ -51,10 +51,14 @@ pub struct Sockets {
 
 /// Bind a DHCP socket the way the daemon needs it: `SO_REUSEADDR` (another
 /// DHCP server may share the host), `SO_BROADCAST` (replies go to
-/// 255.255.255.255), and `SO_BINDTODEVICE` when an interface is named, so a
+/// 255.255.255.255), `SO_BINDTODEVICE` when an interface is named (so a
 /// broadcast leaves through that interface and packets from others are not
-/// seen, and a receive buffer of up to 1 MiB for bursts. Needs a tokio runtime; binding port 67 or 4011 needs root or
-/// `CAP_NET_BIND_SERVICE`, and an interface `CAP_NET_RAW`.
+/// seen), and a receive buffer of up to 1 MiB for bursts.
+///
+/// `addr` should be 0.0.0.0 for port 67: on Linux a socket bound to a unicast
+/// address never receives the broadcast DISCOVERs; pick the interface
+/// instead. Needs a tokio runtime; ports 67 and 4011 need root or
+/// `CAP_NET_BIND_SERVICE`, an interface `CAP_NET_RAW`.
 pub fn bind_dhcp_socket(
     addr: Ipv4Addr,
     port: u16,

@@ -4,8 +4,8 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use dhcproto::v4::{
-    DhcpOption, DhcpOptions, Encodable, Encoder, Flags, HType, Message, MessageType, Opcode,
-    OptionCode, UnknownOption,
+    DhcpOption, Encodable, Encoder, Flags, HType, Message, MessageType, Opcode, OptionCode,
+    UnknownOption,
 };
 
 use crate::wire::{Mac, Malformed, Request, msg, opt};
@@ -391,42 +391,46 @@ pub(crate) fn encode(
     m.set_opcode(Opcode::BootReply)
         .set_htype(HType::Eth)
         .set_flags(Flags::new(u16::from(h.flags())));
-    let mut opts = DhcpOptions::new();
-    opts.insert(DhcpOption::MessageType(kind));
-    opts.insert(DhcpOption::ServerIdentifier(ctx.address));
-    for o in grant.iter().flat_map(|g| &g.options) {
-        opts.insert(o.clone());
-    }
+    // Options are written in this order rather than through dhcproto's
+    // code-sorted map: message type first, as ISC dhcpd and dnsmasq send it
+    // and as picky PXE ROMs expect, and relay information last (RFC 3046).
+    let mut opts = vec![
+        DhcpOption::MessageType(kind),
+        DhcpOption::ServerIdentifier(ctx.address),
+    ];
+    opts.extend(grant.iter().flat_map(|g| g.options.iter().cloned()));
     if let Some(plan) = plan {
         let class = if plan.http { HTTP_CLIENT } else { PXE_CLIENT };
-        opts.insert(DhcpOption::ClassIdentifier(class.to_vec()));
+        opts.push(DhcpOption::ClassIdentifier(class.to_vec()));
         if !plan.http {
-            opts.insert(DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec()));
-            opts.insert(DhcpOption::TFTPServerName(
+            opts.push(DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec()));
+            opts.push(DhcpOption::TFTPServerName(
                 ctx.address.to_string().into_bytes(),
             ));
             m.set_sname_str(ctx.address.to_string());
         }
-        opts.insert(DhcpOption::BootfileName(plan.file.clone().into_bytes()));
+        opts.push(DhcpOption::BootfileName(plan.file.clone().into_bytes()));
         // The file field is 128 bytes with a NUL; a longer URL lives in 67 only.
         if plan.file.len() < 128 {
             m.set_fname_str(&plan.file);
         }
         if let Some(uuid) = req.option(opt::CLIENT_UUID) {
-            opts.insert(DhcpOption::ClientMachineIdentifier(uuid.to_vec()));
+            opts.push(DhcpOption::ClientMachineIdentifier(uuid.to_vec()));
         }
     }
     // RFC 3046: a relay agent strips option 82 and wants it back.
     if let Some(info) = req.option(opt::RELAY_AGENT) {
-        opts.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::RelayAgentInformation,
-            info.to_vec(),
-        )));
+        let info = UnknownOption::new(OptionCode::RelayAgentInformation, info.to_vec());
+        opts.push(DhcpOption::Unknown(info));
     }
-    m.set_opts(opts);
+    opts.push(DhcpOption::End);
     let mut bytes = Vec::with_capacity(MIN_REPLY_LEN);
-    m.encode(&mut Encoder::new(&mut bytes))
-        .map_err(|e| Reason::Encode(e.to_string()))?;
+    let mut e = Encoder::new(&mut bytes);
+    // `m` has no options, so this writes the header and the cookie only.
+    let written = m
+        .encode(&mut e)
+        .and_then(|()| opts.iter().try_for_each(|o| o.encode(&mut e)));
+    written.map_err(|e| Reason::Encode(e.to_string()))?;
     if bytes.len() < MIN_REPLY_LEN {
         bytes.resize(MIN_REPLY_LEN, 0);
     }

@@ -1,4 +1,5 @@
 //! The ProxyDHCP decision over captured firmware packets and hostile variants.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
 
 mod common;
 
@@ -46,13 +47,22 @@ fn native_bios() -> Vec<u8> {
         remove(o, 175);
     })
 }
-/// The port-4011 REQUEST a client sends the boot server after a proxy offer:
-/// same client, message type REQUEST, server id = appliance.
-fn boot_server_request(p: &[u8]) -> Vec<u8> {
-    let mut r = edit(p, |o| {
-        set(o, 53, &[3]);
+/// The port-4011 REQUEST a PXE client sends the boot server after a proxy
+/// offer, derived from its captured REQUEST to the office server: it now
+/// holds the address (ciaddr) and names the appliance as server. (Neither
+/// OVMF nor iPXE sent one in the QEMU bed: with PXE_DISCOVERY_CONTROL = 8
+/// both used the proxy offer's boot file directly.)
+fn boot_server_request(discover: &[u8]) -> Vec<u8> {
+    let captured = if discover[33] == 1 {
+        fixture("bios-ipxe-request")
+    } else {
+        fixture("ovmf-pxe-request")
+    };
+    let mut r = edit(&captured, |o| {
+        remove(o, 50);
         set(o, 54, &APPLIANCE.octets());
     });
+    r[28..34].copy_from_slice(&discover[28..34]);
     r[12..16].copy_from_slice(&[10, 77, 0, 50]);
     r
 }
@@ -161,6 +171,14 @@ fn check_reply(name: &str, packet: &[u8], action: Action, want: Expect) {
         option(packet, 82),
         "{name}: relay info echoed"
     );
+    let codes: Vec<u8> = common::options(&reply.bytes)
+        .iter()
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(codes.first(), Some(&53), "{name}: message type first");
+    if option(packet, 82).is_some() {
+        assert_eq!(codes.last(), Some(&82), "{name}: relay info last");
+    }
 }
 
 #[test]
@@ -453,10 +471,15 @@ fn everyone_else_is_ignored_with_a_reason() {
             Reason::UnsupportedArch(6),
         ),
         (
-            "REQUEST for the office server",
-            edit(&boot_server_request(&ovmf()), |o| {
-                set(o, 54, &OFFICE_DHCP.octets())
-            }),
+            "captured UEFI REQUEST for the office server",
+            fixture("ovmf-pxe-request"),
+            Port::Dhcp,
+            ctx(),
+            Reason::ForOtherServer(OFFICE_DHCP),
+        ),
+        (
+            "captured iPXE REQUEST for the office server",
+            fixture("bios-ipxe-request"),
             Port::Dhcp,
             ctx(),
             Reason::ForOtherServer(OFFICE_DHCP),

@@ -1,5 +1,6 @@
 //! The UDP driver with a real client on loopback: port-4011 unicast replies,
 //! live snapshot changes, shutdown.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! No input makes the decision panic: truncations, bit flips and noise over
 //! the captured fixtures, through both proxy and full mode.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
 
 mod common;
 
@@ -9,9 +10,11 @@ use common::fixture;
 use kickstand_dhcp::full::{self, Leases, Pool};
 use kickstand_dhcp::{Action, Context, HostStatus, Mac, Mode, Port, decide};
 
-const FIXTURES: [&str; 5] = [
+const FIXTURES: [&str; 7] = [
     "bios-ipxe-discover",
+    "bios-ipxe-request",
     "ovmf-pxe-discover",
+    "ovmf-pxe-request",
     "ovmf-http-discover",
     "uefi-ipxe-discover",
     "udhcpc-discover",

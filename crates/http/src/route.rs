@@ -112,9 +112,10 @@ fn is_loader_name(name: &str) -> bool {
 }
 
 fn mac_route<'a>(s: &str, f: impl FnOnce(Mac) -> Route<'a>) -> Route<'a> {
-    // iPXE's ${mac} is colon-separated lowercase; also accept what an
-    // operator might type with curl.
-    match s.parse::<Mac>() {
+    // iPXE percent-encodes the colons of the script URL it was handed
+    // (`52%3A54%3A00…`); an operator with curl types them raw or with dashes.
+    let decoded = s.replace("%3A", ":").replace("%3a", ":");
+    match decoded.parse::<Mac>() {
         Ok(mac) => f(mac),
         Err(_) => Route::Refused(Refusal::BadMac),
     }
@@ -144,6 +145,9 @@ mod tests {
                 "/boot/52-54-00-10-00-01.ipxe",
                 Route::Ipxe(mac()),
             ),
+            (&get, true, "/boot/52%3A54%3A00%3A10%3A00%3A01.ipxe", Route::Ipxe(mac())),
+            (&get, true, "/boot/52%3a54%3a00%3a10%3a00%3a01.ipxe", Route::Ipxe(mac())),
+            (&get, true, "/boot/52%3A54%3A00%3A10%3A00%3A01%00.ipxe", Route::Refused(Refusal::BadMac)),
             (&get, true, "/boot/ipxe.efi", Route::Loader("ipxe.efi")),
             (&get, true, "/boot/../ipxe.efi", Route::Refused(Refusal::NotFound)),
             (&get, true, "/boot/.hidden", Route::Refused(Refusal::NotFound)),

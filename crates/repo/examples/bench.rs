@@ -80,16 +80,19 @@ async fn front(proxy: RepoProxy) -> SocketAddr {
         while let Ok((s, _)) = listener.accept().await {
             let proxy = proxy.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let proxy = proxy.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let rest = path.strip_prefix("/repo/").unwrap_or("");
-                        let (mirror, file) = rest.split_once('/').unwrap_or((rest, ""));
-                        Ok::<_, std::convert::Infallible>(proxy.handle(mirror, file, req).await)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let proxy = proxy.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let rest = path.strip_prefix("/repo/").unwrap_or("");
+                            let (mirror, file) = rest.split_once('/').unwrap_or((rest, ""));
+                            Ok::<_, std::convert::Infallible>(proxy.handle(mirror, file, req).await)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
@@ -100,9 +103,14 @@ async fn front(proxy: RepoProxy) -> SocketAddr {
 async fn fetch(addr: SocketAddr, path: &str) -> (u64, Duration) {
     let start = Instant::now();
     let s = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", "bench").body(Empty::<Bytes>::new()).unwrap();
+    let req = http::Request::get(path)
+        .header("host", "bench")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let mut body = send.send_request(req).await.unwrap().into_body();
     let mut n = 0u64;
     while let Some(f) = body.frame().await {
@@ -124,7 +132,10 @@ fn peak_rss_mib() -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<f64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let size_mib = args.first().copied().unwrap_or(100.0);
     let clients = args.get(1).copied().unwrap_or(50.0) as usize;
     let rate_mib = args.get(2).copied().unwrap_or(20.0);
@@ -135,7 +146,8 @@ async fn main() {
     let up = upstream(size, rate_mib * 1024.0 * 1024.0, count.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = RepoConfig::new(dir.path().join("cache"), 8 * size as u64);
-    cfg.mirrors.insert("m".into(), vec![format!("http://{up}/")]);
+    cfg.mirrors
+        .insert("m".into(), vec![format!("http://{up}/")]);
     let proxy = RepoProxy::open(&cfg).unwrap();
     let addr = front(proxy.clone()).await;
     println!("RSS at start: {:.1} MiB", peak_rss_mib());
@@ -147,7 +159,9 @@ async fn main() {
 
     let before = count.load(Ordering::SeqCst);
     let start = Instant::now();
-    let tasks: Vec<_> = (0..clients).map(|_| tokio::spawn(fetch(addr, "/repo/m/shared.rpm"))).collect();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| tokio::spawn(fetch(addr, "/repo/m/shared.rpm")))
+        .collect();
     let mut last = Duration::ZERO;
     for t in tasks {
         let (n, _) = t.await.unwrap();
@@ -163,7 +177,9 @@ async fn main() {
     println!("peak RSS after cold phase: {:.1} MiB", peak_rss_mib());
 
     let start = Instant::now();
-    let tasks: Vec<_> = (0..hit_clients).map(|_| tokio::spawn(fetch(addr, "/repo/m/single.rpm"))).collect();
+    let tasks: Vec<_> = (0..hit_clients)
+        .map(|_| tokio::spawn(fetch(addr, "/repo/m/single.rpm")))
+        .collect();
     let mut total = 0u64;
     for t in tasks {
         total += t.await.unwrap().0;
@@ -174,6 +190,9 @@ async fn main() {
         total as f64 / 1048576.0,
         total as f64 / 1048576.0 / secs
     );
-    println!("peak RSS (VmHWM, proxy + clients): {:.1} MiB", peak_rss_mib());
+    println!(
+        "peak RSS (VmHWM, proxy + clients): {:.1} MiB",
+        peak_rss_mib()
+    );
     println!("stats: {:?}", proxy.stats());
 }

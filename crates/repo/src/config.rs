@@ -159,14 +159,18 @@ pub(crate) fn host_key_of(auth: &http::uri::Authority, scheme: &str) -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct Mirrors {
     pub(crate) by_name: BTreeMap<String, Vec<Base>>,
-    /// `scheme://host:port` of every base URL: the only places a redirect may lead.
+    /// `scheme://host:port` of every base URL: where a redirect may lead.
     pub(crate) allowed: HashSet<String>,
+    /// Host names of every base URL: a redirect to the default port of
+    /// either scheme on one of them is also fine (http → https upgrades).
+    hosts: HashSet<String>,
 }
 
 impl Mirrors {
     pub(crate) fn parse(raw: &BTreeMap<String, Vec<String>>) -> Result<Mirrors, Error> {
         let mut by_name = BTreeMap::new();
         let mut allowed = HashSet::new();
+        let mut hosts = HashSet::new();
         for (name, urls) in raw {
             if !valid_mirror_name(name) {
                 return Err(Error::Config(format!(
@@ -182,10 +186,37 @@ impl Mirrors {
                 .collect::<Result<Vec<_>, _>>()?;
             for b in &bases {
                 allowed.insert(format!("{}://{}", b.scheme, b.authority));
+                if let Some((host, _port)) = b.authority.rsplit_once(':') {
+                    hosts.insert(host.to_string());
+                }
             }
             by_name.insert(name.clone(), bases);
         }
-        Ok(Mirrors { by_name, allowed })
+        Ok(Mirrors {
+            by_name,
+            allowed,
+            hosts,
+        })
+    }
+
+    /// Whether a redirect to `url` stays on configured mirror hosts: the
+    /// proxy must never be steered somewhere else by a `Location` header.
+    pub(crate) fn redirect_allowed(&self, url: &str) -> bool {
+        let Ok(uri) = url.parse::<Uri>() else {
+            return false;
+        };
+        let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
+            return false;
+        };
+        if (scheme != "http" && scheme != "https") || auth.as_str().contains('@') {
+            return false;
+        }
+        let key = host_key_of(auth, scheme);
+        let default_port = auth
+            .port_u16()
+            .is_none_or(|p| p == if scheme == "https" { 443 } else { 80 });
+        self.allowed.contains(&format!("{scheme}://{key}"))
+            || (default_port && self.hosts.contains(&auth.host().to_ascii_lowercase()))
     }
 }
 
@@ -264,6 +295,21 @@ mod tests {
             "http://mirror.example:80/centos/a.rpm"
         );
         assert!(m.allowed.contains("https://b.example:8443"));
+        let table = [
+            ("http://mirror.example/x", true),
+            ("http://MIRROR.example:80/x", true),
+            ("https://mirror.example/x", true), // upgrade on the same host
+            ("http://mirror.example:8080/x", false),
+            ("https://b.example:8443/y", true),
+            ("http://b.example/y", true),
+            ("http://evil.example/x", false),
+            ("http://user@mirror.example/x", false),
+            ("ftp://mirror.example/x", false),
+            ("/relative", false),
+        ];
+        for (url, want) in table {
+            assert_eq!(m.redirect_allowed(url), want, "{url}");
+        }
         for bad in ["ftp://x/", "http://u:p@x/", "http://x/?q", "/relative", "x"] {
             raw.insert("bad".into(), vec![bad.into()]);
             assert!(Mirrors::parse(&raw).is_err(), "{bad}");

@@ -59,7 +59,7 @@ enum End {
 enum Decision {
     Hit,
     Pass,
-    Join(watch::Receiver<Progress>, CacheStatus, Presence),
+    Join(watch::Receiver<Progress>, CacheStatus),
 }
 
 /// Where a response's bytes come from.
@@ -104,7 +104,7 @@ pub(crate) async fn obtain(
         let decision = {
             let mut map = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(rx) = map.get(&hash) {
-                Decision::Join(rx.clone(), CacheStatus::Coalesced, Presence::Missing)
+                Decision::Join(rx.clone(), CacheStatus::Coalesced)
             } else {
                 let presence = inner.store.presence(&hash, max_age);
                 match presence {
@@ -124,12 +124,12 @@ pub(crate) async fn obtain(
                             tx,
                         };
                         tokio::spawn(job.run());
-                        Decision::Join(rx, CacheStatus::Miss, presence)
+                        Decision::Join(rx, CacheStatus::Miss)
                     }
                 }
             }
         };
-        let (mut rx, status, presence) = match decision {
+        let (mut rx, status) = match decision {
             Decision::Hit => match open_entry(inner, &hash).await {
                 Some(f) => {
                     c.hits.fetch_add(1, Ordering::Relaxed);
@@ -138,7 +138,7 @@ pub(crate) async fn obtain(
                 None => continue,
             },
             Decision::Pass => return pass_through(inner, up, mirror, path).await,
-            Decision::Join(rx, status, presence) => (rx, status, presence),
+            Decision::Join(rx, status) => (rx, status),
         };
         loop {
             let state = rx.borrow_and_update().clone();
@@ -167,13 +167,13 @@ pub(crate) async fn obtain(
                     }
                     // A mirror that is down must not break installs from a
                     // cache that still holds the previous copy.
-                    if presence == Presence::Stale
-                        || inner.store.presence(&hash, None) != Presence::Missing
+                    let gone = matches!(&*e, Error::UpstreamStatus { status, .. } if status.is_client_error());
+                    if !gone
+                        && inner.store.presence(&hash, None) != Presence::Missing
+                        && let Some(f) = open_entry(inner, &hash).await
                     {
-                        if let Some(f) = open_entry(inner, &hash).await {
-                            tracing::warn!(key, error = %e, "revalidation failed, serving stale copy");
-                            return Ok(Source::Cached(f, CacheStatus::Stale));
-                        }
+                        tracing::warn!(key, error = %e, "revalidation failed, serving stale copy");
+                        return Ok(Source::Cached(f, CacheStatus::Stale));
                     }
                     return Err(Error::Shared(e));
                 }
@@ -334,12 +334,21 @@ impl Job {
             if let Some(h) = hasher.as_mut() {
                 h.update(&data);
             }
-            let f = file.clone();
             let at = offset + written;
             let len = data.len() as u64;
-            blocking(move || f.write_all_at(&data, at))
-                .await
-                .map_err(|e| disk_error(inner, e))?;
+            let write = |data: Bytes| {
+                let f = file.clone();
+                blocking(move || f.write_all_at(&data, at))
+            };
+            if let Err(e) = write(data.clone()).await {
+                // If our own cache filled the disk, older files make way for
+                // this one — but only when that can make the whole file fit.
+                let need = expected.map_or(len, |n| n - written);
+                if !(is_disk_full(&e) && inner.store.evict_for(need)) {
+                    return Err(disk_error(inner, e));
+                }
+                write(data).await.map_err(|e| disk_error(inner, e))?;
+            }
             written += len;
             inner
                 .counters
@@ -351,18 +360,18 @@ impl Job {
                 }
             });
         }
-        if let Some(n) = expected {
-            if n != written {
-                return Err(Error::Incomplete {
-                    expected: n,
-                    got: written,
-                });
-            }
+        if let Some(n) = expected
+            && n != written
+        {
+            return Err(Error::Incomplete {
+                expected: n,
+                got: written,
+            });
         }
-        if let (Some(want), Some(h)) = (want_sha, hasher) {
-            if h.finalize().as_slice() != want {
-                return Err(Error::Checksum(self.key.clone()));
-            }
+        if let (Some(want), Some(h)) = (want_sha, hasher)
+            && h.finalize().as_slice() != want
+        {
+            return Err(Error::Checksum(self.key.clone()));
         }
         if !inner.store.fits(offset + written) || inner.store.disk_full() {
             // Clients still get the whole file from the open temp file.
@@ -593,7 +602,15 @@ async fn pump(
                 ),
             },
         };
-        let limit = end.map_or(avail, |e| e.min(avail));
+        let mut limit = end.map_or(avail, |e| e.min(avail));
+        // With Content-Length framing a client that has every byte sees a
+        // clean end whatever happens next, so the last byte waits until the
+        // fetch has verified and committed the file.
+        if let (Watch::Live(_), Some(e)) = (&src, end)
+            && !matches!(state, End::Complete)
+        {
+            limit = limit.min(e.saturating_sub(1));
+        }
         if pos < limit {
             let n = (limit - pos).min(CHUNK) as usize;
             let f = file.clone();
@@ -617,7 +634,10 @@ async fn pump(
             pos += n as u64;
             continue;
         }
-        if end.is_some_and(|e| pos >= e) {
+        // A live download ends cleanly only once the fetch has verified and
+        // committed it, so a late failure (checksum, trailing garbage)
+        // still reaches the client as an abort.
+        if end.is_some_and(|e| pos >= e) && matches!(src, Watch::Done(_)) {
             let _ = tx.send(Msg::End).await;
             return;
         }

@@ -12,6 +12,24 @@
 //!
 //! Layout: `serve` holds the pure request decisions (method, Range),
 //! `body` the channel-fed response body, `error` the one error → status map.
+//!
+//! Guarantees, and how:
+//! - *Whole or nothing.* A download goes to `cache/tmp/` and is renamed
+//!   into `cache/objects/` only when its length matches Content-Length (or
+//!   the final chunk arrived) and, when repodata gave one, its sha256
+//!   matches. Clients streaming a download that fails see the body aborted;
+//!   the last byte is held back until the commit so a late failure is still
+//!   visible under Content-Length framing. Header and body share one file,
+//!   so a respin replaces both with one rename and an open reader keeps the
+//!   old inode. Temp files left by a crash are removed by [`RepoProxy::open`].
+//! - *One download per file.* The first miss spawns a fetch task that
+//!   publishes the bytes on disk through a `watch` channel; later requests
+//!   join it and read the temp file up to that length.
+//! - *Not an open proxy.* Only configured mirrors (and redirects to their
+//!   hosts) are contacted; hostile paths are refused by [`path::normalize`]
+//!   before anything leaves the process.
+//!
+//! Responses carry `X-Kickstand-Cache: hit|miss|coalesced|revalidated|stale|pass`.
 
 mod body;
 mod config;
@@ -85,7 +103,8 @@ pub struct CacheStats {
     pub revalidated: u64,
     /// Served straight from upstream because the disk is full.
     pub passthrough: u64,
-    /// Requests that reached the mirror (each base URL tried counts once).
+    /// Downloads and revalidations sent to a mirror (failover to another
+    /// base URL within one download is not counted again).
     pub upstream_fetches: u64,
     pub upstream_bytes: u64,
     pub evictions: u64,

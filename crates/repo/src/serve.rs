@@ -51,10 +51,11 @@ pub(crate) fn span(
     let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Span::Whole;
     };
-    if let Some(cond) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        if Some(cond) != etag && Some(cond) != last_modified {
-            return Span::Whole;
-        }
+    if let Some(cond) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+        && Some(cond) != etag
+        && Some(cond) != last_modified
+    {
+        return Span::Whole;
     }
     let Some(spec) = range.trim().strip_prefix("bytes=") else {
         return Span::Whole;

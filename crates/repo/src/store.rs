@@ -57,12 +57,12 @@ impl Meta {
         let mut meta = Meta::default();
         for line in text.lines() {
             let (k, v) = line.split_once(": ")?;
-            let v = Some(v.to_string());
+            let v = v.to_string();
             match k {
-                "key" => meta.key = v.unwrap_or_default(),
-                "content-type" => meta.content_type = v,
-                "etag" => meta.etag = v,
-                "last-modified" => meta.last_modified = v,
+                "key" => meta.key = v,
+                "content-type" => meta.content_type = Some(v),
+                "etag" => meta.etag = Some(v),
+                "last-modified" => meta.last_modified = Some(v),
                 _ => {}
             }
         }
@@ -339,6 +339,42 @@ impl Store {
             self.evictions.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(object = %h, "evicted");
         }
+    }
+
+    /// Evicts least-recently-used files totalling at least `need` bytes,
+    /// after a write failed for lack of space. Evicts nothing and returns
+    /// false when the whole cache is smaller than `need`.
+    pub(crate) fn evict_for(&self, need: u64) -> bool {
+        let victims = {
+            let mut index = self.index();
+            if index.total < need {
+                return false;
+            }
+            let mut order: Vec<(u64, String)> = index
+                .entries
+                .iter()
+                .map(|(h, e)| (e.last_used, h.clone()))
+                .collect();
+            order.sort_unstable();
+            let mut freed = 0;
+            let mut victims = Vec::new();
+            for (_, h) in order {
+                if freed >= need {
+                    break;
+                }
+                if let Some(e) = index.entries.remove(&h) {
+                    index.total -= e.size;
+                    freed += e.size;
+                    victims.push(h);
+                }
+            }
+            victims
+        };
+        for h in victims {
+            let _ = fs::remove_file(self.object_path(&h));
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 
     pub(crate) fn set_max_bytes(&self, max: u64) {

@@ -152,15 +152,7 @@ impl Upstream {
     }
 
     fn redirect_allowed(&self, url: &str) -> bool {
-        let Ok(uri) = url.parse::<Uri>() else {
-            return false;
-        };
-        let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
-            return false;
-        };
-        self.mirrors
-            .allowed
-            .contains(&format!("{scheme}://{}", host_key_of(auth, scheme)))
+        self.mirrors.redirect_allowed(url)
     }
 
     async fn send(&self, url: &str, cond: &Validators) -> Result<Response<Incoming>, Error> {
@@ -175,10 +167,11 @@ impl Upstream {
                 header::USER_AGENT,
                 concat!("kickstand/", env!("CARGO_PKG_VERSION")),
             );
-        if self.proxied && uri.scheme_str() == Some("http") {
-            if let Some(auth) = &self.proxy_auth {
-                req = req.header(header::PROXY_AUTHORIZATION, auth.clone());
-            }
+        if self.proxied
+            && uri.scheme_str() == Some("http")
+            && let Some(auth) = &self.proxy_auth
+        {
+            req = req.header(header::PROXY_AUTHORIZATION, auth.clone());
         }
         if let Some(etag) = &cond.etag {
             req = req.header(header::IF_NONE_MATCH, etag.as_str());
@@ -206,17 +199,17 @@ impl Upstream {
 fn classify_client_error(url: &str, err: &hyper_util::client::legacy::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            if let Some(ce) = io.get_ref().and_then(|i| i.downcast_ref::<ConnectError>()) {
-                return match ce {
-                    ConnectError::ProxyAuth => Error::ProxyAuth,
-                    ConnectError::Timeout => Error::Timeout("connecting"),
-                    other => Error::Connect {
-                        url: url.to_string(),
-                        reason: other.to_string(),
-                    },
-                };
-            }
+        if let Some(io) = s.downcast_ref::<io::Error>()
+            && let Some(ce) = io.get_ref().and_then(|i| i.downcast_ref::<ConnectError>())
+        {
+            return match ce {
+                ConnectError::ProxyAuth => Error::ProxyAuth,
+                ConnectError::Timeout => Error::Timeout("connecting"),
+                other => Error::Connect {
+                    url: url.to_string(),
+                    reason: other.to_string(),
+                },
+            };
         }
         source = s.source();
     }

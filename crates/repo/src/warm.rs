@@ -179,11 +179,16 @@ pub(crate) fn parse_primary(input: impl BufRead, href: &str) -> Result<Vec<Liste
             b"package",
             None,
         )
+    } else if href.ends_with(".zst") {
+        // createrepo_c ≥ 1.0 (Fedora, newer EL) compresses with zstd.
+        let zst = ruzstd::decoding::StreamingDecoder::new(input)
+            .map_err(|e| Error::Repodata(format!("{href}: zstd: {e}")))?;
+        parse_records(BufReader::new(zst), b"package", None)
     } else if href.ends_with(".xml") {
         parse_records(input, b"package", None)
     } else {
         Err(Error::Repodata(format!(
-            "{href}: only gzip or plain primary metadata is supported"
+            "{href}: only gzip, zstd or plain primary metadata is supported"
         )))
     }
 }
@@ -340,10 +345,10 @@ impl RepoProxy {
             .ok_or_else(|| Error::Repodata(format!("{mirror}/{primary_path} is not cached")))?;
         let href = primary.href.clone();
         blocking(move || {
-            if let Some(want) = primary.sha256 {
-                if sha256_of(&f)? != want {
-                    return Err(Error::Checksum(href));
-                }
+            if let Some(want) = primary.sha256
+                && sha256_of(&f)? != want
+            {
+                return Err(Error::Checksum(href));
             }
             parse_primary(body_reader(&f)?, &href)
         })
@@ -474,7 +479,20 @@ mod tests {
                 },
             ]
         );
+        let zst = ruzstd::encoding::compress_to_vec(
+            PRIMARY.as_bytes(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert_eq!(
+            parse_primary(&zst[..], "repodata/x-primary.xml.zst").expect("zstd"),
+            pkgs
+        );
+        assert_eq!(
+            parse_primary(PRIMARY.as_bytes(), "repodata/primary.xml").expect("plain"),
+            pkgs
+        );
+        assert!(parse_primary(&b"not zstd"[..], "x.xml.zst").is_err());
         assert!(parse_primary(&b"not gzip"[..], "x.xml.gz").is_err());
-        assert!(parse_primary(&b""[..], "x.xml.zst").is_err());
+        assert!(parse_primary(&b""[..], "x.xml.xz").is_err());
     }
 }

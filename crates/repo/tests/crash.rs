@@ -77,3 +77,77 @@ async fn corrupt_object_header_is_discarded() {
     assert_eq!(g.bytes(), data);
     assert_eq!(m.hits("/c/Packages/a.rpm"), 2);
 }
+
+/// A real `kill -9`: this test re-runs itself as a child process that
+/// caches one file, starts a download that stalls mid-body, and is then
+/// killed with SIGKILL. The next `open` of the same cache discards the
+/// temp file and serves the committed file.
+#[tokio::test]
+async fn kill_9_mid_download() {
+    if let Ok(spec) = std::env::var("KS_KILL9_CHILD") {
+        // Child: "<cache parent dir>|<mirror base URL>"
+        let (dir, base) = spec.split_once('|').unwrap();
+        let dir = std::path::Path::new(dir);
+        let mut cfg = config(dir, &[("c", vec![base.to_string()])], None);
+        cfg.timeouts.stall = Duration::from_secs(3600);
+        let rp = RepoProxy::open(&cfg).unwrap();
+        let addr = front(rp).await;
+        request(addr, "GET", "/repo/c/a.rpm", &[]).await.bytes();
+        tokio::spawn(request(addr, "GET", "/repo/c/stuck.rpm", &[]));
+        loop {
+            if temp_files(dir) == 1 {
+                std::fs::write(dir.join("ready"), b"").unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mirror::start().await;
+    let data = blob(300_000, 33);
+    m.set("/c/a.rpm", Reply::file(data.clone()));
+    m.set(
+        "/c/stuck.rpm",
+        Reply::Stall {
+            body: blob(1_000_000, 34),
+            send: 500_000,
+        },
+    );
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill_9_mid_download",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "KS_KILL9_CHILD",
+            format!("{}|{}", dir.path().display(), m.url("/c/")),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..500 {
+        if dir.path().join("ready").exists() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(ready, "child never reached the mid-download state");
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("cache/tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(tmp.len(), 1, "the killed download left its temp file");
+    assert!(tmp[0].metadata().unwrap().len() > 0);
+
+    let (rp, addr) = setup(dir.path(), &[("c", vec![m.url("/c/")])], None).await;
+    assert_eq!(temp_files(dir.path()), 0, "discarded at open");
+    let g = request(addr, "GET", "/repo/c/a.rpm", &[]).await;
+    assert_eq!((g.cache(), g.bytes()), ("hit", data));
+    assert_eq!(m.hits("/c/a.rpm"), 1);
+    assert_eq!(rp.stats().entries, 1, "only the committed file");
+}

@@ -17,14 +17,19 @@ fn test_ca() -> (String, tokio_rustls::TlsAcceptor) {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
         .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
+        .signed_by(&leaf_key, &ca)
         .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
     (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
@@ -40,30 +45,63 @@ async fn https_mirror_through_connect_and_direct() {
     m.set("/c/Packages/b.rpm", Reply::file(data.clone()));
     let base = format!("https://localhost:{}/c/", m.addr.port());
     let proxy = FwdProxy::start(Some("Basic a2ljazpzZWNyZXQ=")).await;
-    let pcfg = ProxyConfig::new(format!("http://{}", proxy.addr)).with_credentials("kick", "secret");
+    let pcfg =
+        ProxyConfig::new(format!("http://{}", proxy.addr)).with_credentials("kick", "secret");
 
     // Through the proxy with the CA.
-    let mut cfg = config(&dir.path().join("a"), &[("c", vec![base.clone()])], Some(pcfg.clone()));
+    let mut cfg = config(
+        &dir.path().join("a"),
+        &[("c", vec![base.clone()])],
+        Some(pcfg.clone()),
+    );
     cfg.extra_ca_pem = Some(ca_path.clone());
     let rp = RepoProxy::open(&cfg).unwrap();
     let addr = front(rp).await;
-    assert_eq!(request(addr, "GET", "/repo/c/Packages/a.rpm", &[]).await.bytes(), data);
-    assert_eq!(request(addr, "GET", "/repo/c/Packages/b.rpm", &[]).await.bytes(), data);
+    assert_eq!(
+        request(addr, "GET", "/repo/c/Packages/a.rpm", &[])
+            .await
+            .bytes(),
+        data
+    );
+    assert_eq!(
+        request(addr, "GET", "/repo/c/Packages/b.rpm", &[])
+            .await
+            .bytes(),
+        data
+    );
     let lines = proxy.first_lines.lock().unwrap().clone();
-    assert_eq!(lines, vec![format!("CONNECT localhost:{} HTTP/1.1", m.addr.port())], "one tunnel, reused");
+    assert_eq!(
+        lines,
+        vec![format!("CONNECT localhost:{} HTTP/1.1", m.addr.port())],
+        "one tunnel, reused"
+    );
 
     // Without the CA the mirror's certificate is not trusted.
-    let cfg = config(&dir.path().join("b"), &[("c", vec![base.clone()])], Some(pcfg));
+    let cfg = config(
+        &dir.path().join("b"),
+        &[("c", vec![base.clone()])],
+        Some(pcfg),
+    );
     let rp = RepoProxy::open(&cfg).unwrap();
     let addr = front(rp).await;
-    assert_eq!(request(addr, "GET", "/repo/c/Packages/a.rpm", &[]).await.status, 502);
+    assert_eq!(
+        request(addr, "GET", "/repo/c/Packages/a.rpm", &[])
+            .await
+            .status,
+        502
+    );
 
     // Direct, no proxy.
     let mut cfg = config(&dir.path().join("c"), &[("c", vec![base])], None);
     cfg.extra_ca_pem = Some(ca_path);
     let rp = RepoProxy::open(&cfg).unwrap();
     let addr = front(rp).await;
-    assert_eq!(request(addr, "GET", "/repo/c/Packages/a.rpm", &[]).await.bytes(), data);
+    assert_eq!(
+        request(addr, "GET", "/repo/c/Packages/a.rpm", &[])
+            .await
+            .bytes(),
+        data
+    );
 }
 
 #[tokio::test]
@@ -85,7 +123,11 @@ async fn connect_refused_by_proxy_without_credentials() {
     let addr = front(rp).await;
     let g = request(addr, "GET", "/repo/c/a.rpm", &[]).await;
     assert_eq!(g.status, 502);
-    assert!(String::from_utf8_lossy(&g.bytes()).contains("407"), "{:?}", g.body);
+    assert!(
+        String::from_utf8_lossy(&g.bytes()).contains("407"),
+        "{:?}",
+        g.body
+    );
     assert_eq!(m.total(), 0);
 }
 
@@ -94,7 +136,14 @@ fn bad_extra_ca_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ca.pem");
     std::fs::write(&p, "not a certificate").unwrap();
-    let mut cfg = config(dir.path(), &[("c", vec!["https://localhost/".into()])], None);
+    let mut cfg = config(
+        dir.path(),
+        &[("c", vec!["https://localhost/".into()])],
+        None,
+    );
     cfg.extra_ca_pem = Some(p);
-    assert!(matches!(RepoProxy::open(&cfg), Err(kickstand_repo::Error::Config(_))));
+    assert!(matches!(
+        RepoProxy::open(&cfg),
+        Err(kickstand_repo::Error::Config(_))
+    ));
 }

@@ -88,6 +88,12 @@ async fn warm_fetches_and_verifies_every_package() {
         assert_eq!((g.cache(), g.bytes()), ("hit", body.clone()));
     }
 
+    // The sha256 is known now: a client fetching the tampered file sees
+    // its transfer aborted, and it is not committed.
+    let t = request(addr, "GET", "/repo/c/os/Packages/tampered.rpm", &[]).await;
+    assert!(t.body.is_err(), "checksum failure must abort the client");
+    assert_eq!(cached_objects(dir.path()).len(), 14);
+
     // A second warm finds everything in place.
     let again = rp.warm(&target, |_| {}).await.unwrap();
     assert_eq!((again.already_cached, again.fetched), (12, 0));
@@ -100,7 +106,8 @@ async fn warm_fetches_and_verifies_every_package() {
         .into_iter()
         .find(|p| {
             let b = std::fs::read(p).unwrap();
-            String::from_utf8_lossy(&b[..b.len().min(200)]).contains("key: c/os/Packages/pkg5.rpm\n")
+            String::from_utf8_lossy(&b[..b.len().min(200)])
+                .contains("key: c/os/Packages/pkg5.rpm\n")
         })
         .unwrap();
     let mut bytes = std::fs::read(&victim).unwrap();

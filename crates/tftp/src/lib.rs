@@ -1,6 +1,7 @@
 //! Read-only TFTP for netboot: serves boot loaders from a root directory
 //! and files the daemon generates, with the options PXE firmware and iPXE
-//! use (blksize, tsize, timeout, windowsize) and block-number rollover.
+//! use (blksize, tsize, timeout, windowsize) and block-number rollover;
+//! write requests are refused.
 //! It owns the protocol and path safety; it knows nothing of YAML, hosts or
 //! boot policy, and never writes a file.
 //!

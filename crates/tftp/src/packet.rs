@@ -244,6 +244,22 @@ pub fn encode_oack<'a>(options: impl IntoIterator<Item = (&'a str, &'a str)>) ->
     out
 }
 
+/// Converts bytes to netascii (RFC 764 as used by RFC 1350): LF becomes
+/// CR LF and a bare CR becomes CR NUL, so a netascii client's reverse
+/// conversion gives back the original bytes exactly.
+pub fn to_netascii(bytes: &[u8]) -> Vec<u8> {
+    let extra = bytes.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
+    let mut out = Vec::with_capacity(bytes.len() + extra);
+    for &b in bytes {
+        match b {
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b'\r' => out.extend_from_slice(b"\r\0"),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
 /// Encodes a request; servers never send one, but clients in tests and the
 /// fuzz target do.
 pub fn encode_request(request: &Request) -> Vec<u8> {
@@ -351,6 +367,21 @@ mod tests {
         ];
         for (bytes, want) in cases {
             assert_eq!(&Packet::parse(bytes), want, "input {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn netascii_table() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"", b""),
+            (b"plain", b"plain"),
+            (b"a\nb\n", b"a\r\nb\r\n"),
+            (b"cr\ronly", b"cr\r\0only"),
+            (b"\r\n", b"\r\0\r\n"),
+            (b"\0\xff\n", b"\0\xff\r\n"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(to_netascii(raw), *want, "{raw:?}");
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::packet::{self, Direction, ErrorCode, Packet, Request};
+use crate::packet::{self, Direction, ErrorCode, Mode, Packet, Request};
 use crate::path::{self, PathError, normalize};
 use crate::protocol::{Action, Event, Limits, Transfer, negotiate};
 use crate::source::Source;
@@ -55,6 +55,8 @@ pub enum OpenError {
     NotAFile,
     #[error("permission denied")]
     PermissionDenied,
+    #[error("file too large for netascii mode")]
+    TooLargeForNetascii,
     #[error("cannot read file: {0}")]
     Io(io::Error),
 }
@@ -76,6 +78,7 @@ impl OpenError {
             Self::Path(_) => (ErrorCode::AccessViolation, "illegal file name"),
             Self::NotFound | Self::NotAFile => (ErrorCode::FileNotFound, "file not found"),
             Self::PermissionDenied => (ErrorCode::AccessViolation, "permission denied"),
+            Self::TooLargeForNetascii => (ErrorCode::NotDefined, "use octet mode for this file"),
             Self::Io(_) => (ErrorCode::NotDefined, "read error"),
         }
     }
@@ -132,14 +135,19 @@ pub async fn serve_with(
             warn!(%peer, running = tracker.len(), "too many transfers; request dropped");
             continue;
         }
-        let span = info_span!("tftp", %peer);
+        let file = request
+            .as_ref()
+            .map(|r| String::from_utf8_lossy(&r.filename).into_owned());
+        let span = info_span!("tftp", %peer, file = file.as_deref().unwrap_or_default());
         let task = handle_request(
             local_ip,
             peer,
             request,
             source.clone(),
             config.limits.clone(),
-            shutdown.clone(),
+            // A child per transfer: polling a token shared by every transfer
+            // would contend on one lock per packet.
+            shutdown.child_token(),
         );
         tracker.spawn(task.instrument(span));
     };
@@ -161,6 +169,28 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
+/// How a request ended; logged once per request.
+#[derive(Debug)]
+enum Outcome {
+    Sent {
+        bytes: u64,
+        elapsed: Duration,
+    },
+    Malformed(packet::ParseError),
+    WriteRefused,
+    Refused(OpenError),
+    /// The client sent an ERROR, typically PXE firmware that only wanted
+    /// `tsize`.
+    ClientAborted {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The client's port is closed (ICMP port unreachable).
+    ClientGone,
+    GaveUp,
+    ShutDown,
+}
+
 async fn handle_request(
     local_ip: IpAddr,
     peer: SocketAddr,
@@ -175,16 +205,33 @@ async fn handle_request(
     };
     let outcome = match request {
         Ok(request) => transfer(&socket, request, &*source, &limits, &shutdown).await,
-        Err(e) => {
-            warn!(error = %e, "malformed request");
-            send_error(&socket, ErrorCode::IllegalOperation, "malformed request").await;
-            Ok(())
-        }
+        Err(e) => Ok(Outcome::Malformed(e)),
     };
+    let outcome = match outcome {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Outcome::ClientGone,
+        Err(e) => return warn!(error = %e, "transfer failed"),
+        Ok(outcome) => outcome,
+    };
+    let reply = match &outcome {
+        Outcome::Malformed(_) => Some((ErrorCode::IllegalOperation, "malformed request")),
+        Outcome::WriteRefused => Some((ErrorCode::AccessViolation, "read-only server")),
+        Outcome::Refused(e) => Some(e.to_wire()),
+        Outcome::GaveUp => Some((ErrorCode::NotDefined, "timed out")),
+        Outcome::ShutDown => Some((ErrorCode::NotDefined, "server shutting down")),
+        Outcome::Sent { .. } | Outcome::ClientAborted { .. } | Outcome::ClientGone => None,
+    };
+    if let Some((code, message)) = reply
+        && let Err(e) = socket.send(&packet::encode_error(code, message)).await
+    {
+        debug!(error = %e, "could not send ERROR");
+    }
     match outcome {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => info!("client went away"),
-        Err(e) => warn!(error = %e, "transfer failed"),
+        Outcome::Sent { bytes, elapsed } => info!(bytes, ?elapsed, "sent"),
+        Outcome::Malformed(e) => warn!(error = %e, "malformed request"),
+        Outcome::Refused(e) => info!(error = %e, "request refused"),
+        Outcome::ClientAborted { code, message } => info!(?code, %message, "client aborted"),
+        Outcome::GaveUp => warn!("no ACK after retries; gave up"),
+        other => info!(outcome = ?other, "transfer ended"),
     }
 }
 
@@ -196,55 +243,46 @@ async fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> io::Result<
     Ok(socket)
 }
 
-async fn send_error(socket: &UdpSocket, code: ErrorCode, message: &str) {
-    if let Err(e) = socket.send(&packet::encode_error(code, message)).await {
-        debug!(error = %e, "could not send ERROR");
-    }
-}
-
 async fn transfer(
     socket: &UdpSocket,
     request: Request,
     source: &dyn Source,
     limits: &Limits,
     shutdown: &CancellationToken,
-) -> io::Result<()> {
-    let name = String::from_utf8_lossy(&request.filename).into_owned();
+) -> io::Result<Outcome> {
     if request.direction == Direction::Write {
-        info!(file = %name, "write request refused");
-        send_error(socket, ErrorCode::AccessViolation, "read-only server").await;
-        return Ok(());
+        return Ok(Outcome::WriteRefused);
     }
     let mut body = match Body::open(source, &request.filename).await {
         Ok(body) => body,
-        Err(e) => {
-            let (code, message) = e.to_wire();
-            info!(file = %name, error = %e, "request refused");
-            send_error(socket, code, message).await;
-            return Ok(());
-        }
+        Err(e) => return Ok(Outcome::Refused(e)),
     };
-    // A netascii request gets the bytes as they are: boot files are binary,
-    // and tftp-hpa's client asks netascii unless told otherwise.
-    let (mut transfer, mut action) = Transfer::start(
-        negotiate(&request.options, body.size(), limits),
-        body.size(),
-        limits,
-    );
+    if request.mode == Mode::NetAscii {
+        body = match body.into_netascii().await {
+            Ok(body) => body,
+            Err(e) => return Ok(Outcome::Refused(e)),
+        };
+    }
+    let negotiated = negotiate(&request.options, body.size(), limits);
+    let (mut transfer, mut action) = Transfer::start(negotiated, body.size(), limits);
     let params = transfer.params().clone();
-    debug!(file = %name, blksize = params.blksize, windowsize = params.windowsize, mode = ?request.mode, "transfer starts");
+    debug!(blksize = params.blksize, windowsize = params.windowsize, mode = ?request.mode, "transfer starts");
     let started = Instant::now();
-    let mut deadline = started;
     let mut out = Vec::with_capacity(usize::from(params.blksize) + 4);
     let mut inbox = [0u8; 2048];
+    let mut client_error = None;
+    // Built once: a fresh timer and shutdown waiter per packet cost more
+    // than a lockstep round trip. The timer is re-armed lazily, only when it
+    // fires before the latest deadline.
+    let mut deadline = started + params.timeout;
+    let timer = tokio::time::sleep_until(deadline);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(timer, cancelled);
     loop {
         match action {
             Action::SendOack => {
-                socket
-                    .send(&packet::encode_oack(
-                        params.oack.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    ))
-                    .await?;
+                let oack = params.oack.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                socket.send(&packet::encode_oack(oack)).await?;
                 deadline = Instant::now() + params.timeout;
             }
             Action::SendBlocks { first, last } => {
@@ -259,40 +297,49 @@ async fn transfer(
             }
             Action::Ignore => {}
             Action::Complete => {
-                info!(file = %name, bytes = body.size(), elapsed = ?started.elapsed(), "sent");
-                return Ok(());
+                let (bytes, elapsed) = (body.size(), started.elapsed());
+                return Ok(Outcome::Sent { bytes, elapsed });
             }
-            Action::Aborted => return Ok(()),
-            Action::GaveUp => {
-                warn!(file = %name, "no ACK after retries; giving up");
-                send_error(socket, ErrorCode::NotDefined, "timed out").await;
-                return Ok(());
+            Action::Aborted => {
+                let (code, message) =
+                    client_error.unwrap_or((ErrorCode::NotDefined, String::new()));
+                return Ok(Outcome::ClientAborted { code, message });
             }
+            Action::GaveUp => return Ok(Outcome::GaveUp),
         }
         let event = tokio::select! {
-            () = shutdown.cancelled() => {
-                send_error(socket, ErrorCode::NotDefined, "server shutting down").await;
-                return Ok(());
-            }
-            received = timeout_at(deadline, socket.recv(&mut inbox)) => match received {
-                Err(_elapsed) => Event::Timeout,
-                Ok(received) => match Packet::parse(&inbox[..received?]) {
-                    Ok(Packet::Ack { block }) => Event::Ack(block),
-                    Ok(Packet::Error { code, message }) => {
-                        info!(file = %name, ?code, %message, "client aborted");
-                        Event::ClientError
-                    }
-                    other => {
-                        debug!(?other, "ignoring unexpected packet");
-                        action = Action::Ignore;
-                        continue;
-                    }
-                },
+            biased;
+            received = socket.recv(&mut inbox) => match Packet::parse(&inbox[..received?]) {
+                Ok(Packet::Ack { block }) => Event::Ack(block),
+                Ok(Packet::Error { code, message }) => {
+                    client_error = Some((code, message));
+                    Event::ClientError
+                }
+                other => {
+                    debug!(?other, "ignoring unexpected packet");
+                    action = Action::Ignore;
+                    continue;
+                }
             },
+            () = &mut timer => {
+                if Instant::now() < deadline {
+                    timer.as_mut().reset(deadline);
+                    action = Action::Ignore;
+                    continue;
+                }
+                // Every action after a timeout moves the deadline on, so
+                // the fired timer is re-armed on its next poll.
+                Event::Timeout
+            }
+            () = &mut cancelled => return Ok(Outcome::ShutDown),
         };
         action = transfer.handle(event);
     }
 }
+
+/// Largest file served in netascii mode; larger ones are binaries that
+/// want `octet` anyway.
+const NETASCII_MAX: u64 = 16 * 1024 * 1024;
 
 /// Bytes read from disk per blocking read: large enough that a lockstep
 /// transfer at blksize 512 costs one thread hop per 512 blocks.
@@ -334,6 +381,29 @@ impl Body {
         })
         .await
         .map_err(|e| OpenError::Io(io::Error::other(e)))?
+    }
+
+    /// Netascii is converted in memory: it is meant for small text files
+    /// (tftp-hpa's client asks for it unless told `-m octet`), and the
+    /// converted size must be known up front for `tsize`.
+    async fn into_netascii(self) -> Result<Self, OpenError> {
+        let raw = match self {
+            Self::Generated(bytes) => bytes,
+            Self::File { file, size, .. } => {
+                if size > NETASCII_MAX {
+                    return Err(OpenError::TooLargeForNetascii);
+                }
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Read;
+                    let mut buf = Vec::new();
+                    (&*file).read_to_end(&mut buf)?;
+                    io::Result::Ok(Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| OpenError::Io(io::Error::other(e)))??
+            }
+        };
+        Ok(Self::Generated(packet::to_netascii(&raw).into()))
     }
 
     fn size(&self) -> u64 {

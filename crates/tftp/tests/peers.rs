@@ -75,6 +75,31 @@ async fn tftp_hpa_fetches_in_lockstep() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "peer: needs tftp-hpa, atftp and curl; run by .ci/run"]
+async fn tftp_hpa_netascii_round_trips() {
+    // tftp-hpa asks for netascii unless given `-m octet`; its reverse
+    // conversion must give back the exact bytes, CRs and all.
+    let text = b"#!ipxe\r\nchain http://10.0.0.1/boot.ipxe\nbare\rcr\n".repeat(200);
+    let (server, out) = start_with("boot.ipxe", &text).await;
+    let dest = out.path().join("ascii");
+    let output = run(
+        "tftp",
+        vec![
+            "127.0.0.1".into(),
+            server.addr.port().to_string(),
+            "-c".into(),
+            "get".into(),
+            "boot.ipxe".into(),
+            dest.display().to_string(),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    assert_same(&dest, &text, "tftp-hpa netascii");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "peer: needs tftp-hpa, atftp and curl; run by .ci/run"]
 async fn atftp_fetches_with_blksize_and_windowsize() {
     let file = content(2 * 1024 * 1024 + 5, 12);
     let (server, out) = start_with("ipxe.efi", &file).await;

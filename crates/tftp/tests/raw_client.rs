@@ -455,3 +455,75 @@ async fn shutdown_ends_transfers_with_an_error() {
         .expect("join")
         .expect("serve");
 }
+
+#[tokio::test]
+async fn requests_beyond_max_transfers_are_dropped() {
+    let mut config = Config::default();
+    config.max_transfers = 1;
+    let server = Server::start(config).await;
+    server.write("m.bin", &content(4096, 8));
+    let first = Client::new(server.addr).await;
+    first.request(Direction::Read, b"m.bin", &[]).await;
+    let (_, tid) = first.recv().await;
+    let second = Client::new(server.addr).await;
+    second.request(Direction::Read, b"m.bin", &[]).await;
+    assert!(
+        second
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "dropped while busy"
+    );
+    first
+        .send(&encode_error(ErrorCode::NotDefined, "done"), tid)
+        .await;
+    // The slot frees as soon as the first transfer sees the ERROR.
+    let mut served = None;
+    for _ in 0..50 {
+        second
+            .request(Direction::Read, b"m.bin", &[("tsize", "0")])
+            .await;
+        if let Some((buf, _)) = second.recv_within(Duration::from_millis(100)).await {
+            served = Some(buf);
+            break;
+        }
+    }
+    let buf = served.expect("served once the first transfer ended");
+    assert!(matches!(Packet::parse(&buf), Ok(Packet::Oack { .. })));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn netascii_requests_get_converted_text() {
+    let server = Server::start(Config::default()).await;
+    server.write("pxelinux.cfg/default", b"default menu\r\nlabel local\n");
+    let client = Client::new(server.addr).await;
+    let request = Request {
+        direction: Direction::Read,
+        filename: b"pxelinux.cfg/default".to_vec(),
+        mode: Mode::NetAscii,
+        options: vec![("tsize".into(), "0".into())],
+    };
+    client
+        .send(&packet::encode_request(&request), server.addr)
+        .await;
+    let (buf, tid) = client.recv().await;
+    let want = packet::to_netascii(b"default menu\r\nlabel local\n");
+    assert_eq!(
+        Packet::parse(&buf),
+        Ok(Packet::Oack {
+            options: vec![("tsize".into(), want.len().to_string())]
+        })
+    );
+    client.send(&encode_ack(0), tid).await;
+    let (buf, _) = client.recv().await;
+    assert_eq!(
+        Packet::parse(&buf),
+        Ok(Packet::Data {
+            block: 1,
+            data: &want[..]
+        })
+    );
+    client.send(&encode_ack(1), tid).await;
+    server.stop().await;
+}

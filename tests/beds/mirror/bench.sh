@@ -46,6 +46,7 @@ size_want=$(stat -c %s "$bench_dir/big.bin")
 # Cache-hit throughput uses the 4 MiB payload RPM: with 100 MiB bodies a
 # 10 s wrk run completes too few requests to mean anything.
 hot_rel="$KS_OS_PATH/Packages/ks-payload-1.0-1.noarch.rpm"
+hot_want=$(sha256sum "$KS_MIRROR_ROOT/$hot_rel" | cut -d' ' -f1)
 
 upstream_count() { grep -c -P "\tGET\t[^\t]*/bench/$1\.bin\t2" "$KS_NGINX_ACCESS_LOG" || true; }
 
@@ -71,12 +72,22 @@ many() {
     echo "$max $min $ok"
 }
 
+# Warms the cache with the hot file and checks the bytes before wrk runs.
+check_hot() {
+    local got
+    got=$(curl -sS "$1" | sha256sum | cut -d' ' -f1)
+    [[ "$got" == "$hot_want" ]] || echo "  WARNING: $1 returned wrong bytes ($got)"
+}
+
 single() { curl -sS -o /dev/null -w '%{time_total}' "$1"; }
 
-# wrk prints "Transfer/sec: X" and "Requests/sec: Y".
+# wrk prints "Transfer/sec: X" and "Requests/sec: Y"; errors and non-2xx
+# replies are shown so a fast wrong answer cannot pass for a fast one.
 hot() {
     wrk -t2 -c"$hot_clients" -d"${secs}s" --latency "$1" 2>&1 |
-        awk '/Requests\/sec/{r=$2} /Transfer\/sec/{t=$2} /^ +99%/{p=$2} END{printf "%s req/s, %s/s, p99 %s\n", r, t, p}'
+        awk '/Requests\/sec/{r=$2} /Transfer\/sec/{t=$2} /^ +99%/{p=$2}
+             /Socket errors/{e=$0} /Non-2xx/{n=$0}
+             END{printf "%s req/s, %s/s, p99 %s%s%s\n", r, t, p, (e?" |"e:""), (n?" |"n:"")}'
 }
 
 report_cold() {
@@ -110,6 +121,9 @@ http {
     proxy_cache_path $nc/cache levels=1:2 keys_zone=bench:10m max_size=4g inactive=1h use_temp_path=off;
     server {
         listen 127.0.0.1:$nc_port;
+        # The same files straight from disk, with the same workers and no
+        # access log: the fair "nginx from disk" figure.
+        location /disk/ { alias $work/www/; }
         location / {
             proxy_pass http://127.0.0.1:$KS_MIRROR_HTTP_PORT;
             proxy_cache bench;
@@ -129,8 +143,9 @@ out=$(many "$ng_base/ng-many.bin" "$clients")
 report_cold "nginx-lock" "$t1" "$out" "$(upstream_count ng-many)"
 
 echo "hot, 4 MiB file, $hot_clients clients, ${secs}s each:"
-echo "  nginx from disk:   $(hot "http://127.0.0.1:$KS_MIRROR_HTTP_PORT/centos/$hot_rel")"
-curl -sS -o /dev/null "http://127.0.0.1:$nc_port/centos/$hot_rel"
+check_hot "http://127.0.0.1:$nc_port/disk/centos/$hot_rel"
+echo "  nginx from disk:   $(hot "http://127.0.0.1:$nc_port/disk/centos/$hot_rel")"
+check_hot "http://127.0.0.1:$nc_port/centos/$hot_rel"
 echo "  nginx proxy_cache: $(hot "http://127.0.0.1:$nc_port/centos/$hot_rel")"
 bed_kill_pidfile "$nc/nginx.pid"
 
@@ -181,5 +196,5 @@ fi
 t1=$(single "$ks_base/ks-single.bin")
 out=$(many "$ks_base/ks-many.bin" "$clients")
 report_cold "kickstand" "$t1" "$out" "$(upstream_count ks-many)"
-curl -sS -o /dev/null "http://127.0.0.1:$ks_port/repo/centos/$hot_rel"
+check_hot "http://127.0.0.1:$ks_port/repo/centos/$hot_rel"
 echo "  kickstand cache:   $(hot "http://127.0.0.1:$ks_port/repo/centos/$hot_rel")"

@@ -110,6 +110,6 @@ wait_tcp() {
   return 1
 }
 wait_tcp 127.0.0.1 8081
-if [[ $mode == standin ]]; then wait_tcp 10.77.0.1 8080 || true; fi
+if [[ $mode == standin ]]; then wait_tcp 10.77.0.1 8080; fi
 [[ -s $work/office.pid ]] || { echo "bed-up: office dnsmasq did not start" >&2; exit 1; }
 echo "bed-up: $ns / $ons ready in $work" >&2

@@ -9,6 +9,7 @@ Usage: standin-http.py ADDRESS PORT STATEDIR MIRROR_TREE
 import http.server
 import os
 import re
+import socketserver
 import sys
 import urllib.parse
 
@@ -52,4 +53,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         print("standin-http: " + fmt % args, flush=True)
 
 
-http.server.ThreadingHTTPServer((address, port), Handler).serve_forever()
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self):
+        # HTTPServer.server_bind looks up the FQDN of the address; there is
+        # no DNS in the bed, so that only costs a resolver timeout.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = address, port
+
+
+Server((address, port), Handler).serve_forever()

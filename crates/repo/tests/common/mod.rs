@@ -174,7 +174,10 @@ impl Mirror {
         m
     }
 
-    async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(&self, s: S) -> std::io::Result<()> {
+    async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        &self,
+        s: S,
+    ) -> std::io::Result<()> {
         let mut r = BufReader::new(s);
         loop {
             let Some((line, headers)) = read_head(&mut r).await? else {
