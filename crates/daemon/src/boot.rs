@@ -20,9 +20,9 @@ use tracing::info;
 struct Hosts(Arc<Site>);
 
 impl HostLookup for Hosts {
-    fn lookup(&self, mac: kickstand_dhcp::Mac) -> HostStatus {
+    fn lookup(&self, mac: Mac) -> HostStatus {
         let snapshot = &self.0.snapshot;
-        if snapshot.host(&Mac(mac.0)).is_some() {
+        if snapshot.host(&mac).is_some() {
             return HostStatus::Netboot;
         }
         match snapshot.appliance.dhcp.unknown {

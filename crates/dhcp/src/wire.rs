@@ -7,72 +7,15 @@
 //! which panics in debug builds. A strict type-length-value walk over the raw
 //! bytes is small and cannot be fooled that way.
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use dhcproto::v4::{Decodable, Decoder, Message, Opcode};
-use serde::{Deserialize, Serialize};
 
 /// Fixed BOOTP header (236 bytes) plus the DHCP magic cookie.
 const HEADER_LEN: usize = 240;
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 
-/// An Ethernet hardware address, printed as `52:54:00:12:34:01`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// A string that is not six colon- or dash-separated hex octets.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a MAC address like 52:54:00:12:34:01")]
-pub struct BadMac(pub String);
-
-impl FromStr for Mac {
-    type Err = BadMac;
-    fn from_str(s: &str) -> Result<Self, BadMac> {
-        let bad = || BadMac(s.to_owned());
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Mac(out))
-    }
-}
-
-impl From<Mac> for String {
-    fn from(mac: Mac) -> String {
-        mac.to_string()
-    }
-}
-
-impl TryFrom<String> for Mac {
-    type Error = BadMac;
-    fn try_from(s: String) -> Result<Self, BadMac> {
-        s.parse()
-    }
-}
+pub use kickstand_profiles::{BadMac, Mac};
 
 /// Why a packet could not be read at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,8 +6,22 @@ use std::str::FromStr;
 /// Parsed from `52:54:00:12:34:56`, `52-54-00-12-34-56` or `525400123456` in
 /// any case, and always displayed lowercase with colons, so the same machine
 /// written two ways in two files is caught as a duplicate.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Mac(pub [u8; 6]);
+
+impl From<Mac> for String {
+    fn from(mac: Mac) -> String {
+        mac.to_string()
+    }
+}
+
+impl TryFrom<String> for Mac {
+    type Error = BadMac;
+    fn try_from(s: String) -> Result<Mac, BadMac> {
+        s.parse()
+    }
+}
 
 impl Mac {
     pub fn octets(&self) -> [u8; 6] {

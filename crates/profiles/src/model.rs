@@ -219,9 +219,3 @@ pub struct Snippets {
     pub pre: Vec<String>,
     pub post: Vec<String>,
 }
-
-impl Serialize for Mac {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{self, Body, Msg};
 use crate::path::{CachePolicy, RepoPath, policy};
-use crate::serve::{Span, Want, span};
+use crate::serve::{Span, Want, not_modified, span};
 use crate::store::{self, CachedFile, Meta, Presence, is_disk_full};
 use crate::upstream::{Fetched, Upstream, Validators};
 use crate::{CacheStatus, Error, Inner};
@@ -431,6 +431,13 @@ pub(crate) async fn respond(
     match source {
         Source::Cached(f, status) => {
             let m = &f.meta;
+            if not_modified(req, m.etag.as_deref(), m.last_modified.as_deref()) {
+                let (resp, _) = head(m, None, Span::Whole, status);
+                return resp
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(body::empty())
+                    .map_err(|e| Error::Io(io::Error::other(e)));
+            }
             let sp = span(req, f.len, m.etag.as_deref(), m.last_modified.as_deref());
             let (resp, range) = head(m, Some(f.len), sp, status);
             Ok(finish(resp, range, want, |tx, start, end| {

@@ -100,6 +100,29 @@ pub(crate) fn span(
     }
 }
 
+/// Whether a client's conditional GET matches the cached validators, so a
+/// 304 answers it. Clients echo `Last-Modified` verbatim, so an exact string
+/// match is enough; anything else gets the full file.
+pub(crate) fn not_modified(
+    headers: &HeaderMap,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+) -> bool {
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        return etag.is_some_and(|e| inm.split(',').any(|t| t.trim() == e || t.trim() == "*"));
+    }
+    match headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ims) => last_modified == Some(ims.trim()),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +177,37 @@ mod tests {
             span(&m, 1000, Some("\"old\""), None),
             Span::Part { start: 0, end: 1 }
         );
+    }
+
+    #[test]
+    fn conditionals() {
+        let with = |k: header::HeaderName, v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(k, v.parse().expect("header"));
+            m
+        };
+        let lm = "Sat, 28 Nov 2026 12:00:00 GMT";
+        assert!(not_modified(
+            &with(header::IF_NONE_MATCH, "\"a\", \"b\""),
+            Some("\"b\""),
+            None
+        ));
+        assert!(!not_modified(
+            &with(header::IF_NONE_MATCH, "\"a\""),
+            Some("\"b\""),
+            Some(lm)
+        ));
+        assert!(not_modified(
+            &with(header::IF_MODIFIED_SINCE, lm),
+            None,
+            Some(lm)
+        ));
+        assert!(!not_modified(
+            &with(header::IF_MODIFIED_SINCE, lm),
+            None,
+            None
+        ));
+        assert!(!not_modified(&HeaderMap::new(), Some("\"b\""), Some(lm)));
     }
 
     #[test]

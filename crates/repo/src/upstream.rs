@@ -23,7 +23,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 
 use crate::Error;
-use crate::config::{Mirrors, Proxy, RepoConfig, Timeouts, host_key_of};
+use crate::config::{Mirrors, Proxy, RepoConfig, Timeouts};
 use crate::path::RepoPath;
 
 /// Validators of the cached copy, for a conditional GET.

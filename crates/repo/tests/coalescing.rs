@@ -105,3 +105,36 @@ async fn chunked_upstream_is_cached_once_complete() {
     assert_eq!((h.cache(), h.bytes()), ("hit", data));
     assert_eq!(mirror.hits("/c/Packages/x.rpm"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_download_still_fills_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::start().await;
+    let data = blob(1024 * 1024, 3);
+    mirror.set(
+        "/c/Packages/y.rpm",
+        Reply::File {
+            body: data.clone(),
+            etag: None,
+            pace: Some((64 * 1024, Duration::from_millis(10))),
+            chunked: false,
+        },
+    );
+    let (_rp, addr) = setup(dir.path(), &[("c", vec![mirror.url("/c/")])], None).await;
+    // The client gives up after the first bytes.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(60),
+        request(addr, "GET", "/repo/c/Packages/y.rpm", &[]),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    for _ in 0..200 {
+        if !cached_objects(dir.path()).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let g = request(addr, "GET", "/repo/c/Packages/y.rpm", &[]).await;
+    assert_eq!((g.cache(), g.bytes()), ("hit", data));
+    assert_eq!(mirror.hits("/c/Packages/y.rpm"), 1);
+}

@@ -93,7 +93,10 @@ async fn stalled_headers_time_out_with_504() {
     let dir = tempfile::tempdir().unwrap();
     let m = Mirror::start().await;
     m.set("/c/Packages/a.rpm", Reply::StallHeaders);
-    let (_rp, addr) = setup(dir.path(), &[("c", vec![m.url("/c/")])], None).await;
+    let mut cfg = config(dir.path(), &[("c", vec![m.url("/c/")])], None);
+    cfg.timeouts.connect = Duration::from_millis(300);
+    cfg.timeouts.headers = Duration::from_millis(300);
+    let addr = front(kickstand_repo::RepoProxy::open(&cfg).unwrap()).await;
     let g = request(addr, "GET", P, &[]).await;
     assert_eq!(g.status, 504);
     assert_nothing_cached(dir.path()).await;

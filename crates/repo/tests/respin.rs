@@ -81,6 +81,12 @@ async fn respin_serves_whole_old_or_whole_new() {
     }
     let after = request(addr, "GET", P, &[]).await;
     assert_eq!(sha(&after.bytes()), sha_new);
+    // A client that already holds the new file gets a 304.
+    let cond = request(addr, "GET", P, &[("if-none-match", "\"new\"")]).await;
+    assert_eq!(cond.status, 304);
+    assert!(cond.bytes().is_empty());
+    let stale_tag = request(addr, "GET", P, &[("if-none-match", "\"old\"")]).await;
+    assert_eq!(sha(&stale_tag.bytes()), sha_new);
     assert_eq!(cached_objects(dir.path()).len(), 1, "replaced in place");
     let s = rp.stats();
     assert!(s.revalidated >= 2, "{s:?}");
