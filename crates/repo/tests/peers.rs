@@ -137,6 +137,33 @@ async fn through_real_squid() {
         log.contains("/c/Packages/big.rpm"),
         "squid logged the fetch: {log}"
     );
+
+    // An https mirror through squid's CONNECT, trusted via the extra CA.
+    let (ca_pem, acceptor) = test_ca();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca_pem).unwrap();
+    let tls = Mirror::start_tls(acceptor).await;
+    let small = blob(200_000, 64);
+    tls.set("/s/Packages/t.rpm", Reply::file(small.clone()));
+    let mut cfg = config(
+        &dir.path().join("c"),
+        &[(
+            "s",
+            vec![format!("https://localhost:{}/s/", tls.addr.port())],
+        )],
+        Some(ProxyConfig::new(&purl).with_credentials("kick", "secret")),
+    );
+    cfg.extra_ca_pem = Some(ca_path);
+    let addr = front(RepoProxy::open(&cfg).unwrap()).await;
+    assert_eq!(
+        request(addr, "GET", "/repo/s/Packages/t.rpm", &[])
+            .await
+            .bytes(),
+        small
+    );
+    assert_eq!(tls.hits("/s/Packages/t.rpm"), 1);
+    // (squid logs a CONNECT only when the tunnel closes; the pooled
+    // tunnel is still open here, so the log cannot be checked yet.)
 }
 
 trait TapMkdir {

@@ -19,16 +19,32 @@ struct Args {
     /// Largest window granted to clients.
     #[arg(long, default_value_t = Limits::default().max_windowsize)]
     max_windowsize: u16,
+    /// Runtime worker threads; 1 runs everything on the main thread.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let args = Args::parse();
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let socket = tokio::net::UdpSocket::bind(args.listen).await?;
     let mut config = Config::default();
     config.limits.max_windowsize = args.max_windowsize;
@@ -38,12 +54,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    serve_with(
-        socket,
-        Arc::new(DirSource::new(args.root)),
-        config,
-        shutdown,
-    )
-    .await?;
+    let source = Arc::new(DirSource::new(args.root));
+    serve_with(socket, source, config, shutdown).await?;
     Ok(())
 }

@@ -363,7 +363,7 @@ impl Body {
         if let Some(bytes) = source.generated(&path) {
             return Ok(Self::Generated(bytes));
         }
-        let root = source.root().to_owned();
+        let root = source.root();
         tokio::task::spawn_blocking(move || {
             let full = path::resolve(&root, &path)??;
             // Checked before opening: opening a FIFO would block.

@@ -1,15 +1,17 @@
 //! What the server serves: a root directory plus files the daemon
 //! generates (per-host boot scripts) without touching the disk.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 
 /// The files a server offers. The daemon implements it over its profile
 /// snapshot; [`DirSource`] serves a directory alone.
 pub trait Source: Send + Sync + std::fmt::Debug {
-    /// Directory whose regular files are served, read-only.
-    fn root(&self) -> &Path;
+    /// Directory whose regular files are served, read-only. Asked once per
+    /// request and returned owned, so an implementation over a snapshot
+    /// that a reload swaps can hand out its current value.
+    fn root(&self) -> PathBuf;
 
     /// A generated file for `path`, which is already normalised (see
     /// [`crate::normalize`]: relative, `/`-separated, no leading `/`). It
@@ -33,7 +35,7 @@ impl DirSource {
 }
 
 impl Source for DirSource {
-    fn root(&self) -> &Path {
-        &self.root
+    fn root(&self) -> PathBuf {
+        self.root.clone()
     }
 }

@@ -173,10 +173,10 @@ proxy:
   url: $KS_PROXY_URL
   username: $KS_PROXY_USER
   password: $KS_PROXY_PASSWORD
-  ca_file: $KS_CA_PEM
 mirrors:
   centos: [$KS_MIRROR_HTTP_URL]
   slow: [$KS_MIRROR_SLOW_URL]
+mirror_ca_file: $KS_CA_PEM
 cache:
   dir: ../var/cache
   max_size: 4GiB

@@ -11,7 +11,7 @@
 # Knobs: SIZE_MIB (100), BLKSIZES ("512 1468 8192"), WINDOWS ("1 4 16 64"),
 # SERVERS ("kickstand tftp-hpa dnsmasq"), CONC (32), CONC_SIZE_MIB (20),
 # REPEAT (1: each single-client figure is the best of REPEAT runs, which
-# tames noise on a busy machine).
+# tames noise on a busy machine), KS_ARGS (extra tftpd flags).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -24,6 +24,7 @@ CONC_SIZE_MIB=${CONC_SIZE_MIB:-20}
 REPEAT=${REPEAT:-1}
 KS_PORT=${KS_PORT:-16969}
 HPA_PORT=${HPA_PORT:-16970}
+KS_ARGS=${KS_ARGS:-}   # extra flags for the Kickstand tftpd, e.g. "--threads 1"
 
 for tool in atftp curl in.tftpd dnsmasq; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
@@ -64,7 +65,8 @@ port_of() {
 start_server() {
     local log=$work/$1.log
     case $1 in
-        kickstand) "$tftpd" --root "$work/root" --listen "127.0.0.1:$KS_PORT" >"$log" 2>&1 & ;;
+        # shellcheck disable=SC2086 # KS_ARGS is a list of flags
+        kickstand) "$tftpd" --root "$work/root" --listen "127.0.0.1:$KS_PORT" $KS_ARGS >"$log" 2>&1 & ;;
         tftp-hpa) in.tftpd -L -s "$work/root" -a "127.0.0.1:$HPA_PORT" >"$log" 2>&1 & ;;
         dnsmasq) dnsmasq -d -C /dev/null --port=0 --enable-tftp --tftp-root="$work/root" \
             --listen-address=127.0.0.1 --bind-interfaces --tftp-max=$((CONC * 2)) \

@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,8 +20,8 @@ pub struct TestSource {
 pub const GENERATED: &str = "#!ipxe\necho generated\n";
 
 impl Source for TestSource {
-    fn root(&self) -> &Path {
-        self.root.path()
+    fn root(&self) -> PathBuf {
+        self.root.path().to_owned()
     }
 
     fn generated(&self, path: &str) -> Option<Bytes> {
