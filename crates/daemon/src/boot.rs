@@ -2,7 +2,6 @@
 //! small traits those crates ask for, and binding their sockets.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -87,21 +86,19 @@ pub(crate) fn leases(appliance: &Appliance) -> anyhow::Result<Option<kickstand_d
 #[derive(Debug)]
 pub(crate) struct TftpFiles {
     app: Arc<App>,
-    root: std::path::PathBuf,
 }
 
 impl TftpFiles {
     pub(crate) fn new(app: Arc<App>) -> TftpFiles {
-        // The root is fixed at start like the sockets: a reload that moves
-        // it takes effect at restart (the reload logs that).
-        let root = app.site().snapshot.appliance.tftp_root.clone();
-        TftpFiles { app, root }
+        TftpFiles { app }
     }
 }
 
 impl kickstand_tftp::Source for TftpFiles {
-    fn root(&self) -> &Path {
-        &self.root
+    /// Asked per request, so a reload that moves `tftp.root` takes effect
+    /// for the next transfer.
+    fn root(&self) -> std::path::PathBuf {
+        self.app.site().snapshot.appliance.tftp_root.clone()
     }
 
     fn generated(&self, path: &str) -> Option<Bytes> {
