@@ -54,8 +54,8 @@ impl Bed {
             .env("KS_MIRROR_SLOW_RATE", "1m")
             .output()
             .expect("run tests/beds/mirror/start.sh");
-        // Built before the assert so a failed start still stops what it began.
-        let bed = Bed {
+        // Made before the assert so that a failed start still runs stop.sh.
+        let mut bed = Bed {
             dir,
             env: HashMap::new(),
         };
@@ -66,7 +66,6 @@ impl Bed {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = fs::read_to_string(bed.dir.join("env")).expect("start.sh writes WORKDIR/env");
-        let mut bed = bed;
         bed.env = text
             .lines()
             .filter_map(|l| l.split_once('='))
@@ -361,7 +360,11 @@ fn raw_request(port: u16, request: &str) -> io::Result<Response> {
 
 fn message_complete(raw: &[u8], no_body: bool) -> bool {
     match parse_response(raw, no_body) {
-        Ok(r) => no_body || r.header("content-length").is_some() || r.header("transfer-encoding").is_some(),
+        Ok(r) => {
+            no_body
+                || r.header("content-length").is_some()
+                || r.header("transfer-encoding").is_some()
+        }
         Err(_) => false,
     }
 }
@@ -506,7 +509,8 @@ fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if path.is_dir() {
                 todo.push(path);
             } else if path.is_file() {
-                let bytes = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+                let bytes =
+                    fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
                 out.push((path, bytes));
             }
         }
@@ -831,8 +835,17 @@ fn mirror_respin_serves_old_or_new_never_a_mix() {
             "client {i} got a mix of old and new install.img ({sum})"
         );
     }
-    let tally = |want: &str| results.iter().filter(|r| r.as_ref().is_ok_and(|(_, s)| s == want)).count();
-    eprintln!("respin: {} clients got the old image, {} the new one", tally(&old), tally(&new));
+    let tally = |want: &str| {
+        results
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(|(_, s)| s == want))
+            .count()
+    };
+    eprintln!(
+        "respin: {} clients got the old image, {} the new one",
+        tally(&old),
+        tally(&new)
+    );
     // install.img is revalidated with the mirror, so the new one shows up
     // once the proxy's revalidation interval (not configurable in
     // kickstand.yaml, 30 s in kickstand-repo) has passed.
@@ -851,17 +864,26 @@ fn mirror_respin_serves_old_or_new_never_a_mix() {
         let sums: Vec<String> = wave
             .into_iter()
             .map(|c| {
-                let (status, sum) = c.join().expect("client thread").unwrap_or_else(|e| panic!("late client: {e}\n{}", ks.log()));
+                let (status, sum) = c
+                    .join()
+                    .expect("client thread")
+                    .unwrap_or_else(|e| panic!("late client: {e}\n{}", ks.log()));
                 assert_eq!(status, 200, "late client");
                 sum
             })
             .collect();
         waves += 1;
-        assert!(sums.iter().all(|s| *s == old || *s == new), "a late client got a mix of old and new install.img");
+        assert!(
+            sums.iter().all(|s| *s == old || *s == new),
+            "a late client got a mix of old and new install.img"
+        );
         if sums.last() == Some(&new) {
             break;
         }
-        assert!(Instant::now() < deadline, "install.img never revalidated after the respin; results: {results:?}");
+        assert!(
+            Instant::now() < deadline,
+            "install.img never revalidated after the respin; results: {results:?}"
+        );
     }
     eprintln!("respin: the new image arrived after {waves} waves of 3 late clients");
 }
@@ -926,7 +948,10 @@ fn https_mirror_through_squid_connect() {
         thread::sleep(Duration::from_millis(200));
     }
     let squid = bed.squid_log();
-    assert!(squid.contains(&connect), "no CONNECT tunnel in squid log:\n{squid}");
+    assert!(
+        squid.contains(&connect),
+        "no CONNECT tunnel in squid log:\n{squid}"
+    );
     assert!(
         !squid.contains(&format!("GET http://127.0.0.1:{https_port}")),
         "an https mirror must be reached through CONNECT, not a plain GET:\n{squid}"

@@ -10,7 +10,6 @@
 set -euo pipefail
 
 out=${1:?usage: build-initrd.sh OUTDIR}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 busybox=/bin/busybox
 [[ -x $busybox ]] || { echo "build-initrd: $busybox missing (apt-get install busybox-static)" >&2; exit 1; }
