@@ -12,7 +12,7 @@ use kickstand_profiles::Mac;
 use kickstand_profiles::model::{Appliance, DhcpMode, UnknownPolicy};
 use kickstand_render::Site;
 use tokio::net::UdpSocket;
-use tracing::info;
+use tracing::{info, warn};
 
 /// DHCP's view of one site: who may netboot.
 #[derive(Debug)]
@@ -106,6 +106,21 @@ impl kickstand_tftp::Source for TftpFiles {
         let site = self.app.site();
         site.snapshot.host(&mac)?;
         site.ipxe(&mac, self.app.boot_action(&mac)).ok().map(Bytes::from)
+    }
+}
+
+/// Says so at start when a loader the DHCP offers name is missing, rather
+/// than letting the first machine time out on it.
+pub(crate) fn check_loaders(appliance: &Appliance) {
+    for name in ["undionly.kpxe", appliance.dhcp.uefi_loader.as_str()] {
+        let path = appliance.tftp_root.join(name);
+        if !path.is_file() {
+            warn!(
+                loader = %path.display(),
+                "boot loader missing: PXE clients will fail to load it; run image/install-bootloaders.sh {}",
+                appliance.tftp_root.display()
+            );
+        }
     }
 }
 

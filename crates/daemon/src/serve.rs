@@ -65,6 +65,7 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
     info!(addr = %http.local_addr()?, base_url = %app.site().snapshot.appliance.base_url(), "http listening");
     tasks.spawn(kickstand_http::serve(http, app.clone(), shutdown.clone()));
 
+    boot::check_loaders(&appliance);
     let tftp = boot::bind_tftp(&appliance).await?;
     let files = Arc::new(boot::TftpFiles::new(app.clone()));
     tasks.spawn(log_exit("tftp", kickstand_tftp::serve(tftp, files, shutdown.clone())));

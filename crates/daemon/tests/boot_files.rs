@@ -11,7 +11,7 @@ fn bed_with_loaders() -> Bed {
     let bed = Bed::new();
     bed.write("loaders/ipxe.efi", "MZ stand-in EFI loader\n");
     bed.write("loaders/undionly.kpxe", "stand-in BIOS loader\n");
-    bed.edit("profiles/kickstand.yaml", "root: /usr/lib/ipxe", "root: ../loaders");
+    bed.edit("profiles/kickstand.yaml", "root: ../var/tftp", "root: ../loaders");
     bed
 }
 

@@ -15,9 +15,9 @@ use crate::diag::{Diagnostic, LoadError};
 use crate::model::*;
 use crate::wire::{self, S};
 
-/// Where shipped boot loaders live when the config does not say: Debian's
-/// `ipxe` package.
-pub const DEFAULT_TFTP_ROOT: &str = "/usr/lib/ipxe";
+/// Where the appliance keeps its boot loaders when the config does not say
+/// (`image/install-bootloaders.sh` fills it from Debian's `ipxe` package).
+pub const DEFAULT_TFTP_ROOT: &str = "/var/lib/kickstand/tftp";
 const DEFAULT_HTTP_PORT: u16 = 80;
 const DEFAULT_TFTP_PORT: u16 = 69;
 const DEFAULT_CACHE_BYTES: u64 = 20 << 30;
