@@ -33,7 +33,8 @@ impl HostLookup for Hosts {
 }
 
 fn dhcp_context(appliance: &Appliance) -> kickstand_dhcp::Context {
-    let mut context = kickstand_dhcp::Context::new(appliance.server.address, appliance.server.http_port);
+    let mut context =
+        kickstand_dhcp::Context::new(appliance.server.address, appliance.server.http_port);
     context.loaders.uefi_x64 = appliance.dhcp.uefi_loader.clone();
     context.mode = match appliance.dhcp.mode {
         DhcpMode::Off => kickstand_dhcp::Mode::Off,
@@ -47,7 +48,10 @@ fn dhcp_context(appliance: &Appliance) -> kickstand_dhcp::Context {
 pub(crate) fn dhcp_view(app: Arc<App>) -> impl Fn() -> View + Send + Sync {
     move || {
         let site = app.site();
-        View { context: Arc::new(dhcp_context(&site.snapshot.appliance)), hosts: Arc::new(Hosts(site)) }
+        View {
+            context: Arc::new(dhcp_context(&site.snapshot.appliance)),
+            hosts: Arc::new(Hosts(site)),
+        }
     }
 }
 
@@ -59,26 +63,55 @@ pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<kickstand_dhcp:
     let interface = match appliance.server.interfaces.as_slice() {
         [] => None,
         [one] => Some(one.as_str()),
-        more => anyhow::bail!("ProxyDHCP serves one interface; server.interfaces names {}", more.len()),
+        more => anyhow::bail!(
+            "ProxyDHCP serves one interface; server.interfaces names {}",
+            more.len()
+        ),
     };
-    let dhcp = kickstand_dhcp::bind_dhcp_socket(addr, 67, interface).context("binding DHCP on UDP 67")?;
-    let boot_server = kickstand_dhcp::bind_dhcp_socket(addr, 4011, interface).context("binding the PXE boot server on UDP 4011")?;
+    let dhcp =
+        kickstand_dhcp::bind_dhcp_socket(addr, 67, interface).context("binding DHCP on UDP 67")?;
+    let boot_server = kickstand_dhcp::bind_dhcp_socket(addr, 4011, interface)
+        .context("binding the PXE boot server on UDP 4011")?;
     info!(interface = interface.unwrap_or("all"), mode = ?appliance.dhcp.mode, "dhcp listening on 67 and 4011");
-    Ok(kickstand_dhcp::Sockets { dhcp, boot_server: Some(boot_server) })
+    Ok(kickstand_dhcp::Sockets {
+        dhcp,
+        boot_server: Some(boot_server),
+    })
 }
 
 /// The leases of `dhcp.mode: full`, or `None` in the other modes.
-pub(crate) fn leases(appliance: &Appliance) -> anyhow::Result<Option<kickstand_dhcp::full::Leases>> {
-    let Some(p) = appliance.dhcp.pool.as_ref().filter(|_| appliance.dhcp.mode == DhcpMode::Full) else {
+pub(crate) fn leases(
+    appliance: &Appliance,
+) -> anyhow::Result<Option<kickstand_dhcp::full::Leases>> {
+    let Some(p) = appliance
+        .dhcp
+        .pool
+        .as_ref()
+        .filter(|_| appliance.dhcp.mode == DhcpMode::Full)
+    else {
         return Ok(None);
     };
     // prefix_len is validated to 8..=30, so the shift cannot overflow.
-    let netmask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(p.prefix_len)).unwrap_or(0));
-    let pool = kickstand_dhcp::full::Pool::new(p.start, p.end, netmask, p.router, p.dns.clone(), p.lease_secs)?;
+    let netmask = Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(p.prefix_len))
+            .unwrap_or(0),
+    );
+    let pool = kickstand_dhcp::full::Pool::new(
+        p.start,
+        p.end,
+        netmask,
+        p.router,
+        p.dns.clone(),
+        p.lease_secs,
+    )?;
     if let Some(dir) = p.leases_file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    Ok(Some(kickstand_dhcp::full::Leases::open(&p.leases_file, pool)?))
+    Ok(Some(kickstand_dhcp::full::Leases::open(
+        &p.leases_file,
+        pool,
+    )?))
 }
 
 /// TFTP serves the boot loaders under `tftp.root`, plus each host's iPXE
@@ -102,10 +135,16 @@ impl kickstand_tftp::Source for TftpFiles {
     }
 
     fn generated(&self, path: &str) -> Option<Bytes> {
-        let mac: Mac = path.strip_prefix("boot/")?.strip_suffix(".ipxe")?.parse().ok()?;
+        let mac: Mac = path
+            .strip_prefix("boot/")?
+            .strip_suffix(".ipxe")?
+            .parse()
+            .ok()?;
         let site = self.app.site();
         site.snapshot.host(&mac)?;
-        site.ipxe(&mac, self.app.boot_action(&mac)).ok().map(Bytes::from)
+        site.ipxe(&mac, self.app.boot_action(&mac))
+            .ok()
+            .map(Bytes::from)
     }
 }
 
@@ -126,7 +165,9 @@ pub(crate) fn check_loaders(appliance: &Appliance) {
 
 pub(crate) async fn bind_tftp(appliance: &Appliance) -> anyhow::Result<UdpSocket> {
     let addr = (appliance.server.bind, appliance.server.tftp_port);
-    let socket = UdpSocket::bind(addr).await.with_context(|| format!("binding TFTP on UDP {}", appliance.server.tftp_port))?;
+    let socket = UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("binding TFTP on UDP {}", appliance.server.tftp_port))?;
     info!(addr = %socket.local_addr()?, root = %appliance.tftp_root.display(), "tftp listening");
     Ok(socket)
 }

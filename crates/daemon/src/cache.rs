@@ -39,22 +39,36 @@ pub(crate) enum CacheCommand {
 }
 
 pub(crate) fn run(config: &Path, command: CacheCommand) -> anyhow::Result<ExitCode> {
-    let Some(site) = crate::load_or_report(config) else { return Ok(ExitCode::FAILURE) };
+    let Some(site) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
     let appliance = &site.snapshot.appliance;
     let host = match appliance.server.bind {
         std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         other => other,
     };
-    let base = format!("http://{}", std::net::SocketAddr::new(host, appliance.server.http_port));
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let base = format!(
+        "http://{}",
+        std::net::SocketAddr::new(host, appliance.server.http_port)
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let (method_post, path) = match &command {
         CacheCommand::Warm { target } => (true, format!("/api/cache/warm/{target}")),
         CacheCommand::Stats => (false, "/api/cache/stats".to_owned()),
         CacheCommand::Verify => (true, "/api/cache/verify".to_owned()),
     };
     let url = format!("{base}{path}");
-    let mut resp = if method_post { agent.post(&url).send_empty() } else { agent.get(&url).call() }
-        .with_context(|| format!("cannot reach the running daemon at {base} (is `kickstand serve` running?)"))?;
+    let mut resp = if method_post {
+        agent.post(&url).send_empty()
+    } else {
+        agent.get(&url).call()
+    }
+    .with_context(|| {
+        format!("cannot reach the running daemon at {base} (is `kickstand serve` running?)")
+    })?;
     let ok = resp.status().is_success();
     // The daemon streams one line per step: `progress` lines drive a bar,
     // everything else is printed as it comes.
@@ -78,7 +92,11 @@ pub(crate) fn run(config: &Path, command: CacheCommand) -> anyhow::Result<ExitCo
         bar.suspend(|| println!("{line}"));
     }
     bar.finish_and_clear();
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `progress <done>/<total> <outcome> <path>`

@@ -50,12 +50,13 @@ pub(crate) fn reload(app: &App, config: &Path, http_port: Option<u16>, trigger: 
             // The repo proxy takes the new mirrors first: if it refuses them,
             // the whole new site is refused, so DHCP, scripts and the cache
             // never disagree about which profiles are in force.
-            if let Some(repo) = app.repo() {
-                if let Err(e) = repo.reconfigure(&crate::cache::repo_config(&site.snapshot.appliance)) {
-                    error!(?trigger, error = %e, "profile reload rejected: mirrors or proxy unusable; the last good profiles stay in force");
-                    app.reject(vec![format!("{}: {e}", config.display())]);
-                    return;
-                }
+            if let Some(repo) = app.repo()
+                && let Err(e) =
+                    repo.reconfigure(&crate::cache::repo_config(&site.snapshot.appliance))
+            {
+                error!(?trigger, error = %e, "profile reload rejected: mirrors or proxy unusable; the last good profiles stay in force");
+                app.reject(vec![format!("{}: {e}", config.display())]);
+                return;
             }
             let s = &site.snapshot;
             info!(

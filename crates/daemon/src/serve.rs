@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use kickstand_http::App;
-use kickstand_repo::RepoProxy;
 use kickstand_profiles::model::DhcpMode;
+use kickstand_repo::RepoProxy;
 use kickstand_state::StateStore;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -57,7 +57,8 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
     };
 
     let states = StateStore::open(&appliance.state_dir)?;
-    let repo = RepoProxy::open(&cache::repo_config(&appliance)).context("opening the repo cache")?;
+    let repo =
+        RepoProxy::open(&cache::repo_config(&appliance)).context("opening the repo cache")?;
     let app = Arc::new(App::new(site, states, Some(repo)));
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -68,13 +69,19 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
     boot::check_loaders(&appliance);
     let tftp = boot::bind_tftp(&appliance).await?;
     let files = Arc::new(boot::TftpFiles::new(app.clone()));
-    tasks.spawn(log_exit("tftp", kickstand_tftp::serve(tftp, files, shutdown.clone())));
+    tasks.spawn(log_exit(
+        "tftp",
+        kickstand_tftp::serve(tftp, files, shutdown.clone()),
+    ));
 
     if appliance.dhcp.mode != DhcpMode::Off {
         let sockets = boot::bind_dhcp(&appliance)?;
         let leases = boot::leases(&appliance)?;
         let view = Arc::new(boot::dhcp_view(app.clone()));
-        tasks.spawn(log_exit("dhcp", kickstand_dhcp::serve(sockets, view, leases, shutdown.clone())));
+        tasks.spawn(log_exit(
+            "dhcp",
+            kickstand_dhcp::serve(sockets, view, leases, shutdown.clone()),
+        ));
     }
 
     let (hup_tx, hup_rx) = mpsc::channel(1);

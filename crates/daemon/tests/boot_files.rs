@@ -11,7 +11,11 @@ fn bed_with_loaders() -> Bed {
     let bed = Bed::new();
     bed.write("loaders/ipxe.efi", "MZ stand-in EFI loader\n");
     bed.write("loaders/undionly.kpxe", "stand-in BIOS loader\n");
-    bed.edit("profiles/kickstand.yaml", "root: ../var/tftp", "root: ../loaders");
+    bed.edit(
+        "profiles/kickstand.yaml",
+        "root: ../var/tftp",
+        "root: ../loaders",
+    );
     bed
 }
 
@@ -35,12 +39,31 @@ fn tftp_serves_loaders_and_generated_scripts() {
     let daemon = Daemon::start(&bed.config());
     let addr = daemon.tftp_addr();
     let fetch = |path: &str| {
-        let out = Command::new("curl").args(["-sS", "--max-time", "10"]).arg(format!("tftp://{addr}/{path}")).output().expect("curl");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("tftp://{addr}/{path}"))
+            .output()
+            .expect("curl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
-    assert_eq!(fetch("undionly.kpxe"), (true, "stand-in BIOS loader\n".to_owned()));
+    assert_eq!(
+        fetch("undionly.kpxe"),
+        (true, "stand-in BIOS loader\n".to_owned())
+    );
     let (ok, script) = fetch("boot/52:54:00:10:00:01.ipxe");
-    assert!(ok && script.starts_with("#!ipxe\n") && script.contains("inst.ks="), "{script}");
-    assert!(!fetch("boot/52:54:00:ff:ff:ff.ipxe").0, "no script for a machine without a profile");
-    assert!(!fetch("../profiles/kickstand.yaml").0, "no escape from the root");
+    assert!(
+        ok && script.starts_with("#!ipxe\n") && script.contains("inst.ks="),
+        "{script}"
+    );
+    assert!(
+        !fetch("boot/52:54:00:ff:ff:ff.ipxe").0,
+        "no script for a machine without a profile"
+    );
+    assert!(
+        !fetch("../profiles/kickstand.yaml").0,
+        "no escape from the root"
+    );
 }

@@ -165,9 +165,16 @@ impl Bed {
 
     fn write_site(&self, hosts: &[(&str, &str)]) {
         // The boot loaders, installed the way an appliance gets them.
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../image/install-bootloaders.sh");
-        let status = Command::new(script).arg(self.path("tftp")).status().expect("install-bootloaders.sh");
-        assert!(status.success(), "install-bootloaders.sh failed (needs Debian's ipxe package)");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../image/install-bootloaders.sh");
+        let status = Command::new(script)
+            .arg(self.path("tftp"))
+            .status()
+            .expect("install-bootloaders.sh");
+        assert!(
+            status.success(),
+            "install-bootloaders.sh failed (needs Debian's ipxe package)"
+        );
         let site = self.path("site");
         fs::create_dir_all(&site).expect("site dir");
         fs::write(

@@ -156,7 +156,10 @@ impl App {
         match tokio::fs::read(root.join(name)).await {
             Ok(bytes) => {
                 let mut resp = Response::new(full(bytes));
-                resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/efi"));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/efi"),
+                );
                 resp
             }
             Err(_) => text(StatusCode::NOT_FOUND, "no such boot loader\n"),
@@ -262,7 +265,11 @@ impl App {
                 s.hits,
                 s.upstream_fetches,
                 s.failures,
-                if s.disk_full { "; DISK FULL: passing through" } else { "" }
+                if s.disk_full {
+                    "; DISK FULL: passing through"
+                } else {
+                    ""
+                }
             );
         }
         page.push_str("\nhosts\n");
@@ -279,7 +286,10 @@ impl App {
 
     fn cache(&self, op: CacheOp<'_>) -> Response<Body> {
         let Some(repo) = self.repo.clone() else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "the repo proxy is not enabled on this appliance\n");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the repo proxy is not enabled on this appliance\n",
+            );
         };
         match op {
             CacheOp::Stats => {
@@ -287,8 +297,19 @@ impl App {
                 let body = format!(
                     "entries {}\nbytes {}\nmax_bytes {}\nhits {}\nmisses {}\ncoalesced {}\nrevalidated {}\n\
                      passthrough {}\nupstream_fetches {}\nupstream_bytes {}\nevictions {}\nfailures {}\ndisk_full {}\n",
-                    s.entries, s.bytes, s.max_bytes, s.hits, s.misses, s.coalesced, s.revalidated,
-                    s.passthrough, s.upstream_fetches, s.upstream_bytes, s.evictions, s.failures, s.disk_full
+                    s.entries,
+                    s.bytes,
+                    s.max_bytes,
+                    s.hits,
+                    s.misses,
+                    s.coalesced,
+                    s.revalidated,
+                    s.passthrough,
+                    s.upstream_fetches,
+                    s.upstream_bytes,
+                    s.evictions,
+                    s.failures,
+                    s.disk_full
                 );
                 text(StatusCode::OK, &body)
             }
@@ -296,12 +317,20 @@ impl App {
                 match repo.verify().await {
                     Ok(r) => {
                         for key in &r.corrupt {
-                            out(format!("FAILED {key}: sha256 mismatch; removed from the cache"));
+                            out(format!(
+                                "FAILED {key}: sha256 mismatch; removed from the cache"
+                            ));
                         }
                         for (repo, why) in &r.skipped {
                             out(format!("skipped {repo}: {why}"));
                         }
-                        out(format!("verified {} file(s) in {} repo(s): {} ok, {} corrupt", r.checked, r.repos, r.ok, r.corrupt.len()));
+                        out(format!(
+                            "verified {} file(s) in {} repo(s): {} ok, {} corrupt",
+                            r.checked,
+                            r.repos,
+                            r.ok,
+                            r.corrupt.len()
+                        ));
                     }
                     Err(e) => out(format!("error: {e}")),
                 }
@@ -321,7 +350,10 @@ impl App {
                                 WarmOutcome::Failed(e) => format!("failed:{e}"),
                                 _ => "other".to_owned(),
                             };
-                            out(format!("progress {}/{} {outcome} {}", ev.done, ev.total, ev.path));
+                            out(format!(
+                                "progress {}/{} {outcome} {}",
+                                ev.done, ev.total, ev.path
+                            ));
                         };
                         match repo.warm(&t, progress).await {
                             Ok(r) => {
@@ -330,7 +362,13 @@ impl App {
                                 }
                                 out(format!(
                                     "done {}/{}: {} package(s), {} fetched ({} MiB), {} already cached, {} failed",
-                                    t.mirror, t.repo_path, r.packages, r.fetched, r.fetched_bytes >> 20, r.already_cached, r.failed.len()
+                                    t.mirror,
+                                    t.repo_path,
+                                    r.packages,
+                                    r.fetched,
+                                    r.fetched_bytes >> 20,
+                                    r.already_cached,
+                                    r.failed.len()
                                 ));
                             }
                             Err(e) => out(format!("error: {}/{}: {e}", t.mirror, t.repo_path)),
@@ -422,15 +460,51 @@ impl App {
 fn repo_metrics(repo: &RepoProxy) -> [(&'static str, &'static str, u64); 12] {
     let s = repo.stats();
     [
-        ("kickstand_cache_hits_total", "repo files served from the cache", s.hits),
-        ("kickstand_cache_misses_total", "repo files that started a download", s.misses),
-        ("kickstand_cache_coalesced_total", "requests that joined a download in progress", s.coalesced),
-        ("kickstand_cache_revalidations_total", "conditional requests to a mirror", s.revalidated),
-        ("kickstand_cache_passthrough_total", "files served without caching (disk full)", s.passthrough),
-        ("kickstand_upstream_fetches_total", "downloads from mirrors", s.upstream_fetches),
-        ("kickstand_upstream_bytes_total", "bytes downloaded from mirrors", s.upstream_bytes),
-        ("kickstand_upstream_failures_total", "failed downloads", s.failures),
-        ("kickstand_cache_evictions_total", "files evicted from the cache", s.evictions),
+        (
+            "kickstand_cache_hits_total",
+            "repo files served from the cache",
+            s.hits,
+        ),
+        (
+            "kickstand_cache_misses_total",
+            "repo files that started a download",
+            s.misses,
+        ),
+        (
+            "kickstand_cache_coalesced_total",
+            "requests that joined a download in progress",
+            s.coalesced,
+        ),
+        (
+            "kickstand_cache_revalidations_total",
+            "conditional requests to a mirror",
+            s.revalidated,
+        ),
+        (
+            "kickstand_cache_passthrough_total",
+            "files served without caching (disk full)",
+            s.passthrough,
+        ),
+        (
+            "kickstand_upstream_fetches_total",
+            "downloads from mirrors",
+            s.upstream_fetches,
+        ),
+        (
+            "kickstand_upstream_bytes_total",
+            "bytes downloaded from mirrors",
+            s.upstream_bytes,
+        ),
+        (
+            "kickstand_upstream_failures_total",
+            "failed downloads",
+            s.failures,
+        ),
+        (
+            "kickstand_cache_evictions_total",
+            "files evicted from the cache",
+            s.evictions,
+        ),
         ("kickstand_cache_entries", "files in the cache", s.entries),
         ("kickstand_cache_bytes", "bytes in the cache", s.bytes),
         ("kickstand_cache_max_bytes", "cache size limit", s.max_bytes),
@@ -465,15 +539,22 @@ impl HostRow {
 
 /// What `cache warm <target>` covers: every repo of an OS, or one
 /// `<mirror>/<path>`.
-fn warm_targets(snapshot: &kickstand_profiles::Snapshot, target: &str) -> Result<Vec<WarmTarget>, String> {
+fn warm_targets(
+    snapshot: &kickstand_profiles::Snapshot,
+    target: &str,
+) -> Result<Vec<WarmTarget>, String> {
     if let Some(os) = snapshot.oses.get(target) {
         let mut targets = vec![WarmTarget::new(&os.mirror, &os.tree)];
         targets.extend(os.repos.iter().map(|r| WarmTarget::new(&r.mirror, &r.path)));
         return Ok(targets);
     }
     match target.split_once('/') {
-        Some((mirror, path)) if snapshot.appliance.mirrors.contains_key(mirror) => Ok(vec![WarmTarget::new(mirror, path)]),
-        _ => Err(format!("`{target}` is neither an OS nor <mirror>/<path> of a configured mirror")),
+        Some((mirror, path)) if snapshot.appliance.mirrors.contains_key(mirror) => {
+            Ok(vec![WarmTarget::new(mirror, path)])
+        }
+        _ => Err(format!(
+            "`{target}` is neither an OS nor <mirror>/<path> of a configured mirror"
+        )),
     }
 }
 
@@ -488,10 +569,15 @@ where
     let out: Box<dyn Fn(String) + Send + Sync> = Box::new(move |line| drop(tx.send(line + "\n")));
     tokio::spawn(work(out));
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (Ok(hyper::body::Frame::data(Bytes::from(line))), rx))
+        rx.recv()
+            .await
+            .map(|line| (Ok(hyper::body::Frame::data(Bytes::from(line))), rx))
     });
     let mut resp = Response::new(http_body_util::StreamBody::new(frames).boxed());
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 

@@ -66,13 +66,11 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
         .splitn(2, '/')
         .collect();
     let found = match segments.as_slice() {
-        ["boot", file] => {
-            match file.strip_suffix(".ipxe") {
-                Some(mac) => read.then(|| mac_route(mac, Ipxe)),
-                None if is_loader_name(file) => read.then_some(Loader(file)),
-                None => return Refused(Refusal::NotFound),
-            }
-        }
+        ["boot", file] => match file.strip_suffix(".ipxe") {
+            Some(mac) => read.then(|| mac_route(mac, Ipxe)),
+            None if is_loader_name(file) => read.then_some(Loader(file)),
+            None => return Refused(Refusal::NotFound),
+        },
         ["ks", mac] => read.then(|| mac_route(mac, Kickstart)),
         ["repo", rest] => {
             let (mirror, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -108,7 +106,12 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
 }
 
 fn is_loader_name(name: &str) -> bool {
-    !name.starts_with('.') && !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !name.starts_with('.')
+        && !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn mac_route<'a>(s: &str, f: impl FnOnce(Mac) -> Route<'a>) -> Route<'a> {
@@ -145,13 +148,43 @@ mod tests {
                 "/boot/52-54-00-10-00-01.ipxe",
                 Route::Ipxe(mac()),
             ),
-            (&get, true, "/boot/52%3A54%3A00%3A10%3A00%3A01.ipxe", Route::Ipxe(mac())),
-            (&get, true, "/boot/52%3a54%3a00%3a10%3a00%3a01.ipxe", Route::Ipxe(mac())),
-            (&get, true, "/boot/52%3A54%3A00%3A10%3A00%3A01%00.ipxe", Route::Refused(Refusal::BadMac)),
+            (
+                &get,
+                true,
+                "/boot/52%3A54%3A00%3A10%3A00%3A01.ipxe",
+                Route::Ipxe(mac()),
+            ),
+            (
+                &get,
+                true,
+                "/boot/52%3a54%3a00%3a10%3a00%3a01.ipxe",
+                Route::Ipxe(mac()),
+            ),
+            (
+                &get,
+                true,
+                "/boot/52%3A54%3A00%3A10%3A00%3A01%00.ipxe",
+                Route::Refused(Refusal::BadMac),
+            ),
             (&get, true, "/boot/ipxe.efi", Route::Loader("ipxe.efi")),
-            (&get, true, "/boot/../ipxe.efi", Route::Refused(Refusal::NotFound)),
-            (&get, true, "/boot/.hidden", Route::Refused(Refusal::NotFound)),
-            (&get, true, "/boot/%2e%2e%2fshadow", Route::Refused(Refusal::NotFound)),
+            (
+                &get,
+                true,
+                "/boot/../ipxe.efi",
+                Route::Refused(Refusal::NotFound),
+            ),
+            (
+                &get,
+                true,
+                "/boot/.hidden",
+                Route::Refused(Refusal::NotFound),
+            ),
+            (
+                &get,
+                true,
+                "/boot/%2e%2e%2fshadow",
+                Route::Refused(Refusal::NotFound),
+            ),
             (&get, true, "/boot/zz.ipxe", Route::Refused(Refusal::BadMac)),
             (&get, true, "/ks/52:54:00:10:00:01", Route::Kickstart(mac())),
             (
@@ -197,10 +230,25 @@ mod tests {
                 Route::Refused(Refusal::NotFound),
             ),
             (&get, true, "/api/hosts", Route::Hosts),
-            (&Method::POST, true, "/api/cache/warm/centos-stream-9", Route::Cache(CacheOp::Warm("centos-stream-9"))),
-            (&get, true, "/api/cache/warm/centos-stream-9", Route::Refused(Refusal::MethodNotAllowed)),
+            (
+                &Method::POST,
+                true,
+                "/api/cache/warm/centos-stream-9",
+                Route::Cache(CacheOp::Warm("centos-stream-9")),
+            ),
+            (
+                &get,
+                true,
+                "/api/cache/warm/centos-stream-9",
+                Route::Refused(Refusal::MethodNotAllowed),
+            ),
             (&get, true, "/api/cache/stats", Route::Cache(CacheOp::Stats)),
-            (&Method::POST, true, "/api/cache/verify", Route::Cache(CacheOp::Verify)),
+            (
+                &Method::POST,
+                true,
+                "/api/cache/verify",
+                Route::Cache(CacheOp::Verify),
+            ),
             (
                 &get,
                 true,

@@ -62,15 +62,15 @@ impl Diagnostic {
 /// serde-saphyr prefixes its messages with `line N column M: `; we print the
 /// position in the `file:line:col` form every editor understands instead.
 fn strip_line_column_prefix(msg: &str) -> &str {
-    if let Some(rest) = msg.strip_prefix("line ") {
-        if let Some(idx) = rest.find(": ") {
-            let head = &rest[..idx];
-            if head
-                .split(" column ")
-                .all(|n| n.chars().all(|c| c.is_ascii_digit()))
-            {
-                return &rest[idx + 2..];
-            }
+    if let Some(rest) = msg.strip_prefix("line ")
+        && let Some(idx) = rest.find(": ")
+    {
+        let head = &rest[..idx];
+        if head
+            .split(" column ")
+            .all(|n| n.chars().all(|c| c.is_ascii_digit()))
+        {
+            return &rest[idx + 2..];
         }
     }
     msg

@@ -811,10 +811,10 @@ impl Cx {
             }
             Some((name, ..)) => Some(name),
         };
-        if let Some((h, at, file)) = &hash {
-            if !looks_like_crypt(h) {
-                self.err(file, *at, format!("host {mac}: root_password_hash must be a crypt(3) hash like `$6$…` (use `openssl passwd -6`), never a clear-text password"));
-            }
+        if let Some((h, at, file)) = &hash
+            && !looks_like_crypt(h)
+        {
+            self.err(file, *at, format!("host {mac}: root_password_hash must be a crypt(3) hash like `$6$…` (use `openssl passwd -6`), never a clear-text password"));
         }
         let disk = match disk {
             None => Some(Disk {
@@ -903,11 +903,11 @@ impl Cx {
         get: impl Fn(&'a wire::HostFields) -> Option<(T, Location)>,
     ) -> Option<(T, Location, &'a Path)> {
         let mut chosen: Option<(T, Location, &'a Path, Origin<'a>)> = None;
-        if let Some(host) = layers.last().filter(|l| matches!(l.origin, Origin::Host)) {
-            if let Some((value, at)) = get(host.fields) {
-                let at = if at == Location::UNKNOWN { host.at } else { at };
-                return Some((value, at, host.file));
-            }
+        if let Some(host) = layers.last().filter(|l| matches!(l.origin, Origin::Host))
+            && let Some((value, at)) = get(host.fields)
+        {
+            let at = if at == Location::UNKNOWN { host.at } else { at };
+            return Some((value, at, host.file));
         }
         for l in layers {
             let Some((value, at)) = get(l.fields) else {
@@ -916,14 +916,13 @@ impl Cx {
             let at = if at == Location::UNKNOWN { l.at } else { at };
             if let (Some((prev, _, prev_file, Origin::Group(prev_group))), Origin::Group(group)) =
                 (&chosen, l.origin)
+                && *prev != value
             {
-                if *prev != value {
-                    let msg = format!(
-                        "host {mac}: groups `{prev_group}` ({}) and `{group}` set different `{field}`; set it on the host or in one group",
-                        prev_file.display()
-                    );
-                    self.err(l.file, at, msg);
-                }
+                let msg = format!(
+                    "host {mac}: groups `{prev_group}` ({}) and `{group}` set different `{field}`; set it on the host or in one group",
+                    prev_file.display()
+                );
+                self.err(l.file, at, msg);
             }
             chosen = Some((value, at, l.file, l.origin));
         }

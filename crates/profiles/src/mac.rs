@@ -6,7 +6,9 @@ use std::str::FromStr;
 /// Parsed from `52:54:00:12:34:56`, `52-54-00-12-34-56` or `525400123456` in
 /// any case, and always displayed lowercase with colons, so the same machine
 /// written two ways in two files is caught as a duplicate.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(into = "String", try_from = "String")]
 pub struct Mac(pub [u8; 6]);
 

@@ -129,8 +129,13 @@ impl Daemon {
 
     /// The TFTP server's address, from its startup log line.
     pub fn tftp_addr(&self) -> String {
-        let line = self.wait_for_log("tftp listening", Duration::from_secs(10)).expect("tftp started");
-        line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).expect("addr=").to_owned()
+        let line = self
+            .wait_for_log("tftp listening", Duration::from_secs(10))
+            .expect("tftp started");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .expect("addr=")
+            .to_owned()
     }
 
     pub fn log(&self) -> String {
