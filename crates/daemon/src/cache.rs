@@ -14,6 +14,7 @@ pub(crate) fn repo_config(appliance: &Appliance) -> RepoConfig {
     let mut config = RepoConfig::new(&appliance.cache.dir, appliance.cache.max_bytes);
     config.mirrors = appliance.mirrors.clone();
     config.extra_ca_pem = appliance.mirror_ca_file.clone();
+    config.revalidate_after = appliance.cache.revalidate_after;
     config.proxy = appliance.proxy.as_ref().map(|p| {
         let proxy = ProxyConfig::new(&p.url);
         match (&p.username, &p.password) {

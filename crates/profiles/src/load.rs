@@ -22,6 +22,7 @@ const DEFAULT_HTTP_PORT: u16 = 80;
 const DEFAULT_TFTP_PORT: u16 = 69;
 const DEFAULT_CACHE_BYTES: u64 = 20 << 30;
 const DEFAULT_LEASE_SECS: u32 = 3600;
+const DEFAULT_REVALIDATE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Loads the appliance config at `config` and every profile document in
 /// its directory (recursively), and the templates the config points at.
@@ -71,11 +72,10 @@ pub fn load(config: &Path) -> Result<Snapshot, LoadError> {
     }
 }
 
-/// Every `*.yaml`/`*.yml` below `dir` except the appliance config itself,
-/// sorted so diagnostics come out in a stable order. Hidden files and
-/// editor backups are skipped: they are not part of what the operator meant.
-fn yaml_files(dir: &Path, config: &Path, cx: &mut Cx) -> Vec<PathBuf> {
-    let config_canon = config.canonicalize().ok();
+/// Every regular file below `dir`, sorted so diagnostics come out in a
+/// stable order. Hidden files and editor backups (`.x.swp`, `x~`) are
+/// skipped: they are not part of what the operator meant.
+fn files_below(dir: &Path, cx: &mut Cx) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -96,15 +96,10 @@ fn yaml_files(dir: &Path, config: &Path, cx: &mut Cx) -> Vec<PathBuf> {
             if name.starts_with('.') || name.ends_with('~') {
                 continue;
             }
-            let Ok(ft) = std::fs::metadata(&path).map(|m| m.file_type()) else {
-                continue;
-            };
-            if ft.is_dir() {
-                stack.push(path);
-            } else if (name.ends_with(".yaml") || name.ends_with(".yml"))
-                && path.canonicalize().ok() != config_canon
-            {
-                out.push(path);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => stack.push(path),
+                Ok(m) if m.is_file() => out.push(path),
+                _ => {}
             }
         }
     }
@@ -112,47 +107,36 @@ fn yaml_files(dir: &Path, config: &Path, cx: &mut Cx) -> Vec<PathBuf> {
     out
 }
 
+/// Every `*.yaml`/`*.yml` below `dir` except the appliance config itself.
+fn yaml_files(dir: &Path, config: &Path, cx: &mut Cx) -> Vec<PathBuf> {
+    let config_canon = config.canonicalize().ok();
+    files_below(dir, cx)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .filter(|p| p.canonicalize().ok() != config_canon)
+        .collect()
+}
+
+/// Templates by name: their path below `dir`, `/`-separated.
 fn read_templates(dir: &Path, cx: &mut Cx) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = match std::fs::read_dir(&d) {
-            Ok(e) => e,
-            Err(e) => {
-                cx.diags.push(Diagnostic::whole_file(
-                    &d,
-                    format!("cannot read templates: {e}"),
-                ));
-                continue;
-            }
+    for path in files_below(dir, cx) {
+        let Ok(rel) = path.strip_prefix(dir) else {
+            continue;
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let fname = entry.file_name().to_string_lossy().into_owned();
-            if fname.starts_with('.') || fname.ends_with('~') {
-                continue;
+        let name = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        match std::fs::read_to_string(&path) {
+            Ok(src) => {
+                out.insert(name, src);
             }
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let Ok(rel) = path.strip_prefix(dir) else {
-                continue;
-            };
-            let name = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            match std::fs::read_to_string(&path) {
-                Ok(src) => {
-                    out.insert(name, src);
-                }
-                Err(e) => cx.diags.push(Diagnostic::whole_file(
-                    &path,
-                    format!("cannot read template: {e}"),
-                )),
-            }
+            Err(e) => cx.diags.push(Diagnostic::whole_file(
+                &path,
+                format!("cannot read template: {e}"),
+            )),
         }
     }
     out
@@ -352,6 +336,24 @@ impl Cx {
             }
         };
 
+        let revalidate_after = match &w.cache.revalidate_after {
+            None => Some(DEFAULT_REVALIDATE),
+            Some(d) => {
+                let parsed = parse_duration(&d.value);
+                if parsed.is_none() {
+                    self.err(
+                        file,
+                        d.referenced,
+                        format!(
+                            "cache.revalidate_after `{}` is not a duration like 30s, 5m or 1h",
+                            d.value
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+
         if self.diags.len() > before {
             return None;
         }
@@ -380,6 +382,7 @@ impl Cx {
             cache: Cache {
                 dir: rel(w.cache.dir.as_deref().unwrap_or("/var/cache/kickstand")),
                 max_bytes: max_bytes?,
+                revalidate_after: revalidate_after?,
             },
             templates_dir: rel(w.paths.templates.as_deref().unwrap_or("../templates")),
             state_dir: rel(w.paths.state.as_deref().unwrap_or("/var/lib/kickstand")),
@@ -1101,9 +1104,34 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.checked_mul(1u64 << shift)
 }
 
+/// `30s`, `5m`, `1h` or a number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => num,
+        "m" => num.checked_mul(60)?,
+        "h" => num.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5h"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
 
     #[test]
     fn sizes() {

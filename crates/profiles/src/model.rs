@@ -119,6 +119,10 @@ pub struct Proxy {
 pub struct Cache {
     pub dir: PathBuf,
     pub max_bytes: u64,
+    /// How long a revalidated file (`repomd.xml`, `.treeinfo`, boot images)
+    /// is served before the mirror is asked again: a rack booting at once
+    /// sends one conditional request, not fifty.
+    pub revalidate_after: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

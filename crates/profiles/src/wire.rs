@@ -81,6 +81,7 @@ pub(crate) struct Proxy {
 pub(crate) struct Cache {
     pub dir: Option<String>,
     pub max_size: Option<S<String>>,
+    pub revalidate_after: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
