@@ -65,7 +65,7 @@ impl hyper::body::Body for ChannelBody {
 
 /// A body and the sender its pump writes to.
 pub(crate) fn channel() -> (mpsc::Sender<Msg>, Body) {
-    let (tx, rx) = mpsc::channel(2);
+    let (tx, rx) = mpsc::channel(1);
     (tx, ChannelBody { rx, done: false }.boxed())
 }
 

@@ -29,7 +29,7 @@ use crate::{CacheStatus, Error, Inner};
 
 /// Bytes read from disk per body frame; with the channel depth this bounds
 /// memory per client.
-const CHUNK: u64 = 128 * 1024;
+const CHUNK: u64 = 512 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Progress {

@@ -176,6 +176,10 @@ proxy:
 mirrors:
   centos: [$KS_MIRROR_HTTP_URL]
   slow: [$KS_MIRROR_SLOW_URL]
+  # Two more names for the same mirror: separate cache keys, so the dnf
+  # comparison below starts cold twice.
+  dnfone: [$KS_MIRROR_HTTP_URL]
+  dnfeight: [$KS_MIRROR_HTTP_URL]
 mirror_ca_file: $KS_CA_PEM
 cache:
   dir: ../var/cache
@@ -198,3 +202,25 @@ out=$(many "$ks_base/ks-many.bin" "$clients")
 report_cold "kickstand" "$t1" "$out" "$(upstream_count ks-many)"
 check_hot "http://127.0.0.1:$ks_port/repo/centos/$hot_rel"
 echo "  kickstand cache:   $(hot "http://127.0.0.1:$ks_port/repo/centos/$hot_rel")"
+
+# --- 8 parallel dnf installs vs one -----------------------------------------
+# Upstream bytes (the mirror's access log, body bytes) for one dnf install,
+# then for 8 installs at once of the same packages on a cold cache.
+upstream_bytes_since() { tail -n +"$(($1 + 1))" "$KS_NGINX_ACCESS_LOG" | awk -F'\t' '{s += $5} END {print s + 0}'; }
+dnf_pkgs=(ks-hello ks-payload)
+mark=$(wc -l <"$KS_NGINX_ACCESS_LOG")
+"$here/dnf-install.sh" "$work/dnf-one" "http://127.0.0.1:$ks_port/repo/dnfone/$KS_OS_PATH/" "${dnf_pkgs[@]}" >/dev/null
+one=$(upstream_bytes_since "$mark")
+mark=$(wc -l <"$KS_NGINX_ACCESS_LOG")
+dnf_pids=()
+for i in $(seq 8); do
+    "$here/dnf-install.sh" "$work/dnf-eight-$i" "http://127.0.0.1:$ks_port/repo/dnfeight/$KS_OS_PATH/" "${dnf_pkgs[@]}" >/dev/null &
+    dnf_pids+=($!)
+done
+wait "${dnf_pids[@]}"
+eight=$(upstream_bytes_since "$mark")
+echo "dnf install ${dnf_pkgs[*]}: upstream bytes, 1 install: $one; 8 parallel installs: $eight ($(awk -v a="$eight" -v b="$one" 'BEGIN {printf "%.3f", a / b}')x)"
+# Peak memory of the daemon over the whole run: 50 clients streaming the
+# cold 100 MiB file, 64 on hits, 8 dnf installs. Bounded by clients, not
+# by file size (no whole-file buffering).
+echo "kickstand peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$ks_pid/status")"
