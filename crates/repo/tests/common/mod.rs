@@ -105,6 +105,15 @@ pub struct Mirror {
 
 impl Mirror {
     pub async fn start() -> Mirror {
+        Mirror::listen(None).await
+    }
+
+    /// The same mirror behind TLS (the test CA's leaf certificate).
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Mirror {
+        Mirror::listen(Some(acceptor)).await
+    }
+
+    async fn listen(tls: Option<tokio_rustls::TlsAcceptor>) -> Mirror {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let m = Mirror {
             addr: listener.local_addr().unwrap(),
@@ -118,8 +127,15 @@ impl Mirror {
             while let Ok((s, _)) = listener.accept().await {
                 m2.connections.fetch_add(1, Ordering::SeqCst);
                 let m3 = m2.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = m3.serve(s).await;
+                    let _ = match tls {
+                        None => m3.serve(s).await,
+                        Some(acceptor) => match acceptor.accept(s).await {
+                            Ok(stream) => m3.serve(stream).await,
+                            Err(_) => Ok(()),
+                        },
+                    };
                 });
             }
         });
@@ -146,32 +162,6 @@ impl Mirror {
 
     pub fn total(&self) -> usize {
         self.seen.lock().unwrap().len()
-    }
-
-    /// The same mirror behind TLS (the test CA's leaf certificate).
-    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Mirror {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let m = Mirror {
-            addr: listener.local_addr().unwrap(),
-            routes: Arc::default(),
-            seen: Arc::default(),
-            connections: Arc::default(),
-            finished: Arc::default(),
-        };
-        let m2 = m.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                m2.connections.fetch_add(1, Ordering::SeqCst);
-                let m3 = m2.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(s).await {
-                        let _ = m3.serve(tls).await;
-                    }
-                });
-            }
-        });
-        m
     }
 
     async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
