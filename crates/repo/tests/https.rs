@@ -7,13 +7,18 @@ mod common;
 use common::*;
 use kickstand_repo::{ProxyConfig, RepoProxy};
 
+/// A TLS mirror signed by a fresh test CA, and that CA's PEM file in `dir`.
+async fn tls_mirror(dir: &std::path::Path) -> (Mirror, std::path::PathBuf) {
+    let (ca_pem, acceptor) = test_ca();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_pem).unwrap();
+    (Mirror::start_tls(acceptor).await, ca_path)
+}
+
 #[tokio::test]
 async fn https_mirror_through_connect_and_direct() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca_pem, acceptor) = test_ca();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, ca_pem).unwrap();
-    let m = Mirror::start_tls(acceptor).await;
+    let (m, ca_path) = tls_mirror(dir.path()).await;
     let data = blob(300_000, 40);
     m.set("/c/Packages/a.rpm", Reply::file(data.clone()));
     m.set("/c/Packages/b.rpm", Reply::file(data.clone()));
@@ -81,10 +86,7 @@ async fn https_mirror_through_connect_and_direct() {
 #[tokio::test]
 async fn connect_refused_by_proxy_without_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca_pem, acceptor) = test_ca();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, ca_pem).unwrap();
-    let m = Mirror::start_tls(acceptor).await;
+    let (m, ca_path) = tls_mirror(dir.path()).await;
     m.set("/c/a.rpm", Reply::file(blob(10, 1)));
     let proxy = FwdProxy::start(Some("Basic a2ljazpzZWNyZXQ=")).await;
     let mut cfg = config(
