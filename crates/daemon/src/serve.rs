@@ -52,7 +52,12 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
     // With port 0 the URLs in scripts must name the port the kernel chose.
     let port_override = (server.http_port == 0).then_some(http_port);
     let site = match port_override {
-        Some(_) => reload::load_site(config, port_override).map_err(|e| anyhow::anyhow!("{e}"))?,
+        // Re-render the snapshot already read; the files are not read again.
+        Some(port) => {
+            let mut snapshot = site.snapshot;
+            snapshot.appliance.server.http_port = port;
+            kickstand_render::Site::new(snapshot).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
         None => site,
     };
 

@@ -202,12 +202,9 @@ impl App {
         };
         self.metrics.reports.fetch_add(1, Ordering::Relaxed);
         match self.states.set(&mac.to_string(), phase) {
-            Ok(_) => {
+            Ok(record) => {
                 info!(%mac, hostname = host.hostname, ?phase, %peer, "host state");
-                json(
-                    StatusCode::OK,
-                    &HostRow::new(&site, mac, self.states.get(&mac.to_string())),
-                )
+                json(StatusCode::OK, &HostRow::new(&site, mac, record))
             }
             Err(e) => {
                 warn!(%mac, error = %e, "could not record host state");
