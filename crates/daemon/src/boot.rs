@@ -1,59 +1,12 @@
-//! The daemon's side of ProxyDHCP and TFTP: the live site seen through the
-//! small traits those crates ask for, and binding their sockets.
+//! Binding the sockets of ProxyDHCP and TFTP, and checking at start that
+//! the boot loaders the DHCP offers name are there.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use kickstand_dhcp::{HostLookup, HostStatus, View};
-use kickstand_http::App;
-use kickstand_profiles::Mac;
-use kickstand_profiles::model::{Appliance, DhcpMode, UnknownPolicy};
-use kickstand_render::Site;
+use kickstand_profiles::model::{Appliance, DhcpMode};
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
-
-/// DHCP's view of one site: who may netboot.
-#[derive(Debug)]
-struct Hosts(Arc<Site>);
-
-impl HostLookup for Hosts {
-    fn lookup(&self, mac: Mac) -> HostStatus {
-        let snapshot = &self.0.snapshot;
-        if snapshot.host(&mac).is_some() {
-            return HostStatus::Netboot;
-        }
-        match snapshot.appliance.dhcp.unknown {
-            // Its boot script only exits to the local disk: never an install.
-            UnknownPolicy::LocalBoot => HostStatus::Netboot,
-            UnknownPolicy::Ignore => HostStatus::Unknown,
-        }
-    }
-}
-
-fn dhcp_context(appliance: &Appliance) -> kickstand_dhcp::Context {
-    let mut context =
-        kickstand_dhcp::Context::new(appliance.server.address, appliance.server.http_port);
-    context.loaders.uefi_x64 = appliance.dhcp.uefi_loader.clone();
-    context.mode = match appliance.dhcp.mode {
-        DhcpMode::Off => kickstand_dhcp::Mode::Off,
-        DhcpMode::Proxy => kickstand_dhcp::Mode::Proxy,
-        DhcpMode::Full => kickstand_dhcp::Mode::Full,
-    };
-    context
-}
-
-/// Every packet takes the site in force when it arrives.
-pub(crate) fn dhcp_view(app: Arc<App>) -> impl Fn() -> View + Send + Sync {
-    move || {
-        let site = app.site();
-        View {
-            context: Arc::new(dhcp_context(&site.snapshot.appliance)),
-            hosts: Arc::new(Hosts(site)),
-        }
-    }
-}
 
 /// Binds UDP 67 and 4011 on the configured interface (or all). Always on
 /// the wildcard address: on Linux a socket bound to a unicast address
@@ -91,16 +44,10 @@ pub(crate) fn leases(
     else {
         return Ok(None);
     };
-    // prefix_len is validated to 8..=30, so the shift cannot overflow.
-    let netmask = Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - u32::from(p.prefix_len))
-            .unwrap_or(0),
-    );
     let pool = kickstand_dhcp::full::Pool::new(
         p.start,
         p.end,
-        netmask,
+        p.netmask,
         p.router,
         p.dns.clone(),
         p.lease_secs,
@@ -112,40 +59,6 @@ pub(crate) fn leases(
         &p.leases_file,
         pool,
     )?))
-}
-
-/// TFTP serves the boot loaders under `tftp.root`, plus each host's iPXE
-/// script as `boot/<mac>.ipxe` for iPXE builds without HTTP.
-#[derive(Debug)]
-pub(crate) struct TftpFiles {
-    app: Arc<App>,
-}
-
-impl TftpFiles {
-    pub(crate) fn new(app: Arc<App>) -> TftpFiles {
-        TftpFiles { app }
-    }
-}
-
-impl kickstand_tftp::Source for TftpFiles {
-    /// Asked per request, so a reload that moves `tftp.root` takes effect
-    /// for the next transfer.
-    fn root(&self) -> std::path::PathBuf {
-        self.app.site().snapshot.appliance.tftp_root.clone()
-    }
-
-    fn generated(&self, path: &str) -> Option<Bytes> {
-        let mac: Mac = path
-            .strip_prefix("boot/")?
-            .strip_suffix(".ipxe")?
-            .parse()
-            .ok()?;
-        let site = self.app.site();
-        site.snapshot.host(&mac)?;
-        site.ipxe(&mac, self.app.boot_action(&mac))
-            .ok()
-            .map(Bytes::from)
-    }
 }
 
 /// Says so at start when a loader the DHCP offers name is missing, rather

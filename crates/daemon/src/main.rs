@@ -1,11 +1,23 @@
 //! The `kickstand` binary: command line, config paths, socket binding, the
 //! profile watcher, signals and shutdown. Protocol logic lives in the
-//! library crates; this crate only wires them together.
+//! library crates; this crate wires them together.
+//!
+//! A tour: `generation` builds everything one accepted profile set gives
+//! (and `check` builds exactly that); `live` holds the generation in force,
+//! swapped whole on reload, with the host state store and the repo proxy;
+//! `views` is the live state as ProxyDHCP, TFTP and HTTP each see it,
+//! through their own crate's trait — nothing else touches the live state;
+//! `reload` watches the profiles; `serve` binds sockets, starts the
+//! services on one shutdown token and drains them; `cache` is the
+//! operator protocol of `kickstand cache …`.
 
 mod boot;
 mod cache;
+mod generation;
+mod live;
 mod reload;
 mod serve;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +25,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kickstand_profiles::Mac;
-use kickstand_render::Site;
+use kickstand_render::BootAction;
 use kickstand_state::{Phase, StateStore};
+
+use crate::generation::{BootDecision, Generation};
 
 /// Kickstand: netboot appliance (ProxyDHCP, TFTP, kickstarts, caching repo proxy).
 #[derive(Debug, Parser)]
@@ -87,11 +101,12 @@ fn init_logging() {
         .init();
 }
 
-/// Loads the site or prints every problem (with the offending lines) and
-/// returns `None`.
-fn load_or_report(config: &std::path::Path) -> Option<Site> {
-    match reload::load_site(config, None) {
-        Ok(site) => Some(site),
+/// Loads the profiles and builds their generation — exactly as `serve`
+/// does — or prints every problem (with the offending lines) and returns
+/// `None`.
+fn load_or_report(config: &std::path::Path) -> Option<Generation> {
+    match Generation::load(config, None, 1) {
+        Ok(generation) => Some(generation),
         Err(e) => {
             for d in &e.0 {
                 eprintln!("{d}");
@@ -106,10 +121,10 @@ fn load_or_report(config: &std::path::Path) -> Option<Site> {
 }
 
 fn check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let Some(site) = load_or_report(config) else {
+    let Some(generation) = load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let s = &site.snapshot;
+    let s = generation.snapshot();
     println!(
         "ok: {} file(s), {} OS, {} host(s), {} template(s); every kickstart and boot script rendered",
         s.files.len(),
@@ -121,12 +136,19 @@ fn check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn render(config: &std::path::Path, mac: Mac, ipxe: bool) -> anyhow::Result<ExitCode> {
-    let Some(site) = load_or_report(config) else {
+    let Some(generation) = load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
+    let site = &generation.site;
     let out = if ipxe {
-        let states = StateStore::open(&site.snapshot.appliance.state_dir)?;
-        site.ipxe(&mac, states.get(&mac.to_string()).phase.into())
+        let states = StateStore::open(&generation.appliance().state_dir)?;
+        let phase = states.get(&mac.to_string()).phase;
+        match generation.boot_for(mac, phase) {
+            BootDecision::Install => site.ipxe(&mac, BootAction::Install),
+            BootDecision::LocalDisk => site.ipxe(&mac, BootAction::LocalDisk),
+            BootDecision::UnknownLocalBoot => site.unknown_ipxe(&mac),
+            BootDecision::Ignore => site.ipxe(&mac, BootAction::Install),
+        }
     } else {
         site.kickstart(&mac)
     };
@@ -135,15 +157,15 @@ fn render(config: &std::path::Path, mac: Mac, ipxe: bool) -> anyhow::Result<Exit
 }
 
 fn hosts(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let Some(site) = load_or_report(config) else {
+    let Some(generation) = load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let states = StateStore::open(&site.snapshot.appliance.state_dir)?;
+    let states = StateStore::open(&generation.appliance().state_dir)?;
     println!(
         "{:<17}  {:<16} {:<18} {:<10} GROUPS",
         "MAC", "HOSTNAME", "OS", "STATE"
     );
-    for (mac, host) in &site.snapshot.hosts {
+    for (mac, host) in &generation.snapshot().hosts {
         let phase = match states.get(&mac.to_string()).phase {
             Phase::New => "new",
             Phase::Installing => "installing",

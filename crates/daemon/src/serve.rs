@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use kickstand_http::App;
 use kickstand_profiles::model::DhcpMode;
 use kickstand_repo::RepoProxy;
 use kickstand_state::StateStore;
@@ -17,9 +17,15 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::{boot, cache, reload};
+use crate::boot;
+use crate::generation::Generation;
+use crate::live::Live;
+use crate::reload;
+
+/// How long downloads, warms and transfers may run on after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(15);
 
 /// Runs a service to its end and logs how it ended.
 async fn log_exit(name: &'static str, service: impl Future<Output = std::io::Result<()>>) {
@@ -30,18 +36,18 @@ async fn log_exit(name: &'static str, service: impl Future<Output = std::io::Res
 }
 
 pub(crate) fn run(config: &Path) -> anyhow::Result<ExitCode> {
-    let Some(site) = crate::load_or_report(config) else {
+    let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, site))?;
+    runtime.block_on(serve(config, generation))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()> {
-    let appliance = site.snapshot.appliance.clone();
+async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
+    let appliance = generation.appliance().clone();
     let server = &appliance.server;
 
     let http_addr = SocketAddr::new(server.bind, server.http_port);
@@ -51,54 +57,56 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
     let http_port = http.local_addr()?.port();
     // With port 0 the URLs in scripts must name the port the kernel chose.
     let port_override = (server.http_port == 0).then_some(http_port);
-    let site = match port_override {
-        // Re-render the snapshot already read; the files are not read again.
-        Some(port) => {
-            let mut snapshot = site.snapshot;
-            snapshot.appliance.server.http_port = port;
-            kickstand_render::Site::new(snapshot).map_err(|e| anyhow::anyhow!("{e}"))?
-        }
-        None => site,
+    let generation = match port_override {
+        Some(port) => generation
+            .with_http_port(port)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => generation,
     };
 
     let states = StateStore::open(&appliance.state_dir)?;
-    let repo =
-        RepoProxy::open(&cache::repo_config(&appliance)).context("opening the repo cache")?;
-    let app = Arc::new(App::new(site, states, Some(repo)));
-    let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let repo = RepoProxy::open(&generation.repo, generation.upstream.clone(), tasks.clone())
+        .context("opening the repo cache")?;
+    let live = Arc::new(Live::new(
+        generation,
+        states,
+        repo,
+        tasks.clone(),
+        config,
+        port_override,
+    ));
+    let shutdown = CancellationToken::new();
 
-    info!(addr = %http.local_addr()?, base_url = %app.site().snapshot.appliance.base_url(), "http listening");
-    tasks.spawn(kickstand_http::serve(http, app.clone(), shutdown.clone()));
+    info!(addr = %http.local_addr()?, base_url = %live.current().urls().base(), "http listening");
+    tasks.spawn(kickstand_http::serve(http, live.clone(), shutdown.clone()));
 
     boot::check_loaders(&appliance);
     let tftp = boot::bind_tftp(&appliance).await?;
-    let files = Arc::new(boot::TftpFiles::new(app.clone()));
+    let source: Arc<dyn kickstand_tftp::Source> = live.clone();
     tasks.spawn(log_exit(
         "tftp",
-        kickstand_tftp::serve(tftp, files, shutdown.clone()),
+        kickstand_tftp::serve(tftp, source, shutdown.clone()),
     ));
 
     if appliance.dhcp.mode != DhcpMode::Off {
         let sockets = boot::bind_dhcp(&appliance)?;
         let leases = boot::leases(&appliance)?;
-        let view = Arc::new(boot::dhcp_view(app.clone()));
         tasks.spawn(log_exit(
             "dhcp",
-            kickstand_dhcp::serve(sockets, view, leases, shutdown.clone()),
+            kickstand_dhcp::serve(sockets, live.clone(), leases, shutdown.clone()),
         ));
     }
 
     let (hup_tx, hup_rx) = mpsc::channel(1);
     tasks.spawn({
-        let (app, config, shutdown) = (app.clone(), config.to_path_buf(), shutdown.clone());
+        let (live, shutdown) = (live.clone(), shutdown.clone());
         async move {
-            if let Err(e) = reload::watch(app, config, port_override, hup_rx, shutdown).await {
+            if let Err(e) = reload::watch(live, hup_rx, shutdown).await {
                 error!(error = %e, "profile watcher stopped");
             }
         }
     });
-    tasks.close();
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -114,7 +122,15 @@ async fn serve(config: &Path, site: kickstand_render::Site) -> anyhow::Result<()
         }
     }
     shutdown.cancel();
-    tasks.wait().await;
+    // Downloads and cache operations are on the tracker too: they get a
+    // bounded time to finish (a download cut short is not committed).
+    tasks.close();
+    if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+        warn!(
+            left = tasks.len(),
+            "tasks still running at the drain deadline; stopping anyway"
+        );
+    }
     info!("stopped");
     Ok(())
 }

@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     dhcp,
                     boot_server: None,
                 },
-                Arc::new(move || view.clone()),
+                Arc::new(view),
                 None,
                 CancellationToken::new(),
             )

@@ -11,9 +11,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::full::Leases;
-use crate::proxy::{self, Action, Context, HostLookup, Mode, Port};
+use crate::proxy::{self, Action, Context, HostLookup, HostStatus, Mode, Port};
+use crate::wire::{self, Mac};
 
-/// One consistent view of the config for one packet.
+/// What the driver asks of the daemon, once per packet: the context of the
+/// generation in force, and how to treat the machine that sent it (from its
+/// profile and its install state, which may live in a database — hence
+/// async). The decision itself stays the pure [`proxy::decide`].
+pub trait Boot: Send + Sync + 'static {
+    fn context(&self) -> Arc<Context>;
+    fn host(&self, mac: Mac) -> impl Future<Output = HostStatus> + Send;
+}
+
+/// A fixed context and host lookup: for tests, benchmarks and tools.
 #[derive(Clone)]
 pub struct View {
     pub context: Arc<Context>,
@@ -28,15 +38,13 @@ impl std::fmt::Debug for View {
     }
 }
 
-/// Where the driver gets the current view; the daemon implements it over its
-/// live-reloaded snapshot. Called once per packet.
-pub trait SnapshotSource: Send + Sync {
-    fn view(&self) -> View;
-}
+impl Boot for View {
+    fn context(&self) -> Arc<Context> {
+        self.context.clone()
+    }
 
-impl<F: Fn() -> View + Send + Sync> SnapshotSource for F {
-    fn view(&self) -> View {
-        self()
+    async fn host(&self, mac: Mac) -> HostStatus {
+        self.hosts.lookup(mac)
     }
 }
 
@@ -79,9 +87,9 @@ pub fn bind_dhcp_socket(
 
 /// Serve until `shutdown` is cancelled. `leases` is the pool for
 /// `mode: full`; without it a full-mode context is answered as proxy.
-pub async fn serve(
+pub async fn serve<B: Boot>(
     sockets: Sockets,
-    snapshots: Arc<dyn SnapshotSource>,
+    boot: Arc<B>,
     leases: Option<Leases>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
@@ -91,7 +99,7 @@ pub async fn serve(
         let worker = Worker {
             socket,
             port,
-            snapshots: snapshots.clone(),
+            boot: boot.clone(),
             leases: leases.clone(),
         };
         tasks.spawn(worker.run(shutdown.clone()));
@@ -106,16 +114,20 @@ pub async fn serve(
     Ok(())
 }
 
-struct Worker {
+struct Worker<B> {
     socket: UdpSocket,
     port: Port,
-    snapshots: Arc<dyn SnapshotSource>,
+    boot: Arc<B>,
     leases: Option<Arc<Mutex<Leases>>>,
 }
 
-impl Worker {
+/// A UDP datagram can carry up to this much; a smaller buffer would cut a
+/// large (but valid) DISCOVER short and misread it as malformed.
+const MAX_DATAGRAM: usize = 65_536;
+
+impl<B: Boot> Worker<B> {
     async fn run(self, shutdown: CancellationToken) -> io::Result<()> {
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let (len, from) = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -125,7 +137,7 @@ impl Worker {
                     Err(e) => { debug!(error = %e, "dhcp: receive failed"); continue; }
                 },
             };
-            let action = self.decide(&buf[..len]);
+            let action = self.decide(&buf[..len]).await;
             match action {
                 Action::Ignore(reason) => debug!(%from, %reason, "dhcp: ignored"),
                 Action::Respond(reply) => {
@@ -140,9 +152,19 @@ impl Worker {
         }
     }
 
-    fn decide(&self, packet: &[u8]) -> Action {
-        let view = self.snapshots.view();
-        let (ctx, hosts) = (&*view.context, &*view.hosts);
+    async fn decide(&self, packet: &[u8]) -> Action {
+        let ctx = self.boot.context();
+        // The host's status is looked up before the pure decision, which
+        // sees it through a lookup that knows this one machine.
+        let status = match wire::peek_mac(packet) {
+            Some(mac) => Some((mac, self.boot.host(mac).await)),
+            None => None,
+        };
+        let known = move |mac: Mac| match status {
+            Some((m, s)) if m == mac => s,
+            _ => HostStatus::Unknown,
+        };
+        let (ctx, hosts): (&Context, &dyn HostLookup) = (&ctx, &known);
         match (&self.leases, ctx.mode) {
             (Some(leases), Mode::Full) => {
                 let mut leases = leases.lock().unwrap_or_else(PoisonError::into_inner);

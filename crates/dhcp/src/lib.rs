@@ -5,8 +5,9 @@
 //! It owns: reading requests defensively (`wire`), the proxy policy and
 //! reply encoding (`proxy`), the optional address server for an isolated rack
 //! (`full`), and the socket loop (`driver`). It does not own: parsing the
-//! config or profiles (the daemon hands in a [`Context`] and a
-//! [`HostLookup`]), rendering boot scripts, or serving files.
+//! config or profiles (the daemon builds a [`Context`] once per generation
+//! and answers [`Boot`] for each packet), rendering boot scripts, or serving
+//! files.
 //!
 //! Layout: [`decide`] is the whole proxy policy; [`full::decide`] adds leases;
 //! [`serve`] runs them on sockets made by [`bind_dhcp_socket`].
@@ -16,7 +17,7 @@ pub mod full;
 mod proxy;
 mod wire;
 
-pub use driver::{SnapshotSource, Sockets, View, bind_dhcp_socket, serve};
+pub use driver::{Boot, Sockets, View, bind_dhcp_socket, serve};
 pub use proxy::{
     Action, Context, Destination, Firmware, HostLookup, HostStatus, Loaders, MIN_REPLY_LEN, Mode,
     Port, Reason, Reply, decide,

@@ -8,6 +8,9 @@ use dhcproto::v4::{
     UnknownOption,
 };
 
+use kickstand_profiles::model::{Appliance, DhcpMode, UefiLoader};
+use kickstand_profiles::urls::UrlScheme;
+
 use crate::wire::{Mac, Malformed, Request, msg, opt};
 
 /// Some PXE ROMs drop BOOTP replies shorter than the RFC 951 minimum.
@@ -19,8 +22,8 @@ pub const MIN_REPLY_LEN: usize = 300;
 pub struct Context {
     /// Where machines reach the appliance: siaddr, option 54, URLs.
     pub address: Ipv4Addr,
-    /// Port of the HTTP front that serves `/boot/<mac>.ipxe`.
-    pub http_port: u16,
+    /// The boot script and loader URLs handed to iPXE and HTTP boot.
+    pub urls: UrlScheme,
     /// Boot loader file names, relative to the TFTP root.
     pub loaders: Loaders,
     pub mode: Mode,
@@ -30,21 +33,22 @@ impl Context {
     pub fn new(address: Ipv4Addr, http_port: u16) -> Self {
         Context {
             address,
-            http_port,
+            urls: UrlScheme::new(address, http_port),
             loaders: Loaders::default(),
             mode: Mode::Proxy,
         }
     }
 
-    /// The iPXE script for one machine; handing this to a client that is
-    /// already iPXE is what ends the chainload loop.
-    pub fn script_url(&self, mac: Mac) -> String {
-        format!("http://{}:{}/boot/{mac}.ipxe", self.address, self.http_port)
-    }
-
-    /// A loader fetched over HTTP by UEFI HTTP boot, which cannot use TFTP.
-    pub fn loader_url(&self, file: &str) -> String {
-        format!("http://{}:{}/boot/{file}", self.address, self.http_port)
+    /// The context an appliance config gives: built once per generation.
+    pub fn from_appliance(appliance: &Appliance) -> Self {
+        let mut context = Context::new(appliance.server.address, appliance.server.http_port);
+        context.loaders.uefi_x64 = appliance.dhcp.uefi_loader.as_str().to_owned();
+        context.mode = match appliance.dhcp.mode {
+            DhcpMode::Off => Mode::Off,
+            DhcpMode::Proxy => Mode::Proxy,
+            DhcpMode::Full => Mode::Full,
+        };
+        context
     }
 }
 
@@ -66,7 +70,7 @@ impl Default for Loaders {
     fn default() -> Self {
         Loaders {
             bios: "undionly.kpxe".into(),
-            uefi_x64: "ipxe.efi".into(),
+            uefi_x64: UefiLoader::IpxeEfi.as_str().into(),
             uefi_arm64: "ipxe-arm64.efi".into(),
         }
     }
@@ -307,7 +311,7 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
         return Err(Reason::UnknownHost(req.mac));
     }
     if is_ipxe(req) {
-        let file = ctx.script_url(req.mac);
+        let file = ctx.urls.boot_script(req.mac);
         return Ok(BootPlan {
             firmware: Firmware::Ipxe,
             file,
@@ -320,8 +324,11 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
         (0, false) => (Firmware::Bios, loaders.bios.clone()),
         (7 | 9, false) => (Firmware::UefiX64, loaders.uefi_x64.clone()),
         (11, false) => (Firmware::UefiArm64, loaders.uefi_arm64.clone()),
-        (16, _) | (7 | 9, true) => (Firmware::UefiHttpX64, ctx.loader_url(&loaders.uefi_x64)),
-        (19, _) | (11, true) => (Firmware::UefiHttpArm64, ctx.loader_url(&loaders.uefi_arm64)),
+        (16, _) | (7 | 9, true) => (Firmware::UefiHttpX64, ctx.urls.loader(&loaders.uefi_x64)),
+        (19, _) | (11, true) => (
+            Firmware::UefiHttpArm64,
+            ctx.urls.loader(&loaders.uefi_arm64),
+        ),
         (other, _) => return Err(Reason::UnsupportedArch(other)),
     };
     let http = matches!(firmware, Firmware::UefiHttpX64 | Firmware::UefiHttpArm64);

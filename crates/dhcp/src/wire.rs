@@ -57,6 +57,17 @@ pub(crate) mod opt {
     pub(crate) const IPXE_ENCAP: u8 = 175;
 }
 
+/// The client MAC of what looks like an Ethernet BOOTP packet, without
+/// checking the rest: the driver looks the host up before the decision.
+pub(crate) fn peek_mac(packet: &[u8]) -> Option<Mac> {
+    if packet.len() < HEADER_LEN || packet[1] != 1 || packet[2] != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&packet[28..34]);
+    Some(Mac(mac))
+}
+
 /// A request whose header and option framing have been checked.
 #[derive(Debug)]
 pub(crate) struct Request<'a> {

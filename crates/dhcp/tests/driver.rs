@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{decode, edit, fixture, set};
-use kickstand_dhcp::{
-    Context, HostStatus, Mac, SnapshotSource, Sockets, View, bind_dhcp_socket, serve,
-};
+use kickstand_dhcp::{Boot, Context, HostStatus, Mac, Sockets, View, bind_dhcp_socket, serve};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +47,20 @@ fn boot_request(xid: u32) -> Vec<u8> {
     p
 }
 
+/// A view the test swaps, as a reload swaps the daemon's generation.
+struct Live(Mutex<View>);
+
+impl Boot for Live {
+    fn context(&self) -> Arc<Context> {
+        self.0.lock().unwrap().context.clone()
+    }
+
+    async fn host(&self, mac: Mac) -> HostStatus {
+        let hosts = self.0.lock().unwrap().hosts.clone();
+        hosts.lookup(mac)
+    }
+}
+
 async fn ask(client: &UdpSocket, to: SocketAddr, xid: u32) -> (u32, String) {
     client.send_to(&boot_request(xid), to).await.unwrap();
     let mut buf = [0u8; 1500];
@@ -73,11 +85,8 @@ async fn boot_server_port_answers_the_sender_and_follows_reloads() {
     let dhcp = bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap();
     let boot = bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap();
     let boot_addr = boot.local_addr().unwrap();
-    let current = Arc::new(Mutex::new(view("ipxe.efi", 2)));
-    let source: Arc<dyn SnapshotSource> = {
-        let current = current.clone();
-        Arc::new(move || current.lock().unwrap().clone())
-    };
+    let current = Arc::new(Live(Mutex::new(view("ipxe.efi", 2))));
+    let source = current.clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(serve(
         Sockets {
@@ -91,7 +100,7 @@ async fn boot_server_port_answers_the_sender_and_follows_reloads() {
     let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
 
     assert_eq!(ask(&client, boot_addr, 1).await, (1, "ipxe.efi".to_owned()));
-    *current.lock().unwrap() = view("snponly.efi", 2);
+    *current.0.lock().unwrap() = view("snponly.efi", 2);
     assert_eq!(
         ask(&client, boot_addr, 2).await,
         (2, "snponly.efi".to_owned())
@@ -100,7 +109,7 @@ async fn boot_server_port_answers_the_sender_and_follows_reloads() {
     // A host whose profile went away is not answered. Packets on one socket
     // are handled in order, so the next reply being for xid 4 (another,
     // known host) proves xid 3 got none.
-    *current.lock().unwrap() = view("ipxe.efi", 4);
+    *current.0.lock().unwrap() = view("ipxe.efi", 4);
     client.send_to(&boot_request(3), boot_addr).await.unwrap();
     client.send_to(&[0xde, 0xad], boot_addr).await.unwrap(); // garbage is survived too
     assert_eq!(ask(&client, boot_addr, 4).await, (4, "ipxe.efi".to_owned()));

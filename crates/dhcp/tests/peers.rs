@@ -230,7 +230,7 @@ fn run_server(watch: bool, full: bool) {
                 dhcp,
                 boot_server: Some(boot),
             },
-            Arc::new(move || view.clone()),
+            Arc::new(view),
             leases,
             CancellationToken::new(),
         )

@@ -1,18 +1,25 @@
-//! Kickstand's HTTP front: boot scripts (`/boot/<mac>.ipxe`), kickstarts
+//! Kickstand's HTTP front: routes and handlers for boot scripts
+//! (`/boot/<mac>.ipxe`), boot loaders (`/boot/<file>`), kickstarts
 //! (`/ks/<mac>`), install callbacks and the host API (`/api/hosts`), the
-//! repo proxy routes (`/repo/<mirror>/<path>`), the status page and metrics.
+//! repo proxy (`/repo/<mirror>/<path>`), cache operations, the status page
+//! and metrics.
 //!
-//! A tour: `route` turns a request target into a [`route::Route`] (pure,
-//! table-tested); [`App`] holds what handlers read — the current
-//! [`Site`] (swapped whole on reload, so each request sees one snapshot),
-//! the install-state store and the repo proxy; [`serve`] runs hyper on a
-//! listener it is given until the shutdown token fires, then drains.
+//! A tour: [`route`] turns a request target into a [`route::Route`] (pure,
+//! table-tested); [`Front`] is what the handlers ask of the daemon — one
+//! method per use case, answered from the daemon's generation in force, so
+//! this crate holds no live state and depends on no other protocol crate;
+//! [`ApiError`] is the one error type and its one mapping to a response;
+//! [`serve`] runs hyper on a listener it is given until the shutdown token
+//! fires, then drains.
 //!
-//! The protocol logic of the other modules stays there: this crate decides
-//! nothing about DHCP or caching. An unknown MAC never gets a kickstart.
+//! An unknown MAC never gets a kickstart: that rule is the daemon's boot
+//! decision, and this crate only carries its answer.
 
-mod app;
+mod error;
+mod front;
 pub mod route;
+mod server;
 
-pub use app::{App, Body, ReloadStatus, serve};
-pub use kickstand_render::Site;
+pub use error::{ApiError, Body};
+pub use front::{Front, Loader, Reply, RouteKind};
+pub use server::{handle, serve};

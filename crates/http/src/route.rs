@@ -1,9 +1,15 @@
 //! Request target → route, as a pure function. Everything that reaches a
-//! handler has a parsed MAC or a checked path; everything else is a named
-//! reason to refuse.
+//! handler has a parsed MAC or a checked name; everything else is refused
+//! with the [`ApiError`] it gets on the wire. Boot script names and MAC
+//! segments are read by the profile crate's [`urls`], the module that
+//! builds them.
 
 use http::Method;
 use kickstand_profiles::Mac;
+use kickstand_profiles::urls;
+
+use crate::error::ApiError;
+use crate::front::RouteKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
@@ -24,6 +30,23 @@ pub enum Route<'a> {
     Metrics,
     Cache(CacheOp<'a>),
     Refused(Refusal),
+}
+
+impl Route<'_> {
+    pub fn kind(&self) -> RouteKind {
+        match self {
+            Route::Ipxe(_) => RouteKind::BootScript,
+            Route::Loader(_) => RouteKind::Loader,
+            Route::Kickstart(_) => RouteKind::Kickstart,
+            Route::Report(..) => RouteKind::Report,
+            Route::Hosts => RouteKind::Hosts,
+            Route::Repo { .. } => RouteKind::Repo,
+            Route::Status => RouteKind::Status,
+            Route::Metrics => RouteKind::Metrics,
+            Route::Cache(_) => RouteKind::Cache,
+            Route::Refused(_) => RouteKind::Refused,
+        }
+    }
 }
 
 /// Cache maintenance, run inside the daemon so it shares the cache, its
@@ -53,6 +76,17 @@ pub enum Refusal {
     NotAProxy,
 }
 
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        match r {
+            Refusal::NotFound => ApiError::NotFound("not found".into()),
+            Refusal::BadMac => ApiError::BadMac,
+            Refusal::MethodNotAllowed => ApiError::MethodNotAllowed,
+            Refusal::NotAProxy => ApiError::NotAProxy,
+        }
+    }
+}
+
 pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) -> Route<'a> {
     use Route::*;
     if *method == Method::CONNECT || !target_is_origin_form {
@@ -66,8 +100,9 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
         .splitn(2, '/')
         .collect();
     let found = match segments.as_slice() {
-        ["boot", file] => match file.strip_suffix(".ipxe") {
-            Some(mac) => read.then(|| mac_route(mac, Ipxe)),
+        [urls::BOOT_DIR, file] => match urls::parse_boot_script_file(file) {
+            Some(Ok(mac)) => read.then_some(Ipxe(mac)),
+            Some(Err(_)) => return Refused(Refusal::BadMac),
             None if is_loader_name(file) => read.then_some(Loader(file)),
             None => return Refused(Refusal::NotFound),
         },
@@ -115,10 +150,7 @@ fn is_loader_name(name: &str) -> bool {
 }
 
 fn mac_route<'a>(s: &str, f: impl FnOnce(Mac) -> Route<'a>) -> Route<'a> {
-    // iPXE percent-encodes the colons of the script URL it was handed
-    // (`52%3A54%3A00…`); an operator with curl types them raw or with dashes.
-    let decoded = s.replace("%3A", ":").replace("%3a", ":");
-    match decoded.parse::<Mac>() {
+    match urls::parse_mac_segment(s) {
         Ok(mac) => f(mac),
         Err(_) => Route::Refused(Refusal::BadMac),
     }

@@ -3,23 +3,32 @@
 //! one immutable [`Snapshot`].
 //!
 //! A tour: [`wire`] holds the serde types, exactly as the files are written
-//! (unknown keys and duplicate keys are errors); `load` checks every
-//! reference (a host's OS and groups exist, a MAC and a hostname appear
-//! once, templates exist, addresses parse), merges defaults → groups → host,
-//! and reports every problem as a [`Diagnostic`] with file, line and column.
-//! [`model`] holds the validated types the rest of the daemon reads.
+//! (unknown keys and duplicate keys are errors); [`load`] walks the
+//! directory and reads every file; `validate` (pure, no I/O) checks every
+//! value and reference — addresses, mirror URLs, names, a host's OS and
+//! groups, a MAC and a hostname that appear once, templates that exist —
+//! merges defaults → groups → host, and reports every problem as a
+//! [`Diagnostic`] with file, line and column. [`model`] holds the validated
+//! types the rest of the daemon reads, mirror URLs and the office proxy
+//! among them, so no other crate parses the config again. [`urls`] is the
+//! one place Kickstand's URLs are built and read back.
 //!
 //! This crate reads the files it is pointed at and nothing else: no sockets,
-//! no watching, no rendering. The daemon decides when to load and keeps the
-//! last good snapshot when a load fails.
+//! no watching, no rendering. The daemon decides when to load, builds its
+//! generation from the snapshot and keeps the last good one when a load
+//! fails.
 
 mod diag;
 mod load;
 mod mac;
 pub mod model;
+pub mod parse;
+pub mod urls;
+mod validate;
 mod wire;
 
 pub use diag::{Diagnostic, LoadError};
-pub use load::{DEFAULT_TFTP_ROOT, load, parse_size};
+pub use load::load;
 pub use mac::{BadMac, Mac};
 pub use model::Snapshot;
+pub use validate::DEFAULT_TFTP_ROOT;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::Mac;
+use crate::parse::config_words;
+use crate::urls::UrlScheme;
 
 /// One consistent view of the whole profile set. A reload builds a new one;
 /// nothing ever mutates a snapshot in place.
@@ -38,21 +40,21 @@ pub struct Appliance {
     pub tftp_root: PathBuf,
     /// The office proxy; `None` means mirrors are reached directly.
     pub proxy: Option<Proxy>,
-    pub mirrors: BTreeMap<String, Vec<String>>,
-    /// Extra trust anchors for https mirrors.
-    pub mirror_ca_file: Option<PathBuf>,
+    /// Mirror name (the `<mirror>` of `/repo/<mirror>/<path>`) → base URLs,
+    /// tried in order; later ones are the failover.
+    pub mirrors: BTreeMap<String, Vec<MirrorUrl>>,
+    /// Extra trust anchors for https mirrors (a site's TLS inspection CA,
+    /// or a test bed's).
+    pub mirror_ca: Option<CaBundle>,
     pub cache: Cache,
     pub templates_dir: PathBuf,
     pub state_dir: PathBuf,
 }
 
 impl Appliance {
-    /// The URL machines use to reach the HTTP front, e.g. `http://10.0.0.1:8080`.
-    pub fn base_url(&self) -> String {
-        match self.server.http_port {
-            80 => format!("http://{}", self.server.address),
-            port => format!("http://{}:{port}", self.server.address),
-        }
+    /// How machines reach the HTTP front: every URL handed out is built by it.
+    pub fn urls(&self) -> UrlScheme {
+        UrlScheme::new(self.server.address, self.server.http_port)
     }
 }
 
@@ -72,9 +74,20 @@ pub struct Server {
 pub struct Dhcp {
     pub mode: DhcpMode,
     pub unknown: UnknownPolicy,
-    pub uefi_loader: String,
+    pub uefi_loader: UefiLoader,
     pub pool: Option<Pool>,
 }
+
+/// The iPXE build UEFI x64 machines are offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum UefiLoader {
+    /// iPXE with its own NIC drivers.
+    IpxeEfi,
+    /// iPXE on the firmware's SNP driver, for NICs iPXE has no driver for.
+    SnponlyEfi,
+}
+
+config_words!(UefiLoader { "ipxe.efi" => UefiLoader::IpxeEfi, "snponly.efi" => UefiLoader::SnponlyEfi });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -87,6 +100,8 @@ pub enum DhcpMode {
     Full,
 }
 
+config_words!(DhcpMode { "proxy" => DhcpMode::Proxy, "off" => DhcpMode::Off, "full" => DhcpMode::Full });
+
 /// What happens to a PXE client with no host profile. Never an install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -97,22 +112,101 @@ pub enum UnknownPolicy {
     LocalBoot,
 }
 
+config_words!(UnknownPolicy { "ignore" => UnknownPolicy::Ignore, "local-boot" => UnknownPolicy::LocalBoot });
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
     pub start: Ipv4Addr,
     pub end: Ipv4Addr,
     pub prefix_len: u8,
+    pub netmask: Ipv4Addr,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub lease_secs: u32,
     pub leases_file: PathBuf,
 }
 
+/// The office HTTP proxy, validated: where to connect and what to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proxy {
+    /// As written, for messages.
     pub url: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<ProxyCredentials>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ProxyCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never in a log line.
+        f.debug_struct("ProxyCredentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// A mirror base URL, validated once here: http or https, a host, no
+/// credentials, query or fragment; the host is lowercase, the port
+/// explicit and the path ends with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorUrl {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl MirrorUrl {
+    /// The URL of `wire_path` (relative, already percent-encoded) below this base.
+    pub fn url_for(&self, wire_path: &str) -> String {
+        format!("{}{wire_path}", self.base())
+    }
+
+    /// `scheme://host:port/path/`, the port always written.
+    pub fn base(&self) -> String {
+        format!(
+            "{}://{}:{}{}",
+            self.scheme.as_str(),
+            self.host,
+            self.port,
+            self.path
+        )
+    }
+}
+
+/// PEM certificates read from `mirror_ca_file`, in DER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certs: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,14 +250,7 @@ pub enum Arch {
     Aarch64,
 }
 
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-}
+config_words!(Arch { "x86_64" => Arch::X86_64, "aarch64" => Arch::Aarch64, "arm64" => Arch::Aarch64 });
 
 /// A host after defaults and groups are merged in: everything a kickstart
 /// needs, checked.
@@ -194,6 +281,8 @@ pub enum DiskLayout {
     Btrfs,
 }
 
+config_words!(DiskLayout { "lvm" => DiskLayout::Lvm, "plain" => DiskLayout::Plain, "btrfs" => DiskLayout::Btrfs });
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Disk {
     pub layout: DiskLayout,
@@ -217,9 +306,37 @@ pub struct StaticIp {
     pub dns: Vec<Ipv4Addr>,
 }
 
+/// The netmask of a prefix length, for every place that needs one (static
+/// addresses in kickstarts, the full-mode pool). `prefix_len` over 32 is
+/// treated as 32.
+pub fn netmask(prefix_len: u8) -> Ipv4Addr {
+    ipnet::Ipv4Net::new(Ipv4Addr::UNSPECIFIED, prefix_len.min(32))
+        .map_or(Ipv4Addr::BROADCAST, |n| n.netmask())
+}
+
 /// Extra kickstart lines, concatenated from defaults, groups and the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snippets {
     pub pre: Vec<String>,
     pub post: Vec<String>,
+}
+
+/// Parsing a mirror URL is validating it: the same rules as the config's.
+impl std::str::FromStr for MirrorUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MirrorUrl, String> {
+        crate::parse::mirror_url(s)
+    }
+}
+
+impl Proxy {
+    /// Validates an office proxy as the config's `proxy:` section would.
+    pub fn parse(
+        url: &str,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Proxy, String> {
+        crate::parse::proxy(url, username, password)
+    }
 }

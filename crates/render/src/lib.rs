@@ -8,12 +8,14 @@
 //! Undefined variables are strict and HTML auto-escaping is off: these are
 //! shell and kickstart files, not web pages.
 //!
-//! This crate does no I/O and does not decide *which* action a host gets;
-//! the HTTP front does, from the host's install state.
+//! This crate does no I/O and does not decide *which* action a host gets:
+//! the daemon's generation does, from the host's profile and install state.
+//! Every URL a template sees comes from the profile crate's
+//! [`UrlScheme`], the same one ProxyDHCP and the HTTP router use.
 
 use kickstand_profiles::model::{Host, Os};
+use kickstand_profiles::urls::UrlScheme;
 use kickstand_profiles::{Diagnostic, LoadError, Mac, Snapshot};
-use kickstand_state::Phase;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
@@ -33,16 +35,18 @@ impl BootAction {
     pub const ALL: [BootAction; 2] = [BootAction::Install, BootAction::LocalDisk];
 }
 
-/// Boot once: a host that reported `installed` boots its disk until an
-/// operator re-arms it.
-impl From<Phase> for BootAction {
-    fn from(phase: Phase) -> BootAction {
-        match phase {
-            Phase::Installed => BootAction::LocalDisk,
-            Phase::New | Phase::Installing => BootAction::Install,
-        }
-    }
-}
+/// The script a machine with no profile gets (when it gets one at all):
+/// `templates/unknown.ipxe.j2`. Never an install.
+pub const UNKNOWN_IPXE_TEMPLATE: &str = "unknown.ipxe.j2";
+
+/// Templates every appliance needs whatever its OS definitions say. A
+/// templates directory without one (an operator's own, from before the
+/// template existed) gets the shipped one rather than a daemon that will
+/// not start; a file of the same name in the directory wins.
+const BUILT_IN: &[(&str, &str)] = &[(
+    UNKNOWN_IPXE_TEMPLATE,
+    include_str!("../../../templates/unknown.ipxe.j2"),
+)];
 
 /// Why a render failed. Carries the template's file and line when minijinja
 /// knows them.
@@ -59,16 +63,26 @@ pub enum RenderError {
 #[derive(Debug)]
 pub struct Site {
     pub snapshot: Snapshot,
+    urls: UrlScheme,
     env: Environment<'static>,
 }
 
 impl Site {
     /// Compiles every template and renders every host's kickstart and boot
-    /// script in every action; any failure rejects the whole snapshot.
+    /// script in every action, and the unknown-machine script; any failure
+    /// rejects the whole snapshot.
     pub fn new(snapshot: Snapshot) -> Result<Site, LoadError> {
         let env = environment(&snapshot)?;
-        let site = Site { snapshot, env };
+        let urls = snapshot.appliance.urls();
+        let site = Site {
+            snapshot,
+            urls,
+            env,
+        };
         let mut diags = Vec::new();
+        if let Err(RenderError::Template(d)) = site.unknown_ipxe(&Mac([0x52, 0x54, 0, 0, 0, 0])) {
+            diags.push(d);
+        }
         for host in site.snapshot.hosts.values() {
             let attempts = [site.kickstart(&host.mac).map(drop)]
                 .into_iter()
@@ -100,6 +114,32 @@ impl Site {
         self.render(&os.ipxe_template, host, os, action)
     }
 
+    /// The script for a machine with no profile that is sent to its disk
+    /// (`dhcp.unknown: local-boot`).
+    pub fn unknown_ipxe(&self, mac: &Mac) -> Result<String, RenderError> {
+        let tmpl = self
+            .env
+            .get_template(UNKNOWN_IPXE_TEMPLATE)
+            .map_err(|e| self.diagnostic(&e))?;
+        tmpl.render(context! {
+            mac => mac.to_string(),
+            action => Serde(BootAction::LocalDisk),
+            appliance => self.appliance_context(),
+        })
+        .map_err(|e| self.diagnostic(&e))
+    }
+
+    pub fn urls(&self) -> &UrlScheme {
+        &self.urls
+    }
+
+    fn appliance_context(&self) -> minijinja::Value {
+        context! {
+            address => self.snapshot.appliance.server.address.to_string(),
+            base_url => self.urls.base(),
+        }
+    }
+
     fn host(&self, mac: &Mac) -> Result<(&Host, &Os), RenderError> {
         let host = self
             .snapshot
@@ -122,7 +162,7 @@ impl Site {
         os: &Os,
         action: BootAction,
     ) -> Result<String, RenderError> {
-        let urls = Urls::new(&self.snapshot, host, os);
+        let urls = Urls::new(&self.urls, host, os);
         let tmpl = self
             .env
             .get_template(template)
@@ -132,10 +172,7 @@ impl Site {
             os => Serde(os),
             urls => Serde(urls),
             action => Serde(action),
-            appliance => context! {
-                address => self.snapshot.appliance.server.address.to_string(),
-                base_url => self.snapshot.appliance.base_url(),
-            },
+            appliance => self.appliance_context(),
         })
         .map_err(|e| self.diagnostic(&e))
     }
@@ -166,23 +203,21 @@ struct RepoUrl {
 }
 
 impl Urls {
-    fn new(snapshot: &Snapshot, host: &Host, os: &Os) -> Urls {
-        let base = snapshot.appliance.base_url();
-        let repo = |mirror: &str, path: &str| format!("{base}/repo/{mirror}/{path}/");
-        let tree = repo(&os.mirror, &os.tree);
+    fn new(urls: &UrlScheme, host: &Host, os: &Os) -> Urls {
+        let tree = urls.repo(&os.mirror, &os.tree);
         Urls {
             kernel: format!("{tree}{}", os.kernel),
             initrd: format!("{tree}{}", os.initrd),
-            ks: format!("{base}/ks/{}", host.mac),
-            ipxe: format!("{base}/boot/{}.ipxe", host.mac),
-            installing: format!("{base}/api/hosts/{}/installing", host.mac),
-            installed: format!("{base}/api/hosts/{}/installed", host.mac),
+            ks: urls.kickstart(host.mac),
+            ipxe: urls.boot_script(host.mac),
+            installing: urls.callback(host.mac, "installing"),
+            installed: urls.callback(host.mac, "installed"),
             repos: os
                 .repos
                 .iter()
                 .map(|r| RepoUrl {
                     name: r.name.clone(),
-                    url: repo(&r.mirror, &r.path),
+                    url: urls.repo(&r.mirror, &r.path),
                 })
                 .collect(),
             tree,
@@ -207,6 +242,13 @@ fn environment(snapshot: &Snapshot) -> Result<Environment<'static>, LoadError> {
             diags.push(template_diagnostic(snapshot, &e));
         }
     }
+    for (name, source) in BUILT_IN {
+        if !snapshot.templates.contains_key(*name)
+            && let Err(e) = env.add_template(name, source)
+        {
+            diags.push(template_diagnostic(snapshot, &e));
+        }
+    }
     if diags.is_empty() {
         Ok(env)
     } else {
@@ -216,8 +258,13 @@ fn environment(snapshot: &Snapshot) -> Result<Environment<'static>, LoadError> {
 
 /// Places a minijinja error in its template file, with line and column.
 fn template_diagnostic(snapshot: &Snapshot, e: &minijinja::Error) -> Diagnostic {
-    let name = e.name().unwrap_or("<template>");
-    let file = snapshot.appliance.templates_dir.join(name);
+    // Without a name (a template that does not exist) the directory is the
+    // place to look; the message names the template.
+    let file = match e.name() {
+        Some(name) => snapshot.appliance.templates_dir.join(name),
+        None => snapshot.appliance.templates_dir.clone(),
+    };
+    let name = e.name().unwrap_or_default();
     let message = match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.kind().to_string(),

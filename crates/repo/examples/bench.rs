@@ -146,9 +146,12 @@ async fn main() {
     let up = upstream(size, rate_mib * 1024.0 * 1024.0, count.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = RepoConfig::new(dir.path().join("cache"), 8 * size as u64);
-    cfg.mirrors
-        .insert("m".into(), vec![format!("http://{up}/")]);
-    let proxy = RepoProxy::open(&cfg).unwrap();
+    cfg.mirrors.insert(
+        "m".into(),
+        vec![format!("http://{up}/").parse().expect("mirror URL")],
+    );
+    let upstream = Arc::new(kickstand_repo::Upstream::new(&cfg).expect("upstream"));
+    let proxy = RepoProxy::open(&cfg, upstream, tokio_util::task::TaskTracker::new()).unwrap();
     let addr = front(proxy.clone()).await;
     println!("RSS at start: {:.1} MiB", peak_rss_mib());
     println!("file {size_mib} MiB, upstream {rate_mib} MiB/s per connection");

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
 use crate::body::{self, Body, Msg};
+use crate::inflight::{BodyState, End, Permit, Progress, Seen, wait_past};
 use crate::path::{CachePolicy, RepoPath, policy};
 use crate::serve::{Span, Want, not_modified, span};
 use crate::store::{self, CachedFile, Meta, Presence, is_disk_full};
@@ -30,31 +31,6 @@ use crate::{CacheStatus, Error, Inner};
 /// Bytes read from disk per body frame; with the channel depth this bounds
 /// memory per client.
 const CHUNK: u64 = 512 * 1024;
-
-#[derive(Debug, Clone)]
-pub(crate) enum Progress {
-    Connecting,
-    NotModified,
-    Body(BodyState),
-    Failed(Arc<Error>),
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct BodyState {
-    file: Arc<File>,
-    offset: u64,
-    meta: Arc<Meta>,
-    expected: Option<u64>,
-    written: u64,
-    end: End,
-}
-
-#[derive(Debug, Clone)]
-enum End {
-    Open,
-    Complete,
-    Aborted(Arc<Error>),
-}
 
 enum Decision {
     Hit,
@@ -101,33 +77,31 @@ pub(crate) async fn obtain(
     // A file evicted or replaced between the index check and the open is
     // simply looked up again; three rounds are plenty.
     for _ in 0..3 {
-        let decision = {
-            let mut map = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(rx) = map.get(&hash) {
-                Decision::Join(rx.clone(), CacheStatus::Coalesced)
-            } else {
-                let presence = inner.store.presence(&hash, max_age);
-                match presence {
-                    Presence::Fresh => Decision::Hit,
-                    Presence::Missing if inner.store.disk_full() => Decision::Pass,
-                    Presence::Missing | Presence::Stale => {
-                        let (tx, rx) = watch::channel(Progress::Connecting);
-                        map.insert(hash.clone(), rx.clone());
-                        let job = Job {
-                            inner: inner.clone(),
-                            up: up.clone(),
-                            mirror: mirror.to_string(),
-                            path: path.clone(),
-                            key: key.clone(),
-                            hash: hash.clone(),
-                            revalidate: presence == Presence::Stale,
-                            tx,
-                        };
-                        tokio::spawn(job.run());
-                        Decision::Join(rx, CacheStatus::Miss)
-                    }
+        let claimed = inner.inflight.claim(&hash, |slot| {
+            match inner.store.presence(&hash, max_age) {
+                Presence::Fresh => Decision::Hit,
+                Presence::Missing if inner.store.disk_full() => Decision::Pass,
+                presence @ (Presence::Missing | Presence::Stale) => {
+                    let (permit, rx) = slot.lead();
+                    let job = Job {
+                        inner: inner.clone(),
+                        up: up.clone(),
+                        mirror: mirror.to_string(),
+                        path: path.clone(),
+                        key: key.clone(),
+                        hash: hash.clone(),
+                        revalidate: presence == Presence::Stale,
+                        permit,
+                    };
+                    // On the daemon's tracker: shutdown waits for it.
+                    inner.tasks.spawn(job.run());
+                    Decision::Join(rx, CacheStatus::Miss)
                 }
             }
+        });
+        let decision = match claimed {
+            Ok(rx) => Decision::Join(rx, CacheStatus::Coalesced),
+            Err(decision) => decision,
         };
         let (mut rx, status) = match decision {
             Decision::Hit => match open_entry(inner, &hash).await {
@@ -209,44 +183,40 @@ struct Job {
     key: String,
     hash: String,
     revalidate: bool,
-    tx: watch::Sender<Progress>,
+    /// Held for the whole download; whatever ends it, its `Drop` clears
+    /// the in-flight entry.
+    permit: Permit,
 }
 
 impl Job {
     async fn run(self) {
         let result = self.download().await;
-        // Committed (or not) by now: new requests find the index from here on.
-        self.inner
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.hash);
+        let (inner, permit) = (self.inner, self.permit);
         match result {
             Ok(Done::NotModified) => {
-                self.inner
-                    .counters
-                    .revalidated
-                    .fetch_add(1, Ordering::Relaxed);
-                self.tx.send_replace(Progress::NotModified);
+                inner.counters.revalidated.fetch_add(1, Ordering::Relaxed);
+                permit.finish(|p| *p = Progress::NotModified);
             }
-            Ok(Done::Complete) => self.tx.send_modify(|p| {
+            Ok(Done::Complete) => permit.finish(|p| {
                 if let Progress::Body(b) = p {
                     b.end = End::Complete;
                 }
             }),
             Err(e) => {
                 tracing::warn!(key = %self.key, error = %e, "download failed");
-                self.inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+                inner.counters.failures.fetch_add(1, Ordering::Relaxed);
                 let e = Arc::new(e);
-                self.tx.send_modify(|p| match p {
-                    Progress::Body(b) => b.end = End::Aborted(e.clone()),
-                    other => *other = Progress::Failed(e.clone()),
+                permit.finish(|p| match p {
+                    Progress::Body(b) => b.end = End::Aborted(e),
+                    other => *other = Progress::Failed(e),
                 });
             }
         }
     }
 
     async fn download(&self) -> Result<Done, Error> {
+        #[cfg(test)]
+        tests::maybe_panic(&self.key);
         let inner = &self.inner;
         let cond = if self.revalidate {
             open_entry(inner, &self.hash)
@@ -295,7 +265,7 @@ impl Job {
         .await
         .map_err(|e| disk_error(inner, e))?;
         let file = Arc::new(tmp.as_file().try_clone().map_err(Error::Io)?);
-        self.tx.send_replace(Progress::Body(BodyState {
+        self.permit.send_replace(Progress::Body(BodyState {
             file: file.clone(),
             offset,
             meta: Arc::new(meta),
@@ -354,7 +324,7 @@ impl Job {
                 .counters
                 .upstream_bytes
                 .fetch_add(len, Ordering::Relaxed);
-            self.tx.send_modify(|p| {
+            self.permit.send_modify(|p| {
                 if let Progress::Body(b) = p {
                     b.written = written;
                 }
@@ -597,24 +567,28 @@ async fn pump(
     tx: mpsc::Sender<Msg>,
 ) {
     let mut pos = start;
-    let mut closed = false;
+    // Wait until the download has more than this many bytes (or ended).
+    let mut need = pos;
     loop {
-        let (avail, state) = match &mut src {
-            Watch::Done(len) => (*len, End::Complete),
-            Watch::Live(rx) => match &*rx.borrow_and_update() {
-                Progress::Body(b) => (b.written, b.end.clone()),
-                _ => (
-                    0,
-                    End::Aborted(Arc::new(Error::UpstreamBody("download vanished".into()))),
-                ),
-            },
+        let (seen, live) = match &mut src {
+            Watch::Done(len) => (
+                Seen {
+                    written: *len,
+                    end: End::Complete,
+                },
+                false,
+            ),
+            Watch::Live(rx) => (wait_past(rx, need).await, true),
         };
-        let mut limit = end.map_or(avail, |e| e.min(avail));
+        let complete = matches!(seen.end, End::Complete);
+        let mut limit = end.map_or(seen.written, |e| e.min(seen.written));
         // With Content-Length framing a client that has every byte sees a
         // clean end whatever happens next, so the last byte waits until the
-        // fetch has verified and committed the file.
-        if let (Watch::Live(_), Some(e)) = (&src, end)
-            && !matches!(state, End::Complete)
+        // fetch has verified and committed the file: a late failure
+        // (checksum, trailing garbage) still reaches the client as an abort.
+        if let Some(e) = end
+            && live
+            && !complete
         {
             limit = limit.min(e.saturating_sub(1));
         }
@@ -639,16 +613,10 @@ async fn pump(
                 return; // client went away
             }
             pos += n as u64;
+            need = pos;
             continue;
         }
-        // A live download ends cleanly only once the fetch has verified and
-        // committed it, so a late failure (checksum, trailing garbage)
-        // still reaches the client as an abort.
-        if end.is_some_and(|e| pos >= e) && matches!(src, Watch::Done(_)) {
-            let _ = tx.send(Msg::End).await;
-            return;
-        }
-        match state {
+        match seen.end {
             End::Complete => {
                 let _ = tx.send(Msg::End).await;
                 return;
@@ -657,18 +625,8 @@ async fn pump(
                 let _ = tx.send(Msg::Err(io::Error::other(e.to_string()))).await;
                 return;
             }
-            End::Open if closed => {
-                let _ = tx
-                    .send(Msg::Err(io::Error::other("download task ended")))
-                    .await;
-                return;
-            }
-            End::Open => {
-                if let Watch::Live(rx) = &mut src {
-                    // On a closed channel, look at the last state once more.
-                    closed = rx.changed().await.is_err();
-                }
-            }
+            // Everything on disk is sent (or held back): wait for more.
+            End::Open => need = seen.written,
         }
     }
 }
@@ -684,35 +642,17 @@ pub(crate) async fn ensure(
     match obtain(inner, up, mirror, path).await? {
         Source::Cached(..) => Ok(Ensured::Present),
         Source::Pass(_) => Err(Error::DiskFull),
-        Source::Inflight(mut rx, _) => loop {
-            let state = match &*rx.borrow_and_update() {
-                Progress::Body(b) => b.end.clone(),
-                _ => End::Aborted(Arc::new(Error::UpstreamBody("download vanished".into()))),
-            };
-            match state {
-                End::Complete => {
-                    let len = match &*rx.borrow() {
-                        Progress::Body(b) => b.written,
-                        _ => 0,
-                    };
-                    return Ok(Ensured::Fetched(len));
-                }
-                End::Aborted(e) => return Err(Error::Shared(e)),
-                End::Open => {
-                    if rx.changed().await.is_err() {
-                        if let Progress::Body(BodyState {
-                            end: End::Complete,
-                            written,
-                            ..
-                        }) = &*rx.borrow()
-                        {
-                            return Ok(Ensured::Fetched(*written));
-                        }
-                        return Err(Error::UpstreamBody("download task ended".into()));
-                    }
+        Source::Inflight(mut rx, _) => {
+            let mut need = 0;
+            loop {
+                let seen = wait_past(&mut rx, need).await;
+                match seen.end {
+                    End::Complete => return Ok(Ensured::Fetched(seen.written)),
+                    End::Aborted(e) => return Err(Error::Shared(e)),
+                    End::Open => need = seen.written,
                 }
             }
-        },
+        }
     }
 }
 
@@ -733,4 +673,76 @@ pub(crate) async fn read_cached(
 
 pub(crate) fn object_hash(mirror: &str, path: &RepoPath) -> String {
     store::hash_key(&key_of(mirror, path))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::{RepoConfig, RepoProxy};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+
+    /// The test hook of [`super::Job::download`]: panics once, on purpose,
+    /// for a file named `panic-on-purpose` while armed.
+    pub(crate) fn maybe_panic(key: &str) {
+        if key.ends_with("panic-on-purpose") && ARMED.swap(false, Ordering::SeqCst) {
+            panic!("a download task panics on purpose");
+        }
+    }
+
+    /// A mirror that answers every request with the same small file.
+    async fn mirror() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_download_that_panics_does_not_break_the_file_for_the_next_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = mirror().await;
+        let mut cfg = RepoConfig::new(dir.path().join("cache"), 1 << 20);
+        cfg.mirrors.insert(
+            "m".into(),
+            vec![format!("http://{addr}/").parse().expect("mirror url")],
+        );
+        let upstream = std::sync::Arc::new(crate::Upstream::new(&cfg).expect("upstream"));
+        let rp =
+            RepoProxy::open(&cfg, upstream, tokio_util::task::TaskTracker::new()).expect("open");
+        let get = || {
+            http::Request::get("/repo/m/panic-on-purpose")
+                .body(())
+                .expect("request")
+        };
+        ARMED.store(true, Ordering::SeqCst);
+        let first = rp.handle("m", "panic-on-purpose", get()).await;
+        assert_ne!(
+            first.status(),
+            http::StatusCode::OK,
+            "the panicked download is an error"
+        );
+        let second = rp.handle("m", "panic-on-purpose", get()).await;
+        assert_eq!(second.status(), http::StatusCode::OK);
+        let body = http_body_util::BodyExt::collect(second.into_body())
+            .await
+            .expect("whole body")
+            .to_bytes();
+        assert_eq!(&body[..], b"hello");
+    }
 }

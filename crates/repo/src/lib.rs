@@ -35,6 +35,7 @@ mod body;
 mod config;
 mod error;
 mod fetch;
+mod inflight;
 pub mod path;
 mod serve;
 mod store;
@@ -46,15 +47,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use http::{Response, StatusCode, header};
+use tokio_util::task::TaskTracker;
 
 pub use body::Body;
-pub use config::{ProxyConfig, RepoConfig, Timeouts};
+pub use config::{RepoConfig, Timeouts};
 pub use error::{Error, status_for};
+pub use upstream::Upstream;
 pub use warm::{VerifyReport, WarmEvent, WarmOutcome, WarmReport, WarmTarget};
 
-use fetch::Progress;
+use inflight::Inflight;
 use store::Store;
-use upstream::Upstream;
 
 /// The repo proxy. Cheap to clone; clones share the cache and the upstream.
 #[derive(Debug, Clone)]
@@ -67,7 +69,9 @@ struct Inner {
     upstream: RwLock<Arc<Upstream>>,
     store: Store,
     /// Downloads in progress, by object hash: the coalescing lock.
-    inflight: Mutex<HashMap<String, tokio::sync::watch::Receiver<Progress>>>,
+    inflight: Inflight,
+    /// Where download tasks run: the daemon's tracker, so shutdown drains them.
+    tasks: TaskTracker,
     /// sha256 of packages learnt from repodata, by object hash: a fetch of
     /// such a file is checked before it is committed.
     known_sha: Mutex<HashMap<String, [u8; 32]>>,
@@ -87,7 +91,7 @@ struct Counters {
 }
 
 /// Counters for the status page and `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct CacheStats {
     pub entries: u64,
@@ -140,35 +144,43 @@ impl CacheStatus {
 }
 
 impl RepoProxy {
-    /// Opens the cache (creating it), discards temp files a crash left
-    /// behind, and validates mirrors and proxy. Must run inside a tokio runtime
-    /// only when requests are served; opening itself is synchronous.
-    pub fn open(config: &RepoConfig) -> Result<Self, Error> {
-        let upstream = Upstream::new(config)?;
+    /// Opens the cache (creating it) and discards temp files a crash left
+    /// behind. Downloads run on `tasks`. Opening is synchronous; serving
+    /// needs a tokio runtime.
+    pub fn open(
+        config: &RepoConfig,
+        upstream: Arc<Upstream>,
+        tasks: TaskTracker,
+    ) -> Result<Self, Error> {
         let store = Store::open(&config.cache_dir, config.max_cache_bytes)?;
         Ok(RepoProxy {
             inner: Arc::new(Inner {
-                upstream: RwLock::new(Arc::new(upstream)),
+                upstream: RwLock::new(upstream),
                 store,
-                inflight: Mutex::new(HashMap::new()),
+                inflight: Inflight::default(),
+                tasks,
                 known_sha: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         })
     }
 
-    /// Live reload of mirrors, proxy, timeouts and the size limit. An invalid
-    /// config is refused and the running one stays. Downloads in progress
-    /// finish with the settings they started with; `cache_dir` cannot change.
-    pub fn reconfigure(&self, config: &RepoConfig) -> Result<(), Error> {
-        let upstream = Upstream::new(config)?;
+    /// Live reload of mirrors, proxy, timeouts and the size limit, built
+    /// beforehand (see [`Upstream::new`]) so nothing here can fail.
+    /// Downloads in progress finish with the settings they started with;
+    /// `cache_dir` cannot change.
+    pub fn reconfigure(&self, config: &RepoConfig, upstream: Arc<Upstream>) {
         *self
             .inner
             .upstream
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(upstream);
+            .unwrap_or_else(|p| p.into_inner()) = upstream;
         self.inner.store.set_max_bytes(config.max_cache_bytes);
-        Ok(())
+    }
+
+    /// Downloads in flight now.
+    pub fn downloads_in_flight(&self) -> usize {
+        self.inner.inflight.len()
     }
 
     fn upstream(&self) -> Arc<Upstream> {

@@ -22,8 +22,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 
+use kickstand_profiles::model::Proxy;
+
 use crate::Error;
-use crate::config::{Mirrors, Proxy, RepoConfig, Timeouts};
+use crate::config::{Mirrors, RepoConfig, Timeouts};
 use crate::path::RepoPath;
 
 /// Validators of the cached copy, for a conditional GET.
@@ -43,9 +45,12 @@ pub(crate) enum Fetched {
     },
 }
 
-/// One generation of upstream settings; `reconfigure` swaps in a new one.
+/// One generation of upstream settings: the mirror table, the office proxy
+/// and the TLS roots, with the pooled client that uses them. Built once per
+/// accepted config (the daemon builds it with the rest of a generation, so
+/// `check` fails where `serve` would); `RepoProxy::reconfigure` swaps it.
 #[derive(Debug)]
-pub(crate) struct Upstream {
+pub struct Upstream {
     client: Client<Connector, Empty<Bytes>>,
     pub(crate) mirrors: Mirrors,
     proxy_auth: Option<HeaderValue>,
@@ -56,10 +61,12 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    pub(crate) fn new(cfg: &RepoConfig) -> Result<Upstream, Error> {
-        let mirrors = Mirrors::parse(&cfg.mirrors)?;
-        let proxy = cfg.proxy.as_ref().map(Proxy::parse).transpose()?;
-        let tls = tls_config(cfg.extra_ca_pem.as_deref())?;
+    /// Fails only when an extra CA certificate is not valid X.509: every
+    /// other setting was validated with the profiles.
+    pub fn new(cfg: &RepoConfig) -> Result<Upstream, Error> {
+        let mirrors = Mirrors::new(&cfg.mirrors);
+        let proxy = cfg.proxy.as_ref().map(ProxyTarget::new);
+        let tls = tls_config(&cfg.extra_roots)?;
         let connector = Connector {
             proxy: proxy.clone().map(Arc::new),
             tls: TlsConnector::from(Arc::new(tls)),
@@ -136,11 +143,11 @@ impl Upstream {
                     })?;
                 let next = resolve_location(&url, location)
                     .ok_or_else(|| Error::RedirectRefused(location.to_string()))?;
-                if !self.redirect_allowed(&next) {
-                    return Err(Error::RedirectRefused(next));
+                if !self.mirrors.redirect_allowed(&next) {
+                    return Err(Error::RedirectRefused(next.to_string()));
                 }
                 tracing::debug!(from = %url, to = %next, "following redirect");
-                url = next;
+                url = next.into();
                 continue;
             }
             if status != StatusCode::OK {
@@ -149,10 +156,6 @@ impl Upstream {
             return Ok(Fetched::Full { url, response });
         }
         Err(Error::TooManyRedirects(self.max_redirects))
-    }
-
-    fn redirect_allowed(&self, url: &str) -> bool {
-        self.mirrors.redirect_allowed(url)
     }
 
     async fn send(&self, url: &str, cond: &Validators) -> Result<Response<Incoming>, Error> {
@@ -226,51 +229,21 @@ fn classify_client_error(url: &str, err: &hyper_util::client::legacy::Error) -> 
     }
 }
 
-/// Resolves a `Location` against the URL that answered with it (absolute,
-/// scheme-relative, absolute-path and relative-path references).
-pub(crate) fn resolve_location(base: &str, location: &str) -> Option<String> {
-    let location = location.trim();
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return Some(location.to_string());
-    }
-    let (scheme, rest) = base.split_once("://")?;
-    let auth_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(auth_end);
-    if let Some(scheme_rel) = location.strip_prefix("//") {
-        return Some(format!("{scheme}://{scheme_rel}"));
-    }
-    if location.starts_with('/') {
-        return Some(format!("{scheme}://{authority}{location}"));
-    }
-    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-    let dir = if dir.is_empty() { "/" } else { dir };
-    Some(format!("{scheme}://{authority}{dir}{location}"))
+/// Resolves a `Location` against the URL that answered with it, as RFC
+/// 3986 says (`../` and `./` segments included).
+pub(crate) fn resolve_location(base: &str, location: &str) -> Option<url::Url> {
+    url::Url::parse(base).ok()?.join(location.trim()).ok()
 }
 
-fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, Error> {
+fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, Error> {
     use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    if let Some(path) = extra_ca {
-        let pem = std::fs::read(path)
-            .map_err(|e| Error::Config(format!("extra CA {}: {e}", path.display())))?;
-        let mut n = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert =
-                cert.map_err(|e| Error::Config(format!("extra CA {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::Config(format!("extra CA {}: {e}", path.display())))?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err(Error::Config(format!(
-                "extra CA {}: no certificates",
-                path.display()
-            )));
-        }
+    for (n, der) in extra_roots.iter().enumerate() {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| Error::Config(format!("mirror_ca_file: certificate {}: {e}", n + 1)))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -280,6 +253,35 @@ fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+/// The office proxy as the connector uses it.
+#[derive(Debug, Clone)]
+struct ProxyTarget {
+    host: String,
+    port: u16,
+    /// `Proxy-Authorization: Basic …`, sent on absolute-form requests and
+    /// on CONNECT.
+    auth: Option<HeaderValue>,
+}
+
+impl ProxyTarget {
+    fn new(proxy: &Proxy) -> ProxyTarget {
+        use base64::Engine as _;
+        let auth = proxy.credentials.as_ref().and_then(|c| {
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            // Base64 is always a valid header value.
+            let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        ProxyTarget {
+            host: proxy.host.clone(),
+            port: proxy.port,
+            auth,
+        }
+    }
 }
 
 /// Why the connector could not produce a connection.
@@ -301,7 +303,7 @@ fn connect_error(e: ConnectError) -> io::Error {
 
 #[derive(Clone)]
 struct Connector {
-    proxy: Option<Arc<Proxy>>,
+    proxy: Option<Arc<ProxyTarget>>,
     tls: TlsConnector,
     connect_timeout: Duration,
 }
@@ -371,6 +373,12 @@ impl Connector {
 }
 
 /// Opens a CONNECT tunnel on `tcp` and consumes the proxy's response head.
+///
+/// Written here rather than with hyper-util's `Tunnel`: its error type is
+/// not nameable outside hyper-util, so a 407 could not become
+/// [`Error::ProxyAuth`] without matching message text, and it drops the
+/// proxy's status line, which is what an operator needs to read when the
+/// office proxy refuses a mirror.
 async fn connect_tunnel(
     tcp: &mut TcpStream,
     host: &str,
@@ -474,15 +482,21 @@ mod tests {
 
     #[test]
     fn locations() {
-        let b = "http://m:80/centos/9/os/x.rpm";
+        let b = "http://m:8080/centos/9/os/x.rpm";
         let table = [
             ("https://other/y", "https://other/y"),
             ("//m2/z", "http://m2/z"),
-            ("/abs/p", "http://m:80/abs/p"),
-            ("rel.rpm", "http://m:80/centos/9/os/rel.rpm"),
+            ("/abs/p", "http://m:8080/abs/p"),
+            ("rel.rpm", "http://m:8080/centos/9/os/rel.rpm"),
+            ("../../8/os/x.rpm", "http://m:8080/centos/8/os/x.rpm"),
+            ("./y.rpm", "http://m:8080/centos/9/os/y.rpm"),
         ];
         for (loc, want) in table {
-            assert_eq!(resolve_location(b, loc).as_deref(), Some(want), "{loc}");
+            assert_eq!(
+                resolve_location(b, loc).map(String::from).as_deref(),
+                Some(want),
+                "{loc}"
+            );
         }
     }
 }

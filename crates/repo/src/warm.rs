@@ -36,7 +36,7 @@ impl WarmTarget {
 }
 
 /// One package done, for a progress line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct WarmEvent {
     pub done: usize,
@@ -45,7 +45,8 @@ pub struct WarmEvent {
     pub outcome: WarmOutcome,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum WarmOutcome {
     AlreadyCached,
@@ -53,7 +54,7 @@ pub enum WarmOutcome {
     Failed(String),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct WarmReport {
     pub packages: usize,
@@ -64,7 +65,7 @@ pub struct WarmReport {
     pub failed: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct VerifyReport {
     /// Repositories whose `repomd.xml` is cached.
@@ -97,11 +98,12 @@ fn parse_sha256(kind: &str, hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// An attribute's value with its entities (`&amp;`, `&#43;`, …) resolved.
 fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.as_ref() == name)
-        .map(|a| String::from_utf8_lossy(&a.value).replace("&amp;", "&"))
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
 }
 
 /// Walks `<…><checksum type=…>hex</checksum><location href=…/></…>` records
@@ -442,7 +444,7 @@ mod tests {
 <package type="rpm">
   <name>b</name>
   <checksum type="sha1" pkgid="YES">0101010101010101010101010101010101010101</checksum>
-  <location href="Packages/libstdc++-1.rpm"/>
+  <location href="Packages/libstdc&#43;&#x2B;-1&amp;2.rpm"/>
 </package>
 <package type="rpm">
   <name>c</name>
@@ -474,7 +476,7 @@ mod tests {
                     sha256: Some([1; 32])
                 },
                 Listed {
-                    href: "Packages/libstdc++-1.rpm".into(),
+                    href: "Packages/libstdc++-1&2.rpm".into(),
                     sha256: None
                 },
             ]

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kickstand_repo::RepoProxy;
 
 #[tokio::test]
 async fn leftover_temp_files_removed_and_commits_survive() {
@@ -23,7 +22,7 @@ async fn leftover_temp_files_removed_and_commits_survive() {
     );
     let mut cfg = config(dir.path(), &[("c", vec![m.url("/c/")])], None);
     cfg.timeouts.stall = Duration::from_secs(60);
-    let rp = RepoProxy::open(&cfg).unwrap();
+    let rp = open(&cfg);
     let addr = front(rp.clone()).await;
     assert_eq!(
         request(addr, "GET", "/repo/c/Packages/a.rpm", &[])
@@ -46,7 +45,7 @@ async fn leftover_temp_files_removed_and_commits_survive() {
 
     // The restarted process opens the same directory.
     let cfg2 = config(dir.path(), &[("c", vec![m.url("/c/")])], None);
-    let rp2 = RepoProxy::open(&cfg2).unwrap();
+    let rp2 = open(&cfg2);
     assert_eq!(
         temp_files(dir.path()),
         0,
@@ -90,7 +89,7 @@ async fn kill_9_mid_download() {
         let dir = std::path::Path::new(dir);
         let mut cfg = config(dir, &[("c", vec![base.to_string()])], None);
         cfg.timeouts.stall = Duration::from_secs(3600);
-        let rp = RepoProxy::open(&cfg).unwrap();
+        let rp = open(&cfg);
         let addr = front(rp).await;
         request(addr, "GET", "/repo/c/a.rpm", &[]).await.bytes();
         tokio::spawn(request(addr, "GET", "/repo/c/stuck.rpm", &[]));

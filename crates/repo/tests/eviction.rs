@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kickstand_repo::RepoProxy;
 
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -22,7 +21,7 @@ async fn least_recently_used_is_evicted() {
     }
     let mut cfg = config(dir.path(), &[("c", vec![m.url("/c/")])], None);
     cfg.max_cache_bytes = 250_000;
-    let rp = RepoProxy::open(&cfg).unwrap();
+    let rp = open(&cfg);
     let addr = front(rp.clone()).await;
     let get = |n: &'static str| async move {
         request(addr, "GET", &format!("/repo/c/{n}.rpm"), &[]).await

@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kickstand_repo::ProxyConfig;
 
 const P: &str = "/repo/c/Packages/a.rpm";
 
@@ -96,7 +95,7 @@ async fn stalled_headers_time_out_with_504() {
     let mut cfg = config(dir.path(), &[("c", vec![m.url("/c/")])], None);
     cfg.timeouts.connect = Duration::from_millis(300);
     cfg.timeouts.headers = Duration::from_millis(300);
-    let addr = front(kickstand_repo::RepoProxy::open(&cfg).unwrap()).await;
+    let addr = front(open(&cfg)).await;
     let g = request(addr, "GET", P, &[]).await;
     assert_eq!(g.status, 504);
     assert_nothing_cached(dir.path()).await;
@@ -226,7 +225,7 @@ async fn office_proxy_with_and_without_credentials() {
     let (_rp, addr) = setup(
         &dir.path().join("a"),
         &mirrors,
-        Some(ProxyConfig::new(&purl)),
+        Some(common::proxy(&purl, None)),
     )
     .await;
     let g = request(addr, "GET", P, &[]).await;
@@ -237,7 +236,7 @@ async fn office_proxy_with_and_without_credentials() {
     let (_rp, addr) = setup(
         &dir.path().join("b"),
         &mirrors,
-        Some(ProxyConfig::new(&purl).with_credentials("kick", "secret")),
+        Some(common::proxy(&purl, Some(("kick", "secret")))),
     )
     .await;
     assert_eq!(request(addr, "GET", P, &[]).await.bytes(), data);

@@ -6,7 +6,6 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::*;
-use kickstand_repo::ProxyConfig;
 
 #[tokio::test]
 async fn hostile_paths_never_go_upstream() {
@@ -17,7 +16,7 @@ async fn hostile_paths_never_go_upstream() {
     let (_rp, addr) = setup(
         dir.path(),
         &[("c", vec![m.url("/c/")])],
-        Some(ProxyConfig::new(format!("http://{}", proxy.addr))),
+        Some(common::proxy(format!("http://{}", proxy.addr), None)),
     )
     .await;
     let mh = m.addr;

@@ -1,11 +1,10 @@
 //! https mirrors: CONNECT through the office proxy, then TLS verified
-//! against a private CA given as `extra_ca_pem`; also directly.
+//! against a private CA given as `extra_roots`; also directly.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::*;
-use kickstand_repo::{ProxyConfig, RepoProxy};
 
 /// A TLS mirror signed by a fresh test CA, and that CA's PEM file in `dir`.
 async fn tls_mirror(dir: &std::path::Path) -> (Mirror, std::path::PathBuf) {
@@ -24,8 +23,7 @@ async fn https_mirror_through_connect_and_direct() {
     m.set("/c/Packages/b.rpm", Reply::file(data.clone()));
     let base = format!("https://localhost:{}/c/", m.addr.port());
     let proxy = FwdProxy::start(Some("Basic a2ljazpzZWNyZXQ=")).await;
-    let pcfg =
-        ProxyConfig::new(format!("http://{}", proxy.addr)).with_credentials("kick", "secret");
+    let pcfg = common::proxy(format!("http://{}", proxy.addr), Some(("kick", "secret")));
 
     // Through the proxy with the CA.
     let mut cfg = config(
@@ -33,8 +31,8 @@ async fn https_mirror_through_connect_and_direct() {
         &[("c", vec![base.clone()])],
         Some(pcfg.clone()),
     );
-    cfg.extra_ca_pem = Some(ca_path.clone());
-    let rp = RepoProxy::open(&cfg).unwrap();
+    cfg.extra_roots = ca_roots(&ca_path);
+    let rp = open(&cfg);
     let addr = front(rp).await;
     assert_eq!(
         request(addr, "GET", "/repo/c/Packages/a.rpm", &[])
@@ -61,7 +59,7 @@ async fn https_mirror_through_connect_and_direct() {
         &[("c", vec![base.clone()])],
         Some(pcfg),
     );
-    let rp = RepoProxy::open(&cfg).unwrap();
+    let rp = open(&cfg);
     let addr = front(rp).await;
     assert_eq!(
         request(addr, "GET", "/repo/c/Packages/a.rpm", &[])
@@ -72,8 +70,8 @@ async fn https_mirror_through_connect_and_direct() {
 
     // Direct, no proxy.
     let mut cfg = config(&dir.path().join("c"), &[("c", vec![base])], None);
-    cfg.extra_ca_pem = Some(ca_path);
-    let rp = RepoProxy::open(&cfg).unwrap();
+    cfg.extra_roots = ca_roots(&ca_path);
+    let rp = open(&cfg);
     let addr = front(rp).await;
     assert_eq!(
         request(addr, "GET", "/repo/c/Packages/a.rpm", &[])
@@ -92,10 +90,10 @@ async fn connect_refused_by_proxy_without_credentials() {
     let mut cfg = config(
         dir.path(),
         &[("c", vec![format!("https://localhost:{}/c/", m.addr.port())])],
-        Some(ProxyConfig::new(format!("http://{}", proxy.addr))),
+        Some(common::proxy(format!("http://{}", proxy.addr), None)),
     );
-    cfg.extra_ca_pem = Some(ca_path);
-    let rp = RepoProxy::open(&cfg).unwrap();
+    cfg.extra_roots = ca_roots(&ca_path);
+    let rp = open(&cfg);
     let addr = front(rp).await;
     let g = request(addr, "GET", "/repo/c/a.rpm", &[]).await;
     assert_eq!(g.status, 502);
@@ -108,18 +106,16 @@ async fn connect_refused_by_proxy_without_credentials() {
 }
 
 #[test]
-fn bad_extra_ca_is_a_config_error() {
+fn an_extra_ca_that_is_not_x509_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("ca.pem");
-    std::fs::write(&p, "not a certificate").unwrap();
     let mut cfg = config(
         dir.path(),
         &[("c", vec!["https://localhost/".into()])],
         None,
     );
-    cfg.extra_ca_pem = Some(p);
+    cfg.extra_roots = vec![b"not a certificate".to_vec()];
     assert!(matches!(
-        RepoProxy::open(&cfg),
+        kickstand_repo::Upstream::new(&cfg),
         Err(kickstand_repo::Error::Config(_))
     ));
 }

@@ -10,7 +10,6 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
-use kickstand_repo::{ProxyConfig, RepoProxy};
 
 struct Squid {
     child: Child,
@@ -104,7 +103,7 @@ async fn through_real_squid() {
     let (_rp, addr) = setup(
         &dir.path().join("a"),
         &mirrors,
-        Some(ProxyConfig::new(&purl)),
+        Some(common::proxy(&purl, None)),
     )
     .await;
     let g = request(addr, "GET", "/repo/c/Packages/big.rpm", &[]).await;
@@ -114,10 +113,10 @@ async fn through_real_squid() {
     let mut cfg = config(
         &dir.path().join("b"),
         &mirrors,
-        Some(ProxyConfig::new(&purl).with_credentials("kick", "secret")),
+        Some(common::proxy(&purl, Some(("kick", "secret")))),
     );
     cfg.timeouts.stall = Duration::from_secs(10);
-    let rp = RepoProxy::open(&cfg).unwrap();
+    let rp = open(&cfg);
     let addr = front(rp.clone()).await;
     let clients: Vec<_> = (0..8)
         .map(|_| tokio::spawn(request(addr, "GET", "/repo/c/Packages/big.rpm", &[])))
@@ -151,10 +150,10 @@ async fn through_real_squid() {
             "s",
             vec![format!("https://localhost:{}/s/", tls.addr.port())],
         )],
-        Some(ProxyConfig::new(&purl).with_credentials("kick", "secret")),
+        Some(common::proxy(&purl, Some(("kick", "secret")))),
     );
-    cfg.extra_ca_pem = Some(ca_path);
-    let addr = front(RepoProxy::open(&cfg).unwrap()).await;
+    cfg.extra_roots = ca_roots(&ca_path);
+    let addr = front(open(&cfg)).await;
     assert_eq!(
         request(addr, "GET", "/repo/s/Packages/t.rpm", &[])
             .await
@@ -210,7 +209,7 @@ async fn full_disk_stops_caching_but_keeps_serving() {
     m.set("/c/big.rpm", Reply::file(big.clone()));
     let mut cfg = config(dir.path(), &[("c", vec![m.url("/c/")])], None);
     cfg.max_cache_bytes = 1 << 30; // the limit is not what stops us: the disk is
-    let rp = RepoProxy::open(&cfg).unwrap();
+    let rp = open(&cfg);
     let addr = front(rp.clone()).await;
 
     for (i, b) in smalls.iter().enumerate() {

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use kickstand_repo::{ProxyConfig, RepoProxy};
 
 #[tokio::test]
 async fn reconfigure_swaps_mirrors_and_proxy() {
@@ -15,14 +14,16 @@ async fn reconfigure_swaps_mirrors_and_proxy() {
     a.set("/x.rpm", Reply::file(data.clone()));
     b.set("/y.rpm", Reply::file(data.clone()));
     let cfg = config(dir.path(), &[("a", vec![a.url("/")])], None);
-    let rp = RepoProxy::open(&cfg).unwrap();
+    let rp = open(&cfg);
     let addr = front(rp.clone()).await;
     assert_eq!(request(addr, "GET", "/repo/a/x.rpm", &[]).await.status, 200);
     assert_eq!(request(addr, "GET", "/repo/b/y.rpm", &[]).await.status, 404);
 
-    // An invalid config is refused; the old one stays in force.
-    let bad = config(dir.path(), &[("b", vec!["ftp://nope/".into()])], None);
-    assert!(rp.reconfigure(&bad).is_err());
+    // An upstream that cannot be built is refused before it reaches the
+    // proxy; the old one stays in force.
+    let mut bad = config(dir.path(), &[("b", vec![b.url("/")])], None);
+    bad.extra_roots = vec![b"not a certificate".to_vec()];
+    assert!(kickstand_repo::Upstream::new(&bad).is_err());
     assert_eq!(
         request(addr, "GET", "/repo/a/x.rpm", &[]).await.cache(),
         "hit"
@@ -33,9 +34,12 @@ async fn reconfigure_swaps_mirrors_and_proxy() {
     let new = config(
         dir.path(),
         &[("b", vec![b.url("/")])],
-        Some(ProxyConfig::new(format!("http://{}", proxy.addr))),
+        Some(common::proxy(format!("http://{}", proxy.addr), None)),
     );
-    rp.reconfigure(&new).unwrap();
+    rp.reconfigure(
+        &new,
+        std::sync::Arc::new(kickstand_repo::Upstream::new(&new).unwrap()),
+    );
     assert_eq!(
         request(addr, "GET", "/repo/b/y.rpm", &[]).await.bytes(),
         data

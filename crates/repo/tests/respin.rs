@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kickstand_repo::RepoProxy;
 
 const P: &str = "/repo/c/images/install.img";
 
@@ -28,7 +27,7 @@ async fn respin_serves_whole_old_or_whole_new() {
     );
     let mut cfg = config(dir.path(), &[("c", vec![m.url("/c/")])], None);
     cfg.revalidate_after = Duration::ZERO;
-    let rp = RepoProxy::open(&cfg).unwrap();
+    let rp = open(&cfg);
     let addr = front(rp.clone()).await;
 
     let first = request(addr, "GET", P, &[]).await;

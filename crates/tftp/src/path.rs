@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::server::OpenError;
+
 /// Longest accepted file name, in bytes. A request packet is 512 bytes in
 /// practice; real boot file names are far shorter.
 pub const MAX_PATH_LEN: usize = 255;
@@ -97,6 +99,21 @@ pub fn resolve(root: &Path, normalized: &str) -> std::io::Result<Result<PathBuf,
     } else {
         Err(PathError::OutsideRoot)
     })
+}
+
+/// Opens the regular file a normalised name names under `root`: resolved
+/// as [`resolve`] does, refused unless it is a regular file (checked before
+/// opening: opening a FIFO would block), and opened. Blocking: call off the
+/// runtime. TFTP and the HTTP loader route both open boot files this way,
+/// so the two protocols refuse the same names.
+pub fn open_file(root: &Path, normalized: &str) -> Result<(std::fs::File, u64), OpenError> {
+    let full = resolve(root, normalized)??;
+    if !std::fs::metadata(&full)?.is_file() {
+        return Err(OpenError::NotAFile);
+    }
+    let file = std::fs::File::open(&full)?;
+    let size = file.metadata()?.len();
+    Ok((file, size))
 }
 
 #[cfg(test)]

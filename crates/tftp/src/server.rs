@@ -365,13 +365,7 @@ impl Body {
         }
         let root = source.root();
         tokio::task::spawn_blocking(move || {
-            let full = path::resolve(&root, &path)??;
-            // Checked before opening: opening a FIFO would block.
-            if !std::fs::metadata(&full)?.is_file() {
-                return Err(OpenError::NotAFile);
-            }
-            let file = std::fs::File::open(&full)?;
-            let size = file.metadata()?.len();
+            let (file, size) = path::open_file(&root, &path)?;
             Ok(Self::File {
                 file: Arc::new(file),
                 size,

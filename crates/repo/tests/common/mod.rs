@@ -14,7 +14,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use kickstand_repo::{ProxyConfig, RepoConfig, RepoProxy};
+use kickstand_profiles::model::Proxy;
+use kickstand_repo::{RepoConfig, RepoProxy, Upstream};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -429,14 +430,20 @@ pub async fn front(proxy: RepoProxy) -> SocketAddr {
     addr
 }
 
+/// A config as the appliance's would be: mirror URLs and the proxy go
+/// through the profile crate's validation.
 pub fn config(
     dir: &std::path::Path,
     mirrors: &[(&str, Vec<String>)],
-    proxy: Option<ProxyConfig>,
+    proxy: Option<Proxy>,
 ) -> RepoConfig {
     let mut c = RepoConfig::new(dir.join("cache"), 1 << 30);
     for (name, urls) in mirrors {
-        c.mirrors.insert(name.to_string(), urls.clone());
+        let urls = urls
+            .iter()
+            .map(|u| u.parse().unwrap_or_else(|e| panic!("mirror {u}: {e}")))
+            .collect();
+        c.mirrors.insert(name.to_string(), urls);
     }
     c.proxy = proxy;
     c.timeouts.connect = Duration::from_secs(2);
@@ -561,9 +568,9 @@ pub fn temp_files(dir: &std::path::Path) -> usize {
 pub async fn setup(
     dir: &std::path::Path,
     mirrors: &[(&str, Vec<String>)],
-    proxy: Option<ProxyConfig>,
+    proxy: Option<Proxy>,
 ) -> (RepoProxy, SocketAddr) {
-    let rp = RepoProxy::open(&config(dir, mirrors, proxy)).unwrap();
+    let rp = open(&config(dir, mirrors, proxy));
     let addr = front(rp.clone()).await;
     (rp, addr)
 }
@@ -590,4 +597,26 @@ pub fn test_ca() -> (String, tokio_rustls::TlsAcceptor) {
     .with_single_cert(vec![leaf.der().clone()], key)
     .unwrap();
     (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// The office proxy at `url`, validated as the config's would be.
+pub fn proxy(url: impl AsRef<str>, credentials: Option<(&str, &str)>) -> Proxy {
+    let (user, pass) = credentials.unzip();
+    Proxy::parse(url.as_ref(), user, pass).unwrap_or_else(|e| panic!("proxy: {e}"))
+}
+
+/// Opens the repo proxy on its own upstream and task tracker.
+pub fn open(cfg: &RepoConfig) -> RepoProxy {
+    let upstream = Arc::new(Upstream::new(cfg).expect("upstream"));
+    RepoProxy::open(cfg, upstream, tokio_util::task::TaskTracker::new()).expect("open")
+}
+
+/// The DER certificates of a PEM file, as the profile crate reads `mirror_ca_file`.
+pub fn ca_roots(path: &std::path::Path) -> Vec<Vec<u8>> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).expect("read CA");
+    CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.expect("PEM certificate").to_vec())
+        .collect()
 }

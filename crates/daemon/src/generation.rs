@@ -1,0 +1,185 @@
+//! The generation: everything built from one accepted profile set, once —
+//! the validated snapshot with its compiled templates, the ProxyDHCP
+//! context, the repo proxy's upstream (mirror table, office proxy, TLS
+//! roots), the URL scheme and the boot decision for any MAC. `serve` swaps
+//! a whole new generation in on every accepted reload; `check` builds the
+//! very same one and throws it away, so the two cannot disagree.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use kickstand_profiles::model::{Appliance, UnknownPolicy};
+use kickstand_profiles::urls::UrlScheme;
+use kickstand_profiles::{Diagnostic, LoadError, Mac, Snapshot};
+use kickstand_render::Site;
+use kickstand_repo::{RepoConfig, Upstream};
+use kickstand_state::Phase;
+
+/// What a machine's next network boot does: the one place the rules for
+/// known, installed and unknown machines are written. ProxyDHCP, TFTP and
+/// HTTP all ask this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BootDecision {
+    /// A host in build mode: the installer, with its kickstart.
+    Install,
+    /// A host that reported `installed`: its own disk (boot once).
+    LocalDisk,
+    /// No profile, and `dhcp.unknown: local-boot`: told to boot its disk.
+    UnknownLocalBoot,
+    /// No profile, and `dhcp.unknown: ignore`: not answered at all.
+    Ignore,
+}
+
+#[derive(Debug)]
+pub(crate) struct Generation {
+    /// Counts accepted reloads, for the log and the status page.
+    pub(crate) id: u64,
+    pub(crate) loaded_at: SystemTime,
+    pub(crate) site: Site,
+    pub(crate) dhcp: Arc<kickstand_dhcp::Context>,
+    pub(crate) repo: RepoConfig,
+    pub(crate) upstream: Arc<Upstream>,
+    /// `server.http_port` as the file says: the snapshot carries the bound
+    /// port instead when the daemon bound port 0.
+    configured_http_port: u16,
+}
+
+impl Generation {
+    /// Loads the profile set at `config` and builds its generation.
+    /// `http_port` replaces the configured port when the daemon bound port
+    /// 0, so every URL handed out names the port actually in use.
+    pub(crate) fn load(
+        config: &Path,
+        http_port: Option<u16>,
+        id: u64,
+    ) -> Result<Generation, LoadError> {
+        let snapshot = kickstand_profiles::load(config)?;
+        let configured = snapshot.appliance.server.http_port;
+        let mut generation = Generation::build(snapshot, id)?;
+        if let Some(port) = http_port {
+            generation = generation.with_http_port(port)?;
+        }
+        generation.configured_http_port = configured;
+        Ok(generation)
+    }
+
+    /// The same profile set with every URL naming `port` (the daemon bound
+    /// port 0): rendered again, not read again.
+    pub(crate) fn with_http_port(self, port: u16) -> Result<Generation, LoadError> {
+        let configured = self.configured_http_port;
+        let mut snapshot = self.site.snapshot;
+        snapshot.appliance.server.http_port = port;
+        let mut generation = Generation::build(snapshot, self.id)?;
+        generation.configured_http_port = configured;
+        Ok(generation)
+    }
+
+    fn build(snapshot: Snapshot, id: u64) -> Result<Generation, LoadError> {
+        let site = Site::new(snapshot)?;
+        let appliance = &site.snapshot.appliance;
+        let repo = RepoConfig::from_appliance(appliance);
+        let upstream = Upstream::new(&repo).map_err(|e| {
+            // Every other repo setting was validated with the profiles; what
+            // is left is the CA bundle's certificates themselves.
+            let file = appliance
+                .mirror_ca
+                .as_ref()
+                .map_or_else(|| appliance.templates_dir.clone(), |ca| ca.path.clone());
+            LoadError(vec![Diagnostic::whole_file(&file, e.to_string())])
+        })?;
+        let dhcp = Arc::new(kickstand_dhcp::Context::from_appliance(appliance));
+        Ok(Generation {
+            configured_http_port: appliance.server.http_port,
+            id,
+            loaded_at: SystemTime::now(),
+            dhcp,
+            repo,
+            upstream: Arc::new(upstream),
+            site,
+        })
+    }
+
+    pub(crate) fn snapshot(&self) -> &Snapshot {
+        &self.site.snapshot
+    }
+
+    pub(crate) fn appliance(&self) -> &Appliance {
+        &self.site.snapshot.appliance
+    }
+
+    pub(crate) fn urls(&self) -> &UrlScheme {
+        self.site.urls()
+    }
+
+    /// The boot decision for `mac`, whose install state is `phase`.
+    pub(crate) fn boot_for(&self, mac: Mac, phase: Phase) -> BootDecision {
+        if self.snapshot().host(&mac).is_some() {
+            return match phase {
+                Phase::Installed => BootDecision::LocalDisk,
+                Phase::New | Phase::Installing => BootDecision::Install,
+            };
+        }
+        match self.appliance().dhcp.unknown {
+            UnknownPolicy::LocalBoot => BootDecision::UnknownLocalBoot,
+            UnknownPolicy::Ignore => BootDecision::Ignore,
+        }
+    }
+
+    /// Settings this generation would change that a running daemon cannot
+    /// apply: each an operator sentence ending in "restart to apply".
+    pub(crate) fn restart_needed(&self, next: &Generation) -> Vec<String> {
+        let (old, new) = (self.appliance(), next.appliance());
+        let pool = |a: &Appliance| match &a.dhcp.pool {
+            None => "none".to_owned(),
+            Some(p) => format!(
+                "{}..{}/{} router {:?} dns {:?} lease {}s, {}",
+                p.start,
+                p.end,
+                p.prefix_len,
+                p.router,
+                p.dns,
+                p.lease_secs,
+                p.leases_file.display()
+            ),
+        };
+        let path = |p: &Path| p.display().to_string();
+        let settings = [
+            (
+                "server.bind",
+                old.server.bind.to_string(),
+                new.server.bind.to_string(),
+            ),
+            (
+                "server.interfaces",
+                old.server.interfaces.join(","),
+                new.server.interfaces.join(","),
+            ),
+            (
+                "server.http_port",
+                self.configured_http_port.to_string(),
+                next.configured_http_port.to_string(),
+            ),
+            (
+                "server.tftp_port",
+                old.server.tftp_port.to_string(),
+                new.server.tftp_port.to_string(),
+            ),
+            (
+                "dhcp.mode",
+                old.dhcp.mode.as_str().to_owned(),
+                new.dhcp.mode.as_str().to_owned(),
+            ),
+            ("dhcp.pool", pool(old), pool(new)),
+            ("cache.dir", path(&old.cache.dir), path(&new.cache.dir)),
+            ("paths.state", path(&old.state_dir), path(&new.state_dir)),
+        ];
+        settings
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(key, a, b)| {
+                format!("{key} changed ({a} → {b}): it cannot change while Kickstand runs; restart to apply")
+            })
+            .collect()
+    }
+}

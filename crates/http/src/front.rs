@@ -1,0 +1,143 @@
+//! What the HTTP front asks of the daemon: one method per use case. The
+//! daemon answers each call from the generation in force, so a request
+//! sees one generation from start to end; this crate never holds the live
+//! state itself.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use http::{Response, StatusCode};
+use kickstand_profiles::Mac;
+
+use crate::error::{ApiError, Body};
+use crate::route::{CacheOp, Report};
+
+/// A boot loader opened under the TFTP root, streamed to the client.
+#[derive(Debug)]
+pub struct Loader {
+    pub file: tokio::fs::File,
+    pub len: u64,
+}
+
+/// A successful answer to an API call.
+pub enum Reply {
+    /// One JSON document.
+    Json(serde_json::Value),
+    /// Plain text.
+    Text(String),
+    /// A long operation's progress, one JSON document per line, streamed
+    /// as it happens (`kickstand cache warm`).
+    JsonLines(BoxStream<'static, serde_json::Value>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Json(v) => f.debug_tuple("Json").field(v).finish(),
+            Reply::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            Reply::JsonLines(_) => f.write_str("JsonLines(..)"),
+        }
+    }
+}
+
+/// The route a request took, for counting (`/metrics`) — never a path an
+/// outsider chose, so label values stay few.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    BootScript,
+    Loader,
+    Kickstart,
+    Report,
+    Hosts,
+    Repo,
+    Cache,
+    Status,
+    Metrics,
+    Refused,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::BootScript => "boot-script",
+            RouteKind::Loader => "loader",
+            RouteKind::Kickstart => "kickstart",
+            RouteKind::Report => "report",
+            RouteKind::Hosts => "hosts",
+            RouteKind::Repo => "repo",
+            RouteKind::Cache => "cache",
+            RouteKind::Status => "status",
+            RouteKind::Metrics => "metrics",
+            RouteKind::Refused => "refused",
+        }
+    }
+}
+
+/// The daemon's side of every route.
+pub trait Front: Send + Sync + 'static {
+    /// `GET /boot/<mac>.ipxe`: the host's iPXE script, as its boot
+    /// decision makes it.
+    fn boot_script(
+        &self,
+        mac: Mac,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+
+    /// `GET /boot/<file>`: a boot loader from the TFTP root, resolved the
+    /// way TFTP resolves it (no path out of the root, symlinks included).
+    fn loader(&self, file: &str) -> impl Future<Output = Result<Loader, ApiError>> + Send;
+
+    /// `GET /ks/<mac>`.
+    fn kickstart(
+        &self,
+        mac: Mac,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+
+    /// `POST /api/hosts/<mac>/<report>`.
+    fn report(
+        &self,
+        mac: Mac,
+        report: Report,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /api/hosts`.
+    fn hosts(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET|HEAD /repo/<mirror>/<path>`: the repo proxy answers whole,
+    /// errors included. `req` carries the method and headers.
+    fn repo(
+        &self,
+        mirror: &str,
+        path: &str,
+        req: http::Request<()>,
+    ) -> impl Future<Output = Response<Body>> + Send;
+
+    /// `/api/cache/…`.
+    fn cache(&self, op: CacheOp<'_>) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /status`.
+    fn status(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /metrics`, Prometheus text.
+    fn metrics(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// Every request, once answered.
+    fn observe(&self, route: RouteKind, status: StatusCode);
+}
+
+pub(crate) fn lines_body(lines: BoxStream<'static, serde_json::Value>) -> Body {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt;
+    let frames = lines.map(|value| {
+        let mut line = serde_json::to_vec(&value).unwrap_or_else(|e| {
+            // A Value always serialises; keep the stream whole regardless.
+            format!("{{\"event\":\"error\",\"message\":\"{e}\"}}").into_bytes()
+        });
+        line.push(b'\n');
+        Ok(hyper::body::Frame::data(Bytes::from(line)))
+    });
+    BodyExt::boxed_unsync(http_body_util::StreamBody::new(frames))
+}

@@ -1,0 +1,136 @@
+//! The hyper server: one task per connection, every request routed, handed
+//! to the [`Front`] and its answer (or error) turned into a response.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::error::{self, ApiError, Body};
+use crate::front::{Front, Loader, Reply, lines_body};
+use crate::route::{Route, route};
+
+/// How long in-flight requests may run after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Answers one request.
+pub async fn handle<F: Front, B>(front: &F, req: Request<B>, peer: SocketAddr) -> Response<Body> {
+    let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let route = route(&method, origin_form, &path);
+    let kind = route.kind();
+    let response = match route {
+        Route::Ipxe(mac) => text(front.boot_script(mac, peer).await),
+        Route::Loader(name) => match front.loader(name).await {
+            Ok(loader) => loader_response(loader),
+            Err(e) => e.into_response(),
+        },
+        Route::Kickstart(mac) => text(front.kickstart(mac, peer).await),
+        Route::Report(mac, report) => reply(front.report(mac, report, peer).await),
+        Route::Hosts => reply(front.hosts().await),
+        Route::Repo { mirror, path } => {
+            let (parts, _) = req.into_parts();
+            front
+                .repo(mirror, path, Request::from_parts(parts, ()))
+                .await
+        }
+        Route::Cache(op) => reply(front.cache(op).await),
+        Route::Status => reply(front.status().await),
+        Route::Metrics => reply(front.metrics().await),
+        Route::Refused(why) => ApiError::from(why).into_response(),
+    };
+    front.observe(kind, response.status());
+    info!(%peer, %method, path, status = response.status().as_u16(), "http");
+    response
+}
+
+fn text(result: Result<String, ApiError>) -> Response<Body> {
+    reply(result.map(Reply::Text))
+}
+
+fn reply(result: Result<Reply, ApiError>) -> Response<Body> {
+    match result {
+        Ok(Reply::Text(body)) => error::text(StatusCode::OK, body),
+        Ok(Reply::Json(value)) => match serde_json::to_vec_pretty(&value) {
+            Ok(bytes) => error::with_type(StatusCode::OK, error::full(bytes), "application/json"),
+            Err(e) => ApiError::Internal(e.to_string()).into_response(),
+        },
+        Ok(Reply::JsonLines(lines)) => {
+            error::with_type(StatusCode::OK, lines_body(lines), "application/x-ndjson")
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn loader_response(loader: Loader) -> Response<Body> {
+    use futures_util::TryStreamExt as _;
+    let stream = tokio_util::io::ReaderStream::new(loader.file).map_ok(hyper::body::Frame::data);
+    let mut resp = error::with_type(
+        StatusCode::OK,
+        http_body_util::StreamBody::new(stream).boxed_unsync(),
+        "application/efi",
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(loader.len),
+    );
+    resp
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` fires, then lets
+/// in-flight requests finish for a bounded time.
+pub async fn serve<F: Front>(
+    listener: TcpListener,
+    front: Arc<F>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let front = front.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let front = front.clone();
+            async move { Ok::<_, Infallible>(handle(&*front, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("http: connections still open after the drain deadline; closing them");
+    }
+    Ok(())
+}

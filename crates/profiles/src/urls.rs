@@ -1,0 +1,145 @@
+//! The one place Kickstand's URLs are built and read back: boot scripts,
+//! kickstarts, install callbacks, boot loaders and repo paths. The renderer,
+//! ProxyDHCP, TFTP and the HTTP router all go through here, so a script
+//! URL handed out by one is always one the others understand.
+
+use std::net::Ipv4Addr;
+
+use percent_encoding::percent_decode_str;
+
+use crate::{BadMac, Mac};
+
+/// Where boot scripts and boot loaders live, over HTTP (`/boot/…`) and
+/// TFTP (`boot/…`).
+pub const BOOT_DIR: &str = "boot";
+const SCRIPT_SUFFIX: &str = ".ipxe";
+
+/// The URLs of one appliance, from the address and port machines reach it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlScheme {
+    base: String,
+}
+
+impl UrlScheme {
+    pub fn new(address: Ipv4Addr, http_port: u16) -> UrlScheme {
+        let base = match http_port {
+            80 => format!("http://{address}"),
+            port => format!("http://{address}:{port}"),
+        };
+        UrlScheme { base }
+    }
+
+    /// `http://10.0.0.1` (port 80) or `http://10.0.0.1:8080`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The host's iPXE script: what ProxyDHCP hands iPXE, ending the
+    /// chainload loop.
+    pub fn boot_script(&self, mac: Mac) -> String {
+        format!("{}/{}", self.base, boot_script_name(mac))
+    }
+
+    /// A boot loader over HTTP, for UEFI HTTP boot which has no TFTP.
+    pub fn loader(&self, file: &str) -> String {
+        format!("{}/{BOOT_DIR}/{file}", self.base)
+    }
+
+    pub fn kickstart(&self, mac: Mac) -> String {
+        format!("{}/ks/{mac}", self.base)
+    }
+
+    /// An install callback (`installing`, `installed`, …).
+    pub fn callback(&self, mac: Mac, report: &str) -> String {
+        format!("{}/api/hosts/{mac}/{report}", self.base)
+    }
+
+    /// A directory of the repo proxy, with a trailing `/`.
+    pub fn repo(&self, mirror: &str, path: &str) -> String {
+        format!("{}/repo/{mirror}/{path}/", self.base)
+    }
+}
+
+/// `boot/<mac>.ipxe`: the script's path below the HTTP root and its name
+/// over TFTP (iPXE builds without HTTP fetch it there).
+pub fn boot_script_name(mac: Mac) -> String {
+    format!("{BOOT_DIR}/{mac}{SCRIPT_SUFFIX}")
+}
+
+/// Reads a file name under `boot/`: `Some` when it names a boot script
+/// (`<mac>.ipxe`), with the MAC or why it is not one; `None` for any other
+/// file (a boot loader).
+pub fn parse_boot_script_file(file: &str) -> Option<Result<Mac, BadMac>> {
+    file.strip_suffix(SCRIPT_SUFFIX).map(parse_mac_segment)
+}
+
+/// Reads a full name below the root (`boot/<mac>.ipxe`), as TFTP sees it.
+pub fn parse_boot_script_name(name: &str) -> Option<Result<Mac, BadMac>> {
+    parse_boot_script_file(name.strip_prefix(BOOT_DIR)?.strip_prefix('/')?)
+}
+
+/// A MAC as a URL path segment: iPXE percent-encodes the colons of a URL
+/// it was handed (`52%3A54%3A00…`); an operator with curl types them raw
+/// or with dashes. Anything that decodes to other bytes is not a MAC.
+pub fn parse_mac_segment(segment: &str) -> Result<Mac, BadMac> {
+    let decoded = percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| BadMac(segment.to_owned()))?;
+    decoded.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac() -> Mac {
+        Mac([0x52, 0x54, 0, 0x12, 0x34, 0x01])
+    }
+
+    #[test]
+    fn built_urls_parse_back() {
+        let urls = UrlScheme::new(Ipv4Addr::new(10, 0, 0, 1), 8080);
+        assert_eq!(
+            urls.boot_script(mac()),
+            "http://10.0.0.1:8080/boot/52:54:00:12:34:01.ipxe"
+        );
+        assert_eq!(
+            UrlScheme::new(Ipv4Addr::new(10, 0, 0, 1), 80).kickstart(mac()),
+            "http://10.0.0.1/ks/52:54:00:12:34:01"
+        );
+        let name = boot_script_name(mac());
+        assert_eq!(parse_boot_script_name(&name), Some(Ok(mac())));
+        let path = urls.boot_script(mac());
+        let file = path.rsplit('/').next().unwrap_or_default();
+        assert_eq!(parse_boot_script_file(file), Some(Ok(mac())));
+    }
+
+    #[test]
+    fn mac_segments() {
+        for ok in [
+            "52:54:00:12:34:01",
+            "52-54-00-12-34-01",
+            "52%3A54%3A00%3A12%3A34%3A01",
+            "52%3a54%3a00%3a12%3a34%3a01",
+            "525400123401",
+        ] {
+            assert_eq!(parse_mac_segment(ok), Ok(mac()), "{ok}");
+        }
+        for bad in [
+            "52%3A54%3A00%3A12%3A34%3A01%00",
+            "52%2F54",
+            "%ff%fe",
+            "zz",
+            "../../etc/passwd",
+        ] {
+            assert!(parse_mac_segment(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_boot_script_file("ipxe.efi"), None);
+        assert_eq!(parse_boot_script_name("undionly.kpxe"), None);
+        assert_eq!(parse_boot_script_name("boot/ipxe.efi"), None);
+        assert!(matches!(
+            parse_boot_script_name("boot/zz.ipxe"),
+            Some(Err(_))
+        ));
+    }
+}

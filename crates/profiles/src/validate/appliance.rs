@@ -1,0 +1,302 @@
+//! `kickstand.yaml`: addresses, DHCP, the office proxy, mirrors, cache and
+//! paths.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::Location;
+
+use super::Cx;
+use crate::model::*;
+use crate::parse::{self, NAME_RULE};
+use crate::wire::{self, S};
+
+/// Where the appliance keeps its boot loaders when the config does not say
+/// (`image/install-bootloaders.sh` fills it from Debian's `ipxe` package).
+pub const DEFAULT_TFTP_ROOT: &str = "/var/lib/kickstand/tftp";
+const DEFAULT_HTTP_PORT: u16 = 80;
+const DEFAULT_TFTP_PORT: u16 = 69;
+const DEFAULT_CACHE_BYTES: u64 = 20 << 30;
+const DEFAULT_LEASE_SECS: u32 = 3600;
+/// What the full-mode lease table accepts (`kickstand_dhcp::full::Pool`).
+const MIN_LEASE_SECS: u32 = 60;
+const MAX_POOL_ADDRESSES: u64 = 65_536;
+const DEFAULT_REVALIDATE: Duration = Duration::from_secs(30);
+
+/// The files the appliance config points at, resolved against its
+/// directory: [`crate::load`] reads them, validation keeps them.
+#[derive(Debug)]
+pub(crate) struct Paths {
+    pub(crate) templates_dir: PathBuf,
+    pub(crate) mirror_ca_file: Option<PathBuf>,
+    pub(crate) tftp_root: PathBuf,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
+}
+
+pub(crate) fn paths(base: &Path, w: &wire::ApplianceFile) -> Paths {
+    let rel = |p: &str| base.join(p);
+    Paths {
+        templates_dir: rel(w.paths.templates.as_deref().unwrap_or("../templates")),
+        mirror_ca_file: w.mirror_ca_file.as_deref().map(rel),
+        tftp_root: w
+            .tftp
+            .root
+            .as_deref()
+            .map_or_else(|| PathBuf::from(DEFAULT_TFTP_ROOT), rel),
+        cache_dir: rel(w.cache.dir.as_deref().unwrap_or("/var/cache/kickstand")),
+        state_dir: rel(w.paths.state.as_deref().unwrap_or("/var/lib/kickstand")),
+    }
+}
+
+impl Cx {
+    pub(super) fn appliance(
+        &mut self,
+        file: &Path,
+        base: &Path,
+        w: &wire::ApplianceFile,
+        ca_pem: Option<&[u8]>,
+    ) -> Option<Appliance> {
+        let before = self.diags.len();
+        let paths = paths(base, w);
+
+        let address = self.check(
+            file,
+            w.server.address.referenced,
+            "server.address",
+            parse::ipv4(&w.server.address.value),
+        );
+        let bind = match &w.server.bind {
+            None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            Some(b) => self.check(
+                file,
+                b.referenced,
+                "server.bind",
+                b.value
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("`{}` is not an IP address", b.value)),
+            ),
+        };
+        let mode = self
+            .word(file, "dhcp.mode", w.dhcp.mode.as_ref())
+            .map(|m| m.unwrap_or(DhcpMode::Proxy));
+        let unknown = self
+            .word(file, "dhcp.unknown", w.dhcp.unknown.as_ref())
+            .map(|u| u.unwrap_or(UnknownPolicy::Ignore));
+        let uefi_loader = self
+            .word(file, "dhcp.uefi_loader", w.dhcp.uefi_loader.as_ref())
+            .map(|l| l.unwrap_or(UefiLoader::IpxeEfi));
+        let pool = w.dhcp.pool.as_ref().and_then(|p| self.pool(file, base, p));
+        if mode == Some(DhcpMode::Full) && w.dhcp.pool.is_none() {
+            let at = w
+                .dhcp
+                .mode
+                .as_ref()
+                .map_or(Location::UNKNOWN, |m| m.referenced);
+            self.err(
+                file,
+                at,
+                "dhcp.mode `full` needs a dhcp.pool to hand out addresses from",
+            );
+        }
+
+        let proxy = w.proxy.as_ref().and_then(|p| {
+            let parsed = parse::proxy(&p.url.value, p.username.as_deref(), p.password.as_deref());
+            self.check(file, p.url.referenced, "proxy.url", parsed)
+        });
+        let mirrors = self.mirrors(file, &w.mirrors);
+        let mirror_ca = match (&paths.mirror_ca_file, ca_pem) {
+            (Some(path), Some(pem)) => self
+                .check(
+                    file,
+                    Location::UNKNOWN,
+                    &format!("mirror_ca_file {}", path.display()),
+                    parse::pem_certificates(pem),
+                )
+                .map(|certs| CaBundle {
+                    path: path.clone(),
+                    certs,
+                }),
+            // Unreadable: already reported by the reader.
+            _ => None,
+        };
+
+        let max_bytes = match &w.cache.max_size {
+            None => Some(DEFAULT_CACHE_BYTES),
+            Some(s) => self.check(file, s.referenced, "cache.max_size", parse::size(&s.value)),
+        };
+        let revalidate_after = match &w.cache.revalidate_after {
+            None => Some(DEFAULT_REVALIDATE),
+            Some(d) => self.check(
+                file,
+                d.referenced,
+                "cache.revalidate_after",
+                parse::duration(&d.value),
+            ),
+        };
+
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(Appliance {
+            server: Server {
+                address: address?,
+                bind: bind?,
+                interfaces: w.server.interfaces.clone(),
+                http_port: w.server.http_port.unwrap_or(DEFAULT_HTTP_PORT),
+                tftp_port: w.server.tftp_port.unwrap_or(DEFAULT_TFTP_PORT),
+            },
+            dhcp: Dhcp {
+                mode: mode?,
+                unknown: unknown?,
+                uefi_loader: uefi_loader?,
+                pool,
+            },
+            tftp_root: paths.tftp_root,
+            proxy,
+            mirrors,
+            mirror_ca,
+            cache: Cache {
+                dir: paths.cache_dir,
+                max_bytes: max_bytes?,
+                revalidate_after: revalidate_after?,
+            },
+            templates_dir: paths.templates_dir,
+            state_dir: paths.state_dir,
+        })
+    }
+
+    /// An optional config word; `Some(None)` when absent, `None` when wrong.
+    fn word<T: std::str::FromStr<Err = parse::NotOneOf>>(
+        &mut self,
+        file: &Path,
+        key: &str,
+        value: Option<&S<String>>,
+    ) -> Option<Option<T>> {
+        match value {
+            None => Some(None),
+            Some(v) => self
+                .check(file, v.referenced, key, v.value.parse::<T>())
+                .map(Some),
+        }
+    }
+
+    fn mirrors(
+        &mut self,
+        file: &Path,
+        raw: &BTreeMap<String, S<Vec<S<String>>>>,
+    ) -> BTreeMap<String, Vec<MirrorUrl>> {
+        let mut mirrors = BTreeMap::new();
+        for (name, urls) in raw {
+            if !parse::is_name(name) {
+                self.err(
+                    file,
+                    urls.referenced,
+                    format!("mirror name `{name}` {NAME_RULE}"),
+                );
+            }
+            if urls.value.is_empty() {
+                self.err(
+                    file,
+                    urls.referenced,
+                    format!("mirror `{name}` has no base URLs"),
+                );
+            }
+            let bases: Vec<MirrorUrl> = urls
+                .value
+                .iter()
+                .filter_map(|url| {
+                    self.check(
+                        file,
+                        url.referenced,
+                        &format!("mirror `{name}`:"),
+                        parse::mirror_url(&url.value),
+                    )
+                })
+                .collect();
+            mirrors.insert(name.clone(), bases);
+        }
+        mirrors
+    }
+
+    fn pool(&mut self, file: &Path, base: &Path, p: &S<wire::Pool>) -> Option<Pool> {
+        let w = &p.value;
+        let addr = |s: &S<String>, what: &str, cx: &mut Cx| {
+            cx.check(
+                file,
+                s.referenced,
+                &format!("dhcp.pool.{what}"),
+                parse::ipv4(&s.value),
+            )
+        };
+        let start = addr(&w.start, "start", self);
+        let end = addr(&w.end, "end", self);
+        let router = w.router.as_ref().map(|r| addr(r, "router", self));
+        let dns: Vec<_> = w.dns.iter().map(|d| addr(d, "dns", self)).collect();
+        let prefix_len = w.prefix_len.value;
+        if !(8..=30).contains(&prefix_len) {
+            self.err(
+                file,
+                w.prefix_len.referenced,
+                format!("dhcp.pool.prefix_len {prefix_len} must be between 8 and 30"),
+            );
+            return None;
+        }
+        let (start, end) = (start?, end?);
+        let netmask = netmask(prefix_len);
+        let network = |a: Ipv4Addr| u32::from(a) & u32::from(netmask);
+        if u32::from(start) > u32::from(end) || network(start) != network(end) {
+            self.err(
+                file,
+                p.referenced,
+                format!(
+                    "dhcp.pool {start}..{end} must be ascending and inside one /{prefix_len} network"
+                ),
+            );
+            return None;
+        }
+        // The lease server's own limits, checked here so `check` reports
+        // them with the file and line.
+        let size = u64::from(u32::from(end) - u32::from(start)) + 1;
+        if size > MAX_POOL_ADDRESSES {
+            self.err(
+                file,
+                p.referenced,
+                format!(
+                    "dhcp.pool {start}..{end} holds {size} addresses; at most {MAX_POOL_ADDRESSES}"
+                ),
+            );
+            return None;
+        }
+        let lease_secs = w.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
+        if lease_secs < MIN_LEASE_SECS {
+            self.err(
+                file,
+                p.referenced,
+                format!("dhcp.pool.lease_secs {lease_secs} must be at least {MIN_LEASE_SECS}"),
+            );
+            return None;
+        }
+        Some(Pool {
+            start,
+            end,
+            prefix_len,
+            netmask,
+            router: match router {
+                // A router that does not parse is already reported.
+                Some(None) => return None,
+                Some(Some(r)) => Some(r),
+                None => None,
+            },
+            dns: dns.into_iter().collect::<Option<Vec<_>>>()?,
+            lease_secs,
+            leases_file: base.join(
+                w.leases_file
+                    .as_deref()
+                    .unwrap_or("../var/state/leases.json"),
+            ),
+        })
+    }
+}

@@ -1,0 +1,501 @@
+//! Host profiles: defaults, groups and hosts merged (defaults → groups →
+//! host), each host checked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Location;
+
+use super::{Cx, place};
+use crate::Mac;
+use crate::model::*;
+use crate::parse;
+use crate::wire::{self, S};
+
+/// The profile documents merged into one set, each entry remembering the
+/// file it came from.
+#[derive(Default)]
+pub(super) struct Merged<'a> {
+    pub(super) oses: BTreeMap<String, (&'a Path, &'a S<wire::Os>)>,
+    defaults: Option<(&'a Path, &'a S<wire::HostFields>)>,
+    groups: BTreeMap<String, (&'a Path, &'a S<wire::Group>)>,
+    hosts: BTreeMap<Mac, (&'a Path, &'a S<wire::HostFields>)>,
+}
+
+impl Cx {
+    pub(super) fn merge<'a>(&mut self, docs: &'a [(PathBuf, wire::ProfileFile)]) -> Merged<'a> {
+        let mut m = Merged::default();
+        for (path, doc) in docs {
+            let path = path.as_path();
+            for (name, os) in &doc.os {
+                if let Some((other, prev)) = m.oses.get(name) {
+                    let msg = format!(
+                        "OS `{name}` is already defined at {}",
+                        place(other, prev.referenced)
+                    );
+                    self.err(path, os.referenced, msg);
+                } else {
+                    m.oses.insert(name.clone(), (path, os));
+                }
+            }
+            if let Some(d) = &doc.defaults {
+                if let Some((other, prev)) = m.defaults {
+                    let msg = format!(
+                        "`defaults` are already given at {}",
+                        place(other, prev.referenced)
+                    );
+                    self.err(path, d.referenced, msg);
+                } else {
+                    m.defaults = Some((path, d));
+                }
+            }
+            for (name, g) in &doc.groups {
+                if let Some((other, prev)) = m.groups.get(name) {
+                    let msg = format!(
+                        "group `{name}` is already defined at {}",
+                        place(other, prev.referenced)
+                    );
+                    self.err(path, g.referenced, msg);
+                } else {
+                    m.groups.insert(name.clone(), (path, g));
+                }
+            }
+            for (key, h) in &doc.hosts {
+                let mac = match key.parse::<Mac>() {
+                    Ok(mac) => mac,
+                    Err(e) => {
+                        self.err(path, h.referenced, format!("host key: {e}"));
+                        continue;
+                    }
+                };
+                if let Some((other, prev)) = m.hosts.get(&mac) {
+                    let msg = format!(
+                        "MAC {mac} appears twice: already a host at {}",
+                        place(other, prev.referenced)
+                    );
+                    self.err(path, h.referenced, msg);
+                } else {
+                    m.hosts.insert(mac, (path, h));
+                }
+            }
+        }
+        m
+    }
+
+    pub(super) fn hosts(
+        &mut self,
+        set: &Merged<'_>,
+        oses: &BTreeMap<String, Os>,
+    ) -> BTreeMap<Mac, Host> {
+        // Selectors are compiled once; a bad pattern is reported once.
+        let mut selectors = BTreeMap::new();
+        for (name, (file, g)) in &set.groups {
+            let sel = &g.value.selector;
+            let globs = |pats: &[S<String>], cx: &mut Cx| -> Vec<glob::Pattern> {
+                pats.iter()
+                    .filter_map(
+                        |p| match glob::Pattern::new(&p.value.to_ascii_lowercase()) {
+                            Ok(g) => Some(g),
+                            Err(e) => {
+                                cx.err(
+                                    file,
+                                    p.referenced,
+                                    format!("group `{name}`: bad pattern `{}`: {e}", p.value),
+                                );
+                                None
+                            }
+                        },
+                    )
+                    .collect()
+            };
+            let mac = globs(&sel.mac, self);
+            let hostname = globs(&sel.hostname, self);
+            let arch: Vec<Arch> = sel.arch.iter().filter_map(|a| self.arch(file, a)).collect();
+            let empty = sel.mac.is_empty() && sel.hostname.is_empty() && sel.arch.is_empty();
+            selectors.insert(name.as_str(), (mac, hostname, arch, empty));
+        }
+
+        let mut out = BTreeMap::new();
+        let mut hostnames: BTreeMap<String, (Mac, &Path, Location)> = BTreeMap::new();
+        for (mac, (file, h)) in &set.hosts {
+            let own = &h.value;
+            let arch = own
+                .arch
+                .as_ref()
+                .and_then(|a| self.arch(file, a))
+                .unwrap_or(Arch::X86_64);
+            let hostname_for_match = own.hostname.as_ref().map(|n| n.value.to_ascii_lowercase());
+
+            let mut member: BTreeSet<&str> = BTreeSet::new();
+            for g in &own.groups {
+                match set.groups.get_key_value(&g.value) {
+                    Some((name, _)) => {
+                        member.insert(name.as_str());
+                    }
+                    None => self.err(
+                        file,
+                        g.referenced,
+                        format!("host {mac}: group `{}` is not defined", g.value),
+                    ),
+                }
+            }
+            for (name, (mac_pats, host_pats, arches, empty)) in &selectors {
+                let mac_s = mac.to_string();
+                let hit = !empty
+                    && (mac_pats.is_empty() || mac_pats.iter().any(|p| p.matches(&mac_s)))
+                    && (host_pats.is_empty()
+                        || hostname_for_match
+                            .as_deref()
+                            .is_some_and(|n| host_pats.iter().any(|p| p.matches(n))))
+                    && (arches.is_empty() || arches.contains(&arch));
+                if hit {
+                    member.insert(name);
+                }
+            }
+
+            let mut layers: Vec<Layer<'_>> = Vec::new();
+            if let Some((f, d)) = set.defaults {
+                layers.push(Layer {
+                    origin: Origin::Defaults,
+                    file: f,
+                    at: d.referenced,
+                    fields: &d.value,
+                });
+            }
+            for name in &member {
+                let (f, g) = set.groups[*name];
+                if let Some(p) = &g.value.profile {
+                    layers.push(Layer {
+                        origin: Origin::Group(name),
+                        file: f,
+                        at: p.referenced,
+                        fields: &p.value,
+                    });
+                }
+            }
+            layers.push(Layer {
+                origin: Origin::Host,
+                file,
+                at: h.referenced,
+                fields: own,
+            });
+
+            if let Some(host) = self.resolve(
+                *mac,
+                arch,
+                member.iter().map(|s| s.to_string()).collect(),
+                &layers,
+                oses,
+            ) {
+                if let Some((other_mac, other_file, other_at)) = hostnames.get(&host.hostname) {
+                    let msg = format!(
+                        "hostname `{}` of {mac} is already used by {other_mac} at {}",
+                        host.hostname,
+                        place(other_file, *other_at)
+                    );
+                    self.err(file, h.referenced, msg);
+                } else {
+                    hostnames.insert(host.hostname.clone(), (*mac, file, h.referenced));
+                }
+                out.insert(*mac, host);
+            }
+        }
+        out
+    }
+
+    fn arch(&mut self, file: &Path, a: &S<String>) -> Option<Arch> {
+        self.check(file, a.referenced, "arch", a.value.parse::<Arch>())
+    }
+
+    /// Merges the layers of one host: defaults, then its groups, then the
+    /// host itself. A host overrides anything; two groups that disagree on a
+    /// value are an error, because no order between them would be obvious
+    /// to the operator reading the files.
+    fn resolve(
+        &mut self,
+        mac: Mac,
+        arch: Arch,
+        groups: Vec<String>,
+        layers: &[Layer<'_>],
+        oses: &BTreeMap<String, Os>,
+    ) -> Option<Host> {
+        let before = self.diags.len();
+        let host_layer = layers.last()?;
+
+        let hostname = self.scalar(mac, layers, "hostname", |f| {
+            f.hostname.as_ref().map(|s| (s.value.clone(), s.referenced))
+        });
+        let os = self.scalar(mac, layers, "os", |f| {
+            f.os.as_ref().map(|s| (s.value.clone(), s.referenced))
+        });
+        let hash = self.scalar(mac, layers, "root_password_hash", |f| {
+            f.root_password_hash
+                .as_ref()
+                .map(|s| (s.value.clone(), s.referenced))
+        });
+        let timezone = self.scalar(mac, layers, "timezone", |f| {
+            f.timezone.clone().map(|t| (t, Location::UNKNOWN))
+        });
+        let disk = self.scalar(mac, layers, "disk", |f| {
+            f.disk.as_ref().map(|d| {
+                (
+                    (d.layout.value.clone(), d.device.clone()),
+                    d.layout.referenced,
+                )
+            })
+        });
+        let network = self.scalar(mac, layers, "network", |f| {
+            f.network.as_ref().map(|n| {
+                let key = (
+                    n.device.clone(),
+                    n.address.as_ref().map(|a| a.value.clone()),
+                    n.gateway.as_ref().map(|g| g.value.clone()),
+                    n.dns.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+                );
+                (
+                    key,
+                    n.address
+                        .as_ref()
+                        .map_or(Location::UNKNOWN, |a| a.referenced),
+                )
+            })
+        });
+
+        let Some((hostname, hostname_at, hostname_file)) = hostname else {
+            self.err(
+                host_layer.file,
+                host_layer.at,
+                format!("host {mac} has no hostname (set it on the host)"),
+            );
+            return None;
+        };
+        if !parse::valid_hostname(&hostname) {
+            self.err(hostname_file, hostname_at, format!("host {mac}: `{hostname}` is not a valid hostname (letters, digits and `-` in dot-separated labels)"));
+        }
+        let os = match os {
+            None => {
+                self.err(
+                    host_layer.file,
+                    host_layer.at,
+                    format!("host {mac} has no os (set it on the host, a group or defaults)"),
+                );
+                None
+            }
+            Some((name, at, file)) if !oses.contains_key(&name) => {
+                let known: Vec<&str> = oses.keys().map(String::as_str).collect();
+                self.err(
+                    file,
+                    at,
+                    format!(
+                        "host {mac}: OS `{name}` is not defined (known: {})",
+                        known.join(", ")
+                    ),
+                );
+                None
+            }
+            Some((name, ..)) => Some(name),
+        };
+        if let Some((h, at, file)) = &hash
+            && !parse::looks_like_crypt(h)
+        {
+            self.err(file, *at, format!("host {mac}: root_password_hash must be a crypt(3) hash like `$6$…` (use `openssl passwd -6`), never a clear-text password"));
+        }
+        let disk = match disk {
+            None => Some(Disk {
+                layout: DiskLayout::Lvm,
+                device: None,
+            }),
+            Some(((layout, device), at, file)) => {
+                let layout = self.check(
+                    file,
+                    at,
+                    &format!("host {mac}: disk layout"),
+                    layout.parse::<DiskLayout>(),
+                );
+                if device.as_deref().is_some_and(|d| !parse::is_name(d)) {
+                    self.err(file, at, format!("host {mac}: disk device `{}` must be a bare device name like sda or nvme0n1", device.as_deref().unwrap_or_default()));
+                }
+                layout.map(|layout| Disk { layout, device })
+            }
+        };
+        let network = match network {
+            None => Some(Network {
+                device: "link".into(),
+                static_ip: None,
+            }),
+            Some(((device, address, gateway, dns), at, file)) => {
+                self.network(mac, file, at, device, address, gateway, dns)
+            }
+        };
+
+        let mut ssh_keys = Vec::new();
+        let mut packages = Vec::new();
+        let mut snippets = Snippets::default();
+        for l in layers {
+            extend_unique(&mut ssh_keys, &l.fields.ssh_keys);
+            extend_unique(&mut packages, &l.fields.packages);
+            if let Some(s) = &l.fields.kickstart {
+                snippets.pre.extend(s.pre.clone());
+                snippets.post.extend(s.post.clone());
+            }
+        }
+        for p in &packages {
+            if p.is_empty() || p.contains(char::is_whitespace) {
+                self.err(
+                    host_layer.file,
+                    host_layer.at,
+                    format!("host {mac}: package `{p}` must be one name without spaces"),
+                );
+            }
+        }
+
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(Host {
+            mac,
+            hostname,
+            os: os?,
+            arch,
+            groups,
+            disk: disk?,
+            network: network?,
+            root_password_hash: hash.map(|(h, ..)| h),
+            ssh_keys,
+            packages,
+            timezone: timezone.map_or_else(|| "UTC".to_owned(), |(t, ..)| t),
+            snippets,
+        })
+    }
+
+    /// Picks one field from the layers (see [`Cx::resolve`]) and returns the
+    /// value with where it was written.
+    fn scalar<'a, T: PartialEq>(
+        &mut self,
+        mac: Mac,
+        layers: &[Layer<'a>],
+        field: &str,
+        get: impl Fn(&'a wire::HostFields) -> Option<(T, Location)>,
+    ) -> Option<(T, Location, &'a Path)> {
+        let mut chosen: Option<(T, Location, &'a Path, Origin<'a>)> = None;
+        if let Some(host) = layers.last().filter(|l| matches!(l.origin, Origin::Host))
+            && let Some((value, at)) = get(host.fields)
+        {
+            let at = if at == Location::UNKNOWN { host.at } else { at };
+            return Some((value, at, host.file));
+        }
+        for l in layers {
+            let Some((value, at)) = get(l.fields) else {
+                continue;
+            };
+            let at = if at == Location::UNKNOWN { l.at } else { at };
+            if let (Some((prev, _, prev_file, Origin::Group(prev_group))), Origin::Group(group)) =
+                (&chosen, l.origin)
+                && *prev != value
+            {
+                let msg = format!(
+                    "host {mac}: groups `{prev_group}` ({}) and `{group}` set different `{field}`; set it on the host or in one group",
+                    prev_file.display()
+                );
+                self.err(l.file, at, msg);
+            }
+            chosen = Some((value, at, l.file, l.origin));
+        }
+        chosen.map(|(v, at, f, _)| (v, at, f))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn network(
+        &mut self,
+        mac: Mac,
+        file: &Path,
+        at: Location,
+        device: Option<String>,
+        address: Option<String>,
+        gateway: Option<String>,
+        dns: Vec<String>,
+    ) -> Option<Network> {
+        let device = device.unwrap_or_else(|| "link".into());
+        let Some(address) = address else {
+            if gateway.is_some() || !dns.is_empty() {
+                self.err(file, at, format!("host {mac}: network gateway/dns need a static `address` (without one the host uses DHCP)"));
+                return None;
+            }
+            return Some(Network {
+                device,
+                static_ip: None,
+            });
+        };
+        let parsed = address.split_once('/').and_then(|(a, p)| {
+            Some((
+                parse::ipv4(a).ok()?,
+                p.parse::<u8>().ok().filter(|p| (1..=32).contains(p))?,
+            ))
+        });
+        let Some((addr, prefix_len)) = parsed else {
+            self.err(file, at, format!("host {mac}: network address `{address}` is not an IPv4 address with prefix like 10.0.0.11/24"));
+            return None;
+        };
+        let gateway = match gateway {
+            None => None,
+            Some(g) => match parse::ipv4(&g).ok() {
+                Some(g) => Some(g),
+                None => {
+                    self.err(
+                        file,
+                        at,
+                        format!("host {mac}: network gateway `{g}` is not an IPv4 address"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut servers = Vec::new();
+        for d in dns {
+            match parse::ipv4(&d).ok() {
+                Some(d) => servers.push(d),
+                None => {
+                    self.err(
+                        file,
+                        at,
+                        format!("host {mac}: dns server `{d}` is not an IPv4 address"),
+                    );
+                    return None;
+                }
+            }
+        }
+        let netmask = netmask(prefix_len);
+        Some(Network {
+            device,
+            static_ip: Some(StaticIp {
+                address: addr,
+                prefix_len,
+                netmask,
+                gateway,
+                dns: servers,
+            }),
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Defaults,
+    Group(&'a str),
+    Host,
+}
+
+struct Layer<'a> {
+    origin: Origin<'a>,
+    file: &'a Path,
+    at: Location,
+    fields: &'a wire::HostFields,
+}
+
+fn extend_unique(into: &mut Vec<String>, from: &[String]) {
+    for item in from {
+        if !into.contains(item) {
+            into.push(item.clone());
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Rendering the shipped samples: every host's kickstart and boot scripts,
+//! the unknown-machine script, URLs that the URL scheme reads back, and
+//! template errors located in their file.
+
+use std::path::{Path, PathBuf};
+
+use kickstand_profiles::{Mac, load, urls};
+use kickstand_render::{BootAction, RenderError, Site};
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/kickstand.yaml")
+}
+
+fn site() -> Site {
+    let snapshot = load(&samples()).unwrap_or_else(|e| panic!("{e}"));
+    Site::new(snapshot).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
+    let site = site();
+    assert!(site.snapshot.hosts.len() >= 4);
+    for (mac, host) in &site.snapshot.hosts {
+        let ks = site.kickstart(mac).expect("kickstart");
+        assert!(
+            ks.contains(&format!("--hostname={}", host.hostname)),
+            "{ks}"
+        );
+        let tree = site.urls().repo(
+            &site.snapshot.oses[&host.os].mirror,
+            &site.snapshot.oses[&host.os].tree,
+        );
+        assert!(ks.contains(&format!("url --url={tree}")), "{ks}");
+        assert!(
+            ks.contains(&site.urls().callback(*mac, "installed")),
+            "{ks}"
+        );
+
+        let install = site.ipxe(mac, BootAction::Install).expect("install script");
+        assert!(install.starts_with("#!ipxe\n"), "{install}");
+        assert!(
+            install.contains(&format!("inst.ks={}", site.urls().kickstart(*mac))),
+            "{install}"
+        );
+        assert!(install.contains("\nboot\n"), "{install}");
+
+        let disk = site
+            .ipxe(mac, BootAction::LocalDisk)
+            .expect("local disk script");
+        assert!(disk.contains("\nexit\n"), "{disk}");
+        assert!(
+            !disk.contains("kernel"),
+            "an installed host got the installer: {disk}"
+        );
+        assert!(!disk.contains("inst.ks"), "{disk}");
+    }
+}
+
+#[test]
+fn urls_in_scripts_are_the_ones_the_scheme_reads_back() {
+    let site = site();
+    let (mac, _) = site.snapshot.hosts.iter().next().expect("a host");
+    let url = site.urls().boot_script(*mac);
+    let name = url
+        .strip_prefix(site.urls().base())
+        .and_then(|p| p.strip_prefix('/'))
+        .expect("under the base URL");
+    assert_eq!(urls::parse_boot_script_name(name), Some(Ok(*mac)));
+}
+
+#[test]
+fn unknown_machines_get_a_script_that_never_installs() {
+    let site = site();
+    let stranger = Mac([0x52, 0x54, 0, 0x99, 0x99, 1]);
+    let script = site.unknown_ipxe(&stranger).expect("script");
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(script.contains("52:54:00:99:99:01"), "{script}");
+    assert!(script.contains("\nexit\n"), "{script}");
+    for never in ["kernel", "inst.ks", "initrd"] {
+        assert!(!script.contains(never), "{never} in {script}");
+    }
+    assert!(matches!(
+        site.kickstart(&stranger),
+        Err(RenderError::UnknownHost(m)) if m == stranger
+    ));
+    assert!(matches!(
+        site.ipxe(&stranger, BootAction::Install),
+        Err(RenderError::UnknownHost(_))
+    ));
+}
+
+#[test]
+fn a_template_that_names_a_missing_value_is_located() {
+    let mut snapshot = load(&samples()).unwrap_or_else(|e| panic!("{e}"));
+    let source = snapshot
+        .templates
+        .get_mut("el9-base.ks.j2")
+        .expect("base template");
+    *source = source.replacen("timezone {{ host.timezone }}", "timezone {{ host.tz }}", 1);
+    let line = source
+        .lines()
+        .position(|l| l.contains("host.tz"))
+        .expect("edited line") as u64
+        + 1;
+    let err = Site::new(snapshot).expect_err("an undefined value must not render");
+    let d = err.0.first().expect("a diagnostic");
+    assert!(d.file.ends_with("el9-base.ks.j2"), "{d}");
+    assert_eq!(d.position.map(|(l, _)| l), Some(line), "{d}");
+    assert!(d.message.contains("undefined"), "{d}");
+}
+
+#[test]
+fn the_shipped_unknown_template_is_used_when_a_directory_lacks_it() {
+    let mut snapshot = load(&samples()).unwrap_or_else(|e| panic!("{e}"));
+    snapshot
+        .templates
+        .remove(kickstand_render::UNKNOWN_IPXE_TEMPLATE);
+    let site = Site::new(snapshot).unwrap_or_else(|e| panic!("{e}"));
+    let script = site
+        .unknown_ipxe(&Mac([0x52, 0x54, 0, 0x99, 0x99, 2]))
+        .expect("built-in template");
+    assert!(script.contains("\nexit\n"), "{script}");
+}
