@@ -7,8 +7,11 @@
 //! the one download runs (`fetch`), atomic commits and LRU eviction
 //! (`store`), revalidation policy, and `cache warm` / `verify` over repodata
 //! (`warm`). It does not own HTTP routing, listening sockets or the config
-//! file format: the HTTP front calls [`RepoProxy::handle`], the daemon builds
-//! a [`RepoConfig`].
+//! file format: the HTTP front calls [`RepoProxy::handle`]; the daemon
+//! builds a [`RepoConfig`] from the validated appliance config (mirror URLs
+//! and the office proxy arrive parsed and checked, never parsed again here)
+//! and an [`Upstream`] with each generation, and swaps both in with
+//! [`RepoProxy::reconfigure`].
 //!
 //! Layout: `serve` holds the pure request decisions (method, Range),
 //! `body` the channel-fed response body, `error` the one error → status map.
