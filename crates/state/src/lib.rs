@@ -24,15 +24,16 @@
 //! against both.
 //!
 //! # Why rusqlite and tokio-postgres, not sqlx
-//! The store makes about twenty queries. sqlx's checked macros need a live
-//! database or prepared offline data at build time, for both backends;
-//! without them sqlx is an untyped query API like these two, plus its
-//! `Any` driver's lowest-common-denominator types, a pool, and a much
-//! larger dependency tree (and it links SQLite too, so nothing is saved
-//! there). rusqlite with its bundled SQLite needs no system library, and
-//! tokio-postgres is the client sqlx's own PostgreSQL support grew from.
-//! Behind a common transaction type (`db::Tx`) each backend is about a
-//! hundred lines, and every query is written once.
+//! The store makes about twenty queries. sqlx's compile-time checked
+//! macros need a live database or prepared offline data (`cargo sqlx
+//! prepare`) at build time, for each backend; without them sqlx is an
+//! untyped query API like these two, plus a pool, a runtime layer and its
+//! `Any` driver's lowest-common-denominator types, in a larger dependency
+//! tree (its SQLite driver links the same C library, so nothing is saved
+//! there). rusqlite with its bundled SQLite needs no system library and
+//! runs on tokio's blocking pool; tokio-postgres is async already. Behind a
+//! common transaction type (`db::Tx`, integers and text only) each backend
+//! is about a hundred and fifty lines, and every query is written once.
 
 mod clock;
 mod db;

@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 
 use bytes::BytesMut;
-use tokio::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -22,7 +24,7 @@ use crate::StateError;
 #[derive(Debug)]
 pub(crate) struct Db {
     url: String,
-    conn: Mutex<Conn>,
+    conn: Arc<Mutex<Conn>>,
 }
 
 #[derive(Debug)]
@@ -36,7 +38,27 @@ struct Conn {
 }
 
 pub(crate) struct Tx<'a> {
-    conn: MutexGuard<'a, Conn>,
+    /// `None` once committed.
+    conn: Option<OwnedMutexGuard<Conn>>,
+    db: std::marker::PhantomData<&'a Db>,
+}
+
+impl Drop for Tx<'_> {
+    /// A transaction given up (an error, a dropped future) is rolled back
+    /// right away: it may hold row locks that another appliance waits for.
+    /// The guard goes with the rollback, so nothing else uses the
+    /// connection before it is done.
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                    conn.dirty = false;
+                }
+            });
+        }
+    }
 }
 
 fn error(source: tokio_postgres::Error) -> StateError {
@@ -111,12 +133,12 @@ impl Db {
     pub(crate) async fn open(url: &str) -> Result<Db, StateError> {
         Ok(Db {
             url: url.to_owned(),
-            conn: Mutex::new(connect(url).await?),
+            conn: Arc::new(Mutex::new(connect(url).await?)),
         })
     }
 
     pub(crate) async fn begin(&self) -> Result<Tx<'_>, StateError> {
-        let mut conn = self.conn.lock().await;
+        let mut conn = self.conn.clone().lock_owned().await;
         if conn.client.is_closed() {
             *conn = connect(&self.url).await?;
         }
@@ -136,17 +158,27 @@ impl Db {
             conn.client.batch_execute("BEGIN").await.map_err(error)?;
         }
         conn.dirty = true;
-        Ok(Tx { conn })
+        Ok(Tx {
+            conn: Some(conn),
+            db: std::marker::PhantomData,
+        })
     }
 }
 
 impl Tx<'_> {
+    fn conn(&mut self) -> Result<&mut Conn, StateError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| StateError::Task("transaction already ended".into()))
+    }
+
     async fn statement(&mut self, sql: &str) -> Result<Statement, StateError> {
-        if let Some(s) = self.conn.statements.get(sql) {
+        let conn = self.conn()?;
+        if let Some(s) = conn.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.conn.client.prepare(sql).await.map_err(error)?;
-        self.conn.statements.insert(sql.to_owned(), s.clone());
+        let s = conn.client.prepare(sql).await.map_err(error)?;
+        conn.statements.insert(sql.to_owned(), s.clone());
         Ok(s)
     }
 
@@ -157,7 +189,12 @@ impl Tx<'_> {
     ) -> Result<Vec<Row>, StateError> {
         let stmt = self.statement(sql).await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-        let rows = self.conn.client.query(&stmt, &refs).await.map_err(error)?;
+        let rows = self
+            .conn()?
+            .client
+            .query(&stmt, &refs)
+            .await
+            .map_err(error)?;
         rows.iter().map(row).collect()
     }
 
@@ -168,20 +205,23 @@ impl Tx<'_> {
     ) -> Result<u64, StateError> {
         let stmt = self.statement(sql).await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-        self.conn.client.execute(&stmt, &refs).await.map_err(error)
+        self.conn()?
+            .client
+            .execute(&stmt, &refs)
+            .await
+            .map_err(error)
     }
 
     pub(crate) async fn batch(&mut self, sql: &str) -> Result<(), StateError> {
-        self.conn.client.batch_execute(sql).await.map_err(error)
+        self.conn()?.client.batch_execute(sql).await.map_err(error)
     }
 
     pub(crate) async fn commit(mut self) -> Result<(), StateError> {
-        self.conn
-            .client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(error)?;
-        self.conn.dirty = false;
+        let conn = self.conn()?;
+        conn.client.batch_execute("COMMIT").await.map_err(error)?;
+        conn.dirty = false;
+        // Committed: nothing for `drop` to roll back.
+        self.conn = None;
         Ok(())
     }
 }

@@ -113,6 +113,24 @@ impl Db {
     }
 }
 
+impl Drop for Tx {
+    /// A transaction given up (an error, a dropped future) is rolled back
+    /// right away, so SQLite's write lock is not held for a second store
+    /// on the same file. The guard goes with the rollback.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn_blocking(move || {
+                if !conn.is_autocommit() {
+                    // Failing here leaves it to the next `begin`.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            });
+        }
+    }
+}
+
 impl Tx {
     async fn run<R: Send + 'static>(
         &mut self,
@@ -181,6 +199,9 @@ impl Tx {
 
     pub(crate) async fn commit(mut self) -> Result<(), StateError> {
         self.run(|conn| conn.execute_batch("COMMIT").map_err(error))
-            .await
+            .await?;
+        // Committed: release the connection without a rollback.
+        drop(self.conn.take());
+        Ok(())
     }
 }
