@@ -15,6 +15,8 @@ use kickstand_repo::{RepoProxy, VerifyReport, WarmEvent, WarmOutcome, WarmReport
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
+use crate::client::{self, Daemon};
+
 /// One line of a cache operation's progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -152,37 +154,20 @@ pub(crate) enum CacheCommand {
     Verify,
 }
 
-pub(crate) fn run(config: &Path, command: CacheCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitCode> {
     let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let appliance = generation.appliance();
-    let host = match appliance.server.bind {
-        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-        other => other,
+    let mut resp = match command {
+        CacheCommand::Stats => Daemon::new(appliance).get("/api/cache/stats")?,
+        CacheCommand::Warm { target } => {
+            Daemon::operator(appliance)?.post(&format!("/api/cache/warm/{target}"), None)?
+        }
+        CacheCommand::Verify => Daemon::operator(appliance)?.post("/api/cache/verify", None)?,
     };
-    let base = format!(
-        "http://{}",
-        std::net::SocketAddr::new(host, appliance.server.http_port)
-    );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = |path: &str| format!("{base}{path}");
-    let unreachable =
-        || format!("cannot reach the running daemon at {base} (is `kickstand serve` running?)");
-    let mut resp = match &command {
-        CacheCommand::Warm { target } => agent
-            .post(url(&format!("/api/cache/warm/{target}")))
-            .send_empty(),
-        CacheCommand::Stats => agent.get(url("/api/cache/stats")).call(),
-        CacheCommand::Verify => agent.post(url("/api/cache/verify")).send_empty(),
-    }
-    .with_context(unreachable)?;
     if !resp.status().is_success() {
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        eprintln!("kickstand: {}", body.trim_end());
+        eprintln!("kickstand: {}", client::failure(resp));
         return Ok(ExitCode::FAILURE);
     }
     if let CacheCommand::Stats = command {

@@ -23,10 +23,14 @@ use kickstand_state::Phase;
 pub(crate) enum BootDecision {
     /// A host in build mode: the installer, with its kickstart.
     Install,
-    /// A host that reported `installed`: its own disk (boot once).
+    /// A host that reported `installed`, or failed and is held until an
+    /// operator re-arms it: its own disk (boot once, no install loop).
     LocalDisk,
     /// No profile, and `dhcp.unknown: local-boot`: told to boot its disk.
     UnknownLocalBoot,
+    /// No profile, and `dhcp.unknown: discover`: asked what it is, then
+    /// told to boot its disk.
+    Discover,
     /// No profile, and `dhcp.unknown: ignore`: not answered at all.
     Ignore,
 }
@@ -40,38 +44,41 @@ pub(crate) struct Generation {
     pub(crate) dhcp: Arc<kickstand_dhcp::Context>,
     pub(crate) repo: RepoConfig,
     pub(crate) upstream: Arc<Upstream>,
-    /// `server.http_port` as the file says: the snapshot carries the bound
-    /// port instead when the daemon bound port 0.
-    configured_http_port: u16,
+    /// The ports as the file says: the snapshot carries the bound ports
+    /// instead when the daemon bound port 0.
+    configured: Ports,
+}
+
+/// Ports that URLs and kernel arguments name: `None` is the configured one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ports {
+    pub(crate) http: Option<u16>,
+    pub(crate) syslog: Option<u16>,
 }
 
 impl Generation {
     /// Loads the profile set at `config` and builds its generation.
     /// `http_port` replaces the configured port when the daemon bound port
     /// 0, so every URL handed out names the port actually in use.
-    pub(crate) fn load(
-        config: &Path,
-        http_port: Option<u16>,
-        id: u64,
-    ) -> Result<Generation, LoadError> {
-        let snapshot = kickstand_profiles::load(config)?;
-        let configured = snapshot.appliance.server.http_port;
-        let mut generation = Generation::build(snapshot, id)?;
-        if let Some(port) = http_port {
-            generation = generation.with_http_port(port)?;
+    pub(crate) fn load(config: &Path, ports: Ports, id: u64) -> Result<Generation, LoadError> {
+        let generation = Generation::build(kickstand_profiles::load(config)?, id)?;
+        if ports == Ports::default() {
+            return Ok(generation);
         }
-        generation.configured_http_port = configured;
-        Ok(generation)
+        generation.with_ports(ports)
     }
 
-    /// The same profile set with every URL naming `port` (the daemon bound
-    /// port 0): rendered again, not read again.
-    pub(crate) fn with_http_port(self, port: u16) -> Result<Generation, LoadError> {
-        let configured = self.configured_http_port;
+    /// The same profile set with its URLs naming the ports the daemon
+    /// bound (it was configured with port 0): rendered again, not read
+    /// again.
+    pub(crate) fn with_ports(self, ports: Ports) -> Result<Generation, LoadError> {
+        let configured = self.configured;
         let mut snapshot = self.site.snapshot;
-        snapshot.appliance.server.http_port = port;
+        let server = &mut snapshot.appliance.server;
+        server.http_port = ports.http.unwrap_or(server.http_port);
+        server.syslog_port = ports.syslog.unwrap_or(server.syslog_port);
         let mut generation = Generation::build(snapshot, self.id)?;
-        generation.configured_http_port = configured;
+        generation.configured = configured;
         Ok(generation)
     }
 
@@ -90,7 +97,10 @@ impl Generation {
         })?;
         let dhcp = Arc::new(kickstand_dhcp::Context::from_appliance(appliance));
         Ok(Generation {
-            configured_http_port: appliance.server.http_port,
+            configured: Ports {
+                http: Some(appliance.server.http_port),
+                syslog: Some(appliance.server.syslog_port),
+            },
             id,
             loaded_at: SystemTime::now(),
             dhcp,
@@ -115,13 +125,15 @@ impl Generation {
     /// The boot decision for `mac`, whose install state is `phase`.
     pub(crate) fn boot_for(&self, mac: Mac, phase: Phase) -> BootDecision {
         if self.snapshot().host(&mac).is_some() {
-            return match phase {
-                Phase::Installed => BootDecision::LocalDisk,
-                Phase::New | Phase::Installing => BootDecision::Install,
+            return if phase.is_build_mode() {
+                BootDecision::Install
+            } else {
+                BootDecision::LocalDisk
             };
         }
         match self.appliance().dhcp.unknown {
             UnknownPolicy::LocalBoot => BootDecision::UnknownLocalBoot,
+            UnknownPolicy::Discover => BootDecision::Discover,
             UnknownPolicy::Ignore => BootDecision::Ignore,
         }
     }
@@ -157,8 +169,13 @@ impl Generation {
             ),
             (
                 "server.http_port",
-                self.configured_http_port.to_string(),
-                next.configured_http_port.to_string(),
+                self.configured.http.unwrap_or_default().to_string(),
+                next.configured.http.unwrap_or_default().to_string(),
+            ),
+            (
+                "server.syslog_port",
+                self.configured.syslog.unwrap_or_default().to_string(),
+                next.configured.syslog.unwrap_or_default().to_string(),
             ),
             (
                 "server.tftp_port",

@@ -13,22 +13,24 @@
 
 mod boot;
 mod cache;
+mod client;
+mod commands;
 mod generation;
+mod hosts;
 mod live;
+mod operator;
 mod reload;
 mod serve;
+mod syslog;
 mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kickstand_profiles::Mac;
-use kickstand_render::BootAction;
-use kickstand_state::{Phase, StateStore};
 
-use crate::generation::{BootDecision, Generation};
+use crate::generation::{Generation, Ports};
 
 /// Kickstand: netboot appliance (ProxyDHCP, TFTP, kickstarts, caching repo proxy).
 #[derive(Debug, Parser)]
@@ -51,9 +53,10 @@ struct Cli {
 enum Command {
     /// Run the appliance: ProxyDHCP, TFTP and HTTP, reloading profiles live.
     Serve,
-    /// Validate the profiles and render every template for every host.
+    /// Validate the profiles and render every template for every host,
+    /// exactly as `serve` would.
     Check,
-    /// Print what a host would be served.
+    /// Print what a host would be served (build tokens shown as a placeholder).
     Render {
         mac: Mac,
         /// The kickstart (the default).
@@ -63,8 +66,34 @@ enum Command {
         #[arg(long)]
         ipxe: bool,
     },
-    /// List the hosts with their OS and install state.
+    /// List the hosts: OS, phase, time in phase, last event.
     Hosts,
+    /// A host's timeline and where its journey stopped.
+    Timeline {
+        /// A MAC or a hostname.
+        host: String,
+    },
+    /// Send installed or failed hosts back to the installer on their next
+    /// network boot (needs the operator token; talks to the running daemon).
+    Rearm {
+        /// MACs or hostnames.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+    },
+    /// Machines without a profile that reported what they are
+    /// (`dhcp.unknown: discover`).
+    Discovered,
+    /// Make a discovered machine a host: writes a new profile file, which the
+    /// running daemon puts in force (needs the operator token).
+    Adopt {
+        mac: Mac,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        os: Option<String>,
+    },
     /// Warm, inspect or verify the repo cache of the running daemon.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -73,12 +102,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let result = match cli.command {
-        Command::Serve => serve::run(&cli.config),
-        Command::Check => check(&cli.config),
-        Command::Render { mac, ipxe, .. } => render(&cli.config, mac, ipxe),
-        Command::Hosts => hosts(&cli.config),
-        Command::Cache(command) => cache::run(&cli.config, command),
+    let config = &cli.config;
+    let result = match &cli.command {
+        Command::Serve => serve::run(config),
+        Command::Check => commands::check(config),
+        Command::Render { mac, ipxe, .. } => commands::render(config, *mac, *ipxe),
+        Command::Hosts => commands::hosts(config),
+        Command::Timeline { host } => commands::timeline(config, host),
+        Command::Rearm { hosts } => commands::rearm(config, hosts),
+        Command::Discovered => commands::discovered(config),
+        Command::Adopt {
+            mac,
+            hostname,
+            group,
+            os,
+        } => commands::adopt(config, *mac, hostname, group.as_deref(), os.as_deref()),
+        Command::Cache(command) => cache::run(config, command),
     };
     match result {
         Ok(code) => code,
@@ -105,7 +144,7 @@ fn init_logging() {
 /// does — or prints every problem (with the offending lines) and returns
 /// `None`.
 fn load_or_report(config: &std::path::Path) -> Option<Generation> {
-    match Generation::load(config, None, 1) {
+    match Generation::load(config, Ports::default(), 1) {
         Ok(generation) => Some(generation),
         Err(e) => {
             for d in &e.0 {
@@ -118,65 +157,4 @@ fn load_or_report(config: &std::path::Path) -> Option<Generation> {
             None
         }
     }
-}
-
-fn check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let Some(generation) = load_or_report(config) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let s = generation.snapshot();
-    println!(
-        "ok: {} file(s), {} OS, {} host(s), {} template(s); every kickstart and boot script rendered",
-        s.files.len(),
-        s.oses.len(),
-        s.hosts.len(),
-        s.templates.len()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn render(config: &std::path::Path, mac: Mac, ipxe: bool) -> anyhow::Result<ExitCode> {
-    let Some(generation) = load_or_report(config) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let site = &generation.site;
-    let out = if ipxe {
-        let states = StateStore::open(&generation.appliance().state_dir)?;
-        let phase = states.get(&mac.to_string()).phase;
-        match generation.boot_for(mac, phase) {
-            BootDecision::Install => site.ipxe(&mac, BootAction::Install),
-            BootDecision::LocalDisk => site.ipxe(&mac, BootAction::LocalDisk),
-            BootDecision::UnknownLocalBoot => site.unknown_ipxe(&mac),
-            BootDecision::Ignore => site.ipxe(&mac, BootAction::Install),
-        }
-    } else {
-        site.kickstart(&mac)
-    };
-    print!("{}", out.with_context(|| format!("rendering for {mac}"))?);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn hosts(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let Some(generation) = load_or_report(config) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let states = StateStore::open(&generation.appliance().state_dir)?;
-    println!(
-        "{:<17}  {:<16} {:<18} {:<10} GROUPS",
-        "MAC", "HOSTNAME", "OS", "STATE"
-    );
-    for (mac, host) in &generation.snapshot().hosts {
-        let phase = match states.get(&mac.to_string()).phase {
-            Phase::New => "new",
-            Phase::Installing => "installing",
-            Phase::Installed => "installed",
-        };
-        println!(
-            "{mac}  {:<16} {:<18} {phase:<10} {}",
-            host.hostname,
-            host.os,
-            host.groups.join(",")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use kickstand_profiles::model::DhcpMode;
 use kickstand_repo::RepoProxy;
 use kickstand_state::StateStore;
+use std::time::SystemTime;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -19,10 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::boot;
-use crate::generation::Generation;
-use crate::live::Live;
-use crate::reload;
+use crate::generation::{Generation, Ports};
+use crate::live::{Live, Parts};
+use crate::{boot, commands, operator, reload, syslog};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(15);
@@ -54,29 +54,48 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
     let http = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("binding HTTP on {http_addr}"))?;
-    let http_port = http.local_addr()?.port();
-    // With port 0 the URLs in scripts must name the port the kernel chose.
-    let port_override = (server.http_port == 0).then_some(http_port);
-    let generation = match port_override {
-        Some(port) => generation
-            .with_http_port(port)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => generation,
+    let syslog_addr = SocketAddr::new(server.bind, server.syslog_port);
+    let syslog = std::net::UdpSocket::bind(syslog_addr)
+        .with_context(|| format!("binding the installer-log receiver on UDP {syslog_addr}"))?;
+    // With port 0 the URLs in scripts and `inst.syslog=` must name the
+    // ports the kernel chose.
+    let ports = Ports {
+        http: (server.http_port == 0).then_some(http.local_addr()?.port()),
+        syslog: (server.syslog_port == 0).then_some(syslog.local_addr()?.port()),
+    };
+    let generation = if ports == Ports::default() {
+        generation
+    } else {
+        generation
+            .with_ports(ports)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
     };
 
-    let states = StateStore::open(&appliance.state_dir)?;
+    let store = commands::open_store(&appliance).await?;
+    let operator_token = operator::load_or_create(&appliance.state.operator_token_file)?;
     let tasks = TaskTracker::new();
     let repo = RepoProxy::open(&generation.repo, generation.upstream.clone(), tasks.clone())
         .context("opening the repo cache")?;
     let live = Arc::new(Live::new(
         generation,
-        states,
-        repo,
-        tasks.clone(),
-        config,
-        port_override,
+        Parts {
+            store: store.clone(),
+            repo,
+            tasks: tasks.clone(),
+            operator_token,
+            config: config.to_path_buf(),
+            ports,
+        },
     ));
     let shutdown = CancellationToken::new();
+
+    info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
+    let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
+        let (store, logs, counters) = (store.clone(), live.logs.clone(), live.syslog.clone());
+        let (runtime, shutdown) = (tokio::runtime::Handle::current(), shutdown.clone());
+        move || syslog::receive(syslog, store, logs, counters, runtime, shutdown)
+    })?;
+    tasks.spawn(sweep(store.clone(), shutdown.clone()));
 
     info!(addr = %http.local_addr()?, base_url = %live.current().urls().base(), "http listening");
     tasks.spawn(kickstand_http::serve(http, live.clone(), shutdown.clone()));
@@ -131,6 +150,37 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
             "tasks still running at the drain deadline; stopping anyway"
         );
     }
+    if let Err(e) = store.flush().await {
+        warn!(error = %e, "could not write the last pulled-byte counts");
+    }
+    let _ = tokio::task::spawn_blocking(move || receiver.join()).await;
     info!("stopped");
     Ok(())
+}
+
+/// How often overdue installs are failed and old events pruned.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Fails installs that ran past `install_timeout` and keeps the timeline
+/// within its bounds, until `shutdown`.
+async fn sweep(store: StateStore, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let now = SystemTime::now();
+        match store.fail_overdue(now).await {
+            Ok(failed) => {
+                for mac in failed {
+                    warn!(%mac, "install timed out: the host is failed and held until an operator re-arms it");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not check for overdue installs"),
+        }
+        if let Err(e) = store.prune(now).await {
+            warn!(error = %e, "could not prune old events");
+        }
+    }
 }

@@ -1,62 +1,34 @@
 //! The live state as each protocol crate sees it: [`Front`] for HTTP,
 //! [`Boot`] for ProxyDHCP, [`Source`] for TFTP. The boot script rule is
-//! written once ([`Live::boot_script`]) and serves HTTP and TFTP alike.
+//! written once ([`Live::boot_script`]) and serves HTTP and TFTP alike;
+//! what each protocol saw of a host becomes an event on its timeline.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
-use kickstand_dhcp::{Boot, HostStatus};
+use kickstand_dhcp::{Action, Boot, HostStatus, Reason};
 use kickstand_http::route::{CacheOp, Report};
 use kickstand_http::{ApiError, Body, Front, Loader, Reply, RouteKind};
 use kickstand_profiles::{Mac, urls};
-use kickstand_render::{BootAction, RenderError};
-use kickstand_state::Phase;
+use kickstand_state::{EventKind, Phase, Transition};
 use serde::Serialize;
+use serde_json::json;
 use tracing::{info, warn};
 
 use crate::cache::{self, CacheEvent};
-use crate::generation::{BootDecision, Generation};
+use crate::generation::BootDecision;
+use crate::hosts::state_error;
 use crate::live::{Live, ReloadStatus};
-
-impl Live {
-    /// A machine's iPXE script, over HTTP or TFTP: its boot decision made
-    /// into a script. A machine that is to be ignored gets none.
-    pub(crate) fn boot_script(&self, mac: Mac) -> Result<String, ApiError> {
-        let generation = self.current();
-        let site = &generation.site;
-        let rendered = match self.boot_for(&generation, mac) {
-            BootDecision::Install => site.ipxe(&mac, BootAction::Install),
-            BootDecision::LocalDisk => site.ipxe(&mac, BootAction::LocalDisk),
-            BootDecision::UnknownLocalBoot => site.unknown_ipxe(&mac),
-            BootDecision::Ignore => {
-                self.counters
-                    .unknown_host_requests
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(ApiError::NoProfile(mac));
-            }
-        };
-        self.counters.boot_scripts.fetch_add(1, Ordering::Relaxed);
-        rendered.map_err(render_error)
-    }
-}
-
-fn render_error(e: RenderError) -> ApiError {
-    match e {
-        RenderError::UnknownHost(mac) => ApiError::NoProfile(mac),
-        e => {
-            // Every host rendered when the generation was built, so this is
-            // a bug, not bad input; say so instead of serving half a script.
-            warn!(error = %e, "render failed");
-            ApiError::Internal(format!("render failed: {e}"))
-        }
-    }
-}
+use crate::operator;
 
 impl Boot for Live {
     fn context(&self) -> Arc<kickstand_dhcp::Context> {
@@ -64,11 +36,79 @@ impl Boot for Live {
     }
 
     async fn host(&self, mac: Mac) -> HostStatus {
-        match self.boot_for(&self.current(), mac) {
-            BootDecision::Install | BootDecision::LocalDisk | BootDecision::UnknownLocalBoot => {
+        match self.boot_for(&self.current(), mac).await {
+            BootDecision::Install | BootDecision::UnknownLocalBoot | BootDecision::Discover => {
                 HostStatus::Netboot
             }
+            BootDecision::LocalDisk => HostStatus::LocalDisk,
             BootDecision::Ignore => HostStatus::Unknown,
+        }
+    }
+
+    fn decided(&self, mac: Option<Mac>, seen: &kickstand_dhcp::Seen, action: &Action) {
+        let Some(mac) = mac else { return };
+        let known = self.current().snapshot().host(&mac).is_some();
+        match action {
+            Action::Respond(reply) if known => {
+                let (store, ip) = (self.store.clone(), seen.requested.map(IpAddr::V4));
+                let detail = json!({
+                    "boot_file": reply.boot_file,
+                    "arch": reply.firmware.map(|f| format!("{f:?}")),
+                });
+                self.tasks.spawn(async move {
+                    let now = SystemTime::now();
+                    let done = async {
+                        store
+                            .transition(mac, Transition::SeenByDhcp, ip, now)
+                            .await?;
+                        store.record(mac, EventKind::DhcpOffer, detail, now).await
+                    };
+                    if let Err(e) = done.await {
+                        warn!(%mac, error = %e, "could not record a DHCP offer");
+                    }
+                });
+            }
+            Action::Respond(_) => {}
+            // The machine took another server's address offer: where it
+            // will be, so TFTP and HTTP requests from there are its own.
+            Action::Ignore(Reason::ForOtherServer(_)) if known && seen.requested.is_some() => {
+                let (store, ip) = (self.store.clone(), seen.requested.map(IpAddr::V4));
+                self.tasks.spawn(async move {
+                    let now = SystemTime::now();
+                    if let Err(e) = store.transition(mac, Transition::SeenByDhcp, ip, now).await {
+                        warn!(%mac, error = %e, "could not record a DHCP request");
+                    }
+                });
+            }
+            Action::Ignore(
+                reason @ (Reason::UnknownHost(_)
+                | Reason::Installed(_)
+                | Reason::UnsupportedArch(_)
+                | Reason::MissingArch),
+            ) => {
+                // Once per machine per few minutes, at the default level:
+                // an operator should never need debug logs to learn why a
+                // machine was not served.
+                if !self.first_unanswered_in_a_while(mac) {
+                    return;
+                }
+                info!(%mac, from = %seen.from, %reason, "dhcp: PXE client not answered");
+                let name = match reason {
+                    Reason::UnknownHost(_) => "no-profile",
+                    Reason::Installed(_) => "installed",
+                    Reason::UnsupportedArch(_) => "unsupported-arch",
+                    _ => "no-arch",
+                };
+                self.record(
+                    mac,
+                    EventKind::DhcpIgnored,
+                    json!({"reason": name, "detail": reason.to_string()}),
+                );
+                if matches!(reason, Reason::Installed(_)) {
+                    self.record(mac, EventKind::LocalBoot, json!({"how": "not-answered"}));
+                }
+            }
+            Action::Ignore(_) => {}
         }
     }
 }
@@ -82,83 +122,219 @@ impl kickstand_tftp::Source for Live {
 
     /// `boot/<mac>.ipxe`, for iPXE builds without HTTP: the same script the
     /// HTTP route serves.
-    fn generated(&self, path: &str) -> Option<Bytes> {
-        let mac = urls::parse_boot_script_name(path)?.ok()?;
-        self.boot_script(mac).ok().map(Bytes::from)
+    fn generated<'a>(
+        &'a self,
+        path: &'a str,
+        peer: SocketAddr,
+    ) -> kickstand_tftp::BoxFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let mac = urls::parse_boot_script_name(path)?.ok()?;
+            self.boot_script(mac, peer.ip()).await.ok().map(Bytes::from)
+        })
+    }
+
+    fn transfer_ended(&self, peer: SocketAddr, report: &kickstand_tftp::TransferReport) {
+        let store = self.store.clone();
+        let mut detail = json!({
+            "file": report.file,
+            "bytes": report.bytes,
+            "duration_ms": report.duration.as_millis() as u64,
+            "outcome": report.outcome.name(),
+            "ip": peer.ip().to_string(),
+        });
+        if let kickstand_tftp::TransferOutcome::ClientAborted { code, .. } = report.outcome {
+            detail["error_code"] = code.into();
+        }
+        let loader = report.outcome == kickstand_tftp::TransferOutcome::Complete
+            && urls::parse_boot_script_name(&report.file).is_none();
+        self.tasks.spawn(async move {
+            let now = SystemTime::now();
+            let done = async {
+                let Some(mac) = store.host_by_ip(peer.ip()).await? else {
+                    return Ok(());
+                };
+                store
+                    .record(mac, EventKind::TftpTransfer, detail, now)
+                    .await?;
+                if loader {
+                    store
+                        .transition(mac, Transition::BootFetched, Some(peer.ip()), now)
+                        .await?;
+                }
+                Ok::<_, kickstand_state::StateError>(())
+            };
+            if let Err(e) = done.await {
+                warn!(%peer, error = %e, "could not record a TFTP transfer");
+            }
+        });
     }
 }
 
 impl Front for Live {
-    async fn boot_script(&self, mac: Mac, _peer: SocketAddr) -> Result<String, ApiError> {
-        Live::boot_script(self, mac)
+    async fn boot_script(&self, mac: Mac, peer: SocketAddr) -> Result<String, ApiError> {
+        Live::boot_script(self, mac, peer.ip()).await
     }
 
-    async fn loader(&self, file: &str) -> Result<Loader, ApiError> {
+    async fn loader(&self, file: &str, peer: SocketAddr) -> Result<Loader, ApiError> {
         let root = self.current().appliance().tftp_root.clone();
         let not_found = || ApiError::NotFound("no such boot loader".into());
         // TFTP's own rules, so the two protocols refuse the same names.
         let name = kickstand_tftp::normalize(file.as_bytes()).map_err(|_| not_found())?;
-        let (file, len) =
+        let (opened, len) =
             tokio::task::spawn_blocking(move || kickstand_tftp::path::open_file(&root, &name))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(|_| not_found())?;
+        if let Ok(Some(mac)) = self.store.host_by_ip(peer.ip()).await {
+            self.record(
+                mac,
+                EventKind::LoaderFetch,
+                json!({"file": file, "ip": peer.ip().to_string()}),
+            );
+            let _ = self
+                .transition(mac, Transition::BootFetched, Some(peer.ip()))
+                .await;
+        }
         Ok(Loader {
-            file: tokio::fs::File::from_std(file),
+            file: tokio::fs::File::from_std(opened),
             len,
         })
     }
 
-    async fn kickstart(&self, mac: Mac, _peer: SocketAddr) -> Result<String, ApiError> {
-        let generation = self.current();
-        if generation.snapshot().host(&mac).is_none() {
-            self.counters
-                .unknown_host_requests
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::NoProfile(mac));
-        }
-        self.counters.kickstarts.fetch_add(1, Ordering::Relaxed);
-        generation.site.kickstart(&mac).map_err(render_error)
+    async fn kickstart(
+        &self,
+        mac: Mac,
+        token: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<String, ApiError> {
+        Live::kickstart(self, mac, token, peer.ip()).await
     }
 
-    async fn report(&self, mac: Mac, report: Report, peer: SocketAddr) -> Result<Reply, ApiError> {
-        let generation = self.current();
-        let Some(host) = generation.snapshot().host(&mac) else {
-            self.counters
-                .unknown_host_requests
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::NoProfile(mac));
-        };
-        let phase = match report {
-            Report::Installing => Phase::Installing,
-            Report::Installed => Phase::Installed,
-            Report::Rearm => Phase::New,
-        };
-        self.counters.reports.fetch_add(1, Ordering::Relaxed);
-        let record = self.states.set(&mac.to_string(), phase).map_err(|e| {
-            warn!(%mac, error = %e, "could not record host state");
-            ApiError::Internal(format!("could not record state: {e}"))
-        })?;
-        info!(%mac, hostname = host.hostname, ?phase, %peer, "host state");
-        json(&HostRow::new(&generation, mac, record))
+    async fn report(
+        &self,
+        mac: Mac,
+        report: Report,
+        token: Option<&str>,
+        detail: Bytes,
+        peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        Live::report(self, mac, report, token, &detail, peer.ip())
+            .await
+            .map(Reply::Json)
+    }
+
+    fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        match presented {
+            Some(p) if operator::matches(self.operator_token(), p) => Ok(()),
+            _ => Err(ApiError::Forbidden(format!(
+                "this action needs the operator token (Authorization: Bearer …, from {}); `kickstand` reads it for you",
+                self.current()
+                    .appliance()
+                    .state
+                    .operator_token_file
+                    .display()
+            ))),
+        }
+    }
+
+    async fn rearm(&self, mac: Mac, peer: SocketAddr) -> Result<Reply, ApiError> {
+        Live::rearm(self, mac, peer.ip()).await.map(Reply::Json)
     }
 
     async fn hosts(&self) -> Result<Reply, ApiError> {
-        let generation = self.current();
-        let rows: Vec<HostRow> = generation
-            .snapshot()
-            .hosts
-            .keys()
-            .map(|mac| HostRow::new(&generation, *mac, self.states.get(&mac.to_string())))
-            .collect();
-        json(&rows)
+        json(&self.host_rows().await?)
     }
 
-    async fn repo(&self, mirror: &str, path: &str, req: http::Request<()>) -> Response<Body> {
-        self.repo
-            .handle(mirror, path, req)
+    async fn timeline(&self, mac: Mac) -> Result<Reply, ApiError> {
+        json(&Live::timeline(self, mac).await?)
+    }
+
+    async fn installer_log(&self, mac: Mac) -> Result<Reply, ApiError> {
+        let logs = self.logs.clone();
+        tokio::task::spawn_blocking(move || logs.tail(mac, 256 * 1024))
             .await
-            .map(|body| body.boxed_unsync())
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map(Reply::Text)
+            .map_err(|_| ApiError::NotFound(format!("no installer log for {mac} yet")))
+    }
+
+    async fn discovered(&self) -> Result<Reply, ApiError> {
+        json(&self.discovered_rows().await?)
+    }
+
+    async fn discovery_report(
+        &self,
+        mac: Mac,
+        query: &str,
+        peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        Live::discovery_report(self, mac, query, peer.ip())
+            .await
+            .map(Reply::Text)
+    }
+
+    async fn adopt(&self, mac: Mac, body: Bytes) -> Result<Reply, ApiError> {
+        let adopted = Live::adopt(self, mac, &body).await?;
+        // Put the new profile in force now rather than at the watcher's
+        // next look, so the machine's next boot installs. Rare, and it
+        // blocks only this request's worker.
+        tokio::task::block_in_place(|| self.reload(crate::live::Trigger::Adopt));
+        match self.reload_status() {
+            ReloadStatus::Loaded => Ok(Reply::Json(adopted)),
+            ReloadStatus::Rejected { errors } => Err(ApiError::Conflict(format!(
+                "the profile was written but the reload was rejected: {}",
+                errors.join("; ")
+            ))),
+        }
+    }
+
+    async fn repo(
+        &self,
+        mirror: &str,
+        path: &str,
+        req: http::Request<()>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let response = self.repo.handle(mirror, path, req).await;
+        let mac = match self.store.host_by_ip(peer.ip()).await {
+            Ok(mac) => mac,
+            Err(e) => {
+                warn!(error = %e, "host state store failed; repo bytes not counted");
+                None
+            }
+        };
+        let Some(mac) = mac.filter(|_| response.status() == StatusCode::OK) else {
+            return response.map(|b| b.boxed_unsync());
+        };
+        if ["vmlinuz", "initrd.img", "install.img", "squashfs.img"]
+            .iter()
+            .any(|image| path.ends_with(image))
+        {
+            self.record(
+                mac,
+                EventKind::InstallerImage,
+                json!({"file": path, "ip": peer.ip().to_string()}),
+            );
+        }
+        // Counted as the client reads it: what the host actually pulled.
+        let store = self.store.clone();
+        response.map(move |body| {
+            Counted {
+                inner: body,
+                bytes: 0,
+                done: Some(Box::new(move |bytes| {
+                    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                        return;
+                    };
+                    runtime.spawn(async move {
+                        if let Err(e) = store.add_pulled(mac, bytes, 1).await {
+                            warn!(%mac, error = %e, "could not count pulled bytes");
+                        }
+                    });
+                })),
+            }
+            .boxed_unsync()
+        })
     }
 
     async fn cache(&self, op: CacheOp<'_>) -> Result<Reply, ApiError> {
@@ -175,17 +351,59 @@ impl Front for Live {
     }
 
     async fn status(&self) -> Result<Reply, ApiError> {
-        Ok(Reply::Text(self.status_page()))
+        Ok(Reply::Text(self.status_page().await?))
     }
 
     async fn metrics(&self) -> Result<Reply, ApiError> {
-        Ok(Reply::Text(self.metrics_text()))
+        Ok(Reply::Text(self.metrics_text().await?))
     }
 
     fn observe(&self, route: RouteKind, _status: StatusCode) {
         if route == RouteKind::Refused {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A response body that reports how many bytes went through it, once, when
+/// it ends (whole or not).
+struct Counted {
+    inner: kickstand_repo::Body,
+    bytes: u64,
+    done: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.bytes);
+        }
+    }
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -204,38 +422,8 @@ fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-#[derive(Debug, Serialize)]
-struct HostRow {
-    mac: String,
-    hostname: String,
-    os: String,
-    groups: Vec<String>,
-    phase: Phase,
-    since: u64,
-    next_boot: BootAction,
-}
-
-impl HostRow {
-    fn new(generation: &Generation, mac: Mac, record: kickstand_state::Record) -> HostRow {
-        let host = generation.snapshot().host(&mac);
-        let next_boot = match generation.boot_for(mac, record.phase) {
-            BootDecision::Install => BootAction::Install,
-            _ => BootAction::LocalDisk,
-        };
-        HostRow {
-            mac: mac.to_string(),
-            hostname: host.map(|h| h.hostname.clone()).unwrap_or_default(),
-            os: host.map(|h| h.os.clone()).unwrap_or_default(),
-            groups: host.map(|h| h.groups.clone()).unwrap_or_default(),
-            phase: record.phase,
-            since: record.since,
-            next_boot,
-        }
-    }
-}
-
 impl Live {
-    fn status_page(&self) -> String {
+    async fn status_page(&self) -> Result<String, ApiError> {
         let generation = self.current();
         let snap = generation.snapshot();
         let mut page = String::from("Kickstand\n=========\n\n");
@@ -278,23 +466,31 @@ impl Live {
             }
         );
         page.push_str("\nhosts\n");
-        for (mac, host) in &snap.hosts {
+        for row in self.host_rows().await? {
             let _ = writeln!(
                 page,
-                "  {mac}  {:<16} {:<18} {:?}",
-                host.hostname,
-                host.os,
-                self.phase(*mac)
+                "  {}  {:<16} {:<18} {:<10} {}",
+                row.mac,
+                row.hostname,
+                row.os,
+                row.phase.as_str(),
+                row.last_error.as_deref().unwrap_or("")
             );
         }
-        page
+        Ok(page)
     }
 
-    fn metrics_text(&self) -> String {
+    async fn metrics_text(&self) -> Result<String, ApiError> {
         let c = &self.counters;
-        let get = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let s = self.repo.stats();
         let hosts = self.current().snapshot().hosts.len() as u64;
+        let phases = self.store.hosts().await.map_err(state_error)?;
+        let installed = phases
+            .iter()
+            .filter(|h| h.phase == Phase::Installed)
+            .count() as u64;
+        let failed = phases.iter().filter(|h| h.phase == Phase::Failed).count() as u64;
         let mut out = String::new();
         for (name, help, value) in [
             (
@@ -309,7 +505,7 @@ impl Live {
             ),
             (
                 "kickstand_host_reports_total",
-                "install state reports recorded",
+                "install callbacks recorded",
                 get(&c.reports),
             ),
             (
@@ -323,6 +519,11 @@ impl Live {
                 get(&c.refused),
             ),
             (
+                "kickstand_token_rejections_total",
+                "kickstart and callback requests refused for their build token",
+                get(&c.token_rejections),
+            ),
+            (
                 "kickstand_reloads_total{result=\"ok\"}",
                 "profile reloads",
                 get(&c.reloads_ok),
@@ -333,6 +534,21 @@ impl Live {
                 get(&c.reloads_rejected),
             ),
             ("kickstand_hosts", "host profiles in force", hosts),
+            (
+                "kickstand_hosts_installed",
+                "hosts that reported installed",
+                installed,
+            ),
+            (
+                "kickstand_hosts_failed",
+                "hosts whose install failed",
+                failed,
+            ),
+            (
+                "kickstand_installer_log_lines_total",
+                "installer log lines received",
+                self.syslog.lines.load(Ordering::Relaxed),
+            ),
             (
                 "kickstand_cache_hits_total",
                 "repo files served from the cache",
@@ -388,6 +604,6 @@ impl Live {
             }
             let _ = writeln!(out, "{name} {value}");
         }
-        out
+        Ok(out)
     }
 }

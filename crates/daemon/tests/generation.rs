@@ -133,7 +133,7 @@ fn a_reload_that_needs_a_restart_is_refused_and_says_so() {
             "{setting}: {status}"
         );
         assert_eq!(
-            daemon.get("/ks/52:54:00:99:00:09").0,
+            daemon.get("/boot/52:54:00:99:00:09.ipxe").0,
             404,
             "{setting}: the rest of the refused edit took effect"
         );
@@ -148,13 +148,15 @@ fn a_reload_that_needs_a_restart_is_refused_and_says_so() {
             daemon.log()
         );
         assert!(
-            eventually(WAIT, || (daemon.get("/ks/52:54:00:99:00:09").0 == 200)
+            eventually(WAIT, || (daemon.get("/boot/52:54:00:99:00:09.ipxe").0
+                == 200)
                 .then_some(()))
             .is_some()
         );
         std::fs::remove_file(bed.path("profiles/hosts/extra.yaml")).expect("rm");
         assert!(
-            eventually(WAIT, || (daemon.get("/ks/52:54:00:99:00:09").0 == 404)
+            eventually(WAIT, || (daemon.get("/boot/52:54:00:99:00:09.ipxe").0
+                == 404)
                 .then_some(()))
             .is_some(),
             "the host outlived its file"

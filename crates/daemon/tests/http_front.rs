@@ -15,7 +15,21 @@ fn serves_kickstarts_and_boot_scripts_from_the_profiles() {
     let daemon = Daemon::start(&bed.config());
     let port = daemon.base.rsplit(':').next().expect("port").to_owned();
 
-    let (status, ks) = daemon.get(&format!("/ks/{NODE01}"));
+    let (status, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
+    assert_eq!(status, 200);
+    let token = support::token_in(&script).expect("a build token");
+    assert!(
+        script.contains(&format!(
+            "inst.ks=http://127.0.0.1:{port}/ks/{NODE01}?token={token}"
+        )),
+        "{script}"
+    );
+    assert!(script.contains("\nboot\n"), "{script}");
+
+    // The kickstart (the host's secrets) only with the host's token.
+    assert_eq!(daemon.get(&format!("/ks/{NODE01}")).0, 403);
+    assert_eq!(daemon.get(&format!("/ks/{NODE01}?token=guess")).0, 403);
+    let (status, ks) = daemon.get(&format!("/ks/{NODE01}?token={token}"));
     assert_eq!(status, 200, "{ks}");
     assert!(
         ks.contains(&format!(
@@ -24,14 +38,7 @@ fn serves_kickstarts_and_boot_scripts_from_the_profiles() {
         "URLs name the bound port:\n{ks}"
     );
     assert!(ks.contains("--hostname=node01"), "{ks}");
-
-    let (status, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
-    assert_eq!(status, 200);
-    assert!(
-        script.contains(&format!("inst.ks=http://127.0.0.1:{port}/ks/{NODE01}")),
-        "{script}"
-    );
-    assert!(script.contains("\nboot\n"), "{script}");
+    assert!(ks.contains(&format!("/installed?token={token}")), "{ks}");
 
     let (status, hosts) = daemon.get("/api/hosts");
     assert_eq!(status, 200);
@@ -79,20 +86,32 @@ fn unknown_machines_may_be_sent_to_their_disk_when_configured() {
 fn installed_hosts_boot_their_disk_until_rearmed() {
     let bed = Bed::new();
     let daemon = Daemon::start(&bed.config());
+    let token = daemon.build_token(NODE01);
+    let (status, ks) = daemon.get(&format!("/ks/{NODE01}?token={token}"));
+    assert_eq!(status, 200, "{ks}");
     assert_eq!(
-        daemon.post(&format!("/api/hosts/{NODE01}/installing")).0,
+        daemon
+            .post(&format!("/api/hosts/{NODE01}/installing?token={token}"))
+            .0,
         200
     );
     let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
     assert!(script.contains("kernel "), "still installing: {script}");
+    assert_eq!(
+        support::token_in(&script).as_deref(),
+        Some(token.as_str()),
+        "one build token per install"
+    );
 
-    let (status, body) = daemon.post(&format!("/api/hosts/{NODE01}/installed"));
+    let (status, body) = daemon.post(&format!("/api/hosts/{NODE01}/installed?token={token}"));
     assert_eq!(status, 200, "{body}");
     let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
     assert!(
         script.contains("\nexit\n") && !script.contains("kernel "),
         "boot once:\n{script}"
     );
+    // The install is over: its token is dead.
+    assert_eq!(daemon.get(&format!("/ks/{NODE01}?token={token}")).0, 403);
 
     // The state survives a restart of the daemon.
     assert!(daemon.stop(), "clean shutdown on SIGTERM");
@@ -100,9 +119,26 @@ fn installed_hosts_boot_their_disk_until_rearmed() {
     let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
     assert!(script.contains("\nexit\n"), "{script}");
 
-    assert_eq!(daemon.post(&format!("/api/hosts/{NODE01}/rearm")).0, 200);
+    // Re-arming needs the operator.
+    let rearm = format!("/api/hosts/{NODE01}/rearm");
+    assert_eq!(daemon.post(&rearm).0, 403);
+    assert_eq!(
+        daemon.post_as(&rearm, Some(&token), "").0,
+        403,
+        "a build token is no operator token"
+    );
+    let operator = daemon.operator_token(&bed);
+    assert_eq!(daemon.post_as(&rearm, Some(&operator), "").0, 200);
     let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
     assert!(script.contains("kernel "), "re-armed:\n{script}");
+    let fresh = support::token_in(&script).expect("a new token");
+    assert_ne!(fresh, token, "a re-armed host gets a new build token");
+    assert_eq!(
+        daemon.get(&format!("/ks/{NODE01}?token={token}")).0,
+        403,
+        "the old one stays dead"
+    );
+    assert_eq!(daemon.get(&format!("/ks/{NODE01}?token={fresh}")).0, 200);
 }
 
 fn raw(daemon: &Daemon, request: &str) -> String {
@@ -144,14 +180,17 @@ fn hostile_requests_are_refused() {
         "{garbage}"
     );
     // Still serving after all of that.
-    assert_eq!(daemon.get(&format!("/ks/{NODE01}")).0, 200);
+    let token = daemon.build_token(NODE01);
+    assert_eq!(daemon.get(&format!("/ks/{NODE01}?token={token}")).0, 200);
 }
 
 #[test]
 fn status_and_metrics() {
     let bed = Bed::new();
     let daemon = Daemon::start(&bed.config());
-    daemon.get(&format!("/ks/{NODE01}"));
+    let token = daemon.build_token(NODE01);
+    daemon.get(&format!("/ks/{NODE01}?token={token}"));
+    daemon.get(&format!("/ks/{NODE01}?token=wrong"));
     let (status, page) = daemon.get("/status");
     assert_eq!(status, 200);
     assert!(
@@ -164,4 +203,8 @@ fn status_and_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("kickstand_hosts 4"), "{metrics}");
+    assert!(
+        metrics.contains("kickstand_token_rejections_total 1"),
+        "{metrics}"
+    );
 }

@@ -267,6 +267,7 @@ server:
   interfaces: []
   http_port: {http_port}
   tftp_port: {tftp_port}
+  syslog_port: 0
 dhcp:
   mode: "off"
 tftp:

@@ -13,7 +13,7 @@ const NODE02: &str = "52:54:00:10:00:02";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn hostname_in_ks(daemon: &Daemon) -> String {
-    let (status, ks) = daemon.get(&format!("/ks/{NODE02}"));
+    let (status, ks) = daemon.kickstart(NODE02);
     assert_eq!(status, 200, "{ks}");
     ks.split("--hostname=")
         .nth(1)
@@ -44,7 +44,7 @@ fn an_edit_is_served_by_the_next_request() {
         "hosts:\n  \"52:54:00:10:09:01\":\n    hostname: node91\n",
     );
     let served = eventually(WAIT, || {
-        (daemon.get("/ks/52:54:00:10:09:01").0 == 200).then_some(())
+        (daemon.kickstart("52:54:00:10:09:01").0 == 200).then_some(())
     });
     assert!(served.is_some(), "{}", daemon.log());
 }
@@ -94,7 +94,7 @@ fn a_broken_edit_keeps_the_last_good_profiles_until_fixed() {
     );
     assert_eq!(hostname_in_ks(&daemon), "node02");
     assert_eq!(
-        daemon.get("/ks/52:54:00:10:00:01").0,
+        daemon.kickstart("52:54:00:10:00:01").0,
         200,
         "other hosts keep being served"
     );
@@ -155,7 +155,7 @@ fn template_edits_and_sighup_reload() {
     );
     let seen = eventually(WAIT, || {
         daemon
-            .get(&format!("/ks/{NODE02}"))
+            .kickstart(NODE02)
             .1
             .contains("selinux --permissive")
             .then_some(())

@@ -21,6 +21,22 @@ use crate::wire::{self, Mac};
 pub trait Boot: Send + Sync + 'static {
     fn context(&self) -> Arc<Context>;
     fn host(&self, mac: Mac) -> impl Future<Output = HostStatus> + Send;
+
+    /// Every decision, once made: for the log, metrics and the machine's
+    /// timeline. `mac` is the packet's client address when it had one.
+    fn decided(&self, mac: Option<Mac>, seen: &Seen, action: &Action) {
+        let _ = (mac, seen, action);
+    }
+}
+
+/// What the driver saw of a packet besides the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Seen {
+    pub from: SocketAddr,
+    /// The address a REQUEST asked for (option 50): where the machine will
+    /// be once the office DHCP server has acknowledged it.
+    pub requested: Option<Ipv4Addr>,
 }
 
 /// A fixed context and host lookup: for tests, benchmarks and tools.
@@ -137,7 +153,12 @@ impl<B: Boot> Worker<B> {
                     Err(e) => { debug!(error = %e, "dhcp: receive failed"); continue; }
                 },
             };
-            let action = self.decide(&buf[..len]).await;
+            let (mac, action) = self.decide(&buf[..len]).await;
+            let seen = Seen {
+                from,
+                requested: wire::peek_requested(&buf[..len]),
+            };
+            self.boot.decided(mac, &seen, &action);
             match action {
                 Action::Ignore(reason) => debug!(%from, %reason, "dhcp: ignored"),
                 Action::Respond(reply) => {
@@ -152,11 +173,12 @@ impl<B: Boot> Worker<B> {
         }
     }
 
-    async fn decide(&self, packet: &[u8]) -> Action {
+    async fn decide(&self, packet: &[u8]) -> (Option<Mac>, Action) {
         let ctx = self.boot.context();
         // The host's status is looked up before the pure decision, which
         // sees it through a lookup that knows this one machine.
-        let status = match wire::peek_mac(packet) {
+        let mac = wire::peek_mac(packet);
+        let status = match mac {
             Some(mac) => Some((mac, self.boot.host(mac).await)),
             None => None,
         };
@@ -165,7 +187,7 @@ impl<B: Boot> Worker<B> {
             _ => HostStatus::Unknown,
         };
         let (ctx, hosts): (&Context, &dyn HostLookup) = (&ctx, &known);
-        match (&self.leases, ctx.mode) {
+        let action = match (&self.leases, ctx.mode) {
             (Some(leases), Mode::Full) => {
                 let mut leases = leases.lock().unwrap_or_else(PoisonError::into_inner);
                 let now = SystemTime::now()
@@ -180,6 +202,7 @@ impl<B: Boot> Worker<B> {
                 action
             }
             _ => proxy::decide(packet, ctx, hosts, self.port),
-        }
+        };
+        (mac, action)
     }
 }

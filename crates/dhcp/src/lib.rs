@@ -17,7 +17,7 @@ pub mod full;
 mod proxy;
 mod wire;
 
-pub use driver::{Boot, Sockets, View, bind_dhcp_socket, serve};
+pub use driver::{Boot, Seen, Sockets, View, bind_dhcp_socket, serve};
 pub use proxy::{
     Action, Context, Destination, Firmware, HostLookup, HostStatus, Loaders, MIN_REPLY_LEN, Mode,
     Port, Reason, Reply, decide,

@@ -92,9 +92,13 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HostStatus {
-    /// Answer it: it has a profile (or `unknown: local-boot` lets its boot
-    /// script send it to the local disk).
+    /// Answer it: it has a profile (or `unknown: local-boot` or `discover`
+    /// gives it a script that never installs).
     Netboot,
+    /// It is installed: its firmware is not answered, so it moves on to its
+    /// next boot option (its disk) at once; iPXE, if that is what asks, is
+    /// answered and its script exits to the disk.
+    LocalDisk,
     /// Stay silent.
     Unknown,
 }
@@ -183,6 +187,8 @@ pub enum Reason {
     NoServerId,
     #[error("{0} has no profile")]
     UnknownHost(Mac),
+    #[error("{0} is installed: its firmware is left to boot its disk")]
+    Installed(Mac),
     #[error("client architecture {0} has no boot loader")]
     UnsupportedArch(u16),
     #[error("no client architecture in option 93 or the vendor class")]
@@ -307,8 +313,11 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
     } else {
         return Err(Reason::NotPxe(String::from_utf8_lossy(class).into_owned()));
     };
-    if hosts.lookup(req.mac) != HostStatus::Netboot {
-        return Err(Reason::UnknownHost(req.mac));
+    match hosts.lookup(req.mac) {
+        HostStatus::Netboot => {}
+        HostStatus::LocalDisk if is_ipxe(req) => {}
+        HostStatus::LocalDisk => return Err(Reason::Installed(req.mac)),
+        HostStatus::Unknown => return Err(Reason::UnknownHost(req.mac)),
     }
     if is_ipxe(req) {
         let file = ctx.urls.boot_script(req.mac);

@@ -68,6 +68,15 @@ pub(crate) fn peek_mac(packet: &[u8]) -> Option<Mac> {
     Some(Mac(mac))
 }
 
+/// The requested address (option 50) of a packet that parses.
+pub(crate) fn peek_requested(packet: &[u8]) -> Option<Ipv4Addr> {
+    Request::parse(packet)
+        .ok()?
+        .address_option(opt::REQUESTED_ADDRESS)
+        .ok()
+        .flatten()
+}
+
 /// A request whose header and option framing have been checked.
 #[derive(Debug)]
 pub(crate) struct Request<'a> {

@@ -576,3 +576,35 @@ fn captured_firmware_options_are_pinned_and_97_is_not_invented() {
         offer("ipxe.efi", Firmware::UefiX64),
     );
 }
+
+/// An installed host: its firmware's own PXE is not answered (so it moves
+/// on to its disk at once), while iPXE, if that is what asks, gets its
+/// script (which exits to the disk).
+#[test]
+fn installed_hosts_are_left_to_their_firmware_but_ipxe_gets_its_script() {
+    let installed = |_: Mac| HostStatus::LocalDisk;
+    for (name, packet) in [
+        ("ovmf", ovmf()),
+        ("native bios", native_bios()),
+        ("http boot", http()),
+    ] {
+        let mac = Mac(packet[28..34].try_into().unwrap());
+        assert_eq!(
+            decide(&packet, &ctx(), &installed, Port::Dhcp),
+            Action::Ignore(Reason::Installed(mac)),
+            "{name}"
+        );
+    }
+    let Action::Respond(reply) = decide(&bios(), &ctx(), &installed, Port::Dhcp) else {
+        panic!("iPXE of an installed host is answered");
+    };
+    assert_eq!(reply.firmware, Some(Firmware::Ipxe));
+    assert!(
+        reply
+            .boot_file
+            .as_deref()
+            .is_some_and(|f| f.ends_with(".ipxe")),
+        "{:?}",
+        reply.boot_file
+    );
+}

@@ -35,6 +35,9 @@ pub enum ApiError {
     NotAProxy,
     #[error("{0}")]
     Forbidden(String),
+    /// The request is fine but the host's state does not allow it now.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Unavailable(String),
     /// A bug or a broken disk, not bad input: said plainly rather than
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::BadMac | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAProxy | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

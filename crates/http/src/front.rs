@@ -49,7 +49,11 @@ pub enum RouteKind {
     Loader,
     Kickstart,
     Report,
+    /// Operator actions: rearm, adopt.
+    Operator,
+    /// Host views: list, timeline, installer log, discovered machines.
     Hosts,
+    Discovery,
     Repo,
     Cache,
     Status,
@@ -64,7 +68,9 @@ impl RouteKind {
             RouteKind::Loader => "loader",
             RouteKind::Kickstart => "kickstart",
             RouteKind::Report => "report",
+            RouteKind::Operator => "operator",
             RouteKind::Hosts => "hosts",
+            RouteKind::Discovery => "discovery",
             RouteKind::Repo => "repo",
             RouteKind::Cache => "cache",
             RouteKind::Status => "status",
@@ -74,7 +80,9 @@ impl RouteKind {
     }
 }
 
-/// The daemon's side of every route.
+/// The daemon's side of every route. Build tokens are checked by the
+/// daemon (only the host state knows them); the operator token is checked
+/// by [`Front::authorize_operator`] before an operator route is called.
 pub trait Front: Send + Sync + 'static {
     /// `GET /boot/<mac>.ipxe`: the host's iPXE script, as its boot
     /// decision makes it.
@@ -86,25 +94,65 @@ pub trait Front: Send + Sync + 'static {
 
     /// `GET /boot/<file>`: a boot loader from the TFTP root, resolved the
     /// way TFTP resolves it (no path out of the root, symlinks included).
-    fn loader(&self, file: &str) -> impl Future<Output = Result<Loader, ApiError>> + Send;
+    fn loader(
+        &self,
+        file: &str,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Loader, ApiError>> + Send;
 
-    /// `GET /ks/<mac>`.
+    /// `GET /ks/<mac>?token=…`.
     fn kickstart(
         &self,
         mac: Mac,
+        token: Option<&str>,
         peer: SocketAddr,
     ) -> impl Future<Output = Result<String, ApiError>> + Send;
 
-    /// `POST /api/hosts/<mac>/<report>`.
+    /// `POST /api/hosts/<mac>/<report>?token=…`; `detail` is the request
+    /// body (the reason of a `failed`), bounded.
     fn report(
         &self,
         mac: Mac,
         report: Report,
+        token: Option<&str>,
+        detail: Bytes,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// Whether `presented` is the operator token; operator routes are
+    /// called only after this said yes.
+    fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError>;
+
+    /// `POST /api/hosts/<mac>/rearm` (operator).
+    fn rearm(
+        &self,
+        mac: Mac,
         peer: SocketAddr,
     ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
     /// `GET /api/hosts`.
     fn hosts(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /api/hosts/<mac>/timeline`: events and the diagnosis.
+    fn timeline(&self, mac: Mac) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /api/hosts/<mac>/log`: the installer's log.
+    fn installer_log(&self, mac: Mac) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /api/discovered`.
+    fn discovered(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /api/discover/<mac>?…`: what iPXE reports of a machine with no
+    /// profile; `query` is the raw query string.
+    fn discovery_report(
+        &self,
+        mac: Mac,
+        query: &str,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `POST /api/discovered/<mac>/adopt` (operator): `body` is JSON.
+    fn adopt(&self, mac: Mac, body: Bytes) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
     /// `GET|HEAD /repo/<mirror>/<path>`: the repo proxy answers whole,
     /// errors included. `req` carries the method and headers.
@@ -113,6 +161,7 @@ pub trait Front: Send + Sync + 'static {
         mirror: &str,
         path: &str,
         req: http::Request<()>,
+        peer: SocketAddr,
     ) -> impl Future<Output = Response<Body>> + Send;
 
     /// `/api/cache/…`.

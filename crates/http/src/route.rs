@@ -1,8 +1,8 @@
 //! Request target → route, as a pure function. Everything that reaches a
-//! handler has a parsed MAC or a checked name; everything else is refused
-//! with the [`ApiError`] it gets on the wire. Boot script names and MAC
-//! segments are read by the profile crate's [`urls`], the module that
-//! builds them.
+//! handler has a parsed MAC or a checked name, and says who may call it
+//! ([`Access`]); everything else is refused with the [`ApiError`] it gets on
+//! the wire. Boot script names and MAC segments are read by the profile
+//! crate's [`urls`], the module that builds them.
 
 use http::Method;
 use kickstand_profiles::Mac;
@@ -18,8 +18,18 @@ pub enum Route<'a> {
     /// TFTP: a bare file name of a safe alphabet, never a path.
     Loader(&'a str),
     Kickstart(Mac),
+    /// An install callback from the host's kickstart.
     Report(Mac, Report),
+    /// An operator sends an installed or failed host back to the installer.
+    Rearm(Mac),
     Hosts,
+    Timeline(Mac),
+    InstallerLog(Mac),
+    Discovered,
+    /// An operator turns a discovered machine into a host profile.
+    Adopt(Mac),
+    /// A machine with no profile reports what iPXE knows of it.
+    DiscoveryReport(Mac),
     /// `/repo/<mirror>/<path>`: the rest of the path is passed on raw; the
     /// repo proxy owns its normalisation.
     Repo {
@@ -32,6 +42,19 @@ pub enum Route<'a> {
     Refused(Refusal),
 }
 
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone on the rack LAN: boot files, read-only views.
+    Open,
+    /// The host itself, with its build token (`?token=`); never the
+    /// operator token.
+    Build,
+    /// An operator, with `Authorization: Bearer <operator token>`; never a
+    /// build token.
+    Operator,
+}
+
 impl Route<'_> {
     pub fn kind(&self) -> RouteKind {
         match self {
@@ -39,12 +62,26 @@ impl Route<'_> {
             Route::Loader(_) => RouteKind::Loader,
             Route::Kickstart(_) => RouteKind::Kickstart,
             Route::Report(..) => RouteKind::Report,
-            Route::Hosts => RouteKind::Hosts,
+            Route::Rearm(_) | Route::Adopt(_) => RouteKind::Operator,
+            Route::Hosts | Route::Timeline(_) | Route::InstallerLog(_) | Route::Discovered => {
+                RouteKind::Hosts
+            }
+            Route::DiscoveryReport(_) => RouteKind::Discovery,
             Route::Repo { .. } => RouteKind::Repo,
             Route::Status => RouteKind::Status,
             Route::Metrics => RouteKind::Metrics,
             Route::Cache(_) => RouteKind::Cache,
             Route::Refused(_) => RouteKind::Refused,
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        match self {
+            Route::Kickstart(_) | Route::Report(..) => Access::Build,
+            Route::Rearm(_)
+            | Route::Adopt(_)
+            | Route::Cache(CacheOp::Warm(_) | CacheOp::Verify) => Access::Operator,
+            _ => Access::Open,
         }
     }
 }
@@ -59,12 +96,15 @@ pub enum CacheOp<'a> {
     Verify,
 }
 
-/// What a machine (or operator) reports about a host.
+/// What a host's kickstart reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
+    /// `%pre`: the installer is running.
     Installing,
+    /// `%post`: the install is done.
     Installed,
-    Rearm,
+    /// `%onerror`: the install failed; the body says why.
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,32 +152,52 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
             read.then_some(Repo { mirror, path })
         }
         ["api", "hosts"] => read.then_some(Hosts),
+        ["api", "discovered"] => read.then_some(Discovered),
         ["api", "cache/stats"] => read.then_some(Cache(CacheOp::Stats)),
         ["api", "cache/verify"] => post.then_some(Cache(CacheOp::Verify)),
-        ["api", rest] if rest.starts_with("cache/warm/") => {
-            let target = &rest["cache/warm/".len()..];
-            post.then_some(Cache(CacheOp::Warm(target)))
-        }
-        ["api", rest] => {
-            let Some(rest) = rest.strip_prefix("hosts/") else {
-                return Refused(Refusal::NotFound);
-            };
-            let Some((mac, verb)) = rest.split_once('/') else {
-                return Refused(Refusal::NotFound);
-            };
-            let report = match verb {
-                "installing" => self::Report::Installing,
-                "installed" => self::Report::Installed,
-                "rearm" => self::Report::Rearm,
-                _ => return Refused(Refusal::NotFound),
-            };
-            post.then(|| mac_route(mac, |m| Report(m, report)))
-        }
+        ["api", rest] => match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["cache", "warm", ..] => {
+                let target = &rest["cache/warm/".len().min(rest.len())..];
+                post.then_some(Cache(CacheOp::Warm(target)))
+            }
+            ["discover", mac] => read.then(|| mac_route(mac, DiscoveryReport)),
+            ["discovered", mac, "adopt"] => post.then(|| mac_route(mac, Adopt)),
+            ["hosts", mac, verb] => {
+                let ctor: fn(Mac) -> Route<'a> = match *verb {
+                    "installing" => |m| Report(m, self::Report::Installing),
+                    "installed" => |m| Report(m, self::Report::Installed),
+                    "failed" => |m| Report(m, self::Report::Failed),
+                    "rearm" => Rearm,
+                    "timeline" | "log" => {
+                        let ctor: fn(Mac) -> Route<'a> = if *verb == "log" {
+                            InstallerLog
+                        } else {
+                            Timeline
+                        };
+                        return if read {
+                            mac_route(mac, ctor)
+                        } else {
+                            Refused(Refusal::MethodNotAllowed)
+                        };
+                    }
+                    _ => return Refused(Refusal::NotFound),
+                };
+                post.then(|| mac_route(mac, ctor))
+            }
+            _ => return Refused(Refusal::NotFound),
+        },
         ["status"] | [""] => read.then_some(Status),
         ["metrics"] => read.then_some(Metrics),
         _ => return Refused(Refusal::NotFound),
     };
     found.unwrap_or(Refused(Refusal::MethodNotAllowed))
+}
+
+/// The build token of a request's query string (`?token=…`), if any.
+pub fn token(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == urls::TOKEN_PARAM)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn is_loader_name(name: &str) -> bool {
@@ -167,119 +227,211 @@ mod tests {
     #[test]
     fn table() {
         let get = Method::GET;
-        let cases: &[(&Method, bool, &str, Route<'_>)] = &[
+        let post = Method::POST;
+        let cases: &[(&Method, bool, &str, Route<'_>, Access)] = &[
             (
                 &get,
                 true,
                 "/boot/52:54:00:10:00:01.ipxe",
                 Route::Ipxe(mac()),
+                Access::Open,
             ),
             (
                 &Method::HEAD,
                 true,
                 "/boot/52-54-00-10-00-01.ipxe",
                 Route::Ipxe(mac()),
+                Access::Open,
             ),
             (
                 &get,
                 true,
                 "/boot/52%3A54%3A00%3A10%3A00%3A01.ipxe",
                 Route::Ipxe(mac()),
+                Access::Open,
             ),
             (
                 &get,
                 true,
                 "/boot/52%3a54%3a00%3a10%3a00%3a01.ipxe",
                 Route::Ipxe(mac()),
+                Access::Open,
             ),
             (
                 &get,
                 true,
                 "/boot/52%3A54%3A00%3A10%3A00%3A01%00.ipxe",
                 Route::Refused(Refusal::BadMac),
+                Access::Open,
             ),
-            (&get, true, "/boot/ipxe.efi", Route::Loader("ipxe.efi")),
+            (
+                &get,
+                true,
+                "/boot/ipxe.efi",
+                Route::Loader("ipxe.efi"),
+                Access::Open,
+            ),
             (
                 &get,
                 true,
                 "/boot/../ipxe.efi",
                 Route::Refused(Refusal::NotFound),
+                Access::Open,
             ),
             (
                 &get,
                 true,
                 "/boot/.hidden",
                 Route::Refused(Refusal::NotFound),
+                Access::Open,
             ),
             (
                 &get,
                 true,
                 "/boot/%2e%2e%2fshadow",
                 Route::Refused(Refusal::NotFound),
+                Access::Open,
             ),
-            (&get, true, "/boot/zz.ipxe", Route::Refused(Refusal::BadMac)),
-            (&get, true, "/ks/52:54:00:10:00:01", Route::Kickstart(mac())),
             (
-                &Method::POST,
+                &get,
+                true,
+                "/boot/zz.ipxe",
+                Route::Refused(Refusal::BadMac),
+                Access::Open,
+            ),
+            (
+                &get,
+                true,
+                "/ks/52:54:00:10:00:01",
+                Route::Kickstart(mac()),
+                Access::Build,
+            ),
+            (
+                &post,
                 true,
                 "/ks/52:54:00:10:00:01",
                 Route::Refused(Refusal::MethodNotAllowed),
+                Access::Open,
             ),
             (
                 &get,
                 true,
                 "/ks/../../etc/passwd",
                 Route::Refused(Refusal::BadMac),
+                Access::Open,
             ),
             (
-                &Method::POST,
+                &post,
                 true,
                 "/api/hosts/52:54:00:10:00:01/installed",
                 Route::Report(mac(), Report::Installed),
+                Access::Build,
             ),
             (
-                &Method::POST,
+                &post,
                 true,
                 "/api/hosts/52:54:00:10:00:01/installing",
                 Route::Report(mac(), Report::Installing),
+                Access::Build,
             ),
             (
-                &Method::POST,
+                &post,
+                true,
+                "/api/hosts/52:54:00:10:00:01/failed",
+                Route::Report(mac(), Report::Failed),
+                Access::Build,
+            ),
+            (
+                &post,
                 true,
                 "/api/hosts/52:54:00:10:00:01/rearm",
-                Route::Report(mac(), Report::Rearm),
+                Route::Rearm(mac()),
+                Access::Operator,
             ),
             (
                 &get,
                 true,
                 "/api/hosts/52:54:00:10:00:01/installed",
                 Route::Refused(Refusal::MethodNotAllowed),
+                Access::Open,
             ),
             (
-                &Method::POST,
+                &post,
                 true,
                 "/api/hosts/52:54:00:10:00:01/explode",
                 Route::Refused(Refusal::NotFound),
+                Access::Open,
             ),
-            (&get, true, "/api/hosts", Route::Hosts),
             (
-                &Method::POST,
+                &get,
+                true,
+                "/api/hosts/52:54:00:10:00:01/timeline",
+                Route::Timeline(mac()),
+                Access::Open,
+            ),
+            (
+                &get,
+                true,
+                "/api/hosts/52:54:00:10:00:01/log",
+                Route::InstallerLog(mac()),
+                Access::Open,
+            ),
+            (
+                &post,
+                true,
+                "/api/hosts/52:54:00:10:00:01/timeline",
+                Route::Refused(Refusal::MethodNotAllowed),
+                Access::Open,
+            ),
+            (&get, true, "/api/hosts", Route::Hosts, Access::Open),
+            (
+                &get,
+                true,
+                "/api/discovered",
+                Route::Discovered,
+                Access::Open,
+            ),
+            (
+                &get,
+                true,
+                "/api/discover/52:54:00:10:00:01",
+                Route::DiscoveryReport(mac()),
+                Access::Open,
+            ),
+            (
+                &post,
+                true,
+                "/api/discovered/52:54:00:10:00:01/adopt",
+                Route::Adopt(mac()),
+                Access::Operator,
+            ),
+            (
+                &post,
                 true,
                 "/api/cache/warm/centos-stream-9",
                 Route::Cache(CacheOp::Warm("centos-stream-9")),
+                Access::Operator,
             ),
             (
                 &get,
                 true,
                 "/api/cache/warm/centos-stream-9",
                 Route::Refused(Refusal::MethodNotAllowed),
+                Access::Open,
             ),
-            (&get, true, "/api/cache/stats", Route::Cache(CacheOp::Stats)),
             (
-                &Method::POST,
+                &get,
+                true,
+                "/api/cache/stats",
+                Route::Cache(CacheOp::Stats),
+                Access::Open,
+            ),
+            (
+                &post,
                 true,
                 "/api/cache/verify",
                 Route::Cache(CacheOp::Verify),
+                Access::Operator,
             ),
             (
                 &get,
@@ -289,27 +441,52 @@ mod tests {
                     mirror: "centos",
                     path: "9-stream/BaseOS/x86_64/os/.treeinfo",
                 },
+                Access::Open,
             ),
             (
                 &Method::PUT,
                 true,
                 "/repo/centos/x",
                 Route::Refused(Refusal::MethodNotAllowed),
+                Access::Open,
             ),
-            (&get, true, "/", Route::Status),
-            (&get, true, "/status", Route::Status),
-            (&get, true, "/metrics", Route::Metrics),
-            (&get, true, "/nope", Route::Refused(Refusal::NotFound)),
-            (&get, false, "/", Route::Refused(Refusal::NotAProxy)),
+            (&get, true, "/", Route::Status, Access::Open),
+            (&get, true, "/status", Route::Status, Access::Open),
+            (&get, true, "/metrics", Route::Metrics, Access::Open),
+            (
+                &get,
+                true,
+                "/nope",
+                Route::Refused(Refusal::NotFound),
+                Access::Open,
+            ),
+            (
+                &get,
+                false,
+                "/",
+                Route::Refused(Refusal::NotAProxy),
+                Access::Open,
+            ),
             (
                 &Method::CONNECT,
                 true,
                 "",
                 Route::Refused(Refusal::NotAProxy),
+                Access::Open,
             ),
         ];
-        for (method, origin, path, want) in cases {
-            assert_eq!(&route(method, *origin, path), want, "{method} {path}");
+        for (method, origin, path, want, access) in cases {
+            let got = route(method, *origin, path);
+            assert_eq!(&got, want, "{method} {path}");
+            assert_eq!(got.access(), *access, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn tokens_from_the_query() {
+        assert_eq!(token(Some("token=abc_-1")).as_deref(), Some("abc_-1"));
+        assert_eq!(token(Some("a=1&token=x%2By")).as_deref(), Some("x+y"));
+        assert_eq!(token(Some("tok=1")), None);
+        assert_eq!(token(None), None);
     }
 }

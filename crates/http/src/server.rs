@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -18,41 +19,117 @@ use tracing::{debug, info, warn};
 
 use crate::error::{self, ApiError, Body};
 use crate::front::{Front, Loader, Reply, lines_body};
-use crate::route::{Route, route};
+use crate::route::{Access, Route, route, token};
 
 /// How long in-flight requests may run after shutdown starts.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Request bodies the API reads (a failure's reason, an adopt request)
+/// are small; anything larger is refused before it is buffered.
+const MAX_BODY: usize = 16 * 1024;
+
 /// Answers one request.
-pub async fn handle<F: Front, B>(front: &F, req: Request<B>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle<F, B>(front: &F, req: Request<B>, peer: SocketAddr) -> Response<Body>
+where
+    F: Front,
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let route = route(&method, origin_form, &path);
     let kind = route.kind();
-    let response = match route {
+    let response = match authorize(front, &route, &req) {
+        Err(e) => e.into_response(),
+        Ok(()) => dispatch(front, route, req, peer).await,
+    };
+    front.observe(kind, response.status());
+    info!(%peer, %method, path, status = response.status().as_u16(), "http");
+    response
+}
+
+fn authorize<F: Front, B>(front: &F, route: &Route<'_>, req: &Request<B>) -> Result<(), ApiError> {
+    match route.access() {
+        Access::Open | Access::Build => Ok(()),
+        Access::Operator => {
+            let bearer = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            front.authorize_operator(bearer)
+        }
+    }
+}
+
+async fn dispatch<F, B>(
+    front: &F,
+    route: Route<'_>,
+    req: Request<B>,
+    peer: SocketAddr,
+) -> Response<Body>
+where
+    F: Front,
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let query = req.uri().query().map(str::to_owned);
+    let build_token = token(query.as_deref());
+    match route {
         Route::Ipxe(mac) => text(front.boot_script(mac, peer).await),
-        Route::Loader(name) => match front.loader(name).await {
+        Route::Loader(name) => match front.loader(name, peer).await {
             Ok(loader) => loader_response(loader),
             Err(e) => e.into_response(),
         },
-        Route::Kickstart(mac) => text(front.kickstart(mac, peer).await),
-        Route::Report(mac, report) => reply(front.report(mac, report, peer).await),
+        Route::Kickstart(mac) => text(front.kickstart(mac, build_token.as_deref(), peer).await),
+        Route::Report(mac, report) => match body(req).await {
+            Ok(detail) => reply(
+                front
+                    .report(mac, report, build_token.as_deref(), detail, peer)
+                    .await,
+            ),
+            Err(e) => e.into_response(),
+        },
+        Route::Rearm(mac) => reply(front.rearm(mac, peer).await),
         Route::Hosts => reply(front.hosts().await),
+        Route::Timeline(mac) => reply(front.timeline(mac).await),
+        Route::InstallerLog(mac) => reply(front.installer_log(mac).await),
+        Route::Discovered => reply(front.discovered().await),
+        Route::DiscoveryReport(mac) => reply(
+            front
+                .discovery_report(mac, query.as_deref().unwrap_or_default(), peer)
+                .await,
+        ),
+        Route::Adopt(mac) => match body(req).await {
+            Ok(body) => reply(front.adopt(mac, body).await),
+            Err(e) => e.into_response(),
+        },
         Route::Repo { mirror, path } => {
             let (parts, _) = req.into_parts();
             front
-                .repo(mirror, path, Request::from_parts(parts, ()))
+                .repo(mirror, path, Request::from_parts(parts, ()), peer)
                 .await
         }
         Route::Cache(op) => reply(front.cache(op).await),
         Route::Status => reply(front.status().await),
         Route::Metrics => reply(front.metrics().await),
         Route::Refused(why) => ApiError::from(why).into_response(),
-    };
-    front.observe(kind, response.status());
-    info!(%peer, %method, path, status = response.status().as_u16(), "http");
-    response
+    }
+}
+
+/// The request body, whole, if it is at most [`MAX_BODY`] bytes.
+async fn body<B>(req: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| ApiError::BadRequest(format!("request body: {e} (at most {MAX_BODY} bytes)")))
 }
 
 fn text(result: Result<String, ApiError>) -> Response<Body> {

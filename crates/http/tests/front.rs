@@ -46,7 +46,7 @@ impl Front for Fixed {
         }
     }
 
-    async fn loader(&self, file: &str) -> Result<Loader, ApiError> {
+    async fn loader(&self, file: &str, _peer: SocketAddr) -> Result<Loader, ApiError> {
         let dir = self.loader_dir.as_ref().unwrap();
         let f = tokio::fs::File::open(dir.path().join(file))
             .await
@@ -55,12 +55,69 @@ impl Front for Fixed {
         Ok(Loader { file: f, len })
     }
 
-    async fn kickstart(&self, mac: Mac, _peer: SocketAddr) -> Result<String, ApiError> {
+    async fn kickstart(
+        &self,
+        mac: Mac,
+        token: Option<&str>,
+        _peer: SocketAddr,
+    ) -> Result<String, ApiError> {
+        self.ask(format!("kickstart {mac} token {token:?}"));
         Err(ApiError::NoProfile(mac))
     }
 
-    async fn report(&self, mac: Mac, report: Report, _peer: SocketAddr) -> Result<Reply, ApiError> {
-        self.ask(format!("report {mac} {report:?}"));
+    async fn report(
+        &self,
+        mac: Mac,
+        report: Report,
+        token: Option<&str>,
+        detail: Bytes,
+        _peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        self.ask(format!(
+            "report {mac} {report:?} token {token:?} detail {:?}",
+            String::from_utf8_lossy(&detail)
+        ));
+        Ok(Reply::Json(serde_json::json!({"mac": mac.to_string()})))
+    }
+
+    fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        match presented {
+            Some("operator-secret") => Ok(()),
+            _ => Err(ApiError::Forbidden("operator token needed".into())),
+        }
+    }
+
+    async fn rearm(&self, mac: Mac, _peer: SocketAddr) -> Result<Reply, ApiError> {
+        self.ask(format!("rearm {mac}"));
+        Ok(Reply::Json(serde_json::json!({"mac": mac.to_string()})))
+    }
+
+    async fn timeline(&self, mac: Mac) -> Result<Reply, ApiError> {
+        Ok(Reply::Text(format!("timeline of {mac}\n")))
+    }
+
+    async fn installer_log(&self, mac: Mac) -> Result<Reply, ApiError> {
+        Err(ApiError::NotFound(format!(
+            "no installer log for {mac} yet"
+        )))
+    }
+
+    async fn discovered(&self) -> Result<Reply, ApiError> {
+        Ok(Reply::Json(serde_json::json!([])))
+    }
+
+    async fn discovery_report(
+        &self,
+        mac: Mac,
+        query: &str,
+        _peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        self.ask(format!("discovery {mac} {query}"));
+        Ok(Reply::Text("#!ipxe\n".into()))
+    }
+
+    async fn adopt(&self, mac: Mac, body: Bytes) -> Result<Reply, ApiError> {
+        self.ask(format!("adopt {mac} {}", String::from_utf8_lossy(&body)));
         Ok(Reply::Json(serde_json::json!({"mac": mac.to_string()})))
     }
 
@@ -68,7 +125,13 @@ impl Front for Fixed {
         Err(ApiError::Internal("the disk is on fire".into()))
     }
 
-    async fn repo(&self, mirror: &str, path: &str, req: Request<()>) -> Response<Body> {
+    async fn repo(
+        &self,
+        mirror: &str,
+        path: &str,
+        req: Request<()>,
+        _peer: SocketAddr,
+    ) -> Response<Body> {
         self.ask(format!("repo {} {mirror} {path}", req.method()));
         let mut resp = Response::new(
             http_body_util::Full::new(Bytes::from_static(b"rpm"))
@@ -170,7 +233,7 @@ async fn routes_reach_the_front_and_errors_map_to_their_status() {
         405
     );
 
-    let post = Request::post("/api/hosts/52-54-00-10-00-01/installed")
+    let post = Request::post("/api/hosts/52-54-00-10-00-01/installed?token=t0k-3n_")
         .header("host", "kickstand")
         .body(Empty::new())
         .unwrap();
@@ -202,7 +265,8 @@ async fn routes_reach_the_front_and_errors_map_to_their_status() {
         [
             "boot 52:54:00:10:00:01 from 127.0.0.1",
             "boot 52:54:00:99:99:01 from 127.0.0.1",
-            "report 52:54:00:10:00:01 Installed",
+            "kickstart 52:54:00:99:99:01 token None",
+            "report 52:54:00:10:00:01 Installed token Some(\"t0k-3n_\") detail \"\"",
             "repo HEAD centos 9-stream/a%20b.rpm",
         ]
     );
@@ -258,6 +322,7 @@ async fn progress_lines_arrive_as_they_happen() {
     tokio::spawn(conn);
     let req = Request::post("/api/cache/warm/centos-stream-9")
         .header("host", "kickstand")
+        .header("authorization", "Bearer operator-secret")
         .body(Empty::<Bytes>::new())
         .unwrap();
     tx.send(serde_json::json!({"event": "warming", "target": "centos/x"}))
@@ -281,4 +346,105 @@ async fn progress_lines_arrive_as_they_happen() {
     drop(tx);
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(&rest[..], b"{\"event\":\"warmed\"}\n");
+}
+
+async fn send_full(
+    addr: SocketAddr,
+    req: Request<http_body_util::Full<Bytes>>,
+) -> (StatusCode, Bytes) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+fn post(
+    path: &str,
+    bearer: Option<&str>,
+    body: &'static [u8],
+) -> Request<http_body_util::Full<Bytes>> {
+    let mut req = Request::post(path).header("host", "kickstand");
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    req.body(http_body_util::Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+/// Operator routes are called only with the operator token; installer
+/// routes get the build token from the query and never look at a bearer.
+#[tokio::test]
+async fn operator_routes_need_the_operator_token_and_build_tokens_come_from_the_query() {
+    let front = Arc::new(Fixed::default());
+    let (addr, _shutdown, _task) = start(front.clone()).await;
+    let rearm = "/api/hosts/52:54:00:10:00:01/rearm";
+    for bearer in [None, Some("wrong"), Some("")] {
+        assert_eq!(
+            send_full(addr, post(rearm, bearer, b"")).await.0,
+            403,
+            "{bearer:?}"
+        );
+    }
+    assert_eq!(
+        send_full(addr, post(rearm, Some("operator-secret"), b""))
+            .await
+            .0,
+        200
+    );
+    let adopt = "/api/discovered/52:54:00:10:00:02/adopt";
+    assert_eq!(send_full(addr, post(adopt, None, b"{}")).await.0, 403);
+    assert_eq!(
+        send_full(
+            addr,
+            post(adopt, Some("operator-secret"), b"{\"hostname\":\"n9\"}")
+        )
+        .await
+        .0,
+        200
+    );
+    for op in ["/api/cache/verify", "/api/cache/warm/centos-stream-9"] {
+        assert_eq!(
+            send_full(addr, post(op, Some("t0k"), b"")).await.0,
+            403,
+            "{op}"
+        );
+    }
+    // A failure's reason is the body; the token is the query's.
+    let failed = "/api/hosts/52:54:00:10:00:01/failed?token=abc";
+    let (status, _) = send_full(
+        addr,
+        post(failed, Some("operator-secret"), b"disk sda not found"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Bodies are bounded.
+    let big: &'static [u8] = Box::leak(vec![b'x'; 17 * 1024].into_boxed_slice());
+    assert_eq!(send_full(addr, post(failed, None, big)).await.0, 400);
+    let (status, _, _) = send(addr, get("/ks/52:54:00:10:00:01?token=k1&x=2")).await;
+    assert_eq!(status, 404);
+    let (status, _, body) = send(
+        addr,
+        get("/api/discover/52:54:00:10:00:03?uuid=u-1&serial=S%201"),
+    )
+    .await;
+    assert_eq!(
+        (status, body.unwrap()),
+        (StatusCode::OK, Bytes::from_static(b"#!ipxe\n"))
+    );
+
+    let asked = front.asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        [
+            "rearm 52:54:00:10:00:01",
+            "adopt 52:54:00:10:00:02 {\"hostname\":\"n9\"}",
+            "report 52:54:00:10:00:01 Failed token Some(\"abc\") detail \"disk sda not found\"",
+            "kickstart 52:54:00:10:00:01 token Some(\"k1\")",
+            "discovery 52:54:00:10:00:03 uuid=u-1&serial=S%201",
+        ]
+    );
 }

@@ -49,6 +49,23 @@ pub struct Appliance {
     pub cache: Cache,
     pub templates_dir: PathBuf,
     pub state_dir: PathBuf,
+    pub state: State,
+}
+
+/// Host state: its database, this appliance's name on it, and the install
+/// time-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// A shared PostgreSQL database; `None` keeps state in an SQLite file
+    /// in the state directory.
+    pub postgres_url: Option<String>,
+    /// `None`: the machine's host name, found at start.
+    pub appliance: Option<String>,
+    /// No `installed` within this long of an install's start fails the host
+    /// (and its build token expires).
+    pub install_timeout: std::time::Duration,
+    /// The operator token (mode 0600), created at first start if missing.
+    pub operator_token_file: PathBuf,
 }
 
 impl Appliance {
@@ -68,6 +85,8 @@ pub struct Server {
     pub interfaces: Vec<String>,
     pub http_port: u16,
     pub tftp_port: u16,
+    /// The installer-log receiver; installers are told `inst.syslog=`.
+    pub syslog_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,9 +129,12 @@ pub enum UnknownPolicy {
     Ignore,
     /// Answered with a script that boots the local disk.
     LocalBoot,
+    /// Answered with a script that reports what the machine is (for
+    /// `kickstand adopt`) and then boots its local disk.
+    Discover,
 }
 
-config_words!(UnknownPolicy { "ignore" => UnknownPolicy::Ignore, "local-boot" => UnknownPolicy::LocalBoot });
+config_words!(UnknownPolicy { "ignore" => UnknownPolicy::Ignore, "local-boot" => UnknownPolicy::LocalBoot, "discover" => UnknownPolicy::Discover });
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {

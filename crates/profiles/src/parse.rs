@@ -68,7 +68,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 /// Names that end up in URLs, file names and kickstart lines: a safe
 /// alphabet so no quoting is ever needed, and no leading `.` so none is a
 /// hidden file or a path escape once it is a URL segment.
-pub(crate) fn is_name(s: &str) -> bool {
+pub fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && !s.starts_with('.')
@@ -76,10 +76,9 @@ pub(crate) fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-pub(crate) const NAME_RULE: &str =
-    "must be 1–64 letters, digits, `-`, `_` or `.`, not starting with `.`";
+pub const NAME_RULE: &str = "must be 1–64 letters, digits, `-`, `_` or `.`, not starting with `.`";
 
-pub(crate) fn valid_hostname(h: &str) -> bool {
+pub fn valid_hostname(h: &str) -> bool {
     h.len() <= 253
         && h.split('.').all(|label| {
             !label.is_empty()

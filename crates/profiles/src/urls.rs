@@ -45,13 +45,24 @@ impl UrlScheme {
         format!("{}/{BOOT_DIR}/{file}", self.base)
     }
 
-    pub fn kickstart(&self, mac: Mac) -> String {
-        format!("{}/ks/{mac}", self.base)
+    /// The host's kickstart, with its build token.
+    pub fn kickstart(&self, mac: Mac, token: &str) -> String {
+        format!("{}/ks/{mac}{}", self.base, token_query(token))
     }
 
-    /// An install callback (`installing`, `installed`, …).
-    pub fn callback(&self, mac: Mac, report: &str) -> String {
-        format!("{}/api/hosts/{mac}/{report}", self.base)
+    /// An install callback (`installing`, `installed`, `failed`), with the
+    /// host's build token.
+    pub fn callback(&self, mac: Mac, report: &str, token: &str) -> String {
+        format!(
+            "{}/api/hosts/{mac}/{report}{}",
+            self.base,
+            token_query(token)
+        )
+    }
+
+    /// Where a machine with no profile reports what it is.
+    pub fn discovery_report(&self, mac: Mac) -> String {
+        format!("{}/api/discover/{mac}", self.base)
     }
 
     /// A directory of the repo proxy, with a trailing `/`.
@@ -59,6 +70,19 @@ impl UrlScheme {
         format!("{}/repo/{mirror}/{path}/", self.base)
     }
 }
+
+/// `?token=…`, or nothing for no token. Build tokens are URL-safe base64,
+/// so they need no escaping.
+fn token_query(token: &str) -> String {
+    if token.is_empty() {
+        String::new()
+    } else {
+        format!("?{TOKEN_PARAM}={token}")
+    }
+}
+
+/// The query parameter that carries a build token.
+pub const TOKEN_PARAM: &str = "token";
 
 /// `boot/<mac>.ipxe`: the script's path below the HTTP root and its name
 /// over TFTP (iPXE builds without HTTP fetch it there).
@@ -104,8 +128,12 @@ mod tests {
             "http://10.0.0.1:8080/boot/52:54:00:12:34:01.ipxe"
         );
         assert_eq!(
-            UrlScheme::new(Ipv4Addr::new(10, 0, 0, 1), 80).kickstart(mac()),
-            "http://10.0.0.1/ks/52:54:00:12:34:01"
+            UrlScheme::new(Ipv4Addr::new(10, 0, 0, 1), 80).kickstart(mac(), "tok-1_2"),
+            "http://10.0.0.1/ks/52:54:00:12:34:01?token=tok-1_2"
+        );
+        assert_eq!(
+            urls.callback(mac(), "installed", ""),
+            "http://10.0.0.1:8080/api/hosts/52:54:00:12:34:01/installed"
         );
         let name = boot_script_name(mac());
         assert_eq!(parse_boot_script_name(&name), Some(Ok(mac())));

@@ -27,6 +27,8 @@ pub(crate) struct ApplianceFile {
     pub cache: Cache,
     #[serde(default)]
     pub paths: Paths,
+    #[serde(default)]
+    pub state: State,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,9 @@ pub(crate) struct Server {
     pub interfaces: Vec<String>,
     pub http_port: Option<u16>,
     pub tftp_port: Option<u16>,
+    /// UDP port of the installer-log receiver (`inst.syslog=`); 0 binds
+    /// any free port.
+    pub syslog_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +94,21 @@ pub(crate) struct Cache {
 pub(crate) struct Paths {
     pub templates: Option<String>,
     pub state: Option<String>,
+}
+
+/// Where host state lives and how installs are watched.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct State {
+    /// `postgres://…`: a database several appliances share. Absent: an
+    /// SQLite file in `paths.state`.
+    pub url: Option<S<String>>,
+    /// This appliance's name on events (default: the machine's host name).
+    pub appliance: Option<S<String>>,
+    /// How long an install may take before the host is failed.
+    pub install_timeout: Option<S<String>>,
+    /// The operator token's file (default: `operator.token` in `paths.state`).
+    pub operator_token_file: Option<String>,
 }
 
 /// Any other YAML file under the profile directory.

@@ -39,6 +39,20 @@ impl BootAction {
 /// `templates/unknown.ipxe.j2`. Never an install.
 pub const UNKNOWN_IPXE_TEMPLATE: &str = "unknown.ipxe.j2";
 
+/// What a machine with no profile is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownAction {
+    /// Boot its local disk (`dhcp.unknown: local-boot`).
+    LocalDisk,
+    /// Report what iPXE knows of it, then boot its local disk
+    /// (`dhcp.unknown: discover`).
+    Discover,
+}
+
+/// The token `check` renders with: rendering must not depend on its value.
+const CHECK_TOKEN: &str = "check-token";
+
 /// Templates every appliance needs whatever its OS definitions say. A
 /// templates directory without one (an operator's own, from before the
 /// template existed) gets the shipped one rather than a daemon that will
@@ -80,13 +94,17 @@ impl Site {
             env,
         };
         let mut diags = Vec::new();
-        if let Err(RenderError::Template(d)) = site.unknown_ipxe(&Mac([0x52, 0x54, 0, 0, 0, 0])) {
-            diags.push(d);
+        for action in [UnknownAction::LocalDisk, UnknownAction::Discover] {
+            if let Err(RenderError::Template(d)) =
+                site.unknown_ipxe(&Mac([0x52, 0x54, 0, 0, 0, 0]), action)
+            {
+                diags.push(d);
+            }
         }
         for host in site.snapshot.hosts.values() {
-            let attempts = [site.kickstart(&host.mac).map(drop)]
+            let attempts = [site.kickstart(&host.mac, CHECK_TOKEN).map(drop)]
                 .into_iter()
-                .chain(BootAction::ALL.map(|a| site.ipxe(&host.mac, a).map(drop)));
+                .chain(BootAction::ALL.map(|a| site.ipxe(&host.mac, a, CHECK_TOKEN).map(drop)));
             for result in attempts {
                 if let Err(RenderError::Template(d)) = result {
                     let message = format!("host {} ({}): {}", host.mac, host.hostname, d.message);
@@ -104,26 +122,36 @@ impl Site {
         }
     }
 
-    pub fn kickstart(&self, mac: &Mac) -> Result<String, RenderError> {
+    /// The host's kickstart; `token` is its build token, carried by every
+    /// URL the kickstart hands out (callbacks).
+    pub fn kickstart(&self, mac: &Mac, token: &str) -> Result<String, RenderError> {
         let (host, os) = self.host(mac)?;
-        self.render(&os.kickstart_template, host, os, BootAction::Install)
+        self.render(&os.kickstart_template, host, os, BootAction::Install, token)
     }
 
-    pub fn ipxe(&self, mac: &Mac, action: BootAction) -> Result<String, RenderError> {
+    /// The host's iPXE script. An install carries the build token in its
+    /// `inst.ks=` URL; a local-disk script carries none.
+    pub fn ipxe(&self, mac: &Mac, action: BootAction, token: &str) -> Result<String, RenderError> {
         let (host, os) = self.host(mac)?;
-        self.render(&os.ipxe_template, host, os, action)
+        let token = if action == BootAction::Install {
+            token
+        } else {
+            ""
+        };
+        self.render(&os.ipxe_template, host, os, action, token)
     }
 
-    /// The script for a machine with no profile that is sent to its disk
-    /// (`dhcp.unknown: local-boot`).
-    pub fn unknown_ipxe(&self, mac: &Mac) -> Result<String, RenderError> {
+    /// The script for a machine with no profile: its local disk, or a
+    /// report of what it is first. Never an install.
+    pub fn unknown_ipxe(&self, mac: &Mac, action: UnknownAction) -> Result<String, RenderError> {
         let tmpl = self
             .env
             .get_template(UNKNOWN_IPXE_TEMPLATE)
             .map_err(|e| self.diagnostic(&e))?;
         tmpl.render(context! {
             mac => mac.to_string(),
-            action => Serde(BootAction::LocalDisk),
+            action => Serde(action),
+            report_url => self.urls.discovery_report(*mac),
             appliance => self.appliance_context(),
         })
         .map_err(|e| self.diagnostic(&e))
@@ -134,9 +162,12 @@ impl Site {
     }
 
     fn appliance_context(&self) -> minijinja::Value {
+        let server = &self.snapshot.appliance.server;
         context! {
-            address => self.snapshot.appliance.server.address.to_string(),
+            address => server.address.to_string(),
             base_url => self.urls.base(),
+            // `inst.syslog=`: where the installer sends its log.
+            syslog => format!("{}:{}", server.address, server.syslog_port),
         }
     }
 
@@ -161,8 +192,9 @@ impl Site {
         host: &Host,
         os: &Os,
         action: BootAction,
+        token: &str,
     ) -> Result<String, RenderError> {
-        let urls = Urls::new(&self.urls, host, os);
+        let urls = Urls::new(&self.urls, host, os, token);
         let tmpl = self
             .env
             .get_template(template)
@@ -183,7 +215,7 @@ impl Site {
 }
 
 /// Every URL a template needs, computed here so templates never assemble
-/// paths themselves.
+/// paths themselves. The kickstart and callback URLs carry the build token.
 #[derive(Debug, Serialize)]
 struct Urls {
     tree: String,
@@ -193,6 +225,7 @@ struct Urls {
     ipxe: String,
     installing: String,
     installed: String,
+    failed: String,
     repos: Vec<RepoUrl>,
 }
 
@@ -203,15 +236,16 @@ struct RepoUrl {
 }
 
 impl Urls {
-    fn new(urls: &UrlScheme, host: &Host, os: &Os) -> Urls {
+    fn new(urls: &UrlScheme, host: &Host, os: &Os, token: &str) -> Urls {
         let tree = urls.repo(&os.mirror, &os.tree);
         Urls {
             kernel: format!("{tree}{}", os.kernel),
             initrd: format!("{tree}{}", os.initrd),
-            ks: urls.kickstart(host.mac),
+            ks: urls.kickstart(host.mac, token),
             ipxe: urls.boot_script(host.mac),
-            installing: urls.callback(host.mac, "installing"),
-            installed: urls.callback(host.mac, "installed"),
+            installing: urls.callback(host.mac, "installing", token),
+            installed: urls.callback(host.mac, "installed", token),
+            failed: urls.callback(host.mac, "failed", token),
             repos: os
                 .repos
                 .iter()

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use kickstand_profiles::{Mac, load, urls};
-use kickstand_render::{BootAction, RenderError, Site};
+use kickstand_render::{BootAction, RenderError, Site, UnknownAction};
+
+const TOKEN: &str = "Zm9vYmFy-token_1";
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/kickstand.yaml")
@@ -21,31 +23,45 @@ fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
     let site = site();
     assert!(site.snapshot.hosts.len() >= 4);
     for (mac, host) in &site.snapshot.hosts {
-        let ks = site.kickstart(mac).expect("kickstart");
+        let ks = site.kickstart(mac, TOKEN).expect("kickstart");
         assert!(
             ks.contains(&format!("--hostname={}", host.hostname)),
             "{ks}"
         );
-        let tree = site.urls().repo(
-            &site.snapshot.oses[&host.os].mirror,
-            &site.snapshot.oses[&host.os].tree,
-        );
+        let os = &site.snapshot.oses[&host.os];
+        let tree = site.urls().repo(&os.mirror, &os.tree);
         assert!(ks.contains(&format!("url --url={tree}")), "{ks}");
-        assert!(
-            ks.contains(&site.urls().callback(*mac, "installed")),
-            "{ks}"
-        );
+        // Every callback carries the build token, quoted for the shell.
+        for report in ["installing", "installed", "failed"] {
+            let url = site.urls().callback(*mac, report, TOKEN);
+            assert!(url.ends_with(&format!("?token={TOKEN}")), "{url}");
+            assert!(
+                ks.contains(&format!("'{url}'")),
+                "{report} callback missing:\n{ks}"
+            );
+        }
+        assert!(ks.contains("%onerror"), "{ks}");
 
-        let install = site.ipxe(mac, BootAction::Install).expect("install script");
+        let install = site
+            .ipxe(mac, BootAction::Install, TOKEN)
+            .expect("install script");
         assert!(install.starts_with("#!ipxe\n"), "{install}");
-        assert!(
-            install.contains(&format!("inst.ks={}", site.urls().kickstart(*mac))),
-            "{install}"
-        );
+        let ks_url = site.urls().kickstart(*mac, TOKEN);
+        assert!(install.contains(&format!("inst.ks={ks_url}")), "{install}");
+        let syslog = format!("inst.syslog={}:514", site.snapshot.appliance.server.address);
+        assert!(install.contains(&syslog), "{install}");
         assert!(install.contains("\nboot\n"), "{install}");
+        // The secrets are in the kickstart only.
+        if let Some(hash) = &host.root_password_hash {
+            assert!(ks.contains(hash.as_str()));
+            assert!(
+                !install.contains(hash.as_str()),
+                "a secret in the boot script"
+            );
+        }
 
         let disk = site
-            .ipxe(mac, BootAction::LocalDisk)
+            .ipxe(mac, BootAction::LocalDisk, TOKEN)
             .expect("local disk script");
         assert!(disk.contains("\nexit\n"), "{disk}");
         assert!(
@@ -53,6 +69,10 @@ fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
             "an installed host got the installer: {disk}"
         );
         assert!(!disk.contains("inst.ks"), "{disk}");
+        assert!(
+            !disk.contains(TOKEN),
+            "a local-disk script carries no token: {disk}"
+        );
     }
 }
 
@@ -72,7 +92,9 @@ fn urls_in_scripts_are_the_ones_the_scheme_reads_back() {
 fn unknown_machines_get_a_script_that_never_installs() {
     let site = site();
     let stranger = Mac([0x52, 0x54, 0, 0x99, 0x99, 1]);
-    let script = site.unknown_ipxe(&stranger).expect("script");
+    let script = site
+        .unknown_ipxe(&stranger, UnknownAction::LocalDisk)
+        .expect("script");
     assert!(script.starts_with("#!ipxe\n"), "{script}");
     assert!(script.contains("52:54:00:99:99:01"), "{script}");
     assert!(script.contains("\nexit\n"), "{script}");
@@ -80,13 +102,26 @@ fn unknown_machines_get_a_script_that_never_installs() {
         assert!(!script.contains(never), "{never} in {script}");
     }
     assert!(matches!(
-        site.kickstart(&stranger),
+        site.kickstart(&stranger, TOKEN),
         Err(RenderError::UnknownHost(m)) if m == stranger
     ));
     assert!(matches!(
-        site.ipxe(&stranger, BootAction::Install),
+        site.ipxe(&stranger, BootAction::Install, TOKEN),
         Err(RenderError::UnknownHost(_))
     ));
+    // Discovery: a report of what iPXE knows, then the disk; no installer.
+    let discover = site
+        .unknown_ipxe(&stranger, UnknownAction::Discover)
+        .expect("discovery script");
+    let report = site.urls().discovery_report(stranger);
+    assert!(
+        discover.contains(&format!("imgfetch {report}?uuid=${{uuid:uristring}}")),
+        "{discover}"
+    );
+    assert!(discover.contains("\nexit\n"), "{discover}");
+    for never in ["kernel", "inst.ks", "initrd"] {
+        assert!(!discover.contains(never), "{never} in {discover}");
+    }
 }
 
 #[test]
@@ -117,7 +152,10 @@ fn the_shipped_unknown_template_is_used_when_a_directory_lacks_it() {
         .remove(kickstand_render::UNKNOWN_IPXE_TEMPLATE);
     let site = Site::new(snapshot).unwrap_or_else(|e| panic!("{e}"));
     let script = site
-        .unknown_ipxe(&Mac([0x52, 0x54, 0, 0x99, 0x99, 2]))
+        .unknown_ipxe(
+            &Mac([0x52, 0x54, 0, 0x99, 0x99, 2]),
+            UnknownAction::LocalDisk,
+        )
         .expect("built-in template");
     assert!(script.contains("\nexit\n"), "{script}");
 }

@@ -1,141 +1,183 @@
-//! Per-host install state: what makes "boot once" work. A host that reported
-//! `installed` from its kickstart's `%post` boots its local disk from then
-//! on, until an operator re-arms it.
+//! Host state: the life cycle of every host (new → booting → installing →
+//! installed, failed, re-armed), its build token, the timeline of what each
+//! module saw of it and why its journey stopped, the machines discovered
+//! without a profile, and the sizes of past installs for progress bars.
+//! It knows nothing of protocols, rendering or profiles: callers tell it
+//! what happened and ask it what is true.
 //!
-//! State is keyed by MAC and kept in one small JSON file, rewritten whole
-//! through a temporary file and a rename so a crash never leaves half a
-//! file. It knows nothing of profiles: a host removed from the profiles
-//! keeps its record, harmlessly.
+//! # Layout
+//! - [`phase`]: the life cycle as a pure function, [`next`].
+//! - [`host`]: a host's record and what a transition does to it.
+//! - [`token`]: build tokens and why one is refused.
+//! - [`event`]: timeline event kinds and the detail fields each carries.
+//! - [`diagnosis`]: a timeline read as one operator sentence.
+//! - [`discovery`]: discovered machines, a bounded table.
+//! - `store`: [`StateStore`], the async API; one transaction per call.
+//! - `db`, `schema`, `import`: the two backends behind one SQL surface,
+//!   versioned migrations, and the one-time import of the old JSON file.
+//!
+//! # Backends
+//! SQLite (embedded, the default: `state.db` in the state directory, WAL,
+//! `synchronous = FULL`) or PostgreSQL, which several appliances share so a
+//! host installed through rack A's appliance boots its disk on rack B's.
+//! Both run the same migrations and the same queries; the test suite runs
+//! against both.
+//!
+//! # Why rusqlite and tokio-postgres, not sqlx
+//! The store makes about twenty queries. sqlx's compile-time checked
+//! macros need a live database or prepared offline data (`cargo sqlx
+//! prepare`) at build time, for each backend; without them sqlx is an
+//! untyped query API like these two, plus a pool, a runtime layer and its
+//! `Any` driver's lowest-common-denominator types, in a larger dependency
+//! tree (its SQLite driver links the same C library, so nothing is saved
+//! there). rusqlite with its bundled SQLite needs no system library and
+//! runs on tokio's blocking pool; tokio-postgres is async already. Behind a
+//! common transaction type (`db::Tx`, integers and text only) each backend
+//! is about a hundred and fifty lines, and every query is written once.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+mod clock;
+mod db;
+pub mod diagnosis;
+pub mod discovery;
+pub mod event;
+pub mod host;
+mod import;
+pub mod phase;
+mod schema;
+mod store;
+pub mod token;
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Where a host is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// Never seen installing, or re-armed: its next PXE boot installs.
-    #[default]
-    New,
-    /// Its kickstart's `%pre` reported in.
-    Installing,
-    /// Its `%post` reported success: it boots from its disk.
-    Installed,
+pub use clock::{Span, Stamp};
+pub use diagnosis::{Diagnosis, diagnose};
+pub use discovery::{Discovered, DiscoveryOutcome, Facts, Nic};
+pub use event::{Event, EventKind};
+pub use host::{Host, Outcome, Pulled};
+pub use kickstand_profiles::Mac;
+pub use phase::{Phase, Refused, Transition, next};
+pub use store::{InstallSize, StateStore};
+pub use token::{BuildToken, TokenRejected};
+
+/// Where the state lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `dir/state.db`, created with `dir` if missing.
+    Sqlite { dir: PathBuf },
+    /// A `postgres://` URL or a `host=… user=…` connection string.
+    Postgres { url: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub phase: Phase,
-    /// Seconds since the Unix epoch of the last change.
-    pub since: u64,
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Sqlite { dir } => f.debug_struct("Sqlite").field("dir", dir).finish(),
+            // A URL may carry a password.
+            Backend::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact(url))
+                .finish(),
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ if url.contains("password") => "<connection string with a password>".into(),
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub backend: Backend,
+    /// This appliance's name, written on every event and host change: with
+    /// a shared database, which rack's appliance saw what.
+    pub appliance: String,
+    /// How long an install may run (from its loader or kickstart fetch)
+    /// before the host is failed, and how long a build token lives.
+    pub install_timeout: Duration,
+    pub retention: Retention,
+    /// The bound of the discovered-machines table.
+    pub max_discovered: usize,
+    /// Where a `hosts.json` from the old JSON store may wait to be
+    /// imported (the SQLite directory by default; `None` for none).
+    pub import_dir: Option<PathBuf>,
+}
+
+/// How much timeline the store keeps, so it never grows without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Events kept per host (the newest).
+    pub per_host: u64,
+    /// Events older than this are removed.
+    pub max_age: Duration,
+    /// Events kept in all: a flood of requests from forged MACs is bounded
+    /// too, not only each MAC's share of it.
+    pub total: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            per_host: 1000,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            total: 1_000_000,
+        }
+    }
+}
+
+impl StateConfig {
+    pub const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+    pub const DEFAULT_MAX_DISCOVERED: usize = 1000;
+
+    /// The defaults for `backend`, as appliance `appliance`.
+    pub fn new(backend: Backend, appliance: impl Into<String>) -> StateConfig {
+        let import_dir = match &backend {
+            Backend::Sqlite { dir } => Some(dir.clone()),
+            Backend::Postgres { .. } => None,
+        };
+        StateConfig {
+            backend,
+            appliance: appliance.into(),
+            install_timeout: StateConfig::DEFAULT_INSTALL_TIMEOUT,
+            retention: Retention::default(),
+            max_discovered: StateConfig::DEFAULT_MAX_DISCOVERED,
+            import_dir,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
-    #[error("state file {path}: {source}")]
+    #[error("state database ({backend}): {source}")]
+    Database {
+        backend: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("state directory {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("state file {path} is corrupt: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
-
-/// The store. Keys are MACs in their canonical lowercase, colon form.
-#[derive(Debug)]
-pub struct StateStore {
-    path: PathBuf,
-    hosts: Mutex<BTreeMap<String, Record>>,
-}
-
-impl StateStore {
-    /// Opens (creating the directory if needed) `dir/hosts.json`.
-    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
-        let path = dir.join("hosts.json");
-        let io = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let hosts = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-                path: path.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(io(e)),
-        };
-        Ok(StateStore {
-            path,
-            hosts: Mutex::new(hosts),
-        })
-    }
-
-    pub fn get(&self, mac: &str) -> Record {
-        self.lock().get(mac).copied().unwrap_or(Record {
-            phase: Phase::New,
-            since: 0,
-        })
-    }
-
-    pub fn all(&self) -> BTreeMap<String, Record> {
-        self.lock().clone()
-    }
-
-    /// Records a new phase and persists the whole table before returning, so
-    /// an acknowledged `installed` survives a crash.
-    pub fn set(&self, mac: &str, phase: Phase) -> Result<Record, StateError> {
-        let mut hosts = self.lock();
-        let record = Record {
-            phase,
-            since: now(),
-        };
-        let previous = hosts.insert(mac.to_owned(), record);
-        if let Err(e) = self.persist(&hosts) {
-            // Keep memory and disk in agreement: undo what could not be saved.
-            match previous {
-                Some(p) => hosts.insert(mac.to_owned(), p),
-                None => hosts.remove(mac),
-            };
-            return Err(e);
-        }
-        Ok(record)
-    }
-
-    fn persist(&self, hosts: &BTreeMap<String, Record>) -> Result<(), StateError> {
-        let io = |source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        let json = serde_json::to_vec_pretty(hosts).map_err(|e| io(e.into()))?;
-        tmp.write_all(&json).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(&self.path).map_err(|e| io(e.error))?;
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Record>> {
-        // A panic while holding the lock cannot leave the map half-updated
-        // (every update is one insert), so a poisoned lock is still usable.
-        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    #[error("state database holds something this version cannot read: {0}")]
+    Corrupt(String),
+    #[error("{path} cannot be imported: {reason}")]
+    Import { path: PathBuf, reason: String },
+    #[error(
+        "the state database is at schema version {found}, newer than this version knows ({known}): upgrade Kickstand"
+    )]
+    NewerSchema { found: usize, known: usize },
+    #[error("state database worker failed: {0}")]
+    Task(String),
+    #[error("no random numbers for a build token: {0}")]
+    Random(String),
 }
 
 #[cfg(test)]
@@ -143,25 +185,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn survives_reopen_and_defaults_to_new() -> Result<(), StateError> {
-        let dir = tempfile::tempdir().map_err(|source| StateError::Io {
-            path: "tmp".into(),
-            source,
-        })?;
-        let store = StateStore::open(dir.path())?;
-        assert_eq!(store.get("52:54:00:00:00:01").phase, Phase::New);
-        store.set("52:54:00:00:00:01", Phase::Installed)?;
-        let reopened = StateStore::open(dir.path())?;
-        assert_eq!(reopened.get("52:54:00:00:00:01").phase, Phase::Installed);
-        assert_eq!(reopened.all().len(), 1);
-        Ok(())
-    }
-
-    #[test]
-    fn corrupt_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("hosts.json"), b"{ not json").expect("write");
-        let err = StateStore::open(dir.path()).expect_err("corrupt file must not load");
-        assert!(err.to_string().contains("corrupt"), "{err}");
+    fn a_postgres_password_stays_out_of_debug_output() {
+        let b = Backend::Postgres {
+            url: "postgres://kick:s3cret@db.example/state".into(),
+        };
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.example/state"), "{shown}");
+        let b = Backend::Postgres {
+            url: "host=db user=kick password=s3cret".into(),
+        };
+        assert!(!format!("{b:?}").contains("s3cret"));
     }
 }

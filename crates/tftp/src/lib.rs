@@ -23,4 +23,4 @@ pub mod source;
 pub use path::{PathError, normalize};
 pub use protocol::Limits;
 pub use server::{Config, OpenError, serve, serve_with};
-pub use source::{DirSource, Source};
+pub use source::{BoxFuture, DirSource, Source, TransferOutcome, TransferReport};

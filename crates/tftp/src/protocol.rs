@@ -203,6 +203,13 @@ impl Transfer {
         self.last_block
     }
 
+    /// Bytes of the file the client has acknowledged so far.
+    pub fn acked_bytes(&self) -> u64 {
+        self.acked
+            .saturating_mul(u64::from(self.params.blksize))
+            .min(self.size)
+    }
+
     pub fn block(&self, n: u64) -> BlockRef {
         let blksize = u64::from(self.params.blksize);
         let offset = (n - 1) * blksize;

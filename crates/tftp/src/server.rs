@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::packet::{self, Direction, ErrorCode, Mode, Packet, Request};
 use crate::path::{self, PathError, normalize};
 use crate::protocol::{Action, Event, Limits, Transfer, negotiate};
-use crate::source::Source;
+use crate::source::{Source, TransferOutcome, TransferReport};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -184,11 +184,61 @@ enum Outcome {
     ClientAborted {
         code: ErrorCode,
         message: String,
+        bytes: u64,
     },
     /// The client's port is closed (ICMP port unreachable).
     ClientGone,
-    GaveUp,
+    GaveUp {
+        bytes: u64,
+    },
     ShutDown,
+}
+
+impl Outcome {
+    /// What the source hears of it.
+    fn report(&self, file: String, elapsed: Duration) -> TransferReport {
+        let (outcome, bytes) = match self {
+            Outcome::Sent { bytes, .. } => (TransferOutcome::Complete, *bytes),
+            Outcome::Malformed(e) => (
+                TransferOutcome::Refused {
+                    reason: e.to_string(),
+                },
+                0,
+            ),
+            Outcome::WriteRefused => (
+                TransferOutcome::Refused {
+                    reason: "write request".into(),
+                },
+                0,
+            ),
+            Outcome::Refused(e) => (
+                TransferOutcome::Refused {
+                    reason: e.to_string(),
+                },
+                0,
+            ),
+            Outcome::ClientAborted {
+                code,
+                message,
+                bytes,
+            } => (
+                TransferOutcome::ClientAborted {
+                    code: code.as_u16(),
+                    message: message.clone(),
+                },
+                *bytes,
+            ),
+            Outcome::ClientGone => (TransferOutcome::ClientGone, 0),
+            Outcome::GaveUp { bytes } => (TransferOutcome::TimedOut, *bytes),
+            Outcome::ShutDown => (TransferOutcome::ShutDown, 0),
+        };
+        TransferReport {
+            file,
+            outcome,
+            bytes,
+            duration: elapsed,
+        }
+    }
 }
 
 async fn handle_request(
@@ -199,24 +249,41 @@ async fn handle_request(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    let started = Instant::now();
+    let file = request
+        .as_ref()
+        .map(|r| String::from_utf8_lossy(&r.filename).into_owned())
+        .unwrap_or_default();
     let socket = match bind_transfer_socket(local_ip, peer).await {
         Ok(socket) => socket,
         Err(e) => return warn!(error = %e, "cannot open a transfer socket"),
     };
     let outcome = match request {
-        Ok(request) => transfer(&socket, request, &*source, &limits, &shutdown).await,
+        Ok(request) => transfer(&socket, peer, request, &*source, &limits, &shutdown).await,
         Err(e) => Ok(Outcome::Malformed(e)),
     };
     let outcome = match outcome {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Outcome::ClientGone,
-        Err(e) => return warn!(error = %e, "transfer failed"),
+        Err(e) => {
+            let report = TransferReport {
+                file,
+                outcome: TransferOutcome::Failed {
+                    reason: e.to_string(),
+                },
+                bytes: 0,
+                duration: started.elapsed(),
+            };
+            source.transfer_ended(peer, &report);
+            return warn!(error = %e, "transfer failed");
+        }
         Ok(outcome) => outcome,
     };
+    source.transfer_ended(peer, &outcome.report(file, started.elapsed()));
     let reply = match &outcome {
         Outcome::Malformed(_) => Some((ErrorCode::IllegalOperation, "malformed request")),
         Outcome::WriteRefused => Some((ErrorCode::AccessViolation, "read-only server")),
         Outcome::Refused(e) => Some(e.to_wire()),
-        Outcome::GaveUp => Some((ErrorCode::NotDefined, "timed out")),
+        Outcome::GaveUp { .. } => Some((ErrorCode::NotDefined, "timed out")),
         Outcome::ShutDown => Some((ErrorCode::NotDefined, "server shutting down")),
         Outcome::Sent { .. } | Outcome::ClientAborted { .. } | Outcome::ClientGone => None,
     };
@@ -229,8 +296,12 @@ async fn handle_request(
         Outcome::Sent { bytes, elapsed } => info!(bytes, ?elapsed, "sent"),
         Outcome::Malformed(e) => warn!(error = %e, "malformed request"),
         Outcome::Refused(e) => info!(error = %e, "request refused"),
-        Outcome::ClientAborted { code, message } => info!(?code, %message, "client aborted"),
-        Outcome::GaveUp => warn!("no ACK after retries; gave up"),
+        Outcome::ClientAborted {
+            code,
+            message,
+            bytes,
+        } => info!(?code, %message, bytes, "client aborted"),
+        Outcome::GaveUp { bytes } => warn!(bytes, "no ACK after retries; gave up"),
         other => info!(outcome = ?other, "transfer ended"),
     }
 }
@@ -245,6 +316,7 @@ async fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> io::Result<
 
 async fn transfer(
     socket: &UdpSocket,
+    peer: SocketAddr,
     request: Request,
     source: &dyn Source,
     limits: &Limits,
@@ -253,7 +325,7 @@ async fn transfer(
     if request.direction == Direction::Write {
         return Ok(Outcome::WriteRefused);
     }
-    let mut body = match Body::open(source, &request.filename).await {
+    let mut body = match Body::open(source, &request.filename, peer).await {
         Ok(body) => body,
         Err(e) => return Ok(Outcome::Refused(e)),
     };
@@ -303,9 +375,18 @@ async fn transfer(
             Action::Aborted => {
                 let (code, message) =
                     client_error.unwrap_or((ErrorCode::NotDefined, String::new()));
-                return Ok(Outcome::ClientAborted { code, message });
+                let bytes = transfer.acked_bytes();
+                return Ok(Outcome::ClientAborted {
+                    code,
+                    message,
+                    bytes,
+                });
             }
-            Action::GaveUp => return Ok(Outcome::GaveUp),
+            Action::GaveUp => {
+                return Ok(Outcome::GaveUp {
+                    bytes: transfer.acked_bytes(),
+                });
+            }
         }
         let event = tokio::select! {
             biased;
@@ -358,9 +439,9 @@ enum Body {
 }
 
 impl Body {
-    async fn open(source: &dyn Source, raw: &[u8]) -> Result<Self, OpenError> {
+    async fn open(source: &dyn Source, raw: &[u8], peer: SocketAddr) -> Result<Self, OpenError> {
         let path = normalize(raw)?;
-        if let Some(bytes) = source.generated(&path) {
+        if let Some(bytes) = source.generated(&path, peer).await {
             return Ok(Self::Generated(bytes));
         }
         let root = source.root();

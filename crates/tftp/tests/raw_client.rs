@@ -193,6 +193,24 @@ async fn pxe_tsize_abort_then_retry_from_the_same_port() {
         "the aborted transfer stays silent"
     );
     eprintln!("second transfer took {elapsed:?}");
+    // The source heard of both ends: the abort (code 8, nothing sent) and
+    // the whole file.
+    let reports = server.source.reports.lock().expect("reports").clone();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[0].file, "undionly.kpxe");
+    assert_eq!(
+        reports[0].outcome,
+        kickstand_tftp::TransferOutcome::ClientAborted {
+            code: 8,
+            message: "tsize only".into()
+        }
+    );
+    assert_eq!(reports[0].bytes, 0);
+    assert_eq!(
+        reports[1].outcome,
+        kickstand_tftp::TransferOutcome::Complete
+    );
+    assert_eq!(reports[1].bytes, file.len() as u64);
     server.stop().await;
 }
 

@@ -56,7 +56,7 @@ trap 'rm -rf "$stage"' EXIT
 
 mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,tmp,run,lib/modules,usr/share/udhcpc}
 cp "$busybox" "$stage/bin/busybox"
-for applet in sh mount umount ip ifconfig route udhcpc wget cat grep sed tr insmod sleep timeout echo poweroff reboot mkdir ls dmesg head cut; do
+for applet in sh mount umount ip ifconfig route udhcpc wget cat grep sed tr insmod sleep timeout echo poweroff reboot mkdir ls dmesg head cut syslogd logger; do
   ln -s busybox "$stage/bin/$applet"
 done
 
@@ -122,10 +122,20 @@ ip link set "$iface" up
 udhcpc -i "$iface" -n -q -t 10 -T 2 -s /usr/share/udhcpc/default.script >/dev/null 2>&1 || die "no DHCP lease on $iface"
 
 ks=""
+syslog=""
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in inst.ks=*) ks=${arg#inst.ks=} ;; esac
+  case "$arg" in
+    inst.ks=*) ks=${arg#inst.ks=} ;;
+    inst.syslog=*) syslog=${arg#inst.syslog=} ;;
+  esac
 done
 [ -n "$ks" ] || die "no inst.ks= on the kernel command line"
+# Like Anaconda with inst.syslog=: the installer's log goes to the appliance.
+if [ -n "$syslog" ]; then
+  syslogd -n -R "$syslog" -O /tmp/messages &
+  sleep 1
+  logger -t anaconda "KS-STANDIN installer log for $mac"
+fi
 say "KS-STANDIN: fetching $ks"
 # busybox 1.35 (static) wget segfaults with -T, hence the timeout applet.
 timeout 30 wget -q -O /tmp/ks.cfg "$ks" || die "cannot fetch $ks"
@@ -134,12 +144,33 @@ if ! grep -qE '^(url|%packages)' /tmp/ks.cfg; then
 fi
 say "KS-STANDIN: fetched kickstart for $mac"
 
-# The report URL sits next to the kickstart: http://host:port/ks/<mac>.
+# The callbacks are the kickstart's own URLs, as %pre, %post and %onerror
+# use them: they carry the host's build token.
+callback() {
+  grep -o "http://[^' ]*/api/hosts/[^' ]*/$1?token=[^' ]*" /tmp/ks.cfg | head -n 1
+}
+installing=$(callback installing)
+installed=$(callback installed)
+failed=$(callback failed)
+[ -n "$installed" ] || die "the kickstart has no installed callback"
 # Like the real %pre, "installing" is best effort; "installed" is the point.
-base=${ks%%/ks/*}
-timeout 30 wget -q -O /tmp/installing --post-data="" "$base/api/hosts/$mac/installing" || say "KS-STANDIN: could not report installing"
-timeout 30 wget -q -O /tmp/installed --post-data="" "$base/api/hosts/$mac/installed" || die "cannot report installed to $base"
+timeout 30 wget -q -O /tmp/installing --post-data="" "$installing" || say "KS-STANDIN: could not report installing"
+logger -t anaconda "KS-STANDIN installing for $mac"
+# A profile can make the install fail on purpose: its kickstart then says
+# `# KS-STANDIN-FAIL: <reason>`, and %onerror is what reports it.
+reason=$(grep -o "KS-STANDIN-FAIL: .*" /tmp/ks.cfg | head -n 1 | cut -d' ' -f2-)
+if [ -n "$reason" ]; then
+  logger -t anaconda "KS-STANDIN failing: $reason"
+  timeout 30 wget -q -O /tmp/failed --post-data="$reason" "$failed" || die "cannot report failed"
+  say "KS-STANDIN: reported failed for $mac: $reason"
+  say "KS-STANDIN: powering off"
+  sleep 1
+  poweroff -f
+  sleep 5
+fi
+timeout 30 wget -q -O /tmp/installed --post-data="" "$installed" || die "cannot report installed"
 say "KS-STANDIN: reported installed for $mac"
+sleep 1
 say "KS-STANDIN: powering off"
 poweroff -f
 sleep 5

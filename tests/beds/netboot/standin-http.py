@@ -37,13 +37,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 f"inst.ks=http://{address}:{port}/ks/${{mac}}\n"
                 f"initrd --name initrd.img {pxe}/initrd.img\n"
                 "boot\n"))
-        m = re.match(r"^/ks/(.+)$", path)
+        m = re.match(r"^/ks/([^?]+)", path)
         if m and MAC.match(m.group(1)):
-            return self.reply(200, "text\nurl --url=http://mirror/\n%packages\n@core\n%end\n")
+            # Callbacks as Kickstand writes them: the kickstart's own URLs,
+            # with a (here meaningless) build token.
+            base = f"http://{address}:{port}/api/hosts/{m.group(1)}"
+            return self.reply(200, (
+                "text\nurl --url=http://mirror/\n%packages\n@core\n%end\n"
+                f"%pre\ncurl -X POST '{base}/installing?token=standin'\n%end\n"
+                f"%post\ncurl -X POST '{base}/installed?token=standin'\n%end\n"
+                f"%onerror\ncurl -X POST '{base}/failed?token=standin'\n%end\n"))
         self.reply(404, "not found\n")
 
     def do_POST(self):
-        m = re.match(r"^/api/hosts/(.+)/(installing|installed)$", urllib.parse.unquote(self.path))
+        path = urllib.parse.unquote(self.path).split("?")[0]
+        m = re.match(r"^/api/hosts/(.+)/(installing|installed|failed)$", path)
         if m and MAC.match(m.group(1)):
             open(os.path.join(state, m.group(1) + "." + m.group(2)), "w").close()
             return self.reply(200, "ok\n")

@@ -35,6 +35,11 @@ impl Bed {
         let bed = Bed { dir };
         bed.edit("profiles/kickstand.yaml", "http_port: 8080", "http_port: 0");
         bed.edit("profiles/kickstand.yaml", "tftp_port: 6969", "tftp_port: 0");
+        bed.edit(
+            "profiles/kickstand.yaml",
+            "syslog_port: 5514",
+            "syslog_port: 0",
+        );
         bed
     }
 
@@ -183,13 +188,46 @@ impl Daemon {
     }
 
     pub fn post(&self, path: &str) -> (u16, String) {
-        let mut resp = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .send_empty()
-            .expect("POST");
+        self.post_as(path, None, "")
+    }
+
+    /// A POST with `Authorization: Bearer <bearer>` and a body.
+    pub fn post_as(&self, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(b) = bearer {
+            req = req.header("Authorization", &format!("Bearer {b}"));
+        }
+        let mut resp = req.send(body).expect("POST");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().expect("body"))
+    }
+
+    /// The operator token the daemon made in its state directory.
+    pub fn operator_token(&self, bed: &Bed) -> String {
+        let path = bed.path("var/state/operator.token");
+        eventually(Duration::from_secs(10), || {
+            std::fs::read_to_string(&path).ok()
+        })
+        .expect("the daemon makes its operator token at start")
+        .trim()
+        .to_owned()
+    }
+
+    /// A host's kickstart, as the host fetches it: its install script
+    /// first, for the build token. A failing script fetch answers instead.
+    pub fn kickstart(&self, mac: &str) -> (u16, String) {
+        let (status, script) = self.get(&format!("/boot/{mac}.ipxe"));
+        match token_in(&script) {
+            Some(token) if status == 200 => self.get(&format!("/ks/{mac}?token={token}")),
+            _ => (status, script),
+        }
+    }
+
+    /// The build token in a host's install script (`inst.ks=…?token=…`).
+    pub fn build_token(&self, mac: &str) -> String {
+        let (status, script) = self.get(&format!("/boot/{mac}.ipxe"));
+        assert_eq!(status, 200, "{script}");
+        token_in(&script).unwrap_or_else(|| panic!("no build token in:\n{script}"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -252,4 +290,15 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The build token a script or kickstart carries.
+pub fn token_in(text: &str) -> Option<String> {
+    let at = text.find("?token=")? + "?token=".len();
+    Some(
+        text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect(),
+    )
 }

@@ -18,6 +18,8 @@ use crate::wire::{self, S};
 pub const DEFAULT_TFTP_ROOT: &str = "/var/lib/kickstand/tftp";
 const DEFAULT_HTTP_PORT: u16 = 80;
 const DEFAULT_TFTP_PORT: u16 = 69;
+const DEFAULT_SYSLOG_PORT: u16 = 514;
+const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 const DEFAULT_CACHE_BYTES: u64 = 20 << 30;
 const DEFAULT_LEASE_SECS: u32 = 3600;
 /// What the full-mode lease table accepts (`kickstand_dhcp::full::Pool`).
@@ -29,6 +31,8 @@ const DEFAULT_REVALIDATE: Duration = Duration::from_secs(30);
 /// directory: [`crate::load`] reads them, validation keeps them.
 #[derive(Debug)]
 pub(crate) struct Paths {
+    /// The config's directory: relative paths are relative to it.
+    pub(crate) base: PathBuf,
     pub(crate) templates_dir: PathBuf,
     pub(crate) mirror_ca_file: Option<PathBuf>,
     pub(crate) tftp_root: PathBuf,
@@ -39,6 +43,7 @@ pub(crate) struct Paths {
 pub(crate) fn paths(base: &Path, w: &wire::ApplianceFile) -> Paths {
     let rel = |p: &str| base.join(p);
     Paths {
+        base: base.to_path_buf(),
         templates_dir: rel(w.paths.templates.as_deref().unwrap_or("../templates")),
         mirror_ca_file: w.mirror_ca_file.as_deref().map(rel),
         tftp_root: w
@@ -137,6 +142,8 @@ impl Cx {
             ),
         };
 
+        let state = self.state(file, &paths, &w.state);
+
         if self.diags.len() > before {
             return None;
         }
@@ -147,6 +154,7 @@ impl Cx {
                 interfaces: w.server.interfaces.clone(),
                 http_port: w.server.http_port.unwrap_or(DEFAULT_HTTP_PORT),
                 tftp_port: w.server.tftp_port.unwrap_or(DEFAULT_TFTP_PORT),
+                syslog_port: w.server.syslog_port.unwrap_or(DEFAULT_SYSLOG_PORT),
             },
             dhcp: Dhcp {
                 mode: mode?,
@@ -165,6 +173,59 @@ impl Cx {
             },
             templates_dir: paths.templates_dir,
             state_dir: paths.state_dir,
+            state: state?,
+        })
+    }
+
+    fn state(&mut self, file: &Path, paths: &Paths, w: &wire::State) -> Option<State> {
+        let before = self.diags.len();
+        let postgres_url = w.url.as_ref().and_then(|u| {
+            let ok = url::Url::parse(&u.value)
+                .ok()
+                .filter(|p| matches!(p.scheme(), "postgres" | "postgresql"))
+                .filter(|p| {
+                    p.host_str().is_some_and(|h| !h.is_empty())
+                        || p.query().is_some_and(|q| q.contains("host="))
+                });
+            if ok.is_none() {
+                self.err(
+                    file,
+                    u.referenced,
+                    "state.url must be a postgres:// URL with a host (or ?host=/run/postgresql)",
+                );
+            }
+            ok.map(|_| u.value.clone())
+        });
+        let appliance = w.appliance.as_ref().map(|a| {
+            if !parse::is_name(&a.value) {
+                self.err(
+                    file,
+                    a.referenced,
+                    format!("state.appliance `{}` {NAME_RULE}", a.value),
+                );
+            }
+            a.value.clone()
+        });
+        let install_timeout = match &w.install_timeout {
+            None => Some(DEFAULT_INSTALL_TIMEOUT),
+            Some(t) => self.check(
+                file,
+                t.referenced,
+                "state.install_timeout",
+                parse::duration(&t.value),
+            ),
+        };
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(State {
+            postgres_url,
+            appliance,
+            install_timeout: install_timeout?,
+            operator_token_file: w.operator_token_file.as_deref().map_or_else(
+                || paths.state_dir.join("operator.token"),
+                |f| paths.base.join(f),
+            ),
         })
     }
 

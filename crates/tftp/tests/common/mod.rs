@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct TestSource {
     pub root: tempfile::TempDir,
+    /// Every request's end, as the server reported it.
+    pub reports: std::sync::Mutex<Vec<kickstand_tftp::TransferReport>>,
 }
 
 pub const GENERATED: &str = "#!ipxe\necho generated\n";
@@ -24,8 +26,18 @@ impl Source for TestSource {
         self.root.path().to_owned()
     }
 
-    fn generated(&self, path: &str) -> Option<Bytes> {
-        (path == "generated/hello.ipxe").then(|| Bytes::from_static(GENERATED.as_bytes()))
+    fn generated<'a>(
+        &'a self,
+        path: &'a str,
+        _peer: std::net::SocketAddr,
+    ) -> kickstand_tftp::BoxFuture<'a, Option<Bytes>> {
+        let found =
+            (path == "generated/hello.ipxe").then(|| Bytes::from_static(GENERATED.as_bytes()));
+        Box::pin(std::future::ready(found))
+    }
+
+    fn transfer_ended(&self, _peer: std::net::SocketAddr, report: &kickstand_tftp::TransferReport) {
+        self.reports.lock().expect("reports").push(report.clone());
     }
 }
 
@@ -39,7 +51,10 @@ pub struct Server {
 impl Server {
     pub async fn start(config: Config) -> Server {
         let root = tempfile::tempdir().expect("tempdir");
-        let source = Arc::new(TestSource { root });
+        let source = Arc::new(TestSource {
+            root,
+            reports: std::sync::Mutex::default(),
+        });
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("bind");

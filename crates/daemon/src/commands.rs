@@ -1,0 +1,262 @@
+//! The commands besides `serve` and `cache`: `check` and `render` build the
+//! generation `serve` would; `hosts`, `timeline` and `discovered` read the
+//! host state store directly (so they work with the daemon stopped); the
+//! state-changing ones (`rearm`, `adopt`) go through the running daemon
+//! with the operator token, so every change is made — and recorded — in one
+//! place.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use kickstand_profiles::Mac;
+use kickstand_profiles::model::Appliance;
+use kickstand_render::{BootAction, UnknownAction};
+use kickstand_state::{Backend, Phase, StateConfig, StateStore};
+
+use crate::client::{self, Daemon};
+use crate::generation::{BootDecision, Generation};
+use crate::hosts::{TimelineView, ago};
+
+/// Opens the host state store the appliance config names.
+pub(crate) async fn open_store(appliance: &Appliance) -> anyhow::Result<StateStore> {
+    let backend = match &appliance.state.postgres_url {
+        Some(url) => Backend::Postgres { url: url.clone() },
+        None => Backend::Sqlite {
+            dir: appliance.state_dir.clone(),
+        },
+    };
+    let name = appliance.state.appliance.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "kickstand".to_owned())
+    });
+    let mut config = StateConfig::new(backend, name);
+    config.install_timeout = appliance.state.install_timeout;
+    StateStore::open(config)
+        .await
+        .context("opening the host state store")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub(crate) fn check(config: &Path) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let s = generation.snapshot();
+    println!(
+        "ok: {} file(s), {} OS, {} host(s), {} template(s); every kickstart and boot script rendered",
+        s.files.len(),
+        s.oses.len(),
+        s.hosts.len(),
+        s.templates.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `mac` would be served. Tokens show as `<build-token>`: making a
+/// real one is a change of state this command does not make.
+pub(crate) fn render(config: &Path, mac: Mac, ipxe: bool) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let site = &generation.site;
+    const TOKEN: &str = "<build-token>";
+    let out = if ipxe {
+        let phase = runtime()?.block_on(async {
+            let store = open_store(generation.appliance()).await?;
+            anyhow::Ok(store.host(mac).await?.map_or(Phase::New, |h| h.phase))
+        })?;
+        match generation.boot_for(mac, phase) {
+            BootDecision::Install => site.ipxe(&mac, BootAction::Install, TOKEN),
+            BootDecision::LocalDisk => site.ipxe(&mac, BootAction::LocalDisk, ""),
+            BootDecision::UnknownLocalBoot => site.unknown_ipxe(&mac, UnknownAction::LocalDisk),
+            BootDecision::Discover => site.unknown_ipxe(&mac, UnknownAction::Discover),
+            BootDecision::Ignore => site.ipxe(&mac, BootAction::Install, TOKEN),
+        }
+    } else {
+        site.kickstart(&mac, TOKEN)
+    };
+    print!("{}", out.with_context(|| format!("rendering for {mac}"))?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A MAC, or the hostname of a host profile.
+fn resolve(generation: &Generation, who: &str) -> anyhow::Result<Mac> {
+    if let Ok(mac) = who.parse::<Mac>() {
+        return Ok(mac);
+    }
+    generation
+        .snapshot()
+        .hosts
+        .values()
+        .find(|h| h.hostname == who)
+        .map(|h| h.mac)
+        .with_context(|| format!("`{who}` is neither a MAC nor the hostname of a host profile"))
+}
+
+pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let (states, last) = runtime()?.block_on(async {
+        let store = open_store(generation.appliance()).await?;
+        let states: BTreeMap<Mac, kickstand_state::Host> = store
+            .hosts()
+            .await?
+            .into_iter()
+            .map(|h| (h.mac, h))
+            .collect();
+        let last: BTreeMap<Mac, kickstand_state::Event> = store
+            .last_events()
+            .await?
+            .into_iter()
+            .map(|e| (e.mac, e))
+            .collect();
+        anyhow::Ok((states, last))
+    })?;
+    let now = SystemTime::now();
+    println!(
+        "{:<17}  {:<16} {:<18} {:<10} {:<14} {:<16} GROUPS",
+        "MAC", "HOSTNAME", "OS", "PHASE", "IN PHASE", "LAST EVENT"
+    );
+    for (mac, host) in &generation.snapshot().hosts {
+        let state = states.get(mac);
+        let phase = state.map_or(Phase::New, |s| s.phase);
+        let in_phase = state.map_or_else(
+            || "-".to_owned(),
+            |s| ago(now.duration_since(s.since).unwrap_or_default().as_secs()),
+        );
+        let last = last.get(mac).map_or("-".to_owned(), |e| e.kind.to_string());
+        println!(
+            "{mac}  {:<16} {:<18} {:<10} {in_phase:<14} {last:<16} {}",
+            host.hostname,
+            host.os,
+            phase.as_str(),
+            host.groups.join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mac = resolve(&generation, who)?;
+    let (events, diagnosis) = runtime()?.block_on(async {
+        let store = open_store(generation.appliance()).await?;
+        let events = store.timeline(mac, 500).await?;
+        let diagnosis = store.diagnose(mac, SystemTime::now()).await?;
+        anyhow::Ok((events, diagnosis))
+    })?;
+    let view = TimelineView {
+        mac: mac.to_string(),
+        hostname: generation.snapshot().host(&mac).map(|h| h.hostname.clone()),
+        events: events.iter().map(Into::into).collect(),
+        diagnosis: diagnosis.to_string(),
+    };
+    println!(
+        "{} ({})",
+        view.mac,
+        view.hostname.as_deref().unwrap_or("no profile")
+    );
+    for e in &view.events {
+        println!(
+            "  {}  {:<18} {:<10} {}",
+            e.time, e.kind, e.appliance, e.detail
+        );
+    }
+    println!("diagnosis: {}", view.diagnosis);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let found = runtime()?.block_on(async {
+        let store = open_store(generation.appliance()).await?;
+        anyhow::Ok(store.discovered().await?)
+    })?;
+    println!(
+        "{:<17}  {:<22} {:<20} {:<16} {:<38} LAST SEEN",
+        "MAC", "PRODUCT", "SERIAL", "IP", "UUID"
+    );
+    for d in &found {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        println!(
+            "{}  {:<22} {:<20} {:<16} {:<38} {}",
+            d.mac,
+            show(&d.facts.product),
+            show(&d.facts.serial),
+            d.ip.map_or("-".to_owned(), |ip| ip.to_string()),
+            show(&d.facts.uuid),
+            humantime::format_rfc3339_seconds(d.last_seen)
+        );
+    }
+    if let Some(d) = found.first() {
+        println!(
+            "\nadopt one with: kickstand adopt {} --hostname <name> [--group <group>] [--os <os>]",
+            d.mac
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn rearm(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let daemon = Daemon::operator(generation.appliance())?;
+    let mut ok = true;
+    for w in who {
+        let mac = resolve(&generation, w)?;
+        let resp = daemon.post(&format!("/api/hosts/{mac}/rearm"), None)?;
+        if resp.status().is_success() {
+            println!("{mac}: re-armed; its next network boot installs");
+        } else {
+            ok = false;
+            eprintln!("kickstand: {mac}: {}", client::failure(resp));
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) fn adopt(
+    config: &Path,
+    mac: Mac,
+    hostname: &str,
+    group: Option<&str>,
+    os: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let daemon = Daemon::operator(generation.appliance())?;
+    let body = serde_json::json!({"hostname": hostname, "group": group, "os": os});
+    let mut resp = daemon.post(&format!("/api/discovered/{mac}/adopt"), Some(&body))?;
+    if !resp.status().is_success() {
+        eprintln!("kickstand: {}", client::failure(resp));
+        return Ok(ExitCode::FAILURE);
+    }
+    let answer: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
+    println!(
+        "{mac} is now {hostname}: wrote {}; its next network boot installs",
+        answer["file"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,622 @@
+//! What happens to a host, request by request: its boot script (with a
+//! build token when it installs), its kickstart and callbacks (token
+//! checked), an operator's rearm, a discovered machine's report and its
+//! adoption — each a transition of its state and an event on its timeline.
+//! Also the JSON views of hosts, timelines and discovered machines.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use kickstand_http::ApiError;
+use kickstand_http::route::Report;
+use kickstand_profiles::{Mac, parse};
+use kickstand_render::{BootAction, RenderError, UnknownAction};
+use kickstand_state::{EventKind, Facts, Nic, Outcome, Phase, StateError, Transition};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::generation::{BootDecision, Generation};
+use crate::live::Live;
+
+/// The reason a `%onerror` sends is the tail of the installer's log:
+/// kept to this much.
+const MAX_REASON: usize = 2000;
+
+pub(crate) fn state_error(e: StateError) -> ApiError {
+    warn!(error = %e, "host state store failed");
+    ApiError::Unavailable(format!("the host state store failed: {e}"))
+}
+
+fn render_error(e: RenderError) -> ApiError {
+    match e {
+        RenderError::UnknownHost(mac) => ApiError::NoProfile(mac),
+        e => {
+            // Every host rendered when the generation was built, so this is
+            // a bug, not bad input; say so instead of serving half a script.
+            warn!(error = %e, "render failed");
+            ApiError::Internal(format!("render failed: {e}"))
+        }
+    }
+}
+
+fn ip_text(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+impl Live {
+    /// A machine's iPXE script, over HTTP or TFTP: its boot decision made
+    /// into a script. A machine that is to be ignored gets none.
+    pub(crate) async fn boot_script(&self, mac: Mac, peer: IpAddr) -> Result<String, ApiError> {
+        let generation = self.current();
+        let site = &generation.site;
+        let now = SystemTime::now();
+        let script = match self.boot_for(&generation, mac).await {
+            BootDecision::Install => match self.store.ensure_token(mac, now).await {
+                Ok(Some(token)) => {
+                    let script = site
+                        .ipxe(&mac, BootAction::Install, token.as_str())
+                        .map_err(render_error)?;
+                    self.transition(mac, Transition::BootFetched, Some(peer))
+                        .await?;
+                    self.record(
+                        mac,
+                        EventKind::BootScript,
+                        json!({"script": "install", "ip": ip_text(peer)}),
+                    );
+                    script
+                }
+                // It finished or failed a moment ago: its disk, then.
+                Ok(None) => self.local_disk_script(&generation, mac, peer)?,
+                Err(e) => return Err(state_error(e)),
+            },
+            BootDecision::LocalDisk => self.local_disk_script(&generation, mac, peer)?,
+            BootDecision::UnknownLocalBoot => site
+                .unknown_ipxe(&mac, UnknownAction::LocalDisk)
+                .map_err(render_error)?,
+            BootDecision::Discover => {
+                self.discovering(mac, peer);
+                site.unknown_ipxe(&mac, UnknownAction::Discover)
+                    .map_err(render_error)?
+            }
+            BootDecision::Ignore => {
+                self.counters
+                    .unknown_host_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::NoProfile(mac));
+            }
+        };
+        self.counters.boot_scripts.fetch_add(1, Ordering::Relaxed);
+        Ok(script)
+    }
+
+    fn local_disk_script(
+        &self,
+        generation: &Generation,
+        mac: Mac,
+        peer: IpAddr,
+    ) -> Result<String, ApiError> {
+        let script = generation
+            .site
+            .ipxe(&mac, BootAction::LocalDisk, "")
+            .map_err(render_error)?;
+        self.record(
+            mac,
+            EventKind::BootScript,
+            json!({"script": "local-boot", "ip": ip_text(peer)}),
+        );
+        self.record(
+            mac,
+            EventKind::LocalBoot,
+            json!({"how": "exit", "ip": ip_text(peer)}),
+        );
+        Ok(script)
+    }
+
+    /// Applies a transition; a refused one is not an error here (the store
+    /// recorded it), a store failure is.
+    pub(crate) async fn transition(
+        &self,
+        mac: Mac,
+        t: Transition,
+        ip: Option<IpAddr>,
+    ) -> Result<Outcome, ApiError> {
+        let name = t.name();
+        let outcome = self
+            .store
+            .transition(mac, t, ip, SystemTime::now())
+            .await
+            .map_err(state_error)?;
+        if let Outcome::Changed { from, to } = outcome {
+            info!(%mac, %from, %to, transition = name, "host phase");
+        }
+        Ok(outcome)
+    }
+
+    /// Checks a build token: a refusal is a 403 (and the store's event).
+    async fn check_token(
+        &self,
+        mac: Mac,
+        token: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<(), ApiError> {
+        match self
+            .store
+            .check_token(mac, token, peer, SystemTime::now())
+            .await
+            .map_err(state_error)?
+        {
+            Ok(()) => Ok(()),
+            Err(rejected) => {
+                self.counters
+                    .token_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(%mac, %peer, reason = rejected.name(), "build token rejected");
+                Err(ApiError::Forbidden(format!(
+                    "build token rejected: {rejected}"
+                )))
+            }
+        }
+    }
+
+    pub(crate) async fn kickstart(
+        &self,
+        mac: Mac,
+        token: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<String, ApiError> {
+        let generation = self.current();
+        if generation.snapshot().host(&mac).is_none() {
+            self.counters
+                .unknown_host_requests
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::NoProfile(mac));
+        }
+        self.check_token(mac, token, peer).await?;
+        let token = token.unwrap_or_default();
+        let kickstart = generation
+            .site
+            .kickstart(&mac, token)
+            .map_err(render_error)?;
+        self.transition(mac, Transition::KickstartFetched, Some(peer))
+            .await?;
+        self.record(mac, EventKind::KickstartFetch, json!({"ip": ip_text(peer)}));
+        self.counters.kickstarts.fetch_add(1, Ordering::Relaxed);
+        Ok(kickstart)
+    }
+
+    pub(crate) async fn report(
+        &self,
+        mac: Mac,
+        report: Report,
+        token: Option<&str>,
+        detail: &[u8],
+        peer: IpAddr,
+    ) -> Result<serde_json::Value, ApiError> {
+        let generation = self.current();
+        let Some(host) = generation.snapshot().host(&mac) else {
+            self.counters
+                .unknown_host_requests
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::NoProfile(mac));
+        };
+        self.check_token(mac, token, peer).await?;
+        let reason = String::from_utf8_lossy(&detail[detail.len().saturating_sub(MAX_REASON)..])
+            .trim()
+            .to_owned();
+        let (t, stage) = match report {
+            Report::Installing => (Transition::PreCallback, "pre"),
+            Report::Installed => (
+                Transition::PostCallback {
+                    os: host.os.clone(),
+                },
+                "post",
+            ),
+            Report::Failed => (
+                Transition::OnError {
+                    reason: if reason.is_empty() {
+                        "the installer reported an error and gave no reason".into()
+                    } else {
+                        reason.clone()
+                    },
+                },
+                "onerror",
+            ),
+        };
+        let mut event = json!({"stage": stage, "ip": ip_text(peer)});
+        if report == Report::Failed {
+            event["reason"] = reason.into();
+        }
+        self.record(mac, EventKind::Callback, event);
+        self.counters.reports.fetch_add(1, Ordering::Relaxed);
+        match self.transition(mac, t, Some(peer)).await? {
+            Outcome::Refused { phase, reason } => {
+                Err(ApiError::Conflict(format!("{mac} is {phase}: {reason}")))
+            }
+            Outcome::Changed { to: phase, .. } | Outcome::Unchanged(phase) => {
+                Ok(json!({"mac": mac.to_string(), "hostname": host.hostname, "phase": phase}))
+            }
+        }
+    }
+
+    /// An operator sends a host back to the installer: a new build token
+    /// is made at its next boot, the old one is dead.
+    pub(crate) async fn rearm(
+        &self,
+        mac: Mac,
+        peer: IpAddr,
+    ) -> Result<serde_json::Value, ApiError> {
+        let generation = self.current();
+        let Some(host) = generation.snapshot().host(&mac) else {
+            return Err(ApiError::NoProfile(mac));
+        };
+        let outcome = self.transition(mac, Transition::Rearm, None).await?;
+        info!(%mac, hostname = host.hostname, operator = %peer, "re-armed: its next boot installs");
+        let phase = match outcome {
+            Outcome::Changed { to, .. } | Outcome::Unchanged(to) => to,
+            Outcome::Refused { phase, .. } => phase,
+        };
+        Ok(json!({"mac": mac.to_string(), "hostname": host.hostname, "phase": phase}))
+    }
+
+    pub(crate) async fn host_rows(&self) -> Result<Vec<HostRow>, ApiError> {
+        let generation = self.current();
+        let now = SystemTime::now();
+        let states: BTreeMap<Mac, kickstand_state::Host> = self
+            .store
+            .hosts()
+            .await
+            .map_err(state_error)?
+            .into_iter()
+            .map(|h| (h.mac, h))
+            .collect();
+        let last: BTreeMap<Mac, kickstand_state::Event> = self
+            .store
+            .last_events()
+            .await
+            .map_err(state_error)?
+            .into_iter()
+            .map(|e| (e.mac, e))
+            .collect();
+        let mut expected = BTreeMap::new();
+        let mut rows = Vec::new();
+        for (mac, host) in &generation.snapshot().hosts {
+            let state = states.get(mac);
+            let phase = state.map_or(Phase::New, |s| s.phase);
+            if !expected.contains_key(&host.os) {
+                let size = self
+                    .store
+                    .expected_install(&host.os)
+                    .await
+                    .map_err(state_error)?;
+                expected.insert(host.os.clone(), size);
+            }
+            let next_boot = match generation.boot_for(*mac, phase) {
+                BootDecision::Install => "install",
+                _ => "local-disk",
+            };
+            rows.push(HostRow {
+                mac: mac.to_string(),
+                hostname: host.hostname.clone(),
+                os: host.os.clone(),
+                groups: host.groups.clone(),
+                phase,
+                since: state.map(|s| stamp(s.since)),
+                in_phase_secs: state
+                    .map(|s| now.duration_since(s.since).unwrap_or_default().as_secs()),
+                next_boot,
+                last_ip: state.and_then(|s| s.last_ip).map(ip_text),
+                last_event: last.get(mac).map(EventRow::from),
+                last_error: state.and_then(|s| s.last_error.clone()),
+                pulled_bytes: state.map_or(0, |s| s.pulled.bytes),
+                pulled_files: state.map_or(0, |s| s.pulled.files),
+                expected_bytes: expected
+                    .get(&host.os)
+                    .and_then(|e| e.as_ref())
+                    .map(|e| e.bytes),
+            });
+        }
+        Ok(rows)
+    }
+
+    pub(crate) async fn timeline(&self, mac: Mac) -> Result<TimelineView, ApiError> {
+        let generation = self.current();
+        let now = SystemTime::now();
+        let events = self.store.timeline(mac, 500).await.map_err(state_error)?;
+        let diagnosis = self.store.diagnose(mac, now).await.map_err(state_error)?;
+        let host = generation.snapshot().host(&mac);
+        Ok(TimelineView {
+            mac: mac.to_string(),
+            hostname: host.map(|h| h.hostname.clone()),
+            events: events.iter().map(EventRow::from).collect(),
+            diagnosis: diagnosis.to_string(),
+        })
+    }
+
+    pub(crate) async fn discovered_rows(&self) -> Result<Vec<DiscoveredRow>, ApiError> {
+        Ok(self
+            .store
+            .discovered()
+            .await
+            .map_err(state_error)?
+            .into_iter()
+            .map(|d| DiscoveredRow {
+                adopt: format!("kickstand adopt {} --hostname <name>", d.mac),
+                mac: d.mac.to_string(),
+                first_seen: stamp(d.first_seen),
+                last_seen: stamp(d.last_seen),
+                ip: d.ip.map(ip_text),
+                facts: d.facts,
+            })
+            .collect())
+    }
+
+    /// What iPXE's discovery script reports: taken only from the address
+    /// that just fetched that script for this MAC.
+    pub(crate) async fn discovery_report(
+        &self,
+        mac: Mac,
+        query: &str,
+        peer: IpAddr,
+    ) -> Result<String, ApiError> {
+        if !self.may_report(mac, peer) {
+            warn!(%mac, %peer, "discovery report refused: no discovery script was sent there");
+            return Err(ApiError::Forbidden(format!(
+                "a report for {mac} is taken only from the machine that was just sent its discovery script"
+            )));
+        }
+        let facts = facts(query);
+        let outcome = self
+            .store
+            .report_discovered(mac, peer, &facts, SystemTime::now())
+            .await
+            .map_err(state_error)?;
+        info!(%mac, %peer, outcome = outcome.name(), product = facts.product.as_deref().unwrap_or("-"), "discovery report");
+        self.record(
+            mac,
+            EventKind::DiscoveryReport,
+            json!({"ip": ip_text(peer), "outcome": outcome.name()}),
+        );
+        Ok("#!ipxe\n".into())
+    }
+
+    /// Writes a host profile for a discovered machine: a new file under the
+    /// profiles directory (never an operator's), in force once the reload
+    /// it triggers accepts it.
+    pub(crate) async fn adopt(&self, mac: Mac, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+        let req: AdoptRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "adopt wants {{\"hostname\": …, \"group\": …, \"os\": …}}: {e}"
+            ))
+        })?;
+        let generation = self.current();
+        let snapshot = generation.snapshot();
+        if snapshot.host(&mac).is_some() {
+            return Err(ApiError::Conflict(format!(
+                "{mac} already has a host profile"
+            )));
+        }
+        if !parse::valid_hostname(&req.hostname) {
+            return Err(ApiError::BadRequest(format!(
+                "`{}` is not a valid hostname",
+                req.hostname
+            )));
+        }
+        if let Some(taken) = snapshot.hosts.values().find(|h| h.hostname == req.hostname) {
+            return Err(ApiError::Conflict(format!(
+                "hostname `{}` is already {}'s",
+                req.hostname, taken.mac
+            )));
+        }
+        if let Some(os) = &req.os
+            && !snapshot.oses.contains_key(os)
+        {
+            return Err(ApiError::BadRequest(format!("OS `{os}` is not defined")));
+        }
+        if let Some(group) = &req.group
+            && !parse::is_name(group)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "`{group}` is not a group name"
+            )));
+        }
+        let found = self
+            .store
+            .discovered()
+            .await
+            .map_err(state_error)?
+            .into_iter()
+            .find(|d| d.mac == mac);
+        let path = adopted_path(self.config(), mac);
+        let text = adopted_profile(mac, &req, found.as_ref().map(|d| &d.facts));
+        let written = path.clone();
+        tokio::task::spawn_blocking(move || write_new(&written, &text))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => ApiError::Conflict(format!(
+                    "{} exists already; edit or remove it",
+                    path.display()
+                )),
+                _ => ApiError::Internal(format!("writing {}: {e}", path.display())),
+            })?;
+        info!(%mac, hostname = req.hostname, file = %path.display(), "adopted a discovered machine");
+        if let Err(e) = self.store.forget_discovered(mac).await {
+            warn!(%mac, error = %e, "could not drop the adopted machine from the discovered list");
+        }
+        Ok(
+            json!({"mac": mac.to_string(), "hostname": req.hostname, "file": path.display().to_string()}),
+        )
+    }
+}
+
+/// `profiles/adopted/52-54-00-…yaml`, beside the operator's files.
+fn adopted_path(config: &std::path::Path, mac: Mac) -> PathBuf {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    dir.join("adopted")
+        .join(format!("{}.yaml", mac.to_string().replace(':', "-")))
+}
+
+fn write_new(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Written aside and linked in place: the watcher never sees half a file,
+    // and an existing file is never replaced.
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".adopt").tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn adopted_profile(mac: Mac, req: &AdoptRequest, facts: Option<&Facts>) -> String {
+    let mut text = format!(
+        "# Adopted with `kickstand adopt` at {}.\n",
+        humantime::format_rfc3339_seconds(SystemTime::now())
+    );
+    if let Some(f) = facts {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        text.push_str(&format!(
+            "# Reported: {} {}, serial {}, UUID {}, {} MiB.\n",
+            show(&f.manufacturer),
+            show(&f.product),
+            show(&f.serial),
+            show(&f.uuid),
+            show(&f.memsize)
+        ));
+    }
+    text.push_str("# Kickstand never rewrites this file: edit it as any other profile.\n");
+    text.push_str(&format!(
+        "hosts:\n  \"{mac}\":\n    hostname: {}\n",
+        yaml_string(&req.hostname)
+    ));
+    if let Some(group) = &req.group {
+        text.push_str(&format!("    groups: [{}]\n", yaml_string(group)));
+    }
+    if let Some(os) = &req.os {
+        text.push_str(&format!("    os: {}\n", yaml_string(os)));
+    }
+    text
+}
+
+/// The facts in a discovery report's query string; empty values (a
+/// setting iPXE does not have) are left out.
+fn facts(query: &str) -> Facts {
+    let mut f = Facts::default();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            continue;
+        }
+        let value = Some(value);
+        match &*key {
+            "uuid" => f.uuid = value,
+            "serial" => f.serial = value,
+            "manufacturer" => f.manufacturer = value,
+            "product" => f.product = value,
+            "asset" => f.asset = value,
+            "platform" => f.platform = value,
+            "buildarch" => f.buildarch = value,
+            "memsize" => f.memsize = value,
+            nic if nic.starts_with("nic") => f.nics.push(Nic {
+                name: Some(format!("net{}", &nic[3..])),
+                mac: value,
+                ..Nic::default()
+            }),
+            _ => {}
+        }
+    }
+    f
+}
+
+fn stamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdoptRequest {
+    pub(crate) hostname: String,
+    pub(crate) group: Option<String>,
+    pub(crate) os: Option<String>,
+}
+
+/// One host in `GET /api/hosts`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HostRow {
+    pub(crate) mac: String,
+    pub(crate) hostname: String,
+    pub(crate) os: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) phase: Phase,
+    pub(crate) since: Option<String>,
+    pub(crate) in_phase_secs: Option<u64>,
+    pub(crate) next_boot: &'static str,
+    pub(crate) last_ip: Option<String>,
+    pub(crate) last_event: Option<EventRow>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) pulled_bytes: u64,
+    pub(crate) pulled_files: u64,
+    /// What the last completed install of its OS pulled; `None` before one.
+    pub(crate) expected_bytes: Option<u64>,
+}
+
+/// One event of a timeline.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct EventRow {
+    pub(crate) time: String,
+    pub(crate) kind: String,
+    pub(crate) appliance: String,
+    pub(crate) detail: serde_json::Value,
+}
+
+impl From<&kickstand_state::Event> for EventRow {
+    fn from(e: &kickstand_state::Event) -> EventRow {
+        EventRow {
+            time: stamp(e.time),
+            kind: e.kind.to_string(),
+            appliance: e.appliance.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+/// `GET /api/hosts/<mac>/timeline`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TimelineView {
+    pub(crate) mac: String,
+    pub(crate) hostname: Option<String>,
+    pub(crate) events: Vec<EventRow>,
+    /// Where the journey stopped, in one sentence.
+    pub(crate) diagnosis: String,
+}
+
+/// One machine in `GET /api/discovered`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DiscoveredRow {
+    pub(crate) mac: String,
+    pub(crate) first_seen: String,
+    pub(crate) last_seen: String,
+    pub(crate) ip: Option<String>,
+    pub(crate) facts: Facts,
+    /// The command that makes it a host.
+    pub(crate) adopt: String,
+}
+
+/// How long ago, for tables: `3m 12s`.
+pub(crate) fn ago(secs: u64) -> String {
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}

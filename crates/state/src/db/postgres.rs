@@ -1,0 +1,227 @@
+//! The shared backend: one PostgreSQL database that several appliances
+//! use at once (one per rack segment), as MAAS's region controllers and
+//! Foreman's smart proxies share theirs. Host rows are locked with
+//! `SELECT … FOR UPDATE` while a transaction rewrites them, so two
+//! appliances never lose each other's transitions.
+//!
+//! One connection per store, behind an async mutex. When the server goes
+//! away (restarted, failed over), the next transaction reconnects; the
+//! operation that hit the dead connection gets a [`StateError`], never a
+//! panic, and the daemon keeps serving.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{Row, Value};
+use crate::StateError;
+
+#[derive(Debug)]
+pub(crate) struct Db {
+    url: String,
+    conn: Arc<Mutex<Conn>>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    client: Client,
+    /// Prepared once per connection: most queries run many times.
+    statements: HashMap<String, Statement>,
+    /// A transaction was begun and neither committed nor rolled back (its
+    /// caller gave up): roll it back before the next one.
+    dirty: bool,
+}
+
+pub(crate) struct Tx<'a> {
+    /// `None` once committed.
+    conn: Option<OwnedMutexGuard<Conn>>,
+    db: std::marker::PhantomData<&'a Db>,
+}
+
+impl Drop for Tx<'_> {
+    /// A transaction given up (an error, a dropped future) is rolled back
+    /// right away: it may hold row locks that another appliance waits for.
+    /// The guard goes with the rollback, so nothing else uses the
+    /// connection before it is done.
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                    conn.dirty = false;
+                }
+            });
+        }
+    }
+}
+
+fn error(source: tokio_postgres::Error) -> StateError {
+    StateError::Database {
+        backend: "PostgreSQL",
+        source: Box::new(source),
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) if *ty == Type::INT8 => v.to_sql(ty, out),
+            Value::Int(v) if *ty == Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+            Value::Text(t) if <&str as ToSql>::accepts(ty) => t.as_str().to_sql(ty, out),
+            other => Err(format!("{other:?} cannot be a {ty} parameter").into()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        // Checked per value in `to_sql`, which knows which variant it holds.
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn row(row: &tokio_postgres::Row) -> Result<Row, StateError> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        let v = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i).map_err(error)?.into()
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)
+                .map_err(error)?
+                .map(i64::from)
+                .into()
+        } else if <&str as tokio_postgres::types::FromSql>::accepts(ty) {
+            row.try_get::<_, Option<String>>(i).map_err(error)?.into()
+        } else {
+            return Err(StateError::Corrupt(format!(
+                "column {} has type {ty}, which this store never uses",
+                column.name()
+            )));
+        };
+        values.push(v);
+    }
+    Ok(Row(values))
+}
+
+async fn connect(url: &str) -> Result<Conn, StateError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(error)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("state database connection lost: {e}; reconnecting on next use");
+        }
+    });
+    Ok(Conn {
+        client,
+        statements: HashMap::new(),
+        dirty: false,
+    })
+}
+
+impl Db {
+    pub(crate) async fn open(url: &str) -> Result<Db, StateError> {
+        Ok(Db {
+            url: url.to_owned(),
+            conn: Arc::new(Mutex::new(connect(url).await?)),
+        })
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Tx<'_>, StateError> {
+        let mut conn = self.conn.clone().lock_owned().await;
+        if conn.client.is_closed() {
+            *conn = connect(&self.url).await?;
+        }
+        if conn.dirty {
+            if conn.client.batch_execute("ROLLBACK").await.is_err() {
+                *conn = connect(&self.url).await?;
+            }
+            conn.dirty = false;
+        }
+        if let Err(e) = conn.client.batch_execute("BEGIN").await {
+            // The server closed an idle connection (a restart) and the
+            // client had not noticed yet: one fresh try.
+            if !e.is_closed() && !conn.client.is_closed() {
+                return Err(error(e));
+            }
+            *conn = connect(&self.url).await?;
+            conn.client.batch_execute("BEGIN").await.map_err(error)?;
+        }
+        conn.dirty = true;
+        Ok(Tx {
+            conn: Some(conn),
+            db: std::marker::PhantomData,
+        })
+    }
+}
+
+impl Tx<'_> {
+    fn conn(&mut self) -> Result<&mut Conn, StateError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| StateError::Task("transaction already ended".into()))
+    }
+
+    async fn statement(&mut self, sql: &str) -> Result<Statement, StateError> {
+        let conn = self.conn()?;
+        if let Some(s) = conn.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = conn.client.prepare(sql).await.map_err(error)?;
+        conn.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    pub(crate) async fn query(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<Row>, StateError> {
+        let stmt = self.statement(sql).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
+        let rows = self
+            .conn()?
+            .client
+            .query(&stmt, &refs)
+            .await
+            .map_err(error)?;
+        rows.iter().map(row).collect()
+    }
+
+    pub(crate) async fn execute(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<u64, StateError> {
+        let stmt = self.statement(sql).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
+        self.conn()?
+            .client
+            .execute(&stmt, &refs)
+            .await
+            .map_err(error)
+    }
+
+    pub(crate) async fn batch(&mut self, sql: &str) -> Result<(), StateError> {
+        self.conn()?.client.batch_execute(sql).await.map_err(error)
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<(), StateError> {
+        let conn = self.conn()?;
+        conn.client.batch_execute("COMMIT").await.map_err(error)?;
+        conn.dirty = false;
+        // Committed: nothing for `drop` to roll back.
+        self.conn = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,1197 @@
+//! The test suite both backends run: every function here takes a [`Bed`]
+//! (a fresh database and a state directory) and is turned into one test
+//! per backend by `suite!` in `sqlite.rs` and `postgres.rs`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::BufRead as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use kickstand_state::{
+    Backend, Diagnosis, DiscoveryOutcome, EventKind, Facts, Mac, Outcome, Phase, Refused,
+    StateConfig, StateError, StateStore, TokenRejected, Transition,
+};
+use serde_json::json;
+
+/// A database to test against, and what must live as long as it does.
+pub struct Bed {
+    pub backend: Backend,
+    /// The state directory: SQLite's, or the one a PostgreSQL store
+    /// imports `hosts.json` from.
+    pub dir: PathBuf,
+    pub keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Bed {
+    pub fn sqlite() -> Bed {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Bed {
+            backend: Backend::Sqlite {
+                dir: dir.path().to_owned(),
+            },
+            dir: dir.path().to_owned(),
+            keep: vec![Box::new(dir)],
+        }
+    }
+
+    pub fn config(&self, appliance: &str) -> StateConfig {
+        let mut c = StateConfig::new(self.backend.clone(), appliance);
+        c.import_dir = Some(self.dir.clone());
+        c
+    }
+
+    pub async fn open(&self) -> StateStore {
+        self.open_with("rack-a", |_| {}).await
+    }
+
+    pub async fn open_with(&self, appliance: &str, f: impl FnOnce(&mut StateConfig)) -> StateStore {
+        let mut c = self.config(appliance);
+        f(&mut c);
+        StateStore::open(c).await.expect("open the store")
+    }
+}
+
+/// Generates one test per suite function, each on a fresh `$bed`.
+#[macro_export]
+macro_rules! suite {
+    ($bed:expr $(, #[$attr:meta])*) => {
+        $crate::suite!(@each $bed, [$(#[$attr])*],
+            life_cycle_is_recorded_as_it_happens,
+            refused_transitions_are_events_not_changes,
+            token_matrix,
+            tokens_expire_after_the_install_timeout,
+            an_overdue_install_fails_and_is_held,
+            failed_host_is_held_until_rearmed,
+            retention_bounds_each_host_and_the_whole_timeline,
+            discovered_table_is_bounded,
+            progress_counts_and_expected_install,
+            everything_survives_a_reopen,
+            json_state_is_imported_once,
+            an_old_schema_is_upgraded_in_place,
+            two_appliances_share_hosts_and_timelines,
+            concurrent_writers_lose_nothing,
+            diagnosis_reads_the_stored_timeline,
+            requests_without_a_mac_find_their_host_by_address
+        );
+    };
+    (@each $bed:expr, $attrs:tt, $name:ident $(, $rest:ident)* $(,)?) => {
+        $crate::suite!(@one $bed, $attrs, $name);
+        $crate::suite!(@each $bed, $attrs, $($rest),*);
+    };
+    (@each $bed:expr, $attrs:tt $(,)?) => {};
+    (@one $bed:expr, [$($attr:tt)*], $name:ident) => {
+        #[tokio::test]
+        $($attr)*
+        async fn $name() {
+            let bed = $bed;
+            suite::$name(&bed).await;
+        }
+    };
+}
+
+pub fn mac(n: u16) -> Mac {
+    let [hi, lo] = n.to_be_bytes();
+    format!("52:54:00:00:{hi:02x}:{lo:02x}")
+        .parse()
+        .expect("mac")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+/// Now, to the millisecond the store keeps; offsets from it are test time.
+fn t0() -> SystemTime {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).expect("ms"))
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn post() -> Transition {
+    Transition::PostCallback {
+        os: "rocky-9".into(),
+    }
+}
+
+pub async fn life_cycle_is_recorded_as_it_happens(bed: &Bed) {
+    let store = bed.open().await;
+    let (m, now) = (mac(1), t0());
+    assert_eq!(store.host(m).await.expect("host"), None);
+    let steps = [
+        (Transition::SeenByDhcp, Phase::New, Phase::Discovered),
+        (Transition::BootFetched, Phase::Discovered, Phase::Booting),
+        (
+            Transition::KickstartFetched,
+            Phase::Booting,
+            Phase::Installing,
+        ),
+        (post(), Phase::Installing, Phase::Installed),
+    ];
+    for (i, (t, from, to)) in steps.into_iter().enumerate() {
+        let at = now + secs(10 * u64::try_from(i).expect("i"));
+        let got = store
+            .transition(m, t, Some(ip("10.0.0.5")), at)
+            .await
+            .expect("transition");
+        assert_eq!(got, Outcome::Changed { from, to });
+    }
+    assert_eq!(
+        store
+            .transition(m, Transition::SeenByDhcp, None, now + secs(40))
+            .await
+            .expect("dhcp"),
+        Outcome::Unchanged(Phase::Installed)
+    );
+    let h = store.host(m).await.expect("host").expect("a record");
+    assert_eq!(h.phase, Phase::Installed);
+    assert_eq!(h.since, now + secs(30));
+    assert_eq!(h.install_started, Some(now + secs(10)));
+    assert_eq!(h.install_ended, Some(now + secs(30)));
+    assert_eq!(h.last_ip, Some(ip("10.0.0.5")));
+    assert_eq!(h.appliance, "rack-a");
+    let timeline = store.timeline(m, 100).await.expect("timeline");
+    let changes: Vec<(String, String, String)> = timeline
+        .iter()
+        .filter(|e| e.kind == EventKind::PhaseChange)
+        .map(|e| {
+            let f = |k: &str| e.text(k).unwrap_or_default().to_owned();
+            (f("from"), f("to"), f("transition"))
+        })
+        .collect();
+    let want = [
+        ("new", "discovered", "seen-by-dhcp"),
+        ("discovered", "booting", "boot-fetched"),
+        ("booting", "installing", "kickstart-fetched"),
+        ("installing", "installed", "post-callback"),
+    ]
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(changes, want);
+    assert!(
+        timeline
+            .iter()
+            .all(|e| e.mac == m && e.appliance == "rack-a")
+    );
+    assert!(
+        timeline.windows(2).all(|w| w[0].id < w[1].id),
+        "oldest first"
+    );
+    let hosts = store.hosts().await.expect("hosts");
+    assert_eq!(hosts.iter().map(|h| h.mac).collect::<Vec<_>>(), [m]);
+}
+
+pub async fn refused_transitions_are_events_not_changes(bed: &Bed) {
+    let store = bed.open().await;
+    let (m, now) = (mac(2), t0());
+    let got = store.transition(m, post(), None, now).await.expect("post");
+    assert_eq!(
+        got,
+        Outcome::Refused {
+            phase: Phase::New,
+            reason: Refused::NotInstalling(Phase::New)
+        }
+    );
+    store
+        .transition(m, Transition::PreCallback, None, now)
+        .await
+        .expect("pre");
+    store.transition(m, post(), None, now).await.expect("post");
+    let again = store
+        .transition(m, post(), None, now + secs(1))
+        .await
+        .expect("again");
+    assert_eq!(
+        again,
+        Outcome::Refused {
+            phase: Phase::Installed,
+            reason: Refused::Installed
+        }
+    );
+    let h = store.host(m).await.expect("host").expect("record");
+    assert_eq!((h.phase, h.since), (Phase::Installed, now));
+    let refused: Vec<_> = store
+        .timeline(m, 100)
+        .await
+        .expect("timeline")
+        .into_iter()
+        .filter(|e| e.kind == EventKind::TransitionRefused)
+        .collect();
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused[1].text("phase"), Some("installed"));
+    assert_eq!(refused[1].text("transition"), Some("post-callback"));
+}
+
+async fn rejection_reasons(store: &StateStore, m: Mac) -> Vec<(String, String)> {
+    store
+        .timeline(m, 1000)
+        .await
+        .expect("timeline")
+        .into_iter()
+        .filter(|e| e.kind == EventKind::TokenRejected)
+        .map(|e| {
+            (
+                e.text("reason").unwrap_or_default().to_owned(),
+                e.text("ip").unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+pub async fn token_matrix(bed: &Bed) {
+    let store = bed
+        .open_with("rack-a", |c| c.install_timeout = secs(3600))
+        .await;
+    let (a, b, now) = (mac(3), mac(4), t0());
+    let (first, second) = (ip("10.0.0.3"), ip("10.0.0.99"));
+    let ta = store
+        .ensure_token(a, now)
+        .await
+        .expect("ensure")
+        .expect("a token");
+    let tb = store
+        .ensure_token(b, now)
+        .await
+        .expect("ensure")
+        .expect("b token");
+    assert_ne!(ta, tb);
+    assert_eq!(
+        store.ensure_token(a, now + secs(5)).await.expect("ensure"),
+        Some(ta.clone()),
+        "a live token is handed out again, not replaced"
+    );
+    let check = |tok: Option<String>, peer: IpAddr, at: SystemTime| {
+        let store = store.clone();
+        async move {
+            store
+                .check_token(a, tok.as_deref(), peer, at)
+                .await
+                .expect("check")
+        }
+    };
+    let s = |t: &kickstand_state::BuildToken| Some(t.as_str().to_owned());
+    // none, empty, wrong, other host's
+    assert_eq!(check(None, first, now).await, Err(TokenRejected::Missing));
+    assert_eq!(
+        check(Some(String::new()), first, now).await,
+        Err(TokenRejected::Missing)
+    );
+    assert_eq!(
+        check(Some("guess".into()), first, now).await,
+        Err(TokenRejected::Wrong)
+    );
+    assert_eq!(
+        check(s(&tb), first, now).await,
+        Err(TokenRejected::OtherHost { owner: b })
+    );
+    // right: accepted and bound to the first address
+    assert_eq!(check(s(&ta), first, now).await, Ok(()));
+    assert_eq!(check(s(&ta), first, now + secs(1)).await, Ok(()));
+    let h = store.host(a).await.expect("host").expect("record");
+    assert_eq!(h.token_ip, Some(first));
+    // the same token from a second address
+    assert_eq!(
+        check(s(&ta), second, now + secs(2)).await,
+        Err(TokenRejected::WrongAddress { bound: first })
+    );
+    // expired by time
+    assert_eq!(
+        check(s(&ta), first, now + secs(3600)).await,
+        Err(TokenRejected::Expired)
+    );
+    // after installed
+    store
+        .transition(a, Transition::KickstartFetched, None, now + secs(10))
+        .await
+        .expect("ks");
+    store
+        .transition(a, post(), None, now + secs(20))
+        .await
+        .expect("post");
+    assert_eq!(
+        check(s(&ta), first, now + secs(21)).await,
+        Err(TokenRejected::Expired)
+    );
+    assert_eq!(
+        store.ensure_token(a, now + secs(22)).await.expect("ensure"),
+        None
+    );
+    // after rearm: the old token is refused, a new one is minted and accepted
+    store
+        .transition(a, Transition::Rearm, None, now + secs(30))
+        .await
+        .expect("rearm");
+    assert_eq!(
+        check(s(&ta), first, now + secs(31)).await,
+        Err(TokenRejected::Expired)
+    );
+    let fresh = store
+        .ensure_token(a, now + secs(32))
+        .await
+        .expect("ensure")
+        .expect("a new token after rearm");
+    assert_ne!(fresh, ta);
+    assert_eq!(
+        check(s(&ta), first, now + secs(33)).await,
+        Err(TokenRejected::Wrong)
+    );
+    assert_eq!(
+        check(s(&fresh), second, now + secs(34)).await,
+        Ok(()),
+        "rebound anew"
+    );
+    // every rejection is on the timeline, with its address
+    let reasons = rejection_reasons(&store, a).await;
+    let want = [
+        ("missing", "10.0.0.3"),
+        ("missing", "10.0.0.3"),
+        ("wrong", "10.0.0.3"),
+        ("other-host", "10.0.0.3"),
+        ("wrong-address", "10.0.0.99"),
+        ("expired", "10.0.0.3"),
+        ("expired", "10.0.0.3"),
+        ("expired", "10.0.0.3"),
+        ("wrong", "10.0.0.3"),
+    ]
+    .map(|(r, i)| (r.to_owned(), i.to_owned()));
+    assert_eq!(reasons, want);
+    let timeline = store.timeline(a, 1000).await.expect("timeline");
+    let other = timeline
+        .iter()
+        .find(|e| e.text("reason") == Some("other-host"))
+        .expect("other-host event");
+    assert_eq!(other.text("owner"), Some(b.to_string().as_str()));
+    assert!(
+        timeline
+            .iter()
+            .all(|e| !e.detail.to_string().contains(ta.as_str())),
+        "no event carries a token's value"
+    );
+}
+
+pub async fn tokens_expire_after_the_install_timeout(bed: &Bed) {
+    let store = bed
+        .open_with("rack-a", |c| c.install_timeout = secs(600))
+        .await;
+    let (m, now) = (mac(5), t0());
+    let old = store
+        .ensure_token(m, now)
+        .await
+        .expect("ensure")
+        .expect("token");
+    let h = store.host(m).await.expect("host").expect("record");
+    assert_eq!(h.token_issued, Some(now));
+    assert_eq!(h.token_expires, Some(now + secs(600)));
+    // unused and expired (the host never booted): a new one is minted
+    let new = store
+        .ensure_token(m, now + secs(601))
+        .await
+        .expect("ensure")
+        .expect("token");
+    assert_ne!(old, new);
+    let issued = store
+        .timeline(m, 100)
+        .await
+        .expect("timeline")
+        .iter()
+        .filter(|e| e.kind == EventKind::TokenIssued)
+        .count();
+    assert_eq!(issued, 2);
+}
+
+pub async fn an_overdue_install_fails_and_is_held(bed: &Bed) {
+    let store = bed
+        .open_with("rack-a", |c| c.install_timeout = secs(600))
+        .await;
+    let (a, b, now) = (mac(6), mac(7), t0());
+    for m in [a, b] {
+        store.ensure_token(m, now).await.expect("ensure");
+        store
+            .transition(m, Transition::BootFetched, None, now)
+            .await
+            .expect("boot");
+    }
+    assert_eq!(
+        store.fail_overdue(now + secs(599)).await.expect("sweep"),
+        []
+    );
+    // one boots again past the deadline: no token, it fails
+    assert_eq!(
+        store
+            .ensure_token(a, now + secs(600))
+            .await
+            .expect("ensure"),
+        None
+    );
+    // the other is found by the sweep
+    assert_eq!(
+        store.fail_overdue(now + secs(700)).await.expect("sweep"),
+        [b]
+    );
+    for m in [a, b] {
+        let h = store.host(m).await.expect("host").expect("record");
+        assert_eq!(h.phase, Phase::Failed);
+        assert_eq!(
+            h.last_error.as_deref(),
+            Some("no installed report within 10 min")
+        );
+    }
+    assert_eq!(
+        store.fail_overdue(now + secs(9000)).await.expect("sweep"),
+        []
+    );
+}
+
+pub async fn failed_host_is_held_until_rearmed(bed: &Bed) {
+    let store = bed.open().await;
+    let (m, now) = (mac(8), t0());
+    let token = store
+        .ensure_token(m, now)
+        .await
+        .expect("ensure")
+        .expect("token");
+    store
+        .transition(m, Transition::PreCallback, None, now)
+        .await
+        .expect("pre");
+    let got = store
+        .transition(
+            m,
+            Transition::OnError {
+                reason: "no usable disk".into(),
+            },
+            None,
+            now + secs(1),
+        )
+        .await
+        .expect("onerror");
+    assert_eq!(
+        got,
+        Outcome::Changed {
+            from: Phase::Installing,
+            to: Phase::Failed
+        }
+    );
+    assert_eq!(
+        store.ensure_token(m, now + secs(2)).await.expect("ensure"),
+        None
+    );
+    assert_eq!(
+        store
+            .check_token(m, Some(token.as_str()), ip("10.0.0.8"), now + secs(2))
+            .await
+            .expect("check"),
+        Err(TokenRejected::Expired)
+    );
+    for t in [
+        Transition::KickstartFetched,
+        Transition::PreCallback,
+        post(),
+    ] {
+        assert_eq!(
+            store
+                .transition(m, t, None, now + secs(3))
+                .await
+                .expect("t"),
+            Outcome::Refused {
+                phase: Phase::Failed,
+                reason: Refused::Failed
+            }
+        );
+    }
+    let d = store.diagnose(m, now + secs(4)).await.expect("diagnose");
+    assert!(
+        d.to_string().contains("failed at") && d.to_string().contains("no usable disk"),
+        "{d}"
+    );
+    store
+        .transition(m, Transition::Rearm, None, now + secs(5))
+        .await
+        .expect("rearm");
+    let fresh = store.ensure_token(m, now + secs(6)).await.expect("ensure");
+    assert!(fresh.is_some_and(|t| t != token));
+}
+
+pub async fn retention_bounds_each_host_and_the_whole_timeline(bed: &Bed) {
+    let store = bed
+        .open_with("rack-a", |c| {
+            c.retention.per_host = 10;
+            c.retention.max_age = secs(3600);
+            c.retention.total = 25;
+        })
+        .await;
+    let now = t0();
+    let (a, b, c) = (mac(9), mac(10), mac(11));
+    // count: only the newest ten of a host stay
+    for i in 0..30u64 {
+        store
+            .record(a, EventKind::DhcpOffer, json!({"n": i}), now + secs(i))
+            .await
+            .expect("record");
+    }
+    let kept = store.timeline(a, 1000).await.expect("timeline");
+    let ns: Vec<u64> = kept.iter().filter_map(|e| e.number("n")).collect();
+    assert_eq!(ns, (20..30).collect::<Vec<_>>());
+    // age: a host's old events go with its next write
+    store
+        .record(b, EventKind::DhcpOffer, json!({"n": 0}), now)
+        .await
+        .expect("record");
+    store
+        .record(b, EventKind::DhcpOffer, json!({"n": 1}), now + secs(3601))
+        .await
+        .expect("record");
+    let ns: Vec<u64> = store
+        .timeline(b, 1000)
+        .await
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e.number("n"))
+        .collect();
+    assert_eq!(ns, [1]);
+    // total: many hosts with a few events each stay under the total
+    for host in 100..120u16 {
+        store
+            .record(
+                mac(host),
+                EventKind::DhcpIgnored,
+                json!({}),
+                now + secs(3602),
+            )
+            .await
+            .expect("record");
+    }
+    store
+        .record(c, EventKind::DhcpOffer, json!({}), now + secs(3603))
+        .await
+        .expect("record");
+    let removed = store.prune(now + secs(3603)).await.expect("prune");
+    assert!(removed > 0);
+    let mut total = 0;
+    for host in [a, b, c].into_iter().chain((100..120).map(mac)) {
+        total += store.timeline(host, 1000).await.expect("timeline").len();
+    }
+    assert_eq!(total, 25);
+    assert_eq!(
+        store.timeline(c, 10).await.expect("timeline").len(),
+        1,
+        "the newest events are the ones kept"
+    );
+    // and age, across every host
+    store.prune(now + secs(3600 * 3)).await.expect("prune");
+    for host in [a, b, c] {
+        assert_eq!(store.timeline(host, 1000).await.expect("timeline"), []);
+    }
+}
+
+pub async fn discovered_table_is_bounded(bed: &Bed) {
+    let store = bed.open_with("rack-a", |c| c.max_discovered = 3).await;
+    let now = t0();
+    let facts = |serial: &str| Facts {
+        uuid: Some("8c3a1f5e-0000-4000-8000-000000000001".into()),
+        serial: Some(serial.into()),
+        product: Some("Standard PC (Q35 + ICH9, 2009)".into()),
+        platform: Some("efi".into()),
+        ..Facts::default()
+    };
+    for n in 1..=3 {
+        let got = store
+            .report_discovered(mac(200 + n), ip("10.0.0.50"), &facts("s1"), now)
+            .await
+            .expect("report");
+        assert_eq!(got, DiscoveryOutcome::Added);
+    }
+    // a flood of new MACs at the bound: refused, nothing grows
+    for n in 4..50 {
+        let got = store
+            .report_discovered(mac(200 + n), ip("10.0.0.66"), &facts("forged"), now)
+            .await
+            .expect("report");
+        assert_eq!(got, DiscoveryOutcome::Full { bound: 3 });
+    }
+    // a known machine is still updated
+    let got = store
+        .report_discovered(mac(201), ip("10.0.0.51"), &facts("s2"), now + secs(5))
+        .await
+        .expect("report");
+    assert_eq!(got, DiscoveryOutcome::Updated);
+    let list = store.discovered().await.expect("list");
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0].mac, mac(201));
+    assert_eq!(list[0].first_seen, now);
+    assert_eq!(list[0].last_seen, now + secs(5));
+    assert_eq!(list[0].ip, Some(ip("10.0.0.51")));
+    assert_eq!(list[0].facts, facts("s2"));
+    assert!(store.forget_discovered(mac(202)).await.expect("forget"));
+    assert!(!store.forget_discovered(mac(202)).await.expect("forget"));
+    assert_eq!(
+        store
+            .report_discovered(mac(260), ip("10.0.0.60"), &facts("s3"), now)
+            .await
+            .expect("report"),
+        DiscoveryOutcome::Added
+    );
+    let huge = Facts {
+        serial: Some("x".repeat(20_000)),
+        ..Facts::default()
+    };
+    assert!(matches!(
+        store
+            .report_discovered(mac(201), ip("10.0.0.51"), &huge, now)
+            .await
+            .expect("report"),
+        DiscoveryOutcome::TooLarge { .. }
+    ));
+}
+
+pub async fn progress_counts_and_expected_install(bed: &Bed) {
+    let store = bed.open().await;
+    let (a, b, now) = (mac(12), mac(13), t0());
+    assert_eq!(
+        store.expected_install("rocky-9").await.expect("expected"),
+        None
+    );
+    store
+        .transition(a, Transition::BootFetched, None, now)
+        .await
+        .expect("boot");
+    for _ in 0..100 {
+        store.add_pulled(a, 1000, 1).await.expect("pulled");
+    }
+    let h = store.host(a).await.expect("host").expect("record");
+    assert_eq!(
+        (h.pulled.bytes, h.pulled.files),
+        (100_000, 100),
+        "pending counts show"
+    );
+    store.flush().await.expect("flush");
+    store.add_pulled(a, 500, 1).await.expect("pulled");
+    store
+        .transition(a, post(), None, now + secs(600))
+        .await
+        .expect("post");
+    let want = kickstand_state::InstallSize {
+        bytes: 100_500,
+        files: 101,
+        duration: secs(600),
+    };
+    assert_eq!(
+        store.expected_install("rocky-9").await.expect("expected"),
+        Some(want)
+    );
+    assert_eq!(
+        store.expected_install("alma-9").await.expect("expected"),
+        None
+    );
+    // the next install of another host starts from zero and sees the estimate
+    store.add_pulled(b, 7, 7).await.expect("pulled");
+    store
+        .transition(b, Transition::BootFetched, None, now + secs(700))
+        .await
+        .expect("boot");
+    let h = store.host(b).await.expect("host").expect("record");
+    assert_eq!((h.pulled.bytes, h.pulled.files), (0, 0));
+    // the counts survive a reopen
+    drop(store);
+    let store = bed.open().await;
+    let h = store.host(a).await.expect("host").expect("record");
+    assert_eq!((h.pulled.bytes, h.pulled.files), (100_500, 101));
+}
+
+pub async fn everything_survives_a_reopen(bed: &Bed) {
+    let now = t0();
+    let (m, token) = {
+        let store = bed.open().await;
+        let m = mac(14);
+        let token = store
+            .ensure_token(m, now)
+            .await
+            .expect("ensure")
+            .expect("token");
+        store
+            .check_token(m, Some(token.as_str()), ip("10.0.0.14"), now)
+            .await
+            .expect("check")
+            .expect("accepted");
+        store
+            .transition(m, Transition::KickstartFetched, None, now)
+            .await
+            .expect("ks");
+        store
+            .record(
+                m,
+                EventKind::KickstartFetch,
+                json!({"ip": "10.0.0.14"}),
+                now,
+            )
+            .await
+            .expect("record");
+        (m, token)
+    };
+    let store = bed.open().await;
+    let h = store.host(m).await.expect("host").expect("record");
+    assert_eq!(h.phase, Phase::Installing);
+    assert_eq!(h.token.as_ref(), Some(&token));
+    assert_eq!(h.token_ip, Some(ip("10.0.0.14")));
+    assert_eq!(
+        store.ensure_token(m, now + secs(1)).await.expect("ensure"),
+        Some(token.clone())
+    );
+    assert_eq!(
+        store
+            .check_token(m, Some(token.as_str()), ip("10.0.0.15"), now + secs(1))
+            .await
+            .expect("check"),
+        Err(TokenRejected::WrongAddress {
+            bound: ip("10.0.0.14")
+        }),
+        "the binding survives too"
+    );
+    let kinds: Vec<String> = store
+        .timeline(m, 100)
+        .await
+        .expect("timeline")
+        .iter()
+        .map(|e| e.kind.to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "token-issued",
+            "token-bound",
+            "phase-change",
+            "kickstart-fetch",
+            "token-rejected"
+        ]
+    );
+}
+
+pub async fn json_state_is_imported_once(bed: &Bed) {
+    let json = r#"{
+        "52:54:00:00:01:01": {"phase": "installed", "since": 1700000000},
+        "52:54:00:00:01:02": {"phase": "installing", "since": 1700000100},
+        "52:54:00:00:01:03": {"phase": "new", "since": 1700000200}
+    }"#;
+    let file = bed.dir.join("hosts.json");
+    std::fs::write(&file, json).expect("write hosts.json");
+    let store = bed.open().await;
+    assert!(!file.exists());
+    assert!(bed.dir.join("hosts.json.imported").exists());
+    let phases: Vec<(Mac, Phase)> = store
+        .hosts()
+        .await
+        .expect("hosts")
+        .iter()
+        .map(|h| (h.mac, h.phase))
+        .collect();
+    let want = [
+        ("52:54:00:00:01:01", Phase::Installed),
+        ("52:54:00:00:01:02", Phase::Installing),
+        ("52:54:00:00:01:03", Phase::New),
+    ]
+    .map(|(m, p)| (m.parse::<Mac>().expect("mac"), p));
+    assert_eq!(phases, want);
+    let installed: Mac = "52:54:00:00:01:01".parse().expect("mac");
+    let h = store.host(installed).await.expect("host").expect("record");
+    assert_eq!(h.since, SystemTime::UNIX_EPOCH + secs(1_700_000_000));
+    // An operator moves on; then the same file turns up again (an import
+    // interrupted before its rename): nothing is duplicated or undone.
+    store
+        .transition(installed, Transition::Rearm, None, t0())
+        .await
+        .expect("rearm");
+    drop(store);
+    std::fs::write(&file, json).expect("write hosts.json again");
+    let store = bed.open().await;
+    assert!(!file.exists());
+    assert_eq!(store.hosts().await.expect("hosts").len(), 3);
+    assert_eq!(
+        store.host(installed).await.expect("host").map(|h| h.phase),
+        Some(Phase::Rearmed)
+    );
+    let imports = store
+        .timeline(installed, 100)
+        .await
+        .expect("timeline")
+        .iter()
+        .filter(|e| e.text("transition") == Some("import"))
+        .count();
+    assert_eq!(imports, 1);
+    // a broken file is a clear error, not an empty store
+    drop(store);
+    std::fs::write(&file, "{ not json").expect("write");
+    let err = StateStore::open(bed.config("rack-a"))
+        .await
+        .expect_err("a corrupt hosts.json must not be skipped");
+    assert!(matches!(err, StateError::Import { .. }), "{err}");
+}
+
+pub async fn an_old_schema_is_upgraded_in_place(bed: &Bed) {
+    let now = t0();
+    {
+        let old = StateStore::open_at_version(bed.config("rack-a"), 1)
+            .await
+            .expect("open at version 1");
+        assert_eq!(old.schema_version().await.expect("version"), 1);
+        old.transition(mac(15), Transition::BootFetched, None, now)
+            .await
+            .expect("boot");
+        old.record(
+            mac(15),
+            EventKind::BootScript,
+            json!({"script": "install"}),
+            now,
+        )
+        .await
+        .expect("record");
+    }
+    let store = bed.open().await;
+    assert_eq!(store.schema_version().await.expect("version"), 2);
+    assert_eq!(
+        store.host(mac(15)).await.expect("host").map(|h| h.phase),
+        Some(Phase::Booting)
+    );
+    assert_eq!(
+        store.timeline(mac(15), 10).await.expect("timeline").len(),
+        2
+    );
+    // what version 2 added works
+    store
+        .report_discovered(mac(16), ip("10.0.0.16"), &Facts::default(), now)
+        .await
+        .expect("discovered");
+    store
+        .transition(mac(15), post(), None, now + secs(1))
+        .await
+        .expect("post");
+    assert!(
+        store
+            .expected_install("rocky-9")
+            .await
+            .expect("expected")
+            .is_some()
+    );
+    // opening again applies nothing twice
+    drop(store);
+    let store = bed.open().await;
+    assert_eq!(store.schema_version().await.expect("version"), 2);
+}
+
+pub async fn two_appliances_share_hosts_and_timelines(bed: &Bed) {
+    let a = bed.open_with("rack-a", |_| {}).await;
+    let b = bed.open_with("rack-b", |_| {}).await;
+    let (m, now) = (mac(17), t0());
+    let token = a
+        .ensure_token(m, now)
+        .await
+        .expect("ensure")
+        .expect("token");
+    assert_eq!(
+        b.ensure_token(m, now).await.expect("ensure"),
+        Some(token.clone()),
+        "both appliances render the same token"
+    );
+    a.record(
+        m,
+        EventKind::DhcpOffer,
+        json!({"boot_file": "ipxe.efi"}),
+        now,
+    )
+    .await
+    .expect("record");
+    a.transition(m, Transition::KickstartFetched, None, now)
+        .await
+        .expect("ks");
+    b.check_token(m, Some(token.as_str()), ip("10.1.0.17"), now)
+        .await
+        .expect("check")
+        .expect("accepted through b");
+    a.transition(m, post(), None, now + secs(60))
+        .await
+        .expect("post");
+    // installed through a, seen installed through b: it boots its disk there
+    let seen = b.host(m).await.expect("host").expect("record");
+    assert_eq!(seen.phase, Phase::Installed);
+    assert_eq!(seen.appliance, "rack-a");
+    b.record(
+        m,
+        EventKind::LocalBoot,
+        json!({"how": "exit"}),
+        now + secs(120),
+    )
+    .await
+    .expect("record");
+    for store in [&a, &b] {
+        let by: Vec<String> = store
+            .timeline(m, 100)
+            .await
+            .expect("timeline")
+            .iter()
+            .map(|e| format!("{}@{}", e.kind, e.appliance))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                "token-issued@rack-a",
+                "dhcp-offer@rack-a",
+                "phase-change@rack-a",
+                "token-bound@rack-b",
+                "phase-change@rack-a",
+                "local-boot@rack-b"
+            ]
+        );
+    }
+    assert!(
+        b.expected_install("rocky-9")
+            .await
+            .expect("expected")
+            .is_some()
+    );
+}
+
+pub async fn concurrent_writers_lose_nothing(bed: &Bed) {
+    let a = bed.open_with("rack-a", |_| {}).await;
+    let b = bed.open_with("rack-b", |_| {}).await;
+    let now = t0();
+    let mut tasks = Vec::new();
+    for n in 0..8u16 {
+        for store in [a.clone(), b.clone()] {
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10u64 {
+                    store
+                        .record(mac(300 + n), EventKind::TftpTransfer, json!({"i": i}), now)
+                        .await?;
+                    store
+                        .transition(mac(300 + n), Transition::SeenByDhcp, None, now)
+                        .await?;
+                }
+                Ok::<_, StateError>(())
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("task").expect("writes");
+    }
+    for n in 0..8u16 {
+        let events = a.timeline(mac(300 + n), 1000).await.expect("timeline");
+        let transfers = events
+            .iter()
+            .filter(|e| e.kind == EventKind::TftpTransfer)
+            .count();
+        let changes = events
+            .iter()
+            .filter(|e| e.kind == EventKind::PhaseChange)
+            .count();
+        assert_eq!((transfers, changes), (20, 1), "host {n}");
+    }
+}
+
+pub async fn diagnosis_reads_the_stored_timeline(bed: &Bed) {
+    let store = bed.open().await;
+    let (m, now) = (mac(18), t0());
+    assert_eq!(
+        store.diagnose(m, now).await.expect("diagnose"),
+        Diagnosis::NeverSeen
+    );
+    store
+        .transition(m, Transition::SeenByDhcp, None, now)
+        .await
+        .expect("dhcp");
+    store
+        .record(
+            m,
+            EventKind::DhcpOffer,
+            json!({"boot_file": "ipxe.efi", "arch": "efi-x64"}),
+            now,
+        )
+        .await
+        .expect("offer");
+    store
+        .record(
+            m,
+            EventKind::TftpTransfer,
+            json!({"file": "ipxe.efi", "bytes": 0, "outcome": "aborted", "error_code": 8}),
+            now + secs(1),
+        )
+        .await
+        .expect("tftp");
+    let d = store.diagnose(m, now + secs(600)).await.expect("diagnose");
+    assert!(matches!(d, Diagnosis::TftpFailed { .. }), "{d:?}");
+    assert!(
+        d.to_string()
+            .starts_with("TFTP of ipxe.efi aborted by the client after 0 bytes (error 8)"),
+        "{d}"
+    );
+    let last = store.last_events().await.expect("last events");
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].kind, EventKind::TftpTransfer);
+}
+
+pub async fn requests_without_a_mac_find_their_host_by_address(bed: &Bed) {
+    let store = bed.open().await;
+    let now = t0();
+    assert_eq!(
+        store.host_by_ip(ip("10.0.0.20")).await.expect("by ip"),
+        None
+    );
+    store
+        .transition(mac(19), Transition::BootFetched, Some(ip("10.0.0.20")), now)
+        .await
+        .expect("boot");
+    store
+        .transition(mac(20), Transition::BootFetched, Some(ip("10.0.0.21")), now)
+        .await
+        .expect("boot");
+    assert_eq!(
+        store.host_by_ip(ip("10.0.0.20")).await.expect("by ip"),
+        Some(mac(19))
+    );
+    assert_eq!(
+        store.host_by_ip(ip("10.0.0.21")).await.expect("by ip"),
+        Some(mac(20))
+    );
+}
+
+// ---- kill -9 ---------------------------------------------------------------
+
+/// Set in the child the kill -9 test starts: the backend to write to.
+pub const WRITER_ENV: &str = "KICKSTAND_STATE_KILL9_WRITER";
+const STEPS: u64 = 5;
+
+/// The child's side: walks hosts through their install, printing `ack
+/// <host> <step>` after each write the store acknowledged, until killed.
+pub async fn writer(config: StateConfig) {
+    let store = StateStore::open(config).await.expect("open");
+    let now = t0();
+    for n in 0..u16::MAX {
+        let m = mac(n);
+        for step in 0..STEPS {
+            match step {
+                0 => drop(
+                    store
+                        .record(
+                            m,
+                            EventKind::DhcpOffer,
+                            json!({"boot_file": "ipxe.efi"}),
+                            now,
+                        )
+                        .await
+                        .expect("offer"),
+                ),
+                1 => drop(
+                    store
+                        .transition(m, Transition::BootFetched, None, now)
+                        .await
+                        .expect("boot"),
+                ),
+                2 => drop(
+                    store
+                        .record(m, EventKind::KickstartFetch, json!({}), now)
+                        .await
+                        .expect("ks event"),
+                ),
+                3 => drop(
+                    store
+                        .transition(m, Transition::KickstartFetched, None, now)
+                        .await
+                        .expect("ks"),
+                ),
+                _ => drop(store.transition(m, post(), None, now).await.expect("post")),
+            }
+            println!("ack {n} {step}");
+        }
+    }
+}
+
+/// The parent's side: runs `test` of this test binary as the writer, kills
+/// it with SIGKILL after `acks` acknowledgements, reopens `config` and
+/// checks that every acknowledged write is there. Returns what it saw.
+pub async fn kill9(test: &str, config: StateConfig, spec: &str, acks: usize) -> (u16, u64) {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new(exe)
+        .args([
+            test,
+            "--exact",
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
+        .env(WRITER_ENV, spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the writer");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut last = None;
+    let mut seen = 0;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("read");
+        let Some(ack) = line.strip_prefix("ack ") else {
+            continue;
+        };
+        let (n, step) = ack.split_once(' ').expect("ack n step");
+        last = Some((
+            n.parse::<u16>().expect("host"),
+            step.parse::<u64>().expect("step"),
+        ));
+        seen += 1;
+        if seen == acks {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the writer was killed, not finished");
+    let (last_host, last_step) = last.expect("the writer acknowledged something");
+    assert_eq!(seen, acks, "the writer died before it was killed");
+
+    let store = StateStore::open(config).await.expect("reopen");
+    for n in 0..=last_host {
+        let m = mac(n);
+        let acked = if n < last_host { STEPS - 1 } else { last_step };
+        let phase = store.host(m).await.expect("host").map(|h| h.phase);
+        // The write after the last acknowledged one may or may not have
+        // committed before the kill; anything acknowledged must be there.
+        let allowed: &[Phase] = match acked {
+            0 => &[Phase::New, Phase::Booting],
+            1 | 2 => &[Phase::Booting, Phase::Installing],
+            3 => &[Phase::Installing, Phase::Installed],
+            _ => &[Phase::Installed],
+        };
+        let phase = phase.unwrap_or(Phase::New);
+        assert!(
+            allowed.contains(&phase),
+            "host {n}: {phase} after ack of step {acked}"
+        );
+        let kinds: Vec<EventKind> = store
+            .timeline(m, 100)
+            .await
+            .expect("timeline")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        let count = |k: EventKind| kinds.iter().filter(|x| **x == k).count();
+        assert_eq!(count(EventKind::DhcpOffer), 1, "host {n}");
+        if acked >= 2 {
+            assert_eq!(count(EventKind::KickstartFetch), 1, "host {n}");
+        }
+        let changes = match acked {
+            0 => 0,
+            1 | 2 => 1,
+            3 => 2,
+            _ => 3,
+        };
+        assert!(
+            count(EventKind::PhaseChange) >= changes,
+            "host {n}: {kinds:?}"
+        );
+    }
+    (last_host, last_step)
+}
