@@ -18,14 +18,15 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// For read-only calls.
     pub(crate) fn new(appliance: &Appliance) -> Daemon {
-        let host = match appliance.server.bind {
-            std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-            other => other,
+        // The address the running daemon wrote at start; without one, the
+        // configured port (a daemon started on port 0 writes it, too).
+        let base = match std::fs::read_to_string(address_file(appliance)) {
+            Ok(addr) if !addr.trim().is_empty() => format!("http://{}", addr.trim()),
+            _ => format!(
+                "http://{}",
+                std::net::SocketAddr::new(local(appliance.server.bind), appliance.server.http_port)
+            ),
         };
-        let base = format!(
-            "http://{}",
-            std::net::SocketAddr::new(host, appliance.server.http_port)
-        );
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -74,6 +75,20 @@ impl Daemon {
             None => req.send_empty(),
         }
         .with_context(|| self.unreachable())
+    }
+}
+
+/// Where `serve` writes the address its HTTP front listens on.
+pub(crate) fn address_file(appliance: &Appliance) -> std::path::PathBuf {
+    appliance.state_dir.join("http.addr")
+}
+
+/// An address the CLI can reach a daemon bound to `bind` at.
+pub(crate) fn local(bind: std::net::IpAddr) -> std::net::IpAddr {
+    match bind {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        other => other,
     }
 }
 

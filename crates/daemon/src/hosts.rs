@@ -62,18 +62,19 @@ impl Live {
                         .map_err(render_error)?;
                     self.transition(mac, Transition::BootFetched, Some(peer))
                         .await?;
-                    self.record(
+                    self.record_now(
                         mac,
                         EventKind::BootScript,
                         json!({"script": "install", "ip": ip_text(peer)}),
-                    );
+                    )
+                    .await?;
                     script
                 }
                 // It finished or failed a moment ago: its disk, then.
-                Ok(None) => self.local_disk_script(&generation, mac, peer)?,
+                Ok(None) => self.local_disk_script(&generation, mac, peer).await?,
                 Err(e) => return Err(state_error(e)),
             },
-            BootDecision::LocalDisk => self.local_disk_script(&generation, mac, peer)?,
+            BootDecision::LocalDisk => self.local_disk_script(&generation, mac, peer).await?,
             BootDecision::UnknownLocalBoot => site
                 .unknown_ipxe(&mac, UnknownAction::LocalDisk)
                 .map_err(render_error)?,
@@ -93,7 +94,7 @@ impl Live {
         Ok(script)
     }
 
-    fn local_disk_script(
+    async fn local_disk_script(
         &self,
         generation: &Generation,
         mac: Mac,
@@ -103,16 +104,18 @@ impl Live {
             .site
             .ipxe(&mac, BootAction::LocalDisk, "")
             .map_err(render_error)?;
-        self.record(
+        self.record_now(
             mac,
             EventKind::BootScript,
             json!({"script": "local-boot", "ip": ip_text(peer)}),
-        );
-        self.record(
+        )
+        .await?;
+        self.record_now(
             mac,
             EventKind::LocalBoot,
             json!({"how": "exit", "ip": ip_text(peer)}),
-        );
+        )
+        .await?;
         Ok(script)
     }
 
@@ -183,7 +186,8 @@ impl Live {
             .map_err(render_error)?;
         self.transition(mac, Transition::KickstartFetched, Some(peer))
             .await?;
-        self.record(mac, EventKind::KickstartFetch, json!({"ip": ip_text(peer)}));
+        self.record_now(mac, EventKind::KickstartFetch, json!({"ip": ip_text(peer)}))
+            .await?;
         self.counters.kickstarts.fetch_add(1, Ordering::Relaxed);
         Ok(kickstart)
     }
@@ -230,7 +234,7 @@ impl Live {
         if report == Report::Failed {
             event["reason"] = reason.into();
         }
-        self.record(mac, EventKind::Callback, event);
+        self.record_now(mac, EventKind::Callback, event).await?;
         self.counters.reports.fetch_add(1, Ordering::Relaxed);
         match self.transition(mac, t, Some(peer)).await? {
             Outcome::Refused { phase, reason } => {
@@ -375,11 +379,12 @@ impl Live {
             .await
             .map_err(state_error)?;
         info!(%mac, %peer, outcome = outcome.name(), product = facts.product.as_deref().unwrap_or("-"), "discovery report");
-        self.record(
+        self.record_now(
             mac,
             EventKind::DiscoveryReport,
             json!({"ip": ip_text(peer), "outcome": outcome.name()}),
-        );
+        )
+        .await?;
         Ok("#!ipxe\n".into())
     }
 

@@ -157,8 +157,24 @@ impl Live {
         }
     }
 
-    /// Writes an event (and runs its store work) without holding up the
-    /// packet or request that caused it; failures are logged.
+    /// Writes an event before the request that caused it is answered: what
+    /// a client was told happened is on the timeline, even if the daemon is
+    /// killed the next moment.
+    pub(crate) async fn record_now(
+        &self,
+        mac: Mac,
+        kind: EventKind,
+        detail: serde_json::Value,
+    ) -> Result<(), kickstand_http::ApiError> {
+        self.store
+            .record(mac, kind, detail, SystemTime::now())
+            .await
+            .map(drop)
+            .map_err(crate::hosts::state_error)
+    }
+
+    /// Writes an event without holding up the packet that caused it (a
+    /// DHCP or TFTP hook, which cannot wait); failures are logged.
     pub(crate) fn record(&self, mac: Mac, kind: EventKind, detail: serde_json::Value) {
         let store = self.store.clone();
         self.tasks.spawn(async move {

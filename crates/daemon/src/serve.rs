@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::generation::{Generation, Ports};
 use crate::live::{Live, Parts};
-use crate::{boot, commands, operator, reload, syslog};
+use crate::{boot, client, commands, operator, reload, syslog};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(15);
@@ -89,6 +89,14 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
     ));
     let shutdown = CancellationToken::new();
 
+    // For the CLI: where this daemon listens (the port, when it was 0).
+    let address_file = client::address_file(&appliance);
+    let listening = SocketAddr::new(client::local(server.bind), http.local_addr()?.port());
+    let written = std::fs::create_dir_all(&appliance.state_dir)
+        .and_then(|()| std::fs::write(&address_file, format!("{listening}\n")));
+    if let Err(e) = written {
+        warn!(file = %address_file.display(), error = %e, "cannot record the HTTP address for the CLI");
+    }
     info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
     let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
         let (store, logs, counters) = (store.clone(), live.logs.clone(), live.syslog.clone());
@@ -154,6 +162,7 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
         warn!(error = %e, "could not write the last pulled-byte counts");
     }
     let _ = tokio::task::spawn_blocking(move || receiver.join()).await;
+    let _ = std::fs::remove_file(&address_file);
     info!("stopped");
     Ok(())
 }

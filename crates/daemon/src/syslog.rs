@@ -27,8 +27,10 @@ pub(crate) const MAX_LOG_BYTES: u64 = 1 << 20;
 /// Longest line kept; the rest of a datagram is cut.
 const MAX_LINE: usize = 4096;
 /// How long an address → host lookup is trusted before asking the store
-/// again (a rack's installers log thousands of lines each).
+/// again (a rack's installers log thousands of lines each). An address no
+/// host has is asked about again sooner: it may be a host's in a moment.
 const LOOKUP_TTL: Duration = Duration::from_secs(30);
+const MISS_TTL: Duration = Duration::from_secs(1);
 
 /// Where each host's installer log lives.
 #[derive(Debug, Clone)]
@@ -142,7 +144,9 @@ pub(crate) fn receive(
         };
         let ip = from.ip();
         let mac = match hosts.get(&ip) {
-            Some((mac, at)) if at.elapsed() < LOOKUP_TTL => *mac,
+            Some((mac, at)) if at.elapsed() < if mac.is_some() { LOOKUP_TTL } else { MISS_TTL } => {
+                *mac
+            }
             _ => {
                 // A bounded cache: a flood of forged sources starts it over.
                 if hosts.len() > 4096 {

@@ -186,11 +186,12 @@ impl Front for Live {
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(|_| not_found())?;
         if let Ok(Some(mac)) = self.store.host_by_ip(peer.ip()).await {
-            self.record(
+            self.record_now(
                 mac,
                 EventKind::LoaderFetch,
                 json!({"file": file, "ip": peer.ip().to_string()}),
-            );
+            )
+            .await?;
             let _ = self
                 .transition(mac, Transition::BootFetched, Some(peer.ip()))
                 .await;

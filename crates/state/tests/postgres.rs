@@ -7,7 +7,7 @@
 
 mod suite;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Instant, SystemTime};
 
@@ -16,172 +16,56 @@ use suite::Bed;
 
 suite!(pg_bed(), #[ignore = "peer: postgresql"]);
 
-/// A PostgreSQL server of our own, stopped and removed on drop.
+/// A PostgreSQL server of our own (`tests/beds/postgres/pg.sh`), stopped
+/// and removed on drop.
 struct Server {
     dir: tempfile::TempDir,
-    bin: PathBuf,
-    /// Who runs the server: `Some("postgres")` when the tests run as root.
-    user: Option<&'static str>,
+    url: String,
 }
 
-fn bin_dir() -> PathBuf {
-    let root = Path::new("/usr/lib/postgresql");
-    let newest = std::fs::read_dir(root)
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .max();
-    match newest {
-        Some((_, bin)) => bin,
-        None => panic!(
-            "PostgreSQL is not installed (no /usr/lib/postgresql/<version>/bin/initdb): run tests/setup-peers"
-        ),
-    }
-}
+const PG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/beds/postgres/pg.sh"
+);
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0)
-}
-
-/// `id -u`/`id -g` of a user.
-fn ids(user: &str) -> (u32, u32) {
-    let id = |flag: &str| {
-        let out = Command::new("id")
-            .args([flag, user])
-            .output()
-            .expect("run id");
-        assert!(
-            out.status.success(),
-            "no user {user}: run tests/setup-peers"
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u32>()
-            .expect("numeric id")
-    };
-    (id("-u"), id("-g"))
+fn pg(action: &str, dir: &Path) -> String {
+    let out = Command::new(PG)
+        .arg(action)
+        .arg(dir)
+        .output()
+        .expect("run tests/beds/postgres/pg.sh (needs bash)");
+    assert!(
+        out.status.success(),
+        "pg.sh {action} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 impl Server {
     fn start() -> Server {
-        let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("kickstand-pg-")
             .tempdir()
             .expect("tempdir");
-        let user = is_root().then_some("postgres");
-        if let Some(user) = user {
-            let (uid, gid) = ids(user);
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
-        }
-        let server = Server { dir, bin, user };
-        let data = server.data();
-        server.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().expect("utf-8"),
-                "-U",
-                "kickstand",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        server.ctl("start");
-        server
+        let url = pg("start", dir.path());
+        Server { dir, url }
     }
 
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let exe = self.bin.join(tool);
-        let mut cmd = match self.user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        let out = cmd
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run a PostgreSQL tool");
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `pg_ctl start|stop`: the server listens on no TCP port, only on a
-    /// socket in its own directory.
+    /// `pg_ctl start|stop`.
     fn ctl(&self, action: &str) {
-        let data = self.data();
-        let log = self.dir.path().join("server.log");
-        let socket_dir = self.dir.path().to_str().expect("utf-8").to_owned();
-        let options = format!("-k {socket_dir} -c listen_addresses=''");
-        let mut args = vec![
-            action,
-            "-D",
-            data.to_str().expect("utf-8"),
-            "-w",
-            "-l",
-            log.to_str().expect("utf-8"),
-        ];
-        if action == "start" {
-            args.extend(["-o", &options]);
-        } else {
-            args.extend(["-m", "fast"]);
-        }
-        self.run("pg_ctl", &args);
+        pg(action, self.dir.path());
     }
 
     fn url(&self) -> String {
-        format!(
-            "host={} port=5432 user=kickstand dbname=postgres",
-            self.dir.path().display()
-        )
+        self.url.clone()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let data = self.data();
-        let exe = self.bin.join("pg_ctl");
-        let mut cmd = match self.user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
         // Best effort: a panicking test still removes its server.
-        let _ = cmd
-            .args([
-                "stop",
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-m",
-                "immediate",
-                "-w",
-            ])
-            .output();
+        let _ = Command::new(PG).arg("kill").arg(self.dir.path()).output();
     }
 }
 

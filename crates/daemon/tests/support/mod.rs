@@ -202,6 +202,43 @@ impl Daemon {
         (status, resp.body_mut().read_to_string().expect("body"))
     }
 
+    /// A request sent from another loopback address (`127.0.0.2`, say): a
+    /// second machine, as far as the daemon can tell.
+    pub fn request_from(
+        &self,
+        source: std::net::IpAddr,
+        method: &str,
+        path: &str,
+    ) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let addr: std::net::SocketAddr = self
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("daemon address");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&std::net::SocketAddr::new(source, 0).into())
+            .expect("bind the source address");
+        socket.connect(&addr.into()).expect("connect");
+        let mut stream: std::net::TcpStream = socket.into();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: kickstand\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("read");
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (status, body)
+    }
+
     /// The operator token the daemon made in its state directory.
     pub fn operator_token(&self, bed: &Bed) -> String {
         let path = bed.path("var/state/operator.token");
