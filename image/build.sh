@@ -107,8 +107,7 @@ dpkgopts+=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/us
 
 echo "build.sh: bootstrapping Debian $suite from: ${sources[*]}" >&2
 mmdebstrap --variant=minbase --include="${packages[*]}" "${dpkgopts[@]}" \
-  --setup-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"' \
-  --setup-hook='printf "COMPRESS=zstd\nRESUME=none\nMODULES=most\n" >"$1/etc/initramfs-tools/conf.d/kickstand"' \
+  --essential-hook="mkdir -p \"\$1/etc/initramfs-tools\" && cp -r '$here/rootfs/etc/initramfs-tools/.' \"\$1/etc/initramfs-tools/\"" \
   --customize-hook='chroot "$1" apt-get clean' \
   "$suite" "$root" "${sources[@]}"
 
