@@ -210,8 +210,10 @@ proxy_flagged() { grep -q "SET THIS: the office HTTP proxy" <<<"$conf" && ! grep
 check "first boot left the office proxy unset and flagged" proxy_flagged
 # sshd offers no other method than publickey.
 passwords_refused() {
-  in_ns ssh -o BatchMode=yes -o ConnectTimeout=10 -o PubkeyAuthentication=no -o StrictHostKeyChecking=no \
-    -o UserKnownHostsFile=/dev/null "root@$addr" true 2>&1 | grep -q 'Permission denied (publickey)'
+  local out
+  out=$(in_ns ssh -o BatchMode=yes -o ConnectTimeout=10 -o PubkeyAuthentication=no -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null "root@$addr" true 2>&1)
+  grep -q 'Permission denied (publickey)' <<<"$out"
 }
 check "password logins are refused by sshd" passwords_refused
 
