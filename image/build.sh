@@ -14,10 +14,12 @@
 # says are Debian's). Every file system is then made from a directory by
 # its own mkfs (`mkfs.ext4 -d`, `mkfs.vfat` + mtools), GRUB's images are
 # made by grub-mkimage, and the pieces are written into a GPT disk made by
-# sfdisk. Nothing is mounted and no loop device is used, so the build runs
-# wherever root can run mmdebstrap (containers and CI machines without
-# loop devices too); mkosi and systemd-repart (systemd 252 in Debian 12)
-# both need loop devices to fill a file system.
+# sfdisk. No loop device is used and the image's file systems are never
+# mounted (mmdebstrap only mounts /proc, /sys and /dev inside its chroot
+# while packages install, as every bootstrap does), so the build runs
+# wherever root can run mmdebstrap, containers and CI machines without loop
+# devices too; mkosi 14 and systemd-repart 252 (Debian 12's) both need loop
+# devices to fill a file system.
 #
 # The partition layout is the contract that upgrades rely on
 # (image/upgrade.sh rewrites partitions 1-3 in place and never touches the

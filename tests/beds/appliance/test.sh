@@ -231,8 +231,9 @@ check "NoNewPrivileges is set" grep -q "^NoNewPrivs:[[:space:]]*1" <<<"$status"
 on_appliance systemd-analyze security kickstand.service >"$work/security.txt" 2>&1
 score=$(grep -o "Overall exposure level for kickstand.service: .*" "$work/security.txt")
 check "systemd-analyze security: $score" test -n "$score"
-dhcp_sockets() { on_appliance "ss -Hulnp '( sport = :67 or sport = :4011 )'" | grep -c kickstand; }
-check "ProxyDHCP listens on UDP 67 and 4011 as kickstand" test "$(dhcp_sockets)" -ge 2
+# Bound to the interface (SO_BINDTODEVICE) without CAP_NET_RAW: 0.0.0.0%enp0s2:67.
+dhcp_sockets() { on_appliance "ss -Hulnp '( sport = :67 or sport = :4011 )'" | grep kickstand | grep -c "%$iface:"; }
+check "ProxyDHCP listens on UDP 67 and 4011 as kickstand, bound to $iface" test "$(dhcp_sockets)" -eq 2
 state_mib=$(on_appliance df -m --output=size /var/lib/kickstand | tail -n 1 | tr -d ' ')
 check "KS-STATE grew to the 4 GiB disk's end ($state_mib MiB)" test "${state_mib:-0}" -gt 2500
 
