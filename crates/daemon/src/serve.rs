@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::generation::{Generation, Ports};
 use crate::live::{Live, Parts};
+use crate::metrics::Metrics;
 use crate::{boot, client, commands, operator, reload, syslog};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
@@ -76,6 +77,11 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let repo = RepoProxy::open(&generation.repo, generation.upstream.clone(), tasks.clone())
         .context("opening the repo cache")?;
+    let metrics = Metrics::new();
+    let log_counters = syslog::Counters {
+        lines: metrics.installer_log_lines.clone(),
+        dropped: metrics.installer_log_dropped.clone(),
+    };
     let live = Arc::new(Live::new(
         generation,
         Parts {
@@ -85,6 +91,7 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
             operator_token,
             config: config.to_path_buf(),
             ports,
+            metrics,
         },
     ));
     let shutdown = CancellationToken::new();
@@ -99,7 +106,7 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
     }
     info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
     let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
-        let (store, logs, counters) = (store.clone(), live.logs.clone(), live.syslog.clone());
+        let (store, logs, counters) = (store.clone(), live.logs.clone(), log_counters);
         let (runtime, shutdown) = (tokio::runtime::Handle::current(), shutdown.clone());
         move || syslog::receive(syslog, store, logs, counters, runtime, shutdown)
     })?;

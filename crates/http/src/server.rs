@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::assets;
 use crate::error::{self, ApiError, Body};
 use crate::front::{Front, Loader, Reply, lines_body};
 use crate::route::{Access, Route, route, token};
@@ -114,7 +115,31 @@ where
         }
         Route::Cache(op) => reply(front.cache(op).await),
         Route::Status => reply(front.status().await),
-        Route::Metrics => reply(front.metrics().await),
+        Route::StatusJson => reply(front.status_json().await),
+        Route::Page => error::with_type(
+            StatusCode::OK,
+            error::full(assets::PAGE),
+            "text/html; charset=utf-8",
+        ),
+        Route::Asset(name) => assets::asset(name),
+        Route::Metrics => {
+            // OpenMetrics to who asks for it (Prometheus does), the older
+            // text format to everyone else (promtool, curl).
+            let openmetrics = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            match front.metrics().await {
+                Ok(Reply::OpenMetrics(text)) if !openmetrics => error::with_type(
+                    StatusCode::OK,
+                    error::full(crate::metrics::prometheus_text(&text)),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                other => reply(other),
+            }
+        }
         Route::Refused(why) => ApiError::from(why).into_response(),
     }
 }
@@ -139,6 +164,16 @@ fn text(result: Result<String, ApiError>) -> Response<Body> {
 fn reply(result: Result<Reply, ApiError>) -> Response<Body> {
     match result {
         Ok(Reply::Text(body)) => error::text(StatusCode::OK, body),
+        Ok(Reply::OpenMetrics(body)) => error::with_type(
+            StatusCode::OK,
+            error::full(body),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        Ok(Reply::Html(body)) => error::with_type(
+            StatusCode::OK,
+            error::full(body),
+            "text/html; charset=utf-8",
+        ),
         Ok(Reply::Json(value)) => match serde_json::to_vec_pretty(&value) {
             Ok(bytes) => error::with_type(StatusCode::OK, error::full(bytes), "application/json"),
             Err(e) => ApiError::Internal(e.to_string()).into_response(),
