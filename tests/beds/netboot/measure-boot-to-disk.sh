@@ -21,7 +21,11 @@ chain_cfg='echo "KS-GRUB: local boot, chainloading the disk"
 for f in /EFI/redhat/shimx64.efi /EFI/centos/shimx64.efi /EFI/rocky/shimx64.efi /EFI/almalinux/shimx64.efi /EFI/fedora/shimx64.efi /EFI/debian/shimx64.efi /EFI/ubuntu/shimx64.efi /EFI/BOOT/BOOTX64.EFI; do
   if search --no-floppy --file --set=esp $f; then
     echo "KS-GRUB: chainloader ($esp)$f"
-    chainloader ($esp)$f
+    # Debian GRUB 2.06 hands the loaded image the device of $root, not the
+    # one named in the path: without this, shim looks for grubx64.efi on
+    # the network and fails.
+    set root=$esp
+    chainloader $f
     boot
   fi
 done
@@ -94,7 +98,7 @@ for c in "${cases[@]}"; do
   echo "$times" >"$out/$name.times"
   disk_t=$(awk '/KS-DISK: booted from disk/ && $1 != "-" {print $1}' <<<"$times")
   stop=$(sed -n 's/^stopped at: //p' <<<"$times")
-  via=$(grep -ao 'KS-DISK: booted from disk ([^)]*)' "$log" | head -n1 | sed 's/.*(\(.*\))/\1/')
+  via=$(grep -ao 'KS-DISK: booted from disk ([^)]*)' "$log" | head -n1 | sed 's/.*(\(.*\))/\1/') || true
   path=$(grep -Ev '^ *-|^stopped' <<<"$times" | sort -n | awk '{t=$1; $1=""; printf "%s%s s%s", sep, t, $0; sep=" → "}')
   [[ -n $stop ]] && path="$path → stopped at \`$stop\`"
   result=${disk_t:+${disk_t} s}
