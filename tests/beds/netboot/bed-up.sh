@@ -159,7 +159,7 @@ CFG
     '--pxe-service=tag:ipxe,X86-64_EFI,iPXE,http://10.77.0.1:8080/boot/standin.ipxe' \
     --dhcp-leasefile="$work/standin-proxy.leases" --pid-file="$work/standin-proxy.pid" \
     --log-dhcp --log-facility="$work/standin-proxy.log" --user=root --group=root
-  ip netns exec "$ns" python3 "$here/standin-httpboot.py" ksbr0 10.77.0.1 \
+  ip netns exec "$ns" python3 "$here/standin-httpboot.py" ksbr0 10.77.0.1 "$work/standin-hosts" \
     16=http://10.77.0.1:8081/loaders/ipxe.efi \
     >"$work/standin-httpboot.log" 2>&1 </dev/null &
   echo $! >"$work/standin-httpboot.pid"

@@ -92,7 +92,7 @@ for c in "${cases[@]}"; do
   vm=$!
   stopargs=()
   for s in "${stops[@]}"; do stopargs+=(--stop "$s"); done
-  times=$(python3 "$here/serial-times.py" "$log" "$vm" "${stopargs[@]}" "${markers[@]}" || true)
+  times=$(python3 "$here/serial-times.py" "$log" "$vm" --lines "$out/$name.timed.log" "${stopargs[@]}" "${markers[@]}" || true)
   [[ -s $work/qemu.pid ]] && kill "$(cat "$work/qemu.pid")" 2>/dev/null || true
   wait "$vm" 2>/dev/null || true
   echo "$times" >"$out/$name.times"

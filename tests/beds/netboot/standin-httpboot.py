@@ -9,24 +9,47 @@ option 60 "HTTPClient:Arch:..." it sends a proxy OFFER (no address: yiaddr
 HttpBootDxe combines its offer ("DhcpOnly") with this one ("ProxyIpUri").
 Everything else (PXEClient, iPXE, other DHCP) is left alone.
 
-Usage: standin-httpboot.py INTERFACE SERVER_IP ARCH=URL...
-  e.g. ksbr0 10.77.0.1 16=http://10.77.0.1:8081/loaders/ipxe.efi
+Usage: standin-httpboot.py INTERFACE SERVER_IP HOSTS_DIR ARCH=URL...
+  e.g. ksbr0 10.77.0.1 WORK/standin-hosts 16=http://10.77.0.1:8081/loaders/ipxe.efi
   ARCH is the client architecture (option 93): 16 x64 HTTP, 19 arm64 HTTP.
+  HOSTS_DIR is the stand-in dnsmasq's hosts directory (bed-host.sh): a MAC
+  tagged set:ks-ignore there gets no answer here either.
 Logs one line per DISCOVER it sees and per OFFER it sends.
 Hand-written because it is ~100 lines and no Debian DHCP server does a
 proxy offer for HTTPClient.
 """
+import os
 import socket
 import struct
 import sys
 
 SO_BINDTODEVICE = 25
 
-iface, server = sys.argv[1], sys.argv[2]
+iface, server, hosts_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 urls = {}
-for arg in sys.argv[3:]:
+for arg in sys.argv[4:]:
     arch, url = arg.split("=", 1)
     urls[int(arch)] = url
+
+
+def ignored(mac):
+    """Whether bed-host.sh tagged MAC ks-ignore (dnsmasq's hosts-dir format)."""
+    try:
+        names = os.listdir(hosts_dir)
+    except OSError:
+        return False
+    for name in names:
+        if name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(hosts_dir, name)) as f:
+                for line in f:
+                    fields = line.strip().lower().split(",")
+                    if fields[0] == mac and "set:ks-ignore" in fields:
+                        return True
+        except OSError:
+            continue
+    return False
 
 
 def options(msg):
@@ -82,6 +105,9 @@ while True:
     print(f"standin-httpboot: {mac} type {kind} arch {arch} vendor {vendor.decode(errors='replace')!r}", flush=True)
     # HTTP boot sends DISCOVER, then REQUEST to the address server only.
     if kind != 1 or arch not in urls:
+        continue
+    if ignored(mac):
+        print(f"standin-httpboot: {mac} ignored (ks-ignore)", flush=True)
         continue
     sock.sendto(offer(msg, urls[arch], 2), ("255.255.255.255", 68))
     print(f"standin-httpboot: {mac} offered {urls[arch]}", flush=True)
