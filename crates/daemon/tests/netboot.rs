@@ -44,6 +44,19 @@ const GAVE_UP: &[&str] = &[
     "BdsDxe: No bootable option",
 ];
 
+/// What the bed's test disks print when a machine boots them.
+const DISK_MARKER: &str = "KS-DISK: booted from disk";
+/// A boot-to-disk run stops at the disk's marker, or where the machine
+/// will not reach its disk: the EFI shell, OVMF's setup menu, or the
+/// installer starting again.
+const DISK_OR_STUCK: &[&str] = &[
+    DISK_MARKER,
+    SEABIOS_NO_BOOT,
+    "Shell> ",
+    "Boot Maintenance Manager",
+    "KS-STANDIN",
+];
+
 /// Hard limit for one VM run under TCG (a whole install boot takes 25–50 s
 /// on 2 cores; a failed UEFI PXE falls back to HTTP boot after ~70 s).
 const VM_LIMIT: Duration = Duration::from_secs(240);
@@ -66,6 +79,9 @@ enum Firmware {
     Bios,
     /// OVMF with the option ROM disabled: native UEFI PXE, TFTP of ipxe.efi.
     Uefi,
+    /// OVMF's Secure Boot build with Microsoft's keys enrolled and Secure
+    /// Boot enforced: only signed loaders (shim → GRUB → kernel) run.
+    UefiSecureBoot,
 }
 
 impl Firmware {
@@ -73,8 +89,29 @@ impl Firmware {
         match self {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
+            Firmware::UefiSecureBoot => "uefi-sb",
         }
     }
+}
+
+/// The bed's test disks (`build-disk.sh`): booting one prints
+/// [`DISK_MARKER`] on the serial console and powers the VM off.
+#[derive(Debug, Clone, Copy)]
+enum Disk {
+    /// GRUB for i386-pc.
+    Bios,
+    /// GPT with an ESP holding Debian's signed shim and GRUB at
+    /// `EFI/BOOT/BOOTX64.EFI` and `EFI/debian/shimx64.efi`.
+    Uefi,
+}
+
+/// Extras for one VM run (`vm.sh` options).
+#[derive(Debug, Clone, Copy, Default)]
+struct VmOpts {
+    /// Attach this disk; the boot order becomes network first, disk second.
+    disk: Option<Disk>,
+    /// UEFI: the NIC's HTTP boot option goes first in BootOrder.
+    http_first: bool,
 }
 
 /// How a VM run ended.
@@ -161,6 +198,27 @@ impl Bed {
 
     fn path(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
+    }
+
+    /// How the bed treats `mac` (`bed-host.sh`): roles such as `grub`,
+    /// `ignore`, `snp`, and the stand-in's own iPXE script or GRUB config
+    /// for that host.
+    fn host(&self, mac: &str, roles: &[&str], ipxe_script: Option<&str>, grub_cfg: Option<&str>) {
+        let mut cmd = Command::new(format!("{BED}/bed-host.sh"));
+        cmd.arg(self.work.path()).arg(mac).args(roles);
+        let tag = mac.replace(':', "");
+        if let Some(script) = ipxe_script {
+            let file = self.path(&format!("host-{tag}.ipxe"));
+            fs::write(&file, script).expect("write the host's iPXE script");
+            cmd.arg("--ipxe-script").arg(file);
+        }
+        if let Some(cfg) = grub_cfg {
+            let file = self.path(&format!("host-{tag}.grub.cfg"));
+            fs::write(&file, cfg).expect("write the host's GRUB config");
+            cmd.arg("--grub-cfg").arg(file);
+        }
+        let status = cmd.status().expect("run tests/beds/netboot/bed-host.sh");
+        assert!(status.success(), "bed-host.sh {mac} {roles:?} failed: {status}");
     }
 
     fn write_site(&self, hosts: &[(&str, &str)]) {
@@ -308,9 +366,33 @@ hosts:
     /// Boots one VM and waits until it powers off, the bed's hard timeout
     /// kills it, or one of the `stop_at` texts shows on its serial console.
     fn boot(&self, fw: Firmware, mac: &str, name: &str, stop_at: &[&'static str]) -> VmRun {
+        self.boot_with(fw, mac, name, stop_at, VmOpts::default())
+    }
+
+    /// [`Bed::boot`] with a disk attached or HTTP boot first.
+    fn boot_with(
+        &self,
+        fw: Firmware,
+        mac: &str,
+        name: &str,
+        stop_at: &[&'static str],
+        opts: VmOpts,
+    ) -> VmRun {
         let serial = self.path(&format!("{name}.log"));
+        let mut vm = Command::new(format!("{BED}/vm.sh"));
+        if let Some(disk) = opts.disk {
+            let key = match disk {
+                Disk::Bios => "DISK_BIOS",
+                Disk::Uefi => "DISK_UEFI",
+            };
+            vm.arg("--disk")
+                .arg(read_env(&self.path("bed.env"), key));
+        }
+        if opts.http_first {
+            vm.arg("--http-first");
+        }
         let started = Instant::now();
-        let mut vm = Command::new(format!("{BED}/vm.sh"))
+        let mut vm = vm
             .arg(self.work.path())
             .args([fw.arg(), mac])
             .arg(&serial)
@@ -708,4 +790,246 @@ fn installed_machine_next_boot_exits_to_local_disk() {
         "second boot fetched the installer kernel"
     );
     assert_eq!(bed.phase(ONCE_MAC), "installed");
+}
+
+/// MACs of the stand-in self-checks, one per path so the bed's per-host
+/// files of one test never meet another's.
+const SB_MAC: &str = "52:54:00:12:35:01";
+const SB_IPXE_MAC: &str = "52:54:00:12:35:02";
+const HTTPBOOT_MAC: &str = "52:54:00:12:35:03";
+const DISK_BIOS_MAC: &str = "52:54:00:12:35:04";
+const DISK_UEFI_MAC: &str = "52:54:00:12:35:05";
+const DISK_SB_MAC: &str = "52:54:00:12:35:06";
+
+/// The install entry for Debian's signed network GRUB: `linux`/`initrd`
+/// (no `linuxefi` needed), kernel and initrd over TFTP relative to the
+/// TFTP server GRUB booted from, because that GRUB has no http module.
+fn grub_install_cfg() -> String {
+    format!(
+        "echo \"KS-GRUB: host config for $net_default_mac\"\n\
+         linux /{TREE}/images/pxeboot/vmlinuz console=ttyS0 inst.ks=http://10.77.0.1:8080/ks/$net_default_mac\n\
+         initrd /{TREE}/images/pxeboot/initrd.img\n\
+         boot\n"
+    )
+}
+
+/// The local-boot entry for an installed UEFI host on the GRUB path: find
+/// the disk's own loader (each distribution's shim, then the fallback
+/// path) and chainload it. `set root` matters: Debian's GRUB 2.06 gives the
+/// chainloaded image the device of `$root`, not the one in its path, and
+/// shim then looks for its GRUB on the network.
+const GRUB_CHAINLOAD_DISK: &str = r#"echo "KS-GRUB: local boot for $net_default_mac"
+for f in /EFI/redhat/shimx64.efi /EFI/centos/shimx64.efi /EFI/rocky/shimx64.efi /EFI/almalinux/shimx64.efi /EFI/fedora/shimx64.efi /EFI/debian/shimx64.efi /EFI/ubuntu/shimx64.efi /EFI/BOOT/BOOTX64.EFI; do
+  if search --no-floppy --file --set=esp $f; then
+    set root=$esp
+    chainloader $f
+    boot
+  fi
+done
+echo "KS-GRUB: no loader on any disk"
+exit 1
+"#;
+
+/// Lines of the stand-in dnsmasq's log saying it sent a TFTP file.
+fn tftp_sent(bed: &Bed) -> Vec<String> {
+    bed.read("standin-proxy.log")
+        .lines()
+        .filter(|l| l.contains("dnsmasq-tftp") && l.contains(" sent "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_standin_installed(bed: &Bed, mac: &str, run: &VmRun) {
+    assert!(
+        run.powered_off(),
+        "the VM did not power off after installing: {:?}",
+        run.end
+    );
+    for marker in [
+        format!("KS-STANDIN: fetched kickstart for {mac}"),
+        format!("KS-STANDIN: reported installed for {mac}"),
+    ] {
+        assert!(
+            run.serial.contains(&marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    assert!(
+        bed.path(&format!("standin-http/{mac}.installed")).exists(),
+        "no installed report arrived from {mac}"
+    );
+}
+
+/// Secure Boot enforced, Microsoft's keys: Debian's signed shim (offered by
+/// ProxyDHCP as the tree's EFI/BOOT/BOOTX64.EFI) loads grubx64.efi from the
+/// same TFTP directory, GRUB reads the generic grub.cfg under its fixed
+/// prefix /grub, which chains to this host's grub.cfg-01-<mac>, and the
+/// signed kernel boots the stand-in installer.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_secure_boot_shim_grub_kernel_installs() {
+    let bed = Bed::standin();
+    bed.host(SB_MAC, &["grub"], None, Some(&grub_install_cfg()));
+    let run = bed.boot(Firmware::UefiSecureBoot, SB_MAC, "sb-install", GAVE_UP);
+    assert_standin_installed(&bed, SB_MAC, &run);
+    for marker in [
+        "KS-GRUB: generic grub.cfg for",
+        &format!("KS-GRUB: host config for {SB_MAC}"),
+        // The kernel's EFI stub and the kernel itself saw Secure Boot on.
+        "EFI stub: UEFI Secure Boot is enabled.",
+        "secureboot: Secure boot enabled",
+    ] {
+        assert!(
+            run.serial.contains(marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    let sent = tftp_sent(&bed);
+    // dnsmasq logs `sent <root>/<path> to <client>`.
+    let host_cfg = format!("grub/grub.cfg-01-{}", SB_MAC.replace(':', "-"));
+    for file in [
+        format!("{TREE}/EFI/BOOT/BOOTX64.EFI"),
+        format!("{TREE}/EFI/BOOT/grubx64.efi"),
+        "grub/grub.cfg".to_owned(),
+        host_cfg,
+        format!("{TREE}/images/pxeboot/vmlinuz"),
+        format!("{TREE}/images/pxeboot/initrd.img"),
+    ] {
+        assert!(
+            sent.iter().any(|l| l.contains(&format!("/{file} to "))),
+            "the stand-in never sent {file} over TFTP: {sent:#?}"
+        );
+    }
+}
+
+/// UEFI HTTP boot as the firmware's first choice (the NIC's HTTPv4 option
+/// moved ahead of PXE in BootOrder, TFTP left working): OVMF's DISCOVER
+/// carries `HTTPClient:Arch:00016`, the stand-in ProxyDHCP answers with
+/// option 60 `HTTPClient` and a URL, OVMF loads ipxe.efi over HTTP, and
+/// iPXE goes on to install as on every other path.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, virt-firmware; run by tests/run"]
+fn bed_selfcheck_uefi_http_boot_first_loads_loader_over_http() {
+    let bed = Bed::standin();
+    bed.host(HTTPBOOT_MAC, &["httpboot"], None, None);
+    let opts = VmOpts {
+        http_first: true,
+        ..VmOpts::default()
+    };
+    let run = bed.boot_with(Firmware::Uefi, HTTPBOOT_MAC, "httpboot", GAVE_UP, opts);
+    assert_standin_installed(&bed, HTTPBOOT_MAC, &run);
+    let http = run
+        .serial
+        .find(">>Start HTTP Boot over IPv4")
+        .expect("OVMF never started HTTP boot");
+    assert!(
+        !run.serial[..http].contains(">>Start PXE over IPv4"),
+        "OVMF tried PXE before HTTP boot: the boot order was not changed"
+    );
+    assert!(
+        run.serial
+            .contains("URI: http://10.77.0.1:8081/loaders/ipxe.efi"),
+        "OVMF did not take the URL from the proxy offer"
+    );
+    let offers = bed.read("standin-httpboot.log");
+    assert!(
+        log_has(&offers, &[HTTPBOOT_MAC, "arch 16", "HTTPClient:Arch:00016"]),
+        "no HTTPClient DISCOVER with client arch 16 from {HTTPBOOT_MAC}: {offers}"
+    );
+    assert!(
+        log_has(&offers, &[HTTPBOOT_MAC, "offered http://"]),
+        "the stand-in sent {HTTPBOOT_MAC} no HTTP boot offer: {offers}"
+    );
+    // The loader came over HTTP from the VM itself, never over TFTP.
+    let mirror = bed.read("mirror.log");
+    assert!(
+        mirror
+            .lines()
+            .any(|l| l.starts_with("10.77.0.") && l.contains("\"GET /loaders/ipxe.efi ")),
+        "the mirror never served ipxe.efi to the VM: {mirror}"
+    );
+    assert!(
+        !tftp_sent(&bed).iter().any(|l| l.contains("ipxe.efi")),
+        "ipxe.efi went over TFTP: HTTP boot was not what loaded it"
+    );
+}
+
+/// Boots an "installed" machine with the bed's disk attached (network
+/// first, disk second) and asserts it reached the disk, not the installer.
+/// `via` is what the disk's GRUB reports as `$cmdpath`: which loader ran.
+fn assert_reaches_disk(bed: &Bed, fw: Firmware, mac: &str, name: &str, disk: Disk, via: &str) {
+    let opts = VmOpts {
+        disk: Some(disk),
+        ..VmOpts::default()
+    };
+    let run = bed.boot_with(fw, mac, name, DISK_OR_STUCK, opts);
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(DISK_MARKER)),
+        "{name}: the machine did not reach its disk: {:?}",
+        run.end
+    );
+    let marker = format!("{DISK_MARKER} ({via})");
+    assert!(
+        run.serial.contains(&marker),
+        "{name}: the disk was booted, but not through {via}"
+    );
+    assert!(
+        !run.serial.contains("KS-STANDIN"),
+        "{name}: the installer started"
+    );
+    eprintln!(
+        "netboot: {name}: power-on → disk in {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+}
+
+/// BIOS, installed host: iPXE (the NIC's ROM) runs `exit`, SeaBIOS moves
+/// on to the disk.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, grub-pc-bin, xorriso; run by tests/run"]
+fn bed_selfcheck_bios_ipxe_exit_reaches_disk() {
+    let bed = Bed::standin();
+    bed.host(DISK_BIOS_MAC, &[], Some("#!ipxe\nexit\n"), None);
+    assert_reaches_disk(
+        &bed,
+        Firmware::Bios,
+        DISK_BIOS_MAC,
+        "bios-disk",
+        Disk::Bios,
+        "pc, (hd0)",
+    );
+}
+
+/// UEFI without Secure Boot, installed host on the GRUB path: GRUB finds
+/// the disk's shim and chainloads it; the disk's own GRUB prints the marker.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_uefi_grub_chainloads_disk_loader() {
+    let bed = Bed::standin();
+    bed.host(DISK_UEFI_MAC, &["grub"], None, Some(GRUB_CHAINLOAD_DISK));
+    assert_reaches_disk(
+        &bed,
+        Firmware::Uefi,
+        DISK_UEFI_MAC,
+        "uefi-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+}
+
+/// The same with Secure Boot enforced: the firmware verifies the disk's
+/// shim (Microsoft's signature), shim the disk's GRUB (Debian's).
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_secure_boot_grub_chainloads_disk_loader() {
+    let bed = Bed::standin();
+    bed.host(DISK_SB_MAC, &["grub"], None, Some(GRUB_CHAINLOAD_DISK));
+    assert_reaches_disk(
+        &bed,
+        Firmware::UefiSecureBoot,
+        DISK_SB_MAC,
+        "sb-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
 }

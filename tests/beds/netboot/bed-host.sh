@@ -12,6 +12,8 @@
 #                  (EFI/BOOT/BOOTX64.EFI → grubx64.efi) instead of ipxe.efi;
 #                  implies next-server
 #     snp          stand-in ProxyDHCP, UEFI x64: snponly.efi instead of ipxe.efi
+#     httpboot     stand-in HTTP boot ProxyDHCP (standin-httpboot.py) answers
+#                  this host's UEFI HTTP boot; nobody does otherwise
 #   --ipxe-script FILE  stand-in HTTP: this host's /boot/<mac>.ipxe
 #   --grub-cfg FILE     stand-in TFTP: this host's grub/grub.cfg-01-<mac>
 #                       (dashes), which the generic grub.cfg chains to
@@ -34,6 +36,7 @@ while (($#)); do
     ignore) standin+=(set:ks-ignore) ;;
     grub) standin+=(set:ks-grub); office+=(set:ks-next-server) ;;
     snp) standin+=(set:ks-snp) ;;
+    httpboot) standin+=(set:ks-httpboot) ;;
     --ipxe-script) script=${2:?--ipxe-script FILE}; shift ;;
     --grub-cfg) grubcfg=${2:?--grub-cfg FILE}; shift ;;
     *) echo "bed-host: unknown role $1" >&2; exit 2 ;;

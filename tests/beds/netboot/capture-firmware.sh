@@ -4,7 +4,7 @@
 # (dnsmasq as ProxyDHCP, standin-httpboot.py for HTTP boot) with tcpdump on
 # the bridge, and saves every DHCP/ProxyDHCP message it saw.
 #
-# Usage: capture-firmware.sh OUTDIR [ovmf-pxe ovmf-httpboot aavmf-pxe]  (root)
+# Usage: capture-firmware.sh OUTDIR [bios-ipxe ovmf-pxe ovmf-httpboot aavmf-pxe]  (root)
 # Writes OUTDIR/<name>.pcap, OUTDIR/<name>.serial.log, OUTDIR/<name>.txt
 # (pcap-dhcp.py's listing) and OUTDIR/<name>/NN-<sport>-<dport>-<type>-<mac>.bin
 # (each UDP payload as sent). aavmf-pxe needs KS_BED_AARCH64 (set here) and
@@ -14,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:?usage: capture-firmware.sh OUTDIR [NAME...]}
 shift
-want=" ${*:-ovmf-pxe ovmf-httpboot aavmf-pxe} "
+want=" ${*:-bios-ipxe ovmf-pxe ovmf-httpboot aavmf-pxe} "
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$out/bed
@@ -48,6 +48,9 @@ run() {
   echo "capture: $name: $(grep -c . "$out/$name.txt") packets, $(cat "$out/$name.times")" >&2
 }
 
+# SeaBIOS + iPXE ROM, answered dnsmasq-style (PXE menu in option 43): its
+# DHCP, then boot server discovery (PXEBS) on port 4011.
+run bios-ipxe bios 52:54:00:12:36:04 "standin.ipxe" 120
 # OVMF native PXE, answered dnsmasq-style (proxy OFFER without a boot file):
 # DISCOVER, REQUEST to the office server, REQUEST to port 4011.
 run ovmf-pxe uefi 52:54:00:12:36:01 "NBP file downloaded successfully" 120

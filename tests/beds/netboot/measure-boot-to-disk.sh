@@ -46,6 +46,8 @@ cases=(
   "uefi-grub-chain|uefi|grub||CHAIN|shim → GRUB chainload of the disk's loader"
   "sb-grub-exit1|uefi-sb|grub||exit 1|Secure Boot: shim → GRUB exit 1"
   "sb-grub-chain|uefi-sb|grub||CHAIN|Secure Boot: shim → GRUB chainload"
+  "uefi-ipxe-grub-chain|uefi|next-server|chain http://10.77.0.1:8081/TREE/EFI/BOOT/grubx64.efi|CHAIN|ipxe.efi chains GRUB (HTTP), GRUB chainloads the disk"
+  "uefi-snp-grub-chain|uefi|snp next-server|chain http://10.77.0.1:8081/TREE/EFI/BOOT/grubx64.efi|CHAIN|snponly.efi chains GRUB (HTTP), GRUB chainloads the disk"
   "sb-ipxe-refused|uefi-sb||exit||Secure Boot: unsigned ipxe.efi offered"
 )
 if [[ ${1:-} == list ]]; then
@@ -77,7 +79,10 @@ for c in "${cases[@]}"; do
   n=$((n + 1))
   mac=$(printf '52:54:00:77:%02x:%02x' $((n / 256)) $((n % 256)))
   args=()
-  if [[ -n $script ]]; then printf '#!ipxe\n%s\n' "$script" >"$out/$name.ipxe"; args+=(--ipxe-script "$out/$name.ipxe"); fi
+  if [[ -n $script ]]; then
+    printf '#!ipxe\n%s\n' "${script//TREE/$MIRROR_TREE}" >"$out/$name.ipxe"
+    args+=(--ipxe-script "$out/$name.ipxe")
+  fi
   if [[ -n $cfg ]]; then
     [[ $cfg == CHAIN ]] && cfg=$chain_cfg
     printf 'echo "KS-GRUB: host config for $net_default_mac"\n%s\n' "$cfg" >"$out/$name.grub.cfg"
@@ -98,7 +103,7 @@ for c in "${cases[@]}"; do
   echo "$times" >"$out/$name.times"
   disk_t=$(awk '/KS-DISK: booted from disk/ && $1 != "-" {print $1}' <<<"$times")
   stop=$(sed -n 's/^stopped at: //p' <<<"$times")
-  via=$(grep -ao 'KS-DISK: booted from disk ([^)]*)' "$log" | head -n1 | sed 's/.*(\(.*\))/\1/') || true
+  via=$(grep -aoE 'KS-DISK: booted from disk \((pc|efi), \([^)]*\)[^) ]*\)' "$log" | head -n1 | sed 's/^KS-DISK: booted from disk (//; s/)$//') || true
   path=$(grep -Ev '^ *-|^stopped' <<<"$times" | sort -n | awk '{t=$1; $1=""; printf "%s%s s%s", sep, t, $0; sep=" → "}')
   [[ -n $stop ]] && path="$path → stopped at \`$stop\`"
   result=${disk_t:+${disk_t} s}

@@ -12,8 +12,10 @@ Everything else (PXEClient, iPXE, other DHCP) is left alone.
 Usage: standin-httpboot.py INTERFACE SERVER_IP HOSTS_DIR ARCH=URL...
   e.g. ksbr0 10.77.0.1 WORK/standin-hosts 16=http://10.77.0.1:8081/loaders/ipxe.efi
   ARCH is the client architecture (option 93): 16 x64 HTTP, 19 arm64 HTTP.
-  HOSTS_DIR is the stand-in dnsmasq's hosts directory (bed-host.sh): a MAC
-  tagged set:ks-ignore there gets no answer here either.
+  HOSTS_DIR is the stand-in dnsmasq's hosts directory (bed-host.sh): only a
+  MAC tagged set:ks-httpboot there is answered (and not if also tagged
+  set:ks-ignore), so a host's HTTP boot attempt fails as it would where
+  nobody serves HTTP boot unless a test asks for it.
 Logs one line per DISCOVER it sees and per OFFER it sends.
 Hand-written because it is ~100 lines and no Debian DHCP server does a
 proxy offer for HTTPClient.
@@ -32,12 +34,13 @@ for arg in sys.argv[4:]:
     urls[int(arch)] = url
 
 
-def ignored(mac):
-    """Whether bed-host.sh tagged MAC ks-ignore (dnsmasq's hosts-dir format)."""
+def tags(mac):
+    """The tags bed-host.sh gave MAC (dnsmasq's hosts-dir format)."""
+    found = set()
     try:
         names = os.listdir(hosts_dir)
     except OSError:
-        return False
+        return found
     for name in names:
         if name.startswith("."):
             continue
@@ -45,11 +48,11 @@ def ignored(mac):
             with open(os.path.join(hosts_dir, name)) as f:
                 for line in f:
                     fields = line.strip().lower().split(",")
-                    if fields[0] == mac and "set:ks-ignore" in fields:
-                        return True
+                    if fields[0] == mac:
+                        found.update(t[4:] for t in fields[1:] if t.startswith("set:"))
         except OSError:
             continue
-    return False
+    return found
 
 
 def options(msg):
@@ -106,8 +109,9 @@ while True:
     # HTTP boot sends DISCOVER, then REQUEST to the address server only.
     if kind != 1 or arch not in urls:
         continue
-    if ignored(mac):
-        print(f"standin-httpboot: {mac} ignored (ks-ignore)", flush=True)
+    t = tags(mac)
+    if "ks-httpboot" not in t or "ks-ignore" in t:
+        print(f"standin-httpboot: {mac} not answered (tags {sorted(t)})", flush=True)
         continue
     sock.sendto(offer(msg, urls[arch], 2), ("255.255.255.255", 68))
     print(f"standin-httpboot: {mac} offered {urls[arch]}", flush=True)
