@@ -82,6 +82,8 @@ enum Firmware {
     /// OVMF's Secure Boot build with Microsoft's keys enrolled and Secure
     /// Boot enforced: only signed loaders (shim → GRUB → kernel) run.
     UefiSecureBoot,
+    /// `qemu-system-aarch64` with AAVMF: native UEFI PXE, client arch 11.
+    Aarch64,
 }
 
 impl Firmware {
@@ -90,6 +92,7 @@ impl Firmware {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
             Firmware::UefiSecureBoot => "uefi-sb",
+            Firmware::Aarch64 => "aarch64",
         }
     }
 }
@@ -164,6 +167,12 @@ impl Bed {
     }
 
     fn bring_up(mode: BedMode) -> Bed {
+        Bed::bring_up_with(mode, false)
+    }
+
+    /// `aarch64`: the mirror also gets the arm64 tree (Debian's arm64 shim
+    /// and GRUB, downloaded once through apt into the stand-in cache).
+    fn bring_up_with(mode: BedMode, aarch64: bool) -> Bed {
         let serial = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -178,6 +187,9 @@ impl Bed {
             .env("KS_MIRROR_TREE", TREE);
         if let BedMode::Standin = mode {
             up.arg("standin");
+        }
+        if aarch64 {
+            up.env("KS_BED_AARCH64", "1");
         }
         let status = up
             .status()
@@ -218,7 +230,10 @@ impl Bed {
             cmd.arg("--grub-cfg").arg(file);
         }
         let status = cmd.status().expect("run tests/beds/netboot/bed-host.sh");
-        assert!(status.success(), "bed-host.sh {mac} {roles:?} failed: {status}");
+        assert!(
+            status.success(),
+            "bed-host.sh {mac} {roles:?} failed: {status}"
+        );
     }
 
     fn write_site(&self, hosts: &[(&str, &str)]) {
@@ -385,8 +400,7 @@ hosts:
                 Disk::Bios => "DISK_BIOS",
                 Disk::Uefi => "DISK_UEFI",
             };
-            vm.arg("--disk")
-                .arg(read_env(&self.path("bed.env"), key));
+            vm.arg("--disk").arg(read_env(&self.path("bed.env"), key));
         }
         if opts.http_first {
             vm.arg("--http-first");
@@ -800,6 +814,7 @@ const HTTPBOOT_MAC: &str = "52:54:00:12:35:03";
 const DISK_BIOS_MAC: &str = "52:54:00:12:35:04";
 const DISK_UEFI_MAC: &str = "52:54:00:12:35:05";
 const DISK_SB_MAC: &str = "52:54:00:12:35:06";
+const DISK_IPXE_MAC: &str = "52:54:00:12:35:07";
 
 /// The install entry for Debian's signed network GRUB: `linux`/`initrd`
 /// (no `linuxefi` needed), kernel and initrd over TFTP relative to the
@@ -1032,4 +1047,130 @@ fn bed_selfcheck_secure_boot_grub_chainloads_disk_loader() {
         Disk::Uefi,
         "efi, (hd0,gpt1)/EFI/debian",
     );
+}
+
+/// How OVMF reports an image that fails Secure Boot verification:
+/// `BdsDxe: failed to load Boot0001 "UEFI PXEv4 (MAC:…)" from …: Access Denied`
+/// (EFI_SECURITY_VIOLATION from LoadImage).
+const SECURE_BOOT_REFUSED: &str = ": Access Denied";
+
+/// The negative check that makes the Secure Boot tests mean something: the
+/// same firmware, offered Debian's unsigned ipxe.efi, downloads it and
+/// refuses to run it.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf; run by tests/run"]
+fn bed_selfcheck_secure_boot_refuses_unsigned_ipxe() {
+    let bed = Bed::standin();
+    let stop: Vec<&'static str> = std::iter::once(SECURE_BOOT_REFUSED)
+        .chain(GAVE_UP.iter().copied())
+        .collect();
+    let run = bed.boot(
+        Firmware::UefiSecureBoot,
+        SB_IPXE_MAC,
+        "sb-refuses-ipxe",
+        &stop,
+    );
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(SECURE_BOOT_REFUSED)),
+        "OVMF did not refuse ipxe.efi: {:?}",
+        run.end
+    );
+    // The file arrived whole: the refusal is the signature check, not TFTP.
+    for marker in [
+        "NBP filename is ipxe.efi",
+        "NBP file downloaded successfully",
+    ] {
+        assert!(
+            run.serial.contains(marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    assert!(
+        run.serial
+            .lines()
+            .any(|l| l.contains("BdsDxe: failed to load")
+                && l.contains("UEFI PXEv4")
+                && l.trim_end().ends_with(SECURE_BOOT_REFUSED)),
+        "no `BdsDxe: failed to load … UEFI PXEv4 …: Access Denied` line"
+    );
+    assert!(
+        !run.serial.contains("iPXE initialising"),
+        "ipxe.efi ran under Secure Boot"
+    );
+    assert!(
+        tftp_sent(&bed).iter().any(|l| l.contains("/ipxe.efi to ")),
+        "the stand-in never sent ipxe.efi"
+    );
+}
+
+/// UEFI on the iPXE path, installed host: `exit` from ipxe.efi hangs at
+/// "No more network devices" and no DHCP answer at all costs ~270 s of PXEv6
+/// and HTTP boot timeouts, so iPXE chains the tree's GRUB over HTTP instead,
+/// and GRUB (configured through iPXE's PXE base code: TFTP server, MAC)
+/// chainloads the disk's loader.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_uefi_ipxe_chains_grub_to_disk() {
+    let bed = Bed::standin();
+    let script = format!("#!ipxe\nchain http://10.77.0.1:8081/{TREE}/EFI/BOOT/grubx64.efi\n");
+    bed.host(DISK_IPXE_MAC, &[], Some(&script), Some(GRUB_CHAINLOAD_DISK));
+    assert_reaches_disk(
+        &bed,
+        Firmware::Uefi,
+        DISK_IPXE_MAC,
+        "uefi-ipxe-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+}
+
+const AARCH64_MAC: &str = "52:54:00:12:35:08";
+
+/// ARM64: AAVMF's native PXE (client arch 11) gets the arm64 tree's shim
+/// (EFI/BOOT/BOOTAA64.EFI) from ProxyDHCP, shim loads grubaa64.efi from the
+/// same TFTP directory and GRUB reads its config under /grub (from the
+/// office ACK's next server, as on x86_64).
+#[test]
+#[ignore = "peer: needs root, netns, qemu-system-arm, qemu-efi-aarch64, apt for Debian's arm64 loaders; run by tests/run"]
+fn bed_selfcheck_aarch64_pxe_loads_shim_grub_and_config() {
+    let bed = Bed::bring_up_with(BedMode::Standin, true);
+    bed.host(AARCH64_MAC, &["next-server"], None, None);
+    const CONFIG_READ: &str = "KS-GRUB: no host config, nothing to install on arm64";
+    let stop: Vec<&'static str> = std::iter::once(CONFIG_READ)
+        .chain(GAVE_UP.iter().copied())
+        .chain(["grub> "])
+        .collect();
+    let run = bed.boot(Firmware::Aarch64, AARCH64_MAC, "aarch64", &stop);
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(CONFIG_READ)),
+        "GRUB for arm64 did not read its config: {:?}",
+        run.end
+    );
+    let tree = read_env(&bed.path("bed.env"), "MIRROR_TREE_AA64");
+    for marker in [
+        format!("NBP filename is {tree}/EFI/BOOT/BOOTAA64.EFI"),
+        format!("Fetching Netboot Image {tree}/EFI/BOOT/grubaa64.efi"),
+        "(arm64, prefix".to_owned(),
+    ] {
+        assert!(
+            run.serial.contains(&marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    assert!(
+        bed.read("standin-proxy.log")
+            .contains("vendor class: PXEClient:Arch:00011"),
+        "no DHCP packet with client arch 11 reached the ProxyDHCP"
+    );
+    let sent = tftp_sent(&bed);
+    for file in [
+        format!("{tree}/EFI/BOOT/BOOTAA64.EFI"),
+        format!("{tree}/EFI/BOOT/grubaa64.efi"),
+        "grub/grub.cfg".to_owned(),
+    ] {
+        assert!(
+            sent.iter().any(|l| l.contains(&format!("/{file} to "))),
+            "the stand-in never sent {file} over TFTP: {sent:#?}"
+        );
+    }
 }

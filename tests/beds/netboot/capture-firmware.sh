@@ -25,11 +25,13 @@ trap '"$here/bed-down.sh" "$work" >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091
 source "$work/bed.env"
 
-# name fw mac stop-text limit [vm.sh options]
+# name fw mac roles stop-text limit [vm.sh options]
 run() {
-  local name=$1 fw=$2 mac=$3 stop=$4 limit=$5
-  shift 5
+  local name=$1 fw=$2 mac=$3 roles=$4 stop=$5 limit=$6
+  shift 6
   [[ $want == *" $name "* ]] || return 0
+  # shellcheck disable=SC2086
+  "$here/bed-host.sh" "$work" "$mac" $roles
   ip netns exec "$NS" tcpdump -U -q -i ksbr0 -w "$out/$name.pcap" \
     "udp and (port 67 or port 68 or port 4011)" 2>/dev/null &
   local td=$!
@@ -50,13 +52,14 @@ run() {
 
 # SeaBIOS + iPXE ROM, answered dnsmasq-style (PXE menu in option 43): its
 # DHCP, then boot server discovery (PXEBS) on port 4011.
-run bios-ipxe bios 52:54:00:12:36:04 "standin.ipxe" 120
+run bios-ipxe bios 52:54:00:12:36:04 "" "standin.ipxe" 120
 # OVMF native PXE, answered dnsmasq-style (proxy OFFER without a boot file):
 # DISCOVER, REQUEST to the office server, REQUEST to port 4011.
-run ovmf-pxe uefi 52:54:00:12:36:01 "NBP file downloaded successfully" 120
+run ovmf-pxe uefi 52:54:00:12:36:01 "" "NBP file downloaded successfully" 120
 # OVMF HTTP boot first: DISCOVER with HTTPClient, the stand-in's proxy
 # OFFER, REQUEST to the office server; then ipxe.efi's own DHCP, which
 # asks on port 4011 too.
-run ovmf-httpboot uefi 52:54:00:12:36:02 "standin.ipxe" 180 --http-first
-# AAVMF native PXE (client arch 11) up to GRUB reading its config.
-run aavmf-pxe aarch64 52:54:00:12:36:03 "KS-GRUB: " 900
+run ovmf-httpboot uefi 52:54:00:12:36:02 httpboot "standin.ipxe" 180 --http-first
+# AAVMF native PXE (client arch 11) up to GRUB reading its config (which
+# Debian's GRUB fetches from the office ACK's siaddr: role next-server).
+run aavmf-pxe aarch64 52:54:00:12:36:03 next-server "KS-GRUB: no host config" 900
