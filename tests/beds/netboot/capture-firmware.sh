@@ -6,7 +6,7 @@
 #
 # Usage: capture-firmware.sh OUTDIR [bios-ipxe ovmf-pxe ovmf-httpboot aavmf-pxe]  (root)
 # Writes OUTDIR/<name>.pcap, OUTDIR/<name>.serial.log, OUTDIR/<name>.txt
-# (pcap-dhcp.py's listing) and OUTDIR/<name>/NN-<sport>-<dport>-<type>-<mac>.bin
+# (pcap-dhcp.py's listing) and OUTDIR/<name>/NN-<src>-<dst>-<type>-<mac>.bin
 # (each UDP payload as sent). aavmf-pxe needs KS_BED_AARCH64 (set here) and
 # takes minutes under TCG.
 set -euo pipefail

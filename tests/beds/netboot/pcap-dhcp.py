@@ -6,8 +6,8 @@ Usage: pcap-dhcp.py CAPTURE.pcap [--save DIR]
 Prints one line per packet: time since the first DHCP packet, ports, message
 type, client MAC, siaddr, file, and options 54 (server), 60 (vendor class),
 77 (user class), 93 (client arch), 97 (UUID), 43 (PXE vendor options).
-With --save, writes DIR/NN-<src port>-<dst port>-<type>-<mac>.bin (the exact
-UDP payload, i.e. the BOOTP/DHCP message as the firmware sent it).
+With --save, writes DIR/NN-<src ip>.<port>-<dst ip>.<port>-<type>-<mac>.bin
+(the exact UDP payload, i.e. the BOOTP/DHCP message as it was sent).
 
 Reads classic pcap (what tcpdump -w writes) with Ethernet link type; the
 parsing is by hand because it is a few lines and keeps the bed free of a
@@ -45,7 +45,8 @@ def packets(path):
 
 
 def udp(frame):
-    """(src port, dst port, payload) of an IPv4/UDP Ethernet frame, or None."""
+    """(src port, dst port, payload, src ip, dst ip) of an IPv4/UDP
+    Ethernet frame, or None."""
     off = 12
     ethertype = struct.unpack("!H", frame[off:off + 2])[0]
     off += 2
@@ -59,7 +60,9 @@ def udp(frame):
         return None
     u = off + ihl
     sport, dport, length = struct.unpack("!HHH", frame[u:u + 6])
-    return sport, dport, frame[u + 8:u + length]
+    src = ".".join(str(b) for b in frame[off + 12:off + 16])
+    dst = ".".join(str(b) for b in frame[off + 16:off + 20])
+    return sport, dport, frame[u + 8:u + length], src, dst
 
 
 def options(msg):
@@ -129,9 +132,9 @@ def main():
             continue
         t0 = ts if t0 is None else t0
         n += 1
-        print(f"{ts - t0:8.3f} {u[0]}->{u[1]} {d[2]}")
+        print(f"{ts - t0:8.3f} {u[3]}:{u[0]}->{u[4]}:{u[1]} {d[2]}")
         if save:
-            name = f"{n:02d}-{u[0]}-{u[1]}-{d[0].lower()}-{d[1].replace(':', '')}.bin"
+            name = f"{n:02d}-{u[3]}.{u[0]}-{u[4]}.{u[1]}-{d[0].lower()}-{d[1].replace(':', '')}.bin"
             with open(os.path.join(save, name), "wb") as f:
                 f.write(u[2])
 
