@@ -10,7 +10,15 @@
 //! config, the daemon process and the assertions. Every test needs root,
 //! `ip netns`, dnsmasq, qemu-system-x86, ipxe, ipxe-qemu, ovmf,
 //! busybox-static, linux-image-amd64, python3 and curl, and fails (never
-//! skips) when one is missing.
+//! skips) when one is missing; the bed also wants shim-signed,
+//! grub-efi-amd64-signed, sbsigntool, grub-pc-bin, xorriso, mtools,
+//! dosfstools and fdisk (Secure Boot tree, test disks), and the ARM64 and
+//! HTTP boot self-checks qemu-system-arm, qemu-efi-aarch64 and PyPI's
+//! virt-firmware (`tests/setup-peers` installs them all).
+//!
+//! The `bed_selfcheck_*` tests run the stand-in (dnsmasq and small Python
+//! servers in Kickstand's place) on every firmware path: when they pass and
+//! a Kickstand test fails, look at Kickstand.
 
 use std::fs;
 use std::io::Read as _;
