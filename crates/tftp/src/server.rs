@@ -347,13 +347,15 @@ fn transfer(
     let mut inbox = [0u8; 1024];
     let mut client_error = None;
     let mut deadline = started + params.timeout;
+    // Timeouts in a row since the client last made progress.
+    let mut backoff = 0u32;
     let mut waits = Waits::new(socket);
     loop {
         match action {
             Action::SendOack => {
                 let oack = params.oack.iter().map(|(k, v)| (k.as_str(), v.as_str()));
                 socket.send(&packet::encode_oack(oack))?;
-                deadline = Instant::now() + params.timeout;
+                deadline = Instant::now() + params.timeout * (1 << backoff);
             }
             Action::SendBlocks { first, last } => {
                 for n in first..=last {
@@ -363,7 +365,7 @@ fn transfer(
                     out.extend_from_slice(body.read(block.offset, block.len)?);
                     socket.send(&out)?;
                 }
-                deadline = Instant::now() + params.timeout;
+                deadline = Instant::now() + params.timeout * (1 << backoff);
             }
             Action::Ignore => {}
             Action::Complete => {
@@ -397,8 +399,23 @@ fn transfer(
             Received::ShutDown => return Ok(Outcome::ShutDown),
         };
         action = transfer.handle(event);
+        // Each retransmission waits twice as long as the one before (RFC 1123
+        // 4.2.3.2). Besides easing a congested link, the gap lets clients
+        // that re-ACK a duplicate block only once (atftp) reach their own
+        // timeout and ACK again, instead of ignoring retransmissions until
+        // the server gives up.
+        backoff = match (event, action) {
+            (Event::Timeout, _) => (backoff + 1).min(MAX_BACKOFF),
+            (_, Action::Ignore) => backoff,
+            _ => 0,
+        };
     }
 }
+
+/// At most 2^4 times the negotiated timeout between retransmissions: with
+/// five retries and the default 1 s, a silent client is given up after
+/// 1 + 2 + 4 + 8 + 16 s.
+const MAX_BACKOFF: u32 = 4;
 
 /// What one wait for the client ended with.
 #[derive(Debug)]

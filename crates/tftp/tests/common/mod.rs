@@ -2,6 +2,8 @@
 //! root, plus files with known content.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
