@@ -69,6 +69,7 @@ head -c $((SIZE_MIB << 20)) /dev/urandom > "$work/root/bench.bin"
 head -c $((CONC_SIZE_MIB << 20)) /dev/urandom > "$work/root/conc.bin"
 head -c $((RACK_SIZE_KIB << 10)) /dev/urandom > "$work/root/loader.bin"
 head -c $((LOSS_SIZE_KIB << 10)) /dev/urandom > "$work/root/lossy.bin"
+for i in $(seq "$LOSS_CLIENTS"); do ln "$work/root/lossy.bin" "$work/root/lossy$i.bin"; done
 echo ready > "$work/root/ready.txt"
 chmod 644 "$work"/root/*
 most=$((CONC > RACK ? CONC : RACK))
@@ -126,13 +127,16 @@ fetch() {
 
 # group N PORT FILE BLKSIZE WINDOW -> "SECONDS FAILED": N atftp clients at
 # once, time until the last one is done, and how many failed or got a
-# different file.
+# different file. Client i fetches FILE's numbered link (lossy3.bin) when
+# there is one, so each client gets its own losses from the relay.
 group() {
-    local n=$1 port=$2 file=$3 blksize=$4 window=$5 t0 t1 failed=0 pids=()
+    local n=$1 port=$2 file=$3 blksize=$4 window=$5 t0 t1 failed=0 pids=() name
     t0=$(now)
     for i in $(seq "$n"); do
+        name=$file
+        [[ -e $work/root/${file%.bin}$i.bin ]] && name=${file%.bin}$i.bin
         timeout 600 atftp --option "blksize $blksize" --option "windowsize $window" \
-            -g -r "$file" -l "$work/out/c$i" 127.0.0.1 "$port" >"$work/out/c$i.log" 2>&1 &
+            -g -r "$name" -l "$work/out/c$i" 127.0.0.1 "$port" >"$work/out/c$i.log" 2>&1 &
         pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
@@ -154,8 +158,8 @@ single() {
     rate "$SIZE_MIB" "$(echo "$all" | median)"
 }
 
-# groups N PORT FILE BLKSIZE WINDOW -> median "SECONDS" of REPEAT group
-# runs, or FAIL(n) with the failures of the worst run
+# groups N PORT FILE BLKSIZE WINDOW -> median seconds of REPEAT group runs,
+# followed by FAIL(n) with the failures of the worst run if any failed
 groups() {
     local secs failed all= worst=0
     for _ in $(seq "$REPEAT"); do
@@ -164,7 +168,8 @@ groups() {
         ((failed > worst)) && worst=$failed
     done
     echo "  runs (s):$all" >&2
-    if ((worst)); then echo "FAIL($worst)"; else echo "$all" | median; fi
+    secs=$(echo "$all" | median)
+    if ((worst)); then echo "$secs FAIL($worst)"; else echo "$secs"; fi
 }
 
 declare -A result granted
@@ -194,8 +199,8 @@ for server in $SERVERS; do
             read -r blksize window <<<"$spec"
             secs=$(groups "$CONC" "$port" conc.bin "$blksize" "$window")
             key="$server,conc,$blksize,$window"
-            if [[ $secs == FAIL* ]]; then result[$key]=$secs
-            else result[$key]=$(rate $((CONC * CONC_SIZE_MIB)) "$secs"); fi
+            read -r secs failed <<<"$secs"
+            result[$key]=$(rate $((CONC * CONC_SIZE_MIB)) "$secs")${failed:+ $failed}
             echo "$server $CONC concurrent blksize=$blksize windowsize=$window: ${result[$key]} MiB/s total" >&2
         done
     fi
@@ -204,7 +209,9 @@ for server in $SERVERS; do
         echo "$server $RACK concurrent ${RACK_SIZE_KIB} KiB at 1468/1: ${result[$server,rack]} s to the last" >&2
     fi
     for loss in $LOSS; do
-        # The same seed for every server: the same datagrams are dropped.
+        # The same seed for every server: each client loses the same
+        # datagrams of its transfer (the relay spares the handshake, see
+        # crates/tftp/tests/common/relay.rs).
         "$lossy_relay" --listen "127.0.0.1:$RELAY_PORT" --server "127.0.0.1:$port" \
             --loss "$loss" --seed 7 2>"$work/relay.log" &
         relay_pid=$!
@@ -244,7 +251,7 @@ if ((CONC)); then
     done
 fi
 if ((RACK)) || [[ -n $LOSS ]]; then
-    echo "Seconds to the last client (FAIL(n): n transfers failed or differed)"
+    echo "Seconds to the last client (FAIL(n): n transfers of the worst run failed or differed)"
 fi
 if ((RACK)); then
     printf '%-26s' "${RACK}x${RACK_SIZE_KIB}KiB 1468/1"

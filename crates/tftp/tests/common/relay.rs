@@ -7,13 +7,20 @@
 //! per server transfer ID one socket facing that client; the client sees a
 //! new transfer ID for every transfer, as it would from the server itself.
 //! Each datagram is dropped with a fixed probability per direction, drawn
-//! from a seeded generator so a failing run can be repeated.
+//! from a generator seeded per client from the relay's seed and the
+//! client's request, so a client sees the same losses on every run and
+//! against every server.
+//!
+//! The handshake (request, OACK, and the ACK 0 that confirms it) is never
+//! dropped: atftp aborts when an OACK is retransmitted ("unexpected OACK"),
+//! whichever server sends it, so a lost ACK 0 would measure that client bug
+//! rather than the server's recovery.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
@@ -75,15 +82,47 @@ impl Dice {
 struct Shared {
     server: SocketAddr,
     loss: Loss,
+    seed: u64,
     counts: Arc<Counts>,
+}
+
+/// One client's dice, and whether its transfer is past the handshake.
+#[derive(Debug)]
+struct Session {
     to_server: Mutex<Dice>,
     to_client: Mutex<Dice>,
+    data_seen: AtomicBool,
+}
+
+impl Session {
+    fn new(seed: u64, request: &[u8]) -> Self {
+        // FNV-1a of the request: the same file asked for gets the same dice.
+        let hash = request.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let seed = seed ^ hash;
+        Self {
+            // Never zero: xorshift would stay at zero.
+            to_server: Mutex::new(Dice(seed | 1)),
+            to_client: Mutex::new(Dice((seed ^ 0x9e37_79b9_7f4a_7c15) | 1)),
+            data_seen: AtomicBool::new(false),
+        }
+    }
+
+    fn handshake(&self, datagram: &[u8]) -> bool {
+        match datagram {
+            [0, 1 | 2 | 6, ..] => true,
+            [0, 4, 0, 0] => !self.data_seen.load(Ordering::Relaxed),
+            _ => false,
+        }
+    }
 }
 
 impl Shared {
-    fn pass_to_server(&self) -> bool {
+    fn pass_to_server(&self, session: &Session, datagram: &[u8]) -> bool {
         self.counts.to_server.fetch_add(1, Ordering::Relaxed);
-        let drop = lock(&self.to_server).hits(self.loss.to_server);
+        let drop =
+            !session.handshake(datagram) && lock(&session.to_server).hits(self.loss.to_server);
         if drop {
             self.counts
                 .to_server_dropped
@@ -92,9 +131,13 @@ impl Shared {
         !drop
     }
 
-    fn pass_to_client(&self) -> bool {
+    fn pass_to_client(&self, session: &Session, datagram: &[u8]) -> bool {
         self.counts.to_client.fetch_add(1, Ordering::Relaxed);
-        let drop = lock(&self.to_client).hits(self.loss.to_client);
+        if datagram.starts_with(&[0, 3]) {
+            session.data_seen.store(true, Ordering::Relaxed);
+        }
+        let drop =
+            !session.handshake(datagram) && lock(&session.to_client).hits(self.loss.to_client);
         if drop {
             self.counts
                 .to_client_dropped
@@ -124,10 +167,8 @@ impl Relay {
         let shared = Arc::new(Shared {
             server,
             loss,
+            seed,
             counts: counts.clone(),
-            // Never zero: xorshift would stay at zero.
-            to_server: Mutex::new(Dice(seed | 1)),
-            to_client: Mutex::new(Dice((seed ^ 0x9e37_79b9_7f4a_7c15) | 1)),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(requests(front, shared));
@@ -141,26 +182,32 @@ impl Relay {
 
 /// Requests from clients: each client gets a socket towards the server.
 async fn requests(front: UdpSocket, shared: Arc<Shared>) {
-    let mut sessions: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut sessions: HashMap<SocketAddr, (Arc<UdpSocket>, Arc<Session>)> = HashMap::new();
     let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; 65_536];
     loop {
         let Ok((len, client)) = front.recv_from(&mut buf).await else {
             continue;
         };
-        let back = match sessions.get(&client) {
-            Some(back) => back.clone(),
+        let (back, session) = match sessions.get(&client) {
+            Some(known) => known.clone(),
             None => {
                 let Ok(back) = UdpSocket::bind(SocketAddr::new(shared.server.ip(), 0)).await else {
                     continue;
                 };
                 let back = Arc::new(back);
-                sessions.insert(client, back.clone());
-                tasks.spawn(from_server(back.clone(), client, shared.clone()));
-                back
+                let session = Arc::new(Session::new(shared.seed, &buf[..len]));
+                sessions.insert(client, (back.clone(), session.clone()));
+                tasks.spawn(from_server(
+                    back.clone(),
+                    client,
+                    session.clone(),
+                    shared.clone(),
+                ));
+                (back, session)
             }
         };
-        if shared.pass_to_server() {
+        if shared.pass_to_server(&session, &buf[..len]) {
             let _ = back.send_to(&buf[..len], shared.server).await;
         }
     }
@@ -168,7 +215,12 @@ async fn requests(front: UdpSocket, shared: Arc<Shared>) {
 
 /// Everything the server sends one client, from any of its transfer IDs:
 /// each transfer ID gets its own socket facing the client.
-async fn from_server(back: Arc<UdpSocket>, client: SocketAddr, shared: Arc<Shared>) {
+async fn from_server(
+    back: Arc<UdpSocket>,
+    client: SocketAddr,
+    session: Arc<Session>,
+    shared: Arc<Shared>,
+) {
     let mut faces: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; 65_536];
@@ -185,11 +237,17 @@ async fn from_server(back: Arc<UdpSocket>, client: SocketAddr, shared: Arc<Share
                 };
                 let face = Arc::new(face);
                 faces.insert(tid, face.clone());
-                tasks.spawn(from_client(face.clone(), back.clone(), tid, shared.clone()));
+                tasks.spawn(from_client(
+                    face.clone(),
+                    back.clone(),
+                    tid,
+                    session.clone(),
+                    shared.clone(),
+                ));
                 face
             }
         };
-        if shared.pass_to_client() {
+        if shared.pass_to_client(&session, &buf[..len]) {
             let _ = face.send_to(&buf[..len], client).await;
         }
     }
@@ -200,6 +258,7 @@ async fn from_client(
     face: Arc<UdpSocket>,
     back: Arc<UdpSocket>,
     tid: SocketAddr,
+    session: Arc<Session>,
     shared: Arc<Shared>,
 ) {
     let mut buf = vec![0u8; 65_536];
@@ -207,7 +266,7 @@ async fn from_client(
         let Ok((len, _)) = face.recv_from(&mut buf).await else {
             continue;
         };
-        if shared.pass_to_server() {
+        if shared.pass_to_server(&session, &buf[..len]) {
             let _ = back.send_to(&buf[..len], tid).await;
         }
     }
