@@ -45,7 +45,7 @@ for tool in atftp curl in.tftpd dnsmasq; do
 done
 
 work=$(mktemp -d /tmp/ks-tftp-bench.XXXXXX)
-server_pid=
+server_pids=()
 relay_pid=
 stop_pid() {
     if [[ -n $1 ]]; then
@@ -53,8 +53,11 @@ stop_pid() {
         wait "$1" 2>/dev/null || true
     fi
 }
-stop_server() { stop_pid "$server_pid"; server_pid=; }
-cleanup() { stop_pid "$relay_pid"; stop_server; rm -rf "$work"; }
+cleanup() {
+    stop_pid "$relay_pid"
+    for pid in "${server_pids[@]}"; do stop_pid "$pid"; done
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
@@ -93,7 +96,7 @@ start_server() {
             --listen-address=127.0.0.1 --bind-interfaces --tftp-max=$((most * 2)) \
             --pid-file="$work/dnsmasq.pid" --user=root >"$log" 2>&1 & ;;
     esac
-    server_pid=$!
+    server_pids+=($!)
     wait_ready "$(port_of "$1")" || { echo "$1 did not start:" >&2; cat "$log" >&2; return 1; }
 }
 
@@ -146,33 +149,33 @@ group() {
     echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') $failed"
 }
 
-# single CLIENT PORT BLKSIZE WINDOW -> median MiB/s of REPEAT fetches, or FAIL
-single() {
-    local secs all=
-    for _ in $(seq "$REPEAT"); do
-        secs=$(fetch "$1" "$2" bench.bin "$3" "$4" "$work/out/x")
-        [[ $secs == fail ]] && { echo FAIL; return; }
-        all="$all $secs"
-    done
-    echo "  runs (s):$all" >&2
-    rate "$SIZE_MIB" "$(echo "$all" | median)"
-}
+# Runs per server and row: seconds, "fail" for a failed single fetch, or
+# "SECONDS/FAILED" for a group of clients.
+declare -A runs result granted
 
-# groups N PORT FILE BLKSIZE WINDOW -> median seconds of REPEAT group runs,
-# followed by FAIL(n) with the failures of the worst run if any failed
-groups() {
-    local secs failed all= worst=0
-    for _ in $(seq "$REPEAT"); do
-        read -r secs failed < <(group "$@")
-        all="$all $secs"
-        ((failed > worst)) && worst=$failed
-    done
-    echo "  runs (s):$all" >&2
-    secs=$(echo "$all" | median)
+# record SERVER KEY VALUE: one run of a row
+record() { runs[$1,$2]="${runs[$1,$2]:-} $3"; }
+
+# median_of SERVER KEY -> median seconds of the runs, FAIL when a single
+# fetch failed, or "SECONDS FAIL(n)" with the worst run's failures
+median_of() {
+    local all=${runs[$1,$2]:-} secs worst=0 v
+    echo "$1 $2 runs (s):$all" >&2
+    [[ $all == *fail* ]] && { echo FAIL; return; }
+    secs=$(for v in $all; do echo "${v%/*}"; done | median)
+    for v in $all; do [[ $v == */* ]] && ((${v#*/} > worst)) && worst=${v#*/}; done
     if ((worst)); then echo "$secs FAIL($worst)"; else echo "$secs"; fi
 }
 
-declare -A result granted
+# rated SERVER KEY MIB -> MiB/s from the median, keeping any FAIL mark
+rated() {
+    local m
+    m=$(median_of "$1" "$2")
+    [[ $m == FAIL ]] && { echo FAIL; return; }
+    read -r secs failed <<<"$m"
+    echo "$(rate "$3" "$secs")${failed:+ $failed}"
+}
+
 ran=()
 for server in $SERVERS; do
     if [[ $server == dnsmasq ]] && ss -lun | grep -q '127.0.0.1:69 \|0.0.0.0:69 \|\*:69 '; then
@@ -181,47 +184,80 @@ for server in $SERVERS; do
     fi
     ran+=("$server")
     start_server "$server"
-    port=$(port_of "$server")
-    for blksize in $BLKSIZES; do
-        for window in $WINDOWS; do
-            result[$server,$blksize,$window]=$(single atftp "$port" "$blksize" "$window")
-            # What the server grants, from the OACK of a small traced fetch.
-            granted[$server,$blksize,$window]=$(atftp --trace --option "blksize $blksize" \
-                --option "windowsize $window" -g -r ready.txt -l "$work/out/probe" 127.0.0.1 "$port" 2>&1 |
-                grep 'received OACK' | grep -o 'windowsize: [0-9]*' | grep -o '[0-9]*$' || echo 1)
-            echo "$server atftp blksize=$blksize windowsize=$window (granted ${granted[$server,$blksize,$window]}): ${result[$server,$blksize,$window]} MiB/s" >&2
+done
+
+for blksize in $BLKSIZES; do
+    for window in $WINDOWS curl; do
+        client=atftp w=$window
+        [[ $window == curl ]] && client=curl w=1
+        for _ in $(seq "$REPEAT"); do
+            for server in "${ran[@]}"; do
+                record "$server" "$blksize,$window" "$(fetch "$client" "$(port_of "$server")" bench.bin "$blksize" "$w" "$work/out/x")"
+            done
         done
-        result[$server,$blksize,curl]=$(single curl "$port" "$blksize" 1)
-        echo "$server curl blksize=$blksize: ${result[$server,$blksize,curl]} MiB/s" >&2
+        for server in "${ran[@]}"; do
+            result[$server,$blksize,$window]=$(rated "$server" "$blksize,$window" "$SIZE_MIB")
+            if [[ $window != curl ]]; then
+                # What the server grants, from the OACK of a small traced fetch.
+                granted[$server,$blksize,$window]=$(atftp --trace --option "blksize $blksize" \
+                    --option "windowsize $window" -g -r ready.txt -l "$work/out/probe" 127.0.0.1 "$(port_of "$server")" 2>&1 |
+                    grep 'received OACK' | grep -o 'windowsize: [0-9]*' | grep -o '[0-9]*$' || echo 1)
+            fi
+            echo "$server $client blksize=$blksize windowsize=$w (granted ${granted[$server,$blksize,$window]:-1}): ${result[$server,$blksize,$window]} MiB/s" >&2
+        done
     done
-    if ((CONC)); then
-        for spec in "1468 1" "1468 16"; do
-            read -r blksize window <<<"$spec"
-            secs=$(groups "$CONC" "$port" conc.bin "$blksize" "$window")
-            key="$server,conc,$blksize,$window"
-            read -r secs failed <<<"$secs"
-            result[$key]=$(rate $((CONC * CONC_SIZE_MIB)) "$secs")${failed:+ $failed}
-            echo "$server $CONC concurrent blksize=$blksize windowsize=$window: ${result[$key]} MiB/s total" >&2
+done
+
+# rows KEY N FILE BLKSIZE WINDOW [RELAY_LOSS]: REPEAT group runs per server
+rows() {
+    local key=$1 n=$2 file=$3 blksize=$4 window=$5 loss=${6:-} port secs failed
+    for _ in $(seq "$REPEAT"); do
+        for server in "${ran[@]}"; do
+            port=$(port_of "$server")
+            if [[ -n $loss ]]; then
+                # The same seed for every server: each client loses the same
+                # datagrams of its transfer (the relay spares the handshake,
+                # see crates/tftp/tests/common/relay.rs).
+                "$lossy_relay" --listen "127.0.0.1:$RELAY_PORT" --server "127.0.0.1:$port" \
+                    --loss "$loss" --seed 7 2>"$work/relay.log" &
+                relay_pid=$!
+                wait_ready "$RELAY_PORT" || { echo "relay did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
+                port=$RELAY_PORT
+            fi
+            read -r secs failed < <(group "$n" "$port" "$file" "$blksize" "$window")
+            record "$server" "$key" "$secs/$failed"
+            if [[ -n $loss ]]; then
+                stop_pid "$relay_pid"
+                relay_pid=
+                echo "$server $key: relay $(cat "$work/relay.log")" >&2
+            fi
         done
-    fi
-    if ((RACK)); then
-        result[$server,rack]=$(groups "$RACK" "$port" loader.bin 1468 1)
+    done
+}
+
+if ((CONC)); then
+    for spec in "1468 1" "1468 16"; do
+        read -r blksize window <<<"$spec"
+        rows "conc,$blksize,$window" "$CONC" conc.bin "$blksize" "$window"
+        for server in "${ran[@]}"; do
+            result[$server,conc,$blksize,$window]=$(rated "$server" "conc,$blksize,$window" $((CONC * CONC_SIZE_MIB)))
+            echo "$server $CONC concurrent blksize=$blksize windowsize=$window: ${result[$server,conc,$blksize,$window]} MiB/s total" >&2
+        done
+    done
+fi
+if ((RACK)); then
+    rows rack "$RACK" loader.bin 1468 1
+    for server in "${ran[@]}"; do
+        result[$server,rack]=$(median_of "$server" rack)
         echo "$server $RACK concurrent ${RACK_SIZE_KIB} KiB at 1468/1: ${result[$server,rack]} s to the last" >&2
-    fi
-    for loss in $LOSS; do
-        # The same seed for every server: each client loses the same
-        # datagrams of its transfer (the relay spares the handshake, see
-        # crates/tftp/tests/common/relay.rs).
-        "$lossy_relay" --listen "127.0.0.1:$RELAY_PORT" --server "127.0.0.1:$port" \
-            --loss "$loss" --seed 7 2>"$work/relay.log" &
-        relay_pid=$!
-        wait_ready "$RELAY_PORT" || { echo "relay did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
-        result[$server,loss,$loss]=$(groups "$LOSS_CLIENTS" "$RELAY_PORT" lossy.bin 1468 1)
-        stop_pid "$relay_pid"
-        relay_pid=
-        echo "$server $LOSS_CLIENTS clients x ${LOSS_SIZE_KIB} KiB at 1468/1, $loss loss both ways: ${result[$server,loss,$loss]} s to the last ($(cat "$work/relay.log"))" >&2
     done
-    stop_server
+fi
+for loss in $LOSS; do
+    rows "loss,$loss" "$LOSS_CLIENTS" lossy.bin 1468 1 "$loss"
+    for server in "${ran[@]}"; do
+        result[$server,loss,$loss]=$(median_of "$server" "loss,$loss")
+        echo "$server $LOSS_CLIENTS clients x ${LOSS_SIZE_KIB} KiB at 1468/1, $loss loss both ways: ${result[$server,loss,$loss]} s to the last" >&2
+    done
 done
 
 echo
