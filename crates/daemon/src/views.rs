@@ -147,14 +147,23 @@ impl kickstand_tftp::Source for Live {
 
     /// `boot/<mac>.ipxe`, for iPXE builds without HTTP: the same script the
     /// HTTP route serves.
-    fn generated<'a>(
+    fn open<'a>(
         &'a self,
         path: &'a str,
         peer: SocketAddr,
-    ) -> kickstand_tftp::BoxFuture<'a, Option<Bytes>> {
+    ) -> kickstand_tftp::BoxFuture<
+        'a,
+        Result<Option<kickstand_tftp::Content>, kickstand_tftp::OpenError>,
+    > {
         Box::pin(async move {
-            let mac = urls::parse_boot_script_name(path)?.ok()?;
-            self.boot_script(mac, peer.ip()).await.ok().map(Bytes::from)
+            let Some(Ok(mac)) = urls::parse_boot_script_name(path) else {
+                return Ok(None);
+            };
+            Ok(self
+                .boot_script(mac, peer.ip())
+                .await
+                .ok()
+                .map(|script| kickstand_tftp::Content::Bytes(Bytes::from(script))))
         })
     }
 

@@ -12,8 +12,11 @@
 //! - [`protocol`]: option negotiation and the transfer state machine, a
 //!   pure `event -> action` function with no sockets or clock.
 //! - [`source`]: the [`Source`] trait the daemon implements.
-//! - `server`: the tokio driver, [`serve`], which owns every socket.
+//! - `server`: the driver, [`serve`], which owns every socket: requests
+//!   arrive on the runtime, each transfer runs on a thread of its own.
+//! - `cache`: small files held in memory, shared by every transfer.
 
+mod cache;
 mod metrics;
 pub mod packet;
 pub mod path;
@@ -25,4 +28,4 @@ pub use metrics::Metrics;
 pub use path::{PathError, normalize};
 pub use protocol::Limits;
 pub use server::{Config, OpenError, serve, serve_with};
-pub use source::{BoxFuture, DirSource, Source, TransferOutcome, TransferReport};
+pub use source::{BoxFuture, Content, DirSource, Growing, Source, TransferOutcome, TransferReport};

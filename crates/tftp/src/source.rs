@@ -1,7 +1,9 @@
-//! What the server serves: a root directory plus files the daemon
-//! generates (per-host boot scripts) without touching the disk.
+//! What the server serves: a root directory plus content the daemon
+//! supplies by name (per-host boot scripts, files from its repo cache).
 
+use std::fs::File;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -9,25 +11,32 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::OpenError;
+
 /// A boxed future, so [`Source`] stays usable as `dyn Source`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The files a server offers. The daemon implements it over its live
 /// generation; [`DirSource`] serves a directory alone.
 pub trait Source: Send + Sync + std::fmt::Debug {
-    /// Directory whose regular files are served, read-only. Asked once per
+    /// Directory whose regular files are served, read-only, when
+    /// [`Source::open`] has nothing of its own for a path. Asked once per
     /// request and returned owned, so an implementation over a snapshot
     /// that a reload swaps can hand out its current value.
     fn root(&self) -> PathBuf;
 
-    /// A generated file for `path`, which is already normalised (see
-    /// [`crate::normalize`]: relative, `/`-separated, no leading `/`). It
-    /// shadows a file of the same name under [`Source::root`]. `peer` is
-    /// who asks. Async: what it generates may depend on state kept in a
-    /// database.
-    fn generated<'a>(&'a self, path: &'a str, peer: SocketAddr) -> BoxFuture<'a, Option<Bytes>> {
+    /// The content for `path`, which is already normalised (see
+    /// [`crate::normalize`]: relative, `/`-separated, no leading `/`), or
+    /// `None` to serve the file of that name under [`Source::root`]. What
+    /// it returns shadows that file. `peer` is who asks. Async: what it
+    /// serves may come from a database or a download.
+    fn open<'a>(
+        &'a self,
+        path: &'a str,
+        peer: SocketAddr,
+    ) -> BoxFuture<'a, Result<Option<Content>, OpenError>> {
         let _ = (path, peer);
-        Box::pin(std::future::ready(None))
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// Called once per request when it ends, however it ended: for the
@@ -35,6 +44,33 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn transfer_ended(&self, peer: SocketAddr, report: &TransferReport) {
         let _ = (peer, report);
     }
+}
+
+/// What [`Source::open`] serves. Its size is known before the first block,
+/// so `tsize` is always answered truthfully.
+#[derive(Debug)]
+pub enum Content {
+    /// Made in memory: per-host boot scripts and configs.
+    Bytes(Bytes),
+    /// `size` bytes of a complete file from `offset` (a cache entry keeps
+    /// its headers in front of the body). The open file is what is sent,
+    /// so a file replaced by rename mid-transfer is still sent whole.
+    File { file: File, offset: u64, size: u64 },
+    /// A file still arriving, such as a download in progress.
+    Growing(Box<dyn Growing>),
+}
+
+/// A file whose final size is known while its bytes still arrive. The
+/// server reads it on the transfer's own thread, so `read_exact_at` may
+/// block until the bytes are there.
+pub trait Growing: Send + std::fmt::Debug {
+    /// The size it will have once complete.
+    fn size(&self) -> u64;
+
+    /// Fills `buf` from `offset`, waiting for the bytes to arrive. An error
+    /// (the download failed or stalled) ends the transfer with an ERROR,
+    /// so a client never takes a partial file for a whole one.
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 }
 
 /// How one request ended, as [`Source::transfer_ended`] hears of it.

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{GENERATED, Server, content};
+use common::{GENERATED, Server, TRICKLE_LEN, TRICKLE_SEED, content};
 use kickstand_tftp::Config;
 use kickstand_tftp::packet::{
     self, Direction, ErrorCode, Mode, Packet, Request, encode_ack, encode_error,
@@ -422,6 +422,63 @@ async fn generated_files_shadow_the_root() {
     assert_eq!(
         got.oack,
         vec![("tsize".to_string(), GENERATED.len().to_string())]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_still_arriving_is_sent_whole_with_its_final_size() {
+    let server = Server::start(Config::default()).await;
+    let client = Client::new(server.addr).await;
+    let got = client
+        .download("growing/whole.bin", &[("tsize", "0"), ("blksize", "1468")])
+        .await;
+    assert!(
+        got.oack
+            .contains(&("tsize".to_string(), TRICKLE_LEN.to_string())),
+        "tsize is the final size: {:?}",
+        got.oack
+    );
+    assert_eq!(got.data, content(TRICKLE_LEN, TRICKLE_SEED));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_that_fails_while_arriving_ends_in_an_error_never_a_short_file() {
+    let server = Server::start(Config::default()).await;
+    let client = Client::new(server.addr).await;
+    client
+        .request(
+            Direction::Read,
+            b"growing/fails.bin",
+            &[("blksize", "1468")],
+        )
+        .await;
+    let (_, tid) = client.recv().await;
+    client.send(&encode_ack(0), tid).await;
+    // Lockstep until the server stops sending DATA.
+    let mut received = 0usize;
+    let error = loop {
+        let (buf, _) = client.recv().await;
+        match Packet::parse(&buf).expect("parse") {
+            Packet::Data { block, data } => {
+                assert_eq!(data.len(), 1468, "a short block would end the file");
+                received += data.len();
+                client.send(&encode_ack(block), tid).await;
+            }
+            Packet::Error { code, message } => break (code, message),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(error.0, ErrorCode::NotDefined, "{error:?}");
+    assert!(received < TRICKLE_LEN / 2 + 1468, "{received}");
+    let reports = server.source.reports.lock().expect("reports").clone();
+    assert!(
+        matches!(
+            reports.last().map(|r| &r.outcome),
+            Some(kickstand_tftp::TransferOutcome::Failed { .. })
+        ),
+        "{reports:?}"
     );
     server.stop().await;
 }

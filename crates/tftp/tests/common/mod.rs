@@ -2,16 +2,20 @@
 //! root, plus files with known content.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kickstand_tftp::{Config, Source};
+use kickstand_tftp::{Config, Content, Growing, OpenError, Source};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A root directory plus one generated file, `generated/hello.ipxe`.
+/// A root directory plus supplied files: `generated/hello.ipxe`, and
+/// `growing/whole.bin` and `growing/fails.bin`, which arrive while they are
+/// sent (the second stops halfway with an error).
 #[derive(Debug)]
 pub struct TestSource {
     pub root: tempfile::TempDir,
@@ -26,14 +30,22 @@ impl Source for TestSource {
         self.root.path().to_owned()
     }
 
-    fn generated<'a>(
+    fn open<'a>(
         &'a self,
         path: &'a str,
         _peer: std::net::SocketAddr,
-    ) -> kickstand_tftp::BoxFuture<'a, Option<Bytes>> {
-        let found =
-            (path == "generated/hello.ipxe").then(|| Bytes::from_static(GENERATED.as_bytes()));
-        Box::pin(std::future::ready(found))
+    ) -> kickstand_tftp::BoxFuture<'a, Result<Option<Content>, OpenError>> {
+        let found = match path {
+            "generated/hello.ipxe" => {
+                Some(Content::Bytes(Bytes::from_static(GENERATED.as_bytes())))
+            }
+            "growing/whole.bin" => Some(Content::Growing(Box::new(Trickle::new(None)))),
+            "growing/fails.bin" => Some(Content::Growing(Box::new(Trickle::new(Some(
+                TRICKLE_LEN as u64 / 2,
+            ))))),
+            _ => None,
+        };
+        Box::pin(std::future::ready(Ok(found)))
     }
 
     fn transfer_ended(&self, _peer: std::net::SocketAddr, report: &kickstand_tftp::TransferReport) {
@@ -99,4 +111,52 @@ pub fn content(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Length and seed of the growing files' content.
+pub const TRICKLE_LEN: usize = 300_000;
+pub const TRICKLE_SEED: u64 = 41;
+
+/// A file that arrives 64 KiB every 20 ms, like a download in progress:
+/// reads past what has arrived wait for it.
+#[derive(Debug)]
+pub struct Trickle {
+    data: Vec<u8>,
+    started: std::time::Instant,
+    fail_at: Option<u64>,
+}
+
+impl Trickle {
+    fn new(fail_at: Option<u64>) -> Self {
+        Self {
+            data: content(TRICKLE_LEN, TRICKLE_SEED),
+            started: std::time::Instant::now(),
+            fail_at,
+        }
+    }
+
+    fn arrived(&self) -> u64 {
+        let steps = self.started.elapsed().as_millis() as u64 / 20 + 1;
+        (steps * 65_536).min(TRICKLE_LEN as u64)
+    }
+}
+
+impl Growing for Trickle {
+    fn size(&self) -> u64 {
+        TRICKLE_LEN as u64
+    }
+
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        if let Some(fail_at) = self.fail_at
+            && end > fail_at
+        {
+            return Err(std::io::Error::other("the download failed"));
+        }
+        while self.arrived() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        buf.copy_from_slice(&self.data[offset as usize..end as usize]);
+        Ok(())
+    }
 }
