@@ -7,7 +7,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 use common::*;
-use kickstand_repo::{WarmOutcome, WarmTarget};
+use kickstand_repo::{WarmOutcome, WarmProgress, WarmTarget};
 
 /// Publishes a repo at `/c/os/` with `pkgs` (name, bytes, advertised sha).
 fn publish(m: &Mirror, pkgs: &[(&str, Bytes, String)]) {
@@ -67,15 +67,25 @@ async fn warm_fetches_and_verifies_every_package() {
     let mut events = Vec::new();
     let mut target = WarmTarget::new("c", "os/");
     target.concurrency = 3;
-    let report = rp.warm(&target, |e| events.push(e.clone())).await.unwrap();
+    let report = rp
+        .warm(&target, |p| {
+            if let WarmProgress::File(e) = p {
+                events.push(e)
+            }
+        })
+        .await
+        .unwrap();
+    // repomd.xml, primary and 13 packages.
+    assert_eq!(report.files, 15);
     assert_eq!(report.packages, 13);
-    assert_eq!(report.already_cached, 1);
+    // repomd.xml and primary were fetched to read the plan.
+    assert_eq!(report.already_cached, 3);
     assert_eq!(report.fetched, 11);
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
     assert!(report.failed[0].0.ends_with("tampered.rpm"));
     assert!(report.failed[0].1.contains("sha256"), "{:?}", report.failed);
-    assert_eq!(events.len(), 13);
-    assert_eq!(events.last().unwrap().done, 13);
+    assert_eq!(events.len(), 15);
+    assert_eq!(events.last().unwrap().done, 15);
     assert!(
         events
             .iter()
@@ -96,11 +106,12 @@ async fn warm_fetches_and_verifies_every_package() {
 
     // A second warm finds everything in place.
     let again = rp.warm(&target, |_| {}).await.unwrap();
-    assert_eq!((again.already_cached, again.fetched), (12, 0));
+    assert_eq!((again.already_cached, again.fetched), (14, 0));
 
     // Bit rot on disk: verify finds it and removes the file.
     let v = rp.verify().await.unwrap();
-    assert_eq!((v.repos, v.checked, v.ok), (1, 12, 12), "{v:?}");
+    // Primary and the 12 good packages.
+    assert_eq!((v.repos, v.checked, v.ok), (1, 13, 13), "{v:?}");
     // The object whose header names pkg5.
     let victim = cached_objects(dir.path())
         .into_iter()
@@ -115,7 +126,7 @@ async fn warm_fetches_and_verifies_every_package() {
     bytes[last] ^= 0xff;
     std::fs::write(&victim, bytes).unwrap();
     let v = rp.verify().await.unwrap();
-    assert_eq!((v.checked, v.ok), (12, 11), "{v:?}");
+    assert_eq!((v.checked, v.ok), (13, 12), "{v:?}");
     assert_eq!(v.corrupt, vec!["c/os/Packages/pkg5.rpm".to_string()]);
     let g = request(addr, "GET", "/repo/c/os/Packages/pkg5.rpm", &[]).await;
     assert_eq!((g.cache(), g.bytes()), ("miss", good[5].1.clone()));
