@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The install tree under every mirror's base URL.
 const OS: &str = "9-stream/BaseOS/x86_64/os";
+/// The OS's second repository (xz repodata with comps, updateinfo, modules).
+const APPSTREAM: &str = "9-stream/AppStream/x86_64/os";
 const PROXY_USER: &str = "kick";
 const PROXY_PASSWORD: &str = "secret";
 
@@ -256,6 +258,47 @@ impl Drop for Kickstand {
         }
         self.kill9();
     }
+}
+
+/// An OS definition `bed9` (the BaseOS tree plus AppStream, on mirror
+/// `centos`) beside the appliance config, with the two templates every OS
+/// names; no hosts, so nothing is rendered.
+fn write_os_profile(bed: &Bed) {
+    let home = bed.dir.join("ks");
+    for sub in ["etc", "templates"] {
+        fs::create_dir_all(home.join(sub)).expect("create kickstand dirs");
+    }
+    fs::write(
+        home.join("etc/os.yaml"),
+        format!(
+            "os:\n  bed9:\n    mirror: centos\n    tree: {OS}\n    repos:\n      - name: AppStream\n        path: {APPSTREAM}\n    kickstart: bed.ks.j2\n"
+        ),
+    )
+    .expect("write os.yaml");
+    fs::write(home.join("templates/bed.ks.j2"), "text\n").expect("write template");
+    fs::write(home.join("templates/boot.ipxe.j2"), "#!ipxe\n").expect("write template");
+}
+
+/// `kickstand cache …` against the running daemon (as an operator would,
+/// not on a terminal): its exit status and what it printed.
+fn cache_cli(ks: &Kickstand, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kickstand"))
+        .arg("--config")
+        .arg(ks.home.join("etc/kickstand.yaml"))
+        .arg("cache")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kickstand cache");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn appliance_config(bed: &Bed, http_port: u16, tftp_port: u16) -> String {
@@ -971,4 +1014,97 @@ fn https_mirror_through_squid_connect() {
         bed.upstream_fetches("/Packages/ks-hello-1.0-1.noarch.rpm"),
         1
     );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn after_warm_a_rack_installs_with_mirror_and_proxy_gone() {
+    let bed = Bed::start("offline");
+    write_os_profile(&bed);
+    let ks = Kickstand::start(&bed);
+    let (ok, out) = cache_cli(&ks, &["warm", "bed9"]);
+    assert!(ok, "cache warm failed:\n{out}\n{}", ks.log());
+    // Plain lines off a terminal: the plan and the end of each target.
+    for want in [
+        format!("done centos/{OS}:"),
+        format!("done centos/{APPSTREAM}:"),
+        "file(s)".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} missing from:\n{out}");
+    }
+    assert!(!out.contains("FAILED"), "{out}");
+
+    // The mirror and the office proxy both go away.
+    let squid_port = bed.port("KS_SQUID_PORT");
+    let out = Command::new(bed_scripts().join("stop.sh"))
+        .arg(&bed.dir)
+        .output()
+        .expect("stop.sh");
+    assert!(out.status.success(), "stop.sh: {out:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", squid_port)).is_err(),
+        "squid still answers"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", bed.port("KS_MIRROR_HTTP_PORT"))).is_err(),
+        "nginx still answers"
+    );
+
+    // dnf installs every package of both repositories through the appliance.
+    let root = bed.dir.join("root");
+    let appstream = format!(
+        "appstream=http://127.0.0.1:{}/repo/centos/{APPSTREAM}/",
+        ks.port
+    );
+    dnf_install(
+        &root,
+        &ks.repo_url("centos"),
+        &["ks-hello", "ks-payload", "ks-app"],
+        &[("KS_DNF_EXTRA_REPOS", appstream.as_str())],
+    );
+    assert_installed(&root);
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/ks-app/VERSION")).expect("ks-app installed"),
+        "ks-app 1.0\n"
+    );
+    assert_eq!(
+        fs::metadata(root.join("usr/share/ks-payload/blob.bin"))
+            .expect("payload installed")
+            .len(),
+        4 << 20
+    );
+
+    // What a netboot needs before dnf: the tree and its images.
+    for rel in [
+        ".treeinfo",
+        "images/pxeboot/vmlinuz",
+        "images/pxeboot/initrd.img",
+        "images/install.img",
+    ] {
+        assert_eq!(
+            sha256(&ks.fetch("centos", rel)),
+            sha256_file(&bed.mirror_file(rel)),
+            "{rel} served with the mirror gone"
+        );
+    }
+    // Every record of AppStream's repomd.xml, whatever dnf chose to read.
+    let repodata = Path::new(bed.var("KS_MIRROR_ROOT")).join(APPSTREAM).join("repodata");
+    let repomd = fs::read_to_string(repodata.join("repomd.xml")).expect("repomd.xml");
+    let records: Vec<&str> = repomd
+        .split("<location href=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    assert!(records.len() >= 7, "{records:?}");
+    for href in records {
+        let path = format!("/repo/centos/{APPSTREAM}/{href}");
+        let r = get(ks.port, &path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status, 200, "{path} with the mirror gone");
+        let on_mirror = fs::read(Path::new(bed.var("KS_MIRROR_ROOT")).join(APPSTREAM).join(href))
+            .expect("mirror record");
+        assert_eq!(sha256(&r.body), sha256(&on_mirror), "{href}");
+    }
+    // A second warm with the mirror gone: nothing to fetch, and it says so.
+    let (_, out) = cache_cli(&ks, &["warm", "bed9"]);
+    assert!(out.contains("0 fetched"), "{out}");
 }
