@@ -59,6 +59,8 @@ pub(crate) struct Live {
     pub(crate) repo: RepoProxy,
     pub(crate) counters: Counters,
     pub(crate) syslog: Arc<syslog::Counters>,
+    /// What the HTTP connection caps did.
+    pub(crate) connections: Arc<kickstand_http::ConnectionStats>,
     pub(crate) logs: InstallerLogs,
     /// The daemon's tasks (cache operations and event writes among them):
     /// shutdown drains it.
@@ -108,6 +110,7 @@ impl Live {
             repo: parts.repo,
             counters: Counters::default(),
             syslog: Arc::default(),
+            connections: Arc::default(),
             logs,
             tasks: parts.tasks,
             operator_token: parts.operator_token,

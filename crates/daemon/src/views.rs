@@ -608,6 +608,21 @@ impl Live {
                 "files evicted from the cache",
                 s.evictions,
             ),
+            (
+                "kickstand_http_connections_refused_total{cap=\"per-client\"}",
+                "HTTP connections closed at once by a connection cap",
+                self.connections.refused_per_client(),
+            ),
+            (
+                "kickstand_http_connections_refused_total{cap=\"total\"}",
+                "HTTP connections closed at once by a connection cap",
+                self.connections.refused_total(),
+            ),
+            (
+                "kickstand_http_connections_open",
+                "HTTP connections open now",
+                self.connections.open(),
+            ),
             ("kickstand_cache_entries", "files in the cache", s.entries),
             ("kickstand_cache_bytes", "bytes in the cache", s.bytes),
             ("kickstand_cache_max_bytes", "cache size limit", s.max_bytes),

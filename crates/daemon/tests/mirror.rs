@@ -1088,7 +1088,9 @@ fn after_warm_a_rack_installs_with_mirror_and_proxy_gone() {
         );
     }
     // Every record of AppStream's repomd.xml, whatever dnf chose to read.
-    let repodata = Path::new(bed.var("KS_MIRROR_ROOT")).join(APPSTREAM).join("repodata");
+    let repodata = Path::new(bed.var("KS_MIRROR_ROOT"))
+        .join(APPSTREAM)
+        .join("repodata");
     let repomd = fs::read_to_string(repodata.join("repomd.xml")).expect("repomd.xml");
     let records: Vec<&str> = repomd
         .split("<location href=\"")
@@ -1100,8 +1102,12 @@ fn after_warm_a_rack_installs_with_mirror_and_proxy_gone() {
         let path = format!("/repo/centos/{APPSTREAM}/{href}");
         let r = get(ks.port, &path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
         assert_eq!(r.status, 200, "{path} with the mirror gone");
-        let on_mirror = fs::read(Path::new(bed.var("KS_MIRROR_ROOT")).join(APPSTREAM).join(href))
-            .expect("mirror record");
+        let on_mirror = fs::read(
+            Path::new(bed.var("KS_MIRROR_ROOT"))
+                .join(APPSTREAM)
+                .join(href),
+        )
+        .expect("mirror record");
         assert_eq!(sha256(&r.body), sha256(&on_mirror), "{href}");
     }
     // A second warm with the mirror gone: nothing to fetch, and it says so.

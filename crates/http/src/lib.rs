@@ -22,4 +22,4 @@ mod server;
 
 pub use error::{ApiError, Body};
 pub use front::{Front, Loader, Reply, RouteKind};
-pub use server::{handle, serve};
+pub use server::{ConnectionStats, Limits, handle, serve, serve_with};
