@@ -1114,3 +1114,276 @@ fn after_warm_a_rack_installs_with_mirror_and_proxy_gone() {
     let (_, out) = cache_cli(&ks, &["warm", "bed9"]);
     assert!(out.contains("0 fetched"), "{out}");
 }
+
+// ---------------------------------------------------------------------------
+// Mirrors are not atomic: files rewritten in place, respins, syncs half done.
+
+/// Rewrites `path` in place as `cp` over a served file does: the first
+/// `first` bytes of `new`, a pause of `pause`, then the rest. Returns the
+/// writer thread.
+fn rewrite_in_place(
+    path: &Path,
+    new: Vec<u8>,
+    first: usize,
+    pause: Duration,
+) -> thread::JoinHandle<()> {
+    let path = path.to_path_buf();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .expect("open mirror file for rewriting");
+    f.write_all(&new[..first]).expect("write first part");
+    f.flush().expect("flush");
+    thread::spawn(move || {
+        thread::sleep(pause);
+        f.write_all(&new[first..]).expect("write the rest");
+    })
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut v))
+        .expect("read /dev/urandom");
+    v
+}
+
+/// Dates `path` back an hour (a mirror file that is not being written).
+fn age(path: &Path) {
+    let f = fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open to date back");
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .expect("set mtime");
+}
+
+/// A `.treeinfo` checksum line for `rel` set to `sum`, written by rename.
+fn set_treeinfo_sum(bed: &Bed, rel: &str, sum: &str) {
+    let path = bed.mirror_file(".treeinfo");
+    let text = fs::read_to_string(&path).expect("read .treeinfo");
+    let out: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{rel} = sha256:")) {
+                format!("{rel} = sha256:{sum}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let tmp = path.with_extension("new");
+    fs::write(&tmp, out).expect("write .treeinfo");
+    age(&tmp);
+    fs::rename(&tmp, &path).expect("rename .treeinfo");
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_file_without_checksum_rewritten_in_place_is_served_but_never_cached_torn() {
+    let bed = Bed::start("inplace");
+    let ks = Kickstand::start(&bed);
+    let rel = "images/extra.img";
+    let path = bed.mirror_file(rel);
+    let old = random_bytes(2 << 20);
+    fs::write(&path, &old).expect("write extra.img");
+    age(&path);
+    assert_eq!(sha256(&ks.fetch("centos", rel)), sha256(&old));
+
+    // Rewritten in place, slowly: nginx sends the size of the moment.
+    let new = random_bytes(4 << 20);
+    let writer = rewrite_in_place(&path, new.clone(), 3 << 20, Duration::from_secs(4));
+    thread::sleep(Duration::from_millis(2500)); // past revalidate_after (2 s)
+    let torn = ks.fetch("centos", rel);
+    assert_eq!(torn.len(), 3 << 20, "the mirror sent its torn prefix");
+    writer.join().expect("writer");
+    // It was served, not committed: every later client gets the whole file.
+    for i in 0..3 {
+        let got = ks.fetch("centos", rel);
+        assert_eq!(sha256(&got), sha256(&new), "client {i} after the rewrite");
+    }
+    let cached = read_tree(&ks.home.join("var/cache/objects"));
+    assert!(
+        !cached.iter().any(|(_, c)| c.ends_with(&torn)),
+        "the torn prefix was committed"
+    );
+    assert!(
+        ks.log().contains("may still be being written"),
+        "the log says why it was not cached:\n{}",
+        ks.log()
+    );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn an_image_rewritten_in_place_fails_its_checksum_and_is_not_committed() {
+    let bed = Bed::start("inplace-sum");
+    let ks = Kickstand::start(&bed);
+    let rel = "images/pxeboot/initrd.img";
+    ks.fetch("centos", ".treeinfo"); // the cache learns the images' checksums
+    assert_eq!(
+        sha256(&ks.fetch("centos", rel)),
+        sha256_file(&bed.mirror_file(rel))
+    );
+    // A respin: .treeinfo names the new image; the image itself is still
+    // being copied in place when a client asks.
+    let new = random_bytes(3 << 20);
+    set_treeinfo_sum(&bed, rel, &sha256(&new));
+    let writer = rewrite_in_place(
+        &bed.mirror_file(rel),
+        new.clone(),
+        1 << 20,
+        Duration::from_secs(4),
+    );
+    thread::sleep(Duration::from_millis(2500));
+    let during = get(ks.port, &format!("/repo/centos/{OS}/{rel}"));
+    assert!(
+        !matches!(&during, Ok(r) if r.status == 200),
+        "a torn image must not be served as complete: {:?}",
+        during.map(|r| (r.status, r.body.len()))
+    );
+    writer.join().expect("writer");
+    let after = ks.fetch("centos", rel);
+    assert_eq!(sha256(&after), sha256(&new), "the whole new image");
+    let again = get(ks.port, &format!("/repo/centos/{OS}/{rel}")).expect("GET");
+    assert_eq!(sha256(&again.body), sha256(&new));
+    assert_eq!(
+        again.header("x-kickstand-cache"),
+        Some("hit"),
+        "verified against .treeinfo, so committed though just written"
+    );
+    assert!(ks.log().contains("sha256 mismatch"), "{}", ks.log());
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn an_image_respun_by_rename_is_checked_against_the_new_treeinfo() {
+    let bed = Bed::start("rename-sum");
+    let ks = Kickstand::start(&bed);
+    let rel = "images/pxeboot/vmlinuz";
+    ks.fetch("centos", ".treeinfo");
+    ks.fetch("centos", rel);
+    // Image and .treeinfo both replaced by rename (an rsync of a respin).
+    let new = random_bytes(128 << 10);
+    let tmp = bed.mirror_file("images/pxeboot/vmlinuz.new");
+    fs::write(&tmp, &new).expect("write new kernel");
+    age(&tmp);
+    fs::rename(&tmp, bed.mirror_file(rel)).expect("rename kernel");
+    set_treeinfo_sum(&bed, rel, &sha256(&new));
+    thread::sleep(Duration::from_millis(2500));
+    // The cached .treeinfo still names the old kernel: the proxy reads
+    // .treeinfo again before it decides the new kernel is corrupt.
+    assert_eq!(sha256(&ks.fetch("centos", rel)), sha256(&new));
+    let hit = get(ks.port, &format!("/repo/centos/{OS}/{rel}")).expect("GET");
+    assert_eq!(hit.header("x-kickstand-cache"), Some("hit"));
+    assert_eq!(sha256(&hit.body), sha256(&new));
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_file_changed_during_its_download_is_not_committed() {
+    let bed = Bed::start("changed");
+    let ks = Kickstand::start(&bed);
+    // install.img from the 1 MiB/s path: a 4 s download.
+    let rel = "images/install.img";
+    let path = bed.mirror_file(rel);
+    let port = ks.port;
+    let client = thread::spawn(move || get(port, &format!("/repo/slow/{OS}/{rel}")));
+    thread::sleep(Duration::from_millis(1500));
+    // Same size, new bytes, in place: nginx keeps sending from the file.
+    let new = random_bytes(4 << 20);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open install.img");
+    f.write_all(&new).expect("overwrite");
+    drop(f);
+    let first = client.join().expect("client").expect("response");
+    assert_eq!(first.status, 200);
+    let log = ks.log();
+    assert!(
+        log.contains("changed on the mirror during the download"),
+        "the HEAD after the download saw the change:\n{log}"
+    );
+    let before = bed.upstream_fetches("/slow/centos/9-stream/BaseOS/x86_64/os/images/install.img");
+    let second = get(port, &format!("/repo/slow/{OS}/{rel}")).expect("GET");
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        bed.upstream_fetches("/slow/centos/9-stream/BaseOS/x86_64/os/images/install.img"),
+        before + 1,
+        "not committed, so fetched again"
+    );
+    assert_eq!(sha256(&second.body), sha256(&new));
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_new_repomd_naming_metadata_the_mirror_lacks_is_not_handed_out() {
+    let bed = Bed::start("generation");
+    let ks = Kickstand::start(&bed);
+    let repodata = bed.mirror_file("repodata");
+    let old_repomd = ks.fetch("centos", "repodata/repomd.xml");
+    assert_eq!(
+        sha256(&old_repomd),
+        sha256_file(&repodata.join("repomd.xml"))
+    );
+    // A mirror sync half done: the new repomd.xml is in place, the primary
+    // it names is not there yet.
+    let text = String::from_utf8(old_repomd.clone()).expect("utf-8");
+    let primary_href = text
+        .split("<data type=\"primary\">")
+        .nth(1)
+        .and_then(|r| r.split("<location href=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .expect("primary href")
+        .to_string();
+    let primary = fs::read(bed.mirror_file(&primary_href)).expect("primary");
+    let old_sum = primary_href
+        .trim_start_matches("repodata/")
+        .split('-')
+        .next()
+        .expect("sum")
+        .to_string();
+    // The "new" primary: the same packages, gzip member appended (a new
+    // file, a new checksum, still valid gzip).
+    let mut new_primary = primary.clone();
+    new_primary.extend_from_slice(&primary);
+    let new_sum = sha256(&new_primary);
+    let new_href = format!("repodata/{new_sum}-primary.xml.gz");
+    let new_repomd = text
+        .replace(&old_sum, &new_sum)
+        .replace(&primary_href.replace(&old_sum, &old_sum), &new_href);
+    let tmp = repodata.join("repomd.xml.new");
+    fs::write(&tmp, &new_repomd).expect("write repomd");
+    age(&tmp);
+    fs::rename(&tmp, repodata.join("repomd.xml")).expect("rename repomd");
+    thread::sleep(Duration::from_millis(2500));
+    for _ in 0..3 {
+        let got = ks.fetch("centos", "repodata/repomd.xml");
+        assert_eq!(
+            got, old_repomd,
+            "while the mirror lacks the new primary, clients keep the old repomd.xml"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    // The sync finishes: the new repomd.xml comes through, with its primary.
+    let p = bed.mirror_file(&new_href);
+    fs::write(&p, &new_primary).expect("write new primary");
+    age(&p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = ks.fetch("centos", "repodata/repomd.xml");
+        if got == new_repomd.as_bytes() {
+            break;
+        }
+        assert_eq!(got, old_repomd, "old or new, nothing else");
+        assert!(Instant::now() < deadline, "the new repomd.xml never came");
+        thread::sleep(Duration::from_millis(300));
+    }
+    // Its primary is in the cache already: served with the mirror gone.
+    let _ = Command::new(bed_scripts().join("stop.sh"))
+        .arg(&bed.dir)
+        .status();
+    assert_eq!(sha256(&ks.fetch("centos", &new_href)), new_sum);
+}
