@@ -25,10 +25,20 @@ pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<kickstand_dhcp:
         kickstand_dhcp::bind_dhcp_socket(addr, 67, interface).context("binding DHCP on UDP 67")?;
     let boot_server = kickstand_dhcp::bind_dhcp_socket(addr, 4011, interface)
         .context("binding the PXE boot server on UDP 4011")?;
-    info!(interface = interface.unwrap_or("all"), mode = ?appliance.dhcp.mode, "dhcp listening on 67 and 4011");
+    // Listened on only, to notice other servers' boot offers. Not fatal:
+    // the appliance's own DHCP client may hold the port.
+    let client_port = match kickstand_dhcp::bind_dhcp_socket(addr, 68, interface) {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            warn!(error = %e, "cannot listen on UDP 68: other DHCP servers offering boot files will go unnoticed");
+            None
+        }
+    };
+    info!(interface = interface.unwrap_or("all"), mode = ?appliance.dhcp.mode, rogue_watch = client_port.is_some(), "dhcp listening on 67 and 4011");
     Ok(kickstand_dhcp::Sockets {
         dhcp,
         boot_server: Some(boot_server),
+        client_port,
     })
 }
 

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use kickstand_http::ApiError;
@@ -21,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::generation::{BootDecision, Generation};
 use crate::live::Live;
+use crate::metrics::Metrics;
 
 /// The reason a `%onerror` sends is the tail of the installer's log:
 /// kept to this much.
@@ -54,7 +54,15 @@ impl Live {
         let generation = self.current();
         let site = &generation.site;
         let now = SystemTime::now();
-        let script = match self.boot_for(&generation, mac).await {
+        let decision = self.boot_for(&generation, mac).await;
+        let kind = match decision {
+            BootDecision::Install => "install",
+            BootDecision::LocalDisk => "local-boot",
+            BootDecision::UnknownLocalBoot => "unknown-local-boot",
+            BootDecision::Discover => "discover",
+            BootDecision::Ignore => "none",
+        };
+        let script = match decision {
             BootDecision::Install => match self.store.ensure_token(mac, now).await {
                 Ok(Some(token)) => {
                     let script = site
@@ -84,13 +92,11 @@ impl Live {
                     .map_err(render_error)?
             }
             BootDecision::Ignore => {
-                self.counters
-                    .unknown_host_requests
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.unknown_hosts.inc();
                 return Err(ApiError::NoProfile(mac));
             }
         };
-        self.counters.boot_scripts.fetch_add(1, Ordering::Relaxed);
+        Metrics::named(&self.metrics.boot_scripts, kind);
         Ok(script)
     }
 
@@ -154,9 +160,7 @@ impl Live {
         {
             Ok(()) => Ok(()),
             Err(rejected) => {
-                self.counters
-                    .token_rejections
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.token_rejections.inc();
                 warn!(%mac, %peer, reason = rejected.name(), "build token rejected");
                 Err(ApiError::Forbidden(format!(
                     "build token rejected: {rejected}"
@@ -173,9 +177,7 @@ impl Live {
     ) -> Result<String, ApiError> {
         let generation = self.current();
         if generation.snapshot().host(&mac).is_none() {
-            self.counters
-                .unknown_host_requests
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.unknown_hosts.inc();
             return Err(ApiError::NoProfile(mac));
         }
         self.check_token(mac, token, peer).await?;
@@ -188,7 +190,7 @@ impl Live {
             .await?;
         self.record_now(mac, EventKind::KickstartFetch, json!({"ip": ip_text(peer)}))
             .await?;
-        self.counters.kickstarts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.kickstarts.inc();
         Ok(kickstart)
     }
 
@@ -202,9 +204,7 @@ impl Live {
     ) -> Result<serde_json::Value, ApiError> {
         let generation = self.current();
         let Some(host) = generation.snapshot().host(&mac) else {
-            self.counters
-                .unknown_host_requests
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.unknown_hosts.inc();
             return Err(ApiError::NoProfile(mac));
         };
         self.check_token(mac, token, peer).await?;
@@ -235,7 +235,7 @@ impl Live {
             event["reason"] = reason.into();
         }
         self.record_now(mac, EventKind::Callback, event).await?;
-        self.counters.reports.fetch_add(1, Ordering::Relaxed);
+        Metrics::named(&self.metrics.callbacks, stage);
         match self.transition(mac, t, Some(peer)).await? {
             Outcome::Refused { phase, reason } => {
                 Err(ApiError::Conflict(format!("{mac} is {phase}: {reason}")))

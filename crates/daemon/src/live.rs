@@ -7,9 +7,8 @@
 //! one generation and keeps it to the end.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,7 +20,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::generation::{BootDecision, Generation, Ports};
-use crate::syslog::{self, InstallerLogs};
+use crate::metrics::{Metrics, RogueLabels};
+use crate::syslog::InstallerLogs;
 
 /// The outcome of the last profile reload, shown on the status page.
 #[derive(Debug, Clone, Default)]
@@ -57,10 +57,7 @@ pub(crate) struct Live {
     reload: Mutex<ReloadStatus>,
     pub(crate) store: StateStore,
     pub(crate) repo: RepoProxy,
-    pub(crate) counters: Counters,
-    pub(crate) syslog: Arc<syslog::Counters>,
-    /// What the HTTP connection caps did.
-    pub(crate) connections: Arc<kickstand_http::ConnectionStats>,
+    pub(crate) metrics: Metrics,
     pub(crate) logs: InstallerLogs,
     /// The daemon's tasks (cache operations and event writes among them):
     /// shutdown drains it.
@@ -74,19 +71,90 @@ pub(crate) struct Live {
     unanswered: Mutex<HashMap<Mac, Instant>>,
     /// Machines sent the discovery script: from where, and when.
     discovering: Mutex<HashMap<Mac, (IpAddr, Instant)>>,
+    /// The last status document, shared by every viewer for a moment.
+    pub(crate) status_cache: Fresh<serde_json::Value>,
+    /// Other servers seen offering boot information.
+    pub(crate) rogues: Rogues,
 }
 
-/// What the daemon counts, for `/metrics`.
+/// A value kept for a short while.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) boot_scripts: AtomicU64,
-    pub(crate) kickstarts: AtomicU64,
-    pub(crate) reports: AtomicU64,
-    pub(crate) unknown_host_requests: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) token_rejections: AtomicU64,
-    pub(crate) reloads_ok: AtomicU64,
-    pub(crate) reloads_rejected: AtomicU64,
+pub(crate) struct Fresh<T>(Mutex<Option<(Instant, T)>>);
+
+impl<T: Clone> Fresh<T> {
+    pub(crate) fn fresh(&self, within: Duration) -> Option<T> {
+        match &*lock(&self.0) {
+            Some((at, v)) if at.elapsed() < within => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn store(&self, value: T) {
+        *lock(&self.0) = Some((Instant::now(), value));
+    }
+}
+
+/// Other servers that offered boot information to PXE clients on this
+/// segment, until they have been quiet for `dhcp.rogue_forget_after`.
+#[derive(Debug, Default)]
+pub(crate) struct Rogues {
+    seen: Mutex<HashMap<Ipv4Addr, Rogue>>,
+}
+
+#[derive(Debug, Clone)]
+struct Rogue {
+    offered: String,
+    client: Mac,
+    last_seen: SystemTime,
+    at: Instant,
+}
+
+impl Rogues {
+    /// Records an offer; says whether the server is new (to be logged).
+    pub(crate) fn note(&self, offer: &kickstand_dhcp::RogueOffer) -> bool {
+        let mut seen = lock(&self.seen);
+        if seen.len() > MAX_REMEMBERED && !seen.contains_key(&offer.server) {
+            return false;
+        }
+        let new = !seen.contains_key(&offer.server);
+        seen.insert(
+            offer.server,
+            Rogue {
+                offered: offer.offered.clone(),
+                client: offer.client,
+                last_seen: SystemTime::now(),
+                at: Instant::now(),
+            },
+        );
+        new
+    }
+
+    /// The servers seen within `forget_after`, each with what it offered;
+    /// the quiet ones are forgotten (and their metric removed).
+    pub(crate) fn list(&self, forget_after: Duration, metrics: &Metrics) -> Vec<serde_json::Value> {
+        let mut seen = lock(&self.seen);
+        seen.retain(|server, r| {
+            let keep = r.at.elapsed() < forget_after;
+            if !keep {
+                info!(%server, "the other DHCP server offering boot files has gone quiet");
+                metrics.rogue_dhcp.remove(&RogueLabels {
+                    server: server.to_string(),
+                    offered: r.offered.clone(),
+                });
+            }
+            keep
+        });
+        seen.iter()
+            .map(|(server, r)| {
+                serde_json::json!({
+                    "server": server.to_string(),
+                    "offered": r.offered,
+                    "client": r.client.to_string(),
+                    "last_seen": humantime::format_rfc3339_seconds(r.last_seen).to_string(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Everything [`Live::new`] needs besides the generation.
@@ -98,6 +166,7 @@ pub(crate) struct Parts {
     pub(crate) operator_token: String,
     pub(crate) config: PathBuf,
     pub(crate) ports: Ports,
+    pub(crate) metrics: Metrics,
 }
 
 impl Live {
@@ -108,9 +177,7 @@ impl Live {
             reload: Mutex::default(),
             store: parts.store,
             repo: parts.repo,
-            counters: Counters::default(),
-            syslog: Arc::default(),
-            connections: Arc::default(),
+            metrics: parts.metrics,
             logs,
             tasks: parts.tasks,
             operator_token: parts.operator_token,
@@ -118,6 +185,8 @@ impl Live {
             ports: parts.ports,
             unanswered: Mutex::default(),
             discovering: Mutex::default(),
+            status_cache: Fresh::default(),
+            rogues: Rogues::default(),
         }
     }
 
@@ -252,7 +321,7 @@ impl Live {
                 );
                 self.generation.store(Arc::new(next));
                 *lock(&self.reload) = ReloadStatus::Loaded;
-                self.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                Metrics::named(&self.metrics.reloads, "ok");
             }
             Err(e) => {
                 for d in &e.0 {
@@ -266,9 +335,7 @@ impl Live {
                 *lock(&self.reload) = ReloadStatus::Rejected {
                     errors: e.0.iter().map(ToString::to_string).collect(),
                 };
-                self.counters
-                    .reloads_rejected
-                    .fetch_add(1, Ordering::Relaxed);
+                Metrics::named(&self.metrics.reloads, "rejected");
             }
         }
     }

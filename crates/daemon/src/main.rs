@@ -18,6 +18,7 @@ mod commands;
 mod generation;
 mod hosts;
 mod live;
+mod metrics;
 mod operator;
 mod reload;
 mod serve;

@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::generation::{Generation, Ports};
 use crate::live::{Live, Parts};
+use crate::metrics::Metrics;
 use crate::{boot, client, commands, operator, reload, syslog};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
@@ -109,6 +110,14 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     let tasks = TaskTracker::new();
     let repo = RepoProxy::open(&generation.repo, generation.upstream.clone(), tasks.clone())
         .context("opening the repo cache")?;
+    let mut metrics = Metrics::new();
+    repo.register_metrics(&mut metrics.registry);
+    let connections = Arc::new(kickstand_http::ConnectionStats::default());
+    connections.register_metrics(&mut metrics.registry);
+    let log_counters = syslog::Counters {
+        lines: metrics.installer_log_lines.clone(),
+        dropped: metrics.installer_log_dropped.clone(),
+    };
     let live = Arc::new(Live::new(
         generation,
         Parts {
@@ -118,6 +127,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             operator_token,
             config: config.to_path_buf(),
             ports,
+            metrics,
         },
     ));
     let shutdown = CancellationToken::new();
@@ -132,7 +142,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     }
     info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
     let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
-        let (store, logs, counters) = (store.clone(), live.logs.clone(), live.syslog.clone());
+        let (store, logs, counters) = (store.clone(), live.logs.clone(), log_counters);
         let (runtime, shutdown) = (tokio::runtime::Handle::current(), shutdown.clone());
         move || syslog::receive(syslog, store, logs, counters, runtime, shutdown)
     })?;
@@ -150,7 +160,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         http,
         live.clone(),
         limits,
-        live.connections.clone(),
+        connections,
         shutdown.clone(),
     ));
 

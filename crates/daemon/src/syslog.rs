@@ -13,8 +13,6 @@ use std::collections::HashMap;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use kickstand_profiles::Mac;
@@ -103,11 +101,11 @@ const SEVERITIES: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 ];
 
-/// Counts of what the receiver did, for `/metrics`.
-#[derive(Debug, Default)]
+/// What the receiver counts, for `/metrics`.
+#[derive(Debug, Clone)]
 pub(crate) struct Counters {
-    pub(crate) lines: AtomicU64,
-    pub(crate) dropped: AtomicU64,
+    pub(crate) lines: prometheus_client::metrics::counter::Counter,
+    pub(crate) dropped: prometheus_client::metrics::counter::Counter,
 }
 
 /// Receives until `shutdown`; blocking, on a thread of its own. `runtime`
@@ -116,7 +114,7 @@ pub(crate) fn receive(
     socket: UdpSocket,
     store: StateStore,
     logs: InstallerLogs,
-    counters: Arc<Counters>,
+    counters: Counters,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) {
@@ -161,12 +159,12 @@ pub(crate) fn receive(
             }
         };
         let Some(mac) = mac else {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            counters.dropped.inc();
             continue;
         };
         match logs.append(mac, &line(&buf[..len])) {
             Ok(started) => {
-                counters.lines.fetch_add(1, Ordering::Relaxed);
+                counters.lines.inc();
                 if started {
                     info!(%mac, %ip, "installer log started");
                     let detail = serde_json::json!({

@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -45,7 +44,12 @@ impl Boot for Live {
         }
     }
 
+    fn rogue(&self, offer: &kickstand_dhcp::RogueOffer) {
+        self.rogue_seen(offer);
+    }
+
     fn decided(&self, mac: Option<Mac>, seen: &kickstand_dhcp::Seen, action: &Action) {
+        self.metrics.dhcp.observe(action);
         let Some(mac) = mac else { return };
         let known = self.current().snapshot().host(&mac).is_some();
         match action {
@@ -113,6 +117,27 @@ impl Boot for Live {
     }
 }
 
+impl Live {
+    fn rogue_seen(&self, offer: &kickstand_dhcp::RogueOffer) {
+        if self.rogues.note(offer) {
+            // Once per server, not per offer.
+            warn!(
+                server = %offer.server,
+                offered = offer.offered,
+                client = %offer.client,
+                "another server offers boot information on this segment: it can take machines away from Kickstand"
+            );
+        }
+        self.metrics
+            .rogue_dhcp
+            .get_or_create(&crate::metrics::RogueLabels {
+                server: offer.server.to_string(),
+                offered: offer.offered.clone(),
+            })
+            .set(1);
+    }
+}
+
 impl kickstand_tftp::Source for Live {
     /// Asked per request, so a reload that moves `tftp.root` takes effect
     /// for the next transfer.
@@ -134,6 +159,7 @@ impl kickstand_tftp::Source for Live {
     }
 
     fn transfer_ended(&self, peer: SocketAddr, report: &kickstand_tftp::TransferReport) {
+        self.metrics.tftp.observe(report);
         let store = self.store.clone();
         let mut detail = json!({
             "file": report.file,
@@ -368,14 +394,16 @@ impl Front for Live {
         Ok(Reply::Text(self.status_page().await?))
     }
 
-    async fn metrics(&self) -> Result<Reply, ApiError> {
-        Ok(Reply::Text(self.metrics_text().await?))
+    async fn status_json(&self) -> Result<Reply, ApiError> {
+        Ok(Reply::Json(self.status_document().await?))
     }
 
-    fn observe(&self, route: RouteKind, _status: StatusCode) {
-        if route == RouteKind::Refused {
-            self.counters.refused.fetch_add(1, Ordering::Relaxed);
-        }
+    async fn metrics(&self) -> Result<Reply, ApiError> {
+        Ok(Reply::OpenMetrics(self.metrics_text().await?))
+    }
+
+    fn observe(&self, route: RouteKind, status: StatusCode) {
+        self.metrics.http.observe(route, status);
     }
 }
 
@@ -436,7 +464,83 @@ fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// How long one status document serves every viewer: a room of browsers
+/// polling every two seconds costs one walk over the rack per second.
+const STATUS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Live {
+    /// Everything the status page shows, in one document.
+    async fn status_document(&self) -> Result<serde_json::Value, ApiError> {
+        if let Some(doc) = self.status_cache.fresh(STATUS_FRESH) {
+            return Ok(doc);
+        }
+        let generation = self.current();
+        let snap = generation.snapshot();
+        let appliance = snap.appliance.clone();
+        let now = SystemTime::now();
+        let mut hosts = Vec::new();
+        for row in self.host_rows().await? {
+            let diagnosis = match row.mac.parse::<Mac>() {
+                Ok(mac) => self
+                    .store
+                    .diagnose(mac, now)
+                    .await
+                    .map_err(state_error)?
+                    .to_string(),
+                Err(_) => String::new(),
+            };
+            let mut value =
+                serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?;
+            value["diagnosis"] = diagnosis.into();
+            hosts.push(value);
+        }
+        let loaders: Vec<serde_json::Value> = [
+            "undionly.kpxe",
+            appliance.dhcp.uefi_loader.as_str(),
+        ]
+        .iter()
+        .map(|file| json!({"file": file, "present": appliance.tftp_root.join(file).is_file()}))
+        .collect();
+        let errors = match self.reload_status() {
+            ReloadStatus::Loaded => Vec::new(),
+            ReloadStatus::Rejected { errors } => errors,
+        };
+        let stats = self.repo.stats();
+        let mut cache =
+            serde_json::to_value(stats).map_err(|e| ApiError::Internal(e.to_string()))?;
+        cache["downloads_in_flight"] = self.repo.downloads_in_flight().into();
+        let doc = json!({
+            "now": humantime::format_rfc3339_seconds(now).to_string(),
+            "appliance": {
+                "address": appliance.server.address.to_string(),
+                "base_url": generation.urls().base(),
+                "dhcp_mode": appliance.dhcp.mode.as_str(),
+                "unknown": appliance.dhcp.unknown.as_str(),
+                "interfaces": appliance.server.interfaces,
+                "loaders": loaders,
+                "proxy": appliance.proxy.as_ref().map(|p| p.url.clone()),
+                "mirrors": appliance.mirrors.iter().map(|(name, urls)| json!({
+                    "name": name,
+                    "urls": urls.iter().map(|u| u.base()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "rogue_dhcp": self.rogues.list(appliance.dhcp.rogue_forget_after, &self.metrics),
+            },
+            "profiles": {
+                "generation": generation.id,
+                "loaded_at": humantime::format_rfc3339_seconds(generation.loaded_at).to_string(),
+                "files": snap.files.len(),
+                "oses": snap.oses.len(),
+                "hosts": snap.hosts.len(),
+                "errors": errors,
+            },
+            "cache": cache,
+            "hosts": hosts,
+            "discovered": self.discovered_rows().await?,
+        });
+        self.status_cache.store(doc.clone());
+        Ok(doc)
+    }
+
     async fn status_page(&self) -> Result<String, ApiError> {
         let generation = self.current();
         let snap = generation.snapshot();
@@ -494,145 +598,34 @@ impl Live {
         Ok(page)
     }
 
+    /// The registry, with the gauges that are read from the store set
+    /// first.
     async fn metrics_text(&self) -> Result<String, ApiError> {
-        let c = &self.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let s = self.repo.stats();
-        let hosts = self.current().snapshot().hosts.len() as u64;
-        let phases = self.store.hosts().await.map_err(state_error)?;
-        let installed = phases
-            .iter()
-            .filter(|h| h.phase == Phase::Installed)
-            .count() as u64;
-        let failed = phases.iter().filter(|h| h.phase == Phase::Failed).count() as u64;
-        let mut out = String::new();
-        for (name, help, value) in [
-            (
-                "kickstand_ipxe_scripts_total",
-                "iPXE boot scripts served",
-                get(&c.boot_scripts),
-            ),
-            (
-                "kickstand_kickstarts_total",
-                "kickstarts served",
-                get(&c.kickstarts),
-            ),
-            (
-                "kickstand_host_reports_total",
-                "install callbacks recorded",
-                get(&c.reports),
-            ),
-            (
-                "kickstand_unknown_host_requests_total",
-                "requests for MACs without a profile",
-                get(&c.unknown_host_requests),
-            ),
-            (
-                "kickstand_refused_requests_total",
-                "requests refused (bad path, method, proxy use)",
-                get(&c.refused),
-            ),
-            (
-                "kickstand_token_rejections_total",
-                "kickstart and callback requests refused for their build token",
-                get(&c.token_rejections),
-            ),
-            (
-                "kickstand_reloads_total{result=\"ok\"}",
-                "profile reloads",
-                get(&c.reloads_ok),
-            ),
-            (
-                "kickstand_reloads_total{result=\"rejected\"}",
-                "profile reloads",
-                get(&c.reloads_rejected),
-            ),
-            ("kickstand_hosts", "host profiles in force", hosts),
-            (
-                "kickstand_hosts_installed",
-                "hosts that reported installed",
-                installed,
-            ),
-            (
-                "kickstand_hosts_failed",
-                "hosts whose install failed",
-                failed,
-            ),
-            (
-                "kickstand_installer_log_lines_total",
-                "installer log lines received",
-                self.syslog.lines.load(Ordering::Relaxed),
-            ),
-            (
-                "kickstand_cache_hits_total",
-                "repo files served from the cache",
-                s.hits,
-            ),
-            (
-                "kickstand_cache_misses_total",
-                "repo files that started a download",
-                s.misses,
-            ),
-            (
-                "kickstand_cache_coalesced_total",
-                "requests that joined a download in progress",
-                s.coalesced,
-            ),
-            (
-                "kickstand_cache_revalidations_total",
-                "conditional requests to a mirror",
-                s.revalidated,
-            ),
-            (
-                "kickstand_cache_passthrough_total",
-                "files served without caching (disk full)",
-                s.passthrough,
-            ),
-            (
-                "kickstand_upstream_fetches_total",
-                "downloads from mirrors",
-                s.upstream_fetches,
-            ),
-            (
-                "kickstand_upstream_bytes_total",
-                "bytes downloaded from mirrors",
-                s.upstream_bytes,
-            ),
-            (
-                "kickstand_upstream_failures_total",
-                "failed downloads",
-                s.failures,
-            ),
-            (
-                "kickstand_cache_evictions_total",
-                "files evicted from the cache",
-                s.evictions,
-            ),
-            (
-                "kickstand_http_connections_refused_total{cap=\"per-client\"}",
-                "HTTP connections closed at once by a connection cap",
-                self.connections.refused_per_client(),
-            ),
-            (
-                "kickstand_http_connections_refused_total{cap=\"total\"}",
-                "HTTP connections closed at once by a connection cap",
-                self.connections.refused_total(),
-            ),
-            (
-                "kickstand_http_connections_open",
-                "HTTP connections open now",
-                self.connections.open(),
-            ),
-            ("kickstand_cache_entries", "files in the cache", s.entries),
-            ("kickstand_cache_bytes", "bytes in the cache", s.bytes),
-            ("kickstand_cache_max_bytes", "cache size limit", s.max_bytes),
-        ] {
-            let base = name.split('{').next().unwrap_or(name);
-            if !out.contains(&format!("# HELP {base} ")) {
-                let _ = writeln!(out, "# HELP {base} {help}");
-            }
-            let _ = writeln!(out, "{name} {value}");
+        let generation = self.current();
+        let m = &self.metrics;
+        m.profiles.set(generation.snapshot().hosts.len() as i64);
+        // Forgets servers gone quiet, so their gauge goes with them.
+        self.rogues
+            .list(generation.appliance().dhcp.rogue_forget_after, m);
+        let states: std::collections::HashMap<Mac, Phase> = self
+            .store
+            .hosts()
+            .await
+            .map_err(state_error)?
+            .into_iter()
+            .map(|h| (h.mac, h.phase))
+            .collect();
+        let mut by_phase: std::collections::BTreeMap<&'static str, i64> =
+            Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+        for mac in generation.snapshot().hosts.keys() {
+            let phase = states.get(mac).copied().unwrap_or(Phase::New);
+            *by_phase.entry(phase.as_str()).or_default() += 1;
         }
-        Ok(out)
+        for (phase, n) in by_phase {
+            m.hosts
+                .get_or_create(&crate::metrics::PhaseLabel { phase })
+                .set(n);
+        }
+        Ok(m.encode())
     }
 }

@@ -202,7 +202,14 @@ fn status_and_metrics() {
         metrics.contains("kickstand_kickstarts_total 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("kickstand_hosts 4"), "{metrics}");
+    assert!(metrics.contains("kickstand_profiles_hosts 4"), "{metrics}");
+    for line in [
+        "kickstand_hosts{phase=\"new\"} 3",
+        "kickstand_hosts{phase=\"installing\"} 1",
+        "kickstand_http_requests_total{route=\"kickstart\",status=\"403\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     assert!(
         metrics.contains("kickstand_token_rejections_total 1"),
         "{metrics}"

@@ -46,6 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Sockets {
                     dhcp,
                     boot_server: None,
+                    client_port: None,
                 },
                 Arc::new(view),
                 None,

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::full::Leases;
 use crate::proxy::{self, Action, Context, HostLookup, HostStatus, Mode, Port};
+use crate::rogue::RogueOffer;
 use crate::wire::{self, Mac};
 
 /// What the driver asks of the daemon, once per packet: the context of the
@@ -26,6 +27,11 @@ pub trait Boot: Send + Sync + 'static {
     /// timeline. `mac` is the packet's client address when it had one.
     fn decided(&self, mac: Option<Mac>, seen: &Seen, action: &Action) {
         let _ = (mac, seen, action);
+    }
+
+    /// Another server offered boot information to a client.
+    fn rogue(&self, offer: &RogueOffer) {
+        let _ = offer;
     }
 }
 
@@ -71,6 +77,9 @@ pub struct Sockets {
     pub dhcp: UdpSocket,
     /// UDP 4011, for clients that ask the boot server directly.
     pub boot_server: Option<UdpSocket>,
+    /// UDP 68, the client port: only listened on, to notice other servers'
+    /// boot offers ([`crate::rogue_offer`]).
+    pub client_port: Option<UdpSocket>,
 }
 
 /// Bind a DHCP socket the way the daemon needs it: `SO_REUSEADDR` (another
@@ -124,10 +133,35 @@ pub async fn serve<B: Boot>(
     if let Some(socket) = sockets.boot_server {
         spawn(socket, Port::BootServer);
     }
+    if let Some(socket) = sockets.client_port {
+        tasks.spawn(listen_for_rogues(socket, boot.clone(), shutdown.clone()));
+    }
     while let Some(done) = tasks.join_next().await {
         done.map_err(io::Error::other)??;
     }
     Ok(())
+}
+
+/// Reads the client port and reports other servers' boot offers.
+async fn listen_for_rogues<B: Boot>(
+    socket: UdpSocket,
+    boot: Arc<B>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let len = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            got = socket.recv_from(&mut buf) => match got {
+                Ok((len, _)) => len,
+                Err(e) => { debug!(error = %e, "dhcp: client-port receive failed"); continue; }
+            },
+        };
+        let ours = boot.context().address;
+        if let Some(offer) = crate::rogue::rogue_offer(&buf[..len], ours) {
+            boot.rogue(&offer);
+        }
+    }
 }
 
 struct Worker<B> {

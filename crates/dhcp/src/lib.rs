@@ -14,12 +14,16 @@
 
 mod driver;
 pub mod full;
+mod metrics;
 mod proxy;
+mod rogue;
 mod wire;
 
 pub use driver::{Boot, Seen, Sockets, View, bind_dhcp_socket, serve};
+pub use metrics::Metrics;
 pub use proxy::{
     Action, Context, Destination, Firmware, HostLookup, HostStatus, Loaders, MIN_REPLY_LEN, Mode,
     Port, Reason, Reply, decide,
 };
+pub use rogue::{RogueOffer, rogue_offer};
 pub use wire::{BadMac, Mac, Malformed};

@@ -205,6 +205,30 @@ pub enum Reason {
     Encode(String),
 }
 
+impl Reason {
+    /// A short, stable name: a metric label and an event field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reason::Malformed(_) => "malformed",
+            Reason::NotBootRequest => "not-boot-request",
+            Reason::NotDhcp => "not-dhcp",
+            Reason::UnhandledMessageType(_) => "unhandled-message-type",
+            Reason::NotPxe(_) => "not-pxe",
+            Reason::ForOtherServer(_) => "for-other-server",
+            Reason::NoServerId => "no-server-id",
+            Reason::UnknownHost(_) => "no-profile",
+            Reason::Installed(_) => "installed",
+            Reason::UnsupportedArch(_) => "unsupported-arch",
+            Reason::MissingArch => "no-arch",
+            Reason::Disabled => "disabled",
+            Reason::PoolExhausted => "pool-exhausted",
+            Reason::Declined(_) => "declined",
+            Reason::Released(_) => "released",
+            Reason::Encode(_) => "encode-failed",
+        }
+    }
+}
+
 /// What the client is, as far as choosing a boot file goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -221,6 +245,19 @@ pub enum Firmware {
     UefiHttpX64,
     /// 19, or ARM64 sending `HTTPClient`.
     UefiHttpArm64,
+}
+
+impl Firmware {
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Ipxe => "ipxe",
+            Firmware::Bios => "bios",
+            Firmware::UefiX64 => "uefi-x64",
+            Firmware::UefiArm64 => "uefi-arm64",
+            Firmware::UefiHttpX64 => "uefi-http-x64",
+            Firmware::UefiHttpArm64 => "uefi-http-arm64",
+        }
+    }
 }
 
 /// The boot half of an answer, shared with full mode.

@@ -49,7 +49,9 @@ pub(crate) mod opt {
     pub(crate) const REQUESTED_ADDRESS: u8 = 50;
     pub(crate) const MESSAGE_TYPE: u8 = 53;
     pub(crate) const SERVER_ID: u8 = 54;
+    pub(crate) const VENDOR_OPTIONS: u8 = 43;
     pub(crate) const VENDOR_CLASS: u8 = 60;
+    pub(crate) const BOOTFILE: u8 = 67;
     pub(crate) const USER_CLASS: u8 = 77;
     pub(crate) const RELAY_AGENT: u8 = 82;
     pub(crate) const CLIENT_ARCH: u8 = 93;

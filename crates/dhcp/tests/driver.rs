@@ -92,6 +92,7 @@ async fn boot_server_port_answers_the_sender_and_follows_reloads() {
         Sockets {
             dhcp,
             boot_server: Some(boot),
+            client_port: None,
         },
         source,
         None,

@@ -229,6 +229,7 @@ fn run_server(watch: bool, full: bool) {
             Sockets {
                 dhcp,
                 boot_server: Some(boot),
+                client_port: None,
             },
             Arc::new(view),
             leases,

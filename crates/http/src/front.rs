@@ -26,6 +26,10 @@ pub enum Reply {
     Json(serde_json::Value),
     /// Plain text.
     Text(String),
+    /// Metrics in the OpenMetrics text format (what Prometheus scrapes).
+    OpenMetrics(String),
+    /// A page for a browser.
+    Html(String),
     /// A long operation's progress, one JSON document per line, streamed
     /// as it happens (`kickstand cache warm`).
     JsonLines(BoxStream<'static, serde_json::Value>),
@@ -36,6 +40,8 @@ impl std::fmt::Debug for Reply {
         match self {
             Reply::Json(v) => f.debug_tuple("Json").field(v).finish(),
             Reply::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            Reply::OpenMetrics(t) => f.debug_tuple("OpenMetrics").field(t).finish(),
+            Reply::Html(t) => f.debug_tuple("Html").field(t).finish(),
             Reply::JsonLines(_) => f.write_str("JsonLines(..)"),
         }
     }
@@ -167,8 +173,12 @@ pub trait Front: Send + Sync + 'static {
     /// `/api/cache/…`.
     fn cache(&self, op: CacheOp<'_>) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
-    /// `GET /status`.
+    /// `GET /status`: text for a terminal.
     fn status(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `GET /api/status`: everything the status page shows, in one JSON
+    /// document (the page polls it; it never asks per host).
+    fn status_json(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
     /// `GET /metrics`, Prometheus text.
     fn metrics(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;

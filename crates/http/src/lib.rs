@@ -15,11 +15,14 @@
 //! An unknown MAC never gets a kickstart: that rule is the daemon's boot
 //! decision, and this crate only carries its answer.
 
+mod assets;
 mod error;
 mod front;
+mod metrics;
 pub mod route;
 mod server;
 
 pub use error::{ApiError, Body};
 pub use front::{Front, Loader, Reply, RouteKind};
+pub use metrics::{Metrics, prometheus_text};
 pub use server::{ConnectionStats, Limits, handle, serve, serve_with};

@@ -36,6 +36,13 @@ pub enum Route<'a> {
         mirror: &'a str,
         path: &'a str,
     },
+    /// `/`: the status page (HTML); its data comes from [`Route::StatusJson`].
+    Page,
+    /// `/static/<file>`: the page's stylesheet and script, built in.
+    Asset(&'a str),
+    /// `/api/status`: everything the status page shows, in one document.
+    StatusJson,
+    /// `/status`: the same, as text for a terminal.
     Status,
     Metrics,
     Cache(CacheOp<'a>),
@@ -68,7 +75,7 @@ impl Route<'_> {
             }
             Route::DiscoveryReport(_) => RouteKind::Discovery,
             Route::Repo { .. } => RouteKind::Repo,
-            Route::Status => RouteKind::Status,
+            Route::Status | Route::StatusJson | Route::Page | Route::Asset(_) => RouteKind::Status,
             Route::Metrics => RouteKind::Metrics,
             Route::Cache(_) => RouteKind::Cache,
             Route::Refused(_) => RouteKind::Refused,
@@ -152,6 +159,8 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
             read.then_some(Repo { mirror, path })
         }
         ["api", "hosts"] => read.then_some(Hosts),
+        ["api", "status"] => read.then_some(StatusJson),
+        ["static", file] => read.then_some(Asset(file)),
         ["api", "discovered"] => read.then_some(Discovered),
         ["api", "cache/stats"] => read.then_some(Cache(CacheOp::Stats)),
         ["api", "cache/verify"] => post.then_some(Cache(CacheOp::Verify)),
@@ -186,7 +195,8 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
             }
             _ => return Refused(Refusal::NotFound),
         },
-        ["status"] | [""] => read.then_some(Status),
+        [""] => read.then_some(Page),
+        ["status"] => read.then_some(Status),
         ["metrics"] => read.then_some(Metrics),
         _ => return Refused(Refusal::NotFound),
     };
@@ -450,7 +460,15 @@ mod tests {
                 Route::Refused(Refusal::MethodNotAllowed),
                 Access::Open,
             ),
-            (&get, true, "/", Route::Status, Access::Open),
+            (&get, true, "/", Route::Page, Access::Open),
+            (
+                &get,
+                true,
+                "/static/status.js",
+                Route::Asset("status.js"),
+                Access::Open,
+            ),
+            (&get, true, "/api/status", Route::StatusJson, Access::Open),
             (&get, true, "/status", Route::Status, Access::Open),
             (&get, true, "/metrics", Route::Metrics, Access::Open),
             (

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::assets;
 use crate::error::{self, ApiError, Body};
 use crate::front::{Front, Loader, Reply, lines_body};
 use crate::route::{Access, Route, route, token};
@@ -124,7 +125,31 @@ where
         }
         Route::Cache(op) => reply(front.cache(op).await),
         Route::Status => reply(front.status().await),
-        Route::Metrics => reply(front.metrics().await),
+        Route::StatusJson => reply(front.status_json().await),
+        Route::Page => error::with_type(
+            StatusCode::OK,
+            error::full(assets::PAGE),
+            "text/html; charset=utf-8",
+        ),
+        Route::Asset(name) => assets::asset(name),
+        Route::Metrics => {
+            // OpenMetrics to who asks for it (Prometheus does), the older
+            // text format to everyone else (promtool, curl).
+            let openmetrics = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            match front.metrics().await {
+                Ok(Reply::OpenMetrics(text)) if !openmetrics => error::with_type(
+                    StatusCode::OK,
+                    error::full(crate::metrics::prometheus_text(&text)),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                other => reply(other),
+            }
+        }
         Route::Refused(why) => ApiError::from(why).into_response(),
     }
 }
@@ -149,6 +174,16 @@ fn text(result: Result<String, ApiError>) -> Response<Body> {
 fn reply(result: Result<Reply, ApiError>) -> Response<Body> {
     match result {
         Ok(Reply::Text(body)) => error::text(StatusCode::OK, body),
+        Ok(Reply::OpenMetrics(body)) => error::with_type(
+            StatusCode::OK,
+            error::full(body),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        Ok(Reply::Html(body)) => error::with_type(
+            StatusCode::OK,
+            error::full(body),
+            "text/html; charset=utf-8",
+        ),
         Ok(Reply::Json(value)) => match serde_json::to_vec_pretty(&value) {
             Ok(bytes) => error::with_type(StatusCode::OK, error::full(bytes), "application/json"),
             Err(e) => ApiError::Internal(e.to_string()).into_response(),
@@ -231,6 +266,58 @@ impl ConnectionStats {
     /// Connections closed at once because the server had too many open.
     pub fn refused_total(&self) -> u64 {
         self.refused_total.load(Ordering::Relaxed)
+    }
+}
+
+impl ConnectionStats {
+    /// Registers the connection families in `registry`, read from these
+    /// counters at each scrape.
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut prometheus_client::registry::Registry,
+    ) {
+        registry.register_collector(Box::new(StatsCollector(self.clone())));
+    }
+}
+
+#[derive(Debug)]
+struct StatsCollector(Arc<ConnectionStats>);
+
+impl prometheus_client::collector::Collector for StatsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let s = &self.0;
+        ConstGauge::new(s.open()).encode(encoder.encode_descriptor(
+            "kickstand_http_connections_open",
+            "HTTP connections open now",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(s.accepted()).encode(encoder.encode_descriptor(
+            "kickstand_http_connections_accepted",
+            "HTTP connections taken",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "kickstand_http_connections_refused",
+            "HTTP connections closed at once by a connection cap, by cap",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cap, n) in [
+            ("per-client", s.refused_per_client()),
+            ("total", s.refused_total()),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&[("cap", cap)])?)?;
+        }
+        Ok(())
     }
 }
 

@@ -158,6 +158,10 @@ impl Front for Fixed {
         Ok(Reply::Text("ok\n".into()))
     }
 
+    async fn status_json(&self) -> Result<Reply, ApiError> {
+        Ok(Reply::Json(serde_json::json!({"hosts": []})))
+    }
+
     async fn metrics(&self) -> Result<Reply, ApiError> {
         Err(ApiError::Unavailable("no metrics here".into()))
     }

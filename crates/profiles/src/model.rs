@@ -102,6 +102,9 @@ pub struct Dhcp {
     pub unknown: UnknownPolicy,
     pub uefi_loader: UefiLoader,
     pub pool: Option<Pool>,
+    /// Another server seen offering boot information is warned about until
+    /// it has been quiet this long.
+    pub rogue_forget_after: std::time::Duration,
 }
 
 /// The iPXE build UEFI x64 machines are offered.

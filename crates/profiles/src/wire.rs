@@ -57,6 +57,8 @@ pub(crate) struct Dhcp {
     pub unknown: Option<S<String>>,
     pub uefi_loader: Option<S<String>>,
     pub pool: Option<S<Pool>>,
+    /// How long another server's boot offer keeps its warning up.
+    pub rogue_forget_after: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

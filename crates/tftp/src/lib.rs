@@ -14,12 +14,14 @@
 //! - [`source`]: the [`Source`] trait the daemon implements.
 //! - `server`: the tokio driver, [`serve`], which owns every socket.
 
+mod metrics;
 pub mod packet;
 pub mod path;
 pub mod protocol;
 mod server;
 pub mod source;
 
+pub use metrics::Metrics;
 pub use path::{PathError, normalize};
 pub use protocol::Limits;
 pub use server::{Config, OpenError, serve, serve_with};

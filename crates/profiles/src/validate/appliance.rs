@@ -32,6 +32,7 @@ const DEFAULT_CONNECTIONS_PER_CLIENT: u64 = 256;
 /// More connections than this the daemon cannot hold open anyway (each
 /// costs a descriptor and some memory); a larger value is a typo.
 const MAX_CONNECTIONS: u64 = 1 << 20;
+const DEFAULT_ROGUE_FORGET: Duration = Duration::from_secs(600);
 
 /// The files the appliance config points at, resolved against its
 /// directory: [`crate::load`] reads them, validation keeps them.
@@ -100,6 +101,15 @@ impl Cx {
             .word(file, "dhcp.uefi_loader", w.dhcp.uefi_loader.as_ref())
             .map(|l| l.unwrap_or(UefiLoader::IpxeEfi));
         let pool = w.dhcp.pool.as_ref().and_then(|p| self.pool(file, base, p));
+        let rogue_forget_after = match &w.dhcp.rogue_forget_after {
+            None => Some(DEFAULT_ROGUE_FORGET),
+            Some(d) => self.check(
+                file,
+                d.referenced,
+                "dhcp.rogue_forget_after",
+                parse::duration(&d.value),
+            ),
+        };
         if mode == Some(DhcpMode::Full) && w.dhcp.pool.is_none() {
             let at = w
                 .dhcp
@@ -190,6 +200,7 @@ impl Cx {
                 unknown: unknown?,
                 uefi_loader: uefi_loader?,
                 pool,
+                rogue_forget_after: rogue_forget_after?,
             },
             tftp_root: paths.tftp_root,
             proxy,

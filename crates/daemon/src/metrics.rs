@@ -1,0 +1,166 @@
+//! `/metrics`: one `prometheus-client` registry, built at start. ProxyDHCP,
+//! TFTP, the HTTP front and the repo proxy register their own families in
+//! it; the daemon adds what only it knows (hosts by phase, reloads,
+//! installs, tokens, boot scripts, installer logs). Every fact is counted
+//! once, here, and the status page reads the same counters.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Named {
+    pub(crate) name: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PhaseLabel {
+    pub(crate) phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RogueLabels {
+    pub(crate) server: String,
+    pub(crate) offered: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    pub(crate) dhcp: kickstand_dhcp::Metrics,
+    pub(crate) tftp: kickstand_tftp::Metrics,
+    pub(crate) http: kickstand_http::Metrics,
+    /// Host profiles in force.
+    pub(crate) profiles: Gauge,
+    /// Hosts by life-cycle phase (profiles without a record are `new`).
+    pub(crate) hosts: Family<PhaseLabel, Gauge>,
+    pub(crate) reloads: Family<Named, Counter>,
+    /// Boot scripts served, by kind (install, local-boot, discover, …).
+    pub(crate) boot_scripts: Family<Named, Counter>,
+    pub(crate) kickstarts: Counter,
+    /// Kickstart callbacks, by stage.
+    pub(crate) callbacks: Family<Named, Counter>,
+    pub(crate) token_rejections: Counter,
+    /// Requests for MACs without a profile.
+    pub(crate) unknown_hosts: Counter,
+    /// From the kickstart's fetch to `%post`, in seconds.
+    pub(crate) install_seconds: Histogram,
+    pub(crate) installer_log_lines: Counter,
+    pub(crate) installer_log_dropped: Counter,
+    pub(crate) discovery_reports: Family<Named, Counter>,
+    /// Other servers offering boot information on this segment.
+    pub(crate) rogue_dhcp: Family<RogueLabels, Gauge>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let dhcp = kickstand_dhcp::Metrics::register(&mut registry);
+        let tftp = kickstand_tftp::Metrics::register(&mut registry);
+        let http = kickstand_http::Metrics::register(&mut registry);
+        let m = Metrics {
+            dhcp,
+            tftp,
+            http,
+            profiles: Gauge::default(),
+            hosts: Family::default(),
+            reloads: Family::default(),
+            boot_scripts: Family::default(),
+            kickstarts: Counter::default(),
+            callbacks: Family::default(),
+            token_rejections: Counter::default(),
+            unknown_hosts: Counter::default(),
+            // 5 minutes to about 5 hours.
+            install_seconds: Histogram::new([
+                300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0, 18000.0,
+            ]),
+            installer_log_lines: Counter::default(),
+            installer_log_dropped: Counter::default(),
+            discovery_reports: Family::default(),
+            rogue_dhcp: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "kickstand_profiles_hosts",
+            "host profiles in force",
+            m.profiles.clone(),
+        );
+        registry.register(
+            "kickstand_hosts",
+            "hosts by life-cycle phase",
+            m.hosts.clone(),
+        );
+        registry.register(
+            "kickstand_reloads",
+            "profile reloads by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "kickstand_boot_scripts",
+            "iPXE boot scripts served, by kind",
+            m.boot_scripts.clone(),
+        );
+        registry.register(
+            "kickstand_kickstarts",
+            "kickstarts served",
+            m.kickstarts.clone(),
+        );
+        registry.register(
+            "kickstand_callbacks",
+            "kickstart callbacks by stage",
+            m.callbacks.clone(),
+        );
+        registry.register(
+            "kickstand_token_rejections",
+            "kickstart and callback requests refused for their build token",
+            m.token_rejections.clone(),
+        );
+        registry.register(
+            "kickstand_unknown_host_requests",
+            "requests for MACs without a profile",
+            m.unknown_hosts.clone(),
+        );
+        registry.register(
+            "kickstand_install_duration_seconds",
+            "installs from kickstart fetch to %post",
+            m.install_seconds.clone(),
+        );
+        registry.register(
+            "kickstand_installer_log_lines",
+            "installer log lines kept",
+            m.installer_log_lines.clone(),
+        );
+        registry.register(
+            "kickstand_installer_log_dropped",
+            "syslog lines from addresses no host has",
+            m.installer_log_dropped.clone(),
+        );
+        registry.register(
+            "kickstand_discovery_reports",
+            "discovery reports by outcome",
+            m.discovery_reports.clone(),
+        );
+        registry.register(
+            "kickstand_rogue_dhcp_servers",
+            "other servers seen offering boot information on this segment",
+            m.rogue_dhcp.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The registry in OpenMetrics text.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "could not encode the metrics");
+        }
+        out
+    }
+
+    pub(crate) fn named(family: &Family<Named, Counter>, name: &'static str) {
+        family.get_or_create(&Named { name }).inc();
+    }
+}

@@ -1,0 +1,54 @@
+//! ProxyDHCP's metric families: every decision, by outcome and named
+//! reason. The daemon hands in its registry; this crate registers and owns
+//! the families.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::proxy::Action;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Decision {
+    /// `reply` or `ignore`.
+    outcome: &'static str,
+    /// For an ignore, why ([`crate::Reason::name`]); for a reply, empty.
+    reason: &'static str,
+    /// For a reply, which firmware it went to.
+    firmware: &'static str,
+}
+
+/// The families; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    decisions: Family<Decision, Counter>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let metrics = Metrics::default();
+        registry.register(
+            "kickstand_dhcp_decisions",
+            "ProxyDHCP decisions by outcome and named reason",
+            metrics.decisions.clone(),
+        );
+        metrics
+    }
+
+    pub fn observe(&self, action: &Action) {
+        let labels = match action {
+            Action::Respond(reply) => Decision {
+                outcome: "reply",
+                reason: "",
+                firmware: reply.firmware.map_or("", |f| f.name()),
+            },
+            Action::Ignore(reason) => Decision {
+                outcome: "ignore",
+                reason: reason.name(),
+                firmware: "",
+            },
+        };
+        self.decisions.get_or_create(&labels).inc();
+    }
+}

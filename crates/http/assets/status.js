@@ -1,0 +1,209 @@
+// Kickstand's status page. One request every POLL_MS for the whole rack
+// (/api/status), however many hosts there are; the page is rebuilt from
+// that document, never per host. Operator actions send the operator token
+// the user typed (kept for this tab only) as `Authorization: Bearer`.
+"use strict";
+
+const POLL_MS = 2000;
+let state = null;
+let sort = { key: "phase", dir: 1 };
+let selected = null;
+
+const PHASE_ORDER = ["failed", "installing", "booting", "rearmed", "discovered", "new", "installed"];
+
+function token() { return sessionStorage.getItem("kickstand-operator-token") || ""; }
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return e;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + units[i];
+}
+
+function ago(secs) {
+  if (secs === null || secs === undefined) return "–";
+  if (secs < 90) return secs + " s";
+  if (secs < 5400) return Math.round(secs / 60) + " min";
+  if (secs < 172800) return (secs / 3600).toFixed(1) + " h";
+  return Math.round(secs / 86400) + " d";
+}
+
+function dl(target, rows) {
+  target.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+function sortValue(h, key) {
+  switch (key) {
+    case "phase": return PHASE_ORDER.indexOf(h.phase);
+    case "progress": return h.expected_bytes ? h.pulled_bytes / h.expected_bytes : h.pulled_bytes;
+    case "last_event": return h.last_event ? h.last_event.time : "";
+    default: return h[key] ?? "";
+  }
+}
+
+async function action(method, path, body) {
+  const resp = await fetch(path, {
+    method,
+    headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await resp.text();
+  if (!resp.ok) alert(method + " " + path + ": " + resp.status + "\n" + text);
+  await poll();
+}
+
+function progress(h) {
+  if (h.phase !== "installing" && h.phase !== "booting") {
+    return h.pulled_files ? bytes(h.pulled_bytes) : "";
+  }
+  const label = bytes(h.pulled_bytes) + (h.expected_bytes ? " of " + bytes(h.expected_bytes) : "");
+  return el("span", {},
+    el("progress", h.expected_bytes
+      ? { max: h.expected_bytes, value: Math.min(h.pulled_bytes, h.expected_bytes) }
+      : {}),
+    " " + label);
+}
+
+function renderHosts() {
+  const hosts = [...state.hosts].sort((a, b) => {
+    const x = sortValue(a, sort.key), y = sortValue(b, sort.key);
+    return (x < y ? -1 : x > y ? 1 : a.hostname.localeCompare(b.hostname)) * sort.dir;
+  });
+  document.getElementById("host-count").textContent = "(" + hosts.length + ")";
+  for (const th of document.querySelectorAll("#hosts th[data-key]")) {
+    th.setAttribute("aria-sort", th.dataset.key === sort.key ? (sort.dir > 0 ? "ascending" : "descending") : "none");
+  }
+  const canAct = token() !== "";
+  const rows = hosts.map(h => el("tr", {
+      "data-mac": h.mac, "data-phase": h.phase,
+      class: h.mac === selected ? "selected" : "",
+      onclick: () => { selected = h.mac; showDetail(h); renderHosts(); },
+    },
+    el("td", {}, h.hostname),
+    el("td", { class: "mono" }, h.mac),
+    el("td", {}, h.os),
+    el("td", {}, el("span", { class: "phase phase-" + h.phase }, h.phase)),
+    el("td", { class: "progress" }, progress(h)),
+    el("td", {}, ago(h.in_phase_secs)),
+    el("td", {}, h.last_event ? h.last_event.kind : "–"),
+    el("td", { class: h.last_error ? "error" : "" }, h.last_error || h.diagnosis || ""),
+    el("td", {}, (h.phase === "installed" || h.phase === "failed")
+      ? el("button", {
+          disabled: !canAct, title: canAct ? "send it back to the installer" : "needs the operator token",
+          onclick: (ev) => { ev.stopPropagation(); if (confirm("Re-arm " + h.hostname + "? Its next network boot reinstalls it.")) action("POST", "/api/hosts/" + h.mac + "/rearm"); },
+        }, "re-arm")
+      : ""),
+  ));
+  document.querySelector("#hosts tbody").replaceChildren(...rows);
+}
+
+function renderDiscovered() {
+  const canAct = token() !== "";
+  document.getElementById("discovered-count").textContent = "(" + state.discovered.length + ")";
+  document.querySelector("#discovered tbody").replaceChildren(...state.discovered.map(d => el("tr", { "data-mac": d.mac },
+    el("td", { class: "mono" }, d.mac),
+    el("td", {}, [d.facts.manufacturer, d.facts.product].filter(Boolean).join(" ")),
+    el("td", {}, d.facts.serial || ""),
+    el("td", { class: "mono" }, d.facts.uuid || ""),
+    el("td", {}, d.ip || ""),
+    el("td", {}, d.last_seen),
+    el("td", {}, canAct
+      ? el("button", { onclick: () => {
+          const hostname = prompt("Hostname for " + d.mac);
+          if (hostname) action("POST", "/api/discovered/" + d.mac + "/adopt", { hostname });
+        } }, "adopt")
+      : el("code", {}, d.adopt)),
+  )));
+}
+
+function renderCards() {
+  const a = state.appliance, p = state.profiles, c = state.cache;
+  document.getElementById("appliance-address").textContent = a.base_url;
+  dl(document.querySelector("#card-appliance dl"), [
+    ["address", a.base_url],
+    ["ProxyDHCP", a.dhcp_mode + (a.interfaces.length ? " on " + a.interfaces.join(", ") : "")],
+    ["unknown machines", a.unknown],
+    ["boot loaders", a.loaders.map(l => l.file + (l.present ? "" : " (missing)")).join(", ")],
+    ["office proxy", a.proxy || "none: mirrors are reached directly"],
+    ["mirrors", a.mirrors.map(m => m.name).join(", ")],
+  ]);
+  dl(document.querySelector("#card-profiles dl"), [
+    ["in force", "generation " + p.generation + ", loaded " + p.loaded_at],
+    ["files", p.files + " file(s), " + p.oses + " OS, " + p.hosts + " host(s)"],
+    ["last reload", p.errors.length ? "rejected (see above)" : "ok"],
+  ]);
+  const served = c.hits + c.coalesced + c.misses;
+  dl(document.querySelector("#card-cache dl"), [
+    ["hit ratio", served ? Math.round(100 * c.hits / served) + " % of " + served + " file(s)" : "–"],
+    ["fetched upstream", bytes(c.upstream_bytes) + " in " + c.upstream_fetches + " download(s)"],
+    ["cached", c.entries + " file(s), " + bytes(c.bytes) + " of " + bytes(c.max_bytes)],
+    ["in flight", c.downloads_in_flight + " download(s)"],
+    ["failures", c.failures + (c.disk_full ? " — DISK FULL, passing through" : "")],
+  ]);
+}
+
+function renderWarnings() {
+  const w = [];
+  for (const e of state.profiles.errors) w.push(el("div", { class: "warning bad" }, "Profile edit rejected (the last good profiles are in force): " + e));
+  for (const r of state.appliance.rogue_dhcp) w.push(el("div", { class: "warning bad rogue" },
+    "Another server offers boot information on this segment: " + r.server + " offered " + r.offered + " (last seen " + r.last_seen + "). It can take machines away from Kickstand."));
+  for (const l of state.appliance.loaders) if (!l.present) w.push(el("div", { class: "warning" },
+    "Boot loader " + l.file + " is missing from the TFTP root: PXE clients that are offered it will fail."));
+  if (!state.appliance.proxy) w.push(el("div", { class: "warning" }, "No office proxy is set: Kickstand reaches the mirrors directly."));
+  document.getElementById("warnings").replaceChildren(...w);
+}
+
+async function showDetail(h) {
+  const panel = document.getElementById("detail");
+  panel.hidden = false;
+  document.getElementById("detail-title").textContent = h.hostname + " (" + h.mac + ")";
+  document.getElementById("detail-log").href = "/api/hosts/" + h.mac + "/log";
+  document.getElementById("detail-json").href = "/api/hosts/" + h.mac + "/timeline";
+  const t = await (await fetch("/api/hosts/" + h.mac + "/timeline")).json();
+  document.getElementById("detail-diagnosis").textContent = t.diagnosis;
+  document.querySelector("#timeline tbody").replaceChildren(...t.events.slice().reverse().map(e =>
+    el("tr", {}, el("td", {}, e.time), el("td", {}, e.kind), el("td", {}, e.appliance),
+      el("td", { class: "mono" }, JSON.stringify(e.detail)))));
+}
+
+async function poll() {
+  try {
+    const resp = await fetch("/api/status", { cache: "no-store" });
+    state = await resp.json();
+    renderCards(); renderWarnings(); renderHosts(); renderDiscovered();
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+  } catch (e) {
+    document.getElementById("updated").textContent = "cannot reach the appliance: " + e;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const th of document.querySelectorAll("#hosts th[data-key]")) {
+    th.addEventListener("click", () => {
+      sort = { key: th.dataset.key, dir: sort.key === th.dataset.key ? -sort.dir : 1 };
+      renderHosts();
+    });
+  }
+  document.getElementById("operator").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("kickstand-operator-token", document.getElementById("token").value.trim());
+    document.getElementById("mode").textContent = token() ? "operator" : "read-only";
+    poll();
+  });
+  document.getElementById("mode").textContent = token() ? "operator" : "read-only";
+  poll();
+  setInterval(poll, POLL_MS);
+});

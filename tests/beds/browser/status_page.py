@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Drives Kickstand's status page in Debian's Chromium, headless, with
+Playwright for Python (no browser download: executable_path points at
+/usr/bin/chromium). Used by crates/daemon/tests/status_page.rs.
+
+Usage: status_page.py BASE_URL SCREENSHOT.png CHECKS.json
+CHECKS.json:
+  {"hosts": N, "rows": {"<mac>": "<phase>", ...},
+   "change": {"mac": "<mac>", "phase": "<phase after>", "then": "<file the test
+              touches when the page shows its first state>"},
+   "operator_token": "..." (optional: checks that actions appear)}
+Prints one JSON line of what it measured (load time, polls) on success;
+exits non-zero with the reason otherwise.
+"""
+import json
+import os
+import sys
+import time
+
+from playwright.sync_api import sync_playwright
+
+base, shot, checks_path = sys.argv[1], sys.argv[2], sys.argv[3]
+checks = json.load(open(checks_path))
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        headless=True,
+        # No network but the appliance's: the page must need nothing else.
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update",
+              "--disable-sync"],
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
+    started = time.monotonic()
+    page.goto(base + "/")
+    page.wait_for_function(
+        f"document.querySelectorAll('#hosts tbody tr').length === {checks['hosts']}",
+        timeout=30000)
+    loaded = time.monotonic() - started
+    for mac, phase in checks["rows"].items():
+        row = page.locator(f"#hosts tbody tr[data-mac='{mac}']")
+        if row.count() != 1:
+            fail(f"no row for {mac}")
+        got = row.get_attribute("data-phase")
+        if got != phase:
+            fail(f"{mac} shows {got}, want {phase}")
+    # The page changes without a reload: mark this document, let the test
+    # change the host through the API, and wait for the row.
+    page.evaluate("window.__kickstand_marker = 'same page'")
+    change = checks["change"]
+    open(change["then"], "w").close()
+    page.wait_for_function(
+        f"document.querySelector(\"#hosts tbody tr[data-mac='{change['mac']}']\")"
+        f"?.dataset.phase === '{change['phase']}'",
+        timeout=30000)
+    if page.evaluate("window.__kickstand_marker") != "same page":
+        fail("the page reloaded to show the change")
+    polls = int(page.evaluate("document.body.dataset.polls"))
+    # Read-only without the operator token; actions enabled with it.
+    rearm = page.locator("#hosts button", has_text="re-arm")
+    if rearm.count() and rearm.first.is_enabled():
+        fail("re-arm is enabled without the operator token")
+    if "operator_token" in checks:
+        page.fill("#token", checks["operator_token"])
+        page.click("#operator button")
+        page.wait_for_function("document.getElementById('mode').textContent === 'operator'")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#hosts button')].some(b => !b.disabled)", timeout=10000)
+    # Sorting by phase puts failed hosts first.
+    page.click("#hosts th[data-key='hostname']")
+    page.click("#hosts th[data-key='phase']")
+    first = page.locator("#hosts tbody tr").first.get_attribute("data-phase")
+    page.screenshot(path=shot, full_page=True)
+    if outside:
+        fail("the page asked for something outside the appliance: " + ", ".join(outside[:5]))
+    print(json.dumps({"load_seconds": round(loaded, 3), "polls": polls, "first_sorted": first}))
+    browser.close()
