@@ -114,16 +114,15 @@ fn parse_records(
                     checksum_kind = None;
                 } else if name.as_ref() == b"size" {
                     in_size = false;
-                } else if name.as_ref() == record {
-                    if let Some(Partial {
+                } else if name.as_ref() == record
+                    && let Some(Partial {
                         kind,
                         href: Some(href),
                         sha256,
                         size,
                     }) = cur.take()
-                    {
-                        out.push((kind, Listed { href, sha256, size }));
-                    }
+                {
+                    out.push((kind, Listed { href, sha256, size }));
                 }
             }
             Event::Eof => break,
@@ -300,7 +299,8 @@ mod tests {
     #[test]
     fn repomd_records() {
         let r = parse_repomd(REPOMD.as_bytes()).expect("parses");
-        let got: Vec<(&str, &str, Option<[u8; 32]>, Option<u64>)> = r
+        type Row<'a> = (&'a str, &'a str, Option<[u8; 32]>, Option<u64>);
+        let got: Vec<Row<'_>> = r
             .iter()
             .map(|r| {
                 (
