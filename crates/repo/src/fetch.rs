@@ -941,9 +941,29 @@ async fn pump(
             let n = (limit - pos).min(CHUNK) as usize;
             let f = file.clone();
             let at = offset + pos;
+            let own_file = !live;
             let read = blocking(move || {
-                let mut buf = vec![0u8; n];
-                f.read_exact_at(&mut buf, at)?;
+                let mut buf = Vec::with_capacity(n);
+                if own_file {
+                    // A committed file opened for this request alone: its
+                    // file position is ours, and `read_to_end` fills the
+                    // buffer without zeroing it first (a zeroing pass costs
+                    // as much as the read).
+                    let mut r: &File = &f;
+                    std::io::Seek::seek(&mut r, io::SeekFrom::Start(at))?;
+                    std::io::Read::read_to_end(&mut std::io::Read::take(r, n as u64), &mut buf)?;
+                    if buf.len() != n {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "cached file shorter than its length",
+                        ));
+                    }
+                } else {
+                    // A download's temp file is shared by every client
+                    // streaming it: positioned reads only.
+                    buf.resize(n, 0);
+                    f.read_exact_at(&mut buf, at)?;
+                }
                 Ok(Bytes::from(buf))
             })
             .await;
