@@ -1387,3 +1387,139 @@ fn a_new_repomd_naming_metadata_the_mirror_lacks_is_not_handed_out() {
         .status();
     assert_eq!(sha256(&ks.fetch("centos", &new_href)), new_sum);
 }
+
+/// POST with an empty body; the status.
+fn post(port: u16, path: &str) -> u16 {
+    raw_request(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .map(|r| r.status)
+    .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn warm_like_a_completed_install_fetches_what_it_pulled() {
+    let bed = Bed::start("like");
+    write_os_profile(&bed);
+    let home = bed.dir.join("ks");
+    // The shipped templates (the boot script carries the build token) and
+    // one host of OS bed9.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+    for entry in fs::read_dir(&shipped).expect("templates") {
+        let entry = entry.expect("entry");
+        fs::copy(entry.path(), home.join("templates").join(entry.file_name()))
+            .expect("copy template");
+    }
+    let os_yaml = fs::read_to_string(home.join("etc/os.yaml")).expect("os.yaml");
+    fs::write(
+        home.join("etc/os.yaml"),
+        os_yaml.replace("kickstart: bed.ks.j2", "kickstart: centos-stream-9.ks.j2"),
+    )
+    .expect("os.yaml");
+    let mac = "52:54:00:aa:00:01";
+    fs::write(
+        home.join("etc/hosts.yaml"),
+        format!("hosts:\n  \"{mac}\":\n    hostname: rack01\n    os: bed9\n    disk:\n      layout: lvm\n    timezone: UTC\n"),
+    )
+    .expect("hosts.yaml");
+    let ks = Kickstand::start(&bed);
+
+    // One install, as the machine makes it: boot script, kernel and
+    // initrd, kickstart, %pre, packages, %post.
+    let script = get(ks.port, &format!("/boot/{mac}.ipxe")).expect("boot script");
+    assert_eq!(script.status, 200);
+    let text = String::from_utf8_lossy(&script.body).to_string();
+    let at = text
+        .find("?token=")
+        .expect("a build token in the boot script")
+        + 7;
+    let token: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    ks.fetch("centos", "images/pxeboot/vmlinuz");
+    ks.fetch("centos", "images/pxeboot/initrd.img");
+    assert_eq!(
+        get(ks.port, &format!("/ks/{mac}?token={token}"))
+            .expect("ks")
+            .status,
+        200
+    );
+    assert_eq!(
+        post(
+            ks.port,
+            &format!("/api/hosts/{mac}/installing?token={token}")
+        ),
+        200
+    );
+    ks.fetch("centos", ".treeinfo");
+    ks.fetch("centos", "images/install.img");
+    dnf_install(
+        &bed.dir.join("root1"),
+        &ks.repo_url("centos"),
+        &["ks-hello"],
+        &[],
+    );
+    assert_eq!(
+        post(
+            ks.port,
+            &format!("/api/hosts/{mac}/installed?token={token}")
+        ),
+        200
+    );
+    let list = fs::read_to_string(home.join(format!("var/cache/learned/bed9/{mac}.list")))
+        .unwrap_or_else(|e| panic!("the install's file list: {e}\n{}", ks.log()));
+    assert!(
+        list.contains("Packages/ks-hello-1.0-1.noarch.rpm"),
+        "{list}"
+    );
+    assert!(list.contains("images/pxeboot/initrd.img"), "{list}");
+    assert!(!list.contains("ks-payload"), "only what was pulled: {list}");
+
+    // The cache is lost; the list is not. Warm like rack01, then take the
+    // mirror and the office proxy away.
+    drop(ks);
+    fs::remove_dir_all(home.join("var/cache/objects")).expect("wipe the cache");
+    let ks = Kickstand::start(&bed);
+    let (ok, out) = cache_cli(&ks, &["warm", "bed9", "--like", "rack01"]);
+    assert!(ok, "warm --like failed:\n{out}\n{}", ks.log());
+    assert!(out.contains("done bed9 like"), "{out}");
+    let _ = Command::new(bed_scripts().join("stop.sh"))
+        .arg(&bed.dir)
+        .status();
+    dnf_install(
+        &bed.dir.join("root2"),
+        &ks.repo_url("centos"),
+        &["ks-hello"],
+        &[],
+    );
+    assert_installed(&bed.dir.join("root2"));
+    for rel in [
+        ".treeinfo",
+        "images/pxeboot/vmlinuz",
+        "images/pxeboot/initrd.img",
+        "images/install.img",
+    ] {
+        assert_eq!(
+            ks.fetch("centos", rel).len() as u64,
+            fs::metadata(bed.mirror_file(rel)).expect("stat").len()
+        );
+    }
+    // What that install never pulled was not fetched.
+    let payload = get(
+        ks.port,
+        &format!("/repo/centos/{OS}/Packages/ks-payload-1.0-1.noarch.rpm"),
+    )
+    .expect("GET");
+    assert_ne!(
+        payload.status, 200,
+        "ks-payload was not part of rack01's install"
+    );
+    // An unknown host is a clear error.
+    let (ok, out) = cache_cli(&ks, &["warm", "bed9", "--like", "nosuchhost"]);
+    assert!(!ok && out.contains("nosuchhost"), "{out}");
+}
