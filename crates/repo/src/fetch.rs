@@ -70,10 +70,8 @@ fn key_of(mirror: &str, path: &RepoPath) -> String {
 }
 
 fn is_repomd(path: &RepoPath) -> bool {
-    path.as_str().ends_with("repodata/repomd.xml") && {
-        let p = path.as_str();
-        p == "repodata/repomd.xml" || p.ends_with("/repodata/repomd.xml")
-    }
+    let p = path.as_str();
+    p == "repodata/repomd.xml" || p.ends_with("/repodata/repomd.xml")
 }
 
 fn is_treeinfo(path: &RepoPath) -> bool {
