@@ -31,6 +31,7 @@ const BIOS_MAC: &str = "52:54:00:12:34:01";
 const UEFI_MAC: &str = "52:54:00:12:34:02";
 const ONCE_MAC: &str = "52:54:00:12:34:03";
 const STRANGER_MAC: &str = "52:54:00:99:99:01";
+const FAIL_MAC: &str = "52:54:00:12:34:04";
 
 /// SeaBIOS found nothing to boot: the network boot (and the absent disk)
 /// came to nothing.
@@ -51,6 +52,24 @@ const VM_LIMIT: Duration = Duration::from_secs(240);
 /// One VM at a time: two TCG guests on two cores would only slow both down
 /// and make the hard timeout meaningless.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// What the bed's Kickstand config says beyond its hosts.
+#[derive(Debug, Clone, Copy)]
+struct Site {
+    /// `dhcp.unknown`.
+    unknown: &'static str,
+    /// A host whose install fails on purpose.
+    failing: Option<&'static str>,
+}
+
+impl Default for Site {
+    fn default() -> Site {
+        Site {
+            unknown: "ignore",
+            failing: None,
+        }
+    }
+}
 
 /// Who answers PXE on the bed.
 #[derive(Debug, Clone, Copy)]
@@ -114,8 +133,12 @@ impl Bed {
     /// Brings up the bed and `kickstand serve` with a profile for `hosts`
     /// (MAC, hostname); every other MAC is a stranger to Kickstand.
     fn up(hosts: &[(&str, &str)]) -> Bed {
+        Bed::up_with(hosts, &Site::default())
+    }
+
+    fn up_with(hosts: &[(&str, &str)], site: &Site) -> Bed {
         let mut bed = Bed::bring_up(BedMode::Kickstand);
-        bed.write_site(hosts);
+        bed.write_site(hosts, site);
         bed.start_daemon();
         bed
     }
@@ -163,7 +186,7 @@ impl Bed {
         self.work.path().join(name)
     }
 
-    fn write_site(&self, hosts: &[(&str, &str)]) {
+    fn write_site(&self, hosts: &[(&str, &str)], options: &Site) {
         // The boot loaders, installed the way an appliance gets them.
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../image/install-bootloaders.sh");
@@ -188,7 +211,7 @@ impl Bed {
   tftp_port: 69
 dhcp:
   mode: proxy
-  unknown: ignore
+  unknown: {unknown}
   uefi_loader: ipxe.efi
 tftp:
   root: ../tftp
@@ -201,7 +224,8 @@ cache:
 paths:
   templates: {TEMPLATES}
   state: ../state
-"
+",
+                unknown = options.unknown,
             ),
         )
         .expect("write kickstand.yaml");
@@ -227,6 +251,12 @@ hosts:
             profile.push_str(&format!(
                 "  \"{mac}\":\n    hostname: {hostname}\n    os: standin-9\n"
             ));
+            if options.failing == Some(*mac) {
+                // The stand-in's %onerror path: it reports this reason.
+                profile.push_str(
+                    "    kickstart:\n      pre: \"# KS-STANDIN-FAIL: no disk matches ignoredisk --only-use=vda\"\n",
+                );
+            }
         }
         fs::write(site.join("bed.yaml"), profile).expect("write bed.yaml");
     }
@@ -364,6 +394,42 @@ hosts:
         if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
             let _ = Command::new("kill").args(["-TERM", pid]).status();
         }
+    }
+
+    /// A POST from inside the namespace with the operator token.
+    fn operator_post(&self, path: &str, body: &str) -> (u16, String) {
+        let token = self.read("state/operator.token");
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "curl", "-sS", "-m", "10", "-X", "POST",
+            ])
+            .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+            .args(["-H", "Content-Type: application/json", "--data", body])
+            .args(["-w", "\n%{http_code}", &format!("{APPLIANCE}{path}")])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run curl in the bed's namespace");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// The build token the host's install script carries now.
+    fn token(&self, mac: &str) -> Option<String> {
+        let (_, script) = self.http("GET", &format!("/boot/{mac}.ipxe"));
+        let at = script.find("?token=")? + "?token=".len();
+        Some(
+            script[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect(),
+        )
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.http("GET", path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
     /// The `phase` of `mac` in `GET /api/hosts`.
@@ -666,6 +732,8 @@ fn machine_without_profile_gets_no_boot_offer() {
 #[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
 fn installed_machine_next_boot_exits_to_local_disk() {
     let bed = Bed::up(&[(ONCE_MAC, "once01")]);
+    // The token the first install will carry (the VM's script has the same).
+    let first_token = bed.token(ONCE_MAC).expect("an install script with a token");
     let first = bed.boot(Firmware::Bios, ONCE_MAC, "once-install", GAVE_UP);
     bed.assert_installed_by_kickstand(ONCE_MAC, &first);
 
@@ -708,4 +776,129 @@ fn installed_machine_next_boot_exits_to_local_disk() {
         "second boot fetched the installer kernel"
     );
     assert_eq!(bed.phase(ONCE_MAC), "installed");
+
+    // An operator re-arms it: the third boot installs again, with a new
+    // build token; the first install's token is refused.
+    let (status, body) = bed.operator_post(&format!("/api/hosts/{ONCE_MAC}/rearm"), "");
+    assert_eq!(status, 200, "rearm: {body}");
+    let second_token = bed.token(ONCE_MAC).expect("a re-armed host installs");
+    assert_ne!(second_token, first_token, "the reinstall gets a new token");
+    let third = bed.boot(Firmware::Bios, ONCE_MAC, "once-reinstall", GAVE_UP);
+    assert!(
+        third.powered_off(),
+        "the re-armed host did not reinstall: {:?}",
+        third.end
+    );
+    assert!(
+        third
+            .serial
+            .contains(&format!("KS-STANDIN: reported installed for {ONCE_MAC}"))
+    );
+    assert_eq!(bed.phase(ONCE_MAC), "installed");
+    let (status, _) = bed.http("GET", &format!("/ks/{ONCE_MAC}?token={first_token}"));
+    assert_eq!(status, 403, "the first install's token still works");
+    let timeline = bed.json(&format!("/api/hosts/{ONCE_MAC}/timeline"));
+    let kinds: Vec<&str> = timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    // (No TFTP on this path: the NIC's ROM is iPXE already.)
+    for kind in [
+        "dhcp-offer",
+        "boot-script",
+        "kickstart-fetch",
+        "callback",
+        "local-boot",
+        "token-rejected",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "no {kind} on the timeline: {kinds:?}"
+        );
+    }
+}
+
+/// `%onerror` through the stand-in: the host is failed with the reason,
+/// its next boot is its disk (held), and the timeline says why.
+#[test]
+#[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
+fn a_failing_install_is_reported_held_and_diagnosed() {
+    let bed = Bed::up_with(
+        &[(FAIL_MAC, "fail01")],
+        &Site {
+            failing: Some(FAIL_MAC),
+            ..Site::default()
+        },
+    );
+    let run = bed.boot(Firmware::Bios, FAIL_MAC, "failing", GAVE_UP);
+    assert!(
+        run.serial
+            .contains(&format!("KS-STANDIN: reported failed for {FAIL_MAC}")),
+        "the stand-in did not report its failure: {:?}",
+        run.end
+    );
+    assert_eq!(bed.phase(FAIL_MAC), "failed");
+    let timeline = bed.json(&format!("/api/hosts/{FAIL_MAC}/timeline"));
+    let diagnosis = timeline["diagnosis"].as_str().unwrap_or_default();
+    assert!(diagnosis.contains("no disk matches"), "{diagnosis}");
+    // Its installer log came over syslog (inst.syslog=).
+    let (status, log) = bed.http("GET", &format!("/api/hosts/{FAIL_MAC}/log"));
+    assert_eq!(status, 200, "no installer log: {log}");
+    assert!(log.contains("KS-STANDIN failing"), "{log}");
+    // Held: the next boot is the disk, not the installer again.
+    let (_, script) = bed.http("GET", &format!("/boot/{FAIL_MAC}.ipxe"));
+    assert!(
+        script.contains("\nexit\n") && !script.contains("kernel"),
+        "{script}"
+    );
+}
+
+/// `dhcp.unknown: discover`: a machine with no profile reports what iPXE
+/// knows of it and boots its disk; adopted, its next boot installs.
+#[test]
+#[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
+fn an_unknown_machine_is_discovered_adopted_and_installed() {
+    let bed = Bed::up_with(
+        &[(BIOS_MAC, "bios01")],
+        &Site {
+            unknown: "discover",
+            ..Site::default()
+        },
+    );
+    let first = bed.boot(
+        Firmware::Bios,
+        STRANGER_MAC,
+        "discovery",
+        &[SEABIOS_NO_BOOT],
+    );
+    assert!(matches!(first.end, VmEnd::StoppedAt(_)), "{:?}", first.end);
+    assert!(
+        !first.serial.contains("KS-STANDIN"),
+        "a stranger booted the installer"
+    );
+    let found = bed.json("/api/discovered");
+    let row = found
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["mac"] == STRANGER_MAC))
+        .unwrap_or_else(|| {
+            panic!(
+                "{STRANGER_MAC} not discovered: {found}\n{}",
+                bed.daemon_log()
+            )
+        });
+    let product = row["facts"]["product"].as_str().unwrap_or_default();
+    assert!(
+        product.contains("Standard PC"),
+        "QEMU's SMBIOS product: {row}"
+    );
+    assert!(row["facts"]["uuid"].as_str().is_some(), "{row}");
+    let (status, body) = bed.operator_post(
+        &format!("/api/discovered/{STRANGER_MAC}/adopt"),
+        r#"{"hostname": "disc01", "os": "standin-9"}"#,
+    );
+    assert_eq!(status, 200, "adopt: {body}");
+    let second = bed.boot(Firmware::Bios, STRANGER_MAC, "adopted", GAVE_UP);
+    bed.assert_installed_by_kickstand(STRANGER_MAC, &second);
 }

@@ -193,7 +193,10 @@ YAML
 boot_appliance bios boot1
 ready1=$ready_s
 check "the office DHCP server leased the appliance $addr" grep -qi "$APPLIANCE_MAC $addr" "$bed/office.leases"
-status_page_answers() { http -f "http://$addr/" | grep -q "serving at   http://$addr"; }
+status_page_answers() {
+  http -f "http://$addr/" | grep -q "<title>Kickstand</title>" &&
+    http -f "http://$addr/api/status" | grep -q "\"base_url\": *\"http://$addr\""
+}
 check "status page at http://$addr/ answers, naming that address" status_page_answers
 # The serial console (COM1) shows what a monitor on the appliance would.
 console_has() { tr -d '\r' <"$work/boot1.log" | grep -qF "$1"; }
