@@ -267,6 +267,9 @@ impl RepoProxy {
             prefix.push('/');
         }
         let inner = &self.inner;
+        // Reading the plan fetches metadata (and a new `repomd.xml` brings
+        // its records along): counted as fetched, not as found cached.
+        let (files_before, bytes_before, _) = inner.store.usage();
         let mut plan = Vec::new();
         let planned = |path: RepoPath, size: Option<u64>, package: bool| Planned {
             mirror: mirror.to_string(),
@@ -290,7 +293,13 @@ impl RepoProxy {
         for p in packages {
             plan.push(planned(join(&prefix, &p.href)?, p.size, true));
         }
-        Ok(execute(inner, &up, plan, target.concurrency, &mut progress).await)
+        let (files_after, bytes_after, _) = inner.store.usage();
+        let mut report = execute(inner, &up, plan, target.concurrency, &mut progress).await;
+        let early = (files_after.saturating_sub(files_before) as usize).min(report.already_cached);
+        report.already_cached -= early;
+        report.fetched += early;
+        report.fetched_bytes += bytes_after.saturating_sub(bytes_before);
+        Ok(report)
     }
 
     /// Fetches exactly `files` (`(mirror, path)`, e.g. what one install
