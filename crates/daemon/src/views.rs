@@ -250,10 +250,15 @@ impl Front for Live {
             && let Some(host) = self.current().snapshot().host(&mac)
         {
             // What this install pulled is what `cache warm <os> --like` fetches.
-            match self.repo.install_completed(&mac.to_string(), &host.os) {
-                Ok(files) => {
+            let (repo, os) = (self.repo.clone(), host.os.clone());
+            let kept =
+                tokio::task::spawn_blocking(move || repo.install_completed(&mac.to_string(), &os))
+                    .await;
+            match kept {
+                Ok(Ok(files)) => {
                     info!(%mac, os = host.os, files, "install's file list kept for `cache warm --like`")
                 }
+                Ok(Err(e)) => warn!(%mac, error = %e, "could not keep the install's file list"),
                 Err(e) => warn!(%mac, error = %e, "could not keep the install's file list"),
             }
         }
