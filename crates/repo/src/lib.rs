@@ -45,7 +45,7 @@
 //!   hosts) are contacted; hostile paths are refused by [`path::normalize`]
 //!   before anything leaves the process.
 //!
-//! Responses carry `X-Kickstand-Cache: hit|miss|coalesced|revalidated|stale|pass`.
+//! Responses carry `X-Kickstand-Cache: hit|miss|coalesced|revalidated|stale|updating|pass`.
 
 mod body;
 mod config;
