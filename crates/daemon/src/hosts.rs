@@ -518,16 +518,22 @@ fn adopted_profile(mac: Mac, req: &AdoptRequest, facts: Option<&Facts>) -> Strin
 }
 
 /// The facts in a discovery report's query string; empty values (a
-/// setting iPXE does not have) are left out.
+/// setting iPXE does not have) are left out. Values are percent-decoded
+/// only: iPXE encodes spaces but leaves `+` as it is, so form decoding
+/// (`+` as a space) would garble names like "i440FX + PIIX".
 fn facts(query: &str) -> Facts {
     let mut f = Facts::default();
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let value = value.trim().to_owned();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8_lossy()
+            .trim()
+            .to_owned();
         if value.is_empty() {
             continue;
         }
         let value = Some(value);
-        match &*key {
+        match key {
             "uuid" => f.uuid = value,
             "serial" => f.serial = value,
             "manufacturer" => f.manufacturer = value,
@@ -624,4 +630,27 @@ pub(crate) struct DiscoveredRow {
 /// How long ago, for tables: `3m 12s`.
 pub(crate) fn ago(secs: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_as_debian_12_ipxe_sends_them() {
+        // Captured from Debian 12's iPXE (QEMU's SMBIOS), plain expansions.
+        let f = facts(
+            "uuid=00000000-0000-0000-0000-000000000000&serial=&manufacturer=QEMU&product=Standard%20PC%20(i440FX%20+%20PIIX,%201996)&memsize=2047&nic0=52:54:00:99:99:01&nic1=",
+        );
+        assert_eq!(
+            f.product.as_deref(),
+            Some("Standard PC (i440FX + PIIX, 1996)")
+        );
+        assert_eq!(f.manufacturer.as_deref(), Some("QEMU"));
+        assert_eq!(f.serial, None, "an empty setting is left out");
+        assert_eq!(f.memsize.as_deref(), Some("2047"));
+        assert_eq!(f.nics.len(), 1);
+        assert_eq!(f.nics[0].mac.as_deref(), Some("52:54:00:99:99:01"));
+        assert_eq!(facts(""), Facts::default());
+    }
 }

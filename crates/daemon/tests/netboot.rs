@@ -10,7 +10,15 @@
 //! config, the daemon process and the assertions. Every test needs root,
 //! `ip netns`, dnsmasq, qemu-system-x86, ipxe, ipxe-qemu, ovmf,
 //! busybox-static, linux-image-amd64, python3 and curl, and fails (never
-//! skips) when one is missing.
+//! skips) when one is missing; the bed also wants shim-signed,
+//! grub-efi-amd64-signed, sbsigntool, grub-pc-bin, xorriso, mtools,
+//! dosfstools and fdisk (Secure Boot tree, test disks), and the ARM64 and
+//! HTTP boot self-checks qemu-system-arm, qemu-efi-aarch64 and PyPI's
+//! virt-firmware (`tests/setup-peers` installs them all).
+//!
+//! The `bed_selfcheck_*` tests run the stand-in (dnsmasq and small Python
+//! servers in Kickstand's place) on every firmware path: when they pass and
+//! a Kickstand test fails, look at Kickstand.
 
 use std::fs;
 use std::io::Read as _;
@@ -43,6 +51,21 @@ const GAVE_UP: &[&str] = &[
     "KS-STANDIN: FAILED",
     "Shell> ",
     "BdsDxe: No bootable option",
+];
+
+/// What the bed's test disks print when a machine boots them.
+const DISK_MARKER: &str = "KS-DISK: booted from disk";
+/// A boot-to-disk run stops at the disk's marker, or where the machine
+/// will not reach its disk: the EFI shell, OVMF's setup menu, or the
+/// installer starting again.
+const DISK_OR_STUCK: &[&str] = &[
+    DISK_MARKER,
+    SEABIOS_NO_BOOT,
+    "Shell> ",
+    "Boot Maintenance Manager",
+    "KS-STANDIN",
+    // GRUB found no config: the machine waits at its prompt.
+    "grub> ",
 ];
 
 /// Hard limit for one VM run under TCG (a whole install boot takes 25–50 s
@@ -85,6 +108,11 @@ enum Firmware {
     Bios,
     /// OVMF with the option ROM disabled: native UEFI PXE, TFTP of ipxe.efi.
     Uefi,
+    /// OVMF's Secure Boot build with Microsoft's keys enrolled and Secure
+    /// Boot enforced: only signed loaders (shim → GRUB → kernel) run.
+    UefiSecureBoot,
+    /// `qemu-system-aarch64` with AAVMF: native UEFI PXE, client arch 11.
+    Aarch64,
 }
 
 impl Firmware {
@@ -92,8 +120,30 @@ impl Firmware {
         match self {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
+            Firmware::UefiSecureBoot => "uefi-sb",
+            Firmware::Aarch64 => "aarch64",
         }
     }
+}
+
+/// The bed's test disks (`build-disk.sh`): booting one prints
+/// [`DISK_MARKER`] on the serial console and powers the VM off.
+#[derive(Debug, Clone, Copy)]
+enum Disk {
+    /// GRUB for i386-pc.
+    Bios,
+    /// GPT with an ESP holding Debian's signed shim and GRUB at
+    /// `EFI/BOOT/BOOTX64.EFI` and `EFI/debian/shimx64.efi`.
+    Uefi,
+}
+
+/// Extras for one VM run (`vm.sh` options).
+#[derive(Debug, Clone, Copy, Default)]
+struct VmOpts {
+    /// Attach this disk; the boot order becomes network first, disk second.
+    disk: Option<Disk>,
+    /// UEFI: the NIC's HTTP boot option goes first in BootOrder.
+    http_first: bool,
 }
 
 /// How a VM run ended.
@@ -150,6 +200,12 @@ impl Bed {
     }
 
     fn bring_up(mode: BedMode) -> Bed {
+        Bed::bring_up_with(mode, false)
+    }
+
+    /// `aarch64`: the mirror also gets the arm64 tree (Debian's arm64 shim
+    /// and GRUB, downloaded once through apt into the stand-in cache).
+    fn bring_up_with(mode: BedMode, aarch64: bool) -> Bed {
         let serial = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -164,6 +220,9 @@ impl Bed {
             .env("KS_MIRROR_TREE", TREE);
         if let BedMode::Standin = mode {
             up.arg("standin");
+        }
+        if aarch64 {
+            up.env("KS_BED_AARCH64", "1");
         }
         let status = up
             .status()
@@ -184,6 +243,30 @@ impl Bed {
 
     fn path(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
+    }
+
+    /// How the bed treats `mac` (`bed-host.sh`): roles such as `grub`,
+    /// `ignore`, `snp`, and the stand-in's own iPXE script or GRUB config
+    /// for that host.
+    fn host(&self, mac: &str, roles: &[&str], ipxe_script: Option<&str>, grub_cfg: Option<&str>) {
+        let mut cmd = Command::new(format!("{BED}/bed-host.sh"));
+        cmd.arg(self.work.path()).arg(mac).args(roles);
+        let tag = mac.replace(':', "");
+        if let Some(script) = ipxe_script {
+            let file = self.path(&format!("host-{tag}.ipxe"));
+            fs::write(&file, script).expect("write the host's iPXE script");
+            cmd.arg("--ipxe-script").arg(file);
+        }
+        if let Some(cfg) = grub_cfg {
+            let file = self.path(&format!("host-{tag}.grub.cfg"));
+            fs::write(&file, cfg).expect("write the host's GRUB config");
+            cmd.arg("--grub-cfg").arg(file);
+        }
+        let status = cmd.status().expect("run tests/beds/netboot/bed-host.sh");
+        assert!(
+            status.success(),
+            "bed-host.sh {mac} {roles:?} failed: {status}"
+        );
     }
 
     fn write_site(&self, hosts: &[(&str, &str)], options: &Site) {
@@ -338,9 +421,32 @@ hosts:
     /// Boots one VM and waits until it powers off, the bed's hard timeout
     /// kills it, or one of the `stop_at` texts shows on its serial console.
     fn boot(&self, fw: Firmware, mac: &str, name: &str, stop_at: &[&'static str]) -> VmRun {
+        self.boot_with(fw, mac, name, stop_at, VmOpts::default())
+    }
+
+    /// [`Bed::boot`] with a disk attached or HTTP boot first.
+    fn boot_with(
+        &self,
+        fw: Firmware,
+        mac: &str,
+        name: &str,
+        stop_at: &[&'static str],
+        opts: VmOpts,
+    ) -> VmRun {
         let serial = self.path(&format!("{name}.log"));
+        let mut vm = Command::new(format!("{BED}/vm.sh"));
+        if let Some(disk) = opts.disk {
+            let key = match disk {
+                Disk::Bios => "DISK_BIOS",
+                Disk::Uefi => "DISK_UEFI",
+            };
+            vm.arg("--disk").arg(read_env(&self.path("bed.env"), key));
+        }
+        if opts.http_first {
+            vm.arg("--http-first");
+        }
         let started = Instant::now();
-        let mut vm = Command::new(format!("{BED}/vm.sh"))
+        let mut vm = vm
             .arg(self.work.path())
             .args([fw.arg(), mac])
             .arg(&serial)
@@ -901,4 +1007,386 @@ fn an_unknown_machine_is_discovered_adopted_and_installed() {
     assert_eq!(status, 200, "adopt: {body}");
     let second = bed.boot(Firmware::Bios, STRANGER_MAC, "adopted", GAVE_UP);
     bed.assert_installed_by_kickstand(STRANGER_MAC, &second);
+}
+
+/// MACs of the stand-in self-checks, one per path so the bed's per-host
+/// files of one test never meet another's.
+const SB_MAC: &str = "52:54:00:12:35:01";
+const SB_IPXE_MAC: &str = "52:54:00:12:35:02";
+const HTTPBOOT_MAC: &str = "52:54:00:12:35:03";
+const DISK_BIOS_MAC: &str = "52:54:00:12:35:04";
+const DISK_UEFI_MAC: &str = "52:54:00:12:35:05";
+const DISK_SB_MAC: &str = "52:54:00:12:35:06";
+const DISK_IPXE_MAC: &str = "52:54:00:12:35:07";
+
+/// The install entry for Debian's signed network GRUB: `linux`/`initrd`
+/// (no `linuxefi` needed), kernel and initrd over TFTP relative to the
+/// TFTP server GRUB booted from, because that GRUB has no http module.
+fn grub_install_cfg() -> String {
+    format!(
+        "echo \"KS-GRUB: host config for $net_default_mac\"\n\
+         linux /{TREE}/images/pxeboot/vmlinuz console=ttyS0 inst.ks=http://10.77.0.1:8080/ks/$net_default_mac\n\
+         initrd /{TREE}/images/pxeboot/initrd.img\n\
+         boot\n"
+    )
+}
+
+/// The local-boot entry for an installed UEFI host on the GRUB path: find
+/// the disk's own loader (each distribution's shim, then the fallback
+/// path) and chainload it. `set root` matters: Debian's GRUB 2.06 gives the
+/// chainloaded image the device of `$root`, not the one in its path, and
+/// shim then looks for its GRUB on the network.
+const GRUB_CHAINLOAD_DISK: &str = r#"echo "KS-GRUB: local boot for $net_default_mac"
+for f in /EFI/redhat/shimx64.efi /EFI/centos/shimx64.efi /EFI/rocky/shimx64.efi /EFI/almalinux/shimx64.efi /EFI/fedora/shimx64.efi /EFI/debian/shimx64.efi /EFI/ubuntu/shimx64.efi /EFI/BOOT/BOOTX64.EFI; do
+  if search --no-floppy --file --set=esp $f; then
+    set root=$esp
+    chainloader $f
+    boot
+  fi
+done
+echo "KS-GRUB: no loader on any disk"
+exit 1
+"#;
+
+/// Lines of the stand-in dnsmasq's log saying it sent a TFTP file.
+fn tftp_sent(bed: &Bed) -> Vec<String> {
+    bed.read("standin-proxy.log")
+        .lines()
+        .filter(|l| l.contains("dnsmasq-tftp") && l.contains(" sent "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_standin_installed(bed: &Bed, mac: &str, run: &VmRun) {
+    assert!(
+        run.powered_off(),
+        "the VM did not power off after installing: {:?}",
+        run.end
+    );
+    for marker in [
+        format!("KS-STANDIN: fetched kickstart for {mac}"),
+        format!("KS-STANDIN: reported installed for {mac}"),
+    ] {
+        assert!(
+            run.serial.contains(&marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    assert!(
+        bed.path(&format!("standin-http/{mac}.installed")).exists(),
+        "no installed report arrived from {mac}"
+    );
+}
+
+/// Secure Boot enforced, Microsoft's keys: Debian's signed shim (offered by
+/// ProxyDHCP as the tree's EFI/BOOT/BOOTX64.EFI) loads grubx64.efi from the
+/// same TFTP directory, GRUB reads the generic grub.cfg under its fixed
+/// prefix /grub, which chains to this host's grub.cfg-01-<mac>, and the
+/// signed kernel boots the stand-in installer.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_secure_boot_shim_grub_kernel_installs() {
+    let bed = Bed::standin();
+    bed.host(SB_MAC, &["grub"], None, Some(&grub_install_cfg()));
+    let run = bed.boot(Firmware::UefiSecureBoot, SB_MAC, "sb-install", GAVE_UP);
+    assert_standin_installed(&bed, SB_MAC, &run);
+    for marker in [
+        "KS-GRUB: generic grub.cfg for",
+        &format!("KS-GRUB: host config for {SB_MAC}"),
+        // The kernel's EFI stub and the kernel itself saw Secure Boot on.
+        "EFI stub: UEFI Secure Boot is enabled.",
+        "secureboot: Secure boot enabled",
+    ] {
+        assert!(
+            run.serial.contains(marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    let sent = tftp_sent(&bed);
+    // dnsmasq logs `sent <root>/<path> to <client>`.
+    let host_cfg = format!("grub/grub.cfg-01-{}", SB_MAC.replace(':', "-"));
+    for file in [
+        format!("{TREE}/EFI/BOOT/BOOTX64.EFI"),
+        format!("{TREE}/EFI/BOOT/grubx64.efi"),
+        "grub/grub.cfg".to_owned(),
+        host_cfg,
+        format!("{TREE}/images/pxeboot/vmlinuz"),
+        format!("{TREE}/images/pxeboot/initrd.img"),
+    ] {
+        assert!(
+            sent.iter().any(|l| l.contains(&format!("/{file} to "))),
+            "the stand-in never sent {file} over TFTP: {sent:#?}"
+        );
+    }
+}
+
+/// UEFI HTTP boot as the firmware's first choice (the NIC's HTTPv4 option
+/// moved ahead of PXE in BootOrder, TFTP left working): OVMF's DISCOVER
+/// carries `HTTPClient:Arch:00016`, the stand-in ProxyDHCP answers with
+/// option 60 `HTTPClient` and a URL, OVMF loads ipxe.efi over HTTP, and
+/// iPXE goes on to install as on every other path.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, virt-firmware; run by tests/run"]
+fn bed_selfcheck_uefi_http_boot_first_loads_loader_over_http() {
+    let bed = Bed::standin();
+    bed.host(HTTPBOOT_MAC, &["httpboot"], None, None);
+    let opts = VmOpts {
+        http_first: true,
+        ..VmOpts::default()
+    };
+    let run = bed.boot_with(Firmware::Uefi, HTTPBOOT_MAC, "httpboot", GAVE_UP, opts);
+    assert_standin_installed(&bed, HTTPBOOT_MAC, &run);
+    let http = run
+        .serial
+        .find(">>Start HTTP Boot over IPv4")
+        .expect("OVMF never started HTTP boot");
+    assert!(
+        !run.serial[..http].contains(">>Start PXE over IPv4"),
+        "OVMF tried PXE before HTTP boot: the boot order was not changed"
+    );
+    assert!(
+        run.serial
+            .contains("URI: http://10.77.0.1:8081/loaders/ipxe.efi"),
+        "OVMF did not take the URL from the proxy offer"
+    );
+    let offers = bed.read("standin-httpboot.log");
+    assert!(
+        log_has(&offers, &[HTTPBOOT_MAC, "arch 16", "HTTPClient:Arch:00016"]),
+        "no HTTPClient DISCOVER with client arch 16 from {HTTPBOOT_MAC}: {offers}"
+    );
+    assert!(
+        log_has(&offers, &[HTTPBOOT_MAC, "offered http://"]),
+        "the stand-in sent {HTTPBOOT_MAC} no HTTP boot offer: {offers}"
+    );
+    // The loader came over HTTP from the VM itself, never over TFTP.
+    let mirror = bed.read("mirror.log");
+    assert!(
+        mirror
+            .lines()
+            .any(|l| l.starts_with("10.77.0.") && l.contains("\"GET /loaders/ipxe.efi ")),
+        "the mirror never served ipxe.efi to the VM: {mirror}"
+    );
+    assert!(
+        !tftp_sent(&bed).iter().any(|l| l.contains("ipxe.efi")),
+        "ipxe.efi went over TFTP: HTTP boot was not what loaded it"
+    );
+}
+
+/// Boots an "installed" machine with the bed's disk attached (network
+/// first, disk second) and asserts it reached the disk, not the installer.
+/// `via` is what the disk's GRUB reports as `$cmdpath`: which loader ran.
+fn assert_reaches_disk(bed: &Bed, fw: Firmware, mac: &str, name: &str, disk: Disk, via: &str) {
+    let opts = VmOpts {
+        disk: Some(disk),
+        ..VmOpts::default()
+    };
+    let run = bed.boot_with(fw, mac, name, DISK_OR_STUCK, opts);
+    // The disk's GRUB powers the VM off right after the marker, often
+    // before the serial log is looked at again.
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(DISK_MARKER))
+            || run.powered_off() && run.serial.contains(DISK_MARKER),
+        "{name}: the machine did not reach its disk: {:?}",
+        run.end
+    );
+    let marker = format!("{DISK_MARKER} ({via})");
+    assert!(
+        run.serial.contains(&marker),
+        "{name}: the disk was booted, but not through {via}"
+    );
+    assert!(
+        !run.serial.contains("KS-STANDIN"),
+        "{name}: the installer started"
+    );
+    eprintln!(
+        "netboot: {name}: power-on → disk in {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+}
+
+/// BIOS, installed host: iPXE (the NIC's ROM) runs `exit`, SeaBIOS moves
+/// on to the disk.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, grub-pc-bin, xorriso; run by tests/run"]
+fn bed_selfcheck_bios_ipxe_exit_reaches_disk() {
+    let bed = Bed::standin();
+    bed.host(DISK_BIOS_MAC, &[], Some("#!ipxe\nexit\n"), None);
+    assert_reaches_disk(
+        &bed,
+        Firmware::Bios,
+        DISK_BIOS_MAC,
+        "bios-disk",
+        Disk::Bios,
+        "pc, (hd0)",
+    );
+}
+
+/// UEFI without Secure Boot, installed host on the GRUB path: GRUB finds
+/// the disk's shim and chainloads it; the disk's own GRUB prints the marker.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_uefi_grub_chainloads_disk_loader() {
+    let bed = Bed::standin();
+    bed.host(DISK_UEFI_MAC, &["grub"], None, Some(GRUB_CHAINLOAD_DISK));
+    assert_reaches_disk(
+        &bed,
+        Firmware::Uefi,
+        DISK_UEFI_MAC,
+        "uefi-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+}
+
+/// The same with Secure Boot enforced: the firmware verifies the disk's
+/// shim (Microsoft's signature), shim the disk's GRUB (Debian's).
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_secure_boot_grub_chainloads_disk_loader() {
+    let bed = Bed::standin();
+    bed.host(DISK_SB_MAC, &["grub"], None, Some(GRUB_CHAINLOAD_DISK));
+    assert_reaches_disk(
+        &bed,
+        Firmware::UefiSecureBoot,
+        DISK_SB_MAC,
+        "sb-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+}
+
+/// How OVMF reports an image that fails Secure Boot verification:
+/// `BdsDxe: failed to load Boot0001 "UEFI PXEv4 (MAC:…)" from …: Access Denied`
+/// (EFI_SECURITY_VIOLATION from LoadImage).
+const SECURE_BOOT_REFUSED: &str = ": Access Denied";
+
+/// The negative check that makes the Secure Boot tests mean something: the
+/// same firmware, offered Debian's unsigned ipxe.efi, downloads it and
+/// refuses to run it.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf; run by tests/run"]
+fn bed_selfcheck_secure_boot_refuses_unsigned_ipxe() {
+    let bed = Bed::standin();
+    let stop: Vec<&'static str> = std::iter::once(SECURE_BOOT_REFUSED)
+        .chain(GAVE_UP.iter().copied())
+        .collect();
+    let run = bed.boot(
+        Firmware::UefiSecureBoot,
+        SB_IPXE_MAC,
+        "sb-refuses-ipxe",
+        &stop,
+    );
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(SECURE_BOOT_REFUSED)),
+        "OVMF did not refuse ipxe.efi: {:?}",
+        run.end
+    );
+    // The file arrived whole: the refusal is the signature check, not TFTP.
+    for marker in [
+        "NBP filename is ipxe.efi",
+        "NBP file downloaded successfully",
+    ] {
+        assert!(
+            run.serial.contains(marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    assert!(
+        run.serial
+            .lines()
+            .any(|l| l.contains("BdsDxe: failed to load")
+                && l.contains("UEFI PXEv4")
+                && l.trim_end().ends_with(SECURE_BOOT_REFUSED)),
+        "no `BdsDxe: failed to load … UEFI PXEv4 …: Access Denied` line"
+    );
+    assert!(
+        !run.serial.contains("iPXE initialising"),
+        "ipxe.efi ran under Secure Boot"
+    );
+    assert!(
+        tftp_sent(&bed).iter().any(|l| l.contains("/ipxe.efi to ")),
+        "the stand-in never sent ipxe.efi"
+    );
+}
+
+/// UEFI on the iPXE path, installed host: `exit` from ipxe.efi hangs at
+/// "No more network devices" and no DHCP answer at all costs ~270 s of PXEv6
+/// and HTTP boot timeouts, so iPXE chains the tree's GRUB over HTTP instead,
+/// and GRUB (configured through iPXE's PXE base code: TFTP server, MAC)
+/// chainloads the disk's loader. Debian's GRUB reads the TFTP server from
+/// the address server's ACK that iPXE's PXE base code hands on, so the
+/// office DHCP must name 10.77.0.1 as next server (role `next-server`).
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, grub-efi-amd64-signed; run by tests/run"]
+fn bed_selfcheck_uefi_ipxe_chains_grub_to_disk() {
+    let bed = Bed::standin();
+    let script = format!("#!ipxe\nchain http://10.77.0.1:8081/{TREE}/EFI/BOOT/grubx64.efi\n");
+    bed.host(
+        DISK_IPXE_MAC,
+        &["next-server"],
+        Some(&script),
+        Some(GRUB_CHAINLOAD_DISK),
+    );
+    assert_reaches_disk(
+        &bed,
+        Firmware::Uefi,
+        DISK_IPXE_MAC,
+        "uefi-ipxe-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+}
+
+const AARCH64_MAC: &str = "52:54:00:12:35:08";
+
+/// ARM64: AAVMF's native PXE (client arch 11) gets the arm64 tree's shim
+/// (EFI/BOOT/BOOTAA64.EFI) from ProxyDHCP, shim loads grubaa64.efi from the
+/// same TFTP directory and GRUB reads its config under /grub (from the
+/// office ACK's next server, as on x86_64).
+#[test]
+#[ignore = "peer: needs root, netns, qemu-system-arm, qemu-efi-aarch64, apt for Debian's arm64 loaders; run by tests/run"]
+fn bed_selfcheck_aarch64_pxe_loads_shim_grub_and_config() {
+    let bed = Bed::bring_up_with(BedMode::Standin, true);
+    bed.host(AARCH64_MAC, &["next-server"], None, None);
+    const CONFIG_READ: &str = "KS-GRUB: no host config, nothing to install on arm64";
+    let stop: Vec<&'static str> = std::iter::once(CONFIG_READ)
+        .chain(GAVE_UP.iter().copied())
+        .chain(["grub> "])
+        .collect();
+    let run = bed.boot(Firmware::Aarch64, AARCH64_MAC, "aarch64", &stop);
+    // The config halts the VM right after printing, often before the
+    // serial log is looked at again.
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(CONFIG_READ))
+            || run.powered_off() && run.serial.contains(CONFIG_READ),
+        "GRUB for arm64 did not read its config: {:?}",
+        run.end
+    );
+    let tree = read_env(&bed.path("bed.env"), "MIRROR_TREE_AA64");
+    for marker in [
+        format!("NBP filename is {tree}/EFI/BOOT/BOOTAA64.EFI"),
+        format!("Fetching Netboot Image {tree}/EFI/BOOT/grubaa64.efi"),
+        "(arm64, prefix".to_owned(),
+    ] {
+        assert!(
+            run.serial.contains(&marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    assert!(
+        bed.read("standin-proxy.log")
+            .contains("vendor class: PXEClient:Arch:00011"),
+        "no DHCP packet with client arch 11 reached the ProxyDHCP"
+    );
+    let sent = tftp_sent(&bed);
+    for file in [
+        format!("{tree}/EFI/BOOT/BOOTAA64.EFI"),
+        format!("{tree}/EFI/BOOT/grubaa64.efi"),
+        "grub/grub.cfg".to_owned(),
+    ] {
+        assert!(
+            sent.iter().any(|l| l.contains(&format!("/{file} to "))),
+            "the stand-in never sent {file} over TFTP: {sent:#?}"
+        );
+    }
 }

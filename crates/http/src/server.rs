@@ -48,6 +48,8 @@ where
 {
     let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
     let path = req.uri().path().to_owned();
+    // Its length only: a query may carry a build token.
+    let query_len = req.uri().query().map_or(0, str::len);
     let method = req.method().clone();
     let route = route(&method, origin_form, &path);
     let kind = route.kind();
@@ -56,7 +58,7 @@ where
         Ok(()) => dispatch(front, route, req, peer).await,
     };
     front.observe(kind, response.status());
-    info!(%peer, %method, path, status = response.status().as_u16(), "http");
+    info!(%peer, %method, path, query_len, status = response.status().as_u16(), "http");
     response
 }
 

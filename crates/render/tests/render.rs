@@ -48,7 +48,8 @@ fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
         assert!(install.starts_with("#!ipxe\n"), "{install}");
         let ks_url = site.urls().kickstart(*mac, TOKEN);
         assert!(install.contains(&format!("inst.ks={ks_url}")), "{install}");
-        let syslog = format!("inst.syslog={}:514", site.snapshot.appliance.server.address);
+        let server = &site.snapshot.appliance.server;
+        let syslog = format!("inst.syslog={}:{}", server.address, server.syslog_port);
         assert!(install.contains(&syslog), "{install}");
         assert!(install.contains("\nboot\n"), "{install}");
         // The secrets are in the kickstart only.
@@ -115,7 +116,9 @@ fn unknown_machines_get_a_script_that_never_installs() {
         .expect("discovery script");
     let report = site.urls().discovery_report(stranger);
     assert!(
-        discover.contains(&format!("imgfetch {report}?uuid=${{uuid:uristring}}")),
+        discover.contains(&format!(
+            "imgfetch {report}?uuid=${{uuid}}&serial=${{serial}}"
+        )),
         "{discover}"
     );
     assert!(discover.contains("\nexit\n"), "{discover}");

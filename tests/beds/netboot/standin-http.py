@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Stand-in for Kickstand's HTTP side, used only to check the netboot bed.
 
-Serves /boot/standin.ipxe (a script booting the stand-in installer from the
-bed's mirror), /ks/<mac> (a minimal kickstart) and accepts
-POST /api/hosts/<mac>/installing|installed. Every request is logged.
+Serves /boot/standin.ipxe (the URL ProxyDHCP hands every iPXE: it chains
+to /boot/<mac>.ipxe), /boot/<mac>.ipxe (STATEDIR/boot/<mac>.ipxe if
+bed-host.sh put one there, else a script booting the stand-in installer from
+the bed's mirror), /ks/<mac> (a minimal kickstart) and accepts
+POST /api/hosts/<mac>/installing|installed (STATEDIR/<mac>.<phase>). Every
+request is logged.
 Usage: standin-http.py ADDRESS PORT STATEDIR MIRROR_TREE
 """
 import http.server
@@ -29,7 +32,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # iPXE percent-encodes the colons of a MAC in a DHCP-supplied URL.
         path = urllib.parse.unquote(self.path)
         if path == "/boot/standin.ipxe":
-            # One script for every machine: iPXE fills in ${mac} itself.
+            # One URL for every machine; iPXE fills in ${mac} itself.
+            return self.reply(200, f"#!ipxe\nchain http://{address}:{port}/boot/${{mac}}.ipxe\n")
+        m = re.match(r"^/boot/(.+)\.ipxe$", path)
+        if m and MAC.match(m.group(1)):
+            own = os.path.join(state, "boot", m.group(1) + ".ipxe")
+            if os.path.exists(own):
+                with open(own) as f:
+                    return self.reply(200, f.read())
             pxe = f"http://{address}:8081/{tree}/images/pxeboot"
             return self.reply(200, (
                 "#!ipxe\n"
