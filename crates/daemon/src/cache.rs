@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use futures_util::stream::BoxStream;
 use kickstand_profiles::Snapshot;
-use kickstand_repo::{RepoProxy, VerifyReport, WarmEvent, WarmOutcome, WarmReport, WarmTarget};
+use kickstand_repo::{
+    RepoProxy, VerifyReport, WarmEvent, WarmOutcome, WarmProgress, WarmReport, WarmTarget,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +26,12 @@ pub(crate) enum CacheEvent {
     /// A repository's warm starts.
     Warming {
         target: String,
+    },
+    /// What a warm will fetch (bytes as far as the metadata tells).
+    Planned {
+        target: String,
+        files: usize,
+        bytes: u64,
     },
     /// One file done.
     File(WarmEvent),
@@ -51,17 +59,53 @@ pub(crate) enum CacheEvent {
     },
 }
 
-/// What `cache warm <target>` covers: every repo of an OS, or one
-/// `<mirror>/<path>`.
-pub(crate) fn warm_targets(snapshot: &Snapshot, target: &str) -> Result<Vec<WarmTarget>, String> {
+/// What `cache warm <target>` covers.
+#[derive(Debug)]
+pub(crate) enum WarmPlan {
+    /// Every repo of an OS (its tree with `.treeinfo` and images), or one
+    /// `<mirror>/<path>` repo.
+    Targets(Vec<WarmTarget>),
+    /// What the last completed install of `os` by `client` pulled.
+    Like { os: String, client: String },
+}
+
+/// The path segment after an OS name that asks for `--like <host>`:
+/// `/api/cache/warm/<os>/like/<host>`. An OS name never holds a `/`, so
+/// this cannot be mistaken for a `<mirror>/<path>` target of that OS.
+const LIKE: &str = "/like/";
+
+/// Reads a warm target: an OS, `<os>/like/<host>` (a MAC or hostname of a
+/// host profile), or `<mirror>/<path>`.
+pub(crate) fn warm_plan(snapshot: &Snapshot, target: &str) -> Result<WarmPlan, String> {
+    if let Some((os, who)) = target.split_once(LIKE)
+        && snapshot.oses.contains_key(os)
+    {
+        let mac = who
+            .parse::<kickstand_profiles::Mac>()
+            .ok()
+            .or_else(|| {
+                snapshot
+                    .hosts
+                    .values()
+                    .find(|h| h.hostname == who)
+                    .map(|h| h.mac)
+            })
+            .ok_or_else(|| {
+                format!("`{who}` is neither a MAC nor the hostname of a host profile")
+            })?;
+        return Ok(WarmPlan::Like {
+            os: os.to_string(),
+            client: mac.to_string(),
+        });
+    }
     if let Some(os) = snapshot.oses.get(target) {
-        let mut targets = vec![WarmTarget::new(&os.mirror, &os.tree)];
+        let mut targets = vec![WarmTarget::tree(&os.mirror, &os.tree)];
         targets.extend(os.repos.iter().map(|r| WarmTarget::new(&r.mirror, &r.path)));
-        return Ok(targets);
+        return Ok(WarmPlan::Targets(targets));
     }
     match target.split_once('/') {
         Some((mirror, path)) if snapshot.appliance.mirrors.contains_key(mirror) => {
-            Ok(vec![WarmTarget::new(mirror, path)])
+            Ok(WarmPlan::Targets(vec![WarmTarget::new(mirror, path)]))
         }
         _ => Err(format!(
             "`{target}` is neither an OS nor <mirror>/<path> of a configured mirror"
@@ -85,27 +129,66 @@ where
 
 pub(crate) fn warm(
     repo: RepoProxy,
-    targets: Vec<WarmTarget>,
+    plan: WarmPlan,
     tasks: &TaskTracker,
 ) -> BoxStream<'static, CacheEvent> {
     stream(tasks, move |tx| async move {
-        for t in targets {
-            let name = format!("{}/{}", t.mirror, t.repo_path);
-            let _ = tx.send(CacheEvent::Warming {
-                target: name.clone(),
-            });
-            let progress = |ev: &WarmEvent| drop(tx.send(CacheEvent::File(ev.clone())));
-            let event = match repo.warm(&t, progress).await {
-                Ok(report) => CacheEvent::Warmed {
-                    target: name,
-                    report,
-                },
-                Err(e) => CacheEvent::Failed {
-                    target: Some(name),
-                    message: e.to_string(),
-                },
-            };
-            let _ = tx.send(event);
+        let send = |event| drop(tx.send(event));
+        let progress = |target: &str| {
+            let target = target.to_string();
+            let tx = tx.clone();
+            move |p: WarmProgress| {
+                let event = match p {
+                    WarmProgress::Planned { files, bytes } => CacheEvent::Planned {
+                        target: target.clone(),
+                        files,
+                        bytes,
+                    },
+                    WarmProgress::File(ev) => CacheEvent::File(ev),
+                    _ => return,
+                };
+                let _ = tx.send(event);
+            }
+        };
+        match plan {
+            WarmPlan::Targets(targets) => {
+                for t in targets {
+                    let name = format!("{}/{}", t.mirror, t.repo_path);
+                    send(CacheEvent::Warming {
+                        target: name.clone(),
+                    });
+                    send(match repo.warm(&t, progress(&name)).await {
+                        Ok(report) => CacheEvent::Warmed {
+                            target: name,
+                            report,
+                        },
+                        Err(e) => CacheEvent::Failed {
+                            target: Some(name),
+                            message: e.to_string(),
+                        },
+                    });
+                }
+            }
+            WarmPlan::Like { os, client } => {
+                let name = format!("{os} like {client}");
+                send(CacheEvent::Warming {
+                    target: name.clone(),
+                });
+                let result = match repo.learned_install(&os, &client) {
+                    Ok(files) => repo.warm_files(&files, 4, progress(&name)).await,
+                    Err(e) => Err(e),
+                };
+                send(match result {
+                    Ok(report) => CacheEvent::Warmed {
+                        target: name,
+                        report,
+                    },
+                    Err(e) => CacheEvent::Failed {
+                        target: Some(name),
+                        message: e.to_string(),
+                    },
+                });
+            }
         }
     })
 }
@@ -143,10 +226,19 @@ pub(crate) fn verify(repo: RepoProxy, tasks: &TaskTracker) -> BoxStream<'static,
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum CacheCommand {
-    /// Download every package of an OS (all its repos) or of one repo
-    /// (`<mirror>/<path>`) into the cache, so a rack can install with the
-    /// mirror unreachable.
-    Warm { target: String },
+    /// Download an OS (every repo it names: all repodata, every package,
+    /// and its tree's `.treeinfo` and images) or one repo
+    /// (`<mirror>/<path>`) into the cache, each file checked against its
+    /// metadata's checksum, so a rack can install with the mirror and the
+    /// office proxy unreachable.
+    Warm {
+        target: String,
+        /// Only what the last completed install of the OS by this host (a
+        /// MAC or hostname) pulled through the appliance: enough for a rack
+        /// of the same install, without all of AppStream.
+        #[arg(long, value_name = "HOST")]
+        like: Option<String>,
+    },
     /// Cache usage and counters of the running daemon.
     Stats,
     /// Check every cached package against the sha256 its repodata gives;
@@ -161,8 +253,12 @@ pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitC
     let appliance = generation.appliance();
     let mut resp = match command {
         CacheCommand::Stats => Daemon::new(appliance).get("/api/cache/stats")?,
-        CacheCommand::Warm { target } => {
-            Daemon::operator(appliance)?.post(&format!("/api/cache/warm/{target}"), None)?
+        CacheCommand::Warm { target, like } => {
+            let path = match like {
+                Some(host) => format!("/api/cache/warm/{target}{LIKE}{host}"),
+                None => format!("/api/cache/warm/{target}"),
+            };
+            Daemon::operator(appliance)?.post(&path, None)?
         }
         CacheCommand::Verify => Daemon::operator(appliance)?.post("/api/cache/verify", None)?,
     };
@@ -188,7 +284,8 @@ pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitC
     })
 }
 
-/// Shows events: a progress bar on a terminal, plain lines otherwise.
+/// Shows events: a progress bar on a terminal (files, bytes, rate, ETA),
+/// plain lines otherwise.
 struct Printer {
     bar: indicatif::ProgressBar,
     failed: bool,
@@ -199,6 +296,11 @@ impl Printer {
         let bar = indicatif::ProgressBar::hidden();
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            let style = indicatif::ProgressStyle::with_template(
+                "{wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
         }
         Printer { bar, failed: false }
     }
@@ -210,20 +312,43 @@ impl Printer {
     fn show(&mut self, event: &CacheEvent) {
         match event {
             CacheEvent::Warming { target } => self.line(format!("warming {target}")),
+            CacheEvent::Planned {
+                target,
+                files,
+                bytes,
+            } => {
+                self.bar.reset();
+                self.bar.set_length(*bytes);
+                self.line(format!(
+                    "{target}: {files} file(s), {} MiB or more",
+                    bytes >> 20
+                ));
+            }
             CacheEvent::File(ev) => {
-                self.bar.set_length(ev.total as u64);
-                self.bar.set_position(ev.done as u64);
-                self.bar.set_message(ev.path.clone());
+                // Images have no size in the metadata: the total grows.
+                if ev.bytes_done > self.bar.length().unwrap_or(0) {
+                    self.bar.set_length(ev.bytes_done);
+                }
+                self.bar.set_position(ev.bytes_done);
+                self.bar
+                    .set_message(format!("{}/{} files", ev.done, ev.total));
                 if let WarmOutcome::Failed(why) = &ev.outcome {
                     self.line(format!("FAILED {}: {why}", ev.path));
                 } else if self.bar.is_hidden() && (ev.done == ev.total || ev.done % 100 == 0) {
-                    self.line(format!("{}/{} {}", ev.done, ev.total, ev.path));
+                    self.line(format!(
+                        "{}/{} files, {} MiB: {}",
+                        ev.done,
+                        ev.total,
+                        ev.bytes_done >> 20,
+                        ev.path
+                    ));
                 }
             }
             CacheEvent::Warmed { target, report } => {
                 self.failed |= !report.failed.is_empty();
                 self.line(format!(
-                    "done {target}: {} package(s), {} fetched ({} MiB), {} already cached, {} failed",
+                    "done {target}: {} file(s) ({} package(s)), {} fetched ({} MiB), {} already cached, {} failed",
+                    report.files,
                     report.packages,
                     report.fetched,
                     report.fetched_bytes >> 20,

@@ -183,6 +183,16 @@ impl Generation {
                 new.server.tftp_port.to_string(),
             ),
             (
+                "server.max_connections",
+                format!("{:?}", old.server.max_connections),
+                format!("{:?}", new.server.max_connections),
+            ),
+            (
+                "server.max_connections_per_client",
+                old.server.max_connections_per_client.to_string(),
+                new.server.max_connections_per_client.to_string(),
+            ),
+            (
                 "dhcp.mode",
                 old.dhcp.mode.as_str().to_owned(),
                 new.dhcp.mode.as_str().to_owned(),

@@ -40,14 +40,47 @@ pub(crate) fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
+    let fds = raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, generation))?;
+    runtime.block_on(serve(config, generation, fds))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
+/// Descriptors kept for everything but HTTP connections: the state
+/// database, TFTP transfers, DHCP and syslog sockets, upstream connections.
+const FD_HEADROOM: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard limit (a rack booting at
+/// once opens many connections) and returns the limit in force.
+fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+            warn!(error = %e, soft, "could not raise the open-file limit");
+            soft
+        }
+    }
+}
+
+/// The HTTP connection caps: the configured ones, or as many as `fds`
+/// allows — each streaming client can hold a socket and a cache file.
+fn http_limits(server: &kickstand_profiles::model::Server, fds: u64) -> kickstand_http::Limits {
+    let fit = (fds.saturating_sub(FD_HEADROOM) / 2).max(64) as usize;
+    let total = server.max_connections.unwrap_or(fit);
+    if server.max_connections.is_some_and(|n| n > fit) {
+        warn!(
+            configured = total,
+            open_file_limit = fds,
+            "server.max_connections is above what the open-file limit allows; raise the limit (LimitNOFILE=)"
+        );
+    }
+    kickstand_http::Limits::new(total, server.max_connections_per_client)
+}
+
+async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Result<()> {
     let appliance = generation.appliance().clone();
     let server = &appliance.server;
 
@@ -77,7 +110,10 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let repo = RepoProxy::open(&generation.repo, generation.upstream.clone(), tasks.clone())
         .context("opening the repo cache")?;
-    let metrics = Metrics::new();
+    let mut metrics = Metrics::new();
+    repo.register_metrics(&mut metrics.registry);
+    let connections = Arc::new(kickstand_http::ConnectionStats::default());
+    connections.register_metrics(&mut metrics.registry);
     let log_counters = syslog::Counters {
         lines: metrics.installer_log_lines.clone(),
         dropped: metrics.installer_log_dropped.clone(),
@@ -113,7 +149,20 @@ async fn serve(config: &Path, generation: Generation) -> anyhow::Result<()> {
     tasks.spawn(sweep(store.clone(), shutdown.clone()));
 
     info!(addr = %http.local_addr()?, base_url = %live.current().urls().base(), "http listening");
-    tasks.spawn(kickstand_http::serve(http, live.clone(), shutdown.clone()));
+    let limits = http_limits(server, fds);
+    info!(
+        open_file_limit = fds,
+        max_connections = limits.max_connections,
+        max_per_client = limits.max_per_client,
+        "http connection limits"
+    );
+    tasks.spawn(kickstand_http::serve_with(
+        http,
+        live.clone(),
+        limits,
+        connections,
+        shutdown.clone(),
+    ));
 
     boot::check_loaders(&appliance);
     let tftp = boot::bind_tftp(&appliance).await?;

@@ -254,9 +254,24 @@ impl Front for Live {
         detail: Bytes,
         peer: SocketAddr,
     ) -> Result<Reply, ApiError> {
-        Live::report(self, mac, report, token, &detail, peer.ip())
-            .await
-            .map(Reply::Json)
+        let reply = Live::report(self, mac, report, token, &detail, peer.ip()).await?;
+        if report == Report::Installed
+            && let Some(host) = self.current().snapshot().host(&mac)
+        {
+            // What this install pulled is what `cache warm <os> --like` fetches.
+            let (repo, os) = (self.repo.clone(), host.os.clone());
+            let kept =
+                tokio::task::spawn_blocking(move || repo.install_completed(&mac.to_string(), &os))
+                    .await;
+            match kept {
+                Ok(Ok(files)) => {
+                    info!(%mac, os = host.os, files, "install's file list kept for `cache warm --like`")
+                }
+                Ok(Err(e)) => warn!(%mac, error = %e, "could not keep the install's file list"),
+                Err(e) => warn!(%mac, error = %e, "could not keep the install's file list"),
+            }
+        }
+        Ok(Reply::Json(reply))
     }
 
     fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError> {
@@ -274,7 +289,9 @@ impl Front for Live {
     }
 
     async fn rearm(&self, mac: Mac, peer: SocketAddr) -> Result<Reply, ApiError> {
-        Live::rearm(self, mac, peer.ip()).await.map(Reply::Json)
+        let reply = Live::rearm(self, mac, peer.ip()).await?;
+        self.repo.forget_pulls(&mac.to_string());
+        Ok(Reply::Json(reply))
     }
 
     async fn hosts(&self) -> Result<Reply, ApiError> {
@@ -342,6 +359,7 @@ impl Front for Live {
         let Some(mac) = mac.filter(|_| response.status() == StatusCode::OK) else {
             return response.map(|b| b.boxed_unsync());
         };
+        self.repo.note_pull(&mac.to_string(), mirror, path);
         if ["vmlinuz", "initrd.img", "install.img", "squashfs.img"]
             .iter()
             .any(|image| path.ends_with(image))
@@ -379,9 +397,9 @@ impl Front for Live {
             CacheOp::Stats => json(&repo.stats()),
             CacheOp::Verify => Ok(events(cache::verify(repo, &self.tasks))),
             CacheOp::Warm(target) => {
-                let targets = cache::warm_targets(self.current().snapshot(), target)
+                let plan = cache::warm_plan(self.current().snapshot(), target)
                     .map_err(ApiError::NotFound)?;
-                Ok(events(cache::warm(repo, targets, &self.tasks)))
+                Ok(events(cache::warm(repo, plan, &self.tasks)))
             }
         }
     }
@@ -571,7 +589,7 @@ impl Live {
             s.bytes >> 20,
             s.max_bytes >> 20,
             s.hits,
-            s.upstream_fetches,
+            s.downloads,
             s.failures,
             if s.disk_full {
                 "; DISK FULL: passing through"

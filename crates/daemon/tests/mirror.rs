@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// The install tree under every mirror's base URL.
 const OS: &str = "9-stream/BaseOS/x86_64/os";
+/// The OS's second repository (xz repodata with comps, updateinfo, modules).
+const APPSTREAM: &str = "9-stream/AppStream/x86_64/os";
 const PROXY_USER: &str = "kick";
 const PROXY_PASSWORD: &str = "secret";
 
@@ -256,6 +258,47 @@ impl Drop for Kickstand {
         }
         self.kill9();
     }
+}
+
+/// An OS definition `bed9` (the BaseOS tree plus AppStream, on mirror
+/// `centos`) beside the appliance config, with the two templates every OS
+/// names; no hosts, so nothing is rendered.
+fn write_os_profile(bed: &Bed) {
+    let home = bed.dir.join("ks");
+    for sub in ["etc", "templates"] {
+        fs::create_dir_all(home.join(sub)).expect("create kickstand dirs");
+    }
+    fs::write(
+        home.join("etc/os.yaml"),
+        format!(
+            "os:\n  bed9:\n    mirror: centos\n    tree: {OS}\n    repos:\n      - name: AppStream\n        path: {APPSTREAM}\n    kickstart: bed.ks.j2\n"
+        ),
+    )
+    .expect("write os.yaml");
+    fs::write(home.join("templates/bed.ks.j2"), "text\n").expect("write template");
+    fs::write(home.join("templates/boot.ipxe.j2"), "#!ipxe\n").expect("write template");
+}
+
+/// `kickstand cache …` against the running daemon (as an operator would,
+/// not on a terminal): its exit status and what it printed.
+fn cache_cli(ks: &Kickstand, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kickstand"))
+        .arg("--config")
+        .arg(ks.home.join("etc/kickstand.yaml"))
+        .arg("cache")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kickstand cache");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn appliance_config(bed: &Bed, http_port: u16, tftp_port: u16) -> String {
@@ -971,4 +1014,512 @@ fn https_mirror_through_squid_connect() {
         bed.upstream_fetches("/Packages/ks-hello-1.0-1.noarch.rpm"),
         1
     );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn after_warm_a_rack_installs_with_mirror_and_proxy_gone() {
+    let bed = Bed::start("offline");
+    write_os_profile(&bed);
+    let ks = Kickstand::start(&bed);
+    let (ok, out) = cache_cli(&ks, &["warm", "bed9"]);
+    assert!(ok, "cache warm failed:\n{out}\n{}", ks.log());
+    // Plain lines off a terminal: the plan and the end of each target.
+    for want in [
+        format!("done centos/{OS}:"),
+        format!("done centos/{APPSTREAM}:"),
+        "file(s)".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} missing from:\n{out}");
+    }
+    assert!(!out.contains("FAILED"), "{out}");
+
+    // The mirror and the office proxy both go away.
+    let squid_port = bed.port("KS_SQUID_PORT");
+    let out = Command::new(bed_scripts().join("stop.sh"))
+        .arg(&bed.dir)
+        .output()
+        .expect("stop.sh");
+    assert!(out.status.success(), "stop.sh: {out:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", squid_port)).is_err(),
+        "squid still answers"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", bed.port("KS_MIRROR_HTTP_PORT"))).is_err(),
+        "nginx still answers"
+    );
+
+    // dnf installs every package of both repositories through the appliance.
+    let root = bed.dir.join("root");
+    let appstream = format!(
+        "appstream=http://127.0.0.1:{}/repo/centos/{APPSTREAM}/",
+        ks.port
+    );
+    dnf_install(
+        &root,
+        &ks.repo_url("centos"),
+        &["ks-hello", "ks-payload", "ks-app"],
+        &[("KS_DNF_EXTRA_REPOS", appstream.as_str())],
+    );
+    assert_installed(&root);
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/ks-app/VERSION")).expect("ks-app installed"),
+        "ks-app 1.0\n"
+    );
+    assert_eq!(
+        fs::metadata(root.join("usr/share/ks-payload/blob.bin"))
+            .expect("payload installed")
+            .len(),
+        4 << 20
+    );
+
+    // What a netboot needs before dnf: the tree and its images.
+    for rel in [
+        ".treeinfo",
+        "images/pxeboot/vmlinuz",
+        "images/pxeboot/initrd.img",
+        "images/install.img",
+    ] {
+        assert_eq!(
+            sha256(&ks.fetch("centos", rel)),
+            sha256_file(&bed.mirror_file(rel)),
+            "{rel} served with the mirror gone"
+        );
+    }
+    // Every record of AppStream's repomd.xml, whatever dnf chose to read.
+    let repodata = Path::new(bed.var("KS_MIRROR_ROOT"))
+        .join(APPSTREAM)
+        .join("repodata");
+    let repomd = fs::read_to_string(repodata.join("repomd.xml")).expect("repomd.xml");
+    let records: Vec<&str> = repomd
+        .split("<location href=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    assert!(records.len() >= 7, "{records:?}");
+    for href in records {
+        let path = format!("/repo/centos/{APPSTREAM}/{href}");
+        let r = get(ks.port, &path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status, 200, "{path} with the mirror gone");
+        let on_mirror = fs::read(
+            Path::new(bed.var("KS_MIRROR_ROOT"))
+                .join(APPSTREAM)
+                .join(href),
+        )
+        .expect("mirror record");
+        assert_eq!(sha256(&r.body), sha256(&on_mirror), "{href}");
+    }
+    // A second warm with the mirror gone: nothing to fetch, and it says so.
+    let (_, out) = cache_cli(&ks, &["warm", "bed9"]);
+    assert!(out.contains("0 fetched"), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// Mirrors are not atomic: files rewritten in place, respins, syncs half done.
+
+/// Rewrites `path` in place as `cp` over a served file does: the first
+/// `first` bytes of `new`, a pause of `pause`, then the rest. Returns the
+/// writer thread.
+fn rewrite_in_place(
+    path: &Path,
+    new: Vec<u8>,
+    first: usize,
+    pause: Duration,
+) -> thread::JoinHandle<()> {
+    let path = path.to_path_buf();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .expect("open mirror file for rewriting");
+    f.write_all(&new[..first]).expect("write first part");
+    f.flush().expect("flush");
+    thread::spawn(move || {
+        thread::sleep(pause);
+        f.write_all(&new[first..]).expect("write the rest");
+    })
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut v))
+        .expect("read /dev/urandom");
+    v
+}
+
+/// Dates `path` back an hour (a mirror file that is not being written).
+fn age(path: &Path) {
+    let f = fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open to date back");
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .expect("set mtime");
+}
+
+/// A `.treeinfo` checksum line for `rel` set to `sum`, written by rename.
+fn set_treeinfo_sum(bed: &Bed, rel: &str, sum: &str) {
+    let path = bed.mirror_file(".treeinfo");
+    let text = fs::read_to_string(&path).expect("read .treeinfo");
+    let out: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{rel} = sha256:")) {
+                format!("{rel} = sha256:{sum}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let tmp = path.with_extension("new");
+    fs::write(&tmp, out).expect("write .treeinfo");
+    age(&tmp);
+    fs::rename(&tmp, &path).expect("rename .treeinfo");
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_file_without_checksum_rewritten_in_place_is_served_but_never_cached_torn() {
+    let bed = Bed::start("inplace");
+    let ks = Kickstand::start(&bed);
+    let rel = "images/extra.img";
+    let path = bed.mirror_file(rel);
+    let old = random_bytes(2 << 20);
+    fs::write(&path, &old).expect("write extra.img");
+    age(&path);
+    assert_eq!(sha256(&ks.fetch("centos", rel)), sha256(&old));
+
+    // Rewritten in place, slowly: nginx sends the size of the moment.
+    let new = random_bytes(4 << 20);
+    let writer = rewrite_in_place(&path, new.clone(), 3 << 20, Duration::from_secs(4));
+    thread::sleep(Duration::from_millis(2500)); // past revalidate_after (2 s)
+    let torn = ks.fetch("centos", rel);
+    assert_eq!(torn.len(), 3 << 20, "the mirror sent its torn prefix");
+    writer.join().expect("writer");
+    // It was served, not committed: every later client gets the whole file.
+    for i in 0..3 {
+        let got = ks.fetch("centos", rel);
+        assert_eq!(sha256(&got), sha256(&new), "client {i} after the rewrite");
+    }
+    let cached = read_tree(&ks.home.join("var/cache/objects"));
+    assert!(
+        !cached.iter().any(|(_, c)| c.ends_with(&torn)),
+        "the torn prefix was committed"
+    );
+    assert!(
+        ks.log().contains("may still be being written"),
+        "the log says why it was not cached:\n{}",
+        ks.log()
+    );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn an_image_rewritten_in_place_fails_its_checksum_and_is_not_committed() {
+    let bed = Bed::start("inplace-sum");
+    let ks = Kickstand::start(&bed);
+    let rel = "images/pxeboot/initrd.img";
+    ks.fetch("centos", ".treeinfo"); // the cache learns the images' checksums
+    assert_eq!(
+        sha256(&ks.fetch("centos", rel)),
+        sha256_file(&bed.mirror_file(rel))
+    );
+    // A respin: .treeinfo names the new image; the image itself is still
+    // being copied in place when a client asks.
+    let new = random_bytes(3 << 20);
+    set_treeinfo_sum(&bed, rel, &sha256(&new));
+    let writer = rewrite_in_place(
+        &bed.mirror_file(rel),
+        new.clone(),
+        1 << 20,
+        Duration::from_secs(4),
+    );
+    thread::sleep(Duration::from_millis(2500));
+    let during = get(ks.port, &format!("/repo/centos/{OS}/{rel}"));
+    assert!(
+        !matches!(&during, Ok(r) if r.status == 200),
+        "a torn image must not be served as complete: {:?}",
+        during.map(|r| (r.status, r.body.len()))
+    );
+    writer.join().expect("writer");
+    let after = ks.fetch("centos", rel);
+    assert_eq!(sha256(&after), sha256(&new), "the whole new image");
+    let again = get(ks.port, &format!("/repo/centos/{OS}/{rel}")).expect("GET");
+    assert_eq!(sha256(&again.body), sha256(&new));
+    assert_eq!(
+        again.header("x-kickstand-cache"),
+        Some("hit"),
+        "verified against .treeinfo, so committed though just written"
+    );
+    assert!(ks.log().contains("sha256 mismatch"), "{}", ks.log());
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn an_image_respun_by_rename_is_checked_against_the_new_treeinfo() {
+    let bed = Bed::start("rename-sum");
+    let ks = Kickstand::start(&bed);
+    let rel = "images/pxeboot/vmlinuz";
+    ks.fetch("centos", ".treeinfo");
+    ks.fetch("centos", rel);
+    // Image and .treeinfo both replaced by rename (an rsync of a respin).
+    let new = random_bytes(128 << 10);
+    let tmp = bed.mirror_file("images/pxeboot/vmlinuz.new");
+    fs::write(&tmp, &new).expect("write new kernel");
+    age(&tmp);
+    fs::rename(&tmp, bed.mirror_file(rel)).expect("rename kernel");
+    set_treeinfo_sum(&bed, rel, &sha256(&new));
+    thread::sleep(Duration::from_millis(2500));
+    // The cached .treeinfo still names the old kernel: the proxy reads
+    // .treeinfo again before it decides the new kernel is corrupt.
+    assert_eq!(sha256(&ks.fetch("centos", rel)), sha256(&new));
+    let hit = get(ks.port, &format!("/repo/centos/{OS}/{rel}")).expect("GET");
+    assert_eq!(hit.header("x-kickstand-cache"), Some("hit"));
+    assert_eq!(sha256(&hit.body), sha256(&new));
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_file_changed_during_its_download_is_not_committed() {
+    let bed = Bed::start("changed");
+    let ks = Kickstand::start(&bed);
+    // install.img from the 1 MiB/s path: a 4 s download.
+    let rel = "images/install.img";
+    let path = bed.mirror_file(rel);
+    let port = ks.port;
+    let client = thread::spawn(move || get(port, &format!("/repo/slow/{OS}/{rel}")));
+    thread::sleep(Duration::from_millis(1500));
+    // Same size, new bytes, in place: nginx keeps sending from the file.
+    let new = random_bytes(4 << 20);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open install.img");
+    f.write_all(&new).expect("overwrite");
+    drop(f);
+    let first = client.join().expect("client").expect("response");
+    assert_eq!(first.status, 200);
+    let log = ks.log();
+    assert!(
+        log.contains("changed on the mirror during the download"),
+        "the HEAD after the download saw the change:\n{log}"
+    );
+    let before = bed.upstream_fetches("/slow/centos/9-stream/BaseOS/x86_64/os/images/install.img");
+    let second = get(port, &format!("/repo/slow/{OS}/{rel}")).expect("GET");
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        bed.upstream_fetches("/slow/centos/9-stream/BaseOS/x86_64/os/images/install.img"),
+        before + 1,
+        "not committed, so fetched again"
+    );
+    assert_eq!(sha256(&second.body), sha256(&new));
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_new_repomd_naming_metadata_the_mirror_lacks_is_not_handed_out() {
+    let bed = Bed::start("generation");
+    let ks = Kickstand::start(&bed);
+    let repodata = bed.mirror_file("repodata");
+    let old_repomd = ks.fetch("centos", "repodata/repomd.xml");
+    assert_eq!(
+        sha256(&old_repomd),
+        sha256_file(&repodata.join("repomd.xml"))
+    );
+    // A mirror sync half done: the new repomd.xml is in place, the primary
+    // it names is not there yet.
+    let text = String::from_utf8(old_repomd.clone()).expect("utf-8");
+    let primary_href = text
+        .split("<data type=\"primary\">")
+        .nth(1)
+        .and_then(|r| r.split("<location href=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .expect("primary href")
+        .to_string();
+    let primary = fs::read(bed.mirror_file(&primary_href)).expect("primary");
+    let old_sum = primary_href
+        .trim_start_matches("repodata/")
+        .split('-')
+        .next()
+        .expect("sum")
+        .to_string();
+    // The "new" primary: the same packages, gzip member appended (a new
+    // file, a new checksum, still valid gzip).
+    let mut new_primary = primary.clone();
+    new_primary.extend_from_slice(&primary);
+    let new_sum = sha256(&new_primary);
+    let new_href = format!("repodata/{new_sum}-primary.xml.gz");
+    // The checksum and the name (which carries it) both change.
+    let new_repomd = text.replace(&old_sum, &new_sum);
+    assert!(new_repomd.contains(&new_href), "{new_repomd}");
+    let tmp = repodata.join("repomd.xml.new");
+    fs::write(&tmp, &new_repomd).expect("write repomd");
+    age(&tmp);
+    fs::rename(&tmp, repodata.join("repomd.xml")).expect("rename repomd");
+    thread::sleep(Duration::from_millis(2500));
+    for _ in 0..3 {
+        let got = ks.fetch("centos", "repodata/repomd.xml");
+        assert_eq!(
+            got, old_repomd,
+            "while the mirror lacks the new primary, clients keep the old repomd.xml"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    // The sync finishes: the new repomd.xml comes through, with its primary.
+    let p = bed.mirror_file(&new_href);
+    fs::write(&p, &new_primary).expect("write new primary");
+    age(&p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = ks.fetch("centos", "repodata/repomd.xml");
+        if got == new_repomd.as_bytes() {
+            break;
+        }
+        assert_eq!(got, old_repomd, "old or new, nothing else");
+        assert!(Instant::now() < deadline, "the new repomd.xml never came");
+        thread::sleep(Duration::from_millis(300));
+    }
+    // Its primary is in the cache already: served with the mirror gone.
+    let _ = Command::new(bed_scripts().join("stop.sh"))
+        .arg(&bed.dir)
+        .status();
+    assert_eq!(sha256(&ks.fetch("centos", &new_href)), new_sum);
+}
+
+/// POST with an empty body; the status.
+fn post(port: u16, path: &str) -> u16 {
+    raw_request(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .map(|r| r.status)
+    .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn warm_like_a_completed_install_fetches_what_it_pulled() {
+    let bed = Bed::start("like");
+    write_os_profile(&bed);
+    let home = bed.dir.join("ks");
+    // The shipped templates (the boot script carries the build token) and
+    // one host of OS bed9.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+    for entry in fs::read_dir(&shipped).expect("templates") {
+        let entry = entry.expect("entry");
+        fs::copy(entry.path(), home.join("templates").join(entry.file_name()))
+            .expect("copy template");
+    }
+    let os_yaml = fs::read_to_string(home.join("etc/os.yaml")).expect("os.yaml");
+    fs::write(
+        home.join("etc/os.yaml"),
+        os_yaml.replace("kickstart: bed.ks.j2", "kickstart: centos-stream-9.ks.j2"),
+    )
+    .expect("os.yaml");
+    let mac = "52:54:00:aa:00:01";
+    fs::write(
+        home.join("etc/hosts.yaml"),
+        format!("hosts:\n  \"{mac}\":\n    hostname: rack01\n    os: bed9\n    disk:\n      layout: lvm\n    timezone: UTC\n"),
+    )
+    .expect("hosts.yaml");
+    let ks = Kickstand::start(&bed);
+
+    // One install, as the machine makes it: boot script, kernel and
+    // initrd, kickstart, %pre, packages, %post.
+    let script = get(ks.port, &format!("/boot/{mac}.ipxe")).expect("boot script");
+    assert_eq!(script.status, 200);
+    let text = String::from_utf8_lossy(&script.body).to_string();
+    let at = text
+        .find("?token=")
+        .expect("a build token in the boot script")
+        + 7;
+    let token: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    ks.fetch("centos", "images/pxeboot/vmlinuz");
+    ks.fetch("centos", "images/pxeboot/initrd.img");
+    assert_eq!(
+        get(ks.port, &format!("/ks/{mac}?token={token}"))
+            .expect("ks")
+            .status,
+        200
+    );
+    assert_eq!(
+        post(
+            ks.port,
+            &format!("/api/hosts/{mac}/installing?token={token}")
+        ),
+        200
+    );
+    ks.fetch("centos", ".treeinfo");
+    ks.fetch("centos", "images/install.img");
+    dnf_install(
+        &bed.dir.join("root1"),
+        &ks.repo_url("centos"),
+        &["ks-hello"],
+        &[],
+    );
+    assert_eq!(
+        post(
+            ks.port,
+            &format!("/api/hosts/{mac}/installed?token={token}")
+        ),
+        200
+    );
+    let list = fs::read_to_string(home.join(format!("var/cache/learned/bed9/{mac}.list")))
+        .unwrap_or_else(|e| panic!("the install's file list: {e}\n{}", ks.log()));
+    assert!(
+        list.contains("Packages/ks-hello-1.0-1.noarch.rpm"),
+        "{list}"
+    );
+    assert!(list.contains("images/pxeboot/initrd.img"), "{list}");
+    assert!(!list.contains("ks-payload"), "only what was pulled: {list}");
+
+    // The cache is lost; the list is not. Warm like rack01, then take the
+    // mirror and the office proxy away.
+    drop(ks);
+    fs::remove_dir_all(home.join("var/cache/objects")).expect("wipe the cache");
+    let ks = Kickstand::start(&bed);
+    let (ok, out) = cache_cli(&ks, &["warm", "bed9", "--like", "rack01"]);
+    assert!(ok, "warm --like failed:\n{out}\n{}", ks.log());
+    assert!(out.contains("done bed9 like"), "{out}");
+    let _ = Command::new(bed_scripts().join("stop.sh"))
+        .arg(&bed.dir)
+        .status();
+    dnf_install(
+        &bed.dir.join("root2"),
+        &ks.repo_url("centos"),
+        &["ks-hello"],
+        &[],
+    );
+    assert_installed(&bed.dir.join("root2"));
+    for rel in [
+        ".treeinfo",
+        "images/pxeboot/vmlinuz",
+        "images/pxeboot/initrd.img",
+        "images/install.img",
+    ] {
+        assert_eq!(
+            ks.fetch("centos", rel).len() as u64,
+            fs::metadata(bed.mirror_file(rel)).expect("stat").len()
+        );
+    }
+    // What that install never pulled was not fetched.
+    let payload = get(
+        ks.port,
+        &format!("/repo/centos/{OS}/Packages/ks-payload-1.0-1.noarch.rpm"),
+    )
+    .expect("GET");
+    assert_ne!(
+        payload.status, 200,
+        "ks-payload was not part of rack01's install"
+    );
+    // An unknown host is a clear error.
+    let (ok, out) = cache_cli(&ks, &["warm", "bed9", "--like", "nosuchhost"]);
+    assert!(!ok && out.contains("nosuchhost"), "{out}");
 }

@@ -25,4 +25,4 @@ mod server;
 pub use error::{ApiError, Body};
 pub use front::{Front, Loader, Reply, RouteKind};
 pub use metrics::{Metrics, prometheus_text};
-pub use server::{handle, serve};
+pub use server::{ConnectionStats, Limits, handle, serve, serve_with};

@@ -1,10 +1,20 @@
 //! The hyper server: one task per connection, every request routed, handed
 //! to the [`Front`] and its answer (or error) turned into a response.
+//!
+//! One LAN host cannot take the server down: connections are capped in
+//! total (below the file-descriptor limit, with room for cache files,
+//! upstream, TFTP and DHCP sockets) and per client address; a connection
+//! over either cap is closed at once, counted, and logged once per address
+//! per minute. A connection that sends no complete request head for
+//! [`Limits::header_timeout`] — a slow header, or an idle keep-alive — is
+//! closed.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -202,14 +212,239 @@ fn loader_response(loader: Loader) -> Response<Body> {
     resp
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` fires, then lets
-/// in-flight requests finish for a bounded time.
+/// How many connections the server keeps, and for how long an idle one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Open connections, all clients together.
+    pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_per_client: usize,
+    /// A request head must arrive within this long, on a new connection
+    /// and between keep-alive requests alike.
+    pub header_timeout: Duration,
+}
+
+impl Limits {
+    pub const DEFAULT_PER_CLIENT: usize = 256;
+
+    pub fn new(max_connections: usize, max_per_client: usize) -> Limits {
+        Limits {
+            max_connections: max_connections.max(1),
+            max_per_client: max_per_client.max(1),
+            header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::new(4096, Limits::DEFAULT_PER_CLIENT)
+    }
+}
+
+/// What the connection caps did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused_per_client: AtomicU64,
+    refused_total: AtomicU64,
+}
+
+impl ConnectionStats {
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+    /// Connections taken since start.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    /// Connections closed at once because their address had too many open.
+    pub fn refused_per_client(&self) -> u64 {
+        self.refused_per_client.load(Ordering::Relaxed)
+    }
+    /// Connections closed at once because the server had too many open.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total.load(Ordering::Relaxed)
+    }
+}
+
+impl ConnectionStats {
+    /// Registers the connection families in `registry`, read from these
+    /// counters at each scrape.
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        registry: &mut prometheus_client::registry::Registry,
+    ) {
+        registry.register_collector(Box::new(StatsCollector(self.clone())));
+    }
+}
+
+#[derive(Debug)]
+struct StatsCollector(Arc<ConnectionStats>);
+
+impl prometheus_client::collector::Collector for StatsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let s = &self.0;
+        ConstGauge::new(s.open()).encode(encoder.encode_descriptor(
+            "kickstand_http_connections_open",
+            "HTTP connections open now",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(s.accepted()).encode(encoder.encode_descriptor(
+            "kickstand_http_connections_accepted",
+            "HTTP connections taken",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "kickstand_http_connections_refused",
+            "HTTP connections closed at once by a connection cap, by cap",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cap, n) in [
+            ("per-client", s.refused_per_client()),
+            ("total", s.refused_total()),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&[("cap", cap)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// A refusal is logged once per address per this long, not per connection.
+const LOG_REFUSED_EVERY: Duration = Duration::from_secs(60);
+/// Bound on the addresses remembered for that: a flood of sources empties
+/// the table rather than growing it.
+const MAX_REMEMBERED: usize = 4096;
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    PerClient,
+    Total,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+    logged: HashMap<IpAddr, Instant>,
+}
+
+/// The open-connection counts, shared with every connection's guard.
+#[derive(Debug)]
+struct Gate {
+    limits: Limits,
+    table: Mutex<Table>,
+    stats: Arc<ConnectionStats>,
+}
+
+/// An admitted connection; dropping it frees its place.
+struct Admitted {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut t = self.gate.lock();
+        t.total = t.total.saturating_sub(1);
+        if let Some(n) = t.by_client.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_client.remove(&self.ip);
+            }
+        }
+        self.gate.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every update is a few integer steps: a panic cannot leave it torn.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits a connection from `ip`, or says which cap refuses it (and
+    /// whether to log that now).
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, (Refused, bool)> {
+        let mut t = self.lock();
+        let from_ip = t.by_client.get(&ip).copied().unwrap_or(0);
+        let refused = if from_ip >= self.limits.max_per_client {
+            Some(Refused::PerClient)
+        } else if t.total >= self.limits.max_connections {
+            Some(Refused::Total)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            let counter = match why {
+                Refused::PerClient => &self.stats.refused_per_client,
+                Refused::Total => &self.stats.refused_total,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if t.logged.len() >= MAX_REMEMBERED {
+                t.logged.clear();
+            }
+            let now = Instant::now();
+            let log = match t.logged.get(&ip) {
+                Some(at) if now.duration_since(*at) < LOG_REFUSED_EVERY => false,
+                _ => {
+                    t.logged.insert(ip, now);
+                    true
+                }
+            };
+            return Err((why, log));
+        }
+        t.total += 1;
+        *t.by_client.entry(ip).or_insert(0) += 1;
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted {
+            gate: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` with the default [`Limits`] until
+/// `shutdown` fires.
 pub async fn serve<F: Front>(
     listener: TcpListener,
     front: Arc<F>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, front, Limits::default(), Arc::default(), shutdown).await
+}
+
+/// Serves HTTP/1.1 on `listener` within `limits`, counting in `stats`,
+/// until `shutdown` fires, then lets in-flight requests finish for a
+/// bounded time.
+pub async fn serve_with<F: Front>(
+    listener: TcpListener,
+    front: Arc<F>,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let gate = Arc::new(Gate {
+        limits,
+        table: Mutex::default(),
+        stats,
+    });
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -223,6 +458,29 @@ pub async fn serve<F: Front>(
             },
             () = shutdown.cancelled() => break,
         };
+        let admitted = match gate.admit(peer.ip()) {
+            Ok(a) => a,
+            Err((why, log)) => {
+                // Closed before a byte is read: it costs the descriptor
+                // for a moment, nothing more.
+                drop(stream);
+                if log {
+                    match why {
+                        Refused::PerClient => warn!(
+                            client = %peer.ip(),
+                            limit = limits.max_per_client,
+                            "http: too many connections from one address; refusing more (logged once a minute)"
+                        ),
+                        Refused::Total => warn!(
+                            client = %peer.ip(),
+                            limit = limits.max_connections,
+                            "http: connection limit reached; refusing new connections (logged once a minute per address)"
+                        ),
+                    }
+                }
+                continue;
+            }
+        };
         let front = front.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let front = front.clone();
@@ -230,10 +488,11 @@ pub async fn serve<F: Front>(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _admitted = admitted;
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "http connection ended with an error");
             }
@@ -247,4 +506,35 @@ pub async fn serve<F: Front>(
         warn!("http: connections still open after the drain deadline; closing them");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_client_then_in_total_and_frees_on_drop() {
+        let gate = Arc::new(Gate {
+            limits: Limits::new(3, 2),
+            table: Mutex::default(),
+            stats: Arc::default(),
+        });
+        let a: IpAddr = [127, 0, 0, 1].into();
+        let b: IpAddr = [127, 0, 0, 2].into();
+        let a1 = gate.admit(a).expect("first from a");
+        let _a2 = gate.admit(a).expect("second from a");
+        assert_eq!(gate.admit(a).err(), Some((Refused::PerClient, true)));
+        assert_eq!(
+            gate.admit(a).err(),
+            Some((Refused::PerClient, false)),
+            "logged once a minute"
+        );
+        let _b1 = gate.admit(b).expect("another address is served");
+        assert_eq!(gate.admit(b).err(), Some((Refused::Total, true)));
+        drop(a1);
+        let _a3 = gate.admit(a).expect("a place was freed");
+        assert_eq!(gate.stats.open(), 3);
+        assert_eq!(gate.stats.refused_per_client(), 2);
+        assert_eq!(gate.stats.refused_total(), 1);
+    }
 }

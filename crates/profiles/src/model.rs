@@ -87,6 +87,13 @@ pub struct Server {
     pub tftp_port: u16,
     /// The installer-log receiver; installers are told `inst.syslog=`.
     pub syslog_port: u16,
+    /// Cap on open HTTP connections; `None`: as many as the daemon's
+    /// file-descriptor limit allows with room for cache files, upstream,
+    /// TFTP and DHCP sockets.
+    pub max_connections: Option<usize>,
+    /// Cap on open HTTP connections from one address, so one host cannot
+    /// take every descriptor; a rack's installers open a handful each.
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

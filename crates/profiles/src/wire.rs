@@ -43,6 +43,11 @@ pub(crate) struct Server {
     /// UDP port of the installer-log receiver (`inst.syslog=`); 0 binds
     /// any free port.
     pub syslog_port: Option<u16>,
+    /// Open HTTP connections, all clients together (default: what the
+    /// file-descriptor limit allows, with room for everything else).
+    pub max_connections: Option<S<u64>>,
+    /// Open HTTP connections from one client address.
+    pub max_connections_per_client: Option<S<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

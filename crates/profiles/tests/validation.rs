@@ -327,3 +327,40 @@ fn pointer_mut<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
         _ => panic!("not a container"),
     })
 }
+
+#[test]
+fn connection_caps_are_checked_where_they_are_written() {
+    let copy = Copy::new();
+    let config = copy.config();
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let edited = text.replacen(
+        "  syslog_port: 5514\n",
+        "  syslog_port: 5514\n  max_connections_per_client: 0\n",
+        1,
+    );
+    assert_ne!(edited, text, "the shipped config has a syslog_port line");
+    std::fs::write(&config, &edited).expect("write config");
+    let line = edited
+        .lines()
+        .position(|l| l.contains("max_connections_per_client"))
+        .expect("line") as u64
+        + 1;
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        line,
+        "server.max_connections_per_client 0 must be between 1",
+    );
+    std::fs::write(
+        &config,
+        text.replacen(
+            "  syslog_port: 5514\n",
+            "  syslog_port: 5514\n  max_connections_per_client: 8\n  max_connections: 100\n",
+            1,
+        ),
+    )
+    .expect("write config");
+    let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(snap.appliance.server.max_connections_per_client, 8);
+    assert_eq!(snap.appliance.server.max_connections, Some(100));
+}

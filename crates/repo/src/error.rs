@@ -41,6 +41,14 @@ pub enum Error {
     DiskFull,
     #[error("repodata: {0}")]
     Repodata(String),
+    /// A new `repomd.xml` names metadata the mirror could not serve (a
+    /// mirror sync in progress): it is not committed.
+    #[error("{repomd} names {record}, which could not be fetched: {reason}")]
+    Generation {
+        repomd: String,
+        record: String,
+        reason: String,
+    },
     /// The error of a download this request had joined.
     #[error("{0}")]
     Shared(std::sync::Arc<Error>),
@@ -77,7 +85,8 @@ pub fn status_for(err: &Error) -> StatusCode {
         | Error::UpstreamBody(_)
         | Error::Incomplete { .. }
         | Error::Checksum(_)
-        | Error::Repodata(_) => StatusCode::BAD_GATEWAY,
+        | Error::Repodata(_)
+        | Error::Generation { .. } => StatusCode::BAD_GATEWAY,
         Error::Io(_) | Error::DiskFull | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

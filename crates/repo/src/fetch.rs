@@ -5,23 +5,33 @@
 //! the bytes arrive. The task commits by rename only after a complete,
 //! verified body, and outlives the clients so an abandoned download still
 //! fills the cache.
+//!
+//! Before a commit: a file whose checksum the metadata gives must match it;
+//! a file with none must not be still being written on the mirror, nor
+//! have changed while it was fetched; a `repomd.xml` must have every record
+//! it names cached first. A download that fails those is served (it is
+//! what the mirror sent) but not committed, so the next request fetches it
+//! again; one that fails a checksum is aborted for its clients.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::body::{self, Body, Msg};
 use crate::inflight::{BodyState, End, Permit, Progress, Seen, wait_past};
+use crate::known::{self, Origin};
+use crate::metadata;
 use crate::path::{CachePolicy, RepoPath, policy};
 use crate::serve::{Span, Want, not_modified, span};
 use crate::store::{self, CachedFile, Meta, Presence, is_disk_full};
@@ -31,6 +41,15 @@ use crate::{CacheStatus, Error, Inner};
 /// Bytes read from disk per body frame; with the channel depth this bounds
 /// memory per client.
 const CHUNK: u64 = 512 * 1024;
+
+/// A file with no checksum whose `Last-Modified` is less than this before
+/// the response's `Date` may still be being written (mirrors are not
+/// atomic: nginx sends the size of the moment): it is served, not cached.
+/// A writer paused for longer than this cannot be told from one that is done.
+const STILL_WRITING: Duration = Duration::from_secs(10);
+
+/// Records of a new `repomd.xml` fetched at once before it is committed.
+const GENERATION_FETCHES: usize = 4;
 
 enum Decision {
     Hit,
@@ -48,6 +67,16 @@ pub(crate) enum Source {
 
 fn key_of(mirror: &str, path: &RepoPath) -> String {
     format!("{mirror}/{path}")
+}
+
+fn is_repomd(path: &RepoPath) -> bool {
+    let p = path.as_str();
+    p == "repodata/repomd.xml" || p.ends_with("/repodata/repomd.xml")
+}
+
+fn is_treeinfo(path: &RepoPath) -> bool {
+    let p = path.as_str();
+    p == ".treeinfo" || p.ends_with("/.treeinfo")
 }
 
 async fn open_entry(inner: &Arc<Inner>, hash: &str) -> Option<CachedFile> {
@@ -106,7 +135,7 @@ pub(crate) async fn obtain(
         let (mut rx, status) = match decision {
             Decision::Hit => match open_entry(inner, &hash).await {
                 Some(f) => {
-                    c.hits.fetch_add(1, Ordering::Relaxed);
+                    c.hits.inc();
                     return Ok(Source::Cached(f, CacheStatus::Hit));
                 }
                 None => continue,
@@ -122,8 +151,16 @@ pub(crate) async fn obtain(
                         return Err(Error::UpstreamBody("download task ended".into()));
                     }
                 }
-                Progress::NotModified => match open_entry(inner, &hash).await {
-                    Some(f) => return Ok(Source::Cached(f, CacheStatus::Revalidated)),
+                Progress::NotModified | Progress::Cached => match open_entry(inner, &hash).await {
+                    Some(f) => {
+                        c.hits.inc();
+                        let status = if matches!(state, Progress::Cached) {
+                            CacheStatus::Updating
+                        } else {
+                            CacheStatus::Revalidated
+                        };
+                        return Ok(Source::Cached(f, status));
+                    }
                     None => break,
                 },
                 Progress::Body(_) => {
@@ -132,7 +169,7 @@ pub(crate) async fn obtain(
                     } else {
                         &c.misses
                     };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    counter.inc();
                     return Ok(Source::Inflight(rx, status));
                 }
                 Progress::Failed(e) => {
@@ -147,6 +184,7 @@ pub(crate) async fn obtain(
                         && let Some(f) = open_entry(inner, &hash).await
                     {
                         tracing::warn!(key, error = %e, "revalidation failed, serving stale copy");
+                        c.stale.inc();
                         return Ok(Source::Cached(f, CacheStatus::Stale));
                     }
                     return Err(Error::Shared(e));
@@ -163,11 +201,8 @@ async fn pass_through(
     mirror: &str,
     path: &RepoPath,
 ) -> Result<Source, Error> {
-    inner.counters.passthrough.fetch_add(1, Ordering::Relaxed);
-    inner
-        .counters
-        .upstream_fetches
-        .fetch_add(1, Ordering::Relaxed);
+    inner.counters.passthrough.inc();
+    inner.counters.upstream_requests.inc();
     match up.fetch(mirror, path, &Validators::default()).await? {
         Fetched::Full { response, .. } => Ok(Source::Pass(response)),
         Fetched::NotModified => Err(Error::UpstreamBody("unexpected 304".into())),
@@ -188,26 +223,50 @@ struct Job {
     permit: Permit,
 }
 
+/// How a download ended.
+#[derive(Debug)]
+enum Done {
+    NotModified,
+    /// Committed, or served whole without caching (too large, disk full).
+    Complete,
+    /// Served whole but not cached, on purpose; the reason is logged.
+    Uncommitted(&'static str),
+}
+
 impl Job {
     async fn run(self) {
         let result = self.download().await;
         let (inner, permit) = (self.inner, self.permit);
-        match result {
-            Ok(Done::NotModified) => {
-                inner.counters.revalidated.fetch_add(1, Ordering::Relaxed);
-                permit.finish(|p| *p = Progress::NotModified);
-            }
-            Ok(Done::Complete) => permit.finish(|p| {
+        let c = &inner.counters;
+        let finish_body = |permit: Permit| {
+            permit.finish(|p| {
                 if let Progress::Body(b) = p {
                     b.end = End::Complete;
                 }
-            }),
+            })
+        };
+        match result {
+            Ok(Done::NotModified) => {
+                c.not_modified.inc();
+                permit.finish(|p| {
+                    if !matches!(p, Progress::Cached) {
+                        *p = Progress::NotModified;
+                    }
+                });
+            }
+            Ok(Done::Complete) => finish_body(permit),
+            Ok(Done::Uncommitted(why)) => {
+                c.uncommitted.inc();
+                tracing::info!(key = %self.key, why, "served without caching; fetched again next time");
+                finish_body(permit);
+            }
             Err(e) => {
                 tracing::warn!(key = %self.key, error = %e, "download failed");
-                inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+                c.failed(&e);
                 let e = Arc::new(e);
                 permit.finish(|p| match p {
-                    Progress::Body(b) => b.end = End::Aborted(e),
+                    Progress::Body(b) if !matches!(b.end, End::Complete) => b.end = End::Aborted(e),
+                    Progress::Body(_) | Progress::Cached => {}
                     other => *other = Progress::Failed(e),
                 });
             }
@@ -218,21 +277,23 @@ impl Job {
         #[cfg(test)]
         tests::maybe_panic(&self.key);
         let inner = &self.inner;
-        let cond = if self.revalidate {
-            open_entry(inner, &self.hash)
-                .await
-                .map(|f| Validators {
-                    etag: f.meta.etag,
-                    last_modified: f.meta.last_modified,
-                })
-                .unwrap_or_default()
+        let c = &inner.counters;
+        let cached = if self.revalidate {
+            open_entry(inner, &self.hash).await
         } else {
-            Validators::default()
+            None
         };
-        inner
-            .counters
-            .upstream_fetches
-            .fetch_add(1, Ordering::Relaxed);
+        let cond = cached
+            .as_ref()
+            .map(|f| Validators {
+                etag: f.meta.etag.clone(),
+                last_modified: f.meta.last_modified.clone(),
+            })
+            .unwrap_or_default();
+        c.upstream_requests.inc();
+        if cond.etag.is_some() || cond.last_modified.is_some() {
+            c.revalidations.inc();
+        }
         let (url, response) = match self.up.fetch(&self.mirror, &self.path, &cond).await? {
             Fetched::NotModified => {
                 inner.store.mark_validated(&self.hash);
@@ -240,8 +301,9 @@ impl Job {
             }
             Fetched::Full { url, response } => (url, response),
         };
-        let headers = response.headers();
-        let expected = content_length(headers);
+        c.downloads.inc();
+        let headers = response.headers().clone();
+        let expected = content_length(&headers);
         let text = |name: header::HeaderName| {
             headers
                 .get(name)
@@ -265,22 +327,25 @@ impl Job {
         .await
         .map_err(|e| disk_error(inner, e))?;
         let file = Arc::new(tmp.as_file().try_clone().map_err(Error::Io)?);
-        self.permit.send_replace(Progress::Body(BodyState {
+        let body_state = BodyState {
             file: file.clone(),
             offset,
             meta: Arc::new(meta),
             expected,
             written: 0,
             end: End::Open,
-        }));
+        };
+        // A new `repomd.xml` replacing a cached one is not shown to anyone
+        // until its generation is in: clients get the cached one meanwhile.
+        let hold = is_repomd(&self.path) && cached.is_some();
+        if hold {
+            self.permit.send_replace(Progress::Cached);
+        } else {
+            self.permit.send_replace(Progress::Body(body_state.clone()));
+        }
 
-        let want_sha = inner
-            .known_sha
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&self.hash)
-            .copied();
-        let mut hasher = want_sha.map(|_| Sha256::new());
+        let want = inner.known.expected(&self.hash);
+        let mut hasher = Sha256::new();
         let mut body = response.into_body();
         let mut written = 0u64;
         loop {
@@ -301,9 +366,7 @@ impl Job {
                     "{url}: more bytes than Content-Length"
                 )));
             }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&data);
-            }
+            hasher.update(&data);
             let at = offset + written;
             let len = data.len() as u64;
             let write = |data: Bytes| {
@@ -320,15 +383,14 @@ impl Job {
                 write(data).await.map_err(|e| disk_error(inner, e))?;
             }
             written += len;
-            inner
-                .counters
-                .upstream_bytes
-                .fetch_add(len, Ordering::Relaxed);
-            self.permit.send_modify(|p| {
-                if let Progress::Body(b) = p {
-                    b.written = written;
-                }
-            });
+            c.upstream_bytes.inc_by(len);
+            if !hold {
+                self.permit.send_modify(|p| {
+                    if let Progress::Body(b) = p {
+                        b.written = written;
+                    }
+                });
+            }
         }
         if let Some(n) = expected
             && n != written
@@ -338,10 +400,27 @@ impl Job {
                 got: written,
             });
         }
-        if let (Some(want), Some(h)) = (want_sha, hasher)
-            && h.finalize().as_slice() != want
-        {
-            return Err(Error::Checksum(self.key.clone()));
+        let digest: [u8; 32] = hasher.finalize().into();
+        let mut uncommitted = None;
+        match want {
+            Some(want) if want.sha256 == digest => {}
+            Some(want) => self.recheck(&want.origin, digest).await?,
+            None => uncommitted = self.unsettled(&headers).await,
+        }
+        if is_repomd(&self.path) {
+            if !hold {
+                // Nobody waits on the records for a first copy: the mirror's
+                // repomd.xml is all there is to give.
+                self.permit.send_modify(|p| {
+                    if let Progress::Body(b) = p {
+                        b.end = End::Complete;
+                    }
+                });
+            }
+            self.fetch_generation(&file, offset, written).await?;
+        }
+        if let Some(why) = uncommitted {
+            return Ok(Done::Uncommitted(why));
         }
         if !inner.store.fits(offset + written) || inner.store.disk_full() {
             // Clients still get the whole file from the open temp file.
@@ -355,15 +434,266 @@ impl Job {
                 inner.store.set_disk_full();
             }
             tracing::warn!(key = %self.key, error = %e, "commit failed; served without caching");
+            return Ok(Done::Complete);
         }
+        learn(
+            inner,
+            &self.mirror,
+            &self.path,
+            &self.hash,
+            &file,
+            offset,
+            written,
+        )
+        .await;
         Ok(Done::Complete)
+    }
+
+    /// The body did not match the checksum it was expected to have. An
+    /// image's checksum comes from `.treeinfo`, which changes with it on a
+    /// respin: ask the mirror for `.treeinfo` again and check once more.
+    async fn recheck(&self, origin: &Origin, digest: [u8; 32]) -> Result<(), Error> {
+        let mismatch = || Err(Error::Checksum(self.key.clone()));
+        let Origin::Treeinfo { mirror, path } = origin else {
+            return mismatch();
+        };
+        let inner = &self.inner;
+        inner.store.expire(&known::object_hash(mirror, path));
+        let refreshed = ensure_boxed(inner.clone(), self.up.clone(), mirror.clone(), path.clone());
+        if let Err(e) = refreshed.await {
+            tracing::warn!(key = %self.key, error = %e, "could not re-read .treeinfo after a checksum mismatch");
+            return mismatch();
+        }
+        match inner.known.expected(&self.hash) {
+            Some(now) if now.sha256 == digest => Ok(()),
+            _ => mismatch(),
+        }
+    }
+
+    /// Why a file with no checksum to check must not be committed yet, if
+    /// it must not: the mirror is still writing it, or it changed while it
+    /// was downloaded (a respin in progress).
+    async fn unsettled(&self, got: &HeaderMap) -> Option<&'static str> {
+        let date = |name| {
+            got.get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+        };
+        if let (Some(now), Some(modified)) = (date(header::DATE), date(header::LAST_MODIFIED))
+            && now
+                .duration_since(modified)
+                .is_ok_and(|age| age < STILL_WRITING)
+        {
+            return Some("modified on the mirror seconds ago: it may still be being written");
+        }
+        if !got.contains_key(header::ETAG) && !got.contains_key(header::LAST_MODIFIED) {
+            return None;
+        }
+        match self.up.head(&self.mirror, &self.path).await {
+            Ok(now) => {
+                let changed = [header::ETAG, header::CONTENT_LENGTH, header::LAST_MODIFIED]
+                    .into_iter()
+                    .any(|h| match (got.get(&h), now.get(&h)) {
+                        (Some(a), Some(b)) => a != b,
+                        _ => false,
+                    });
+                changed
+                    .then_some("changed on the mirror during the download (a respin in progress)")
+            }
+            // A mirror that refuses HEAD, or went away since, cannot say the
+            // file changed; the body was whole by its own framing. Refusing
+            // to commit here would make `repomd.xml` and `.treeinfo`
+            // uncacheable on such a mirror, and offline installs impossible.
+            Err(e) => {
+                tracing::debug!(key = %self.key, error = %e, "HEAD after download failed; committing");
+                None
+            }
+        }
+    }
+
+    /// Fetches (and so verifies) every record a new `repomd.xml` names.
+    async fn fetch_generation(&self, file: &Arc<File>, offset: u64, len: u64) -> Result<(), Error> {
+        let Some(prefix) = known::repo_prefix(&self.path, "repodata/repomd.xml") else {
+            return Ok(());
+        };
+        let f = file.clone();
+        let records =
+            blocking_repodata(move || metadata::parse_repomd(body_reader(&f, offset, len)?))
+                .await?;
+        let inner = &self.inner;
+        inner.known.learn_repomd(&self.mirror, &prefix, &records);
+        let mut todo = records.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < GENERATION_FETCHES {
+                let Some(r) = todo.next() else { break };
+                let Some(path) = known::join(&prefix, &r.file.href) else {
+                    continue;
+                };
+                let (inner, up, mirror) = (inner.clone(), self.up.clone(), self.mirror.clone());
+                let fetched = ensure_boxed(inner, up, mirror, path.clone());
+                running.spawn(async move { (path, fetched.await) });
+            }
+            let Some(joined) = running.join_next().await else {
+                return Ok(());
+            };
+            let (path, result) =
+                joined.map_err(|e| Error::UpstreamBody(format!("generation task: {e}")))?;
+            if let Err(e) = result {
+                return Err(Error::Generation {
+                    repomd: self.key.clone(),
+                    record: path.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
     }
 }
 
-#[derive(Debug)]
-enum Done {
-    NotModified,
-    Complete,
+/// A reader over `len` body bytes at `offset` of `file`.
+pub(crate) fn body_reader(
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> io::Result<impl io::BufRead + Send + use<>> {
+    use std::io::{Read as _, Seek as _};
+    let mut f = file.try_clone()?;
+    f.seek(io::SeekFrom::Start(offset))?;
+    Ok(io::BufReader::with_capacity(64 * 1024, f.take(len)))
+}
+
+async fn blocking_repodata<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::Repodata(format!("task: {e}"))))
+}
+
+/// After a commit: what the file says about others becomes known.
+async fn learn(
+    inner: &Arc<Inner>,
+    mirror: &str,
+    path: &RepoPath,
+    hash: &str,
+    file: &Arc<File>,
+    offset: u64,
+    len: u64,
+) {
+    let (inner2, mirror2, path2, hash2, f) = (
+        inner.clone(),
+        mirror.to_string(),
+        path.clone(),
+        hash.to_string(),
+        file.clone(),
+    );
+    let work = move || learn_file(&inner2, &mirror2, &path2, &hash2, &f, offset, len);
+    if inner.known.primary(hash).is_some() {
+        // Primary metadata can be large: its packages become known in the
+        // background, the download is done.
+        tokio::task::spawn_blocking(work);
+    } else if is_repomd(path) || is_treeinfo(path) {
+        let _ = tokio::task::spawn_blocking(work).await;
+    }
+}
+
+fn learn_file(
+    inner: &Inner,
+    mirror: &str,
+    path: &RepoPath,
+    hash: &str,
+    file: &File,
+    offset: u64,
+    len: u64,
+) {
+    let result = (|| -> Result<(), Error> {
+        if let Some(at) = inner.known.primary(hash) {
+            let packages = metadata::parse_primary(body_reader(file, offset, len)?, &at.href)?;
+            inner
+                .known
+                .learn_packages(&at.mirror, &at.prefix, &packages);
+        } else if let Some(prefix) = known::repo_prefix(path, "repodata/repomd.xml")
+            && is_repomd(path)
+        {
+            let records = metadata::parse_repomd(body_reader(file, offset, len)?)?;
+            inner.known.learn_repomd(mirror, &prefix, &records);
+        } else if is_treeinfo(path)
+            && let Some(prefix) = known::repo_prefix(path, ".treeinfo")
+        {
+            let mut text = String::new();
+            io::Read::read_to_string(&mut body_reader(file, offset, len)?, &mut text)?;
+            let files = metadata::parse_treeinfo(&text)?;
+            inner.known.learn_treeinfo(mirror, path, &prefix, &files);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!(key = %format!("{mirror}/{path}"), error = %e, "cached metadata could not be read");
+    }
+}
+
+/// Rebuilds what the cached metadata says (checksums of repodata, packages,
+/// images), e.g. after a restart. Blocking: it reads every cached file's
+/// header once.
+pub(crate) fn learn_from_cache(inner: &Inner) {
+    let started = std::time::Instant::now();
+    let mut metadata_files = Vec::new();
+    for hash in inner.store.hashes() {
+        let Some(f) = inner.store.open_entry(&hash) else {
+            continue;
+        };
+        let Some((mirror, rest)) = f.meta.key.split_once('/') else {
+            continue;
+        };
+        let Ok(path) = crate::path::normalize(rest) else {
+            continue;
+        };
+        if is_repomd(&path) || is_treeinfo(&path) {
+            metadata_files.push((mirror.to_string(), path, hash, f));
+        }
+    }
+    let mut primaries = Vec::new();
+    for (mirror, path, hash, f) in &metadata_files {
+        learn_file(inner, mirror, path, hash, &f.file, f.offset, f.len);
+        if is_repomd(path)
+            && let Some(prefix) = known::repo_prefix(path, "repodata/repomd.xml")
+        {
+            primaries.push((mirror.clone(), prefix));
+        }
+    }
+    for (mirror, prefix) in primaries {
+        let Some(repomd) = known::join(&prefix, "repodata/repomd.xml") else {
+            continue;
+        };
+        let Some(f) = inner
+            .store
+            .open_entry(&known::object_hash(&mirror, &repomd))
+        else {
+            continue;
+        };
+        let Ok(records) = body_reader(&f.file, f.offset, f.len)
+            .map_err(Error::Io)
+            .and_then(metadata::parse_repomd)
+        else {
+            continue;
+        };
+        for r in records.iter().filter(|r| r.kind == "primary") {
+            let Some(path) = known::join(&prefix, &r.file.href) else {
+                continue;
+            };
+            let hash = known::object_hash(&mirror, &path);
+            if let Some(p) = inner.store.open_entry(&hash) {
+                learn_file(inner, &mirror, &path, &hash, &p.file, p.offset, p.len);
+            }
+        }
+    }
+    if !metadata_files.is_empty() {
+        tracing::info!(
+            files = metadata_files.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "checksums read from the cached metadata"
+        );
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -411,7 +741,16 @@ pub(crate) async fn respond(
             let sp = span(req, f.len, m.etag.as_deref(), m.last_modified.as_deref());
             let (resp, range) = head(m, Some(f.len), sp, status);
             Ok(finish(resp, range, want, |tx, start, end| {
-                tokio::spawn(pump(f.file, f.offset, start, end, Watch::Done(f.len), tx));
+                let served = inner.counters.served_bytes.clone();
+                tokio::spawn(pump(
+                    f.file,
+                    f.offset,
+                    start,
+                    end,
+                    Watch::Done(f.len),
+                    tx,
+                    served,
+                ));
             }))
         }
         Source::Inflight(mut rx, status) => {
@@ -429,7 +768,16 @@ pub(crate) async fn respond(
             };
             let (resp, range) = head(&b.meta, b.expected, sp, status);
             Ok(finish(resp, range, want, |tx, start, end| {
-                tokio::spawn(pump(b.file, b.offset, start, end, Watch::Live(rx), tx));
+                let served = inner.counters.served_bytes.clone();
+                tokio::spawn(pump(
+                    b.file,
+                    b.offset,
+                    start,
+                    end,
+                    Watch::Live(rx),
+                    tx,
+                    served,
+                ));
             }))
         }
         Source::Pass(upstream) => {
@@ -464,10 +812,8 @@ pub(crate) async fn respond(
                         Ok(Some(Err(e))) => Msg::Err(io::Error::other(e)),
                         Ok(Some(Ok(f))) => match f.into_data() {
                             Ok(d) => {
-                                inner
-                                    .counters
-                                    .upstream_bytes
-                                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+                                inner.counters.upstream_bytes.inc_by(d.len() as u64);
+                                inner.counters.served_bytes.inc_by(d.len() as u64);
                                 Msg::Data(d)
                             }
                             Err(_) => continue,
@@ -565,6 +911,7 @@ async fn pump(
     end: Option<u64>,
     mut src: Watch,
     tx: mpsc::Sender<Msg>,
+    served: Counter,
 ) {
     let mut pos = start;
     // Wait until the download has more than this many bytes (or ended).
@@ -596,9 +943,29 @@ async fn pump(
             let n = (limit - pos).min(CHUNK) as usize;
             let f = file.clone();
             let at = offset + pos;
+            let own_file = !live;
             let read = blocking(move || {
-                let mut buf = vec![0u8; n];
-                f.read_exact_at(&mut buf, at)?;
+                let mut buf = Vec::with_capacity(n);
+                if own_file {
+                    // A committed file opened for this request alone: its
+                    // file position is ours, and `read_to_end` fills the
+                    // buffer without zeroing it first (a zeroing pass costs
+                    // as much as the read).
+                    let mut r: &File = &f;
+                    std::io::Seek::seek(&mut r, io::SeekFrom::Start(at))?;
+                    std::io::Read::read_to_end(&mut std::io::Read::take(r, n as u64), &mut buf)?;
+                    if buf.len() != n {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "cached file shorter than its length",
+                        ));
+                    }
+                } else {
+                    // A download's temp file is shared by every client
+                    // streaming it: positioned reads only.
+                    buf.resize(n, 0);
+                    f.read_exact_at(&mut buf, at)?;
+                }
                 Ok(Bytes::from(buf))
             })
             .await;
@@ -612,6 +979,7 @@ async fn pump(
             if tx.send(msg).await.is_err() {
                 return; // client went away
             }
+            served.inc_by(n as u64);
             pos += n as u64;
             need = pos;
             continue;
@@ -647,13 +1015,30 @@ pub(crate) async fn ensure(
             loop {
                 let seen = wait_past(&mut rx, need).await;
                 match seen.end {
-                    End::Complete => return Ok(Ensured::Fetched(seen.written)),
+                    End::Complete => {
+                        // The bytes are final; wait for the task to end too
+                        // (commit, a new `repomd.xml`'s records), so the
+                        // caller finds the file committed.
+                        while rx.changed().await.is_ok() {}
+                        return Ok(Ensured::Fetched(seen.written));
+                    }
                     End::Aborted(e) => return Err(Error::Shared(e)),
                     End::Open => need = seen.written,
                 }
             }
         }
     }
+}
+
+/// [`ensure`] for use inside a download task: boxed, so the task's future
+/// type does not contain itself (a download may ensure another file).
+fn ensure_boxed(
+    inner: Arc<Inner>,
+    up: Arc<Upstream>,
+    mirror: String,
+    path: RepoPath,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Ensured, Error>> + Send>> {
+    Box::pin(async move { ensure(&inner, &up, &mirror, &path).await })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -669,10 +1054,6 @@ pub(crate) async fn read_cached(
     path: &RepoPath,
 ) -> Option<CachedFile> {
     open_entry(inner, &store::hash_key(&key_of(mirror, path))).await
-}
-
-pub(crate) fn object_hash(mirror: &str, path: &RepoPath) -> String {
-    store::hash_key(&key_of(mirror, path))
 }
 
 #[cfg(test)]

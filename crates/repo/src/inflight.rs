@@ -22,6 +22,9 @@ pub(crate) enum Progress {
     Connecting,
     /// The mirror confirmed the cached copy.
     NotModified,
+    /// The cached copy stands while a new generation of the repository's
+    /// metadata is fetched and checked behind it.
+    Cached,
     Body(BodyState),
     /// It failed before any body arrived.
     Failed(Arc<Error>),
@@ -174,7 +177,7 @@ pub(crate) async fn wait_past(rx: &mut watch::Receiver<Progress>, pos: u64) -> S
                 written: 0,
                 end: End::Aborted(e.clone()),
             },
-            Progress::Connecting | Progress::NotModified => Seen {
+            Progress::Connecting | Progress::NotModified | Progress::Cached => Seen {
                 written: 0,
                 end: End::Open,
             },

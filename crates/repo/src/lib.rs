@@ -14,13 +14,22 @@
 //! [`RepoProxy::reconfigure`].
 //!
 //! Layout: `serve` holds the pure request decisions (method, Range),
-//! `body` the channel-fed response body, `error` the one error → status map.
+//! `body` the channel-fed response body, `error` the one error → status map,
+//! `metadata` the readers of `repomd.xml`, primary and `.treeinfo`, `known`
+//! the checksums learnt from them, `metrics` the one set of counters,
+//! `pulls` the files each install pulled (for `cache warm --like`).
 //!
 //! Guarantees, and how:
 //! - *Whole or nothing.* A download goes to `cache/tmp/` and is renamed
 //!   into `cache/objects/` only when its length matches Content-Length (or
 //!   the final chunk arrived) and, when repodata gave one, its sha256
-//!   matches. Clients streaming a download that fails see the body aborted;
+//!   matches. Every file whose checksum the metadata gives (repodata from
+//!   `repomd.xml`, packages from primary, images from `.treeinfo`) is
+//!   checked before it is committed; a file with no checksum anywhere is
+//!   not committed while the mirror is still writing it (`Last-Modified`
+//!   a few seconds before `Date`) or when it changed during the download
+//!   (a HEAD afterwards disagrees) — it is served, and fetched again next
+//!   time. Clients streaming a download that fails see the body aborted;
 //!   the last byte is held back until the commit so a late failure is still
 //!   visible under Content-Length framing. Header and body share one file,
 //!   so a respin replaces both with one rename and an open reader keeps the
@@ -28,26 +37,33 @@
 //! - *One download per file.* The first miss spawns a fetch task that
 //!   publishes the bytes on disk through a `watch` channel; later requests
 //!   join it and read the temp file up to that length.
+//! - *One metadata generation.* A new `repomd.xml` is committed only once
+//!   every record it names is cached and verified; until then clients get
+//!   the previous one, so none is handed a `repomd.xml` naming a primary
+//!   the cache cannot serve.
 //! - *Not an open proxy.* Only configured mirrors (and redirects to their
 //!   hosts) are contacted; hostile paths are refused by [`path::normalize`]
 //!   before anything leaves the process.
 //!
-//! Responses carry `X-Kickstand-Cache: hit|miss|coalesced|revalidated|stale|pass`.
+//! Responses carry `X-Kickstand-Cache: hit|miss|coalesced|revalidated|stale|updating|pass`.
 
 mod body;
 mod config;
 mod error;
 mod fetch;
 mod inflight;
+mod known;
+mod metadata;
+mod metrics;
 pub mod path;
+mod pulls;
 mod serve;
 mod store;
 mod upstream;
 mod warm;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
 use http::{Response, StatusCode, header};
 use tokio_util::task::TaskTracker;
@@ -56,9 +72,11 @@ pub use body::Body;
 pub use config::{RepoConfig, Timeouts};
 pub use error::{Error, status_for};
 pub use upstream::Upstream;
-pub use warm::{VerifyReport, WarmEvent, WarmOutcome, WarmReport, WarmTarget};
+pub use warm::{VerifyReport, WarmEvent, WarmOutcome, WarmProgress, WarmReport, WarmTarget};
 
 use inflight::Inflight;
+use known::Known;
+use metrics::Counters;
 use store::Store;
 
 /// The repo proxy. Cheap to clone; clones share the cache and the upstream.
@@ -75,22 +93,12 @@ struct Inner {
     inflight: Inflight,
     /// Where download tasks run: the daemon's tracker, so shutdown drains them.
     tasks: TaskTracker,
-    /// sha256 of packages learnt from repodata, by object hash: a fetch of
+    /// Checksums learnt from the metadata that passed through: a fetch of
     /// such a file is checked before it is committed.
-    known_sha: Mutex<HashMap<String, [u8; 32]>>,
+    known: Known,
+    /// Files each install pulled, until it reports done.
+    pulls: pulls::Pulls,
     counters: Counters,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    coalesced: AtomicU64,
-    revalidated: AtomicU64,
-    passthrough: AtomicU64,
-    upstream_fetches: AtomicU64,
-    upstream_bytes: AtomicU64,
-    failures: AtomicU64,
 }
 
 /// Counters for the status page and `/metrics`.
@@ -100,20 +108,30 @@ pub struct CacheStats {
     pub entries: u64,
     pub bytes: u64,
     pub max_bytes: u64,
-    /// Served from a committed file.
+    /// Requests served from a committed file, after a 304 from the mirror
+    /// too.
     pub hits: u64,
-    /// Started a download.
+    /// Requests that started a download.
     pub misses: u64,
-    /// Joined a download another client started.
+    /// Requests that joined a download another client started.
     pub coalesced: u64,
-    /// The mirror answered 304 to a conditional GET.
+    /// Requests served a stale copy because the mirror failed.
+    pub stale: u64,
+    /// Conditional requests the mirror answered 304.
     pub revalidated: u64,
-    /// Served straight from upstream because the disk is full.
+    /// Requests served straight from upstream because the disk is full.
     pub passthrough: u64,
-    /// Downloads and revalidations sent to a mirror (failover to another
-    /// base URL within one download is not counted again).
+    /// File bodies downloaded from a mirror.
+    pub downloads: u64,
+    /// Requests sent to a mirror: downloads and revalidations (failover
+    /// to another base URL within one is not counted again).
     pub upstream_fetches: u64,
     pub upstream_bytes: u64,
+    /// Body bytes sent to clients.
+    pub served_bytes: u64,
+    /// Downloads served whole but not cached: the mirror was still writing
+    /// the file, or it changed while it was fetched.
+    pub uncommitted: u64,
     pub evictions: u64,
     /// Downloads that failed (upstream error, truncation, checksum).
     pub failures: u64,
@@ -130,6 +148,9 @@ pub enum CacheStatus {
     Revalidated,
     /// The mirror could not be reached; a stale copy was served.
     Stale,
+    /// The cached copy, while a new generation of the repository's
+    /// metadata is fetched behind it.
+    Updating,
     Pass,
 }
 
@@ -141,6 +162,7 @@ impl CacheStatus {
             CacheStatus::Coalesced => "coalesced",
             CacheStatus::Revalidated => "revalidated",
             CacheStatus::Stale => "stale",
+            CacheStatus::Updating => "updating",
             CacheStatus::Pass => "pass",
         }
     }
@@ -149,23 +171,37 @@ impl CacheStatus {
 impl RepoProxy {
     /// Opens the cache (creating it) and discards temp files a crash left
     /// behind. Downloads run on `tasks`. Opening is synchronous; serving
-    /// needs a tokio runtime.
+    /// needs a tokio runtime. The checksums the cached metadata gives are
+    /// read again in the background (on the runtime, when there is one).
     pub fn open(
         config: &RepoConfig,
         upstream: Arc<Upstream>,
         tasks: TaskTracker,
     ) -> Result<Self, Error> {
         let store = Store::open(&config.cache_dir, config.max_cache_bytes)?;
-        Ok(RepoProxy {
+        let proxy = RepoProxy {
             inner: Arc::new(Inner {
                 upstream: RwLock::new(upstream),
                 store,
                 inflight: Inflight::default(),
                 tasks,
-                known_sha: Mutex::new(HashMap::new()),
+                known: Known::default(),
+                pulls: pulls::Pulls::new(&config.cache_dir),
                 counters: Counters::default(),
             }),
-        })
+        };
+        let inner = proxy.inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || fetch::learn_from_cache(&inner))),
+            Err(_) => fetch::learn_from_cache(&inner),
+        }
+        Ok(proxy)
+    }
+
+    /// Registers the cache's metric families in `registry`. They read the
+    /// same counters as [`RepoProxy::stats`]: one counter per fact.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        metrics::register(&self.inner, registry);
     }
 
     /// Live reload of mirrors, proxy, timeouts and the size limit, built
@@ -244,15 +280,19 @@ impl RepoProxy {
             entries,
             bytes,
             max_bytes,
-            hits: c.hits.load(Ordering::Relaxed),
-            misses: c.misses.load(Ordering::Relaxed),
-            coalesced: c.coalesced.load(Ordering::Relaxed),
-            revalidated: c.revalidated.load(Ordering::Relaxed),
-            passthrough: c.passthrough.load(Ordering::Relaxed),
-            upstream_fetches: c.upstream_fetches.load(Ordering::Relaxed),
-            upstream_bytes: c.upstream_bytes.load(Ordering::Relaxed),
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            coalesced: c.coalesced.get(),
+            stale: c.stale.get(),
+            revalidated: c.not_modified.get(),
+            passthrough: c.passthrough.get(),
+            downloads: c.downloads.get(),
+            upstream_fetches: c.upstream_requests.get(),
+            upstream_bytes: c.upstream_bytes.get(),
+            served_bytes: c.served_bytes.get(),
+            uncommitted: c.uncommitted.get(),
             evictions: self.inner.store.evictions.load(Ordering::Relaxed),
-            failures: c.failures.load(Ordering::Relaxed),
+            failures: c.failures_total(),
             disk_full: self.inner.store.disk_full(),
         }
     }

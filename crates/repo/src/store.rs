@@ -269,6 +269,13 @@ impl Store {
         }
     }
 
+    /// Makes a file stale at once: the next request asks the mirror.
+    pub(crate) fn expire(&self, hash: &str) {
+        if let Some(e) = self.index().entries.get_mut(hash) {
+            e.validated = None;
+        }
+    }
+
     pub(crate) fn new_temp(&self) -> io::Result<NamedTempFile> {
         tempfile::Builder::new()
             .prefix("fetch-")

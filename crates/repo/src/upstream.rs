@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -99,6 +99,28 @@ impl Upstream {
         path: &RepoPath,
         cond: &Validators,
     ) -> Result<Fetched, Error> {
+        self.request(Method::GET, mirror, path, cond).await
+    }
+
+    /// HEAD `path` on `mirror` (redirects and failover as for GET): what
+    /// the mirror says about the file now, to compare with a download.
+    pub(crate) async fn head(&self, mirror: &str, path: &RepoPath) -> Result<HeaderMap, Error> {
+        match self
+            .request(Method::HEAD, mirror, path, &Validators::default())
+            .await?
+        {
+            Fetched::Full { response, .. } => Ok(response.headers().clone()),
+            Fetched::NotModified => Err(Error::UpstreamBody("unexpected 304 to HEAD".into())),
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        mirror: &str,
+        path: &RepoPath,
+        cond: &Validators,
+    ) -> Result<Fetched, Error> {
         let bases = self
             .mirrors
             .by_name
@@ -108,7 +130,7 @@ impl Upstream {
         let mut last = None;
         for base in bases {
             let url = base.url_for(&wire);
-            match self.fetch_url(url, cond).await {
+            match self.fetch_url(&method, url, cond).await {
                 Ok(f) => return Ok(f),
                 Err(e) if e.fails_over() => {
                     tracing::warn!(mirror, error = %e, "upstream failed, trying next base");
@@ -120,9 +142,14 @@ impl Upstream {
         Err(last.unwrap_or_else(|| Error::UnknownMirror(mirror.to_string())))
     }
 
-    async fn fetch_url(&self, mut url: String, cond: &Validators) -> Result<Fetched, Error> {
+    async fn fetch_url(
+        &self,
+        method: &Method,
+        mut url: String,
+        cond: &Validators,
+    ) -> Result<Fetched, Error> {
         for _hop in 0..=self.max_redirects {
-            let response = self.send(&url, cond).await?;
+            let response = self.send(method, &url, cond).await?;
             let status = response.status();
             if status == StatusCode::NOT_MODIFIED
                 && (cond.etag.is_some() || cond.last_modified.is_some())
@@ -158,13 +185,18 @@ impl Upstream {
         Err(Error::TooManyRedirects(self.max_redirects))
     }
 
-    async fn send(&self, url: &str, cond: &Validators) -> Result<Response<Incoming>, Error> {
+    async fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        cond: &Validators,
+    ) -> Result<Response<Incoming>, Error> {
         let uri: Uri = url.parse().map_err(|_| Error::Connect {
             url: url.to_string(),
             reason: "bad URL".into(),
         })?;
         let mut req = Request::builder()
-            .method(Method::GET)
+            .method(method.clone())
             .uri(uri.clone())
             .header(
                 header::USER_AGENT,

@@ -1,46 +1,84 @@
-//! `kickstand cache warm` and `verify`: read a repo's `repomd.xml`, then its
-//! primary metadata, and fetch (or check) every package it lists against the
-//! sha256 the metadata gives.
+//! `kickstand cache warm` and `verify`. Warming a repository fetches every
+//! record its `repomd.xml` lists (primary, filelists, other, comps,
+//! modules, updateinfo, in whatever compression) and every package primary
+//! lists; warming an install tree also fetches `.treeinfo` and every image
+//! it names. Every file is checked against the checksum its metadata gives
+//! before it is committed, so after a warm a rack installs with the mirror
+//! unreachable. `warm_files` fetches a given list instead: what one install
+//! actually pulled (`cache warm <os> --like <host>`).
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::collections::HashSet;
+use std::io::BufRead;
 
-use quick_xml::events::{BytesStart, Event};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::fetch::{self, Ensured};
+use crate::known;
+use crate::metadata::{self, Listed};
 use crate::path::{RepoPath, normalize};
 use crate::store::CachedFile;
 use crate::{Error, Inner, RepoProxy};
 
-/// A repository to warm: `repo_path` is the directory holding `repodata/`
-/// inside the mirror, e.g. `9-stream/BaseOS/x86_64/os/`.
+/// What to warm: the repository whose `repodata/` is in `repo_path` inside
+/// the mirror (e.g. `9-stream/BaseOS/x86_64/os/`), and with `tree` also
+/// the install tree there (`.treeinfo` and its images).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WarmTarget {
     pub mirror: String,
     pub repo_path: String,
-    /// Packages downloaded at once; a few keep the office link busy
+    pub tree: bool,
+    /// Files downloaded at once; a few keep the office link busy
     /// without starving installers that are running meanwhile.
     pub concurrency: usize,
 }
 
 impl WarmTarget {
+    /// A repository only.
     pub fn new(mirror: impl Into<String>, repo_path: impl Into<String>) -> Self {
         WarmTarget {
             mirror: mirror.into(),
             repo_path: repo_path.into(),
+            tree: false,
             concurrency: 4,
+        }
+    }
+
+    /// An install tree: its repository, `.treeinfo` and every image it names.
+    pub fn tree(mirror: impl Into<String>, repo_path: impl Into<String>) -> Self {
+        WarmTarget {
+            tree: true,
+            ..WarmTarget::new(mirror, repo_path)
         }
     }
 }
 
-/// One package done, for a progress line.
+/// A warm's progress, in the order it happens.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum WarmProgress {
+    /// The files to fetch are known (sizes from the metadata; images have
+    /// none, so `bytes` is a lower bound).
+    Planned {
+        files: usize,
+        bytes: u64,
+    },
+    File(WarmEvent),
+}
+
+/// One file done, for a progress bar or line.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct WarmEvent {
     pub done: usize,
     pub total: usize,
+    /// Bytes of the files done so far (fetched or already cached), and of
+    /// all the files planned, as far as the metadata tells.
+    #[serde(default)]
+    pub bytes_done: u64,
+    #[serde(default)]
+    pub bytes_total: u64,
     pub path: String,
     pub outcome: WarmOutcome,
 }
@@ -57,11 +95,14 @@ pub enum WarmOutcome {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct WarmReport {
+    /// Files planned: metadata, images and packages.
+    pub files: usize,
+    /// Of those, packages.
     pub packages: usize,
     pub already_cached: usize,
     pub fetched: usize,
     pub fetched_bytes: u64,
-    /// (path, error) for every package that could not be cached.
+    /// (path, error) for every file that could not be cached.
     pub failed: Vec<(String, String)>,
 }
 
@@ -80,126 +121,9 @@ pub struct VerifyReport {
     pub skipped: Vec<(String, String)>,
 }
 
-/// A file listed in repodata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Listed {
-    pub(crate) href: String,
-    pub(crate) sha256: Option<[u8; 32]>,
-}
-
-fn parse_sha256(kind: &str, hex: &str) -> Option<[u8; 32]> {
-    if kind != "sha256" || hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// An attribute's value with its entities (`&amp;`, `&#43;`, …) resolved.
-fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.as_ref() == name)
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
-}
-
-/// Walks `<…><checksum type=…>hex</checksum><location href=…/></…>` records
-/// of element `record` (with an optional `type` filter) — the shape shared
-/// by `repomd.xml` (`data`) and primary (`package`).
-fn parse_records(
-    input: impl BufRead,
-    record: &[u8],
-    type_filter: Option<&str>,
-) -> Result<Vec<Listed>, Error> {
-    let mut reader = quick_xml::Reader::from_reader(input);
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    let mut cur: Option<(Option<String>, Option<[u8; 32]>, bool)> = None; // (href, sha, wanted)
-    let mut checksum_kind: Option<String> = None;
-    loop {
-        let ev = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| Error::Repodata(format!("XML: {e}")))?;
-        match ev {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let name = e.local_name();
-                if name.as_ref() == record {
-                    let wanted = type_filter.is_none_or(|t| attr(e, b"type").as_deref() == Some(t));
-                    cur = Some((None, None, wanted));
-                    if matches!(ev, Event::Empty(_)) {
-                        cur = None;
-                    }
-                } else if let Some(c) = cur.as_mut() {
-                    match name.as_ref() {
-                        b"checksum" if matches!(ev, Event::Start(_)) => {
-                            checksum_kind = attr(e, b"type")
-                        }
-                        // A package stored elsewhere (`xml:base`) is not ours to fetch.
-                        b"location" if attr(e, b"xml:base").is_none() => c.0 = attr(e, b"href"),
-                        _ => {}
-                    }
-                }
-            }
-            Event::Text(t) => {
-                if let (Some(kind), Some(c)) = (checksum_kind.as_deref(), cur.as_mut()) {
-                    c.1 = parse_sha256(kind, String::from_utf8_lossy(&t).trim());
-                }
-            }
-            Event::End(ref e) => {
-                let name = e.local_name();
-                if name.as_ref() == b"checksum" {
-                    checksum_kind = None;
-                } else if name.as_ref() == record {
-                    if let Some((Some(href), sha256, true)) = cur.take() {
-                        out.push(Listed { href, sha256 });
-                    }
-                    cur = None;
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-        buf.clear();
-    }
-    Ok(out)
-}
-
-pub(crate) fn parse_repomd_primary(input: impl BufRead) -> Result<Listed, Error> {
-    parse_records(input, b"data", Some("primary"))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Repodata("repomd.xml lists no primary metadata".into()))
-}
-
-pub(crate) fn parse_primary(input: impl BufRead, href: &str) -> Result<Vec<Listed>, Error> {
-    if href.ends_with(".gz") {
-        parse_records(
-            BufReader::new(flate2::bufread::MultiGzDecoder::new(input)),
-            b"package",
-            None,
-        )
-    } else if href.ends_with(".zst") {
-        // createrepo_c ≥ 1.0 (Fedora, newer EL) compresses with zstd.
-        let zst = ruzstd::decoding::StreamingDecoder::new(input)
-            .map_err(|e| Error::Repodata(format!("{href}: zstd: {e}")))?;
-        parse_records(BufReader::new(zst), b"package", None)
-    } else if href.ends_with(".xml") {
-        parse_records(input, b"package", None)
-    } else {
-        Err(Error::Repodata(format!(
-            "{href}: only gzip, zstd or plain primary metadata is supported"
-        )))
-    }
-}
-
 /// A reader over the body of a cached file.
-fn body_reader(f: &CachedFile) -> Result<impl BufRead, Error> {
-    let mut file = f.file.try_clone()?;
-    file.seek(SeekFrom::Start(f.offset))?;
-    Ok(BufReader::with_capacity(64 * 1024, file.take(f.len)))
+fn body_reader(f: &CachedFile) -> Result<impl BufRead + Send + use<>, Error> {
+    Ok(fetch::body_reader(&f.file, f.offset, f.len)?)
 }
 
 fn sha256_of(f: &CachedFile) -> Result<[u8; 32], Error> {
@@ -229,25 +153,109 @@ fn join(prefix: &str, href: &str) -> Result<RepoPath, Error> {
     Ok(normalize(&format!("{prefix}{href}"))?)
 }
 
-impl Inner {
-    fn remember_sha(&self, hash: String, sha: Option<[u8; 32]>) {
-        if let Some(sha) = sha {
-            self.known_sha
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(hash, sha);
+/// One file of a warm's plan.
+#[derive(Debug, Clone)]
+struct Planned {
+    mirror: String,
+    path: RepoPath,
+    size: Option<u64>,
+    package: bool,
+}
+
+/// Runs `plan` with `concurrency` downloads at once, reporting each file.
+async fn execute(
+    inner: &std::sync::Arc<Inner>,
+    up: &std::sync::Arc<crate::Upstream>,
+    plan: Vec<Planned>,
+    concurrency: usize,
+    progress: &mut (impl FnMut(WarmProgress) + Send),
+) -> WarmReport {
+    let total = plan.len();
+    let bytes_total = plan.iter().filter_map(|p| p.size).sum();
+    progress(WarmProgress::Planned {
+        files: total,
+        bytes: bytes_total,
+    });
+    let mut report = WarmReport {
+        files: total,
+        packages: plan.iter().filter(|p| p.package).count(),
+        ..WarmReport::default()
+    };
+    let mut todo = plan.into_iter();
+    let mut running = JoinSet::new();
+    let (mut done, mut bytes_done) = (0, 0u64);
+    loop {
+        while running.len() < concurrency.max(1) {
+            let Some(file) = todo.next() else { break };
+            let (inner, up) = (inner.clone(), up.clone());
+            running.spawn(async move {
+                let mut outcome = fetch::ensure(&inner, &up, &file.mirror, &file.path).await;
+                // Served but not committed (the mirror is still writing it):
+                // an offline install could not have it.
+                if outcome.is_ok()
+                    && fetch::read_cached(&inner, &file.mirror, &file.path)
+                        .await
+                        .is_none()
+                {
+                    outcome = Err(Error::Repodata(
+                        "fetched but not cached: the mirror changed it during the download or is still writing it; warm again".into(),
+                    ));
+                }
+                (file, outcome)
+            });
         }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        done += 1;
+        let (file, outcome) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                report.failed.push(("?".into(), format!("task: {e}")));
+                continue;
+            }
+        };
+        let name = format!("{}/{}", file.mirror, file.path);
+        let outcome = match outcome {
+            Ok(Ensured::Present) => {
+                report.already_cached += 1;
+                bytes_done += file.size.unwrap_or(0);
+                WarmOutcome::AlreadyCached
+            }
+            Ok(Ensured::Fetched(bytes)) => {
+                report.fetched += 1;
+                report.fetched_bytes += bytes;
+                bytes_done += file.size.unwrap_or(bytes);
+                WarmOutcome::Fetched { bytes }
+            }
+            Err(e) => {
+                report.failed.push((name.clone(), e.to_string()));
+                bytes_done += file.size.unwrap_or(0);
+                WarmOutcome::Failed(e.to_string())
+            }
+        };
+        progress(WarmProgress::File(WarmEvent {
+            done,
+            total,
+            bytes_done,
+            bytes_total,
+            path: name,
+            outcome,
+        }));
     }
+    report
 }
 
 impl RepoProxy {
-    /// Downloads every package of a repository into the cache, checking
-    /// each against the sha256 from primary metadata before it is committed.
-    /// `progress` is called once per package.
+    /// Downloads a repository (and with [`WarmTarget::tree`] its install
+    /// tree) into the cache, every file checked against its metadata's
+    /// checksum before it is committed. `progress` sees the plan, then
+    /// each file as it is done. Fails as a whole only when the metadata
+    /// itself cannot be had.
     pub async fn warm(
         &self,
         target: &WarmTarget,
-        mut progress: impl FnMut(&WarmEvent) + Send,
+        mut progress: impl FnMut(WarmProgress) + Send,
     ) -> Result<WarmReport, Error> {
         let up = self.upstream();
         let mirror = target.mirror.as_str();
@@ -259,73 +267,179 @@ impl RepoProxy {
             prefix.push('/');
         }
         let inner = &self.inner;
-        let packages = self.repo_packages(mirror, &prefix, true).await?;
-        let total = packages.len();
-        let mut report = WarmReport {
-            packages: total,
-            ..WarmReport::default()
+        // Reading the plan fetches metadata (and a new `repomd.xml` brings
+        // its records along): counted as fetched, not as found cached.
+        let (files_before, bytes_before, _) = inner.store.usage();
+        let mut plan = Vec::new();
+        let planned = |path: RepoPath, size: Option<u64>, package: bool| Planned {
+            mirror: mirror.to_string(),
+            path,
+            size,
+            package,
         };
-        let mut todo = packages.into_iter();
-        let mut running = JoinSet::new();
-        let mut done = 0;
-        loop {
-            while running.len() < target.concurrency.max(1) {
-                let Some(pkg) = todo.next() else { break };
-                let (inner, up, mirror, prefix) = (
-                    inner.clone(),
-                    up.clone(),
-                    mirror.to_string(),
-                    prefix.clone(),
-                );
-                running.spawn(async move {
-                    let outcome = match join(&prefix, &pkg.href) {
-                        Err(e) => Err(e),
-                        Ok(path) => {
-                            inner.remember_sha(fetch::object_hash(&mirror, &path), pkg.sha256);
-                            fetch::ensure(&inner, &up, &mirror, &path).await
-                        }
-                    };
-                    (format!("{prefix}{}", pkg.href), outcome)
-                });
+        if target.tree {
+            let treeinfo = join(&prefix, ".treeinfo")?;
+            let images = self.tree_images(mirror, &prefix, &treeinfo).await?;
+            plan.push(planned(treeinfo, None, false));
+            for image in images {
+                plan.push(planned(join(&prefix, &image.href)?, image.size, false));
             }
-            let Some(joined) = running.join_next().await else {
-                break;
-            };
-            done += 1;
-            let (path, outcome) = joined.map_err(|e| Error::Repodata(format!("task: {e}")))?;
-            let outcome = match outcome {
-                Ok(Ensured::Present) => {
-                    report.already_cached += 1;
-                    WarmOutcome::AlreadyCached
-                }
-                Ok(Ensured::Fetched(bytes)) => {
-                    report.fetched += 1;
-                    report.fetched_bytes += bytes;
-                    WarmOutcome::Fetched { bytes }
-                }
-                Err(e) => {
-                    report.failed.push((path.clone(), e.to_string()));
-                    WarmOutcome::Failed(e.to_string())
-                }
-            };
-            progress(&WarmEvent {
-                done,
-                total,
-                path,
-                outcome,
-            });
         }
+        let (records, packages) = self.repo_files(mirror, &prefix, true).await?;
+        plan.push(planned(join(&prefix, "repodata/repomd.xml")?, None, false));
+        for r in records {
+            plan.push(planned(join(&prefix, &r.href)?, r.size, false));
+        }
+        for p in packages {
+            plan.push(planned(join(&prefix, &p.href)?, p.size, true));
+        }
+        let (files_after, bytes_after, _) = inner.store.usage();
+        let mut report = execute(inner, &up, plan, target.concurrency, &mut progress).await;
+        let early = (files_after.saturating_sub(files_before) as usize).min(report.already_cached);
+        report.already_cached -= early;
+        report.fetched += early;
+        report.fetched_bytes += bytes_after.saturating_sub(bytes_before);
         Ok(report)
     }
 
-    /// The packages of the repo at `prefix`, from cached repodata; with
-    /// `fetch`, missing or stale repodata is fetched first.
-    async fn repo_packages(
+    /// Fetches exactly `files` (`(mirror, path)`, e.g. what one install
+    /// pulled): metadata first, so every other file is checked against it.
+    pub async fn warm_files(
+        &self,
+        files: &[(String, String)],
+        concurrency: usize,
+        mut progress: impl FnMut(WarmProgress) + Send,
+    ) -> Result<WarmReport, Error> {
+        let up = self.upstream();
+        let mut plan = Vec::new();
+        for (mirror, path) in files {
+            if !up.has_mirror(mirror) {
+                return Err(Error::UnknownMirror(mirror.clone()));
+            }
+            let path = normalize(path)?;
+            let package = path.as_str().ends_with(".rpm");
+            plan.push(Planned {
+                mirror: mirror.clone(),
+                path,
+                size: None,
+                package,
+            });
+        }
+        // repomd.xml, then .treeinfo, then the rest: each teaches the cache
+        // the checksums of what follows.
+        let rank = |p: &Planned| {
+            let s = p.path.as_str();
+            if s.ends_with("repomd.xml") {
+                0
+            } else if s.ends_with(".treeinfo") {
+                1
+            } else if s.contains("repodata/") {
+                2
+            } else {
+                3
+            }
+        };
+        plan.sort_by_key(|p| rank(p));
+        let (metadata, rest): (Vec<_>, Vec<_>) = plan.into_iter().partition(|p| rank(p) < 2);
+        let mut report = execute(&self.inner, &up, metadata, 1, &mut |p| match p {
+            WarmProgress::File(mut e) => {
+                e.total = files.len();
+                progress(WarmProgress::File(e))
+            }
+            WarmProgress::Planned { .. } => progress(WarmProgress::Planned {
+                files: files.len(),
+                bytes: 0,
+            }),
+        })
+        .await;
+        let offset = report.files;
+        let rest_report = execute(&self.inner, &up, rest, concurrency, &mut |p| {
+            if let WarmProgress::File(mut e) = p {
+                e.done += offset;
+                e.total = files.len();
+                progress(WarmProgress::File(e));
+            }
+        })
+        .await;
+        report.files += rest_report.files;
+        report.packages += rest_report.packages;
+        report.already_cached += rest_report.already_cached;
+        report.fetched += rest_report.fetched;
+        report.fetched_bytes += rest_report.fetched_bytes;
+        report.failed.extend(rest_report.failed);
+        Ok(report)
+    }
+
+    /// The client's pulls: see [`RepoProxy::note_pull`].
+    pub fn learned_install(&self, os: &str, client: &str) -> Result<Vec<(String, String)>, Error> {
+        self.inner.pulls.load(os, client).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                let known = self.inner.pulls.clients(os);
+                Error::Repodata(if known.is_empty() {
+                    format!("no install of {os} has completed through this appliance yet")
+                } else {
+                    format!(
+                        "{client} has no completed install of {os}; these have: {}",
+                        known.join(", ")
+                    )
+                })
+            } else {
+                Error::Io(e)
+            }
+        })
+    }
+
+    /// Notes that `client` (the daemon passes a host's MAC) was served
+    /// `mirror/path` (the raw request path).
+    pub fn note_pull(&self, client: &str, mirror: &str, path: &str) {
+        if let Ok(path) = normalize(path) {
+            self.inner.pulls.note(client, mirror, &path);
+        }
+    }
+
+    /// `client` starts an install afresh: what it pulled before is dropped.
+    pub fn forget_pulls(&self, client: &str) {
+        self.inner.pulls.forget(client);
+    }
+
+    /// `client` finished installing `os`: what it pulled becomes the list
+    /// `cache warm <os> --like <client>` fetches. Returns how many files.
+    pub fn install_completed(&self, client: &str, os: &str) -> Result<usize, Error> {
+        Ok(self.inner.pulls.complete(client, os)?)
+    }
+
+    /// `.treeinfo` of the tree at `prefix`, fetched (revalidated) and read:
+    /// the images it names, whose checksums are then known.
+    async fn tree_images(
+        &self,
+        mirror: &str,
+        prefix: &str,
+        treeinfo: &RepoPath,
+    ) -> Result<Vec<Listed>, Error> {
+        let inner = &self.inner;
+        let up = self.upstream();
+        fetch::ensure(inner, &up, mirror, treeinfo).await?;
+        let f = fetch::read_cached(inner, mirror, treeinfo)
+            .await
+            .ok_or_else(|| Error::Repodata(format!("{mirror}/{treeinfo} could not be cached")))?;
+        let files = blocking(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut body_reader(&f)?, &mut text)?;
+            metadata::parse_treeinfo(&text)
+        })
+        .await?;
+        inner.known.learn_treeinfo(mirror, treeinfo, prefix, &files);
+        Ok(files)
+    }
+
+    /// The records and packages of the repo at `prefix`, from cached
+    /// repodata; with `fetch`, missing or stale repodata is fetched first.
+    async fn repo_files(
         &self,
         mirror: &str,
         prefix: &str,
         fetch: bool,
-    ) -> Result<Vec<Listed>, Error> {
+    ) -> Result<(Vec<Listed>, Vec<Listed>), Error> {
         let inner = &self.inner;
         let up = self.upstream();
         let repomd = join(prefix, "repodata/repomd.xml")?;
@@ -335,166 +449,126 @@ impl RepoProxy {
         let f = fetch::read_cached(inner, mirror, &repomd)
             .await
             .ok_or_else(|| Error::Repodata(format!("{mirror}/{repomd} is not cached")))?;
-        let primary = blocking(move || parse_repomd_primary(body_reader(&f)?)).await?;
-        let primary_path = join(prefix, &primary.href)?;
-        let primary_hash = fetch::object_hash(mirror, &primary_path);
-        inner.remember_sha(primary_hash, primary.sha256);
+        let records = blocking(move || metadata::parse_repomd(body_reader(&f)?)).await?;
+        inner.known.learn_repomd(mirror, prefix, &records);
+        let Some(primary) = records.iter().find(|r| r.kind == "primary").cloned() else {
+            return Err(Error::Repodata(
+                "repomd.xml lists no primary metadata".into(),
+            ));
+        };
+        let primary_path = join(prefix, &primary.file.href)?;
         if fetch {
             fetch::ensure(inner, &up, mirror, &primary_path).await?;
         }
         let f = fetch::read_cached(inner, mirror, &primary_path)
             .await
             .ok_or_else(|| Error::Repodata(format!("{mirror}/{primary_path} is not cached")))?;
-        let href = primary.href.clone();
-        blocking(move || {
-            if let Some(want) = primary.sha256
+        let href = primary.file.href.clone();
+        let want = primary.file.sha256;
+        let packages = blocking(move || {
+            if let Some(want) = want
                 && sha256_of(&f)? != want
             {
                 return Err(Error::Checksum(href));
             }
-            parse_primary(body_reader(&f)?, &href)
+            metadata::parse_primary(body_reader(&f)?, &href)
         })
-        .await
+        .await?;
+        inner.known.learn_packages(mirror, prefix, &packages);
+        Ok((records.into_iter().map(|r| r.file).collect(), packages))
     }
 
-    /// Checks every cached package of every cached repository against the
-    /// sha256 in its repodata; mismatching files are removed.
+    /// Checks every cached file of every cached repository and tree — the
+    /// repodata records, the packages, the images — against the sha256 its
+    /// metadata gives; mismatching files are removed.
     pub async fn verify(&self) -> Result<VerifyReport, Error> {
         let inner = self.inner.clone();
         let hashes = inner.store.hashes();
         let store_inner = inner.clone();
-        let repos: Vec<(String, String)> = blocking(move || {
+        let keys: Vec<String> = blocking(move || {
             Ok(hashes
                 .iter()
                 .filter_map(|h| store_inner.store.open_entry(h))
-                .filter_map(|f| {
-                    let key = f.meta.key;
-                    let rest = key.strip_suffix("repodata/repomd.xml")?;
-                    let (mirror, prefix) = rest.split_once('/')?;
-                    Some((mirror.to_string(), prefix.to_string()))
-                })
+                .map(|f| f.meta.key)
                 .collect())
         })
         .await?;
+        let repos: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|k| {
+                let rest = k.strip_suffix("repodata/repomd.xml")?;
+                let (mirror, prefix) = rest.split_once('/')?;
+                Some((mirror.to_string(), prefix.to_string()))
+            })
+            .collect();
+        let trees: HashSet<(String, String)> = keys
+            .iter()
+            .filter_map(|k| {
+                let rest = k.strip_suffix(".treeinfo")?;
+                let (mirror, prefix) = rest.split_once('/')?;
+                Some((mirror.to_string(), prefix.to_string()))
+            })
+            .collect();
         let mut report = VerifyReport {
             repos: repos.len(),
             ..VerifyReport::default()
         };
+        let mut check: Vec<(String, RepoPath, [u8; 32])> = Vec::new();
         for (mirror, prefix) in repos {
-            let packages = match self.repo_packages(&mirror, &prefix, false).await {
-                Ok(p) => p,
-                Err(e) => {
-                    report
-                        .skipped
-                        .push((format!("{mirror}/{prefix}"), e.to_string()));
-                    continue;
+            match self.repo_files(&mirror, &prefix, false).await {
+                Ok((records, packages)) => {
+                    for l in records.iter().chain(&packages) {
+                        if let (Ok(path), Some(sha)) = (join(&prefix, &l.href), l.sha256) {
+                            check.push((mirror.clone(), path, sha));
+                        }
+                    }
                 }
+                Err(e) => report
+                    .skipped
+                    .push((format!("{mirror}/{prefix}"), e.to_string())),
+            }
+        }
+        for (mirror, prefix) in trees {
+            let Ok(treeinfo) = join(&prefix, ".treeinfo") else {
+                continue;
             };
-            for pkg in packages {
-                let (Ok(path), Some(want)) = (join(&prefix, &pkg.href), pkg.sha256) else {
-                    continue;
-                };
-                let hash = fetch::object_hash(&mirror, &path);
-                inner.remember_sha(hash.clone(), Some(want));
-                let Some(f) = fetch::read_cached(&inner, &mirror, &path).await else {
-                    continue;
-                };
-                report.checked += 1;
-                let got = blocking(move || sha256_of(&f)).await?;
-                if got == want {
-                    report.ok += 1;
-                } else {
-                    tracing::warn!(mirror, path = %path, "cached package fails sha256, removing");
-                    inner.store.remove(&hash);
-                    report.corrupt.push(format!("{mirror}/{path}"));
+            let Some(f) = fetch::read_cached(&inner, &mirror, &treeinfo).await else {
+                continue;
+            };
+            let files = blocking(move || {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut body_reader(&f)?, &mut text)?;
+                metadata::parse_treeinfo(&text)
+            })
+            .await;
+            match files {
+                Ok(files) => {
+                    for l in files {
+                        if let (Ok(path), Some(sha)) = (join(&prefix, &l.href), l.sha256) {
+                            check.push((mirror.clone(), path, sha));
+                        }
+                    }
                 }
+                Err(e) => report
+                    .skipped
+                    .push((format!("{mirror}/{treeinfo}"), e.to_string())),
+            }
+        }
+        for (mirror, path, want) in check {
+            let hash = known::object_hash(&mirror, &path);
+            let Some(f) = fetch::read_cached(&inner, &mirror, &path).await else {
+                continue;
+            };
+            report.checked += 1;
+            let got = blocking(move || sha256_of(&f)).await?;
+            if got == want {
+                report.ok += 1;
+            } else {
+                tracing::warn!(mirror, path = %path, "cached file fails sha256, removing");
+                inner.store.remove(&hash);
+                report.corrupt.push(format!("{mirror}/{path}"));
             }
         }
         Ok(report)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const REPOMD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">
-  <revision>1</revision>
-  <data type="filelists">
-    <checksum type="sha256">1111111111111111111111111111111111111111111111111111111111111111</checksum>
-    <location href="repodata/11-filelists.xml.gz"/>
-  </data>
-  <data type="primary">
-    <checksum type="sha256">abababababababababababababababababababababababababababababababab</checksum>
-    <open-checksum type="sha256">2222222222222222222222222222222222222222222222222222222222222222</open-checksum>
-    <location href="repodata/ab-primary.xml.gz"/>
-    <size>100</size>
-  </data>
-</repomd>"#;
-
-    const PRIMARY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="3">
-<package type="rpm">
-  <name>a</name>
-  <checksum type="sha256" pkgid="YES">0101010101010101010101010101010101010101010101010101010101010101</checksum>
-  <location href="Packages/a-1.0-1.x86_64.rpm"/>
-  <format><rpm:license>MIT</rpm:license><file>/usr/bin/a</file></format>
-</package>
-<package type="rpm">
-  <name>b</name>
-  <checksum type="sha1" pkgid="YES">0101010101010101010101010101010101010101</checksum>
-  <location href="Packages/libstdc&#43;&#x2B;-1&amp;2.rpm"/>
-</package>
-<package type="rpm">
-  <name>c</name>
-  <checksum type="sha256" pkgid="YES">0202020202020202020202020202020202020202020202020202020202020202</checksum>
-  <location xml:base="http://elsewhere/" href="Packages/c.rpm"/>
-</package>
-</metadata>"#;
-
-    #[test]
-    fn repomd_primary() {
-        let p = parse_repomd_primary(REPOMD.as_bytes()).expect("parses");
-        assert_eq!(p.href, "repodata/ab-primary.xml.gz");
-        assert_eq!(p.sha256, Some([0xab; 32]));
-        assert!(parse_repomd_primary("<repomd/>".as_bytes()).is_err());
-        assert!(parse_repomd_primary("<repomd><data".as_bytes()).is_err());
-    }
-
-    #[test]
-    fn primary_packages() {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, PRIMARY.as_bytes()).expect("gz");
-        let gz = gz.finish().expect("gz");
-        let pkgs = parse_primary(&gz[..], "repodata/x-primary.xml.gz").expect("parses");
-        assert_eq!(
-            pkgs,
-            vec![
-                Listed {
-                    href: "Packages/a-1.0-1.x86_64.rpm".into(),
-                    sha256: Some([1; 32])
-                },
-                Listed {
-                    href: "Packages/libstdc++-1&2.rpm".into(),
-                    sha256: None
-                },
-            ]
-        );
-        let zst = ruzstd::encoding::compress_to_vec(
-            PRIMARY.as_bytes(),
-            ruzstd::encoding::CompressionLevel::Fastest,
-        );
-        assert_eq!(
-            parse_primary(&zst[..], "repodata/x-primary.xml.zst").expect("zstd"),
-            pkgs
-        );
-        assert_eq!(
-            parse_primary(PRIMARY.as_bytes(), "repodata/primary.xml").expect("plain"),
-            pkgs
-        );
-        assert!(parse_primary(&b"not zstd"[..], "x.xml.zst").is_err());
-        assert!(parse_primary(&b"not gzip"[..], "x.xml.gz").is_err());
-        assert!(parse_primary(&b""[..], "x.xml.xz").is_err());
     }
 }

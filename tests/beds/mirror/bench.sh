@@ -5,7 +5,13 @@
 #      the mirror serves rate-limited (BENCH_RATE, default 20m = 20 MiB/s);
 #      upstream fetches counted in the mirror's access log;
 #   2. hot: 64 clients (wrk, BENCH_SECS seconds) on the cached file, next to
-#      nginx serving the same file from disk.
+#      nginx serving the same file from disk;
+#   3. 8 parallel dnf installs vs one (upstream bytes);
+#   4. offline rack install: 8 parallel dnf installs of BaseOS + AppStream
+#      packages, cold cache with the mirror up vs after `cache warm` with the
+#      mirror and the office proxy stopped (wall time);
+#   5. power-on burst (burst.sh): 200 machines, TFTP + 60 MiB initrd, vs
+#      dnsmasq + nginx proxy_cache_lock (BENCH_BURST=0 skips it).
 # Kickstand columns need KICKSTAND_BIN (a build whose `serve` answers /repo);
 # without it only the nginx figures are printed. Kickstand goes through squid
 # as configured; the nginx cache talks to the mirror directly (nginx cannot
@@ -180,6 +186,9 @@ mirrors:
   # comparison below starts cold twice.
   dnfone: [$KS_MIRROR_HTTP_URL]
   dnfeight: [$KS_MIRROR_HTTP_URL]
+  # The offline rack comparison: cold with the mirror up, then warmed.
+  rackon: [$KS_MIRROR_HTTP_URL]
+  rackoff: [$KS_MIRROR_HTTP_URL]
 mirror_ca_file: $KS_CA_PEM
 cache:
   dir: ../var/cache
@@ -223,4 +232,43 @@ echo "dnf install ${dnf_pkgs[*]}: upstream bytes, 1 install: $one; 8 parallel in
 # Peak memory of the daemon over the whole run: 50 clients streaming the
 # cold 100 MiB file, 64 on hits, 8 dnf installs. Bounded by clients, not
 # by file size (no whole-file buffering).
+echo "kickstand peak RSS so far: $(awk '/VmHWM/ {print $2, $3}' "/proc/$ks_pid/status")"
+
+# --- offline rack install ----------------------------------------------------
+# 8 installers at once, BaseOS + AppStream packages. First cold with the
+# mirror up (every file goes Kickstand -> squid -> nginx once), then after
+# `cache warm` of both repos with nginx and squid stopped.
+appstream=9-stream/AppStream/x86_64/os
+rack_pkgs=(ks-hello ks-payload ks-app)
+rack() {
+    local name=$1 i t0 t1 pids=() failed=0
+    t0=$(date +%s.%N)
+    for i in $(seq 8); do
+        KS_DNF_EXTRA_REPOS="appstream=http://127.0.0.1:$ks_port/repo/$name/$appstream/" \
+            "$here/dnf-install.sh" "$work/$name-$i" "http://127.0.0.1:$ks_port/repo/$name/$KS_OS_PATH/" "${rack_pkgs[@]}" \
+            >"$work/$name-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" -v f="$failed" 'BEGIN {printf "%.2fs, %d of 8 failed", b - a, f}'
+}
+echo "offline rack install, 8 dnf installs of ${rack_pkgs[*]} at once:"
+echo "  mirror up, cold cache:              $(rack rackon)"
+warm_t0=$(date +%s.%N)
+for repo in "$KS_OS_PATH" "$appstream"; do
+    "$KICKSTAND_BIN" --config "$ks/etc/kickstand.yaml" cache warm "rackoff/$repo" >"$work/warm.log" 2>&1 ||
+        echo "  WARNING: cache warm rackoff/$repo failed: $(tail -3 "$work/warm.log")"
+done
+warm_t1=$(date +%s.%N)
+bed_kill_pidfile "$work/squid/squid.pid"
+bed_kill_pidfile "$work/nginx/nginx.pid"
+echo "  cache warm of both repos:           $(awk -v a="$warm_t0" -v b="$warm_t1" 'BEGIN {printf "%.2fs", b - a}')"
+echo "  mirror and proxy stopped, warmed:   $(rack rackoff)"
 echo "kickstand peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/$ks_pid/status")"
+kill "$ks_pid" 2>/dev/null || true
+ks_pid=
+
+if [[ "${BENCH_BURST:-1}" != 0 ]]; then
+    "$here/burst.sh" "$work/burst"
+fi

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Builds the mirror tree the bed's nginx serves:
 #   WORKDIR/www/centos/9-stream/BaseOS/x86_64/os/{Packages,repodata,images,.treeinfo}
-# RPMs come from specs/*.spec (noarch, unsigned). Re-running with unchanged
-# specs and script is a no-op; a changed spec rebuilds the whole tree.
+#   WORKDIR/www/centos/9-stream/AppStream/x86_64/os/{Packages,repodata}
+# RPMs come from specs/*.spec (BaseOS) and specs/appstream/*.spec (noarch,
+# unsigned). BaseOS repodata is gzip (createrepo_c's default); AppStream's is
+# xz, with comps, updateinfo and modules records added by modifyrepo_c, as on
+# a real EL9 mirror. Every file is dated a day back: a mirror's files are
+# not being written as they are fetched. Re-running with unchanged specs and
+# script is a no-op; a changed spec rebuilds the whole tree.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -13,21 +18,22 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$1"
 work=$(cd "$1" && pwd)
 os="$work/www/centos/9-stream/BaseOS/x86_64/os"
+app="$work/www/centos/9-stream/AppStream/x86_64/os"
 stamp="$work/.build-repo.stamp"
 
-for tool in rpmbuild createrepo_c sha256sum; do
+for tool in rpmbuild createrepo_c modifyrepo_c sha256sum; do
     command -v "$tool" >/dev/null || { echo "build-repo.sh: missing $tool" >&2; exit 1; }
 done
 
-want=$(cat "$here/build-repo.sh" "$here"/specs/*.spec | sha256sum | cut -d' ' -f1)
+want=$(cat "$here/build-repo.sh" "$here"/specs/*.spec "$here"/specs/appstream/*.spec | sha256sum | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -f "$os/repodata/repomd.xml" ]]; then
     exit 0
 fi
 
-rm -rf "$work/rpmbuild" "$os"
-mkdir -p "$work/rpmbuild"/{BUILD,BUILDROOT,RPMS,SOURCES,SPECS,SRPMS} "$os/Packages" "$os/images/pxeboot"
+rm -rf "$work/rpmbuild" "$os" "$app"
+mkdir -p "$work/rpmbuild"/{BUILD,BUILDROOT,RPMS,SOURCES,SPECS,SRPMS} "$os/Packages" "$os/images/pxeboot" "$app/Packages"
 
-for spec in "$here"/specs/*.spec; do
+for spec in "$here"/specs/*.spec "$here"/specs/appstream/*.spec; do
     # Uncompressed payload: the data is random anyway and xz would only cost time.
     rpmbuild -bb --quiet \
         --define "_topdir $work/rpmbuild" \
@@ -36,8 +42,69 @@ for spec in "$here"/specs/*.spec; do
         --define "_build_id_links none" \
         "$spec" >/dev/null
 done
+mv "$work"/rpmbuild/RPMS/noarch/ks-app-*.rpm "$app/Packages/"
 cp "$work"/rpmbuild/RPMS/noarch/*.rpm "$os/Packages/"
 createrepo_c --quiet --no-database "$os" >/dev/null
+
+cat >"$work/comps.xml" <<'COMPS'
+<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE comps PUBLIC "-//Red Hat, Inc.//DTD Comps info//EN" "comps.dtd">
+<comps>
+  <group>
+    <id>ks-apps</id>
+    <name>Kickstand test applications</name>
+    <description>The bed's AppStream packages.</description>
+    <default>false</default>
+    <uservisible>true</uservisible>
+    <packagelist>
+      <packagereq type="mandatory">ks-app</packagereq>
+    </packagelist>
+  </group>
+</comps>
+COMPS
+cat >"$work/updateinfo.xml" <<'UPDATEINFO'
+<?xml version="1.0" encoding="UTF-8"?>
+<updates>
+  <update from="bed@example.invalid" status="stable" type="bugfix" version="1">
+    <id>KSBED-2024:0001</id>
+    <title>ks-app bug fix</title>
+    <issued date="2024-01-01 00:00:00"/>
+    <description>A stand-in advisory.</description>
+    <pkglist>
+      <collection short="bed">
+        <name>bed</name>
+        <package name="ks-app" version="1.0" release="1" epoch="0" arch="noarch">
+          <filename>ks-app-1.0-1.noarch.rpm</filename>
+        </package>
+      </collection>
+    </pkglist>
+  </update>
+</updates>
+UPDATEINFO
+# A module whose only artifact is not in the repo: dnf reads the record but
+# filters none of the bed's packages.
+cat >"$work/modules.yaml" <<'MODULES'
+---
+document: modulemd
+version: 2
+data:
+  name: ks-tools
+  stream: "1"
+  version: 1
+  context: 00000000
+  arch: noarch
+  summary: A stand-in module
+  description: A module stream the bed's AppStream lists.
+  license:
+    module: [MIT]
+  artifacts:
+    rpms:
+      - ks-unused-0:1.0-1.noarch
+...
+MODULES
+createrepo_c --quiet --no-database --general-compress-type=xz --groupfile "$work/comps.xml" "$app" >/dev/null
+modifyrepo_c --compress-type=xz "$work/updateinfo.xml" "$app/repodata" >/dev/null
+modifyrepo_c --compress-type=xz --mdtype=modules "$work/modules.yaml" "$app/repodata" >/dev/null
 
 # Stand-ins for the installer images: only their bytes matter to the proxy.
 head -c 64K /dev/urandom >"$os/images/pxeboot/vmlinuz"
@@ -96,4 +163,5 @@ images/pxeboot/vmlinuz = sha256:$(sum images/pxeboot/vmlinuz)
 TREEINFO
 
 chmod -R a+rX "$work/www"
+find "$work/www" -exec touch -h -d "@$((now - 86400))" {} +
 echo "$want" >"$stamp"

@@ -4,7 +4,8 @@
 #   dnf-install.sh INSTALLROOT BASEURL PKG...
 # Optional: KS_DNF_PROXY=http://127.0.0.1:PORT, KS_DNF_PROXY_USER, KS_DNF_PROXY_PASSWORD
 # (used to validate the bed straight through squid; Kickstand needs none),
-# KS_DNF_SSLCACERT=CA.pem for an https BASEURL signed by the bed's test CA.
+# KS_DNF_SSLCACERT=CA.pem for an https BASEURL signed by the bed's test CA,
+# KS_DNF_EXTRA_REPOS="name=URL name2=URL2" for more repositories (an OS's AppStream).
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
     echo "usage: $0 INSTALLROOT BASEURL PKG..." >&2
@@ -29,6 +30,9 @@ retries=1
 timeout=60
 CONF
 proxy_opts=()
+for extra in ${KS_DNF_EXTRA_REPOS:-}; do
+    proxy_opts+=(--repofrompath="${extra%%=*},${extra#*=}" --enablerepo="${extra%%=*}")
+done
 if [[ -n "${KS_DNF_SSLCACERT:-}" ]]; then
     proxy_opts+=(--setopt="sslcacert=$KS_DNF_SSLCACERT")
 fi

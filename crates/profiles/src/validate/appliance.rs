@@ -26,6 +26,12 @@ const DEFAULT_LEASE_SECS: u32 = 3600;
 const MIN_LEASE_SECS: u32 = 60;
 const MAX_POOL_ADDRESSES: u64 = 65_536;
 const DEFAULT_REVALIDATE: Duration = Duration::from_secs(30);
+/// Generous: an installer opens a handful of connections, iPXE one or two,
+/// a NAT in front of a few machines some dozens.
+const DEFAULT_CONNECTIONS_PER_CLIENT: u64 = 256;
+/// More connections than this the daemon cannot hold open anyway (each
+/// costs a descriptor and some memory); a larger value is a typo.
+const MAX_CONNECTIONS: u64 = 1 << 20;
 const DEFAULT_ROGUE_FORGET: Duration = Duration::from_secs(600);
 
 /// The files the appliance config points at, resolved against its
@@ -152,6 +158,26 @@ impl Cx {
             ),
         };
 
+        let mut connections = |key: &str, v: &Option<S<u64>>| -> Option<Option<usize>> {
+            match v {
+                None => Some(None),
+                Some(n) if (1..=MAX_CONNECTIONS).contains(&n.value) => Some(Some(n.value as usize)),
+                Some(n) => {
+                    self.err(
+                        file,
+                        n.referenced,
+                        format!("{key} {} must be between 1 and {MAX_CONNECTIONS}", n.value),
+                    );
+                    None
+                }
+            }
+        };
+        let max_connections = connections("server.max_connections", &w.server.max_connections);
+        let per_client = connections(
+            "server.max_connections_per_client",
+            &w.server.max_connections_per_client,
+        );
+
         let state = self.state(file, &paths, &w.state);
 
         if self.diags.len() > before {
@@ -165,6 +191,9 @@ impl Cx {
                 http_port: w.server.http_port.unwrap_or(DEFAULT_HTTP_PORT),
                 tftp_port: w.server.tftp_port.unwrap_or(DEFAULT_TFTP_PORT),
                 syslog_port: w.server.syslog_port.unwrap_or(DEFAULT_SYSLOG_PORT),
+                max_connections: max_connections?,
+                max_connections_per_client: per_client?
+                    .unwrap_or(DEFAULT_CONNECTIONS_PER_CLIENT as usize),
             },
             dhcp: Dhcp {
                 mode: mode?,

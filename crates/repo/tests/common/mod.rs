@@ -177,6 +177,7 @@ impl Mirror {
             let mut parts = line.split_whitespace();
             let method = parts.next().unwrap_or("").to_string();
             let target = parts.next().unwrap_or("").to_string();
+            let method_is_head = method == "HEAD";
             self.seen.lock().unwrap().push(Seen {
                 method,
                 target: target.clone(),
@@ -249,6 +250,17 @@ impl Mirror {
                         .map(|(_, v)| v.clone());
                     if etag.is_some() && inm == etag {
                         w.write_all(b"HTTP/1.1 304 Not Modified\r\n\r\n").await?;
+                        continue;
+                    }
+                    if method_is_head {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}\r\n",
+                            body.len(),
+                            etag.as_ref()
+                                .map(|e| format!("etag: {e}\r\n"))
+                                .unwrap_or_default()
+                        );
+                        w.write_all(head.as_bytes()).await?;
                         continue;
                     }
                     let mut head =
