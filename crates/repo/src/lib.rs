@@ -17,7 +17,8 @@
 //! `body` the channel-fed response body, `error` the one error → status map,
 //! `metadata` the readers of `repomd.xml`, primary and `.treeinfo`, `known`
 //! the checksums learnt from them, `metrics` the one set of counters,
-//! `pulls` the files each install pulled (for `cache warm --like`).
+//! `pulls` the files each install pulled (for `cache warm --like`), `open`
+//! cached files for TFTP, which needs a file's size before its first byte.
 //!
 //! Guarantees, and how:
 //! - *Whole or nothing.* A download goes to `cache/tmp/` and is renamed
@@ -55,6 +56,7 @@ mod inflight;
 mod known;
 mod metadata;
 mod metrics;
+mod open;
 pub mod path;
 mod pulls;
 mod serve;
@@ -71,6 +73,7 @@ use tokio_util::task::TaskTracker;
 pub use body::Body;
 pub use config::{RepoConfig, Timeouts};
 pub use error::{Error, status_for};
+pub use open::{Arriving, Opened};
 pub use upstream::Upstream;
 pub use warm::{VerifyReport, WarmEvent, WarmOutcome, WarmProgress, WarmReport, WarmTarget};
 
