@@ -54,7 +54,7 @@ pub(crate) fn check(config: &Path) -> anyhow::Result<ExitCode> {
     };
     let s = generation.snapshot();
     println!(
-        "ok: {} file(s), {} OS, {} host(s), {} template(s); every kickstart and boot script rendered",
+        "ok: {} file(s), {} OS, {} host(s), {} template(s); every kickstart, iPXE script and GRUB config rendered",
         s.files.len(),
         s.oses.len(),
         s.hosts.len(),
@@ -63,28 +63,46 @@ pub(crate) fn check(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which file `render` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rendered {
+    Kickstart,
+    Ipxe,
+    Grub,
+}
+
 /// What `mac` would be served. Tokens show as `<build-token>`: making a
 /// real one is a change of state this command does not make.
-pub(crate) fn render(config: &Path, mac: Mac, ipxe: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn render(config: &Path, mac: Mac, what: Rendered) -> anyhow::Result<ExitCode> {
     let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let site = &generation.site;
     const TOKEN: &str = "<build-token>";
-    let out = if ipxe {
+    let decision = || -> anyhow::Result<BootDecision> {
         let phase = runtime()?.block_on(async {
             let store = open_store(generation.appliance()).await?;
             anyhow::Ok(store.host(mac).await?.map_or(Phase::New, |h| h.phase))
         })?;
-        match generation.boot_for(mac, phase) {
+        Ok(generation.boot_for(mac, phase))
+    };
+    let out = match what {
+        Rendered::Kickstart => site.kickstart(&mac, TOKEN),
+        Rendered::Ipxe => match decision()? {
             BootDecision::Install => site.ipxe(&mac, BootAction::Install, TOKEN),
             BootDecision::LocalDisk => site.ipxe(&mac, BootAction::LocalDisk, ""),
             BootDecision::UnknownLocalBoot => site.unknown_ipxe(&mac, UnknownAction::LocalDisk),
             BootDecision::Discover => site.unknown_ipxe(&mac, UnknownAction::Discover),
             BootDecision::Ignore => site.ipxe(&mac, BootAction::Install, TOKEN),
-        }
-    } else {
-        site.kickstart(&mac, TOKEN)
+        },
+        // A machine without a profile never gets GRUB from ProxyDHCP; the
+        // generic config it would read boots its disk.
+        Rendered::Grub => match decision()? {
+            BootDecision::Install => site.grub(&mac, BootAction::Install, TOKEN),
+            BootDecision::LocalDisk => site.grub(&mac, BootAction::LocalDisk, ""),
+            BootDecision::UnknownLocalBoot | BootDecision::Discover => site.grub_chain(),
+            BootDecision::Ignore => site.grub(&mac, BootAction::Install, TOKEN),
+        },
     };
     print!("{}", out.with_context(|| format!("rendering for {mac}"))?);
     Ok(ExitCode::SUCCESS)

@@ -122,6 +122,17 @@ impl Generation {
         self.site.urls()
     }
 
+    /// `os/<os>/<path>` read back: the mirror and repo path of one of the
+    /// OS's boot files (shim, GRUB, kernel, initrd). Nothing else of a tree
+    /// is served under that name: TFTP is not a second repo proxy.
+    pub(crate) fn os_boot_file(&self, os: &str, path: &str) -> Option<(String, String)> {
+        let os = self.snapshot().oses.get(os)?;
+        [&os.shim, &os.grub, &os.kernel, &os.initrd]
+            .into_iter()
+            .any(|file| file == path)
+            .then(|| (os.mirror.clone(), format!("{}/{path}", os.tree)))
+    }
+
     /// The boot decision for `mac`, whose install state is `phase`.
     pub(crate) fn boot_for(&self, mac: Mac, phase: Phase) -> BootDecision {
         if self.snapshot().host(&mac).is_some() {

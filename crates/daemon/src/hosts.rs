@@ -47,10 +47,39 @@ fn ip_text(ip: IpAddr) -> String {
     ip.to_string()
 }
 
+/// The loader a boot config is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    Ipxe,
+    Grub,
+}
+
+impl Chain {
+    fn name(self) -> &'static str {
+        match self {
+            Chain::Ipxe => "ipxe",
+            Chain::Grub => "grub",
+        }
+    }
+}
+
 impl Live {
     /// A machine's iPXE script, over HTTP or TFTP: its boot decision made
     /// into a script. A machine that is to be ignored gets none.
     pub(crate) async fn boot_script(&self, mac: Mac, peer: IpAddr) -> Result<String, ApiError> {
+        self.boot_config(mac, peer, Chain::Ipxe).await
+    }
+
+    /// A machine's GRUB config, over TFTP: the same decision for the shim →
+    /// GRUB chain.
+    pub(crate) async fn grub_config(&self, mac: Mac, peer: IpAddr) -> Result<String, ApiError> {
+        self.boot_config(mac, peer, Chain::Grub).await
+    }
+
+    /// The boot decision for `mac` made into its loader's file. Fetching
+    /// the install is what moves the host to `booting`; every fetch is an
+    /// event on its timeline.
+    async fn boot_config(&self, mac: Mac, peer: IpAddr, chain: Chain) -> Result<String, ApiError> {
         let generation = self.current();
         let site = &generation.site;
         let now = SystemTime::now();
@@ -62,27 +91,36 @@ impl Live {
             BootDecision::Discover => "discover",
             BootDecision::Ignore => "none",
         };
+        let render = |action, token: &str| match chain {
+            Chain::Ipxe => site.ipxe(&mac, action, token),
+            Chain::Grub => site.grub(&mac, action, token),
+        };
         let script = match decision {
             BootDecision::Install => match self.store.ensure_token(mac, now).await {
                 Ok(Some(token)) => {
-                    let script = site
-                        .ipxe(&mac, BootAction::Install, token.as_str())
-                        .map_err(render_error)?;
+                    let script =
+                        render(BootAction::Install, token.as_str()).map_err(render_error)?;
                     self.transition(mac, Transition::BootFetched, Some(peer))
                         .await?;
                     self.record_now(
                         mac,
                         EventKind::BootScript,
-                        json!({"script": "install", "ip": ip_text(peer)}),
+                        json!({"script": "install", "loader": chain.name(), "ip": ip_text(peer)}),
                     )
                     .await?;
                     script
                 }
                 // It finished or failed a moment ago: its disk, then.
-                Ok(None) => self.local_disk_script(&generation, mac, peer).await?,
+                Ok(None) => self.local_disk(&generation, mac, peer, chain).await?,
                 Err(e) => return Err(state_error(e)),
             },
-            BootDecision::LocalDisk => self.local_disk_script(&generation, mac, peer).await?,
+            BootDecision::LocalDisk => self.local_disk(&generation, mac, peer, chain).await?,
+            // A machine without a profile is never offered GRUB; a GRUB
+            // that asks anyway reads the generic config, which boots its
+            // disk.
+            BootDecision::UnknownLocalBoot | BootDecision::Discover if chain == Chain::Grub => {
+                site.grub_chain().map_err(render_error)?
+            }
             BootDecision::UnknownLocalBoot => site
                 .unknown_ipxe(&mac, UnknownAction::LocalDisk)
                 .map_err(render_error)?,
@@ -100,26 +138,34 @@ impl Live {
         Ok(script)
     }
 
-    async fn local_disk_script(
+    async fn local_disk(
         &self,
         generation: &Generation,
         mac: Mac,
         peer: IpAddr,
+        chain: Chain,
     ) -> Result<String, ApiError> {
-        let script = generation
-            .site
-            .ipxe(&mac, BootAction::LocalDisk, "")
-            .map_err(render_error)?;
+        let (script, how) = match chain {
+            Chain::Ipxe => (
+                generation.site.ipxe(&mac, BootAction::LocalDisk, ""),
+                "exit",
+            ),
+            Chain::Grub => (
+                generation.site.grub(&mac, BootAction::LocalDisk, ""),
+                "chainload",
+            ),
+        };
+        let script = script.map_err(render_error)?;
         self.record_now(
             mac,
             EventKind::BootScript,
-            json!({"script": "local-boot", "ip": ip_text(peer)}),
+            json!({"script": "local-boot", "loader": chain.name(), "ip": ip_text(peer)}),
         )
         .await?;
         self.record_now(
             mac,
             EventKind::LocalBoot,
-            json!({"how": "exit", "ip": ip_text(peer)}),
+            json!({"how": how, "ip": ip_text(peer)}),
         )
         .await?;
         Ok(script)

@@ -61,11 +61,15 @@ enum Command {
     Render {
         mac: Mac,
         /// The kickstart (the default).
-        #[arg(long, conflicts_with = "ipxe")]
+        #[arg(long, conflicts_with_all = ["ipxe", "grub"])]
         kickstart: bool,
         /// The iPXE boot script, as the host's install state makes it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "grub")]
         ipxe: bool,
+        /// The GRUB config of the shim → GRUB chain, as the host's install
+        /// state makes it.
+        #[arg(long)]
+        grub: bool,
     },
     /// List the hosts: OS, phase, time in phase, last event.
     Hosts,
@@ -107,7 +111,16 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve => serve::run(config),
         Command::Check => commands::check(config),
-        Command::Render { mac, ipxe, .. } => commands::render(config, *mac, *ipxe),
+        Command::Render {
+            mac, ipxe, grub, ..
+        } => {
+            let what = match (ipxe, grub) {
+                (true, _) => commands::Rendered::Ipxe,
+                (_, true) => commands::Rendered::Grub,
+                _ => commands::Rendered::Kickstart,
+            };
+            commands::render(config, *mac, what)
+        }
         Command::Hosts => commands::hosts(config),
         Command::Timeline { host } => commands::timeline(config, host),
         Command::Rearm { hosts } => commands::rearm(config, hosts),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
-use kickstand_dhcp::{Action, Boot, HostStatus, Reason};
+use kickstand_dhcp::{Action, Boot, HostBoot, HostStatus, Reason};
 use kickstand_http::route::{CacheOp, Report};
 use kickstand_http::{ApiError, Body, Front, Loader, Reply, RouteKind};
 use kickstand_profiles::{Mac, urls};
@@ -35,11 +35,22 @@ impl Boot for Live {
     }
 
     async fn host(&self, mac: Mac) -> HostStatus {
-        match self.boot_for(&self.current(), mac).await {
-            BootDecision::Install | BootDecision::UnknownLocalBoot | BootDecision::Discover => {
-                HostStatus::Netboot
+        let generation = self.current();
+        let profiled = || {
+            let snapshot = generation.snapshot();
+            let host = snapshot.host(&mac)?;
+            let os = snapshot.oses.get(&host.os)?;
+            let shim = urls::os_file_name(&os.name, &os.shim);
+            Some(HostBoot::profiled(host.boot_loader, os.arch, shim))
+        };
+        match self.boot_for(&generation, mac).await {
+            BootDecision::Install => profiled().map_or(HostStatus::Unknown, HostStatus::Netboot),
+            BootDecision::LocalDisk => {
+                profiled().map_or(HostStatus::Unknown, HostStatus::LocalDisk)
             }
-            BootDecision::LocalDisk => HostStatus::LocalDisk,
+            BootDecision::UnknownLocalBoot | BootDecision::Discover => {
+                HostStatus::Netboot(HostBoot::ipxe())
+            }
             BootDecision::Ignore => HostStatus::Unknown,
         }
     }
@@ -145,8 +156,13 @@ impl kickstand_tftp::Source for Live {
         self.current().appliance().tftp_root.clone()
     }
 
-    /// `boot/<mac>.ipxe`, for iPXE builds without HTTP: the same script the
-    /// HTTP route serves.
+    /// What Kickstand serves by name rather than from the root:
+    /// - `boot/<mac>.ipxe`, for iPXE builds without HTTP: the same script
+    ///   the HTTP route serves;
+    /// - GRUB's configs (`grub.cfg`, `grub.cfg-01-<mac>`), where GRUB
+    ///   builds look for them;
+    /// - `os/<os>/<path>`: an OS's shim, GRUB, kernel and initrd, from the
+    ///   repo cache (one download through the office proxy for the rack).
     fn open<'a>(
         &'a self,
         path: &'a str,
@@ -155,15 +171,56 @@ impl kickstand_tftp::Source for Live {
         'a,
         Result<Option<kickstand_tftp::Content>, kickstand_tftp::OpenError>,
     > {
+        use kickstand_tftp::{Content, OpenError};
+        let text = |text: String| Content::Bytes(Bytes::from(text));
         Box::pin(async move {
-            let Some(Ok(mac)) = urls::parse_boot_script_name(path) else {
+            if let Some(Ok(mac)) = urls::parse_boot_script_name(path) {
+                return Ok(self.boot_script(mac, peer.ip()).await.ok().map(text));
+            }
+            match urls::parse_grub_config_name(path) {
+                Some(urls::GrubConfig::Host(mac)) => {
+                    return self
+                        .grub_config(mac, peer.ip())
+                        .await
+                        .map(|cfg| Some(text(cfg)))
+                        .map_err(|_| OpenError::NotFound);
+                }
+                Some(urls::GrubConfig::Generic) => {
+                    return self
+                        .current()
+                        .site
+                        .grub_chain()
+                        .map(|cfg| Some(text(cfg)))
+                        .map_err(|_| OpenError::NotFound);
+                }
+                None => {}
+            }
+            let Some((os, file)) = urls::parse_os_file_name(path) else {
                 return Ok(None);
             };
-            Ok(self
-                .boot_script(mac, peer.ip())
-                .await
-                .ok()
-                .map(|script| kickstand_tftp::Content::Bytes(Bytes::from(script))))
+            let Some((mirror, repo_path)) = self.current().os_boot_file(os, file) else {
+                return Err(OpenError::NotFound);
+            };
+            self.note_boot_file(peer.ip(), &mirror, &repo_path).await;
+            match self.repo.open_file(&mirror, &repo_path).await {
+                Ok(kickstand_repo::Opened::Complete { file, offset, len }) => {
+                    Ok(Some(Content::File {
+                        file,
+                        offset,
+                        size: len,
+                    }))
+                }
+                Ok(kickstand_repo::Opened::Arriving(arriving)) => {
+                    Ok(Some(Content::Growing(Box::new(FromCache(arriving)))))
+                }
+                Err(e) => {
+                    warn!(%peer, file = path, error = %e, "boot file not available from the repo cache");
+                    Err(match kickstand_repo::status_for(&e) {
+                        StatusCode::NOT_FOUND => OpenError::NotFound,
+                        _ => OpenError::Io(std::io::Error::other(e.to_string())),
+                    })
+                }
+            }
         })
     }
 
@@ -341,6 +398,28 @@ impl Front for Live {
         }
     }
 
+    async fn os_file(
+        &self,
+        os: &str,
+        path: &str,
+        req: http::Request<()>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        match self.current().os_boot_file(os, path) {
+            Some((mirror, repo_path)) => {
+                if let Ok(Some(mac)) = self.store.host_by_ip(peer.ip()).await {
+                    self.record(
+                        mac,
+                        EventKind::LoaderFetch,
+                        json!({"file": format!("{os}/{path}"), "ip": peer.ip().to_string()}),
+                    );
+                }
+                Front::repo(self, &mirror, &repo_path, req, peer).await
+            }
+            None => ApiError::NotFound("no such boot file".into()).into_response(),
+        }
+    }
+
     async fn repo(
         &self,
         mirror: &str,
@@ -418,6 +497,41 @@ impl Front for Live {
 
     fn observe(&self, route: RouteKind, status: StatusCode) {
         self.metrics.http.observe(route, status);
+    }
+}
+
+/// A boot file still downloading into the repo cache, as TFTP reads it.
+#[derive(Debug)]
+struct FromCache(kickstand_repo::Arriving);
+
+impl kickstand_tftp::Growing for FromCache {
+    fn size(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+}
+
+impl Live {
+    /// A boot file a known host pulls over TFTP joins its install's file
+    /// list (`cache warm --like`), and its installer images its timeline.
+    async fn note_boot_file(&self, peer: IpAddr, mirror: &str, repo_path: &str) {
+        let Ok(Some(mac)) = self.store.host_by_ip(peer).await else {
+            return;
+        };
+        self.repo.note_pull(&mac.to_string(), mirror, repo_path);
+        if ["vmlinuz", "initrd.img"]
+            .iter()
+            .any(|image| repo_path.ends_with(image))
+        {
+            self.record(
+                mac,
+                EventKind::InstallerImage,
+                json!({"file": repo_path, "ip": peer.to_string(), "via": "tftp"}),
+            );
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kickstand_dhcp::{Context, HostStatus, Mac, Sockets, View, bind_dhcp_socket, serve};
+use kickstand_dhcp::{Context, HostBoot, HostStatus, Mac, Sockets, View, bind_dhcp_socket, serve};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let dhcp = bind_dhcp_socket(Ipv4Addr::UNSPECIFIED, 67, Some(iface))?;
             let view = View {
                 context: Arc::new(Context::new(addr.parse()?, 8080)),
-                hosts: Arc::new(|_: Mac| HostStatus::Netboot),
+                hosts: Arc::new(|_: Mac| HostStatus::Netboot(HostBoot::ipxe())),
             };
             println!("READY");
             serve(

@@ -216,8 +216,8 @@ impl<B: Boot> Worker<B> {
             Some(mac) => Some((mac, self.boot.host(mac).await)),
             None => None,
         };
-        let known = move |mac: Mac| match status {
-            Some((m, s)) if m == mac => s,
+        let known = move |mac: Mac| match &status {
+            Some((m, s)) if *m == mac => s.clone(),
             _ => HostStatus::Unknown,
         };
         let (ctx, hosts): (&Context, &dyn HostLookup) = (&ctx, &known);

@@ -22,8 +22,8 @@ mod wire;
 pub use driver::{Boot, Seen, Sockets, View, bind_dhcp_socket, serve};
 pub use metrics::Metrics;
 pub use proxy::{
-    Action, Context, Destination, Firmware, HostLookup, HostStatus, Loaders, MIN_REPLY_LEN, Mode,
-    Port, Reason, Reply, decide,
+    Action, Context, Destination, Firmware, HostBoot, HostLookup, HostStatus, Loaders,
+    MIN_REPLY_LEN, Mode, Port, Reason, Reply, decide,
 };
 pub use rogue::{RogueOffer, rogue_offer};
 pub use wire::{BadMac, Mac, Malformed};

@@ -8,7 +8,7 @@ use dhcproto::v4::{
     UnknownOption,
 };
 
-use kickstand_profiles::model::{Appliance, DhcpMode, UefiLoader};
+use kickstand_profiles::model::{Appliance, Arch, BootLoader, DhcpMode, UefiLoader};
 use kickstand_profiles::urls::UrlScheme;
 
 use crate::wire::{Mac, Malformed, Request, msg, opt};
@@ -89,18 +89,54 @@ pub enum Mode {
 }
 
 /// Whether a machine may netboot, as the daemon's profile snapshot says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HostStatus {
     /// Answer it: it has a profile (or `unknown: local-boot` or `discover`
     /// gives it a script that never installs).
-    Netboot,
-    /// It is installed: its firmware is not answered, so it moves on to its
-    /// next boot option (its disk) at once; iPXE, if that is what asks, is
-    /// answered and its script exits to the disk.
-    LocalDisk,
+    Netboot(HostBoot),
+    /// It is installed. BIOS firmware is not answered, so it moves on to
+    /// its next boot option (its disk) at once. UEFI firmware gets the
+    /// shim → GRUB chain, whose config chainloads the disk's own loader:
+    /// left unanswered, OVMF spends some 270 s on PXEv6 and HTTP boot
+    /// before its disk, and iPXE's `exit` hangs there or opens the setup
+    /// menu. iPXE, if that is what asks, gets its script.
+    LocalDisk(HostBoot),
     /// Stay silent.
     Unknown,
+}
+
+/// How the daemon's profile says a host boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostBoot {
+    pub loader: BootLoader,
+    /// The architecture of its OS tree; `None` for a machine without a
+    /// profile (which is never installed, so any firmware will do).
+    pub arch: Option<Arch>,
+    /// Its OS's shim as a TFTP name below the root (`os/<os>/EFI/BOOT/…`),
+    /// for the GRUB chain; `None` leaves UEFI on iPXE.
+    pub shim: Option<String>,
+}
+
+impl HostBoot {
+    /// The iPXE chain with no profile behind it: a machine without one.
+    pub fn ipxe() -> HostBoot {
+        HostBoot {
+            loader: BootLoader::Ipxe,
+            arch: None,
+            shim: None,
+        }
+    }
+
+    /// A host with a profile: its OS's architecture and shim.
+    pub fn profiled(loader: BootLoader, arch: Arch, shim: String) -> HostBoot {
+        HostBoot {
+            loader,
+            arch: Some(arch),
+            shim: Some(shim),
+        }
+    }
 }
 
 /// The daemon's view of the host profiles.
@@ -191,6 +227,12 @@ pub enum Reason {
     Installed(Mac),
     #[error("client architecture {0} has no boot loader")]
     UnsupportedArch(u16),
+    #[error("{mac}'s profile is for {profile}, its firmware is {firmware}")]
+    WrongArch {
+        mac: Mac,
+        profile: &'static str,
+        firmware: &'static str,
+    },
     #[error("no client architecture in option 93 or the vendor class")]
     MissingArch,
     #[error("DHCP is off")]
@@ -219,6 +261,7 @@ impl Reason {
             Reason::UnknownHost(_) => "no-profile",
             Reason::Installed(_) => "installed",
             Reason::UnsupportedArch(_) => "unsupported-arch",
+            Reason::WrongArch { .. } => "wrong-arch",
             Reason::MissingArch => "no-arch",
             Reason::Disabled => "disabled",
             Reason::PoolExhausted => "pool-exhausted",
@@ -248,6 +291,24 @@ pub enum Firmware {
 }
 
 impl Firmware {
+    /// The architecture it runs; `None` for iPXE, which says nothing of it
+    /// here.
+    pub fn arch(self) -> Option<Arch> {
+        match self {
+            Firmware::Ipxe => None,
+            Firmware::Bios | Firmware::UefiX64 | Firmware::UefiHttpX64 => Some(Arch::X86_64),
+            Firmware::UefiArm64 | Firmware::UefiHttpArm64 => Some(Arch::Aarch64),
+        }
+    }
+
+    fn is_uefi(self) -> bool {
+        !matches!(self, Firmware::Ipxe | Firmware::Bios)
+    }
+
+    fn is_http(self) -> bool {
+        matches!(self, Firmware::UefiHttpX64 | Firmware::UefiHttpArm64)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Firmware::Ipxe => "ipxe",
@@ -265,7 +326,6 @@ impl Firmware {
 pub(crate) struct BootPlan {
     pub(crate) firmware: Firmware,
     pub(crate) file: String,
-    http: bool,
 }
 
 /// Decide what ProxyDHCP does with one packet.
@@ -350,39 +410,59 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
     } else {
         return Err(Reason::NotPxe(String::from_utf8_lossy(class).into_owned()));
     };
-    match hosts.lookup(req.mac) {
-        HostStatus::Netboot => {}
-        HostStatus::LocalDisk if is_ipxe(req) => {}
-        HostStatus::LocalDisk => return Err(Reason::Installed(req.mac)),
+    let (boot, installed) = match hosts.lookup(req.mac) {
+        HostStatus::Netboot(boot) => (boot, false),
+        HostStatus::LocalDisk(boot) => (boot, true),
         HostStatus::Unknown => return Err(Reason::UnknownHost(req.mac)),
-    }
+    };
     if is_ipxe(req) {
         let file = ctx.urls.boot_script(req.mac);
         return Ok(BootPlan {
             firmware: Firmware::Ipxe,
             file,
-            http: false,
         });
     }
-    let arch = client_arch(req, class)?;
-    let loaders = &ctx.loaders;
-    let (firmware, file) = match (arch, http) {
-        (0, false) => (Firmware::Bios, loaders.bios.clone()),
-        (7 | 9, false) => (Firmware::UefiX64, loaders.uefi_x64.clone()),
-        (11, false) => (Firmware::UefiArm64, loaders.uefi_arm64.clone()),
-        (16, _) | (7 | 9, true) => (Firmware::UefiHttpX64, ctx.urls.loader(&loaders.uefi_x64)),
-        (19, _) | (11, true) => (
-            Firmware::UefiHttpArm64,
-            ctx.urls.loader(&loaders.uefi_arm64),
-        ),
+    let firmware = match (client_arch(req, class)?, http) {
+        (0, false) => Firmware::Bios,
+        (7 | 9, false) => Firmware::UefiX64,
+        (11, false) => Firmware::UefiArm64,
+        (16, _) | (7 | 9, true) => Firmware::UefiHttpX64,
+        (19, _) | (11, true) => Firmware::UefiHttpArm64,
         (other, _) => return Err(Reason::UnsupportedArch(other)),
     };
-    let http = matches!(firmware, Firmware::UefiHttpX64 | Firmware::UefiHttpArm64);
-    Ok(BootPlan {
-        firmware,
-        file,
-        http,
-    })
+    // An x86_64 installer on an ARM64 machine (or the reverse) cannot
+    // boot; the profile is wrong, and the machine is left alone.
+    if let (Some(profile), Some(found)) = (boot.arch, firmware.arch())
+        && profile != found
+    {
+        return Err(Reason::WrongArch {
+            mac: req.mac,
+            profile: profile.as_str(),
+            firmware: found.as_str(),
+        });
+    }
+    let grub = firmware.is_uefi()
+        && (installed
+            || match boot.loader {
+                BootLoader::Grub => true,
+                BootLoader::Ipxe => false,
+                BootLoader::Auto => firmware.arch() == Some(Arch::Aarch64),
+            });
+    let shim = boot.shim.filter(|_| grub);
+    if installed && shim.is_none() {
+        return Err(Reason::Installed(req.mac));
+    }
+    let loaders = &ctx.loaders;
+    let file = match (shim, firmware) {
+        (Some(shim), f) if f.is_http() => format!("{}/{shim}", ctx.urls.base()),
+        (Some(shim), _) => shim,
+        (None, Firmware::Bios) => loaders.bios.clone(),
+        (None, Firmware::UefiX64) => loaders.uefi_x64.clone(),
+        (None, Firmware::UefiArm64) => loaders.uefi_arm64.clone(),
+        (None, Firmware::UefiHttpX64) => ctx.urls.loader(&loaders.uefi_x64),
+        (None, Firmware::UefiHttpArm64 | Firmware::Ipxe) => ctx.urls.loader(&loaders.uefi_arm64),
+    };
+    Ok(BootPlan { firmware, file })
 }
 
 fn is_ipxe(req: &Request<'_>) -> bool {
@@ -453,10 +533,18 @@ pub(crate) fn encode(
     ];
     opts.extend(grant.iter().flat_map(|g| g.options.iter().cloned()));
     if let Some(plan) = plan {
-        let class = if plan.http { HTTP_CLIENT } else { PXE_CLIENT };
+        let http = plan.firmware.is_http();
+        let class = if http { HTTP_CLIENT } else { PXE_CLIENT };
         opts.push(DhcpOption::ClassIdentifier(class.to_vec()));
-        if !plan.http {
+        // UEFI PXE gets no option 43: some firmware (HP DL380 Gen9,
+        // danderson/netboot#43) ignores a proxy offer that bypasses boot
+        // server discovery, and every UEFI firmware handles its absence by
+        // asking the boot server on port 4011, which answers the same file.
+        // Pixiecore does the same (pixiecore/dhcp.go, offerDHCP).
+        if matches!(plan.firmware, Firmware::Bios | Firmware::Ipxe) {
             opts.push(DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec()));
+        }
+        if !http {
             opts.push(DhcpOption::TFTPServerName(
                 ctx.address.to_string().into_bytes(),
             ));
@@ -467,7 +555,12 @@ pub(crate) fn encode(
         if plan.file.len() < 128 {
             m.set_fname_str(&plan.file);
         }
-        if let Some(uuid) = req.option(opt::CLIENT_UUID) {
+        // Echoed when well-formed (RFC 4578: type 0 and 16 bytes); a ROM
+        // that sends none, or a broken one, is answered without it
+        // (danderson/pixiecore#21: Intel ROMs omit it).
+        if let Some(uuid @ [0, ..]) = req.option(opt::CLIENT_UUID)
+            && uuid.len() == 17
+        {
             opts.push(DhcpOption::ClientMachineIdentifier(uuid.to_vec()));
         }
     }

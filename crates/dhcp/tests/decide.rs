@@ -8,8 +8,10 @@ use std::net::Ipv4Addr;
 use common::{decode, edit, fixture, option, remove, set};
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use kickstand_dhcp::{
-    Action, Context, Destination, Firmware, HostStatus, Mac, Malformed, Mode, Port, Reason, decide,
+    Action, Context, Destination, Firmware, HostBoot, HostStatus, Mac, Malformed, Mode, Port,
+    Reason, decide,
 };
+use kickstand_profiles::model::{Arch, BootLoader};
 
 const APPLIANCE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const OFFICE_DHCP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -24,7 +26,7 @@ fn hosts(mac: Mac) -> HostStatus {
     if mac.0[5] == 0xff {
         HostStatus::Unknown
     } else {
-        HostStatus::Netboot
+        HostStatus::Netboot(HostBoot::ipxe())
     }
 }
 
@@ -144,12 +146,20 @@ fn check_reply(name: &str, packet: &[u8], action: Action, want: Expect) {
         Some(&DhcpOption::BootfileName(file.to_vec()))
     );
     let vendor = m.opts().get(OptionCode::VendorExtensions);
-    if want.class == b"PXEClient" {
+    // BIOS and iPXE: discovery control 8, use this file. UEFI: no 43, as
+    // Pixiecore answers EFI clients: HP DL380 Gen9 firmware ignores a proxy
+    // offer that bypasses boot server discovery (danderson/netboot#43) and
+    // every UEFI firmware asks port 4011 without it.
+    if matches!(want.firmware, Firmware::Bios | Firmware::Ipxe) {
         assert_eq!(
             vendor,
             Some(&DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec())),
             "{name}: 43"
         );
+    } else {
+        assert_eq!(vendor, None, "{name}: UEFI gets no option 43");
+    }
+    if want.class == b"PXEClient" {
         assert_eq!(cstr(&reply.bytes[44..108]), b"10.77.0.1", "{name}: sname");
         assert_eq!(
             option(&reply.bytes, 66).as_deref(),
@@ -158,13 +168,20 @@ fn check_reply(name: &str, packet: &[u8], action: Action, want: Expect) {
         );
     } else {
         assert_eq!(
-            vendor, None,
-            "{name}: HTTP boot takes no PXE vendor options"
+            cstr(&reply.bytes[44..108]),
+            b"",
+            "{name}: no sname for HTTP boot"
         );
     }
     match option(packet, 97) {
-        Some(uuid) => assert_eq!(option(&reply.bytes, 97), Some(uuid), "{name}: 97 echoed"),
-        None => assert_eq!(option(&reply.bytes, 97), None, "{name}: no 97 invented"),
+        Some(uuid) if uuid.len() == 17 && uuid[0] == 0 => {
+            assert_eq!(option(&reply.bytes, 97), Some(uuid), "{name}: 97 echoed")
+        }
+        _ => assert_eq!(
+            option(&reply.bytes, 97),
+            None,
+            "{name}: no 97 invented or a broken one echoed"
+        ),
     }
     assert_eq!(
         option(&reply.bytes, 82),
@@ -577,24 +594,193 @@ fn captured_firmware_options_are_pinned_and_97_is_not_invented() {
     );
 }
 
-/// An installed host: its firmware's own PXE is not answered (so it moves
-/// on to its disk at once), while iPXE, if that is what asks, gets its
-/// script (which exits to the disk).
+const SHIM_X64: &str = "os/c9/EFI/BOOT/BOOTX64.EFI";
+const SHIM_AA64: &str = "os/c9-arm/EFI/BOOT/BOOTAA64.EFI";
+
+fn profiled(loader: BootLoader, arch: Arch) -> HostBoot {
+    let shim = if arch == Arch::X86_64 {
+        SHIM_X64
+    } else {
+        SHIM_AA64
+    };
+    HostBoot::profiled(loader, arch, shim.into())
+}
+
+fn arm64() -> Vec<u8> {
+    fixture("aavmf-pxe-discover")
+}
+
+/// Which chain each firmware is started on, per the host's `boot_loader`:
+/// iPXE by default on BIOS and UEFI x64, the OS's shim → GRUB on ARM64 and
+/// for `grub` hosts (Secure Boot), BIOS always on iPXE.
 #[test]
-fn installed_hosts_are_left_to_their_firmware_but_ipxe_gets_its_script() {
-    let installed = |_: Mac| HostStatus::LocalDisk;
-    for (name, packet) in [
-        ("ovmf", ovmf()),
-        ("native bios", native_bios()),
-        ("http boot", http()),
+fn the_boot_chain_follows_the_profile_and_the_firmware() {
+    use BootLoader::{Auto, Grub, Ipxe};
+    let shim_url = format!("http://10.77.0.1:8080/{SHIM_X64}");
+    let http = |file: &str, firmware| Expect {
+        class: b"HTTPClient",
+        ..offer(file, firmware)
+    };
+    let ack = |file: &str, firmware| Expect {
+        kind: MessageType::Ack,
+        dest: Destination::Sender,
+        ..offer(file, firmware)
+    };
+    let x64 = Arch::X86_64;
+    let aa64 = Arch::Aarch64;
+    let cases: Vec<(&str, Vec<u8>, Port, HostBoot, Expect)> = vec![
+        (
+            "auto, BIOS",
+            native_bios(),
+            Port::Dhcp,
+            profiled(Auto, x64),
+            offer("undionly.kpxe", Firmware::Bios),
+        ),
+        (
+            "auto, OVMF",
+            ovmf(),
+            Port::Dhcp,
+            profiled(Auto, x64),
+            offer("ipxe.efi", Firmware::UefiX64),
+        ),
+        (
+            "auto, OVMF HTTP boot",
+            http_discover(),
+            Port::Dhcp,
+            profiled(Auto, x64),
+            http("http://10.77.0.1:8080/boot/ipxe.efi", Firmware::UefiHttpX64),
+        ),
+        (
+            "grub, BIOS stays on iPXE",
+            native_bios(),
+            Port::Dhcp,
+            profiled(Grub, x64),
+            offer("undionly.kpxe", Firmware::Bios),
+        ),
+        (
+            "grub, OVMF gets the shim",
+            ovmf(),
+            Port::Dhcp,
+            profiled(Grub, x64),
+            offer(SHIM_X64, Firmware::UefiX64),
+        ),
+        (
+            "grub, OVMF's port-4011 REQUEST",
+            boot_server_request(&ovmf()),
+            Port::BootServer,
+            profiled(Grub, x64),
+            ack(SHIM_X64, Firmware::UefiX64),
+        ),
+        (
+            "grub, HTTP boot gets the shim's URL",
+            http_discover(),
+            Port::Dhcp,
+            profiled(Grub, x64),
+            http(&shim_url, Firmware::UefiHttpX64),
+        ),
+        (
+            "grub, iPXE already running keeps its script",
+            bios(),
+            Port::Dhcp,
+            profiled(Grub, x64),
+            offer(&script("52:54:00:00:00:01"), Firmware::Ipxe),
+        ),
+        (
+            "auto, AAVMF gets the arm64 shim",
+            arm64(),
+            Port::Dhcp,
+            profiled(Auto, aa64),
+            offer(SHIM_AA64, Firmware::UefiArm64),
+        ),
+        (
+            "ipxe, AAVMF gets the operator's arm64 iPXE",
+            arm64(),
+            Port::Dhcp,
+            profiled(Ipxe, aa64),
+            offer("ipxe-arm64.efi", Firmware::UefiArm64),
+        ),
+        (
+            "auto, arm64 HTTP boot",
+            with_arch(&http_discover(), 19),
+            Port::Dhcp,
+            profiled(Auto, aa64),
+            http(
+                &format!("http://10.77.0.1:8080/{SHIM_AA64}"),
+                Firmware::UefiHttpArm64,
+            ),
+        ),
+    ];
+    for (name, packet, port, boot, want) in cases {
+        let lookup = move |_: Mac| HostStatus::Netboot(boot.clone());
+        check_reply(name, &packet, decide(&packet, &ctx(), &lookup, port), want);
+    }
+}
+
+fn http_discover() -> Vec<u8> {
+    http()
+}
+
+/// A profile for one architecture never boots on another: an x86_64
+/// installer on an ARM64 machine cannot start, so the machine is left
+/// alone and the reason names both.
+#[test]
+fn a_profile_for_another_architecture_is_not_answered() {
+    for (packet, profile, firmware) in [
+        (arm64(), Arch::X86_64, "aarch64"),
+        (ovmf(), Arch::Aarch64, "x86_64"),
+        (native_bios(), Arch::Aarch64, "x86_64"),
     ] {
         let mac = Mac(packet[28..34].try_into().unwrap());
+        let lookup = move |_: Mac| HostStatus::Netboot(profiled(BootLoader::Auto, profile));
         assert_eq!(
-            decide(&packet, &ctx(), &installed, Port::Dhcp),
-            Action::Ignore(Reason::Installed(mac)),
-            "{name}"
+            decide(&packet, &ctx(), &lookup, Port::Dhcp),
+            Action::Ignore(Reason::WrongArch {
+                mac,
+                profile: profile.as_str(),
+                firmware,
+            })
         );
     }
+}
+
+/// An installed host. BIOS firmware is not answered: it moves on to its
+/// disk at once. UEFI firmware gets the shim → GRUB chain, whose config
+/// chainloads the disk (left unanswered, OVMF tries PXEv6 and HTTP boot
+/// for ~270 s first; iPXE's `exit` hangs or opens the setup menu — the
+/// netboot bed's findings). iPXE, if that is what asks, gets its script.
+#[test]
+fn installed_hosts_reach_their_disk_by_the_fastest_way_their_firmware_has() {
+    let installed = |_: Mac| HostStatus::LocalDisk(profiled(BootLoader::Ipxe, Arch::X86_64));
+    let mac = Mac(native_bios()[28..34].try_into().unwrap());
+    assert_eq!(
+        decide(&native_bios(), &ctx(), &installed, Port::Dhcp),
+        Action::Ignore(Reason::Installed(mac)),
+    );
+    check_reply(
+        "installed, OVMF",
+        &ovmf(),
+        decide(&ovmf(), &ctx(), &installed, Port::Dhcp),
+        offer(SHIM_X64, Firmware::UefiX64),
+    );
+    check_reply(
+        "installed, HTTP boot",
+        &http(),
+        decide(&http(), &ctx(), &installed, Port::Dhcp),
+        Expect {
+            class: b"HTTPClient",
+            ..offer(
+                &format!("http://10.77.0.1:8080/{SHIM_X64}"),
+                Firmware::UefiHttpX64,
+            )
+        },
+    );
+    // Without a shim to chain (no profile behind it), UEFI is left alone too.
+    let bare = |_: Mac| HostStatus::LocalDisk(HostBoot::ipxe());
+    let mac = Mac(ovmf()[28..34].try_into().unwrap());
+    assert_eq!(
+        decide(&ovmf(), &ctx(), &bare, Port::Dhcp),
+        Action::Ignore(Reason::Installed(mac)),
+    );
     let Action::Respond(reply) = decide(&bios(), &ctx(), &installed, Port::Dhcp) else {
         panic!("iPXE of an installed host is answered");
     };
@@ -607,4 +793,86 @@ fn installed_hosts_are_left_to_their_firmware_but_ipxe_gets_its_script() {
         "{:?}",
         reply.boot_file
     );
+}
+
+/// Option 97 that is not RFC 4578's 17 bytes (type 0, then the GUID) is
+/// not echoed, and the client is answered anyway; so is one that sends
+/// none (danderson/pixiecore#21, Intel ROMs).
+#[test]
+fn a_broken_or_missing_client_guid_is_answered_without_one() {
+    for (name, packet) in [
+        ("16 bytes", edit(&ovmf(), |o| set(o, 97, &[1; 16]))),
+        ("type 1", edit(&ovmf(), |o| set(o, 97, &[1; 17]))),
+        ("empty", edit(&ovmf(), |o| set(o, 97, &[]))),
+        ("absent", edit(&ovmf(), |o| remove(o, 97))),
+    ] {
+        check_reply(
+            name,
+            &packet,
+            decide(&packet, &ctx(), &hosts, Port::Dhcp),
+            offer("ipxe.efi", Firmware::UefiX64),
+        );
+    }
+}
+
+/// A well-formed DISCOVER longer than a 2,048-byte buffer (vendor options,
+/// long user classes: 2,081 bytes in the issue) is decided like any other.
+#[test]
+fn a_2081_byte_discover_is_read_whole() {
+    let packet = common::pad_to(&ovmf(), 2081);
+    assert_eq!(packet.len(), 2081);
+    check_reply(
+        "2,081 bytes",
+        &packet,
+        decide(&packet, &ctx(), &hosts, Port::Dhcp),
+        offer("ipxe.efi", Firmware::UefiX64),
+    );
+}
+
+/// The port-4011 REQUESTs real firmware sent (the netboot bed's captures,
+/// answered by a ProxyDHCP whose offer had no boot file) each get an ACK
+/// back to where they came from, with the file their offer would carry.
+#[test]
+fn captured_port_4011_requests_get_an_ack_with_the_boot_file() {
+    let ack = |file: &str, firmware| Expect {
+        kind: MessageType::Ack,
+        dest: Destination::Sender,
+        ..offer(file, firmware)
+    };
+    let cases = [
+        (
+            "OVMF, 4011 → 4011, no option 54",
+            fixture("ovmf-pxe-bootserver-request"),
+            ack("ipxe.efi", Firmware::UefiX64),
+        ),
+        (
+            "AAVMF, 4011 → 4011",
+            fixture("aavmf-pxe-bootserver-request"),
+            ack(SHIM_AA64, Firmware::UefiArm64),
+        ),
+        (
+            "ipxe.efi, 68 → 4011 with option 54",
+            fixture("ipxe-bootserver-request"),
+            ack(&script("52:54:00:12:36:02"), Firmware::Ipxe),
+        ),
+        (
+            "BIOS iPXE boot server discovery, option 43 item 0x8005",
+            fixture("bios-ipxe-bootserver-request"),
+            ack(&script("52:54:00:12:36:04"), Firmware::Ipxe),
+        ),
+    ];
+    for (name, packet, want) in cases {
+        let arch = if option(&packet, 93) == Some(vec![0, 11]) {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        };
+        let lookup = move |_: Mac| HostStatus::Netboot(profiled(BootLoader::Auto, arch));
+        check_reply(
+            name,
+            &packet,
+            decide(&packet, &ctx(), &lookup, Port::BootServer),
+            want,
+        );
+    }
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{decode, edit, fixture, set};
-use kickstand_dhcp::{Boot, Context, HostStatus, Mac, Sockets, View, bind_dhcp_socket, serve};
+use kickstand_dhcp::{
+    Boot, Context, HostBoot, HostStatus, Mac, Sockets, View, bind_dhcp_socket, serve,
+};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +24,7 @@ fn view(loader: &str, known: u8) -> View {
     context.loaders.uefi_x64 = loader.into();
     let hosts = move |mac: Mac| {
         if mac.0[5] == known {
-            HostStatus::Netboot
+            HostStatus::Netboot(HostBoot::ipxe())
         } else {
             HostStatus::Unknown
         }
@@ -62,7 +64,11 @@ impl Boot for Live {
 }
 
 async fn ask(client: &UdpSocket, to: SocketAddr, xid: u32) -> (u32, String) {
-    client.send_to(&boot_request(xid), to).await.unwrap();
+    ask_with(client, to, &boot_request(xid)).await
+}
+
+async fn ask_with(client: &UdpSocket, to: SocketAddr, packet: &[u8]) -> (u32, String) {
+    client.send_to(packet, to).await.unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = timeout(Duration::from_secs(5), client.recv_from(&mut buf))
         .await
@@ -114,6 +120,15 @@ async fn boot_server_port_answers_the_sender_and_follows_reloads() {
     client.send_to(&boot_request(3), boot_addr).await.unwrap();
     client.send_to(&[0xde, 0xad], boot_addr).await.unwrap(); // garbage is survived too
     assert_eq!(ask(&client, boot_addr, 4).await, (4, "ipxe.efi".to_owned()));
+
+    // A well-formed request longer than a 2,048-byte buffer is read whole
+    // (the driver receives the largest datagram), not cut at option 60.
+    let long = common::pad_to(&boot_request(4), 2081);
+    assert_eq!(long.len(), 2081);
+    assert_eq!(
+        ask_with(&client, boot_addr, &long).await,
+        (4, "ipxe.efi".to_owned())
+    );
 
     shutdown.cancel();
     timeout(Duration::from_secs(5), server)

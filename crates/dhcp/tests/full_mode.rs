@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{decode, edit, fixture, option, set};
 use dhcproto::v4::MessageType;
 use kickstand_dhcp::full::{self, LeaseError, LeaseState, Leases, Pool};
-use kickstand_dhcp::{Action, Context, Destination, HostStatus, Mac, Mode, Port, Reason};
+use kickstand_dhcp::{Action, Context, Destination, HostBoot, HostStatus, Mac, Mode, Port, Reason};
 
 const US: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const NOW: u64 = 1_800_000_000;
@@ -33,7 +33,7 @@ fn ctx() -> Context {
 }
 
 fn hosts(_: Mac) -> HostStatus {
-    HostStatus::Netboot
+    HostStatus::Netboot(HostBoot::ipxe())
 }
 
 fn with_mac(p: &[u8], last: u8) -> Vec<u8> {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use common::fixture;
 use kickstand_dhcp::full::{self, Leases, Pool};
-use kickstand_dhcp::{Action, Context, HostStatus, Mac, Mode, Port, decide};
+use kickstand_dhcp::{Action, Context, HostBoot, HostStatus, Mac, Mode, Port, decide};
 
 const FIXTURES: [&str; 7] = [
     "bios-ipxe-discover",
@@ -35,7 +35,7 @@ impl Rng {
 }
 
 fn everyone(_: Mac) -> HostStatus {
-    HostStatus::Netboot
+    HostStatus::Netboot(HostBoot::ipxe())
 }
 
 struct Harness {

@@ -26,7 +26,9 @@ use std::time::Duration;
 use common::{decode, fixture};
 use dhcproto::v4::{DhcpOption, OptionCode};
 use kickstand_dhcp::full::{Leases, Pool};
-use kickstand_dhcp::{Context, HostStatus, Mac, Mode, Sockets, View, bind_dhcp_socket, serve};
+use kickstand_dhcp::{
+    Context, HostBoot, HostStatus, Mac, Mode, Sockets, View, bind_dhcp_socket, serve,
+};
 use tokio_util::sync::CancellationToken;
 
 const APPLIANCE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -200,7 +202,7 @@ fn run_server(watch: bool, full: bool) {
         });
         let view = View {
             context: Arc::new(context),
-            hosts: Arc::new(|_: Mac| HostStatus::Netboot),
+            hosts: Arc::new(|_: Mac| HostStatus::Netboot(HostBoot::ipxe())),
         };
         if watch {
             let tftp = tokio::net::UdpSocket::bind((APPLIANCE, 69)).await.unwrap();

@@ -160,6 +160,16 @@ pub trait Front: Send + Sync + 'static {
     /// `POST /api/discovered/<mac>/adopt` (operator): `body` is JSON.
     fn adopt(&self, mac: Mac, body: Bytes) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
+    /// `GET|HEAD /os/<os>/<path>`: an OS boot file from the repo cache,
+    /// answered whole like [`Front::repo`] (404 for any other path).
+    fn os_file(
+        &self,
+        os: &str,
+        path: &str,
+        req: http::Request<()>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
+
     /// `GET|HEAD /repo/<mirror>/<path>`: the repo proxy answers whole,
     /// errors included. `req` carries the method and headers.
     fn repo(

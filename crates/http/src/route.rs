@@ -30,6 +30,13 @@ pub enum Route<'a> {
     Adopt(Mac),
     /// A machine with no profile reports what iPXE knows of it.
     DiscoveryReport(Mac),
+    /// `/os/<os>/<path>`: one of an OS's boot files (shim, GRUB, kernel,
+    /// initrd) from the repo cache, for UEFI HTTP boot of the shim; the
+    /// daemon decides which paths those are.
+    OsFile {
+        os: &'a str,
+        path: &'a str,
+    },
     /// `/repo/<mirror>/<path>`: the rest of the path is passed on raw; the
     /// repo proxy owns its normalisation.
     Repo {
@@ -66,7 +73,7 @@ impl Route<'_> {
     pub fn kind(&self) -> RouteKind {
         match self {
             Route::Ipxe(_) => RouteKind::BootScript,
-            Route::Loader(_) => RouteKind::Loader,
+            Route::Loader(_) | Route::OsFile { .. } => RouteKind::Loader,
             Route::Kickstart(_) => RouteKind::Kickstart,
             Route::Report(..) => RouteKind::Report,
             Route::Rearm(_) | Route::Adopt(_) => RouteKind::Operator,
@@ -154,6 +161,12 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
             None => return Refused(Refusal::NotFound),
         },
         ["ks", mac] => read.then(|| mac_route(mac, Kickstart)),
+        [urls::OS_DIR, rest] => match rest.split_once('/') {
+            Some((os, path)) if !os.is_empty() && !path.is_empty() => {
+                read.then_some(OsFile { os, path })
+            }
+            _ => return Refused(Refusal::NotFound),
+        },
         ["repo", rest] => {
             let (mirror, path) = rest.split_once('/').unwrap_or((rest, ""));
             read.then_some(Repo { mirror, path })
@@ -451,6 +464,30 @@ mod tests {
                     mirror: "centos",
                     path: "9-stream/BaseOS/x86_64/os/.treeinfo",
                 },
+                Access::Open,
+            ),
+            (
+                &get,
+                true,
+                "/os/centos-stream-9/EFI/BOOT/BOOTX64.EFI",
+                Route::OsFile {
+                    os: "centos-stream-9",
+                    path: "EFI/BOOT/BOOTX64.EFI",
+                },
+                Access::Open,
+            ),
+            (
+                &get,
+                true,
+                "/os/centos-stream-9",
+                Route::Refused(Refusal::NotFound),
+                Access::Open,
+            ),
+            (
+                &post,
+                true,
+                "/os/centos-stream-9/EFI/BOOT/BOOTX64.EFI",
+                Route::Refused(Refusal::MethodNotAllowed),
                 Access::Open,
             ),
             (

@@ -119,6 +119,12 @@ where
             Ok(body) => reply(front.adopt(mac, body).await),
             Err(e) => e.into_response(),
         },
+        Route::OsFile { os, path } => {
+            let (parts, _) = req.into_parts();
+            front
+                .os_file(os, path, Request::from_parts(parts, ()), peer)
+                .await
+        }
         Route::Repo { mirror, path } => {
             let (parts, _) = req.into_parts();
             front

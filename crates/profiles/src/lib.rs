@@ -31,4 +31,4 @@ pub use diag::{Diagnostic, LoadError};
 pub use load::load;
 pub use mac::{BadMac, Mac};
 pub use model::Snapshot;
-pub use validate::DEFAULT_TFTP_ROOT;
+pub use validate::{DEFAULT_TFTP_ROOT, GRUB_TEMPLATE};

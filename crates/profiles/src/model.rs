@@ -258,12 +258,20 @@ pub struct Os {
     pub mirror: String,
     /// Tree path under the mirror, without leading or trailing `/`.
     pub tree: String,
+    /// The architecture of its tree: hosts of another one cannot use it.
+    pub arch: Arch,
     /// Relative to the tree.
     pub kernel: String,
     pub initrd: String,
+    /// The signed shim and the GRUB it loads, relative to the tree and in
+    /// one directory: the shim loads GRUB from its own directory by a name
+    /// built into it (`grubx64.efi`, `grubaa64.efi`).
+    pub shim: String,
+    pub grub: String,
     pub repos: Vec<Repo>,
     pub kickstart_template: String,
     pub ipxe_template: String,
+    pub grub_template: String,
     pub boot_args: String,
     pub gpg_key: Option<String>,
 }
@@ -284,6 +292,34 @@ pub enum Arch {
 
 config_words!(Arch { "x86_64" => Arch::X86_64, "aarch64" => Arch::Aarch64, "arm64" => Arch::Aarch64 });
 
+impl Arch {
+    /// The EL tree's boot files for this architecture (`EFI/BOOT/…`): the
+    /// shim under its removable-media name, and the GRUB the shim loads.
+    pub fn default_shim_and_grub(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::X86_64 => ("EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi"),
+            Arch::Aarch64 => ("EFI/BOOT/BOOTAA64.EFI", "EFI/BOOT/grubaa64.efi"),
+        }
+    }
+}
+
+/// Which chain a host's UEFI firmware is started on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootLoader {
+    /// iPXE on BIOS and UEFI x64 (HTTP for the kernel and initrd, any
+    /// office DHCP server); shim and GRUB on UEFI ARM64, where Debian
+    /// ships no iPXE.
+    Auto,
+    /// iPXE (`undionly.kpxe`, `ipxe.efi` or `snponly.efi`).
+    Ipxe,
+    /// The OS tree's own signed shim and GRUB on UEFI: what Secure Boot
+    /// needs. BIOS firmware stays on iPXE.
+    Grub,
+}
+
+config_words!(BootLoader { "auto" => BootLoader::Auto, "ipxe" => BootLoader::Ipxe, "grub" => BootLoader::Grub });
+
 /// A host after defaults and groups are merged in: everything a kickstart
 /// needs, checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -292,6 +328,7 @@ pub struct Host {
     pub hostname: String,
     pub os: String,
     pub arch: Arch,
+    pub boot_loader: BootLoader,
     /// Groups this host belongs to, explicit or by selector, in the order
     /// they were applied.
     pub groups: Vec<String>,

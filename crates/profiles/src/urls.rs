@@ -14,6 +14,16 @@ use crate::{BadMac, Mac};
 pub const BOOT_DIR: &str = "boot";
 const SCRIPT_SUFFIX: &str = ".ipxe";
 
+/// Where an OS's boot files (shim, GRUB, kernel, initrd) are served from
+/// the repo cache: `os/<os>/<path in the tree>` over TFTP, `/os/…` over
+/// HTTP. The shim then finds GRUB beside itself, and a RHEL-family GRUB its
+/// config in the same directory.
+pub const OS_DIR: &str = "os";
+
+/// The directory Debian's signed network GRUB reads `grub.cfg` from,
+/// whatever its boot file's path: its prefix is built in.
+pub const GRUB_PREFIX_DIR: &str = "grub";
+
 /// The URLs of one appliance, from the address and port machines reach it at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlScheme {
@@ -43,6 +53,12 @@ impl UrlScheme {
     /// A boot loader over HTTP, for UEFI HTTP boot which has no TFTP.
     pub fn loader(&self, file: &str) -> String {
         format!("{}/{BOOT_DIR}/{file}", self.base)
+    }
+
+    /// An OS boot file over HTTP (UEFI HTTP boot of the shim, which then
+    /// loads GRUB from beside it).
+    pub fn os_file(&self, os: &str, path: &str) -> String {
+        format!("{}/{}", self.base, os_file_name(os, path))
     }
 
     /// The host's kickstart, with its build token.
@@ -88,6 +104,56 @@ pub const TOKEN_PARAM: &str = "token";
 /// over TFTP (iPXE builds without HTTP fetch it there).
 pub fn boot_script_name(mac: Mac) -> String {
     format!("{BOOT_DIR}/{mac}{SCRIPT_SUFFIX}")
+}
+
+/// `os/<os>/<path>`: an OS boot file's TFTP name and HTTP path.
+pub fn os_file_name(os: &str, path: &str) -> String {
+    format!("{OS_DIR}/{os}/{path}")
+}
+
+/// Reads `os/<os>/<path>` back: the OS and the path in its tree.
+pub fn parse_os_file_name(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(OS_DIR)?.strip_prefix('/')?;
+    let (os, path) = rest.split_once('/')?;
+    (!os.is_empty() && !path.is_empty()).then_some((os, path))
+}
+
+/// A GRUB config name, as GRUB builds ask for them over TFTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrubConfig {
+    /// `grub.cfg`: chains to the host's own config by `$net_default_mac`.
+    Generic,
+    /// `grub.cfg-01-<mac>`: the host's own config (the name RHEL-family
+    /// GRUB asks for first, and the generic one chains to).
+    Host(Mac),
+}
+
+/// Reads a GRUB config name: `grub.cfg` or `grub.cfg-01-<mac with dashes>`
+/// in GRUB's fixed prefix (`grub/`, Debian) or in an OS's boot file
+/// directory (`os/<os>/…/`, RHEL-family GRUB, whose prefix is where its
+/// boot file came from). `None` for every other name, including the
+/// `grub.cfg-<hex IP>` steps RHEL's GRUB tries after the MAC: they are
+/// answered "not found" and it goes on to `grub.cfg`.
+pub fn parse_grub_config_name(name: &str) -> Option<GrubConfig> {
+    let (dir, file) = name.rsplit_once('/')?;
+    if dir != GRUB_PREFIX_DIR && parse_os_file_name(name).is_none() {
+        return None;
+    }
+    if file == "grub.cfg" {
+        return Some(GrubConfig::Generic);
+    }
+    let mac = file.strip_prefix("grub.cfg-01-")?;
+    // Six octets in lower or upper hex, with dashes (or colons, as
+    // `$net_default_mac` has them).
+    (mac.len() == 17)
+        .then(|| mac.replace('-', ":").parse().ok())
+        .flatten()
+        .map(GrubConfig::Host)
+}
+
+/// `grub.cfg-01-52-54-00-12-34-01`: the file name of a host's GRUB config.
+pub fn grub_config_file(mac: Mac) -> String {
+    format!("grub.cfg-01-{}", mac.to_string().replace(':', "-"))
 }
 
 /// Reads a file name under `boot/`: `Some` when it names a boot script
@@ -140,6 +206,46 @@ mod tests {
         let path = urls.boot_script(mac());
         let file = path.rsplit('/').next().unwrap_or_default();
         assert_eq!(parse_boot_script_file(file), Some(Ok(mac())));
+    }
+
+    #[test]
+    fn os_files_and_grub_configs() {
+        let urls = UrlScheme::new(Ipv4Addr::new(10, 0, 0, 1), 8080);
+        assert_eq!(
+            urls.os_file("centos-stream-9", "EFI/BOOT/BOOTX64.EFI"),
+            "http://10.0.0.1:8080/os/centos-stream-9/EFI/BOOT/BOOTX64.EFI"
+        );
+        let name = os_file_name("centos-stream-9", "images/pxeboot/vmlinuz");
+        assert_eq!(
+            parse_os_file_name(&name),
+            Some(("centos-stream-9", "images/pxeboot/vmlinuz"))
+        );
+        for bad in ["os", "os/", "os/x", "os//a", "osx/a/b", "boot/a/b"] {
+            assert_eq!(parse_os_file_name(bad), None, "{bad}");
+        }
+        let host = Some(GrubConfig::Host(mac()));
+        let file = grub_config_file(mac());
+        assert_eq!(file, "grub.cfg-01-52-54-00-12-34-01");
+        for (name, want) in [
+            ("grub/grub.cfg", Some(GrubConfig::Generic)),
+            ("os/c9/EFI/BOOT/grub.cfg", Some(GrubConfig::Generic)),
+            ("grub/grub.cfg-01-52-54-00-12-34-01", host),
+            (
+                "grub/grub.cfg-01-52-54-00-AB-CD-01",
+                Some(GrubConfig::Host(Mac([0x52, 0x54, 0, 0xab, 0xcd, 1]))),
+            ),
+            ("os/c9/EFI/BOOT/grub.cfg-01-52-54-00-12-34-01", host),
+            ("grub/grub.cfg-0A004D64", None),
+            ("grub/grub.cfg-01-52-54-00-12-34", None),
+            // `configfile $prefix/grub.cfg-01-$net_default_mac` asks so.
+            ("grub/grub.cfg-01-52:54:00:12:34:01", host),
+            ("grub/x86_64-efi/command.lst", None),
+            ("grub.cfg", None),
+            ("elsewhere/grub.cfg", None),
+            ("boot/grub.cfg", None),
+        ] {
+            assert_eq!(parse_grub_config_name(name), want, "{name}");
+        }
     }
 
     #[test]

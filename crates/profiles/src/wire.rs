@@ -139,12 +139,18 @@ pub(crate) struct Os {
     pub mirror: S<String>,
     /// Path of the install tree under the mirror's base URL.
     pub tree: String,
+    /// The tree's architecture (default x86_64).
+    pub arch: Option<S<String>>,
     pub kernel: Option<String>,
     pub initrd: Option<String>,
+    pub shim: Option<String>,
+    pub grub: Option<String>,
     #[serde(default)]
     pub repos: Vec<S<Repo>>,
     pub kickstart: S<String>,
     pub ipxe: Option<S<String>>,
+    /// The GRUB config template.
+    pub grub_cfg: Option<S<String>>,
     pub boot_args: Option<String>,
     /// GPG key file on the installed system, for the `.repo` files the
     /// kickstart writes; absent turns signature checks off.
@@ -189,6 +195,7 @@ pub(crate) struct HostFields {
     #[serde(default)]
     pub groups: Vec<S<String>>,
     pub arch: Option<S<String>>,
+    pub boot_loader: Option<S<String>>,
     pub disk: Option<Disk>,
     pub network: Option<Network>,
     pub root_password_hash: Option<S<String>>,

@@ -1,5 +1,5 @@
-//! Rendering of kickstarts and iPXE scripts with minijinja over the
-//! templates of a profile [`Snapshot`].
+//! Rendering of kickstarts, iPXE scripts and GRUB configs with minijinja
+//! over the templates of a profile [`Snapshot`].
 //!
 //! A [`Site`] pairs a snapshot with its compiled templates and is only built
 //! when every host renders in every [`BootAction`]: a template that names a
@@ -14,8 +14,8 @@
 //! [`UrlScheme`], the same one ProxyDHCP and the HTTP router use.
 
 use kickstand_profiles::model::{Host, Os};
-use kickstand_profiles::urls::UrlScheme;
-use kickstand_profiles::{Diagnostic, LoadError, Mac, Snapshot};
+use kickstand_profiles::urls::{self, UrlScheme};
+use kickstand_profiles::{Diagnostic, GRUB_TEMPLATE, LoadError, Mac, Snapshot};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, context};
@@ -53,14 +53,32 @@ pub enum UnknownAction {
 /// The token `check` renders with: rendering must not depend on its value.
 const CHECK_TOKEN: &str = "check-token";
 
+/// The config every GRUB reads first (`grub.cfg`): it chains to the
+/// machine's own by MAC. `templates/grub-chain.cfg.j2`.
+pub const GRUB_CHAIN_TEMPLATE: &str = "grub-chain.cfg.j2";
+
 /// Templates every appliance needs whatever its OS definitions say. A
 /// templates directory without one (an operator's own, from before the
 /// template existed) gets the shipped one rather than a daemon that will
 /// not start; a file of the same name in the directory wins.
-const BUILT_IN: &[(&str, &str)] = &[(
-    UNKNOWN_IPXE_TEMPLATE,
-    include_str!("../../../templates/unknown.ipxe.j2"),
-)];
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        UNKNOWN_IPXE_TEMPLATE,
+        include_str!("../../../templates/unknown.ipxe.j2"),
+    ),
+    (
+        GRUB_TEMPLATE,
+        include_str!("../../../templates/grub.cfg.j2"),
+    ),
+    (
+        GRUB_CHAIN_TEMPLATE,
+        include_str!("../../../templates/grub-chain.cfg.j2"),
+    ),
+    (
+        "grub-local-disk.cfg.j2",
+        include_str!("../../../templates/grub-local-disk.cfg.j2"),
+    ),
+];
 
 /// Why a render failed. Carries the template's file and line when minijinja
 /// knows them.
@@ -101,10 +119,14 @@ impl Site {
                 diags.push(d);
             }
         }
+        if let Err(RenderError::Template(d)) = site.grub_chain() {
+            diags.push(d);
+        }
         for host in site.snapshot.hosts.values() {
             let attempts = [site.kickstart(&host.mac, CHECK_TOKEN).map(drop)]
                 .into_iter()
-                .chain(BootAction::ALL.map(|a| site.ipxe(&host.mac, a, CHECK_TOKEN).map(drop)));
+                .chain(BootAction::ALL.map(|a| site.ipxe(&host.mac, a, CHECK_TOKEN).map(drop)))
+                .chain(BootAction::ALL.map(|a| site.grub(&host.mac, a, CHECK_TOKEN).map(drop)));
             for result in attempts {
                 if let Err(RenderError::Template(d)) = result {
                     let message = format!("host {} ({}): {}", host.mac, host.hostname, d.message);
@@ -139,6 +161,30 @@ impl Site {
             ""
         };
         self.render(&os.ipxe_template, host, os, action, token)
+    }
+
+    /// The host's GRUB config, for the shim → GRUB chain: its install
+    /// (kernel and initrd over TFTP, the build token in `inst.ks=`) or its
+    /// local disk.
+    pub fn grub(&self, mac: &Mac, action: BootAction, token: &str) -> Result<String, RenderError> {
+        let (host, os) = self.host(mac)?;
+        let token = if action == BootAction::Install {
+            token
+        } else {
+            ""
+        };
+        self.render(&os.grub_template, host, os, action, token)
+    }
+
+    /// The `grub.cfg` every GRUB reads first: it chains to the machine's
+    /// own config, or boots the local disk when there is none.
+    pub fn grub_chain(&self) -> Result<String, RenderError> {
+        let tmpl = self
+            .env
+            .get_template(GRUB_CHAIN_TEMPLATE)
+            .map_err(|e| self.diagnostic(&e))?;
+        tmpl.render(context! { appliance => self.appliance_context() })
+            .map_err(|e| self.diagnostic(&e))
     }
 
     /// The script for a machine with no profile: its local disk, or a
@@ -203,6 +249,7 @@ impl Site {
             host => Serde(host),
             os => Serde(os),
             urls => Serde(urls),
+            files => Serde(BootFiles::new(os)),
             action => Serde(action),
             appliance => self.appliance_context(),
         })
@@ -223,10 +270,31 @@ struct Urls {
     initrd: String,
     ks: String,
     ipxe: String,
+    /// The OS tree's GRUB over HTTP, from the repo cache: what iPXE on UEFI
+    /// chains to reach the disk (its `exit` would hang or open the
+    /// firmware's setup menu).
+    grub: String,
     installing: String,
     installed: String,
     failed: String,
     repos: Vec<RepoUrl>,
+}
+
+/// The OS's boot files as GRUB reads them over TFTP: absolute paths on
+/// its network root, served from the repo cache.
+#[derive(Debug, Serialize)]
+struct BootFiles {
+    kernel: String,
+    initrd: String,
+}
+
+impl BootFiles {
+    fn new(os: &Os) -> BootFiles {
+        BootFiles {
+            kernel: format!("/{}", urls::os_file_name(&os.name, &os.kernel)),
+            initrd: format!("/{}", urls::os_file_name(&os.name, &os.initrd)),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -243,6 +311,7 @@ impl Urls {
             initrd: format!("{tree}{}", os.initrd),
             ks: urls.kickstart(host.mac, token),
             ipxe: urls.boot_script(host.mac),
+            grub: urls.os_file(&os.name, &os.grub),
             installing: urls.callback(host.mac, "installing", token),
             installed: urls.callback(host.mac, "installed", token),
             failed: urls.callback(host.mac, "failed", token),

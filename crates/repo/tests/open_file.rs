@@ -126,5 +126,11 @@ async fn a_stalled_download_times_out_and_unknown_mirrors_and_hostile_paths_are_
     );
     assert!(rp.open_file("nope", SHIM).await.is_err());
     assert!(rp.open_file("c", "../etc/passwd").await.is_err());
-    assert!(m.seen.lock().unwrap().iter().all(|s| !s.target.contains("passwd")));
+    assert!(
+        m.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| !s.target.contains("passwd"))
+    );
 }

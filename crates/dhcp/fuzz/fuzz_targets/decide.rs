@@ -5,11 +5,11 @@
 use std::net::Ipv4Addr;
 
 use kickstand_dhcp::full::{self, Leases, Pool};
-use kickstand_dhcp::{Action, Context, HostStatus, Mac, Mode, Port, decide};
+use kickstand_dhcp::{Action, Context, HostBoot, HostStatus, Mac, Mode, Port, decide};
 use libfuzzer_sys::fuzz_target;
 
 fn known(mac: Mac) -> HostStatus {
-    if mac.0[5] & 1 == 0 { HostStatus::Netboot } else { HostStatus::Unknown }
+    if mac.0[5] & 1 == 0 { HostStatus::Netboot(HostBoot::ipxe()) } else { HostStatus::Unknown }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -72,6 +72,27 @@ pub fn remove(opts: &mut Vec<(u8, Vec<u8>)>, code: u8) {
     opts.retain(|(c, _)| *c != code);
 }
 
+/// `packet` padded to `len` bytes with site-specific options (224–254)
+/// placed first, so a reader that stops early never sees the vendor class.
+pub fn pad_to(packet: &[u8], len: usize) -> Vec<u8> {
+    let mut left = len - packet.len();
+    edit(packet, |o| {
+        let mut code = 224;
+        let mut at = 0;
+        while left > 0 {
+            // 2 header bytes per option, at most 255 of data; never leave 1.
+            let mut n = left.min(257) - 2;
+            if left - (n + 2) == 1 {
+                n -= 1;
+            }
+            o.insert(at, (code, vec![b'x'; n]));
+            left -= n + 2;
+            code += 1;
+            at += 1;
+        }
+    })
+}
+
 /// Decode one of our own replies (trusted bytes) for field assertions.
 pub fn decode(reply: &[u8]) -> Message {
     Message::decode(&mut Decoder::new(reply)).expect("reply decodes")

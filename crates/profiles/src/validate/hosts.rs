@@ -233,6 +233,11 @@ impl Cx {
                 .as_ref()
                 .map(|s| (s.value.clone(), s.referenced))
         });
+        let boot_loader = self.scalar(mac, layers, "boot_loader", |f| {
+            f.boot_loader
+                .as_ref()
+                .map(|s| (s.value.clone(), s.referenced))
+        });
         let timezone = self.scalar(mac, layers, "timezone", |f| {
             f.timezone.clone().map(|t| (t, Location::UNKNOWN))
         });
@@ -293,7 +298,22 @@ impl Cx {
                 );
                 None
             }
-            Some((name, ..)) => Some(name),
+            Some((name, at, file)) => {
+                let os_arch = oses[&name].arch;
+                if os_arch != arch {
+                    self.err(file, at, format!("host {mac} is {} but OS `{name}` is for {}: give the host an OS for its architecture (or set `arch:` on the host)", arch.as_str(), os_arch.as_str()));
+                }
+                Some(name)
+            }
+        };
+        let boot_loader = match boot_loader {
+            None => Some(BootLoader::Auto),
+            Some((value, at, file)) => self.check(
+                file,
+                at,
+                &format!("host {mac}: boot_loader"),
+                value.parse::<BootLoader>(),
+            ),
         };
         if let Some((h, at, file)) = &hash
             && !parse::looks_like_crypt(h)
@@ -357,6 +377,7 @@ impl Cx {
             hostname,
             os: os?,
             arch,
+            boot_loader: boot_loader?,
             groups,
             disk: disk?,
             network: network?,

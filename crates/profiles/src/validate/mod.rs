@@ -20,6 +20,7 @@ use crate::wire;
 
 pub use appliance::DEFAULT_TFTP_ROOT;
 pub(crate) use appliance::paths;
+pub use oses::GRUB_TEMPLATE;
 
 /// Everything [`crate::load`] read, parsed but unchecked.
 pub(crate) struct Inputs {

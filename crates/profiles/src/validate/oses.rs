@@ -7,6 +7,10 @@ use super::{Cx, trim_slashes};
 use crate::model::*;
 use crate::parse::{self, NAME_RULE};
 
+/// The GRUB config template an OS gets unless it names one; the render
+/// crate carries a built-in copy.
+pub const GRUB_TEMPLATE: &str = "grub.cfg.j2";
+
 impl Cx {
     pub(super) fn oses(
         &mut self,
@@ -47,6 +51,10 @@ impl Cx {
                 });
             }
             let ipxe = w.ipxe.as_ref().map_or("boot.ipxe.j2", |t| t.value.as_str());
+            let grub_cfg = w
+                .grub_cfg
+                .as_ref()
+                .map_or(GRUB_TEMPLATE, |t| t.value.as_str());
             for (tpl, at) in [
                 (w.kickstart.value.as_str(), w.kickstart.referenced),
                 (
@@ -65,10 +73,47 @@ impl Cx {
                     );
                 }
             }
+            // A shipped GRUB template the directory lacks is built in (see
+            // the render crate); any other name must exist.
+            if grub_cfg != GRUB_TEMPLATE && !templates.contains_key(grub_cfg) {
+                let at = w.grub_cfg.as_ref().map_or(os.referenced, |t| t.referenced);
+                self.err(
+                    file,
+                    at,
+                    format!(
+                        "template `{grub_cfg}` does not exist in {}",
+                        appliance.templates_dir.display()
+                    ),
+                );
+            }
+            let arch = match &w.arch {
+                None => Some(Arch::X86_64),
+                Some(a) => self.check(file, a.referenced, "arch", a.value.parse::<Arch>()),
+            };
+            let (default_shim, default_grub) = arch.unwrap_or(Arch::X86_64).default_shim_and_grub();
+            let shim = trim_slashes(w.shim.as_deref().unwrap_or(default_shim));
+            let grub = trim_slashes(w.grub.as_deref().unwrap_or(default_grub));
+            let dir = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+            if dir(&shim) != dir(&grub) {
+                self.err(file, os.referenced, format!("OS `{name}`: shim `{shim}` and grub `{grub}` must be in one directory: the shim loads GRUB from its own"));
+            }
+            let grub_name = grub.rsplit('/').next().unwrap_or_default();
+            if grub_name != default_grub.rsplit('/').next().unwrap_or_default() {
+                self.err(
+                    file,
+                    os.referenced,
+                    format!(
+                        "OS `{name}`: grub `{grub}` must be named `{}`: the name the shim loads",
+                        default_grub.rsplit('/').next().unwrap_or_default()
+                    ),
+                );
+            }
             for (what, p) in [
                 ("tree", &w.tree),
                 ("kernel", w.kernel.as_ref().unwrap_or(&String::new())),
                 ("initrd", w.initrd.as_ref().unwrap_or(&String::new())),
+                ("shim", &shim),
+                ("grub", &grub),
             ] {
                 if p.split('/').any(|c| c == "..") {
                     self.err(
@@ -85,13 +130,17 @@ impl Cx {
                     title: w.title.clone().unwrap_or_else(|| name.clone()),
                     mirror: w.mirror.value.clone(),
                     tree: trim_slashes(&w.tree),
+                    arch: arch.unwrap_or(Arch::X86_64),
                     kernel: trim_slashes(w.kernel.as_deref().unwrap_or("images/pxeboot/vmlinuz")),
                     initrd: trim_slashes(
                         w.initrd.as_deref().unwrap_or("images/pxeboot/initrd.img"),
                     ),
+                    shim,
+                    grub,
                     repos,
                     kickstart_template: w.kickstart.value.clone(),
                     ipxe_template: ipxe.to_owned(),
+                    grub_template: grub_cfg.to_owned(),
                     boot_args: w.boot_args.clone().unwrap_or_default(),
                     gpg_key: w.gpg_key.clone(),
                 },
