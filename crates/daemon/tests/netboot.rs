@@ -83,6 +83,10 @@ struct Site {
     unknown: &'static str,
     /// A host whose install fails on purpose.
     failing: Option<&'static str>,
+    /// Extra profile lines per host (MAC, YAML indented under the host).
+    extra: &'static [(&'static str, &'static str)],
+    /// Also define `standin-9-arm`, the bed's arm64 tree (`arch: aarch64`).
+    aarch64: bool,
 }
 
 impl Default for Site {
@@ -90,6 +94,8 @@ impl Default for Site {
         Site {
             unknown: "ignore",
             failing: None,
+            extra: &[],
+            aarch64: false,
         }
     }
 }
@@ -187,7 +193,7 @@ impl Bed {
     }
 
     fn up_with(hosts: &[(&str, &str)], site: &Site) -> Bed {
-        let mut bed = Bed::bring_up(BedMode::Kickstand);
+        let mut bed = Bed::bring_up_with(BedMode::Kickstand, site.aarch64);
         bed.write_site(hosts, site);
         bed.start_daemon();
         bed
@@ -327,13 +333,34 @@ os:
             "
     kickstart: centos-stream-9.ks.j2
     boot_args: console=ttyS0
-hosts:
 ",
         );
-        for (mac, hostname) in hosts {
+        if options.aarch64 {
+            let tree = read_env(&self.path("bed.env"), "MIRROR_TREE_AA64");
             profile.push_str(&format!(
-                "  \"{mac}\":\n    hostname: {hostname}\n    os: standin-9\n"
+                "  standin-9-arm:
+    title: Installer stand-in (arm64)
+    mirror: bed
+    tree: {tree}
+    arch: aarch64
+    kickstart: centos-stream-9.ks.j2
+"
             ));
+        }
+        profile.push_str("hosts:\n");
+        for (mac, hostname) in hosts {
+            let extra: String = options
+                .extra
+                .iter()
+                .filter(|(m, _)| m == mac)
+                .map(|(_, lines)| *lines)
+                .collect();
+            profile.push_str(&format!("  \"{mac}\":\n    hostname: {hostname}\n"));
+            // Extra lines may name another OS.
+            if !extra.lines().any(|l| l.starts_with("    os:")) {
+                profile.push_str("    os: standin-9\n");
+            }
+            profile.push_str(&extra);
             if options.failing == Some(*mac) {
                 // The stand-in's %onerror path: it reports this reason.
                 profile.push_str(
@@ -765,7 +792,14 @@ fn bed_selfcheck_standin_proxydhcp_boots_installer() {
 #[test]
 #[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
 fn bios_ipxe_rom_installs_through_kickstand() {
-    let bed = Bed::up(&[(BIOS_MAC, "bios01")]);
+    // `boot_loader: grub` is for UEFI: BIOS stays on iPXE.
+    let bed = Bed::up_with(
+        &[(BIOS_MAC, "bios01")],
+        &Site {
+            extra: &[(BIOS_MAC, "    boot_loader: grub\n")],
+            ..Site::default()
+        },
+    );
     let run = bed.boot(Firmware::Bios, BIOS_MAC, "bios", GAVE_UP);
     bed.assert_installed_by_kickstand(BIOS_MAC, &run);
 }
@@ -796,6 +830,33 @@ fn uefi_native_pxe_loads_ipxe_efi_over_tftp_then_installs() {
         "Kickstand's log shows no completed TFTP transfer of ipxe.efi"
     );
     bed.assert_installed_by_kickstand(UEFI_MAC, &run);
+
+    // Installed, its firmware is answered with the tree's shim (not left to
+    // time out through PXEv6 and HTTP boot, not iPXE's `exit`, which hangs
+    // on OVMF) and GRUB chainloads the disk's own loader. Debian's GRUB
+    // needs the office ACK to name Kickstand as next server.
+    bed.host(UEFI_MAC, &["next-server"], None, None);
+    assert_reaches_disk(
+        &bed,
+        Firmware::Uefi,
+        UEFI_MAC,
+        "uefi-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+    assert!(
+        bed.read("uefi-disk.log")
+            .contains("Kickstand: uefi01 is installed; booting from its local disk"),
+        "the disk was not reached through Kickstand's local-disk GRUB config"
+    );
+    let log = bed.daemon_log();
+    assert!(
+        log_has(
+            &log,
+            &["dhcp: reply", UEFI_MAC, "os/standin-9/EFI/BOOT/BOOTX64.EFI"]
+        ),
+        "the installed host's firmware was not offered the shim"
+    );
 }
 
 #[test]
@@ -858,19 +919,17 @@ fn installed_machine_next_boot_exits_to_local_disk() {
         );
     }
 
-    // Boot again: iPXE runs the script, exits, and SeaBIOS moves on to the
-    // (absent) disk; the installer never starts.
+    // Boot again with its disk: iPXE runs the script, exits, and SeaBIOS
+    // boots the disk; the installer never starts.
     let mirror_before = bed.read("mirror.log").len();
     let scripts_before = script_fetches(&bed.daemon_log(), ONCE_MAC);
-    let second = bed.boot(Firmware::Bios, ONCE_MAC, "once-reboot", &[SEABIOS_NO_BOOT]);
-    assert!(
-        matches!(second.end, VmEnd::StoppedAt(_)),
-        "second boot did not fall through to disk: {:?}",
-        second.end
-    );
-    assert!(
-        !second.serial.contains("KS-STANDIN"),
-        "second boot started the installer again"
+    assert_reaches_disk(
+        &bed,
+        Firmware::Bios,
+        ONCE_MAC,
+        "once-reboot",
+        Disk::Bios,
+        "pc, (hd0)",
     );
     assert!(
         script_fetches(&bed.daemon_log(), ONCE_MAC) > scripts_before,
@@ -1007,6 +1066,304 @@ fn an_unknown_machine_is_discovered_adopted_and_installed() {
     assert_eq!(status, 200, "adopt: {body}");
     let second = bed.boot(Firmware::Bios, STRANGER_MAC, "adopted", GAVE_UP);
     bed.assert_installed_by_kickstand(STRANGER_MAC, &second);
+}
+
+/// MACs of Kickstand's own firmware-path tests.
+const SB_GRUB_MAC: &str = "52:54:00:12:36:11";
+const SB_AUTO_MAC: &str = "52:54:00:12:36:12";
+const UEFI_GRUB_MAC: &str = "52:54:00:12:36:13";
+const ARM_MAC: &str = "52:54:00:12:36:14";
+const HTTP_MAC: &str = "52:54:00:12:36:15";
+
+/// The bed's x86_64 OS as Kickstand names its boot files over TFTP.
+fn os_file(path: &str) -> String {
+    format!("os/standin-9/{path}")
+}
+
+/// Kickstand's log shows a whole TFTP transfer of `file` (its span names
+/// the file as asked, with or without a leading `/`).
+fn tftp_sent_by_kickstand(log: &str, file: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains("kickstand_tftp") && l.contains(&format!("{file}\"")) && l.contains(" sent ")
+    })
+}
+
+/// GETs of `path` in the mirror's log, by client address.
+fn mirror_gets<'a>(mirror: &'a str, path: &str) -> Vec<&'a str> {
+    mirror
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /{path} ")))
+        .collect()
+}
+
+impl Bed {
+    /// One install of `mac` on the shim → GRUB chain, as Kickstand saw it:
+    /// ProxyDHCP offered the tree's shim, TFTP served the shim, GRUB, the
+    /// configs, the kernel and the initrd from the repo cache (each pulled
+    /// from the mirror once, by Kickstand), the kickstart was fetched and
+    /// the install reported.
+    fn assert_installed_through_grub(&self, mac: &str, run: &VmRun) {
+        assert!(
+            run.powered_off(),
+            "the VM did not power off after installing: {:?}",
+            run.end
+        );
+        for marker in [
+            format!("KS-STANDIN: fetched kickstart for {mac}"),
+            format!("KS-STANDIN: reported installed for {mac}"),
+            "Kickstand: installing standin-9 on".to_owned(),
+        ] {
+            assert!(
+                run.serial.contains(&marker),
+                "serial console lacks `{marker}`"
+            );
+        }
+        let log = self.daemon_log();
+        let shim = os_file("EFI/BOOT/BOOTX64.EFI");
+        assert!(
+            log_has(
+                &log,
+                &["dhcp: reply", mac, &format!("boot_file=\"{shim}\"")]
+            ),
+            "Kickstand's log shows no ProxyDHCP offer of the shim to {mac}"
+        );
+        let host_cfg = format!("grub.cfg-01-{}", mac.replace(':', "-"));
+        for file in [
+            shim.clone(),
+            os_file("EFI/BOOT/grubx64.efi"),
+            "grub/grub.cfg".to_owned(),
+            host_cfg,
+            os_file("images/pxeboot/vmlinuz"),
+            os_file("images/pxeboot/initrd.img"),
+        ] {
+            assert!(
+                tftp_sent_by_kickstand(&log, &file),
+                "Kickstand's log shows no whole TFTP transfer of {file}"
+            );
+        }
+        assert!(
+            http_logged(&log, "/ks/", mac, "200"),
+            "Kickstand's log shows no GET /ks/<mac> → 200 for {mac}"
+        );
+        let mirror = self.read("mirror.log");
+        for path in [
+            "EFI/BOOT/BOOTX64.EFI",
+            "EFI/BOOT/grubx64.efi",
+            "images/pxeboot/vmlinuz",
+            "images/pxeboot/initrd.img",
+        ] {
+            let gets = mirror_gets(&mirror, &format!("{TREE}/{path}"));
+            assert!(!gets.is_empty(), "the mirror never served {path}");
+            assert!(
+                gets.iter().all(|l| l.starts_with("127.0.0.1 ")),
+                "{path} was fetched from the mirror by someone other than Kickstand: {gets:?}"
+            );
+        }
+        assert_eq!(self.phase(mac), "installed", "state of {mac}");
+    }
+}
+
+/// Secure Boot enforced (OVMF's Secure Boot build, Microsoft's keys): a
+/// `boot_loader: grub` host is offered the tree's signed shim, which loads
+/// the tree's GRUB beside it, which reads its config and the signed kernel
+/// from Kickstand — all through the repo cache — and installs; its next
+/// boot goes to its own disk through the same chain (GRUB chainloads the
+/// disk's shim, which Secure Boot verifies). The same firmware offered the
+/// unsigned ipxe.efi (`auto` on UEFI x64) refuses it: Secure Boot is on.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn secure_boot_installs_through_the_trees_shim_and_grub_then_boots_its_disk() {
+    let bed = Bed::up_with(
+        &[(SB_GRUB_MAC, "sb01"), (SB_AUTO_MAC, "sb02")],
+        &Site {
+            extra: &[(SB_GRUB_MAC, "    boot_loader: grub\n")],
+            ..Site::default()
+        },
+    );
+    // Debian's signed GRUB takes its TFTP server from the office ACK
+    // (it lacks the RHEL patch that reads the ProxyDHCP offer).
+    bed.host(SB_GRUB_MAC, &["next-server"], None, None);
+    let install = bed.boot(Firmware::UefiSecureBoot, SB_GRUB_MAC, "sb-install", GAVE_UP);
+    bed.assert_installed_through_grub(SB_GRUB_MAC, &install);
+    for marker in [
+        "EFI stub: UEFI Secure Boot is enabled.",
+        "secureboot: Secure boot enabled",
+    ] {
+        assert!(
+            install.serial.contains(marker),
+            "serial console lacks `{marker}`: Secure Boot was not on"
+        );
+    }
+    let mirror_before = bed.read("mirror.log");
+
+    // Installed: the firmware gets the shim again, GRUB its local-disk
+    // config, and the disk's own shim boots.
+    assert_reaches_disk(
+        &bed,
+        Firmware::UefiSecureBoot,
+        SB_GRUB_MAC,
+        "sb-disk",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+    let serial = bed.read("sb-disk.log");
+    assert!(
+        serial.contains("Kickstand: sb01 is installed; booting from its local disk"),
+        "the disk was not reached through Kickstand's local-disk GRUB config"
+    );
+    // The second boot's shim and GRUB were cache hits.
+    let mirror = bed.read("mirror.log");
+    assert!(
+        !mirror[mirror_before.len()..].contains("EFI/BOOT/"),
+        "the second boot fetched the shim or GRUB from the mirror again"
+    );
+    assert_eq!(bed.phase(SB_GRUB_MAC), "installed");
+
+    // The negative check: unsigned iPXE is downloaded whole, then refused.
+    let stop: Vec<&'static str> = std::iter::once(SECURE_BOOT_REFUSED)
+        .chain(GAVE_UP.iter().copied())
+        .collect();
+    let refused = bed.boot(Firmware::UefiSecureBoot, SB_AUTO_MAC, "sb-ipxe", &stop);
+    assert!(
+        matches!(refused.end, VmEnd::StoppedAt(SECURE_BOOT_REFUSED)),
+        "OVMF did not refuse ipxe.efi: {:?}",
+        refused.end
+    );
+    assert!(
+        refused.serial.contains("NBP file downloaded successfully"),
+        "ipxe.efi did not arrive whole: the refusal would prove nothing"
+    );
+    assert!(
+        !refused.serial.contains("iPXE initialising"),
+        "ipxe.efi ran under Secure Boot"
+    );
+    assert!(
+        tftp_sent_by_kickstand(&bed.daemon_log(), "ipxe.efi"),
+        "Kickstand never sent ipxe.efi"
+    );
+}
+
+/// Plain OVMF: a `boot_loader: grub` host installs through the shim → GRUB
+/// chain without Secure Boot too.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn uefi_without_secure_boot_installs_through_grub() {
+    let bed = Bed::up_with(
+        &[(UEFI_GRUB_MAC, "grub01")],
+        &Site {
+            extra: &[(UEFI_GRUB_MAC, "    boot_loader: grub\n")],
+            ..Site::default()
+        },
+    );
+    bed.host(UEFI_GRUB_MAC, &["next-server"], None, None);
+    let run = bed.boot(Firmware::Uefi, UEFI_GRUB_MAC, "uefi-grub", GAVE_UP);
+    bed.assert_installed_through_grub(UEFI_GRUB_MAC, &run);
+    assert!(
+        !run.serial.contains("Secure boot enabled"),
+        "this firmware was meant to run without Secure Boot"
+    );
+}
+
+/// ARM64 (AAVMF, client architecture 11): an `arch: aarch64` host with the
+/// default `auto` loader is offered the arm64 tree's shim over TFTP from
+/// the repo cache, the shim loads grubaa64.efi beside it, and GRUB reads
+/// the generic config and then the host's own from Kickstand. (The bed has
+/// no arm64 kernel; reading the host's install config is the proof.)
+#[test]
+#[ignore = "peer: needs root, netns, qemu-system-arm, qemu-efi-aarch64, apt for Debian's arm64 loaders; run by tests/run"]
+fn aarch64_pxe_gets_the_arm64_shim_grub_and_its_config_from_kickstand() {
+    let bed = Bed::up_with(
+        &[(ARM_MAC, "arm01")],
+        &Site {
+            extra: &[(ARM_MAC, "    os: standin-9-arm\n    arch: aarch64\n")],
+            aarch64: true,
+            ..Site::default()
+        },
+    );
+    bed.host(ARM_MAC, &["next-server"], None, None);
+    const CONFIG_READ: &str = "Kickstand: installing standin-9-arm on arm01";
+    let stop: Vec<&'static str> = std::iter::once(CONFIG_READ)
+        .chain(GAVE_UP.iter().copied())
+        .chain(["grub> "])
+        .collect();
+    let run = bed.boot(Firmware::Aarch64, ARM_MAC, "aarch64", &stop);
+    assert!(
+        matches!(run.end, VmEnd::StoppedAt(CONFIG_READ)),
+        "GRUB for arm64 did not read its host config from Kickstand: {:?}",
+        run.end
+    );
+    let log = bed.daemon_log();
+    let shim = "os/standin-9-arm/EFI/BOOT/BOOTAA64.EFI";
+    assert!(
+        log_has(&log, &["dhcp: reply", ARM_MAC, "UefiArm64", shim]),
+        "Kickstand's log shows no offer of the arm64 shim to {ARM_MAC}"
+    );
+    let host_cfg = format!("grub.cfg-01-{}", ARM_MAC.replace(':', "-"));
+    for file in [
+        shim,
+        "os/standin-9-arm/EFI/BOOT/grubaa64.efi",
+        "grub/grub.cfg",
+        &host_cfg,
+    ] {
+        assert!(
+            tftp_sent_by_kickstand(&log, file),
+            "Kickstand's log shows no whole TFTP transfer of {file}"
+        );
+    }
+    assert!(run.serial.contains("(arm64, prefix") || run.serial.contains(CONFIG_READ));
+}
+
+/// UEFI HTTP boot as the firmware's first choice (the NIC's HTTPv4 option
+/// moved ahead of PXE, TFTP untouched): OVMF sends `HTTPClient:Arch:00016`,
+/// Kickstand's ProxyDHCP echoes `HTTPClient` with a URL, OVMF loads
+/// ipxe.efi over HTTP from Kickstand, and iPXE installs as on every path.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, virt-firmware; run by tests/run"]
+fn uefi_http_boot_loads_its_loader_over_http_from_kickstand() {
+    let bed = Bed::up(&[(HTTP_MAC, "http01")]);
+    let opts = VmOpts {
+        http_first: true,
+        ..VmOpts::default()
+    };
+    let run = bed.boot_with(Firmware::Uefi, HTTP_MAC, "httpboot", GAVE_UP, opts);
+    let http = run
+        .serial
+        .find(">>Start HTTP Boot over IPv4")
+        .expect("OVMF never started HTTP boot");
+    assert!(
+        !run.serial[..http].contains(">>Start PXE over IPv4"),
+        "OVMF tried PXE before HTTP boot: the boot order was not changed"
+    );
+    assert!(
+        run.serial
+            .contains("URI: http://10.77.0.1:8080/boot/ipxe.efi"),
+        "OVMF did not take Kickstand's URL from the proxy offer"
+    );
+    let log = bed.daemon_log();
+    assert!(
+        log_has(
+            &log,
+            &[
+                "dhcp: reply",
+                HTTP_MAC,
+                "UefiHttpX64",
+                "http://10.77.0.1:8080/boot/ipxe.efi"
+            ]
+        ),
+        "Kickstand's log shows no HTTP boot offer to {HTTP_MAC}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("path=\"/boot/ipxe.efi\"")
+            && l.contains("status=200")
+            && l.contains("peer=10.77.0.1")
+            && !l.contains("peer=10.77.0.1:")),
+        "Kickstand never served ipxe.efi over HTTP to the VM"
+    );
+    assert!(
+        !tftp_sent_by_kickstand(&log, "ipxe.efi"),
+        "ipxe.efi went over TFTP: HTTP boot was not what loaded it"
+    );
+    bed.assert_installed_by_kickstand(HTTP_MAC, &run);
 }
 
 /// MACs of the stand-in self-checks, one per path so the bed's per-host

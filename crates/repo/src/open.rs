@@ -88,9 +88,10 @@ impl Arriving {
                 // The last byte waits for the commit; anything else for
                 // more bytes.
                 End::Open => {
+                    let (stall, rx) = (self.stall, &mut self.rx);
                     let changed = self
                         .runtime
-                        .block_on(tokio::time::timeout(self.stall, self.rx.changed()));
+                        .block_on(async { tokio::time::timeout(stall, rx.changed()).await });
                     match changed {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return Err(io::Error::other("the download vanished")),

@@ -298,6 +298,9 @@ struct Job {
 impl Job {
     fn run(self, request: Result<Request, packet::ParseError>) {
         let _entered = self.span.enter();
+        // The source's callbacks may spawn tasks and set timers; this
+        // thread is not one of the runtime's, so it enters its context.
+        let _runtime = self.runtime.enter();
         let started = Instant::now();
         let file = request
             .as_ref()

@@ -98,6 +98,10 @@ mkdir -p "$work/mirror/loaders"
 for f in ipxe.efi snponly.efi; do
   install -m 0644 "$(readlink -f "/usr/lib/ipxe/$f")" "$work/mirror/loaders/$f"
 done
+# A published tree is older than the request: Kickstand's cache does not
+# commit a file the mirror may still be writing (Last-Modified seconds
+# before Date).
+find "$work/mirror" -exec touch -h -d '1 day ago' {} +
 ip netns exec "$ns" python3 -m http.server --bind 0.0.0.0 --directory "$work/mirror" 8081 \
   >"$work/mirror.log" 2>&1 </dev/null &
 echo $! >"$work/mirror.pid"
