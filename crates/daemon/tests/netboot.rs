@@ -806,8 +806,9 @@ fn bios_ipxe_rom_installs_through_kickstand() {
 
 #[test]
 #[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
-fn uefi_native_pxe_loads_ipxe_efi_over_tftp_then_installs() {
+fn uefi_native_pxe_installs_then_boots_its_disk_then_reinstalls_when_rearmed() {
     let bed = Bed::up(&[(UEFI_MAC, "uefi01")]);
+    let first_token = bed.token(UEFI_MAC).expect("an install script with a token");
     let run = bed.boot(Firmware::Uefi, UEFI_MAC, "uefi", GAVE_UP);
     let log = bed.daemon_log();
     // A TFTP offer (a bare file name), not the UEFI HTTP boot URL that OVMF
@@ -857,6 +858,24 @@ fn uefi_native_pxe_loads_ipxe_efi_over_tftp_then_installs() {
         ),
         "the installed host's firmware was not offered the shim"
     );
+
+    // Re-armed by the operator, the third boot installs again (iPXE, as
+    // its profile says) with a new build token; the first one is refused.
+    let (status, body) = bed.operator_post(&format!("/api/hosts/{UEFI_MAC}/rearm"), "");
+    assert_eq!(status, 200, "rearm: {body}");
+    let second_token = bed.token(UEFI_MAC).expect("a re-armed host installs");
+    assert_ne!(second_token, first_token, "the reinstall gets a new token");
+    let third = bed.boot(Firmware::Uefi, UEFI_MAC, "uefi-reinstall", GAVE_UP);
+    assert!(
+        third
+            .serial
+            .contains(&format!("KS-STANDIN: reported installed for {UEFI_MAC}")),
+        "the re-armed host did not reinstall: {:?}",
+        third.end
+    );
+    assert_eq!(bed.phase(UEFI_MAC), "installed");
+    let (status, _) = bed.http("GET", &format!("/ks/{UEFI_MAC}?token={first_token}"));
+    assert_eq!(status, 403, "the first install's token still works");
 }
 
 #[test]
