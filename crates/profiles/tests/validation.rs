@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kickstand_profiles::model::{Arch, BootLoader};
 use kickstand_profiles::{Diagnostic, LoadError, Mac, load};
 use serde_json::Value;
 
@@ -78,7 +79,19 @@ fn assert_one_at(diags: &[Diagnostic], file: &Path, line: u64, needle: &str) {
 #[test]
 fn shipped_samples_load() {
     let snap = load(&repo_root().join("profiles/kickstand.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(snap.oses.len(), 3);
+    assert_eq!(snap.oses.len(), 4);
+    let arm = &snap.oses["centos-stream-9-aarch64"];
+    assert_eq!(arm.arch, Arch::Aarch64);
+    assert_eq!(
+        (arm.shim.as_str(), arm.grub.as_str()),
+        ("EFI/BOOT/BOOTAA64.EFI", "EFI/BOOT/grubaa64.efi")
+    );
+    let x64 = &snap.oses["centos-stream-9"];
+    assert_eq!(
+        (x64.shim.as_str(), x64.grub.as_str()),
+        ("EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi")
+    );
+    assert_eq!(x64.grub_template, "grub.cfg.j2");
     assert!(snap.hosts.len() >= 4);
     let node01 = snap
         .host(&"52:54:00:10:00:01".parse::<Mac>().expect("mac"))
@@ -149,6 +162,64 @@ fn missing_os_reference_is_located() {
         &file,
         4,
         "OS `centos-stream-10` is not defined",
+    );
+}
+
+#[test]
+fn a_host_on_an_os_of_another_architecture_is_located() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/arm.yaml",
+        "hosts:\n  \"52:54:00:99:00:02\":\n    hostname: arm1\n    arch: aarch64\n    os: centos-stream-9\n",
+    );
+    assert_one_at(
+        &copy.load_err(),
+        &file,
+        5,
+        "host 52:54:00:99:00:02 is aarch64 but OS `centos-stream-9` is for x86_64",
+    );
+    // On the ARM64 OS it loads, with the default loader.
+    copy.write(
+        "profiles/hosts/arm.yaml",
+        "hosts:\n  \"52:54:00:99:00:02\":\n    hostname: arm1\n    arch: aarch64\n    os: centos-stream-9-aarch64\n    boot_loader: grub\n",
+    );
+    let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    let host = snap
+        .host(&"52:54:00:99:00:02".parse::<Mac>().expect("mac"))
+        .expect("arm1");
+    assert_eq!(host.boot_loader, BootLoader::Grub);
+}
+
+#[test]
+fn a_bad_boot_loader_and_a_shim_apart_from_its_grub_are_located() {
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/bad.yaml",
+        "hosts:\n  \"52:54:00:99:00:03\":\n    hostname: x1\n    boot_loader: pxelinux\n",
+    );
+    assert_one_at(&copy.load_err(), &file, 4, "boot_loader");
+    std::fs::remove_file(&file).expect("rm");
+    let file = copy.write(
+        "profiles/os/custom.yaml",
+        "os:\n  custom:\n    mirror: centos\n    tree: custom/os\n    shim: EFI/BOOT/BOOTX64.EFI\n    grub: EFI/custom/grubx64.efi\n    kickstart: centos-stream-9.ks.j2\n",
+    );
+    let diags = copy.load_err();
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.file == file && d.message.contains("must be in one directory")),
+        "{diags:#?}"
+    );
+    copy.write(
+        "profiles/os/custom.yaml",
+        "os:\n  custom:\n    mirror: centos\n    tree: custom/os\n    grub: EFI/BOOT/grub.efi\n    kickstart: centos-stream-9.ks.j2\n",
+    );
+    let diags = copy.load_err();
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("must be named `grubx64.efi`")),
+        "{diags:#?}"
     );
 }
 
