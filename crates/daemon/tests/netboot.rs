@@ -1385,6 +1385,96 @@ fn uefi_http_boot_loads_its_loader_over_http_from_kickstand() {
     bed.assert_installed_by_kickstand(HTTP_MAC, &run);
 }
 
+const OFFLINE_BIOS_MAC: &str = "52:54:00:12:36:16";
+const OFFLINE_UEFI_MAC: &str = "52:54:00:12:36:17";
+
+/// `kickstand cache warm <os>` and then the mirror gone: a BIOS machine
+/// installs through iPXE (kernel and initrd over HTTP from the cache) and
+/// a UEFI machine through shim → GRUB (every boot file over TFTP from the
+/// cache), with nothing left to answer upstream. The tree's `.treeinfo`
+/// names the images and their checksums, as an EL tree's does.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn after_cache_warm_machines_install_with_the_mirror_gone() {
+    let bed = Bed::up_with(
+        &[(OFFLINE_BIOS_MAC, "off01"), (OFFLINE_UEFI_MAC, "off02")],
+        &Site {
+            extra: &[(OFFLINE_UEFI_MAC, "    boot_loader: grub\n")],
+            ..Site::default()
+        },
+    );
+    bed.host(OFFLINE_UEFI_MAC, &["next-server"], None, None);
+    let (status, events) = bed.operator_post("/api/cache/warm/standin-9", "");
+    assert_eq!(status, 200, "cache warm: {events}");
+    for file in [
+        ".treeinfo",
+        "images/pxeboot/vmlinuz",
+        "images/pxeboot/initrd.img",
+        "EFI/BOOT/BOOTX64.EFI",
+        "EFI/BOOT/grubx64.efi",
+    ] {
+        assert!(
+            events.lines().any(|l| l.contains(file)),
+            "cache warm did not fetch {file}:\n{events}"
+        );
+    }
+    let warmed: serde_json::Value = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "warmed")
+        .unwrap_or_else(|| panic!("cache warm did not finish:\n{events}"));
+    assert_eq!(
+        warmed["report"]["failed"],
+        serde_json::json!([]),
+        "cache warm reported failures:\n{events}"
+    );
+    // The mirror goes away.
+    let pid = bed.read("mirror.pid");
+    let status = Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status()
+        .expect("kill the mirror");
+    assert!(status.success(), "could not stop the mirror");
+    sleep(Duration::from_millis(300));
+    let mirror_after_warm = bed.read("mirror.log").len();
+
+    let bios = bed.boot(Firmware::Bios, OFFLINE_BIOS_MAC, "offline-bios", GAVE_UP);
+    assert!(
+        bios.serial.contains(&format!(
+            "KS-STANDIN: reported installed for {OFFLINE_BIOS_MAC}"
+        )),
+        "the BIOS machine did not install from the cache: {:?}",
+        bios.end
+    );
+    let uefi = bed.boot(Firmware::Uefi, OFFLINE_UEFI_MAC, "offline-uefi", GAVE_UP);
+    assert!(
+        uefi.serial.contains(&format!(
+            "KS-STANDIN: reported installed for {OFFLINE_UEFI_MAC}"
+        )),
+        "the UEFI machine did not install through GRUB from the cache: {:?}",
+        uefi.end
+    );
+    let log = bed.daemon_log();
+    for file in [
+        os_file("EFI/BOOT/BOOTX64.EFI"),
+        os_file("EFI/BOOT/grubx64.efi"),
+        os_file("images/pxeboot/vmlinuz"),
+        os_file("images/pxeboot/initrd.img"),
+    ] {
+        assert!(
+            tftp_sent_by_kickstand(&log, &file),
+            "no whole TFTP transfer of {file} from the cache"
+        );
+    }
+    assert_eq!(
+        bed.read("mirror.log").len(),
+        mirror_after_warm,
+        "something reached the stopped mirror"
+    );
+    assert_eq!(bed.phase(OFFLINE_BIOS_MAC), "installed");
+    assert_eq!(bed.phase(OFFLINE_UEFI_MAC), "installed");
+}
+
 /// MACs of the stand-in self-checks, one per path so the bed's per-host
 /// files of one test never meet another's.
 const SB_MAC: &str = "52:54:00:12:35:01";

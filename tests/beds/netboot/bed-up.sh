@@ -98,6 +98,35 @@ mkdir -p "$work/mirror/loaders"
 for f in ipxe.efi snponly.efi; do
   install -m 0644 "$(readlink -f "/usr/lib/ipxe/$f")" "$work/mirror/loaders/$f"
 done
+# An EL tree's metadata: an (empty) repository, as an install tree is one,
+# and .treeinfo naming the boot images with their checksums, which
+# `kickstand cache warm` fetches and the cache checks before committing.
+createrepo_c -q "$work/mirror/$tree" >/dev/null
+sum() { echo "sha256:$(sha256sum "$work/mirror/$tree/$1" | cut -d' ' -f1)"; }
+cat >"$work/mirror/$tree/.treeinfo" <<TREEINFO
+[header]
+type = productmd.treeinfo
+version = 1.2
+
+[release]
+name = Kickstand installer stand-in
+short = standin
+version = 9
+
+[tree]
+arch = x86_64
+platforms = x86_64,xen
+
+[images-x86_64]
+kernel = images/pxeboot/vmlinuz
+initrd = images/pxeboot/initrd.img
+
+[checksums]
+images/pxeboot/vmlinuz = $(sum images/pxeboot/vmlinuz)
+images/pxeboot/initrd.img = $(sum images/pxeboot/initrd.img)
+EFI/BOOT/BOOTX64.EFI = $(sum EFI/BOOT/BOOTX64.EFI)
+EFI/BOOT/grubx64.efi = $(sum EFI/BOOT/grubx64.efi)
+TREEINFO
 # A published tree is older than the request: Kickstand's cache does not
 # commit a file the mirror may still be writing (Last-Modified seconds
 # before Date).
