@@ -134,3 +134,37 @@ async fn a_stalled_download_times_out_and_unknown_mirrors_and_hostile_paths_are_
             .all(|s| !s.target.contains("passwd"))
     );
 }
+
+/// A respin of a boot file while a TFTP transfer reads the old one: the
+/// reader keeps the whole old file (its open inode), the next reader gets
+/// the whole new one — never a mix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_respin_leaves_an_open_reader_the_whole_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mirror::start().await;
+    let old = blob(400_000, 21);
+    let new = blob(400_333, 22);
+    let set = |body: &bytes::Bytes, etag: &str| Reply::File {
+        body: body.clone(),
+        etag: Some(format!("\"{etag}\"")),
+        pace: None,
+        chunked: false,
+    };
+    m.set("/c/tree/EFI/BOOT/BOOTX64.EFI", set(&old, "old"));
+    let mut cfg = config(dir.path(), &mirror_of(&m), None);
+    cfg.revalidate_after = Duration::ZERO;
+    let rp = open(&cfg);
+    // Fill the cache, then open the committed old copy.
+    read_all(rp.open_file("c", SHIM).await.unwrap()).await.unwrap();
+    let reading = rp.open_file("c", SHIM).await.unwrap();
+    assert!(matches!(reading, Opened::Complete { .. }), "{reading:?}");
+
+    m.set("/c/tree/EFI/BOOT/BOOTX64.EFI", set(&new, "new"));
+    let respun = read_all(rp.open_file("c", SHIM).await.unwrap()).await.unwrap();
+    assert_eq!(sha(&respun), sha(&new), "the next reader gets the new file");
+    assert_eq!(
+        sha(&read_all(reading).await.unwrap()),
+        sha(&old),
+        "the open reader keeps the whole old file"
+    );
+}

@@ -180,14 +180,14 @@ impl fmt::Display for Diagnosis {
             }
             Diagnosis::Installing { since, pulled } => write!(
                 f,
-                "installing since {}: {} MiB in {} files pulled so far",
+                "install started at {}: {} MiB in {} files pulled so far",
                 Stamp(*since),
                 pulled.bytes / (1024 * 1024),
                 pulled.files
             ),
             Diagnosis::Overdue { since, waited } => write!(
                 f,
-                "installing since {}, no %post callback after {}: the install is stuck",
+                "install started at {}, no %post callback after {}: the install is stuck",
                 Stamp(*since),
                 Span(*waited)
             ),
@@ -511,7 +511,7 @@ mod tests {
              "kickstart fetched at 2025-03-04 10:02:51 UTC; in progress"),
             ("installing", booted(Phase::Installing),
              vec![(60, K::KickstartFetch, json!({})), (70, K::Callback, json!({"stage": "pre"}))], 600,
-             "installing since 2025-03-04 10:03:21 UTC: 0 MiB in 0 files pulled so far"),
+             "install started at 2025-03-04 10:03:21 UTC: 0 MiB in 0 files pulled so far"),
             ("overdue", booted(Phase::Installing),
              vec![(70, K::Callback, json!({"stage": "pre"}))], 7300,
              "no %post callback after 2 h: the install is stuck"),
