@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives Kickstand's status page in Debian's Chromium, headless, with
-Playwright for Python (no browser download: executable_path points at
-/usr/bin/chromium). Used by crates/daemon/tests/status_page.rs.
+Playwright for Python (chromium.py: executable_path points at
+/usr/bin/chromium, no browser download). Used by crates/daemon/tests/status_page.rs.
 
 Usage: status_page.py BASE_URL SCREENSHOT.png CHECKS.json
 CHECKS.json:
@@ -19,6 +19,8 @@ import time
 
 from playwright.sync_api import sync_playwright
 
+import chromium
+
 base, shot, checks_path = sys.argv[1], sys.argv[2], sys.argv[3]
 checks = json.load(open(checks_path))
 
@@ -29,14 +31,8 @@ def fail(msg):
 
 
 with sync_playwright() as p:
-    browser = p.chromium.launch(
-        executable_path="/usr/bin/chromium",
-        headless=True,
-        # No network but the appliance's: the page must need nothing else.
-        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update",
-              "--disable-sync"],
-    )
+    # No network but the appliance's: the page must need nothing else.
+    browser = chromium.launch(p)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     outside = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)

@@ -156,6 +156,14 @@ failed=$(callback failed)
 # Like the real %pre, "installing" is best effort; "installed" is the point.
 timeout 30 wget -q -O /tmp/installing --post-data="" "$installing" || say "KS-STANDIN: could not report installing"
 logger -t anaconda "KS-STANDIN installing for $mac"
+# A profile can make the install last a while, as a real package stage does
+# (the documentation's screenshot catches a host installing): its kickstart
+# then says `# KS-STANDIN-INSTALL-SECS: <n>`. Without it there is no pause.
+secs=$(grep -o "KS-STANDIN-INSTALL-SECS: [0-9]*" /tmp/ks.cfg | head -n 1 | cut -d' ' -f2)
+if [ -n "$secs" ]; then
+  say "KS-STANDIN: installing for $secs s"
+  sleep "$secs"
+fi
 # A profile can make the install fail on purpose: its kickstart then says
 # `# KS-STANDIN-FAIL: <reason>`, and %onerror is what reports it.
 reason=$(grep -o "KS-STANDIN-FAIL: .*" /tmp/ks.cfg | head -n 1 | cut -d' ' -f2-)
