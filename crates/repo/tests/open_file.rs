@@ -155,12 +155,16 @@ async fn a_respin_leaves_an_open_reader_the_whole_old_file() {
     cfg.revalidate_after = Duration::ZERO;
     let rp = open(&cfg);
     // Fill the cache, then open the committed old copy.
-    read_all(rp.open_file("c", SHIM).await.unwrap()).await.unwrap();
+    read_all(rp.open_file("c", SHIM).await.unwrap())
+        .await
+        .unwrap();
     let reading = rp.open_file("c", SHIM).await.unwrap();
     assert!(matches!(reading, Opened::Complete { .. }), "{reading:?}");
 
     m.set("/c/tree/EFI/BOOT/BOOTX64.EFI", set(&new, "new"));
-    let respun = read_all(rp.open_file("c", SHIM).await.unwrap()).await.unwrap();
+    let respun = read_all(rp.open_file("c", SHIM).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(sha(&respun), sha(&new), "the next reader gets the new file");
     assert_eq!(
         sha(&read_all(reading).await.unwrap()),
