@@ -582,6 +582,28 @@ os:
             .to_ascii_lowercase()
     }
 
+    /// An operator re-arms an installed `mac`: its next boot (`fw`, serial
+    /// log `name`) installs again with a new build token, and the token of
+    /// the install before, `first_token`, is refused.
+    fn rearm_and_reinstall(&self, fw: Firmware, mac: &str, first_token: &str, name: &str) {
+        let (status, body) = self.operator_post(&format!("/api/hosts/{mac}/rearm"), "");
+        assert_eq!(status, 200, "rearm: {body}");
+        let second_token = self.token(mac).expect("a re-armed host installs");
+        assert_ne!(second_token, first_token, "the reinstall gets a new token");
+        let run = self.boot(fw, mac, name, GAVE_UP);
+        assert!(
+            run.powered_off()
+                && run
+                    .serial
+                    .contains(&format!("KS-STANDIN: reported installed for {mac}")),
+            "the re-armed host did not reinstall: {:?}",
+            run.end
+        );
+        assert_eq!(self.phase(mac), "installed");
+        let (status, _) = self.http("GET", &format!("/ks/{mac}?token={first_token}"));
+        assert_eq!(status, 403, "the first install's token still works");
+    }
+
     /// Asserts what Kickstand itself saw of one full install of `mac`.
     fn assert_installed_by_kickstand(&self, mac: &str, run: &VmRun) {
         assert!(
@@ -861,21 +883,7 @@ fn uefi_native_pxe_installs_then_boots_its_disk_then_reinstalls_when_rearmed() {
 
     // Re-armed by the operator, the third boot installs again (iPXE, as
     // its profile says) with a new build token; the first one is refused.
-    let (status, body) = bed.operator_post(&format!("/api/hosts/{UEFI_MAC}/rearm"), "");
-    assert_eq!(status, 200, "rearm: {body}");
-    let second_token = bed.token(UEFI_MAC).expect("a re-armed host installs");
-    assert_ne!(second_token, first_token, "the reinstall gets a new token");
-    let third = bed.boot(Firmware::Uefi, UEFI_MAC, "uefi-reinstall", GAVE_UP);
-    assert!(
-        third
-            .serial
-            .contains(&format!("KS-STANDIN: reported installed for {UEFI_MAC}")),
-        "the re-armed host did not reinstall: {:?}",
-        third.end
-    );
-    assert_eq!(bed.phase(UEFI_MAC), "installed");
-    let (status, _) = bed.http("GET", &format!("/ks/{UEFI_MAC}?token={first_token}"));
-    assert_eq!(status, 403, "the first install's token still works");
+    bed.rearm_and_reinstall(Firmware::Uefi, UEFI_MAC, &first_token, "uefi-reinstall");
 }
 
 #[test]
@@ -963,24 +971,7 @@ fn installed_machine_next_boot_exits_to_local_disk() {
 
     // An operator re-arms it: the third boot installs again, with a new
     // build token; the first install's token is refused.
-    let (status, body) = bed.operator_post(&format!("/api/hosts/{ONCE_MAC}/rearm"), "");
-    assert_eq!(status, 200, "rearm: {body}");
-    let second_token = bed.token(ONCE_MAC).expect("a re-armed host installs");
-    assert_ne!(second_token, first_token, "the reinstall gets a new token");
-    let third = bed.boot(Firmware::Bios, ONCE_MAC, "once-reinstall", GAVE_UP);
-    assert!(
-        third.powered_off(),
-        "the re-armed host did not reinstall: {:?}",
-        third.end
-    );
-    assert!(
-        third
-            .serial
-            .contains(&format!("KS-STANDIN: reported installed for {ONCE_MAC}"))
-    );
-    assert_eq!(bed.phase(ONCE_MAC), "installed");
-    let (status, _) = bed.http("GET", &format!("/ks/{ONCE_MAC}?token={first_token}"));
-    assert_eq!(status, 403, "the first install's token still works");
+    bed.rearm_and_reinstall(Firmware::Bios, ONCE_MAC, &first_token, "once-reinstall");
     let timeline = bed.json(&format!("/api/hosts/{ONCE_MAC}/timeline"));
     let kinds: Vec<&str> = timeline["events"]
         .as_array()
