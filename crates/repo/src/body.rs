@@ -1,17 +1,24 @@
-//! Response bodies fed by a pump task through a small channel: the channel
-//! bounds memory per client, and a pump that stops without saying `End`
-//! surfaces as a body error, so a client never sees a clean end of a
-//! truncated file.
+//! Response bodies. A committed file is read by its body itself, one chunk
+//! per frame as hyper asks for it ([`file`]). Everything else (a download
+//! still arriving, a pass-through) is fed by a pump task through a small
+//! channel: the channel bounds memory per client, and a pump that stops
+//! without saying `End` surfaces as a body error, so a client never sees a
+//! clean end of a truncated file.
 
-use std::io;
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, Read, Seek};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Frame;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// The body type of every response from [`crate::RepoProxy::handle`].
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -67,6 +74,100 @@ impl hyper::body::Body for ChannelBody {
 pub(crate) fn channel() -> (mpsc::Sender<Msg>, Body) {
     let (tx, rx) = mpsc::channel(1);
     (tx, ChannelBody { rx, done: false }.boxed())
+}
+
+/// The body of a cache hit: `len` bytes at `at` in a committed file opened
+/// for this response alone, read `chunk` bytes per frame on the blocking
+/// pool when hyper asks for the next one. With no pump task and no channel
+/// between the disk and the socket a hit costs one task hop per chunk, and
+/// a slow client holds one chunk, not a queue of them.
+pub(crate) fn file(file: Arc<File>, at: u64, len: u64, chunk: u64, served: Counter) -> Body {
+    FileBody {
+        file,
+        at,
+        left: len,
+        chunk,
+        read: None,
+        served,
+    }
+    .boxed()
+}
+
+#[derive(Debug)]
+struct FileBody {
+    file: Arc<File>,
+    /// Where the next chunk starts in the file.
+    at: u64,
+    /// Bytes still to send.
+    left: u64,
+    chunk: u64,
+    read: Option<JoinHandle<io::Result<Bytes>>>,
+    served: Counter,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.read.is_none() {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            let n = self.left.min(self.chunk);
+            let (file, at) = (self.file.clone(), self.at);
+            self.read = Some(tokio::task::spawn_blocking(move || {
+                read_chunk(&file, at, n)
+            }));
+        }
+        let Some(read) = self.read.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let got = ready!(Pin::new(read).poll(cx)).unwrap_or_else(|e| Err(io::Error::other(e)));
+        self.read = None;
+        match got {
+            Ok(b) => {
+                let n = b.len() as u64;
+                self.at += n;
+                self.left -= n;
+                self.served.inc_by(n);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Err(e) => {
+                // Nothing more after an error: the client sees an abort.
+                self.left = 0;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0 && self.read.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// Reads exactly `n` bytes at `at`. The file was opened for one response, so
+/// its position is ours; `read_to_end` fills the buffer without zeroing it
+/// first (a zeroing pass costs as much as the read).
+fn read_chunk(file: &File, at: u64, n: u64) -> io::Result<Bytes> {
+    let mut r = file;
+    r.seek(io::SeekFrom::Start(at))?;
+    let mut buf = Vec::with_capacity(n as usize);
+    r.take(n).read_to_end(&mut buf)?;
+    if buf.len() as u64 != n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "cached file shorter than its length",
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 pub(crate) fn empty() -> Body {

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::body::{self, Body, Msg};
-use crate::inflight::{BodyState, End, Permit, Progress, Seen, wait_past};
+use crate::inflight::{BodyState, End, Permit, Progress, wait_past};
 use crate::known::{self, Origin};
 use crate::metadata;
 use crate::path::{CachePolicy, RepoPath, policy};
@@ -740,18 +740,17 @@ pub(crate) async fn respond(
             }
             let sp = span(req, f.len, m.etag.as_deref(), m.last_modified.as_deref());
             let (resp, range) = head(m, Some(f.len), sp, status);
-            Ok(finish(resp, range, want, |tx, start, end| {
-                let served = inner.counters.served_bytes.clone();
-                tokio::spawn(pump(
+            let body = match (range, want) {
+                (Some((start, end)), Want::Body) => body::file(
                     f.file,
-                    f.offset,
-                    start,
-                    end,
-                    Watch::Done(f.len),
-                    tx,
-                    served,
-                ));
-            }))
+                    f.offset + start,
+                    end.unwrap_or(f.len) - start,
+                    CHUNK,
+                    inner.counters.served_bytes.clone(),
+                ),
+                _ => body::empty(),
+            };
+            resp.body(body).map_err(|e| Error::Io(io::Error::other(e)))
         }
         Source::Inflight(mut rx, status) => {
             let Progress::Body(b) = rx.borrow_and_update().clone() else {
@@ -769,15 +768,7 @@ pub(crate) async fn respond(
             let (resp, range) = head(&b.meta, b.expected, sp, status);
             Ok(finish(resp, range, want, |tx, start, end| {
                 let served = inner.counters.served_bytes.clone();
-                tokio::spawn(pump(
-                    b.file,
-                    b.offset,
-                    start,
-                    end,
-                    Watch::Live(rx),
-                    tx,
-                    served,
-                ));
+                tokio::spawn(pump(b.file, b.offset, start, end, rx, tx, served));
             }))
         }
         Source::Pass(upstream) => {
@@ -896,20 +887,15 @@ fn finish(
         .unwrap_or_else(|e| crate::error_response(&Error::Io(io::Error::other(e))))
 }
 
-/// What a pump knows about how much of the file exists.
-enum Watch {
-    Done(u64),
-    Live(watch::Receiver<Progress>),
-}
-
-/// Copies `[start, end)` of the body (at `offset` in `file`) into the
-/// client's channel, waiting for a live download to publish more.
+/// Copies `[start, end)` of a download's body (at `offset` in its temp
+/// file) into the client's channel, waiting for the download to publish
+/// more.
 async fn pump(
     file: Arc<File>,
     offset: u64,
     start: u64,
     end: Option<u64>,
-    mut src: Watch,
+    mut rx: watch::Receiver<Progress>,
     tx: mpsc::Sender<Msg>,
     served: Counter,
 ) {
@@ -917,16 +903,7 @@ async fn pump(
     // Wait until the download has more than this many bytes (or ended).
     let mut need = pos;
     loop {
-        let (seen, live) = match &mut src {
-            Watch::Done(len) => (
-                Seen {
-                    written: *len,
-                    end: End::Complete,
-                },
-                false,
-            ),
-            Watch::Live(rx) => (wait_past(rx, need).await, true),
-        };
+        let seen = wait_past(&mut rx, need).await;
         let complete = matches!(seen.end, End::Complete);
         let mut limit = end.map_or(seen.written, |e| e.min(seen.written));
         // With Content-Length framing a client that has every byte sees a
@@ -934,7 +911,6 @@ async fn pump(
         // fetch has verified and committed the file: a late failure
         // (checksum, trailing garbage) still reaches the client as an abort.
         if let Some(e) = end
-            && live
             && !complete
         {
             limit = limit.min(e.saturating_sub(1));
@@ -943,29 +919,11 @@ async fn pump(
             let n = (limit - pos).min(CHUNK) as usize;
             let f = file.clone();
             let at = offset + pos;
-            let own_file = !live;
+            // The temp file is shared by every client streaming it:
+            // positioned reads only.
             let read = blocking(move || {
-                let mut buf = Vec::with_capacity(n);
-                if own_file {
-                    // A committed file opened for this request alone: its
-                    // file position is ours, and `read_to_end` fills the
-                    // buffer without zeroing it first (a zeroing pass costs
-                    // as much as the read).
-                    let mut r: &File = &f;
-                    std::io::Seek::seek(&mut r, io::SeekFrom::Start(at))?;
-                    std::io::Read::read_to_end(&mut std::io::Read::take(r, n as u64), &mut buf)?;
-                    if buf.len() != n {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "cached file shorter than its length",
-                        ));
-                    }
-                } else {
-                    // A download's temp file is shared by every client
-                    // streaming it: positioned reads only.
-                    buf.resize(n, 0);
-                    f.read_exact_at(&mut buf, at)?;
-                }
+                let mut buf = vec![0; n];
+                f.read_exact_at(&mut buf, at)?;
                 Ok(Bytes::from(buf))
             })
             .await;

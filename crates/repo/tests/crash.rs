@@ -150,3 +150,47 @@ async fn kill_9_mid_download() {
     assert_eq!(m.hits("/c/a.rpm"), 1);
     assert_eq!(rp.stats().entries, 1, "only the committed file");
 }
+
+/// A committed file cut short on disk while a client streams it (a failing
+/// disk, an operator's mistake) aborts that response: the client never sees
+/// a clean end of fewer bytes than the Content-Length it was promised.
+#[tokio::test]
+async fn object_truncated_under_a_hit_aborts_the_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mirror::start().await;
+    let data = blob(32 << 20, 35);
+    m.set("/c/Packages/big.rpm", Reply::file(data.clone()));
+    let (_rp, addr) = setup(dir.path(), &[("c", vec![m.url("/c/")])], None).await;
+    let first = request(addr, "GET", "/repo/c/Packages/big.rpm", &[]).await;
+    assert_eq!(first.bytes(), data);
+    let obj = loop {
+        if let Some(obj) = cached_objects(dir.path()).pop() {
+            break obj;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // A slow reader: the socket buffers hold a few MiB at most, so most of
+    // the file is still on disk when it is cut.
+    let slow = tokio::spawn(request_slow(
+        addr,
+        "GET",
+        "/repo/c/Packages/big.rpm",
+        &[],
+        Duration::from_millis(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&obj)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let got = slow.await.unwrap();
+    assert_eq!(got.cache(), "hit");
+    assert!(
+        got.body.is_err(),
+        "a clean end after the file was cut: {:?}",
+        got.body.as_ref().map(|b| b.len())
+    );
+}
