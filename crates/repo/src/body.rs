@@ -113,19 +113,15 @@ impl hyper::body::Body for FileBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.read.is_none() {
-            if self.left == 0 {
-                return Poll::Ready(None);
-            }
-            let n = self.left.min(self.chunk);
-            let (file, at) = (self.file.clone(), self.at);
-            self.read = Some(tokio::task::spawn_blocking(move || {
-                read_chunk(&file, at, n)
-            }));
-        }
-        let Some(read) = self.read.as_mut() else {
+        let this = &mut *self;
+        if this.read.is_none() && this.left == 0 {
             return Poll::Ready(None);
-        };
+        }
+        let (file, at, n) = (&this.file, this.at, this.left.min(this.chunk));
+        let read = this.read.get_or_insert_with(|| {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || read_chunk(&file, at, n))
+        });
         let got = ready!(Pin::new(read).poll(cx)).unwrap_or_else(|e| Err(io::Error::other(e)));
         self.read = None;
         match got {

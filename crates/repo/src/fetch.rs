@@ -740,17 +740,15 @@ pub(crate) async fn respond(
             }
             let sp = span(req, f.len, m.etag.as_deref(), m.last_modified.as_deref());
             let (resp, range) = head(m, Some(f.len), sp, status);
-            let body = match (range, want) {
-                (Some((start, end)), Want::Body) => body::file(
+            Ok(finish(resp, range, want, |start, end| {
+                body::file(
                     f.file,
                     f.offset + start,
                     end.unwrap_or(f.len) - start,
                     CHUNK,
                     inner.counters.served_bytes.clone(),
-                ),
-                _ => body::empty(),
-            };
-            resp.body(body).map_err(|e| Error::Io(io::Error::other(e)))
+                )
+            }))
         }
         Source::Inflight(mut rx, status) => {
             let Progress::Body(b) = rx.borrow_and_update().clone() else {
@@ -766,9 +764,11 @@ pub(crate) async fn respond(
                 None => Span::Whole,
             };
             let (resp, range) = head(&b.meta, b.expected, sp, status);
-            Ok(finish(resp, range, want, |tx, start, end| {
+            Ok(finish(resp, range, want, |start, end| {
+                let (tx, body) = body::channel();
                 let served = inner.counters.served_bytes.clone();
                 tokio::spawn(pump(b.file, b.offset, start, end, rx, tx, served));
+                body
             }))
         }
         Source::Pass(upstream) => {
@@ -869,18 +869,16 @@ fn head(
     }
 }
 
+/// The response with its body: `body(start, end)` makes the body of the
+/// range `head` chose, when the request wants one.
 fn finish(
     resp: http::response::Builder,
     range: Option<(u64, Option<u64>)>,
     want: Want,
-    start_pump: impl FnOnce(mpsc::Sender<Msg>, u64, Option<u64>),
+    body: impl FnOnce(u64, Option<u64>) -> Body,
 ) -> Response<Body> {
     let body = match (range, want) {
-        (Some((start, end)), Want::Body) => {
-            let (tx, b) = body::channel();
-            start_pump(tx, start, end);
-            b
-        }
+        (Some((start, end)), Want::Body) => body(start, end),
         _ => body::empty(),
     };
     resp.body(body)

@@ -163,12 +163,7 @@ async fn object_truncated_under_a_hit_aborts_the_response() {
     let (_rp, addr) = setup(dir.path(), &[("c", vec![m.url("/c/")])], None).await;
     let first = request(addr, "GET", "/repo/c/Packages/big.rpm", &[]).await;
     assert_eq!(first.bytes(), data);
-    let obj = loop {
-        if let Some(obj) = cached_objects(dir.path()).pop() {
-            break obj;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let obj = committed_object(dir.path()).await;
 
     // A slow reader: the socket buffers hold a few MiB at most, so most of
     // the file is still on disk when it is cut.

@@ -570,6 +570,18 @@ pub fn cached_objects(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Waits (up to 5 s) until a download has been committed to the cache and
+/// returns the first committed object.
+pub async fn committed_object(dir: &std::path::Path) -> std::path::PathBuf {
+    for _ in 0..500 {
+        if let Some(obj) = cached_objects(dir).pop() {
+            return obj;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing was committed to the cache in {}", dir.display());
+}
+
 pub fn temp_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("cache/tmp"))
         .map(|d| d.count())
