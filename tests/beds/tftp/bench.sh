@@ -9,17 +9,24 @@
 # (lockstep and windowed); RACK lockstep clients fetching a boot loader at
 # once, as a rack powering on does (time to the last client, failures); and
 # LOSS_CLIENTS lockstep clients through a seeded relay that drops a share of
-# the datagrams in both directions (the kernel here has no netem).
+# the datagrams in both directions (the kernel here has no netem); and, with
+# the whole daemon, BOOT lockstep clients fetching an OS tree's shim
+# (os/<os>/EFI/BOOT/BOOTX64.EFI, the RACK_SIZE_KIB file) from its repo
+# cache: cold (each run starts with an empty cache, so they are served while
+# the one download from a local mirror, paced at MIRROR_KIBS, arrives) and
+# warm.
 #
 # Needs: atftp, curl, tftpd-hpa (in.tftpd), dnsmasq (its TFTP always listens
-# on port 69 of 127.0.0.1, so that port must be free). Run as root.
+# on port 69 of 127.0.0.1, so that port must be free), python3 (the mirror of
+# the boot-file rows). Run as root.
 #
 # Knobs: SIZE_MIB (100), BLKSIZES ("512 1468 8192"), WINDOWS ("1 4 16 64"),
 # SERVERS ("kickstand tftp-hpa dnsmasq"), CONC (32), CONC_SIZE_MIB (20),
-# RACK (200), RACK_SIZE_KIB (1024), LOSS ("0.01 0.05"), LOSS_CLIENTS (8),
+# RACK (200), RACK_SIZE_KIB (1024), BOOT (200), MIRROR_KIBS (4096), LOSS ("0.01 0.05"), LOSS_CLIENTS (8),
 # LOSS_SIZE_KIB (512), REPEAT (3: each figure is the median of REPEAT runs,
 # all runs are logged, which shows how noisy the machine was), KS_ARGS
-# (extra tftpd flags). Set CONC, RACK or LOSS to 0 / "" to skip those rows.
+# (extra tftpd flags). Set CONC, RACK, BOOT or LOSS to 0 / "" to skip those
+# rows.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -31,6 +38,7 @@ CONC=${CONC:-32}
 CONC_SIZE_MIB=${CONC_SIZE_MIB:-20}
 RACK=${RACK:-200}
 RACK_SIZE_KIB=${RACK_SIZE_KIB:-1024}
+BOOT=${BOOT:-200}
 LOSS=${LOSS-"0.01 0.05"}
 LOSS_CLIENTS=${LOSS_CLIENTS:-8}
 LOSS_SIZE_KIB=${LOSS_SIZE_KIB:-512}
@@ -38,6 +46,11 @@ REPEAT=${REPEAT:-3}
 KS_PORT=${KS_PORT:-16969}
 HPA_PORT=${HPA_PORT:-16970}
 RELAY_PORT=${RELAY_PORT:-16971}
+# The daemon of the boot-file rows: TFTP, HTTP, and the mirror it downloads from.
+DAEMON_PORT=${DAEMON_PORT:-16972}
+DAEMON_HTTP_PORT=${DAEMON_HTTP_PORT:-16973}
+MIRROR_PORT=${MIRROR_PORT:-16974}
+MIRROR_KIBS=${MIRROR_KIBS:-4096}   # the mirror's pace, KiB/s
 KS_ARGS=${KS_ARGS:-}   # extra flags for the Kickstand tftpd, e.g. "--threads 1"
 
 for tool in atftp curl in.tftpd dnsmasq; do
@@ -47,6 +60,8 @@ done
 work=$(mktemp -d /tmp/ks-tftp-bench.XXXXXX)
 server_pids=()
 relay_pid=
+daemon_pid=
+mirror_pid=
 stop_pid() {
     if [[ -n $1 ]]; then
         kill -INT "$1" 2>/dev/null || true
@@ -55,6 +70,8 @@ stop_pid() {
 }
 cleanup() {
     stop_pid "$relay_pid"
+    stop_pid "$daemon_pid"
+    stop_pid "$mirror_pid"
     for pid in "${server_pids[@]}"; do stop_pid "$pid"; done
     rm -rf "$work"
 }
@@ -64,6 +81,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 (cd "$repo" && cargo build --quiet --release -p kickstand-tftp --example tftpd --example lossy_relay)
 tftpd=$CARGO_TARGET_DIR/release/examples/tftpd
 lossy_relay=$CARGO_TARGET_DIR/release/examples/lossy_relay
+if ((BOOT)); then
+    (cd "$repo" && cargo build --quiet --release -p kickstand)
+    kickstand=$CARGO_TARGET_DIR/release/kickstand
+fi
 
 # in.tftpd and dnsmasq drop privileges: the tree must be world-readable.
 chmod 755 "$work"
@@ -97,7 +118,12 @@ start_server() {
             --pid-file="$work/dnsmasq.pid" --user=root >"$log" 2>&1 & ;;
     esac
     server_pids+=($!)
-    wait_ready "$(port_of "$1")" || { echo "$1 did not start:" >&2; cat "$log" >&2; return 1; }
+    # Ready, and still running: not another server answering on its port.
+    if ! wait_ready "$(port_of "$1")" || ! kill -0 "$!" 2>/dev/null; then
+        echo "$1 did not start:" >&2
+        cat "$log" >&2
+        return 1
+    fi
 }
 
 wait_ready() {
@@ -128,16 +154,17 @@ fetch() {
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 
-# group N PORT FILE BLKSIZE WINDOW -> "SECONDS FAILED": N atftp clients at
-# once, time until the last one is done, and how many failed or got a
-# different file. Client i fetches FILE's numbered link (lossy3.bin) when
-# there is one, so each client gets its own losses from the relay.
+# group N PORT FILE BLKSIZE WINDOW [REMOTE] -> "SECONDS FAILED": N atftp
+# clients at once, time until the last one is done, and how many failed or
+# got a file other than root/FILE. They ask for REMOTE if given, else for
+# FILE, or for FILE's numbered link (lossy3.bin) when there is one, so each
+# client gets its own losses from the relay.
 group() {
-    local n=$1 port=$2 file=$3 blksize=$4 window=$5 t0 t1 failed=0 pids=() name
+    local n=$1 port=$2 file=$3 blksize=$4 window=$5 remote=${6:-} t0 t1 failed=0 pids=() name
     t0=$(now)
     for i in $(seq "$n"); do
-        name=$file
-        [[ -e $work/root/${file%.bin}$i.bin ]] && name=${file%.bin}$i.bin
+        name=${remote:-$file}
+        [[ -z $remote && -e $work/root/${file%.bin}$i.bin ]] && name=${file%.bin}$i.bin
         timeout 600 atftp --option "blksize $blksize" --option "windowsize $window" \
             -g -r "$name" -l "$work/out/c$i" 127.0.0.1 "$port" >"$work/out/c$i.log" 2>&1 &
         pids+=($!)
@@ -175,6 +202,110 @@ rated() {
     read -r secs failed <<<"$m"
     echo "$(rate "$3" "$secs")${failed:+ $failed}"
 }
+
+# The whole daemon for the boot-file rows: an OS whose tree is on a local
+# mirror (python3's http.server, logging every GET), so os/bench/EFI/BOOT/
+# BOOTX64.EFI over TFTP comes from the repo cache. The daemon's settings are
+# the shipped ones apart from ports and paths: boot files are revalidated
+# with the mirror after 30 s, and every transfer is logged and recorded.
+shim=os/bench/EFI/BOOT/BOOTX64.EFI
+if ((BOOT)); then
+    mkdir -p "$work/mirror/tree/EFI/BOOT" "$work/site" "$work/var"
+    cp "$work/root/loader.bin" "$work/mirror/tree/EFI/BOOT/BOOTX64.EFI"
+    # The repo proxy does not cache a file modified on the mirror seconds
+    # ago (it may still be being written): this one was published long ago.
+    touch -d '1 day ago' "$work/mirror/tree/EFI/BOOT/BOOTX64.EFI"
+    cat >"$work/site/kickstand.yaml" <<YAML
+server:
+  address: 127.0.0.1
+  bind: 127.0.0.1
+  interfaces: []
+  http_port: $DAEMON_HTTP_PORT
+  tftp_port: $DAEMON_PORT
+  syslog_port: 0
+dhcp:
+  mode: "off"
+tftp:
+  root: ../root
+mirrors:
+  bench: [http://127.0.0.1:$MIRROR_PORT/]
+cache:
+  dir: ../var/cache
+  max_size: 1GiB
+paths:
+  templates: $repo/templates
+  state: ../var/state
+YAML
+    cat >"$work/site/os.yaml" <<YAML
+os:
+  bench:
+    title: Bench tree
+    mirror: bench
+    tree: tree
+    kickstart: centos-stream-9.ks.j2
+YAML
+    # A mirror that sends at MIRROR_KIBS, as one reached through an office
+    # uplink does, so the cold rows' transfers follow a download still in
+    # progress. It logs each request as http.server does.
+    cat >"$work/mirror.py" <<'PY'
+import email.utils, http.server, os, signal, sys, time
+root, port, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) * 1024
+# A background job of a script starts with SIGINT ignored; cleanup sends it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+class Paced(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self):
+        return self.head()
+
+    def do_GET(self):
+        path = self.head()
+        if path:
+            with open(path, "rb") as f:
+                while chunk := f.read(16384):
+                    self.wfile.write(chunk)
+                    time.sleep(len(chunk) / rate)
+
+    def head(self):
+        path = os.path.join(root, self.path.split("?")[0].lstrip("/"))
+        if ".." in self.path or not os.path.isfile(path):
+            self.send_error(404)
+            return None
+        st = os.stat(path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(st.st_size))
+        self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+        self.end_headers()
+        return path
+
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Paced).serve_forever()
+PY
+    python3 "$work/mirror.py" "$work/mirror" "$MIRROR_PORT" "$MIRROR_KIBS" >"$work/mirror.log" 2>&1 &
+    mirror_pid=$!
+    for _ in $(seq 50); do
+        curl -sfI -o /dev/null "http://127.0.0.1:$MIRROR_PORT/tree/EFI/BOOT/BOOTX64.EFI" && break
+        sleep 0.1
+    done
+    # Answered by this mirror, not by something else on its port.
+    kill -0 "$mirror_pid" 2>/dev/null || { echo "the mirror did not start:" >&2; cat "$work/mirror.log" >&2; exit 1; }
+fi
+
+# start_daemon: the daemon on an empty cache (its state is kept)
+start_daemon() {
+    stop_pid "$daemon_pid"
+    rm -rf "$work/var/cache"
+    "$kickstand" --config "$work/site/kickstand.yaml" serve >>"$work/daemon.log" 2>&1 &
+    daemon_pid=$!
+    if ! wait_ready "$DAEMON_PORT" || ! kill -0 "$daemon_pid" 2>/dev/null; then
+        echo "the daemon did not start:" >&2
+        tail -20 "$work/daemon.log" >&2
+        exit 1
+    fi
+}
+
+# mirror_gets -> how many GETs of the shim the mirror has answered
+mirror_gets() { grep -c "\"GET /tree/EFI/BOOT/BOOTX64.EFI " "$work/mirror.log" || true; }
 
 ran=()
 for server in $SERVERS; do
@@ -252,6 +383,32 @@ if ((RACK)); then
         echo "$server $RACK concurrent ${RACK_SIZE_KIB} KiB at 1468/1: ${result[$server,rack]} s to the last" >&2
     done
 fi
+# The shim from the daemon's repo cache. Cold: each run starts on an empty
+# cache. Warm: the cache holds it; each run also goes to every server in
+# turn, serving the same bytes from disk.
+downloads=
+if ((BOOT)); then
+    for _ in $(seq "$REPEAT"); do
+        start_daemon
+        before=$(mirror_gets)
+        read -r secs failed < <(group "$BOOT" "$DAEMON_PORT" loader.bin 1468 1 "$shim")
+        record daemon boot-cold "$secs/$failed"
+        downloads="$downloads $(($(mirror_gets) - before))"
+    done
+    for _ in $(seq "$REPEAT"); do
+        read -r secs failed < <(group "$BOOT" "$DAEMON_PORT" loader.bin 1468 1 "$shim")
+        record daemon boot-warm "$secs/$failed"
+        for server in "${ran[@]}"; do
+            read -r secs failed < <(group "$BOOT" "$(port_of "$server")" loader.bin 1468 1)
+            record "$server" boot-warm "$secs/$failed"
+        done
+    done
+    stop_pid "$daemon_pid"
+    daemon_pid=
+    for server in daemon "${ran[@]}"; do result[$server,boot-warm]=$(median_of "$server" boot-warm); done
+    result[daemon,boot-cold]=$(median_of daemon boot-cold)
+    echo "daemon $BOOT concurrent shim from the repo cache: cold ${result[daemon,boot-cold]} s, warm ${result[daemon,boot-warm]} s; mirror downloads per cold run:$downloads" >&2
+fi
 for loss in $LOSS; do
     rows "loss,$loss" "$LOSS_CLIENTS" lossy.bin 1468 1 "$loss"
     for server in "${ran[@]}"; do
@@ -299,3 +456,16 @@ for loss in $LOSS; do
     for server in "${ran[@]}"; do printf '%20s' "${result[$server,loss,$loss]:-n/a}"; done
     echo
 done
+if ((BOOT)); then
+    echo
+    echo "Seconds to the last of $BOOT lockstep clients (1468/1) fetching a ${RACK_SIZE_KIB} KiB shim:"
+    echo "the daemon serves $shim from its repo cache, the others the same bytes from disk"
+    printf '%-26s%20s' "" daemon
+    for server in "${ran[@]}"; do printf '%20s' "$server"; done
+    echo
+    printf '%-26s%20s' "warm cache" "${result[daemon,boot-warm]}"
+    for server in "${ran[@]}"; do printf '%20s' "${result[$server,boot-warm]:-n/a}"; done
+    echo
+    printf '%-26s%20s\n' "cold cache" "${result[daemon,boot-cold]}"
+    echo "mirror downloads of the shim per cold run:$downloads"
+fi
