@@ -9,12 +9,12 @@
 # (lockstep and windowed); RACK lockstep clients fetching a boot loader at
 # once, as a rack powering on does (time to the last client, failures); and
 # LOSS_CLIENTS lockstep clients through a seeded relay that drops a share of
-# the datagrams in both directions (the kernel here has no netem); and, with
-# the whole daemon, BOOT lockstep clients fetching an OS tree's shim
-# (os/<os>/EFI/BOOT/BOOTX64.EFI, the RACK_SIZE_KIB file) from its repo
-# cache: cold (each run starts with an empty cache, so they are served while
-# the one download from a local mirror, paced at MIRROR_KIBS, arrives) and
-# warm.
+# the datagrams in both directions (the kernel here has no netem). With BOOT,
+# the RACK row also runs on the whole daemon, its clients fetching an OS
+# tree's shim (os/<os>/EFI/BOOT/BOOTX64.EFI, the same RACK_SIZE_KIB bytes)
+# from its warm repo cache, and again cold: each cold run starts with an
+# empty cache, so they are served while the one download from a local
+# mirror, paced at MIRROR_KIBS, arrives.
 #
 # Needs: atftp, curl, tftpd-hpa (in.tftpd), dnsmasq (its TFTP always listens
 # on port 69 of 127.0.0.1, so that port must be free), python3 (the mirror of
@@ -22,7 +22,7 @@
 #
 # Knobs: SIZE_MIB (100), BLKSIZES ("512 1468 8192"), WINDOWS ("1 4 16 64"),
 # SERVERS ("kickstand tftp-hpa dnsmasq"), CONC (32), CONC_SIZE_MIB (20),
-# RACK (200), RACK_SIZE_KIB (1024), BOOT (200), MIRROR_KIBS (4096), LOSS ("0.01 0.05"), LOSS_CLIENTS (8),
+# RACK (200), RACK_SIZE_KIB (1024), BOOT (1), MIRROR_KIBS (4096), LOSS ("0.01 0.05"), LOSS_CLIENTS (8),
 # LOSS_SIZE_KIB (512), REPEAT (3: each figure is the median of REPEAT runs,
 # all runs are logged, which shows how noisy the machine was), KS_ARGS
 # (extra tftpd flags). Set CONC, RACK, BOOT or LOSS to 0 / "" to skip those
@@ -38,7 +38,8 @@ CONC=${CONC:-32}
 CONC_SIZE_MIB=${CONC_SIZE_MIB:-20}
 RACK=${RACK:-200}
 RACK_SIZE_KIB=${RACK_SIZE_KIB:-1024}
-BOOT=${BOOT:-200}
+BOOT=${BOOT:-1}
+((RACK)) || BOOT=0   # the boot-file rows are the rack row on the daemon
 LOSS=${LOSS-"0.01 0.05"}
 LOSS_CLIENTS=${LOSS_CLIENTS:-8}
 LOSS_SIZE_KIB=${LOSS_SIZE_KIB:-512}
@@ -104,6 +105,7 @@ port_of() {
         kickstand) echo "$KS_PORT" ;;
         tftp-hpa) echo "$HPA_PORT" ;;
         dnsmasq) echo 69 ;;
+        daemon) echo "$DAEMON_PORT" ;;
     esac
 }
 
@@ -204,8 +206,8 @@ rated() {
 }
 
 # The whole daemon for the boot-file rows: an OS whose tree is on a local
-# mirror (python3's http.server, logging every GET), so os/bench/EFI/BOOT/
-# BOOTX64.EFI over TFTP comes from the repo cache. The daemon's settings are
+# mirror (the paced script below, logging every request), so os/bench/EFI/
+# BOOT/BOOTX64.EFI over TFTP comes from the repo cache. The daemon's settings are
 # the shipped ones apart from ports and paths: boot files are revalidated
 # with the mirror after 30 s, and every transfer is logged and recorded.
 shim=os/bench/EFI/BOOT/BOOTX64.EFI
@@ -339,12 +341,17 @@ for blksize in $BLKSIZES; do
     done
 done
 
-# rows KEY N FILE BLKSIZE WINDOW [RELAY_LOSS]: REPEAT group runs per server
+# rows KEY N FILE BLKSIZE WINDOW [RELAY_LOSS]: REPEAT group runs per server;
+# the rack row also on the daemon, which serves FILE's bytes as the shim
 rows() {
-    local key=$1 n=$2 file=$3 blksize=$4 window=$5 loss=${6:-} port secs failed
+    local key=$1 n=$2 file=$3 blksize=$4 window=$5 loss=${6:-} port secs failed servers remote
+    servers=("${ran[@]}")
+    [[ $key == rack ]] && ((BOOT)) && servers+=(daemon)
     for _ in $(seq "$REPEAT"); do
-        for server in "${ran[@]}"; do
+        for server in "${servers[@]}"; do
             port=$(port_of "$server")
+            remote=
+            [[ $server == daemon ]] && remote=$shim
             if [[ -n $loss ]]; then
                 # The same seed for every server: each client loses the same
                 # datagrams of its transfer (the relay spares the handshake,
@@ -355,7 +362,7 @@ rows() {
                 wait_ready "$RELAY_PORT" || { echo "relay did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
                 port=$RELAY_PORT
             fi
-            read -r secs failed < <(group "$n" "$port" "$file" "$blksize" "$window")
+            read -r secs failed < <(group "$n" "$port" "$file" "$blksize" "$window" "$remote")
             record "$server" "$key" "$secs/$failed"
             if [[ -n $loss ]]; then
                 stop_pid "$relay_pid"
@@ -376,38 +383,31 @@ if ((CONC)); then
         done
     done
 fi
-if ((RACK)); then
-    rows rack "$RACK" loader.bin 1468 1
-    for server in "${ran[@]}"; do
-        result[$server,rack]=$(median_of "$server" rack)
-        echo "$server $RACK concurrent ${RACK_SIZE_KIB} KiB at 1468/1: ${result[$server,rack]} s to the last" >&2
-    done
-fi
-# The shim from the daemon's repo cache. Cold: each run starts on an empty
-# cache. Warm: the cache holds it; each run also goes to every server in
-# turn, serving the same bytes from disk.
+# The shim from the daemon's repo cache, cold: each run starts on an empty
+# cache. The last run leaves the daemon running with it cached for the
+# rack row, which it joins warm.
 downloads=
 if ((BOOT)); then
     for _ in $(seq "$REPEAT"); do
         start_daemon
         before=$(mirror_gets)
-        read -r secs failed < <(group "$BOOT" "$DAEMON_PORT" loader.bin 1468 1 "$shim")
+        read -r secs failed < <(group "$RACK" "$DAEMON_PORT" loader.bin 1468 1 "$shim")
         record daemon boot-cold "$secs/$failed"
         downloads="$downloads $(($(mirror_gets) - before))"
     done
-    for _ in $(seq "$REPEAT"); do
-        read -r secs failed < <(group "$BOOT" "$DAEMON_PORT" loader.bin 1468 1 "$shim")
-        record daemon boot-warm "$secs/$failed"
-        for server in "${ran[@]}"; do
-            read -r secs failed < <(group "$BOOT" "$(port_of "$server")" loader.bin 1468 1)
-            record "$server" boot-warm "$secs/$failed"
-        done
+    result[daemon,boot-cold]=$(median_of daemon boot-cold)
+    echo "daemon $RACK concurrent shim from a cold repo cache: ${result[daemon,boot-cold]} s to the last; mirror downloads per run:$downloads" >&2
+fi
+if ((RACK)); then
+    rows rack "$RACK" loader.bin 1468 1
+    for server in "${ran[@]}" $( ((BOOT)) && echo daemon); do
+        result[$server,rack]=$(median_of "$server" rack)
+        echo "$server $RACK concurrent ${RACK_SIZE_KIB} KiB at 1468/1: ${result[$server,rack]} s to the last" >&2
     done
+fi
+if ((BOOT)); then
     stop_pid "$daemon_pid"
     daemon_pid=
-    for server in daemon "${ran[@]}"; do result[$server,boot-warm]=$(median_of "$server" boot-warm); done
-    result[daemon,boot-cold]=$(median_of daemon boot-cold)
-    echo "daemon $BOOT concurrent shim from the repo cache: cold ${result[daemon,boot-cold]} s, warm ${result[daemon,boot-warm]} s; mirror downloads per cold run:$downloads" >&2
 fi
 for loss in $LOSS; do
     rows "loss,$loss" "$LOSS_CLIENTS" lossy.bin 1468 1 "$loss"
@@ -458,14 +458,8 @@ for loss in $LOSS; do
 done
 if ((BOOT)); then
     echo
-    echo "Seconds to the last of $BOOT lockstep clients (1468/1) fetching a ${RACK_SIZE_KIB} KiB shim:"
-    echo "the daemon serves $shim from its repo cache, the others the same bytes from disk"
-    printf '%-26s%20s' "" daemon
-    for server in "${ran[@]}"; do printf '%20s' "$server"; done
-    echo
-    printf '%-26s%20s' "warm cache" "${result[daemon,boot-warm]}"
-    for server in "${ran[@]}"; do printf '%20s' "${result[$server,boot-warm]:-n/a}"; done
-    echo
-    printf '%-26s%20s\n' "cold cache" "${result[daemon,boot-cold]}"
+    echo "The daemon, the same $RACK clients fetching $shim (those bytes) from its repo cache:"
+    printf '%-26s%20s\n' "warm (the rack row's runs)" "${result[daemon,rack]}"
+    printf '%-26s%20s\n' "cold" "${result[daemon,boot-cold]}"
     echo "mirror downloads of the shim per cold run:$downloads"
 fi
