@@ -82,7 +82,7 @@ pub(crate) fn render(config: &Path, mac: Mac, what: Rendered) -> anyhow::Result<
     let decision = || -> anyhow::Result<BootDecision> {
         let phase = runtime()?.block_on(async {
             let store = open_store(generation.appliance()).await?;
-            anyhow::Ok(store.host(mac).await?.map_or(Phase::New, |h| h.phase))
+            anyhow::Ok(store.phase(mac))
         })?;
         Ok(generation.boot_for(mac, phase))
     };
@@ -128,15 +128,10 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
     };
     let (states, last) = runtime()?.block_on(async {
         let store = open_store(generation.appliance()).await?;
-        let states: BTreeMap<Mac, kickstand_state::Host> = store
-            .hosts()
-            .await?
-            .into_iter()
-            .map(|h| (h.mac, h))
-            .collect();
+        let states: BTreeMap<Mac, kickstand_state::Host> =
+            store.hosts().into_iter().map(|h| (h.mac, h)).collect();
         let last: BTreeMap<Mac, kickstand_state::Event> = store
             .last_events()
-            .await?
             .into_iter()
             .map(|e| (e.mac, e))
             .collect();
@@ -174,7 +169,7 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
     let (events, diagnosis) = runtime()?.block_on(async {
         let store = open_store(generation.appliance()).await?;
         let events = store.timeline(mac, 500).await?;
-        let diagnosis = store.diagnose(mac, SystemTime::now()).await?;
+        let diagnosis = store.diagnose(mac, SystemTime::now());
         anyhow::Ok((events, diagnosis))
     })?;
     let view = TimelineView {
@@ -204,7 +199,7 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
     };
     let found = runtime()?.block_on(async {
         let store = open_store(generation.appliance()).await?;
-        anyhow::Ok(store.discovered().await?)
+        anyhow::Ok(store.discovered())
     })?;
     println!(
         "{:<17}  {:<22} {:<20} {:<16} {:<38} LAST SEEN",

@@ -83,7 +83,7 @@ impl Live {
         let generation = self.current();
         let site = &generation.site;
         let now = SystemTime::now();
-        let decision = self.boot_for(&generation, mac).await;
+        let decision = self.boot_for(&generation, mac);
         let kind = match decision {
             BootDecision::Install => "install",
             BootDecision::LocalDisk => "local-boot",
@@ -96,25 +96,28 @@ impl Live {
             Chain::Grub => site.grub(&mac, action, token),
         };
         let script = match decision {
-            BootDecision::Install => match self.store.ensure_token(mac, now).await {
-                Ok(Some(token)) => {
-                    let script =
-                        render(BootAction::Install, token.as_str()).map_err(render_error)?;
-                    self.transition(mac, Transition::BootFetched, Some(peer))
-                        .await?;
-                    self.record_now(
-                        mac,
-                        EventKind::BootScript,
-                        json!({"script": "install", "loader": chain.name(), "ip": ip_text(peer)}),
-                    )
-                    .await?;
-                    script
-                }
-                // It finished or failed a moment ago: its disk, then.
-                Ok(None) => self.local_disk(&generation, mac, peer, chain).await?,
+            // A new token waits for its commit: a token handed out that the
+            // disk never saw would be refused after a restart. A live one
+            // (every later fetch of the script) waits for nothing.
+            BootDecision::Install => match self.store.ensure_token(mac, now) {
+                Ok(token) => match token.await.map_err(state_error)? {
+                    Some(token) => {
+                        let script =
+                            render(BootAction::Install, token.as_str()).map_err(render_error)?;
+                        self.transition(mac, Transition::BootFetched, Some(peer));
+                        self.record_host(
+                            mac,
+                            EventKind::BootScript,
+                            json!({"script": "install", "loader": chain.name(), "ip": ip_text(peer)}),
+                        );
+                        script
+                    }
+                    // It finished or failed a moment ago: its disk, then.
+                    None => self.local_disk(&generation, mac, peer, chain)?,
+                },
                 Err(e) => return Err(state_error(e)),
             },
-            BootDecision::LocalDisk => self.local_disk(&generation, mac, peer, chain).await?,
+            BootDecision::LocalDisk => self.local_disk(&generation, mac, peer, chain)?,
             // A machine without a profile is never offered GRUB; a GRUB
             // that asks anyway reads the generic config, which boots its
             // disk.
@@ -138,7 +141,7 @@ impl Live {
         Ok(script)
     }
 
-    async fn local_disk(
+    fn local_disk(
         &self,
         generation: &Generation,
         mac: Mac,
@@ -156,24 +159,38 @@ impl Live {
             ),
         };
         let script = script.map_err(render_error)?;
-        self.record_now(
+        self.record_host(
             mac,
             EventKind::BootScript,
             json!({"script": "local-boot", "loader": chain.name(), "ip": ip_text(peer)}),
-        )
-        .await?;
-        self.record_now(
+        );
+        self.record_host(
             mac,
             EventKind::LocalBoot,
             json!({"how": how, "ip": ip_text(peer)}),
-        )
-        .await?;
+        );
         Ok(script)
     }
 
-    /// Applies a transition; a refused one is not an error here (the store
-    /// recorded it), a store failure is.
-    pub(crate) async fn transition(
+    /// Records an event on a profiled host's timeline, without waiting.
+    fn record_host(&self, mac: Mac, kind: EventKind, detail: serde_json::Value) {
+        self.store
+            .record(mac, kind, detail, SystemTime::now())
+            .value();
+    }
+
+    /// Applies a transition in memory (on disk with the writer's next
+    /// batch); a refused one is recorded by the store.
+    pub(crate) fn transition(&self, mac: Mac, t: Transition, ip: Option<IpAddr>) -> Outcome {
+        let name = t.name();
+        let outcome = self.store.transition(mac, t, ip, SystemTime::now()).value();
+        log_phase(mac, name, outcome);
+        outcome
+    }
+
+    /// Applies a transition and waits until it is on disk: for the
+    /// callbacks and operator actions whose answer says it happened.
+    async fn transition_durably(
         &self,
         mac: Mac,
         t: Transition,
@@ -185,24 +202,16 @@ impl Live {
             .transition(mac, t, ip, SystemTime::now())
             .await
             .map_err(state_error)?;
-        if let Outcome::Changed { from, to } = outcome {
-            info!(%mac, %from, %to, transition = name, "host phase");
-        }
+        log_phase(mac, name, outcome);
         Ok(outcome)
     }
 
     /// Checks a build token: a refusal is a 403 (and the store's event).
-    async fn check_token(
-        &self,
-        mac: Mac,
-        token: Option<&str>,
-        peer: IpAddr,
-    ) -> Result<(), ApiError> {
+    fn check_token(&self, mac: Mac, token: Option<&str>, peer: IpAddr) -> Result<(), ApiError> {
         match self
             .store
             .check_token(mac, token, peer, SystemTime::now())
-            .await
-            .map_err(state_error)?
+            .value()
         {
             Ok(()) => Ok(()),
             Err(rejected) => {
@@ -226,16 +235,14 @@ impl Live {
             self.metrics.unknown_hosts.inc();
             return Err(ApiError::NoProfile(mac));
         }
-        self.check_token(mac, token, peer).await?;
+        self.check_token(mac, token, peer)?;
         let token = token.unwrap_or_default();
         let kickstart = generation
             .site
             .kickstart(&mac, token)
             .map_err(render_error)?;
-        self.transition(mac, Transition::KickstartFetched, Some(peer))
-            .await?;
-        self.record_now(mac, EventKind::KickstartFetch, json!({"ip": ip_text(peer)}))
-            .await?;
+        self.transition(mac, Transition::KickstartFetched, Some(peer));
+        self.record_host(mac, EventKind::KickstartFetch, json!({"ip": ip_text(peer)}));
         self.metrics.kickstarts.inc();
         Ok(kickstart)
     }
@@ -253,10 +260,10 @@ impl Live {
             self.metrics.unknown_hosts.inc();
             return Err(ApiError::NoProfile(mac));
         };
-        self.check_token(mac, token, peer).await?;
-        let reason = String::from_utf8_lossy(&detail[detail.len().saturating_sub(MAX_REASON)..])
-            .trim()
-            .to_owned();
+        self.check_token(mac, token, peer)?;
+        let reason = escape_controls(
+            String::from_utf8_lossy(&detail[detail.len().saturating_sub(MAX_REASON)..]).trim(),
+        );
         let (t, stage) = match report {
             Report::Installing => (Transition::PreCallback, "pre"),
             Report::Installed => (
@@ -280,9 +287,11 @@ impl Live {
         if report == Report::Failed {
             event["reason"] = reason.into();
         }
-        self.record_now(mac, EventKind::Callback, event).await?;
+        self.record_host(mac, EventKind::Callback, event);
         Metrics::named(&self.metrics.callbacks, stage);
-        match self.transition(mac, t, Some(peer)).await? {
+        // Acknowledged once on disk: the installer's report is what moves
+        // the host to its disk, and a crash must not lose it.
+        match self.transition_durably(mac, t, Some(peer)).await? {
             Outcome::Refused { phase, reason } => {
                 Err(ApiError::Conflict(format!("{mac} is {phase}: {reason}")))
             }
@@ -303,7 +312,9 @@ impl Live {
         let Some(host) = generation.snapshot().host(&mac) else {
             return Err(ApiError::NoProfile(mac));
         };
-        let outcome = self.transition(mac, Transition::Rearm, None).await?;
+        let outcome = self
+            .transition_durably(mac, Transition::Rearm, None)
+            .await?;
         info!(%mac, hostname = host.hostname, operator = %peer, "re-armed: its next boot installs");
         let phase = match outcome {
             Outcome::Changed { to, .. } | Outcome::Unchanged(to) => to,
@@ -312,22 +323,14 @@ impl Live {
         Ok(json!({"mac": mac.to_string(), "hostname": host.hostname, "phase": phase}))
     }
 
-    pub(crate) async fn host_rows(&self) -> Result<Vec<HostRow>, ApiError> {
+    pub(crate) fn host_rows(&self) -> Vec<HostRow> {
         let generation = self.current();
         let now = SystemTime::now();
-        let states: BTreeMap<Mac, kickstand_state::Host> = self
-            .store
-            .hosts()
-            .await
-            .map_err(state_error)?
-            .into_iter()
-            .map(|h| (h.mac, h))
-            .collect();
+        let states: BTreeMap<Mac, kickstand_state::Host> =
+            self.store.hosts().into_iter().map(|h| (h.mac, h)).collect();
         let last: BTreeMap<Mac, kickstand_state::Event> = self
             .store
             .last_events()
-            .await
-            .map_err(state_error)?
             .into_iter()
             .map(|e| (e.mac, e))
             .collect();
@@ -337,12 +340,7 @@ impl Live {
             let state = states.get(mac);
             let phase = state.map_or(Phase::New, |s| s.phase);
             if !expected.contains_key(&host.os) {
-                let size = self
-                    .store
-                    .expected_install(&host.os)
-                    .await
-                    .map_err(state_error)?;
-                expected.insert(host.os.clone(), size);
+                expected.insert(host.os.clone(), self.store.expected_install(&host.os));
             }
             let next_boot = match generation.boot_for(*mac, phase) {
                 BootDecision::Install => "install",
@@ -369,14 +367,14 @@ impl Live {
                     .map(|e| e.bytes),
             });
         }
-        Ok(rows)
+        rows
     }
 
     pub(crate) async fn timeline(&self, mac: Mac) -> Result<TimelineView, ApiError> {
         let generation = self.current();
         let now = SystemTime::now();
         let events = self.store.timeline(mac, 500).await.map_err(state_error)?;
-        let diagnosis = self.store.diagnose(mac, now).await.map_err(state_error)?;
+        let diagnosis = self.store.diagnose(mac, now);
         let host = generation.snapshot().host(&mac);
         Ok(TimelineView {
             mac: mac.to_string(),
@@ -386,12 +384,9 @@ impl Live {
         })
     }
 
-    pub(crate) async fn discovered_rows(&self) -> Result<Vec<DiscoveredRow>, ApiError> {
-        Ok(self
-            .store
+    pub(crate) fn discovered_rows(&self) -> Vec<DiscoveredRow> {
+        self.store
             .discovered()
-            .await
-            .map_err(state_error)?
             .into_iter()
             .map(|d| DiscoveredRow {
                 adopt: format!("kickstand adopt {} --hostname <name>", d.mac),
@@ -401,7 +396,7 @@ impl Live {
                 ip: d.ip.map(ip_text),
                 facts: d.facts,
             })
-            .collect())
+            .collect()
     }
 
     /// What iPXE's discovery script reports: taken only from the address
@@ -419,18 +414,18 @@ impl Live {
             )));
         }
         let facts = facts(query);
-        let outcome = self
-            .store
-            .report_discovered(mac, peer, &facts, SystemTime::now())
-            .await
-            .map_err(state_error)?;
+        let now = SystemTime::now();
+        let outcome = self.store.report_discovered(mac, peer, &facts, now).value();
+        Metrics::named(&self.metrics.discovery_reports, outcome.name());
         info!(%mac, %peer, outcome = outcome.name(), product = facts.product.as_deref().unwrap_or("-"), "discovery report");
-        self.record_now(
-            mac,
-            EventKind::DiscoveryReport,
-            json!({"ip": ip_text(peer), "outcome": outcome.name()}),
-        )
-        .await?;
+        self.store
+            .record_stranger(
+                mac,
+                EventKind::DiscoveryReport,
+                json!({"ip": ip_text(peer), "outcome": outcome.name()}),
+                now,
+            )
+            .value();
         Ok("#!ipxe\n".into())
     }
 
@@ -474,13 +469,7 @@ impl Live {
                 "`{group}` is not a group name"
             )));
         }
-        let found = self
-            .store
-            .discovered()
-            .await
-            .map_err(state_error)?
-            .into_iter()
-            .find(|d| d.mac == mac);
+        let found = self.store.discovered().into_iter().find(|d| d.mac == mac);
         let path = adopted_path(self.config(), mac);
         let text = adopted_profile(mac, &req, found.as_ref().map(|d| &d.facts));
         let written = path.clone();
@@ -495,13 +484,33 @@ impl Live {
                 _ => ApiError::Internal(format!("writing {}: {e}", path.display())),
             })?;
         info!(%mac, hostname = req.hostname, file = %path.display(), "adopted a discovered machine");
-        if let Err(e) = self.store.forget_discovered(mac).await {
-            warn!(%mac, error = %e, "could not drop the adopted machine from the discovered list");
-        }
+        let _ = self.store.forget_discovered(mac).value();
         Ok(
             json!({"mac": mac.to_string(), "hostname": req.hostname, "file": path.display().to_string()}),
         )
     }
+}
+
+fn log_phase(mac: Mac, transition: &str, outcome: Outcome) {
+    if let Outcome::Changed { from, to } = outcome {
+        info!(%mac, %from, %to, transition, "host phase");
+    }
+}
+
+/// What a LAN host reports (a failure's reason) made safe to store and
+/// show: control characters but newline and tab become `\u{…}` escapes,
+/// so no byte from the installer can end a log line, colour a terminal or
+/// fail a database write.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `profiles/adopted/52-54-00-…yaml`, beside the operator's files.

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,8 +17,9 @@ use arc_swap::ArcSwap;
 use kickstand_profiles::{LoadError, Mac};
 use kickstand_repo::RepoProxy;
 use kickstand_state::{EventKind, Phase, StateStore};
+use lru::LruCache;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::generation::{BootDecision, Generation, Ports};
 use crate::metrics::{Metrics, RogueLabels};
@@ -47,9 +49,15 @@ const QUIET_FOR: Duration = Duration::from_secs(300);
 /// A discovery report is taken only from the address that fetched the
 /// discovery script within this long.
 const DISCOVERY_WINDOW: Duration = Duration::from_secs(600);
-/// Bounds on the small in-memory tables below: a flood of forged MACs
-/// empties them rather than growing them.
-const MAX_REMEMBERED: usize = 4096;
+/// Bound on the small in-memory tables below: a flood of forged MACs
+/// pushes the least recently seen out rather than growing them.
+const REMEMBERED: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
+/// Other DHCP servers remembered (and shown as metric series) at most; a
+/// flood of forged offers from made-up servers is counted beyond it.
+const MAX_ROGUES: usize = 32;
+/// Boot file names other servers offer are kept to this many characters:
+/// they are label values, and anything can be in them.
+const MAX_OFFERED: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct Live {
@@ -68,9 +76,9 @@ pub(crate) struct Live {
     config: PathBuf,
     ports: Ports,
     /// PXE clients not answered, and when that was last logged.
-    unanswered: Mutex<HashMap<Mac, Instant>>,
+    unanswered: Mutex<LruCache<Mac, Instant>>,
     /// Machines sent the discovery script: from where, and when.
-    discovering: Mutex<HashMap<Mac, (IpAddr, Instant)>>,
+    discovering: Mutex<LruCache<Mac, (IpAddr, Instant)>>,
     /// The last status document, shared by every viewer for a moment.
     pub(crate) status_cache: Fresh<serde_json::Value>,
     /// Other servers seen offering boot information.
@@ -110,23 +118,41 @@ struct Rogue {
 }
 
 impl Rogues {
-    /// Records an offer; says whether the server is new (to be logged).
-    pub(crate) fn note(&self, offer: &kickstand_dhcp::RogueOffer) -> bool {
+    /// Records an offer and keeps its metric series: whether the server is
+    /// new (to be logged). Past [`MAX_ROGUES`] servers a new one is only
+    /// counted; a server's series follows what it offers now, so no
+    /// sequence of offers grows the metrics.
+    pub(crate) fn note(&self, offer: &kickstand_dhcp::RogueOffer, metrics: &Metrics) -> bool {
         let mut seen = lock(&self.seen);
-        if seen.len() > MAX_REMEMBERED && !seen.contains_key(&offer.server) {
+        let previous = seen.get(&offer.server).map(|r| r.offered.clone());
+        if previous.is_none() && seen.len() >= MAX_ROGUES {
+            metrics.rogue_unlisted.inc();
             return false;
         }
-        let new = !seen.contains_key(&offer.server);
+        let offered: String = offer.offered.chars().take(MAX_OFFERED).collect();
+        if let Some(old) = previous.as_ref().filter(|old| **old != offered) {
+            metrics.rogue_dhcp.remove(&RogueLabels {
+                server: offer.server.to_string(),
+                offered: old.clone(),
+            });
+        }
+        metrics
+            .rogue_dhcp
+            .get_or_create(&RogueLabels {
+                server: offer.server.to_string(),
+                offered: offered.clone(),
+            })
+            .set(1);
         seen.insert(
             offer.server,
             Rogue {
-                offered: offer.offered.clone(),
+                offered,
                 client: offer.client,
                 last_seen: SystemTime::now(),
                 at: Instant::now(),
             },
         );
-        new
+        previous.is_none()
     }
 
     /// The servers seen within `forget_after`, each with what it offered;
@@ -183,8 +209,8 @@ impl Live {
             operator_token: parts.operator_token,
             config: parts.config,
             ports: parts.ports,
-            unanswered: Mutex::default(),
-            discovering: Mutex::default(),
+            unanswered: Mutex::new(LruCache::new(REMEMBERED)),
+            discovering: Mutex::new(LruCache::new(REMEMBERED)),
             status_cache: Fresh::default(),
             rogues: Rogues::default(),
         }
@@ -207,66 +233,44 @@ impl Live {
         lock(&self.reload).clone()
     }
 
-    /// The host's phase, or why it cannot be known.
-    pub(crate) async fn phase(&self, mac: Mac) -> Result<Phase, kickstand_state::StateError> {
-        Ok(self.store.host(mac).await?.map_or(Phase::New, |h| h.phase))
-    }
-
     /// What `mac`'s next network boot does, from the generation in force
-    /// and the host's install state. When the state cannot be read the
-    /// machine is not answered: answering could send an installed host
-    /// back to the installer.
-    pub(crate) async fn boot_for(&self, generation: &Generation, mac: Mac) -> BootDecision {
-        if generation.snapshot().host(&mac).is_none() {
-            return generation.boot_for(mac, Phase::New);
-        }
-        match self.phase(mac).await {
-            Ok(phase) => generation.boot_for(mac, phase),
-            Err(e) => {
-                error!(%mac, error = %e, "host state unreadable: not answering the machine (it may be installed)");
-                BootDecision::Ignore
-            }
-        }
+    /// and the host's install state (in memory: no reply waits on a disk).
+    pub(crate) fn boot_for(&self, generation: &Generation, mac: Mac) -> BootDecision {
+        let phase = if generation.snapshot().host(&mac).is_some() {
+            self.store.phase(mac)
+        } else {
+            Phase::New
+        };
+        generation.boot_for(mac, phase)
     }
 
-    /// Writes an event before the request that caused it is answered: what
-    /// a client was told happened is on the timeline, even if the daemon is
-    /// killed the next moment.
-    pub(crate) async fn record_now(
+    /// Records an event on the timeline of `mac`: a host's when it has a
+    /// profile in `generation`, a stranger's (rate-limited, not kept in
+    /// memory) otherwise. Never waits for the disk.
+    pub(crate) fn record(
         &self,
+        generation: &Generation,
         mac: Mac,
         kind: EventKind,
         detail: serde_json::Value,
-    ) -> Result<(), kickstand_http::ApiError> {
-        self.store
-            .record(mac, kind, detail, SystemTime::now())
-            .await
-            .map(drop)
-            .map_err(crate::hosts::state_error)
-    }
-
-    /// Writes an event without holding up the packet that caused it (a
-    /// DHCP or TFTP hook, which cannot wait); failures are logged.
-    pub(crate) fn record(&self, mac: Mac, kind: EventKind, detail: serde_json::Value) {
-        let store = self.store.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = store.record(mac, kind, detail, SystemTime::now()).await {
-                warn!(%mac, error = %e, "could not record an event");
-            }
-        });
+    ) {
+        let now = SystemTime::now();
+        let written = if generation.snapshot().host(&mac).is_some() {
+            self.store.record(mac, kind, detail, now)
+        } else {
+            self.store.record_stranger(mac, kind, detail, now)
+        };
+        written.value();
     }
 
     /// Whether an unanswered PXE client should be logged now: once per MAC
     /// per [`QUIET_FOR`].
     pub(crate) fn first_unanswered_in_a_while(&self, mac: Mac) -> bool {
         let mut seen = lock(&self.unanswered);
-        if seen.len() > MAX_REMEMBERED {
-            seen.clear();
-        }
         match seen.get(&mac) {
             Some(at) if at.elapsed() < QUIET_FOR => false,
             _ => {
-                seen.insert(mac, Instant::now());
+                seen.put(mac, Instant::now());
                 true
             }
         }
@@ -274,18 +278,14 @@ impl Live {
 
     /// Notes that `mac` was sent the discovery script from `ip`.
     pub(crate) fn discovering(&self, mac: Mac, ip: IpAddr) {
-        let mut map = lock(&self.discovering);
-        if map.len() > MAX_REMEMBERED {
-            map.clear();
-        }
-        map.insert(mac, (ip, Instant::now()));
+        lock(&self.discovering).put(mac, (ip, Instant::now()));
     }
 
     /// Whether a discovery report for `mac` from `ip` follows a discovery
     /// script that machine fetched from there.
     pub(crate) fn may_report(&self, mac: Mac, ip: IpAddr) -> bool {
         lock(&self.discovering)
-            .get(&mac)
+            .peek(&mac)
             .is_some_and(|(from, at)| *from == ip && at.elapsed() < DISCOVERY_WINDOW)
     }
 

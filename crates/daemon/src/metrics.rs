@@ -53,6 +53,8 @@ pub(crate) struct Metrics {
     pub(crate) discovery_reports: Family<Named, Counter>,
     /// Other servers offering boot information on this segment.
     pub(crate) rogue_dhcp: Family<RogueLabels, Gauge>,
+    /// Offers from servers past the listed ones (a flood of forged offers).
+    pub(crate) rogue_unlisted: Counter,
 }
 
 impl Metrics {
@@ -81,6 +83,7 @@ impl Metrics {
             installer_log_dropped: Counter::default(),
             discovery_reports: Family::default(),
             rogue_dhcp: Family::default(),
+            rogue_unlisted: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -147,6 +150,11 @@ impl Metrics {
             "kickstand_rogue_dhcp_servers",
             "other servers seen offering boot information on this segment",
             m.rogue_dhcp.clone(),
+        );
+        registry.register(
+            "kickstand_rogue_dhcp_offers_unlisted",
+            "offers from other servers past the ones listed (a flood of forged offers is counted here)",
+            m.rogue_unlisted.clone(),
         );
         Metrics { registry, ..m }
     }

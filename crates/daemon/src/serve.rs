@@ -143,8 +143,8 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
     let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
         let (store, logs, counters) = (store.clone(), live.logs.clone(), log_counters);
-        let (runtime, shutdown) = (tokio::runtime::Handle::current(), shutdown.clone());
-        move || syslog::receive(syslog, store, logs, counters, runtime, shutdown)
+        let shutdown = shutdown.clone();
+        move || syslog::receive(syslog, store, logs, counters, shutdown)
     })?;
     tasks.spawn(sweep(store.clone(), shutdown.clone()));
 
@@ -214,8 +214,8 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             "tasks still running at the drain deadline; stopping anyway"
         );
     }
-    if let Err(e) = store.flush().await {
-        warn!(error = %e, "could not write the last pulled-byte counts");
+    if let Err(e) = store.close().await {
+        warn!(error = %e, "could not write the last changes to the state database");
     }
     let _ = tokio::task::spawn_blocking(move || receiver.join()).await;
     let _ = std::fs::remove_file(&address_file);
@@ -223,11 +223,13 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     Ok(())
 }
 
-/// How often overdue installs are failed and old events pruned.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often overdue installs are failed, folded repeats summed up and
+/// stale discovered machines forgotten (the writer prunes the timeline
+/// by itself).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Fails installs that ran past `install_timeout` and keeps the timeline
-/// within its bounds, until `shutdown`.
+/// Fails installs that ran past `install_timeout` and does the store's
+/// upkeep, until `shutdown`. All of it in memory: it never waits for disk.
 async fn sweep(store: StateStore, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
@@ -236,16 +238,9 @@ async fn sweep(store: StateStore, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
         }
         let now = SystemTime::now();
-        match store.fail_overdue(now).await {
-            Ok(failed) => {
-                for mac in failed {
-                    warn!(%mac, "install timed out: the host is failed and held until an operator re-arms it");
-                }
-            }
-            Err(e) => warn!(error = %e, "could not check for overdue installs"),
+        for mac in store.fail_overdue(now) {
+            warn!(%mac, "install timed out: the host is failed and held until an operator re-arms it");
         }
-        if let Err(e) = store.prune(now).await {
-            warn!(error = %e, "could not prune old events");
-        }
+        store.tick(now);
     }
 }

@@ -9,11 +9,10 @@
 //! It runs on a thread of its own with plain blocking file writes: the
 //! writes are small and many, and nothing here needs to be async.
 
-use std::collections::HashMap;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::net::{IpAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use kickstand_profiles::Mac;
 use kickstand_state::{EventKind, StateStore};
@@ -24,11 +23,6 @@ use tracing::{debug, info, warn};
 pub(crate) const MAX_LOG_BYTES: u64 = 1 << 20;
 /// Longest line kept; the rest of a datagram is cut.
 const MAX_LINE: usize = 4096;
-/// How long an address → host lookup is trusted before asking the store
-/// again (a rack's installers log thousands of lines each). An address no
-/// host has is asked about again sooner: it may be a host's in a moment.
-const LOOKUP_TTL: Duration = Duration::from_secs(30);
-const MISS_TTL: Duration = Duration::from_secs(1);
 
 /// Where each host's installer log lives.
 #[derive(Debug, Clone)]
@@ -108,21 +102,19 @@ pub(crate) struct Counters {
     pub(crate) dropped: prometheus_client::metrics::counter::Counter,
 }
 
-/// Receives until `shutdown`; blocking, on a thread of its own. `runtime`
-/// runs the store lookups.
+/// Receives until `shutdown`; blocking, on a thread of its own. The
+/// address → host lookup is the store's, in memory.
 pub(crate) fn receive(
     socket: UdpSocket,
     store: StateStore,
     logs: InstallerLogs,
     counters: Counters,
-    runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) {
     // Wakes up now and then to see whether the daemon is stopping.
     if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(500))) {
         warn!(error = %e, "syslog: cannot set a read timeout; the receiver stops at exit only");
     }
-    let mut hosts: HashMap<IpAddr, (Option<Mac>, Instant)> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     while !shutdown.is_cancelled() {
         let (len, from) = match socket.recv_from(&mut buf) {
@@ -141,24 +133,7 @@ pub(crate) fn receive(
             }
         };
         let ip = from.ip();
-        let mac = match hosts.get(&ip) {
-            Some((mac, at)) if at.elapsed() < if mac.is_some() { LOOKUP_TTL } else { MISS_TTL } => {
-                *mac
-            }
-            _ => {
-                // A bounded cache: a flood of forged sources starts it over.
-                if hosts.len() > 4096 {
-                    hosts.clear();
-                }
-                let mac = runtime.block_on(store.host_by_ip(ip)).unwrap_or_else(|e| {
-                    warn!(error = %e, "syslog: host lookup failed");
-                    None
-                });
-                hosts.insert(ip, (mac, Instant::now()));
-                mac
-            }
-        };
-        let Some(mac) = mac else {
+        let Some(mac) = store.host_by_ip(ip) else {
             counters.dropped.inc();
             continue;
         };
@@ -171,14 +146,9 @@ pub(crate) fn receive(
                         "path": logs.path(mac).display().to_string(),
                         "ip": ip.to_string(),
                     });
-                    if let Err(e) = runtime.block_on(store.record(
-                        mac,
-                        EventKind::InstallerLog,
-                        detail,
-                        SystemTime::now(),
-                    )) {
-                        warn!(%mac, error = %e, "syslog: could not record the log's start");
-                    }
+                    store
+                        .record(mac, EventKind::InstallerLog, detail, SystemTime::now())
+                        .value();
                 }
             }
             Err(e) => warn!(%mac, error = %e, "syslog: cannot write the installer log"),

@@ -25,7 +25,6 @@ use tracing::{info, warn};
 
 use crate::cache::{self, CacheEvent};
 use crate::generation::BootDecision;
-use crate::hosts::state_error;
 use crate::live::{Live, ReloadStatus};
 use crate::operator;
 
@@ -43,7 +42,7 @@ impl Boot for Live {
             let shim = urls::os_file_name(&os.name, &os.shim);
             Some(HostBoot::profiled(host.boot_loader, os.arch, shim))
         };
-        match self.boot_for(&generation, mac).await {
+        match self.boot_for(&generation, mac) {
             BootDecision::Install => profiled().map_or(HostStatus::Unknown, HostStatus::Netboot),
             BootDecision::LocalDisk => {
                 profiled().map_or(HostStatus::Unknown, HostStatus::LocalDisk)
@@ -62,38 +61,33 @@ impl Boot for Live {
     fn decided(&self, mac: Option<Mac>, seen: &kickstand_dhcp::Seen, action: &Action) {
         self.metrics.dhcp.observe(action);
         let Some(mac) = mac else { return };
-        let known = self.current().snapshot().host(&mac).is_some();
+        let generation = self.current();
+        let known = generation.snapshot().host(&mac).is_some();
+        let now = SystemTime::now();
         match action {
             Action::Respond(reply) if known => {
-                let (store, ip) = (self.store.clone(), seen.requested.map(IpAddr::V4));
+                let ip = seen.requested.map(IpAddr::V4);
                 let detail = json!({
                     "boot_file": reply.boot_file,
                     "arch": reply.firmware.map(|f| format!("{f:?}")),
                 });
-                self.tasks.spawn(async move {
-                    let now = SystemTime::now();
-                    let done = async {
-                        store
-                            .transition(mac, Transition::SeenByDhcp, ip, now)
-                            .await?;
-                        store.record(mac, EventKind::DhcpOffer, detail, now).await
-                    };
-                    if let Err(e) = done.await {
-                        warn!(%mac, error = %e, "could not record a DHCP offer");
-                    }
-                });
+                // In memory now, on disk with the writer's next batch: the
+                // reply never waits for either.
+                let _ = self
+                    .store
+                    .transition(mac, Transition::SeenByDhcp, ip, now)
+                    .value();
+                self.record(&generation, mac, EventKind::DhcpOffer, detail);
             }
             Action::Respond(_) => {}
             // The machine took another server's address offer: where it
             // will be, so TFTP and HTTP requests from there are its own.
             Action::Ignore(Reason::ForOtherServer(_)) if known && seen.requested.is_some() => {
-                let (store, ip) = (self.store.clone(), seen.requested.map(IpAddr::V4));
-                self.tasks.spawn(async move {
-                    let now = SystemTime::now();
-                    if let Err(e) = store.transition(mac, Transition::SeenByDhcp, ip, now).await {
-                        warn!(%mac, error = %e, "could not record a DHCP request");
-                    }
-                });
+                let ip = seen.requested.map(IpAddr::V4);
+                let _ = self
+                    .store
+                    .transition(mac, Transition::SeenByDhcp, ip, now)
+                    .value();
             }
             Action::Ignore(
                 reason @ (Reason::UnknownHost(_)
@@ -115,12 +109,18 @@ impl Boot for Live {
                     _ => "no-arch",
                 };
                 self.record(
+                    &generation,
                     mac,
                     EventKind::DhcpIgnored,
                     json!({"reason": name, "detail": reason.to_string()}),
                 );
                 if matches!(reason, Reason::Installed(_)) {
-                    self.record(mac, EventKind::LocalBoot, json!({"how": "not-answered"}));
+                    self.record(
+                        &generation,
+                        mac,
+                        EventKind::LocalBoot,
+                        json!({"how": "not-answered"}),
+                    );
                 }
             }
             Action::Ignore(_) => {}
@@ -130,22 +130,15 @@ impl Boot for Live {
 
 impl Live {
     fn rogue_seen(&self, offer: &kickstand_dhcp::RogueOffer) {
-        if self.rogues.note(offer) {
+        if self.rogues.note(offer, &self.metrics) {
             // Once per server, not per offer.
             warn!(
                 server = %offer.server,
-                offered = offer.offered,
+                offered = offer.offered.chars().take(64).collect::<String>(),
                 client = %offer.client,
                 "another server offers boot information on this segment: it can take machines away from Kickstand"
             );
         }
-        self.metrics
-            .rogue_dhcp
-            .get_or_create(&crate::metrics::RogueLabels {
-                server: offer.server.to_string(),
-                offered: offer.offered.clone(),
-            })
-            .set(1);
     }
 }
 
@@ -201,7 +194,7 @@ impl kickstand_tftp::Source for Live {
             let Some((mirror, repo_path)) = self.current().os_boot_file(os, file) else {
                 return Err(OpenError::NotFound);
             };
-            self.note_boot_file(peer.ip(), &mirror, &repo_path).await;
+            self.note_boot_file(peer.ip(), &mirror, &repo_path);
             match self.repo.open_file(&mirror, &repo_path).await {
                 Ok(kickstand_repo::Opened::Complete { file, offset, len }) => {
                     Ok(Some(Content::File {
@@ -226,7 +219,6 @@ impl kickstand_tftp::Source for Live {
 
     fn transfer_ended(&self, peer: SocketAddr, report: &kickstand_tftp::TransferReport) {
         self.metrics.tftp.observe(report);
-        let store = self.store.clone();
         let mut detail = json!({
             "file": report.file,
             "bytes": report.bytes,
@@ -239,26 +231,19 @@ impl kickstand_tftp::Source for Live {
         }
         let loader = report.outcome == kickstand_tftp::TransferOutcome::Complete
             && urls::parse_boot_script_name(&report.file).is_none();
-        self.tasks.spawn(async move {
-            let now = SystemTime::now();
-            let done = async {
-                let Some(mac) = store.host_by_ip(peer.ip()).await? else {
-                    return Ok(());
-                };
-                store
-                    .record(mac, EventKind::TftpTransfer, detail, now)
-                    .await?;
-                if loader {
-                    store
-                        .transition(mac, Transition::BootFetched, Some(peer.ip()), now)
-                        .await?;
-                }
-                Ok::<_, kickstand_state::StateError>(())
-            };
-            if let Err(e) = done.await {
-                warn!(%peer, error = %e, "could not record a TFTP transfer");
-            }
-        });
+        let Some(mac) = self.store.host_by_ip(peer.ip()) else {
+            return;
+        };
+        let now = SystemTime::now();
+        self.store
+            .record(mac, EventKind::TftpTransfer, detail, now)
+            .value();
+        if loader {
+            let _ = self
+                .store
+                .transition(mac, Transition::BootFetched, Some(peer.ip()), now)
+                .value();
+        }
     }
 }
 
@@ -277,16 +262,17 @@ impl Front for Live {
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(|_| not_found())?;
-        if let Ok(Some(mac)) = self.store.host_by_ip(peer.ip()).await {
-            self.record_now(
-                mac,
-                EventKind::LoaderFetch,
-                json!({"file": file, "ip": peer.ip().to_string()}),
-            )
-            .await?;
-            let _ = self
-                .transition(mac, Transition::BootFetched, Some(peer.ip()))
-                .await;
+        if let Some(mac) = self.store.host_by_ip(peer.ip()) {
+            let now = SystemTime::now();
+            self.store
+                .record(
+                    mac,
+                    EventKind::LoaderFetch,
+                    json!({"file": file, "ip": peer.ip().to_string()}),
+                    now,
+                )
+                .value();
+            self.transition(mac, Transition::BootFetched, Some(peer.ip()));
         }
         Ok(Loader {
             file: tokio::fs::File::from_std(opened),
@@ -352,7 +338,7 @@ impl Front for Live {
     }
 
     async fn hosts(&self) -> Result<Reply, ApiError> {
-        json(&self.host_rows().await?)
+        json(&self.host_rows())
     }
 
     async fn timeline(&self, mac: Mac) -> Result<Reply, ApiError> {
@@ -369,7 +355,7 @@ impl Front for Live {
     }
 
     async fn discovered(&self) -> Result<Reply, ApiError> {
-        json(&self.discovered_rows().await?)
+        json(&self.discovered_rows())
     }
 
     async fn discovery_report(
@@ -407,12 +393,15 @@ impl Front for Live {
     ) -> Response<Body> {
         match self.current().os_boot_file(os, path) {
             Some((mirror, repo_path)) => {
-                if let Ok(Some(mac)) = self.store.host_by_ip(peer.ip()).await {
-                    self.record(
-                        mac,
-                        EventKind::LoaderFetch,
-                        json!({"file": format!("{os}/{path}"), "ip": peer.ip().to_string()}),
-                    );
+                if let Some(mac) = self.store.host_by_ip(peer.ip()) {
+                    self.store
+                        .record(
+                            mac,
+                            EventKind::LoaderFetch,
+                            json!({"file": format!("{os}/{path}"), "ip": peer.ip().to_string()}),
+                            SystemTime::now(),
+                        )
+                        .value();
                 }
                 Front::repo(self, &mirror, &repo_path, req, peer).await
             }
@@ -428,13 +417,7 @@ impl Front for Live {
         peer: SocketAddr,
     ) -> Response<Body> {
         let response = self.repo.handle(mirror, path, req).await;
-        let mac = match self.store.host_by_ip(peer.ip()).await {
-            Ok(mac) => mac,
-            Err(e) => {
-                warn!(error = %e, "host state store failed; repo bytes not counted");
-                None
-            }
-        };
+        let mac = self.store.host_by_ip(peer.ip());
         let Some(mac) = mac.filter(|_| response.status() == StatusCode::OK) else {
             return response.map(|b| b.boxed_unsync());
         };
@@ -443,11 +426,14 @@ impl Front for Live {
             .iter()
             .any(|image| path.ends_with(image))
         {
-            self.record(
-                mac,
-                EventKind::InstallerImage,
-                json!({"file": path, "ip": peer.ip().to_string()}),
-            );
+            self.store
+                .record(
+                    mac,
+                    EventKind::InstallerImage,
+                    json!({"file": path, "ip": peer.ip().to_string()}),
+                    SystemTime::now(),
+                )
+                .value();
         }
         // Counted as the client reads it: what the host actually pulled.
         let store = self.store.clone();
@@ -455,16 +441,7 @@ impl Front for Live {
             Counted {
                 inner: body,
                 bytes: 0,
-                done: Some(Box::new(move |bytes| {
-                    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                        return;
-                    };
-                    runtime.spawn(async move {
-                        if let Err(e) = store.add_pulled(mac, bytes, 1).await {
-                            warn!(%mac, error = %e, "could not count pulled bytes");
-                        }
-                    });
-                })),
+                done: Some(Box::new(move |bytes| store.add_pulled(mac, bytes, 1))),
             }
             .boxed_unsync()
         })
@@ -517,8 +494,8 @@ impl kickstand_tftp::Growing for FromCache {
 impl Live {
     /// A boot file a known host pulls over TFTP joins its install's file
     /// list (`cache warm --like`), and its installer images its timeline.
-    async fn note_boot_file(&self, peer: IpAddr, mirror: &str, repo_path: &str) {
-        let Ok(Some(mac)) = self.store.host_by_ip(peer).await else {
+    fn note_boot_file(&self, peer: IpAddr, mirror: &str, repo_path: &str) {
+        let Some(mac) = self.store.host_by_ip(peer) else {
             return;
         };
         self.repo.note_pull(&mac.to_string(), mirror, repo_path);
@@ -526,11 +503,14 @@ impl Live {
             .iter()
             .any(|image| repo_path.ends_with(image))
         {
-            self.record(
-                mac,
-                EventKind::InstallerImage,
-                json!({"file": repo_path, "ip": peer.to_string(), "via": "tftp"}),
-            );
+            self.store
+                .record(
+                    mac,
+                    EventKind::InstallerImage,
+                    json!({"file": repo_path, "ip": peer.to_string(), "via": "tftp"}),
+                    SystemTime::now(),
+                )
+                .value();
         }
     }
 }
@@ -607,14 +587,9 @@ impl Live {
         let appliance = snap.appliance.clone();
         let now = SystemTime::now();
         let mut hosts = Vec::new();
-        for row in self.host_rows().await? {
+        for row in self.host_rows() {
             let diagnosis = match row.mac.parse::<Mac>() {
-                Ok(mac) => self
-                    .store
-                    .diagnose(mac, now)
-                    .await
-                    .map_err(state_error)?
-                    .to_string(),
+                Ok(mac) => self.store.diagnose(mac, now).to_string(),
                 Err(_) => String::new(),
             };
             let mut value =
@@ -663,7 +638,7 @@ impl Live {
             },
             "cache": cache,
             "hosts": hosts,
-            "discovered": self.discovered_rows().await?,
+            "discovered": self.discovered_rows(),
         });
         self.status_cache.store(doc.clone());
         Ok(doc)
@@ -712,7 +687,7 @@ impl Live {
             }
         );
         page.push_str("\nhosts\n");
-        for row in self.host_rows().await? {
+        for row in self.host_rows() {
             let _ = writeln!(
                 page,
                 "  {}  {:<16} {:<18} {:<10} {}",
@@ -735,19 +710,10 @@ impl Live {
         // Forgets servers gone quiet, so their gauge goes with them.
         self.rogues
             .list(generation.appliance().dhcp.rogue_forget_after, m);
-        let states: std::collections::HashMap<Mac, Phase> = self
-            .store
-            .hosts()
-            .await
-            .map_err(state_error)?
-            .into_iter()
-            .map(|h| (h.mac, h.phase))
-            .collect();
         let mut by_phase: std::collections::BTreeMap<&'static str, i64> =
             Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
         for mac in generation.snapshot().hosts.keys() {
-            let phase = states.get(mac).copied().unwrap_or(Phase::New);
-            *by_phase.entry(phase.as_str()).or_default() += 1;
+            *by_phase.entry(self.store.phase(*mac).as_str()).or_default() += 1;
         }
         for (phase, n) in by_phase {
             m.hosts

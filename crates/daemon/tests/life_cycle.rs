@@ -475,11 +475,20 @@ fn two_appliances_share_one_postgresql() {
     let b = Daemon::start(&bed_b.config());
     let token = a.build_token(NODE01);
     assert_eq!(a.get(&format!("/ks/{NODE01}?token={token}")).0, 200);
+    // The token's binding to its first address is in force at B too.
+    propagated("the token bound through A refused at B from elsewhere", || {
+        b.request_from(OTHER, "GET", &format!("/ks/{NODE01}?token={token}"))
+            .1
+            .contains("bound to 127.0.0.1")
+    });
     assert_eq!(
         a.post(&format!("/api/hosts/{NODE01}/installed?token={token}"))
             .0,
         200
     );
+    propagated("the install through A in force at B", || {
+        b.get(&format!("/boot/{NODE01}.ipxe")).1.contains("\nexit\n")
+    });
     let (_, script) = b.get(&format!("/boot/{NODE01}.ipxe"));
     assert!(
         script.contains("\nexit\n") && !script.contains("kernel"),
@@ -504,6 +513,17 @@ fn two_appliances_share_one_postgresql() {
             .0,
         200
     );
-    let (_, script) = a.get(&format!("/boot/{NODE01}.ipxe"));
-    assert!(script.contains("kernel"), "re-armed through B:\n{script}");
+    propagated("the rearm through B in force at A", || {
+        a.get(&format!("/boot/{NODE01}.ipxe")).1.contains("kernel")
+    });
+}
+
+/// Polls `cond` until it holds: a change made through one appliance
+/// reaches another through the database's notifications, a moment later.
+/// Prints how long it took; fails only past a deadline far beyond that.
+fn propagated(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    let seen = eventually(std::time::Duration::from_secs(10), || cond().then_some(()));
+    assert!(seen.is_some(), "not seen within 10 s: {what}");
+    eprintln!("{what}: after {:?}", start.elapsed());
 }

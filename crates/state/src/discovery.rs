@@ -1,14 +1,18 @@
 //! Machines that PXE-booted without a profile and reported what iPXE knows
 //! of them, so an operator can adopt them.
 //!
-//! The table is bounded ([`crate::StateConfig::max_discovered`], 1000 by
-//! default): anyone on the LAN can send reports, so at the bound a report
-//! from a new MAC is refused (and logged by the caller), while machines
-//! already listed keep being updated. Forged reports can fill the list but
-//! never grow the store, and never push out a machine already there.
+//! Anyone on the LAN can send reports, so the table is bounded three ways
+//! ([`DiscoveryLimits`]): at most `max` machines, the least recently seen
+//! pushed out by a new one (forged reports cannot keep a real machine out,
+//! as a table that refuses when full would); at most `per_address`
+//! machines reported from one source address, that address's least
+//! recently seen pushed out by its next (one forger churns only its own
+//! slots); and machines not seen for `expire_after` are forgotten. An
+//! operator can forget one machine or clear the list.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use kickstand_profiles::Mac;
 use serde::{Deserialize, Serialize};
@@ -54,15 +58,38 @@ pub struct Discovered {
     pub appliance: String,
 }
 
+/// How many discovered machines the store keeps, and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryLimits {
+    /// Machines in all.
+    pub max: usize,
+    /// Machines reported from one source address.
+    pub per_address: usize,
+    /// A machine not seen for this long is forgotten.
+    pub expire_after: Duration,
+}
+
+impl Default for DiscoveryLimits {
+    fn default() -> DiscoveryLimits {
+        DiscoveryLimits {
+            max: 1000,
+            per_address: 4,
+            expire_after: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
 /// What became of a discovery report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DiscoveryOutcome {
     Added,
     Updated,
-    /// The table holds `bound` machines and this MAC is not one of them.
-    Full {
-        bound: usize,
+    /// Added, pushing out the least recently seen machine (`evicted`)
+    /// because the table, or the reporting address's share of it, was full.
+    AddedEvicting {
+        evicted: Mac,
+        why: Evicted,
     },
     /// The facts are larger than any real machine's.
     TooLarge {
@@ -71,18 +98,199 @@ pub enum DiscoveryOutcome {
     },
 }
 
+/// Why a discovered machine was pushed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evicted {
+    /// The table held [`DiscoveryLimits::max`] machines.
+    Full,
+    /// The reporting address held [`DiscoveryLimits::per_address`].
+    AddressBudget,
+}
+
 impl DiscoveryOutcome {
     /// The name events carry.
     pub fn name(self) -> &'static str {
         match self {
             DiscoveryOutcome::Added => "added",
             DiscoveryOutcome::Updated => "updated",
-            DiscoveryOutcome::Full { .. } => "full",
+            DiscoveryOutcome::AddedEvicting {
+                why: Evicted::Full, ..
+            } => "added-evicting-oldest",
+            DiscoveryOutcome::AddedEvicting {
+                why: Evicted::AddressBudget,
+                ..
+            } => "added-evicting-same-address",
             DiscoveryOutcome::TooLarge { .. } => "too-large",
         }
+    }
+}
+
+/// The table in memory; the store writes each change to the database.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    machines: HashMap<Mac, Discovered>,
+}
+
+/// A change to write.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Change {
+    Upsert(Box<Discovered>),
+    Delete(Mac),
+}
+
+impl Table {
+    pub(crate) fn replace(&mut self, rows: Vec<Discovered>) {
+        self.machines = rows.into_iter().map(|d| (d.mac, d)).collect();
+    }
+
+    /// Takes a report (facts already size-checked): the outcome and the
+    /// changes to write.
+    pub(crate) fn report(
+        &mut self,
+        limits: &DiscoveryLimits,
+        report: Discovered,
+        changes: &mut Vec<Change>,
+    ) -> DiscoveryOutcome {
+        let mac = report.mac;
+        if let Some(known) = self.machines.get_mut(&mac) {
+            known.last_seen = report.last_seen;
+            known.ip = report.ip;
+            known.facts = report.facts;
+            known.appliance = report.appliance;
+            changes.push(Change::Upsert(Box::new(known.clone())));
+            return DiscoveryOutcome::Updated;
+        }
+        let oldest = |it: &mut dyn Iterator<Item = &Discovered>| {
+            it.min_by_key(|d| (d.last_seen, d.mac)).map(|d| d.mac)
+        };
+        let same_address: Vec<&Discovered> = self
+            .machines
+            .values()
+            .filter(|d| report.ip.is_some() && d.ip == report.ip)
+            .collect();
+        let evict = if same_address.len() >= limits.per_address.max(1) {
+            oldest(&mut same_address.into_iter()).map(|m| (m, Evicted::AddressBudget))
+        } else if self.machines.len() >= limits.max.max(1) {
+            oldest(&mut self.machines.values()).map(|m| (m, Evicted::Full))
+        } else {
+            None
+        };
+        if let Some((evicted, _)) = evict {
+            self.machines.remove(&evicted);
+            changes.push(Change::Delete(evicted));
+        }
+        changes.push(Change::Upsert(Box::new(report.clone())));
+        self.machines.insert(mac, report);
+        match evict {
+            Some((evicted, why)) => DiscoveryOutcome::AddedEvicting { evicted, why },
+            None => DiscoveryOutcome::Added,
+        }
+    }
+
+    /// Forgets machines not seen for `expire_after` by `now`.
+    pub(crate) fn expire(&mut self, limits: &DiscoveryLimits, now: SystemTime) -> Vec<Mac> {
+        let old: Vec<Mac> = self
+            .machines
+            .values()
+            .filter(|d| crate::clock::elapsed(d.last_seen, now) >= limits.expire_after)
+            .map(|d| d.mac)
+            .collect();
+        for mac in &old {
+            self.machines.remove(mac);
+        }
+        old
+    }
+
+    pub(crate) fn forget(&mut self, mac: Mac) -> bool {
+        self.machines.remove(&mac).is_some()
+    }
+
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.machines.len();
+        self.machines.clear();
+        n
+    }
+
+    pub(crate) fn get(&self, mac: Mac) -> Option<&Discovered> {
+        self.machines.get(&mac)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.machines.len()
+    }
+
+    /// Most recently seen first.
+    pub(crate) fn list(&self) -> Vec<Discovered> {
+        let mut all: Vec<Discovered> = self.machines.values().cloned().collect();
+        all.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.mac.cmp(&b.mac)));
+        all
     }
 }
 
 /// A machine with a dozen NICs reports a few KiB; anything past this is
 /// not iPXE talking.
 pub(crate) const MAX_FACTS_BYTES: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn machine(n: u8, ip: &str, seen: u64) -> Discovered {
+        Discovered {
+            mac: format!("52:54:00:aa:00:{n:02x}").parse().expect("mac"),
+            first_seen: at(seen),
+            last_seen: at(seen),
+            ip: Some(ip.parse().expect("ip")),
+            facts: Facts::default(),
+            appliance: "a".into(),
+        }
+    }
+
+    #[test]
+    fn the_least_recently_seen_makes_room_and_one_address_churns_only_its_own() {
+        let limits = DiscoveryLimits {
+            max: 3,
+            per_address: 2,
+            expire_after: Duration::from_secs(100),
+        };
+        let mut t = Table::default();
+        let mut changes = Vec::new();
+        let outcomes: Vec<&str> = [
+            machine(1, "10.0.0.1", 1),
+            machine(2, "10.0.0.2", 2),
+            machine(3, "10.0.0.3", 3),
+            machine(4, "10.0.0.4", 4),
+            machine(5, "10.0.0.4", 5),
+            machine(6, "10.0.0.4", 6),
+            machine(4, "10.0.0.9", 7),
+        ]
+        .into_iter()
+        .map(|m| t.report(&limits, m, &mut changes).name())
+        .collect();
+        assert_eq!(
+            outcomes,
+            [
+                "added",
+                "added",
+                "added",
+                "added-evicting-oldest",
+                "added-evicting-oldest",
+                "added-evicting-same-address",
+                "added-evicting-oldest"
+            ]
+        );
+        let left: Vec<u8> = t.list().iter().map(|d| d.mac.octets()[5]).collect();
+        assert_eq!(left, [4, 6, 5]);
+        assert!(changes.contains(&Change::Delete(machine(1, "10.0.0.1", 0).mac)));
+        assert_eq!(
+            t.expire(&limits, at(105)),
+            vec![machine(5, "10.0.0.4", 0).mac]
+        );
+        assert!(t.forget(machine(6, "10.0.0.4", 0).mac));
+        assert_eq!(t.clear(), 1);
+    }
+}

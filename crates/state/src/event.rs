@@ -116,6 +116,87 @@ impl EventKind {
     }
 }
 
+/// Which bound an event is kept under. A host's timeline keeps each class
+/// within its own count, so a flood of one class never pushes another out:
+/// ten thousand rejected tokens cannot erase the install they were aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// What the life cycle itself did: phase changes, tokens issued and
+    /// bound, boot scripts, callbacks, installer log markers.
+    LifeCycle,
+    /// What a module saw of the host on its way: DHCP offers, TFTP
+    /// transfers, fetches, local boots, discovery reports.
+    Activity,
+    /// Refusals anyone on the LAN can cause at will: rejected tokens,
+    /// unanswered PXE requests, refused transitions.
+    Noise,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::LifeCycle, Class::Activity, Class::Noise];
+
+    /// The number the `class` column stores.
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            Class::LifeCycle => 0,
+            Class::Activity => 1,
+            Class::Noise => 2,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self.code() as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::LifeCycle => "life-cycle",
+            Class::Activity => "activity",
+            Class::Noise => "noise",
+        }
+    }
+}
+
+impl EventKind {
+    /// The bound this kind is kept under.
+    pub fn class(&self) -> Class {
+        match self {
+            EventKind::PhaseChange
+            | EventKind::TokenIssued
+            | EventKind::TokenBound
+            | EventKind::BootScript
+            | EventKind::Callback
+            | EventKind::InstallerLog => Class::LifeCycle,
+            EventKind::TokenRejected | EventKind::DhcpIgnored | EventKind::TransitionRefused => {
+                Class::Noise
+            }
+            EventKind::DhcpOffer
+            | EventKind::TftpTransfer
+            | EventKind::LoaderFetch
+            | EventKind::InstallerImage
+            | EventKind::KickstartFetch
+            | EventKind::LocalBoot
+            | EventKind::DiscoveryReport
+            | EventKind::Other(_) => Class::Activity,
+        }
+    }
+
+    /// Whether repeats of this kind are rate-limited per host: everything a
+    /// request from the LAN can cause over and over. What only a change of
+    /// the host's state produces (a phase change, a token minted or bound,
+    /// a callback that carried the live token) is written every time.
+    pub fn limited(&self) -> bool {
+        !matches!(
+            self,
+            EventKind::PhaseChange
+                | EventKind::TokenIssued
+                | EventKind::TokenBound
+                | EventKind::Callback
+                | EventKind::InstallerLog
+        )
+    }
+}
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -146,6 +227,12 @@ impl Event {
     /// An integer field of the detail.
     pub fn number(&self, field: &str) -> Option<u64> {
         self.detail.get(field).and_then(|v| v.as_u64())
+    }
+
+    /// How many events this one stands for: more than one when repeats
+    /// within a minute were folded into it (`"repeated": n`).
+    pub fn repeated(&self) -> u64 {
+        self.number("repeated").unwrap_or(1)
     }
 }
 

@@ -13,6 +13,9 @@ use kickstand_profiles::Mac;
 use serde::Deserialize;
 
 use crate::StateError;
+use crate::clock::to_ms;
+use crate::db::{Db, params};
+use crate::event::EventKind;
 use crate::phase::Phase;
 
 pub(crate) const FILE: &str = "hosts.json";
@@ -57,6 +60,76 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Imported>, StateErr
             })
         })
         .collect()
+}
+
+/// Imports `dir/hosts.json` into `db` if it is there, then renames it.
+pub(crate) async fn import(
+    db: &Db,
+    dir: &Path,
+    appliance: &str,
+    now: SystemTime,
+) -> Result<(), StateError> {
+    let path = dir.join(FILE);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(StateError::Io { path, source }),
+    };
+    let hosts = parse(&path, &bytes)?;
+    let mut tx = db.begin().await?;
+    let mut added = 0;
+    for h in &hosts {
+        let since = to_ms(h.since);
+        let started = (h.phase == Phase::Installing).then_some(since);
+        let ended = (h.phase == Phase::Installed).then_some(since);
+        let n = tx
+            .execute(
+                "INSERT INTO hosts (mac, phase, since, install_started, install_ended, appliance) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mac) DO NOTHING",
+                params![
+                    h.mac.to_string(),
+                    h.phase.as_str(),
+                    since,
+                    started,
+                    ended,
+                    appliance
+                ],
+            )
+            .await?;
+        if n > 0 {
+            added += 1;
+            let detail = serde_json::json!({"from": null, "to": h.phase, "transition": "import"});
+            let kind = EventKind::PhaseChange;
+            tx.execute(
+                "INSERT INTO events (time, mac, appliance, kind, detail, class) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                params![
+                    to_ms(now),
+                    h.mac.to_string(),
+                    appliance,
+                    kind.as_str(),
+                    detail.to_string(),
+                    kind.class().code()
+                ],
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    let done = dir.join(DONE);
+    tokio::fs::rename(&path, &done)
+        .await
+        .map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    tracing::info!(
+        "imported {added} of {} hosts from {}; renamed it {}",
+        hosts.len(),
+        path.display(),
+        done.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,23 +5,46 @@
 //! It knows nothing of protocols, rendering or profiles: callers tell it
 //! what happened and ask it what is true.
 //!
+//! # Memory first, the database behind
+//! Every reply path (a DHCP packet, a TFTP read, a boot script, a repo
+//! request) reads host state, so no read waits for a disk: the store holds
+//! every host record, the newest events of each timeline and the
+//! discovered machines in memory, loaded at open. A change is applied in
+//! memory at once and queued for one writer that commits many changes per
+//! transaction (group commit). The caller gets a [`Written`]: the change's
+//! result now, and, awaited, the commit that carries it — a callback that
+//! moves a host's phase is acknowledged only once it is durable; a DHCP
+//! answer never waits.
+//!
+//! Nothing a stranger sends grows it: host records exist only for MACs
+//! the daemon names (profiled ones), repeats of one event kind for one MAC
+//! are folded into a summary per minute, events about strangers are
+//! written within a shared rate, the discovered table is bounded, and each
+//! class of a timeline ([`Class`]) is pruned within its own bound, so
+//! noise never pushes out a life-cycle event.
+//!
 //! # Layout
 //! - [`phase`]: the life cycle as a pure function, [`next`].
 //! - [`host`]: a host's record and what a transition does to it.
+//! - `op`: every change to a host as data, applied in memory and replayed
+//!   on the database row.
 //! - [`token`]: build tokens and why one is refused.
-//! - [`event`]: timeline event kinds and the detail fields each carries.
+//! - [`event`]: timeline event kinds, their classes and detail fields.
 //! - [`diagnosis`]: a timeline read as one operator sentence.
 //! - [`discovery`]: discovered machines, a bounded table.
-//! - `store`: [`StateStore`], the async API; one transaction per call.
-//! - `db`, `schema`, `import`: the two backends behind one SQL surface,
-//!   versioned migrations, and the one-time import of the old JSON file.
+//! - `book`, `limit`: the hosts in memory; repeat folding and rate limits.
+//! - `store`: [`StateStore`], the API; `writer`: the one writer.
+//! - `db`, `rows`, `schema`, `import`: the two backends behind one SQL
+//!   surface, the rows, versioned migrations, the old JSON file's import.
 //!
 //! # Backends
 //! SQLite (embedded, the default: `state.db` in the state directory, WAL,
 //! `synchronous = FULL`) or PostgreSQL, which several appliances share so a
 //! host installed through rack A's appliance boots its disk on rack B's.
-//! Both run the same migrations and the same queries; the test suite runs
-//! against both.
+//! With PostgreSQL each appliance announces the hosts it changed after
+//! every commit (`NOTIFY`) and reads again what the others announced, so a
+//! change made elsewhere is in force here within moments. Both run the same
+//! migrations and the same queries; the test suite runs against both.
 //!
 //! # Why rusqlite and tokio-postgres, not sqlx
 //! The store makes about twenty queries. sqlx's compile-time checked
@@ -35,6 +58,7 @@
 //! common transaction type (`db::Tx`, integers and text only) each backend
 //! is about a hundred and fifty lines, and every query is written once.
 
+mod book;
 mod clock;
 mod db;
 pub mod diagnosis;
@@ -42,10 +66,14 @@ pub mod discovery;
 pub mod event;
 pub mod host;
 mod import;
+mod limit;
+mod op;
 pub mod phase;
+mod rows;
 mod schema;
 mod store;
 pub mod token;
+mod writer;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -53,13 +81,14 @@ use std::time::Duration;
 
 pub use clock::{Span, Stamp};
 pub use diagnosis::{Diagnosis, diagnose};
-pub use discovery::{Discovered, DiscoveryOutcome, Facts, Nic};
-pub use event::{Event, EventKind};
+pub use discovery::{Discovered, DiscoveryLimits, DiscoveryOutcome, Evicted, Facts, Nic};
+pub use event::{Class, Event, EventKind};
 pub use host::{Host, Outcome, Pulled};
 pub use kickstand_profiles::Mac;
 pub use phase::{Phase, Refused, Transition, next};
-pub use store::{InstallSize, StateStore};
+pub use store::{InstallSize, StateStore, StoreStats};
 pub use token::{BuildToken, TokenRejected};
+pub use writer::Written;
 
 /// Where the state lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -103,38 +132,55 @@ pub struct StateConfig {
     /// before the host is failed, and how long a build token lives.
     pub install_timeout: Duration,
     pub retention: Retention,
-    /// The bound of the discovered-machines table.
-    pub max_discovered: usize,
+    /// The bounds of the discovered-machines table.
+    pub discovery: DiscoveryLimits,
     /// Where a `hosts.json` from the old JSON store may wait to be
     /// imported (the SQLite directory by default; `None` for none).
     pub import_dir: Option<PathBuf>,
 }
 
 /// How much timeline the store keeps, so it never grows without limit.
+/// Noise has bounds of its own: no amount of it pushes out a life-cycle
+/// or activity event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Events kept per host (the newest).
+    /// Life-cycle events kept per host (the newest), and activity events.
     pub per_host: u64,
+    /// Noise events kept per host.
+    pub noise_per_host: u64,
     /// Events older than this are removed.
     pub max_age: Duration,
-    /// Events kept in all: a flood of requests from forged MACs is bounded
-    /// too, not only each MAC's share of it.
+    /// Life-cycle and activity events kept in all.
     pub total: u64,
+    /// Noise events kept in all: a flood of requests from forged MACs is
+    /// bounded too, not only each MAC's share of it.
+    pub noise_total: u64,
 }
 
 impl Default for Retention {
     fn default() -> Retention {
         Retention {
             per_host: 1000,
+            noise_per_host: 100,
             max_age: Duration::from_secs(30 * 24 * 3600),
             total: 1_000_000,
+            noise_total: 100_000,
+        }
+    }
+}
+
+impl Retention {
+    /// The per-host bound of `class`.
+    pub fn per_class(&self, class: Class) -> u64 {
+        match class {
+            Class::Noise => self.noise_per_host,
+            Class::LifeCycle | Class::Activity => self.per_host,
         }
     }
 }
 
 impl StateConfig {
     pub const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
-    pub const DEFAULT_MAX_DISCOVERED: usize = 1000;
 
     /// The defaults for `backend`, as appliance `appliance`.
     pub fn new(backend: Backend, appliance: impl Into<String>) -> StateConfig {
@@ -147,7 +193,7 @@ impl StateConfig {
             appliance: appliance.into(),
             install_timeout: StateConfig::DEFAULT_INSTALL_TIMEOUT,
             retention: Retention::default(),
-            max_discovered: StateConfig::DEFAULT_MAX_DISCOVERED,
+            discovery: DiscoveryLimits::default(),
             import_dir,
         }
     }
@@ -176,8 +222,44 @@ pub enum StateError {
     NewerSchema { found: usize, known: usize },
     #[error("state database worker failed: {0}")]
     Task(String),
+    #[error("the change is kept in memory but could not be written yet: {0}")]
+    Write(String),
     #[error("no random numbers for a build token: {0}")]
     Random(String),
+}
+
+impl StateError {
+    /// Whether trying again later may work: the database went away or is
+    /// busy, rather than refusing this change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StateError::Database { source, .. } => {
+                if let Some(e) = source.downcast_ref::<tokio_postgres::Error>() {
+                    return e.is_closed()
+                        || e.code().is_none()
+                        || e.code().is_some_and(|c| {
+                            c.code().starts_with("08")
+                                || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                                || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                                || *c == tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
+                                || *c == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
+                        });
+                }
+                if let Some(rusqlite::Error::SqliteFailure(e, _)) =
+                    source.downcast_ref::<rusqlite::Error>()
+                {
+                    use rusqlite::ErrorCode::*;
+                    return matches!(
+                        e.code,
+                        DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen
+                    );
+                }
+                false
+            }
+            StateError::Io { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         duration_ms BIGINT NOT NULL
     );
     CREATE INDEX installs_os ON installs (os, id)",
+    // 3: events by class, each kept within its own bound (noise never
+    // pushes out a life-cycle event).
+    "ALTER TABLE events ADD COLUMN class BIGINT NOT NULL DEFAULT 1;
+    UPDATE events SET class = 0 WHERE kind IN
+        ('phase-change', 'token-issued', 'token-bound', 'boot-script', 'callback', 'installer-log');
+    UPDATE events SET class = 2 WHERE kind IN
+        ('token-rejected', 'dhcp-ignored', 'transition-refused');
+    CREATE INDEX events_mac_class ON events (mac, class, id);
+    CREATE INDEX events_class ON events (class, id)",
 ];
 
 /// Brings the database to `target` (normally `MIGRATIONS.len()`).

@@ -1,38 +1,40 @@
-//! [`StateStore`]: the async API the daemon, the HTTP front and the
-//! protocol modules use. Each call is one transaction: when it returns
-//! `Ok`, what it wrote is committed (on disk for SQLite, on the server for
-//! PostgreSQL), except the per-install byte and file counters of
-//! [`StateStore::add_pulled`], which are batched in memory for a second.
+//! [`StateStore`]: the API the daemon and the protocol fronts use. Every
+//! read is answered from memory ([`crate::book`], the discovered table);
+//! every change is applied there at once and queued for the one writer
+//! ([`crate::writer`]), which commits many changes per transaction. What a
+//! change returns is a [`Written`]: its result now, and the commit that
+//! makes it durable for the callers that must wait for it.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use kickstand_profiles::Mac;
-use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::clock::{self, to_ms};
-use crate::db::{Db, Lock, Row, Tx, Value, params};
+use crate::book::Book;
+use crate::db::{Db, params};
 use crate::diagnosis::{self, Diagnosis};
-use crate::discovery::{Discovered, DiscoveryOutcome, Facts, MAX_FACTS_BYTES};
+use crate::discovery::{self, Discovered, DiscoveryOutcome, Facts, MAX_FACTS_BYTES};
 use crate::event::{Event, EventKind};
-use crate::host::{Finished, Host, Outcome, Pulled};
+use crate::host::{Host, Outcome, Pulled};
+use crate::limit::{Bucket, Folded, Limiter, Verdict};
+use crate::op::{self, HostOp, TokenNeed};
 use crate::phase::{Phase, Transition};
 use crate::token::{BuildToken, TokenRejected};
-use crate::{Backend, StateConfig, StateError, import, schema};
+use crate::writer::{self, Job, Queue, Writer, WriterStats, Written, lock};
+use crate::{Backend, StateConfig, StateError, import, rows, schema};
 
-/// How long `add_pulled` counts may wait in memory before they are written.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Every this many writes, the whole timeline is pruned by age and total.
-const PRUNE_EVERY: u64 = 1000;
-/// Past installs kept per OS (only the newest is used; a few more say
-/// what changed when an operator asks).
-const INSTALLS_PER_OS: i64 = 10;
+/// Events about MACs without a host record written per second, and at
+/// once: what strangers can make the store write.
+const STRANGER_RATE: u32 = 20;
+const STRANGER_BURST: u32 = 200;
 
-/// The host state store. Cheap to clone; every clone shares one database
-/// connection.
+/// The host state store. Cheap to clone; every clone shares the memory,
+/// the queue and the writer.
 #[derive(Clone)]
 pub struct StateStore {
     inner: Arc<Inner>,
@@ -48,15 +50,28 @@ impl std::fmt::Debug for StateStore {
 }
 
 struct Inner {
-    db: Db,
     config: StateConfig,
-    pending: Mutex<Pending>,
-    writes: AtomicU64,
+    /// Several appliances share the database: keep what is not committed
+    /// yet, to replay it over another appliance's change.
+    shared: bool,
+    book: Arc<Mutex<Book>>,
+    discovered: Arc<Mutex<discovery::Table>>,
+    limiter: Mutex<Limiter>,
+    strangers: Mutex<Bucket>,
+    queue: Arc<Queue>,
+    /// A connection of its own for timelines, so reading one never waits
+    /// behind the writer's transaction.
+    reader: Db,
+    stop: CancellationToken,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    folded: AtomicU64,
 }
 
-struct Pending {
-    pulled: HashMap<Mac, Pulled>,
-    flushed: Instant,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The writer writes what is queued, then stops.
+        self.stop.cancel();
+    }
 }
 
 /// What the last completed install of an OS pulled, and how long it took:
@@ -68,883 +83,707 @@ pub struct InstallSize {
     pub duration: Duration,
 }
 
-/// What a locked host's update writes besides the host row.
-#[derive(Default)]
-struct Change {
-    save: bool,
-    events: Vec<(EventKind, serde_json::Value)>,
-    finished: Option<Finished>,
-}
-
-const HOST_COLUMNS: &str = "mac, phase, since, token, token_issued, token_expires, token_ip, \
-     last_ip, install_started, install_ended, last_error, pulled_bytes, pulled_files, appliance";
-
-const SAVE_HOST: &str = "INSERT INTO hosts (mac, phase, since, token, token_issued, \
-     token_expires, token_ip, last_ip, install_started, install_ended, last_error, pulled_bytes, \
-     pulled_files, appliance) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-     ON CONFLICT (mac) DO UPDATE SET phase = excluded.phase, since = excluded.since, \
-     token = excluded.token, token_issued = excluded.token_issued, \
-     token_expires = excluded.token_expires, token_ip = excluded.token_ip, \
-     last_ip = excluded.last_ip, install_started = excluded.install_started, \
-     install_ended = excluded.install_ended, last_error = excluded.last_error, \
-     pulled_bytes = excluded.pulled_bytes, pulled_files = excluded.pulled_files, \
-     appliance = excluded.appliance";
-
-const EVENT_COLUMNS: &str = "id, time, mac, appliance, kind, detail";
-
-fn time(ms: Option<i64>) -> Option<SystemTime> {
-    ms.map(clock::from_ms)
-}
-
-fn count(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn host_from(r: &Row) -> Result<Host, StateError> {
-    let mac = r
-        .parsed::<Mac>(0)?
-        .ok_or_else(|| StateError::Corrupt("host without a MAC".into()))?;
-    let phase = r
-        .text(1)?
-        .parse::<Phase>()
-        .map_err(|e| StateError::Corrupt(format!("host {mac}: {e}")))?;
-    Ok(Host {
-        mac,
-        phase,
-        since: clock::from_ms(r.int(2)?),
-        token: r
-            .opt_text(3)?
-            .map(|t| BuildToken::from_stored(t.to_owned())),
-        token_issued: time(r.opt_int(4)?),
-        token_expires: time(r.opt_int(5)?),
-        token_ip: r.parsed(6)?,
-        last_ip: r.parsed(7)?,
-        install_started: time(r.opt_int(8)?),
-        install_ended: time(r.opt_int(9)?),
-        last_error: r.opt_text(10)?.map(str::to_owned),
-        pulled: Pulled {
-            bytes: count(r.int(11)?),
-            files: count(r.int(12)?),
-        },
-        appliance: r.text(13)?.to_owned(),
-    })
-}
-
-fn host_params(h: &Host) -> Vec<Value> {
-    let ms = |t: Option<SystemTime>| t.map(to_ms);
-    params![
-        h.mac.to_string(),
-        h.phase.as_str(),
-        to_ms(h.since),
-        h.token.as_ref().map(|t| t.as_str().to_owned()),
-        ms(h.token_issued),
-        ms(h.token_expires),
-        h.token_ip.map(|ip| ip.to_string()),
-        h.last_ip.map(|ip| ip.to_string()),
-        ms(h.install_started),
-        ms(h.install_ended),
-        h.last_error.clone(),
-        h.pulled.bytes,
-        h.pulled.files,
-        h.appliance.clone(),
-    ]
-}
-
-fn event_from(r: &Row) -> Result<Event, StateError> {
-    let detail = r.text(5)?;
-    Ok(Event {
-        id: r.int(0)?,
-        time: clock::from_ms(r.int(1)?),
-        mac: r
-            .parsed(2)?
-            .ok_or_else(|| StateError::Corrupt("event without a MAC".into()))?,
-        appliance: r.text(3)?.to_owned(),
-        kind: EventKind::parse(r.text(4)?),
-        detail: serde_json::from_str(detail)
-            .map_err(|e| StateError::Corrupt(format!("event detail {detail:?}: {e}")))?,
-    })
-}
-
-fn ip_text(ip: IpAddr) -> String {
-    ip.to_string()
+/// What the store did, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Transactions the writer committed.
+    pub transactions: u64,
+    /// Changes they carried.
+    pub changes: u64,
+    /// Changes waiting now.
+    pub queued: u64,
+    /// Commits that failed (retried, or split).
+    pub failed_commits: u64,
+    /// Changes the database refused (dropped; kept in memory).
+    pub dropped_changes: u64,
+    /// Activity and noise events shed because the queue was full.
+    pub shed_events: u64,
+    /// Repeats folded into summaries.
+    pub folded_events: u64,
+    /// Events about strangers not written (over their rate).
+    pub stranger_events_refused: u64,
+    /// Hosts and discovered machines held in memory.
+    pub hosts: u64,
+    pub discovered: u64,
 }
 
 impl StateStore {
-    /// Opens the store, creating and migrating the database as needed,
-    /// importing an old `hosts.json` once, and pruning old events.
+    /// Opens the store, creating and migrating the database as needed and
+    /// importing an old `hosts.json` once; loads every host and the
+    /// discovered machines into memory; starts the writer (and, with
+    /// PostgreSQL, the listener for other appliances' changes).
     pub async fn open(config: StateConfig) -> Result<StateStore, StateError> {
-        let store = StateStore::open_at_version(config, schema::MIGRATIONS.len()).await?;
-        if let Some(dir) = store.inner.config.import_dir.clone() {
-            store.import_json(&dir, SystemTime::now()).await?;
+        let (db, reader) = connect(&config).await?;
+        schema::migrate(&db, schema::MIGRATIONS.len()).await?;
+        if let Some(dir) = config.import_dir.clone() {
+            import::import(&db, &dir, &config.appliance, SystemTime::now()).await?;
         }
-        store.prune(SystemTime::now()).await?;
+        let store = StateStore::start(config, db, reader).await?;
+        // The first prune runs with the first batch.
+        store.push(Job::Prune {
+            now: SystemTime::now(),
+            reply: None,
+        });
         Ok(store)
     }
 
-    /// Opens the store migrated only up to `version`, without importing:
-    /// for tests that need a database as an older release left it.
+    /// Makes a database as an older release left it: migrated to `version`,
+    /// then `statements` run in one transaction. For upgrade tests.
     #[doc(hidden)]
-    pub async fn open_at_version(
-        config: StateConfig,
+    pub async fn make_old(
+        config: &StateConfig,
         version: usize,
-    ) -> Result<StateStore, StateError> {
-        let db = match &config.backend {
-            Backend::Sqlite { dir } => {
-                let path = dir.join("state.db");
-                prepare_sqlite_file(dir, &path).await?;
-                Db::open_sqlite(&path).await?
-            }
-            Backend::Postgres { url } => Db::open_postgres(url).await?,
-        };
+        statements: &[&str],
+    ) -> Result<(), StateError> {
+        let (db, _) = connect(config).await?;
         schema::migrate(&db, version.min(schema::MIGRATIONS.len())).await?;
+        let mut tx = db.begin().await?;
+        for sql in statements {
+            tx.execute(sql, params![]).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn start(config: StateConfig, db: Db, reader: Db) -> Result<StateStore, StateError> {
+        let (book, table) = load(&reader, &config).await?;
+        let shared = db.shared();
+        let book = Arc::new(Mutex::new(book));
+        let discovered = Arc::new(Mutex::new(table));
+        let queue = Queue::new();
+        let stop = CancellationToken::new();
+        let instance = instance_id()?;
+        if let Backend::Postgres { url } = &config.backend {
+            tokio::spawn(crate::db::postgres::listen(
+                url.clone(),
+                writer::CHANNEL,
+                listened(queue.clone(), instance.clone()),
+                stop.clone(),
+            ));
+        }
+        let writer = Writer::new(
+            db,
+            queue.clone(),
+            book.clone(),
+            discovered.clone(),
+            config.clone(),
+            instance,
+        );
+        let handle = tokio::spawn(writer.run(stop.clone()));
         Ok(StateStore {
             inner: Arc::new(Inner {
-                db,
                 config,
-                pending: Mutex::new(Pending {
-                    pulled: HashMap::new(),
-                    flushed: Instant::now(),
-                }),
-                writes: AtomicU64::new(0),
+                shared,
+                book,
+                discovered,
+                limiter: Mutex::default(),
+                strangers: Mutex::new(Bucket::new(STRANGER_RATE, STRANGER_BURST)),
+                queue,
+                reader,
+                stop,
+                writer: Mutex::new(Some(handle)),
+                folded: AtomicU64::new(0),
             }),
         })
     }
 
+    /// Writes everything queued and stops the writer (at shutdown).
+    pub async fn close(&self) -> Result<(), StateError> {
+        let flushed = self.flush().await;
+        self.inner.stop.cancel();
+        let handle = lock(&self.inner.writer).take();
+        if let Some(handle) = handle {
+            handle.await.map_err(|e| StateError::Task(e.to_string()))?;
+        }
+        flushed
+    }
+
     /// The schema version the database is at.
     pub async fn schema_version(&self) -> Result<usize, StateError> {
-        schema::version(&self.inner.db).await
+        schema::version(&self.inner.reader).await
     }
 
     pub fn config(&self) -> &StateConfig {
         &self.inner.config
     }
 
+    pub fn stats(&self) -> StoreStats {
+        let w: &WriterStats = &self.inner.queue.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStats {
+            transactions: get(&w.transactions),
+            changes: get(&w.changes),
+            queued: get(&w.queued),
+            failed_commits: get(&w.failed_commits),
+            dropped_changes: get(&w.dropped_changes),
+            shed_events: get(&w.shed_events),
+            folded_events: get(&self.inner.folded),
+            stranger_events_refused: lock(&self.inner.strangers).refused,
+            hosts: lock(&self.inner.book).hosts().count() as u64,
+            discovered: lock(&self.inner.discovered).len() as u64,
+        }
+    }
+
+    fn push(&self, job: Job) -> Option<u64> {
+        self.inner.queue.push(job)
+    }
+
+    /// A change's handle. A call that changed nothing (`seq` is `None`)
+    /// still waits, when awaited, for what was queued before it: what it
+    /// answered rests on those changes (a callback that finds the host
+    /// already `installing` must not be acknowledged before the kickstart
+    /// fetch that made it so is on disk).
+    fn written<T>(&self, value: T, seq: Option<u64>) -> Written<T> {
+        let seq = seq.or_else(|| Some(self.inner.queue.last_seq()).filter(|s| *s > 0));
+        self.inner.queue.written(value, seq)
+    }
+
     // ---- hosts and the life cycle -------------------------------------
 
     /// The host's record; `None` for a MAC never named to the store (its
     /// phase is [`Phase::New`]).
-    pub async fn host(&self, mac: Mac) -> Result<Option<Host>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let host = self.load(&mut tx, mac, false).await?;
-        tx.commit().await?;
-        Ok(host.map(|h| self.with_pending(h)))
+    pub fn host(&self, mac: Mac) -> Option<Host> {
+        lock(&self.inner.book).host(mac).cloned()
+    }
+
+    /// The host's phase ([`Phase::New`] when it has no record).
+    pub fn phase(&self, mac: Mac) -> Phase {
+        lock(&self.inner.book)
+            .host(mac)
+            .map_or(Phase::New, |h| h.phase)
     }
 
     /// Every host the store knows, by MAC.
-    pub async fn hosts(&self) -> Result<Vec<Host>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let rows = tx
-            .query(
-                &format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY mac"),
-                params![],
-            )
-            .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| host_from(r).map(|h| self.with_pending(h)))
-            .collect()
+    pub fn hosts(&self) -> Vec<Host> {
+        let mut hosts: Vec<Host> = lock(&self.inner.book).hosts().cloned().collect();
+        hosts.sort_by_key(|h| h.mac);
+        hosts
     }
 
     /// The host that last came from `ip`, to put a request that carries no
     /// MAC (TFTP, the repo proxy) on a timeline.
-    pub async fn host_by_ip(&self, ip: IpAddr) -> Result<Option<Mac>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let row = tx
-            .query_opt(
-                "SELECT mac FROM hosts WHERE last_ip = $1 ORDER BY since DESC LIMIT 1",
-                params![ip_text(ip)],
-            )
-            .await?;
-        tx.commit().await?;
-        row.map(|r| r.parsed(0)).transpose().map(Option::flatten)
+    pub fn host_by_ip(&self, ip: IpAddr) -> Option<Mac> {
+        lock(&self.inner.book).by_ip(ip)
+    }
+
+    /// Applies `op` to `mac` and queues it when it changed anything. A
+    /// refused transition is not queued as a change: its event is a noise
+    /// event like any other refusal, rate-limited.
+    fn change(&self, mac: Mac, op: HostOp, now: SystemTime) -> (op::Applied, Option<u64>) {
+        let config = &self.inner.config;
+        let mut book = lock(&self.inner.book);
+        let known = book.known(mac);
+        let applied = book.apply(
+            mac,
+            &op,
+            now,
+            config.install_timeout,
+            &config.appliance,
+            None,
+        );
+        if let Some(done) = &applied.effects.finished {
+            book.installs.insert(
+                done.os.clone(),
+                InstallSize {
+                    bytes: done.pulled.bytes,
+                    files: done.pulled.files,
+                    duration: done.duration,
+                },
+            );
+        }
+        if let Outcome::Refused { .. } = applied.effects.outcome {
+            drop(book);
+            let mut seq = None;
+            for (kind, detail) in &applied.effects.events {
+                seq = self.event(mac, kind.clone(), detail.clone(), now).max(seq);
+            }
+            return (applied, seq);
+        }
+        let wanted = !known || applied.save || !applied.effects.events.is_empty();
+        if !wanted {
+            return (applied, None);
+        }
+        let seq = self.push(Job::Host {
+            mac,
+            op: op.clone(),
+            now,
+        });
+        if let Some(seq) = seq {
+            if self.inner.shared {
+                book.keep(mac, seq, op, now);
+            }
+            book.push_effects(mac, seq, &applied.effects, now, &config.appliance);
+        }
+        (applied, seq)
     }
 
     /// Applies `t` to the host (creating its record if it has none) and
     /// records the change, or the refusal, on its timeline. `ip`, when the
     /// caller knows it, becomes the host's last address.
     ///
-    /// Call it only for MACs that have a profile: the hosts table is not
-    /// bounded the way the discovered table is.
-    pub async fn transition(
+    /// Call it only for MACs that have a profile: host records are kept
+    /// in memory, bounded by the profiles, not by what the LAN sends.
+    pub fn transition(
         &self,
         mac: Mac,
         t: Transition,
         ip: Option<IpAddr>,
         now: SystemTime,
-    ) -> Result<Outcome, StateError> {
-        let timeout = self.inner.config.install_timeout;
-        self.update_host(mac, now, |host| {
-            if let Some(ip) = ip {
-                host.last_ip = Some(ip);
-            }
-            let effects = host.apply(&t, now, timeout);
-            Ok((
-                effects.outcome,
-                Change {
-                    save: true,
-                    events: effects.events,
-                    finished: effects.finished,
-                },
-            ))
-        })
-        .await
+    ) -> Written<Outcome> {
+        let (applied, seq) = self.change(mac, HostOp::Transition { t, ip }, now);
+        self.written(applied.effects.outcome, seq)
     }
 
     /// The host's live build token, minted if it has none or its old one
     /// expired. `None` when the host is not in build mode (installed or
     /// failed), or when its install just ran past `install_timeout`, which
-    /// fails it.
-    pub async fn ensure_token(
+    /// fails it. Await it before handing the token out: a token the disk
+    /// never saw would be refused after a restart.
+    pub fn ensure_token(
         &self,
         mac: Mac,
         now: SystemTime,
-    ) -> Result<Option<BuildToken>, StateError> {
+    ) -> Result<Written<Option<BuildToken>>, StateError> {
         let timeout = self.inner.config.install_timeout;
-        self.update_host(mac, now, |host| {
-            if !host.phase.is_build_mode() {
-                return Ok((None, Change::default()));
-            }
-            if host.overdue(now, timeout) {
-                let effects = host.apply(&Transition::TimedOut, now, timeout);
-                return Ok((
-                    None,
-                    Change {
-                        save: true,
-                        events: effects.events,
-                        finished: None,
+        let need = op::token_need(lock(&self.inner.book).host(mac), now, timeout);
+        Ok(match need {
+            // A live token was committed before its minter handed it out.
+            TokenNeed::NotBuilding => self.inner.queue.written(None, None),
+            TokenNeed::Live(token) => self.inner.queue.written(Some(token), None),
+            TokenNeed::Overdue => {
+                let (_, seq) = self.change(
+                    mac,
+                    HostOp::Transition {
+                        t: Transition::TimedOut,
+                        ip: None,
                     },
-                ));
+                    now,
+                );
+                self.written(None, seq)
             }
-            if host.token_live(now) {
-                return Ok((host.token.clone(), Change::default()));
+            TokenNeed::Mint => {
+                let token = BuildToken::mint()?;
+                let (_, seq) = self.change(
+                    mac,
+                    HostOp::Mint {
+                        token: token.clone(),
+                        expires: now + timeout,
+                    },
+                    now,
+                );
+                // Another request minted one a moment ago: that one stands.
+                let live = lock(&self.inner.book)
+                    .host(mac)
+                    .and_then(|h| h.token.clone())
+                    .unwrap_or(token);
+                self.written(Some(live), seq)
             }
-            let token = BuildToken::mint()?;
-            let expires = now + timeout;
-            host.token = Some(token.clone());
-            host.token_issued = Some(now);
-            host.token_expires = Some(expires);
-            host.token_ip = None;
-            Ok((
-                Some(token),
-                Change {
-                    save: true,
-                    events: vec![(EventKind::TokenIssued, json!({"expires": to_ms(expires)}))],
-                    finished: None,
-                },
-            ))
         })
-        .await
     }
 
     /// Checks the build token a request to `mac`'s kickstart or callbacks
     /// presented from `peer`. The first accepted use binds the token to
     /// `peer`. Every refusal is a `token-rejected` event on `mac`'s
-    /// timeline.
-    pub async fn check_token(
+    /// timeline (repeats folded).
+    pub fn check_token(
         &self,
         mac: Mac,
         presented: Option<&str>,
         peer: IpAddr,
         now: SystemTime,
-    ) -> Result<Result<(), TokenRejected>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let mut events = Vec::new();
-        let verdict = match presented.filter(|t| !t.is_empty()) {
-            None => Err(TokenRejected::Missing),
-            Some(presented) => {
-                let host = self.load(&mut tx, mac, true).await?;
-                match host {
-                    Some(mut h) if h.token.as_ref().is_some_and(|t| t.matches(presented)) => {
-                        match h.token_ip {
-                            _ if !h.token_live(now) => Err(TokenRejected::Expired),
-                            Some(bound) if bound != peer => {
-                                Err(TokenRejected::WrongAddress { bound })
-                            }
-                            bound => {
-                                if bound.is_none() {
-                                    h.token_ip = Some(peer);
-                                    events.push((
-                                        EventKind::TokenBound,
-                                        json!({"ip": ip_text(peer)}),
-                                    ));
-                                }
-                                if bound.is_none() || h.last_ip != Some(peer) {
-                                    h.last_ip = Some(peer);
-                                    h.appliance.clone_from(&self.inner.config.appliance);
-                                    tx.execute(SAVE_HOST, host_params(&h)).await?;
-                                }
-                                Ok(())
-                            }
-                        }
-                    }
-                    _ => {
-                        // An index lookup, not a constant-time compare: its
-                        // timing could at most say whether some host has
-                        // this exact 192-bit value, which no one can guess.
-                        let owner = tx
-                            .query_opt("SELECT mac FROM hosts WHERE token = $1", params![presented])
-                            .await?
-                            .map(|r| r.parsed::<Mac>(0))
-                            .transpose()?
-                            .flatten();
-                        match owner {
-                            Some(owner) if owner != mac => Err(TokenRejected::OtherHost { owner }),
-                            _ => Err(TokenRejected::Wrong),
-                        }
-                    }
-                }
-            }
+    ) -> Written<Result<(), TokenRejected>> {
+        let (verdict, then) = {
+            let book = lock(&self.inner.book);
+            judge(&book, mac, presented.filter(|t| !t.is_empty()), peer, now)
         };
-        if let Err(reason) = verdict {
-            let mut detail = json!({"ip": ip_text(peer), "reason": reason.name()});
-            match reason {
-                TokenRejected::WrongAddress { bound } => detail["bound"] = ip_text(bound).into(),
-                TokenRejected::OtherHost { owner } => detail["owner"] = owner.to_string().into(),
-                _ => {}
+        let seq = match (then, &verdict) {
+            (Then::Bind(token), _) => self.change(mac, HostOp::Bind { token, ip: peer }, now).1,
+            (Then::Seen, _) => self.change(mac, HostOp::Seen { ip: peer }, now).1,
+            (Then::Nothing, Err(reason)) => {
+                let mut detail =
+                    serde_json::json!({"ip": rows::ip_text(peer), "reason": reason.name()});
+                match reason {
+                    TokenRejected::WrongAddress { bound } => {
+                        detail["bound"] = rows::ip_text(*bound).into();
+                    }
+                    TokenRejected::OtherHost { owner } => {
+                        detail["owner"] = owner.to_string().into();
+                    }
+                    _ => {}
+                }
+                self.event(mac, EventKind::TokenRejected, detail, now)
             }
-            events.push((EventKind::TokenRejected, detail));
-        }
-        let wrote = !events.is_empty();
-        for (kind, detail) in &events {
-            self.insert_event(&mut tx, mac, kind, detail, now).await?;
-        }
-        if wrote {
-            self.prune_host(&mut tx, mac, now).await?;
-        }
-        tx.commit().await?;
-        if wrote {
-            self.after_write(now).await;
-        }
-        Ok(verdict)
+            (Then::Nothing, Ok(())) => None,
+        };
+        self.written(verdict, seq)
     }
 
     /// Fails every host whose install ran past `install_timeout`; returns
     /// them. The daemon calls it now and then; [`StateStore::ensure_token`]
     /// also fails an overdue host that boots again.
-    pub async fn fail_overdue(&self, now: SystemTime) -> Result<Vec<Mac>, StateError> {
+    pub fn fail_overdue(&self, now: SystemTime) -> Vec<Mac> {
         let timeout = self.inner.config.install_timeout;
-        let deadline = to_ms(now).saturating_sub(clock::duration_ms(timeout));
-        let mut tx = self.inner.db.begin().await?;
-        let rows = tx
-            .query(
-                "SELECT mac FROM hosts WHERE phase IN ('booting', 'installing') \
-                 AND COALESCE(install_started, since) <= $1",
-                params![deadline],
-            )
-            .await?;
-        tx.commit().await?;
-        let mut failed = Vec::new();
-        for r in rows {
-            let Some(mac) = r.parsed::<Mac>(0)? else {
-                continue;
-            };
-            // Checked again under the row lock: the host may have moved on.
-            let timed_out = self
-                .update_host(mac, now, |host| {
-                    if !host.overdue(now, timeout) {
-                        return Ok((false, Change::default()));
-                    }
-                    let effects = host.apply(&Transition::TimedOut, now, timeout);
-                    Ok((
-                        true,
-                        Change {
-                            save: true,
-                            events: effects.events,
-                            finished: None,
-                        },
-                    ))
-                })
-                .await?;
-            if timed_out {
-                failed.push(mac);
-            }
+        let overdue: Vec<Mac> = lock(&self.inner.book)
+            .hosts()
+            .filter(|h| h.overdue(now, timeout))
+            .map(|h| h.mac)
+            .collect();
+        for mac in &overdue {
+            let _ = self.transition(*mac, Transition::TimedOut, None, now);
         }
-        Ok(failed)
+        overdue
     }
 
     /// Adds to the bytes and files the host pulled during its current
-    /// install. Kept in memory and written about once a second (and with
-    /// the host's next transition), so the repo proxy can call it per file:
-    /// a crash loses at most that second of progress counting, never a
-    /// phase or an event.
-    pub async fn add_pulled(&self, mac: Mac, bytes: u64, files: u64) -> Result<(), StateError> {
-        let due = {
-            let mut p = self.pending();
-            p.pulled
-                .entry(mac)
-                .or_default()
-                .add(Pulled { bytes, files });
-            p.flushed.elapsed() >= FLUSH_EVERY
-        };
-        if due {
-            self.flush().await?;
+    /// install: in memory at once, on disk with the writer's next batch
+    /// (within a second), so the repo proxy can call it per file. A crash
+    /// loses at most that second of counting, never a phase or an event.
+    pub fn add_pulled(&self, mac: Mac, bytes: u64, files: u64) {
+        let n = Pulled { bytes, files };
+        let config = &self.inner.config;
+        let mut book = lock(&self.inner.book);
+        if !book.known(mac) {
+            return;
         }
-        Ok(())
+        let _ = book.apply(
+            mac,
+            &HostOp::Pulled(n),
+            SystemTime::now(),
+            config.install_timeout,
+            &config.appliance,
+            None,
+        );
+        drop(book);
+        self.inner.queue.push_pulled(mac, n);
     }
 
-    /// Writes the `add_pulled` counts waiting in memory (at shutdown).
-    pub async fn flush(&self) -> Result<(), StateError> {
-        let batch = {
-            let mut p = self.pending();
-            p.flushed = Instant::now();
-            std::mem::take(&mut p.pulled)
-        };
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = async {
-            let mut tx = self.inner.db.begin().await?;
-            for (mac, n) in &batch {
-                tx.execute(
-                    "UPDATE hosts SET pulled_bytes = pulled_bytes + $2, \
-                     pulled_files = pulled_files + $3 WHERE mac = $1",
-                    params![mac.to_string(), n.bytes, n.files],
-                )
-                .await?;
-            }
-            tx.commit().await
-        }
-        .await;
-        if result.is_err() {
-            let mut p = self.pending();
-            for (mac, n) in batch {
-                p.pulled.entry(mac).or_default().add(n);
-            }
-        }
-        result
+    /// Every change made so far, once it is on disk.
+    pub fn flush(&self) -> Written<()> {
+        let seq = self.push(Job::Barrier);
+        self.written((), seq)
     }
 
     /// What the last completed install of `os` pulled; `None` before the
     /// first.
-    pub async fn expected_install(&self, os: &str) -> Result<Option<InstallSize>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let row = tx
-            .query_opt(
-                "SELECT bytes, files, duration_ms FROM installs WHERE os = $1 \
-                 ORDER BY id DESC LIMIT 1",
-                params![os],
-            )
-            .await?;
-        tx.commit().await?;
-        row.map(|r| {
-            Ok(InstallSize {
-                bytes: count(r.int(0)?),
-                files: count(r.int(1)?),
-                duration: Duration::from_millis(count(r.int(2)?)),
-            })
-        })
-        .transpose()
+    pub fn expected_install(&self, os: &str) -> Option<InstallSize> {
+        lock(&self.inner.book).installs.get(os).copied()
     }
 
     // ---- the timeline ---------------------------------------------------
 
-    /// Records an event on `mac`'s timeline; returns its id. `detail` is
-    /// a JSON object with the fields [`EventKind`] documents for `kind`.
-    pub async fn record(
+    /// Queues an event about a host (the book knows it), folding repeats.
+    fn event(
         &self,
         mac: Mac,
         kind: EventKind,
         detail: serde_json::Value,
         now: SystemTime,
-    ) -> Result<i64, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let id = self.insert_event(&mut tx, mac, &kind, &detail, now).await?;
-        self.prune_host(&mut tx, mac, now).await?;
-        tx.commit().await?;
-        self.after_write(now).await;
-        Ok(id)
+    ) -> Option<u64> {
+        let mut due = Vec::new();
+        let verdict = if kind.limited() {
+            lock(&self.inner.limiter).admit(mac, &kind, &detail, now, &mut due)
+        } else {
+            Verdict::Write
+        };
+        let mut seq = self.write_folded(due);
+        match verdict {
+            Verdict::Write => seq = self.write_event(mac, kind, detail, now).max(seq),
+            Verdict::Fold => {
+                self.inner.folded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        seq
     }
 
-    /// The newest `limit` events of `mac`, oldest first.
+    fn write_event(
+        &self,
+        mac: Mac,
+        kind: EventKind,
+        detail: serde_json::Value,
+        time: SystemTime,
+    ) -> Option<u64> {
+        let appliance = &self.inner.config.appliance;
+        let mut book = lock(&self.inner.book);
+        let host = book.known(mac);
+        let seq = self.push(Job::Event {
+            mac,
+            kind: kind.clone(),
+            detail: detail.clone(),
+            time,
+        })?;
+        if host {
+            book.push_event(mac, seq, kind, detail, time, appliance);
+        }
+        Some(seq)
+    }
+
+    fn write_folded(&self, due: Vec<Folded>) -> Option<u64> {
+        due.into_iter()
+            .filter_map(|f| self.write_event(f.mac, f.kind, f.detail, f.time))
+            .max()
+    }
+
+    /// Records an event on `mac`'s timeline. `detail` is a JSON object with
+    /// the fields [`EventKind`] documents for `kind`. Repeats of a kind the
+    /// LAN can cause at will ([`EventKind::limited`]) past a few a minute
+    /// are folded into one event at the end of the minute.
+    ///
+    /// For MACs with a profile: the host gets a record. A MAC without one
+    /// goes to [`StateStore::record_stranger`].
+    pub fn record(
+        &self,
+        mac: Mac,
+        kind: EventKind,
+        detail: serde_json::Value,
+        now: SystemTime,
+    ) -> Written<()> {
+        if !lock(&self.inner.book).known(mac) {
+            let _ = self.change(mac, HostOp::Touch, now);
+        }
+        let seq = self.event(mac, kind, detail, now);
+        self.written((), seq)
+    }
+
+    /// Records an event about a MAC without a profile: written to the
+    /// timeline (an operator may ask why it was not answered) within a
+    /// rate every stranger shares, never kept in memory.
+    pub fn record_stranger(
+        &self,
+        mac: Mac,
+        kind: EventKind,
+        detail: serde_json::Value,
+        now: SystemTime,
+    ) -> Written<()> {
+        let mut due = Vec::new();
+        let verdict = lock(&self.inner.limiter).admit(mac, &kind, &detail, now, &mut due);
+        let mut seq = self.write_folded(due);
+        if verdict == Verdict::Write && lock(&self.inner.strangers).take(now) {
+            seq = self.write_event(mac, kind, detail, now).max(seq);
+        }
+        self.written((), seq)
+    }
+
+    /// Periodic upkeep: writes the summaries of folded repeats whose minute
+    /// is over, and forgets discovered machines not seen for too long.
+    pub fn tick(&self, now: SystemTime) {
+        let due = lock(&self.inner.limiter).due(now);
+        let _ = self.write_folded(due);
+        let limits = self.inner.config.discovery;
+        let expired = lock(&self.inner.discovered).expire(&limits, now);
+        for mac in expired {
+            self.push(Job::Discovered(discovery::Change::Delete(mac)));
+        }
+    }
+
+    /// The newest `limit` events of `mac`, oldest first, from the database
+    /// (after everything queued so far is written).
     pub async fn timeline(&self, mac: Mac, limit: u64) -> Result<Vec<Event>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE mac = $1 ORDER BY id DESC LIMIT $2"
-                ),
-                params![mac.to_string(), limit],
-            )
-            .await?;
+        self.flush().await?;
+        let mut tx = self.inner.reader.begin_read().await?;
+        let events = rows::timeline(&mut tx, mac, limit).await?;
         tx.commit().await?;
-        let mut events = rows.iter().map(event_from).collect::<Result<Vec<_>, _>>()?;
-        events.reverse();
         Ok(events)
     }
 
-    /// The newest event of every MAC that has one (for `kickstand hosts`).
-    pub async fn last_events(&self) -> Result<Vec<Event>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE id IN \
-                     (SELECT max(id) FROM events GROUP BY mac) ORDER BY mac"
-                ),
-                params![],
-            )
-            .await?;
-        tx.commit().await?;
-        rows.iter().map(event_from).collect()
+    /// The newest events of `mac` held in memory (what the diagnosis reads).
+    pub fn recent(&self, mac: Mac) -> Vec<Event> {
+        lock(&self.inner.book).events(mac)
     }
 
-    /// Where `mac`'s journey stopped, read from its record and timeline.
-    pub async fn diagnose(&self, mac: Mac, now: SystemTime) -> Result<Diagnosis, StateError> {
-        let host = self.host(mac).await?;
-        let events = self
-            .timeline(mac, self.inner.config.retention.per_host)
-            .await?;
-        Ok(diagnosis::diagnose(
+    /// The newest event of every host (for `kickstand hosts`).
+    pub fn last_events(&self) -> Vec<Event> {
+        let mut events = lock(&self.inner.book).last_events();
+        events.sort_by_key(|e| e.mac);
+        events
+    }
+
+    /// Where `mac`'s journey stopped, read from its record and the newest
+    /// events in memory.
+    pub fn diagnose(&self, mac: Mac, now: SystemTime) -> Diagnosis {
+        let (host, events) = {
+            let book = lock(&self.inner.book);
+            (book.host(mac).cloned(), book.events(mac))
+        };
+        diagnosis::diagnose(
             host.as_ref(),
             &events,
             now,
             self.inner.config.install_timeout,
-        ))
+        )
     }
 
-    /// Removes events past the retention's age and total; returns how many.
-    /// Runs at open and every thousand writes; each write also prunes its
-    /// own host's events.
+    /// Removes events past the retention's age and totals; returns how many.
+    /// The writer runs it every minute by itself.
     pub async fn prune(&self, now: SystemTime) -> Result<u64, StateError> {
-        let retention = self.inner.config.retention;
-        let oldest = to_ms(now).saturating_sub(clock::duration_ms(retention.max_age));
-        let mut tx = self.inner.db.begin().await?;
-        let mut removed = tx
-            .execute("DELETE FROM events WHERE time < $1", params![oldest])
-            .await?;
-        removed += tx
-            .execute(
-                "DELETE FROM events WHERE id <= \
-                 (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1)",
-                params![retention.total],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(removed)
+        let (tx, rx) = oneshot::channel();
+        let seq = self.push(Job::Prune {
+            now,
+            reply: Some(tx),
+        });
+        self.written((), seq).await?;
+        rx.await
+            .map_err(|_| StateError::Task("the prune was not answered".into()))
     }
 
     // ---- discovered machines ---------------------------------------------
 
-    /// Takes a discovery report from an unknown machine. At the table's
-    /// bound a new MAC is refused while known ones are still updated.
-    pub async fn report_discovered(
+    /// Takes a discovery report from a machine without a profile.
+    pub fn report_discovered(
         &self,
         mac: Mac,
         ip: IpAddr,
         facts: &Facts,
         now: SystemTime,
-    ) -> Result<DiscoveryOutcome, StateError> {
-        let facts = serde_json::to_string(facts)
-            .map_err(|e| StateError::Corrupt(format!("facts do not serialise: {e}")))?;
-        if facts.len() > MAX_FACTS_BYTES {
-            return Ok(DiscoveryOutcome::TooLarge {
-                bytes: facts.len(),
+    ) -> Written<DiscoveryOutcome> {
+        let bytes = serde_json::to_string(facts).map_or(usize::MAX, |s| s.len());
+        if bytes > MAX_FACTS_BYTES {
+            let outcome = DiscoveryOutcome::TooLarge {
+                bytes,
                 limit: MAX_FACTS_BYTES,
-            });
+            };
+            return self.written(outcome, None);
         }
-        let appliance = self.inner.config.appliance.clone();
-        let bound = self.inner.config.max_discovered;
-        let mut tx = self.inner.db.begin().await?;
-        // Two appliances counting at once could both see room for one.
-        tx.lock(Lock::Discovered).await?;
-        let updated = tx
-            .execute(
-                "UPDATE discovered SET last_seen = $2, ip = $3, facts = $4, appliance = $5 \
-                 WHERE mac = $1",
-                params![
-                    mac.to_string(),
-                    to_ms(now),
-                    ip_text(ip),
-                    facts.clone(),
-                    appliance.clone()
-                ],
-            )
-            .await?;
-        let outcome = if updated > 0 {
-            DiscoveryOutcome::Updated
-        } else {
-            let held = tx
-                .query_opt("SELECT count(*) FROM discovered", params![])
-                .await?
-                .map(|r| r.int(0))
-                .transpose()?
-                .unwrap_or(0);
-            if usize::try_from(held).unwrap_or(usize::MAX) >= bound {
-                DiscoveryOutcome::Full { bound }
-            } else {
-                tx.execute(
-                    "INSERT INTO discovered (mac, first_seen, last_seen, ip, facts, appliance) \
-                     VALUES ($1, $2, $2, $3, $4, $5)",
-                    params![mac.to_string(), to_ms(now), ip_text(ip), facts, appliance],
-                )
-                .await?;
-                DiscoveryOutcome::Added
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        let limits = self.inner.config.discovery;
+        let mut changes = Vec::new();
+        let mut table = lock(&self.inner.discovered);
+        let first_seen = table.get(mac).map_or(now, |d| d.first_seen);
+        let outcome = table.report(
+            &limits,
+            Discovered {
+                mac,
+                first_seen,
+                last_seen: now,
+                ip: Some(ip),
+                facts: facts.clone(),
+                appliance: self.inner.config.appliance.clone(),
+            },
+            &mut changes,
+        );
+        let seq = changes
+            .into_iter()
+            .filter_map(|c| self.push(Job::Discovered(c)))
+            .max();
+        drop(table);
+        self.written(outcome, seq)
     }
 
     /// Every discovered machine, most recently seen first.
-    pub async fn discovered(&self) -> Result<Vec<Discovered>, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let rows = tx
-            .query(
-                "SELECT mac, first_seen, last_seen, ip, facts, appliance FROM discovered \
-                 ORDER BY last_seen DESC, mac",
-                params![],
-            )
-            .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                let facts = r.text(4)?;
-                Ok(Discovered {
-                    mac: r
-                        .parsed(0)?
-                        .ok_or_else(|| StateError::Corrupt("discovered without a MAC".into()))?,
-                    first_seen: clock::from_ms(r.int(1)?),
-                    last_seen: clock::from_ms(r.int(2)?),
-                    ip: r.parsed(3)?,
-                    facts: serde_json::from_str(facts)
-                        .map_err(|e| StateError::Corrupt(format!("facts {facts:?}: {e}")))?,
-                    appliance: r.text(5)?.to_owned(),
-                })
-            })
-            .collect()
+    pub fn discovered(&self) -> Vec<Discovered> {
+        lock(&self.inner.discovered).list()
     }
 
     /// Removes a discovered machine (adopted, or not wanted); whether it was listed.
-    pub async fn forget_discovered(&self, mac: Mac) -> Result<bool, StateError> {
-        let mut tx = self.inner.db.begin().await?;
-        let n = tx
-            .execute(
-                "DELETE FROM discovered WHERE mac = $1",
-                params![mac.to_string()],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(n > 0)
+    pub fn forget_discovered(&self, mac: Mac) -> Written<bool> {
+        let mut table = lock(&self.inner.discovered);
+        let listed = table.forget(mac);
+        let seq = self.push(Job::Discovered(discovery::Change::Delete(mac)));
+        drop(table);
+        self.written(listed, seq)
     }
 
-    // ---- internals ------------------------------------------------------
-
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        // Counters only: a panic mid-update leaves a usable map.
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    /// Forgets every discovered machine; how many there were.
+    pub fn clear_discovered(&self) -> Written<usize> {
+        let mut table = lock(&self.inner.discovered);
+        let n = table.clear();
+        let seq = self.push(Job::ClearDiscovered);
+        drop(table);
+        self.written(n, seq)
     }
+}
 
-    fn with_pending(&self, mut host: Host) -> Host {
-        if let Some(n) = self.pending().pulled.get(&host.mac) {
-            host.pulled.add(*n);
-        }
-        host
-    }
+/// What a token check does besides its verdict.
+enum Then {
+    Nothing,
+    /// The token's first use: bind it to the address.
+    Bind(BuildToken),
+    /// A use from its bound address, which the host last came from.
+    Seen,
+}
 
-    async fn load(
-        &self,
-        tx: &mut Tx<'_>,
-        mac: Mac,
-        for_update: bool,
-    ) -> Result<Option<Host>, StateError> {
-        let lock = if for_update {
-            tx.dialect().for_update()
-        } else {
-            ""
+/// The verdict on a token `presented` for `mac` from `peer` at `now`.
+fn judge(
+    book: &Book,
+    mac: Mac,
+    presented: Option<&str>,
+    peer: IpAddr,
+    now: SystemTime,
+) -> (Result<(), TokenRejected>, Then) {
+    let Some(presented) = presented else {
+        return (Err(TokenRejected::Missing), Then::Nothing);
+    };
+    let host = book.host(mac);
+    let own = host.and_then(|h| h.token.as_ref().filter(|t| t.matches(presented)));
+    let (Some(h), Some(token)) = (host, own) else {
+        // A map lookup, not a constant-time compare: its timing could at
+        // most say whether some host has this exact 192-bit value, which
+        // no one can guess.
+        return match book.by_token(presented) {
+            Some(owner) if owner != mac => (Err(TokenRejected::OtherHost { owner }), Then::Nothing),
+            _ => (Err(TokenRejected::Wrong), Then::Nothing),
         };
-        let row = tx
-            .query_opt(
-                &format!("SELECT {HOST_COLUMNS} FROM hosts WHERE mac = $1{lock}"),
-                params![mac.to_string()],
-            )
-            .await?;
-        row.as_ref().map(host_from).transpose()
+    };
+    match h.token_ip {
+        _ if !h.token_live(now) => (Err(TokenRejected::Expired), Then::Nothing),
+        Some(bound) if bound != peer => (Err(TokenRejected::WrongAddress { bound }), Then::Nothing),
+        None => (Ok(()), Then::Bind(token.clone())),
+        Some(_) if h.last_ip != Some(peer) => (Ok(()), Then::Seen),
+        Some(_) => (Ok(()), Then::Nothing),
     }
+}
 
-    /// Runs `f` on the host's record, created if missing and locked against
-    /// other appliances, then writes what it changed, in one transaction.
-    async fn update_host<R>(
-        &self,
-        mac: Mac,
-        now: SystemTime,
-        f: impl FnOnce(&mut Host) -> Result<(R, Change), StateError>,
-    ) -> Result<R, StateError> {
-        let pulled = self.pending().pulled.remove(&mac).unwrap_or_default();
-        let result = self.update_host_with(mac, now, pulled, f).await;
-        if result.is_err() && pulled != Pulled::default() {
-            self.pending().pulled.entry(mac).or_default().add(pulled);
-        }
-        result
-    }
+/// A random name for this process in notifications.
+fn instance_id() -> Result<String, StateError> {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(|e| StateError::Random(e.to_string()))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
 
-    async fn update_host_with<R>(
-        &self,
-        mac: Mac,
-        now: SystemTime,
-        pulled: Pulled,
-        f: impl FnOnce(&mut Host) -> Result<(R, Change), StateError>,
-    ) -> Result<R, StateError> {
-        let appliance = &self.inner.config.appliance;
-        let mut tx = self.inner.db.begin().await?;
-        // A row to lock first: two appliances naming a new host at once then
-        // queue on it instead of both inserting.
-        tx.execute(
-            "INSERT INTO hosts (mac, phase, since, appliance) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (mac) DO NOTHING",
-            params![
-                mac.to_string(),
-                Phase::New.as_str(),
-                to_ms(now),
-                appliance.clone()
-            ],
-        )
-        .await?;
-        let mut host = self
-            .load(&mut tx, mac, true)
-            .await?
-            .unwrap_or_else(|| Host::new(mac, now, appliance));
-        host.pulled.add(pulled);
-        let (result, mut change) = f(&mut host)?;
-        change.save |= pulled != Pulled::default();
-        if change.save {
-            host.appliance.clone_from(appliance);
-            tx.execute(SAVE_HOST, host_params(&host)).await?;
-        }
-        for (kind, detail) in &change.events {
-            self.insert_event(&mut tx, mac, kind, detail, now).await?;
-        }
-        if let Some(done) = &change.finished {
-            tx.execute(
-                "INSERT INTO installs (os, mac, ended, bytes, files, duration_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                params![
-                    done.os.clone(),
-                    mac.to_string(),
-                    to_ms(now),
-                    done.pulled.bytes,
-                    done.pulled.files,
-                    clock::duration_ms(done.duration)
-                ],
-            )
-            .await?;
-            tx.execute(
-                "DELETE FROM installs WHERE os = $1 AND id <= \
-                 (SELECT id FROM installs WHERE os = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-                params![done.os.clone(), INSTALLS_PER_OS],
-            )
-            .await?;
-        }
-        let wrote = !change.events.is_empty();
-        if wrote {
-            self.prune_host(&mut tx, mac, now).await?;
-        }
-        tx.commit().await?;
-        if wrote {
-            self.after_write(now).await;
-        }
-        Ok(result)
-    }
-
-    async fn insert_event(
-        &self,
-        tx: &mut Tx<'_>,
-        mac: Mac,
-        kind: &EventKind,
-        detail: &serde_json::Value,
-        now: SystemTime,
-    ) -> Result<i64, StateError> {
-        let row = tx
-            .query_opt(
-                "INSERT INTO events (time, mac, appliance, kind, detail) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                params![
-                    to_ms(now),
-                    mac.to_string(),
-                    self.inner.config.appliance.clone(),
-                    kind.as_str(),
-                    detail.to_string()
-                ],
-            )
-            .await?;
-        row.ok_or_else(|| StateError::Corrupt("an inserted event has no id".into()))?
-            .int(0)
-    }
-
-    /// Keeps `mac`'s timeline within the per-host count and the age bound.
-    async fn prune_host(
-        &self,
-        tx: &mut Tx<'_>,
-        mac: Mac,
-        now: SystemTime,
-    ) -> Result<(), StateError> {
-        let retention = self.inner.config.retention;
-        let oldest = to_ms(now).saturating_sub(clock::duration_ms(retention.max_age));
-        tx.execute(
-            "DELETE FROM events WHERE mac = $1 AND (time < $2 OR id <= \
-             (SELECT id FROM events WHERE mac = $1 ORDER BY id DESC LIMIT 1 OFFSET $3))",
-            params![mac.to_string(), oldest, retention.per_host],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Every [`PRUNE_EVERY`] writes, the whole timeline is pruned. The write
-    /// that triggers it has committed already, so a failure here is logged,
-    /// not returned.
-    async fn after_write(&self, now: SystemTime) {
-        let n = self.inner.writes.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(PRUNE_EVERY)
-            && let Err(e) = self.prune(now).await
-        {
-            tracing::warn!("pruning the timeline failed: {e}");
-        }
-    }
-
-    async fn import_json(&self, dir: &std::path::Path, now: SystemTime) -> Result<(), StateError> {
-        let path = dir.join(import::FILE);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(StateError::Io { path, source }),
+/// What the PostgreSQL listener hands over: a change another appliance
+/// made becomes a reload in the writer's queue; a lost channel, a reload
+/// of everything.
+fn listened(
+    queue: Arc<Queue>,
+    instance: String,
+) -> impl Fn(crate::db::postgres::Heard) + Send + 'static {
+    move |heard| {
+        let job = match heard {
+            crate::db::postgres::Heard::Payload(p) => writer::notification(&instance, &p),
+            crate::db::postgres::Heard::Resync => Some(Job::ReloadAll),
         };
-        let hosts = import::parse(&path, &bytes)?;
-        let appliance = self.inner.config.appliance.clone();
-        let mut tx = self.inner.db.begin().await?;
-        let mut added = 0;
-        for h in &hosts {
-            let since = to_ms(h.since);
-            let started = (h.phase == Phase::Installing).then_some(since);
-            let ended = (h.phase == Phase::Installed).then_some(since);
-            let n = tx
-                .execute(
-                    "INSERT INTO hosts (mac, phase, since, install_started, install_ended, appliance) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mac) DO NOTHING",
-                    params![h.mac.to_string(), h.phase.as_str(), since, started, ended, appliance.clone()],
-                )
-                .await?;
-            if n > 0 {
-                added += 1;
-                let detail = json!({"from": null, "to": h.phase, "transition": "import"});
-                self.insert_event(&mut tx, h.mac, &EventKind::PhaseChange, &detail, now)
-                    .await?;
-            }
+        if let Some(job) = job {
+            queue.push(job);
         }
-        tx.commit().await?;
-        let done = dir.join(import::DONE);
-        tokio::fs::rename(&path, &done)
-            .await
-            .map_err(|source| StateError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        tracing::info!(
-            "imported {added} of {} hosts from {}; renamed it {}",
-            hosts.len(),
-            path.display(),
-            done.display()
-        );
-        Ok(())
     }
+}
+
+/// Opens the writer's connection and the reader's.
+async fn connect(config: &StateConfig) -> Result<(Db, Db), StateError> {
+    Ok(match &config.backend {
+        Backend::Sqlite { dir } => {
+            let path = dir.join("state.db");
+            prepare_sqlite_file(dir, &path).await?;
+            (Db::open_sqlite(&path).await?, Db::open_sqlite(&path).await?)
+        }
+        Backend::Postgres { url } => (Db::open_postgres(url).await?, Db::open_postgres(url).await?),
+    })
+}
+
+/// Everything the book and the discovered table start with.
+async fn load(db: &Db, config: &StateConfig) -> Result<(Book, discovery::Table), StateError> {
+    let mut tx = db.begin_read().await?;
+    let mut book = Book::with_first_id(rows::max_event_id(&mut tx).await?);
+    for host in rows::hosts(&mut tx).await? {
+        let mac = host.mac;
+        let events = rows::tails(&mut tx, mac).await?;
+        book.load(Some(host), mac, events);
+    }
+    book.installs = rows::installs(&mut tx).await?.into_iter().collect();
+    let mut machines = rows::discovered(&mut tx).await?;
+    machines.truncate(config.discovery.max);
+    tx.commit().await?;
+    let mut table = discovery::Table::default();
+    table.replace(machines);
+    Ok((book, table))
 }
 
 /// Creates the state directory (private: the database holds build tokens)

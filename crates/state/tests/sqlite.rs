@@ -39,6 +39,7 @@ async fn the_database_is_private() {
     let store = bed.open().await;
     store
         .ensure_token(suite::mac(1), std::time::SystemTime::now())
+        .expect("mint")
         .await
         .expect("ensure");
     let mode = |p: &str| {
@@ -50,4 +51,50 @@ async fn the_database_is_private() {
     };
     assert_eq!(mode("state.db"), 0o600);
     assert_eq!(mode("state.db-wal"), 0o600);
+}
+
+/// Changes are applied in memory at once and written many per transaction:
+/// a thousand hosts seen by DHCP cost a few commits, and every one of them
+/// is on disk after the flush.
+#[tokio::test]
+async fn a_burst_of_changes_is_committed_in_a_few_transactions() {
+    use kickstand_state::{Outcome, Phase, Transition};
+    let bed = Bed::sqlite();
+    let store = bed.open().await;
+    store.flush().await.expect("the first prune");
+    let before = store.stats();
+    let now = std::time::SystemTime::now();
+    for n in 0..1000u16 {
+        let outcome = store
+            .transition(suite::mac(n), Transition::SeenByDhcp, None, now)
+            .value();
+        assert_eq!(
+            outcome,
+            Outcome::Changed {
+                from: Phase::New,
+                to: Phase::Discovered
+            }
+        );
+        assert_eq!(
+            store.phase(suite::mac(n)),
+            Phase::Discovered,
+            "read back from memory at once"
+        );
+    }
+    store.flush().await.expect("flush");
+    let after = store.stats();
+    let transactions = after.transactions - before.transactions;
+    assert!(
+        (1..=3).contains(&transactions),
+        "{transactions} transactions for 1000 changes"
+    );
+    assert_eq!(
+        after.changes - before.changes,
+        1001,
+        "1000 changes and the flush"
+    );
+    store.close().await.expect("close");
+    let store = bed.open().await;
+    assert_eq!(store.hosts().len(), 1000);
+    assert!(store.hosts().iter().all(|h| h.phase == Phase::Discovered));
 }

@@ -149,7 +149,6 @@ impl Dialect {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Lock {
     Migrations = 0x6b73_0001,
-    Discovered = 0x6b73_0002,
 }
 
 #[derive(Debug)]
@@ -168,10 +167,25 @@ impl Db {
         Ok(Db::Postgres(Box::new(postgres::Db::open(url).await?)))
     }
 
+    /// Whether several appliances may share it (PostgreSQL).
+    pub(crate) fn shared(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// A transaction that writes.
     pub(crate) async fn begin(&self) -> Result<Tx<'_>, StateError> {
         Ok(match self {
-            Db::Sqlite(db) => Tx::Sqlite(db.begin().await?),
-            Db::Postgres(db) => Tx::Postgres(db.begin().await?),
+            Db::Sqlite(db) => Tx::Sqlite(db.begin(true).await?),
+            Db::Postgres(db) => Tx::Postgres(db.begin(true).await?),
+        })
+    }
+
+    /// A transaction that only reads: with SQLite it takes no write lock,
+    /// so it never waits for the writer (WAL readers see the last commit).
+    pub(crate) async fn begin_read(&self) -> Result<Tx<'_>, StateError> {
+        Ok(match self {
+            Db::Sqlite(db) => Tx::Sqlite(db.begin(false).await?),
+            Db::Postgres(db) => Tx::Postgres(db.begin(false).await?),
         })
     }
 }
@@ -239,6 +253,20 @@ impl Tx<'_> {
                 // `execute`: the function returns `void`, a column type no
                 // row of ours can hold.
                 tx.execute("SELECT pg_advisory_xact_lock($1)", params![lock as i64])
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Tells every appliance listening on `channel` once this commits
+    /// (PostgreSQL's `NOTIFY`); nothing with SQLite, which no other
+    /// appliance shares.
+    pub(crate) async fn notify(&mut self, channel: &str, payload: &str) -> Result<(), StateError> {
+        match self {
+            Tx::Sqlite(_) => Ok(()),
+            Tx::Postgres(tx) => {
+                tx.execute("SELECT pg_notify($1, $2)", params![channel, payload])
                     .await?;
                 Ok(())
             }

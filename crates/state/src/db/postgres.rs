@@ -78,6 +78,12 @@ impl ToSql for Value {
             Value::Null => Ok(IsNull::Yes),
             Value::Int(v) if *ty == Type::INT8 => v.to_sql(ty, out),
             Value::Int(v) if *ty == Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+            // PostgreSQL's text cannot hold NUL, which a LAN host can put
+            // in anything it reports: stored as U+2400 (␀), never a
+            // failed write.
+            Value::Text(t) if <&str as ToSql>::accepts(ty) && t.contains('\0') => {
+                t.replace('\0', "\u{2400}").as_str().to_sql(ty, out)
+            }
             Value::Text(t) if <&str as ToSql>::accepts(ty) => t.as_str().to_sql(ty, out),
             other => Err(format!("{other:?} cannot be a {ty} parameter").into()),
         }
@@ -137,7 +143,8 @@ impl Db {
         })
     }
 
-    pub(crate) async fn begin(&self) -> Result<Tx<'_>, StateError> {
+    pub(crate) async fn begin(&self, write: bool) -> Result<Tx<'_>, StateError> {
+        let begin = if write { "BEGIN" } else { "BEGIN READ ONLY" };
         let mut conn = self.conn.clone().lock_owned().await;
         if conn.client.is_closed() {
             *conn = connect(&self.url).await?;
@@ -148,14 +155,14 @@ impl Db {
             }
             conn.dirty = false;
         }
-        if let Err(e) = conn.client.batch_execute("BEGIN").await {
+        if let Err(e) = conn.client.batch_execute(begin).await {
             // The server closed an idle connection (a restart) and the
             // client had not noticed yet: one fresh try.
             if !e.is_closed() && !conn.client.is_closed() {
                 return Err(error(e));
             }
             *conn = connect(&self.url).await?;
-            conn.client.batch_execute("BEGIN").await.map_err(error)?;
+            conn.client.batch_execute(begin).await.map_err(error)?;
         }
         conn.dirty = true;
         Ok(Tx {
@@ -223,5 +230,89 @@ impl Tx<'_> {
         // Committed: nothing for `drop` to roll back.
         self.conn = None;
         Ok(())
+    }
+}
+
+/// What the listener hears.
+#[derive(Debug)]
+pub(crate) enum Heard {
+    /// A notification's payload.
+    Payload(String),
+    /// The channel was lost and is back: notifications may have been
+    /// missed, so everything is to be read again.
+    Resync,
+}
+
+/// Listens on `channel` on a connection of its own until `stop`, handing
+/// every notification to `heard`; reconnects with a back-off when the
+/// server goes away, and says [`Heard::Resync`] once back.
+pub(crate) async fn listen(
+    url: String,
+    channel: &'static str,
+    heard: impl Fn(Heard) + Send + 'static,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut backoff = std::time::Duration::from_millis(200);
+    let mut lost = false;
+    loop {
+        let session = async {
+            let (client, mut connection) =
+                tokio_postgres::connect(&url, NoTls).await.map_err(error)?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let pump = tokio::spawn(async move {
+                loop {
+                    match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                            if tx.send(n.payload().to_owned()).is_err() {
+                                return;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!("state change listener: {e}");
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+            });
+            client
+                .batch_execute(&format!("LISTEN {channel}"))
+                .await
+                .map_err(error)?;
+            Ok::<_, StateError>((client, rx, pump))
+        };
+        match session.await {
+            Ok((client, mut rx, pump)) => {
+                backoff = std::time::Duration::from_millis(200);
+                if lost {
+                    heard(Heard::Resync);
+                }
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => {
+                            pump.abort();
+                            return;
+                        }
+                        payload = rx.recv() => match payload {
+                            Some(p) => heard(Heard::Payload(p)),
+                            None => break,
+                        },
+                    }
+                }
+                drop(client);
+                lost = true;
+                tracing::warn!("lost the state change channel; reconnecting");
+            }
+            Err(e) => {
+                lost = true;
+                tracing::warn!(error = %e, "cannot listen for other appliances' changes; retrying");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
 }

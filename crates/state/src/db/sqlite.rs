@@ -96,17 +96,21 @@ impl Db {
         })
     }
 
-    pub(crate) async fn begin(&self) -> Result<Tx, StateError> {
+    /// `write`: `BEGIN IMMEDIATE`, the write lock taken at once (so two
+    /// writers queue rather than fail mid-transaction); otherwise a
+    /// deferred `BEGIN`, which reads the last commit without any lock.
+    pub(crate) async fn begin(&self, write: bool) -> Result<Tx, StateError> {
         let mut tx = Tx {
             conn: Some(self.conn.clone().lock_owned().await),
         };
-        tx.run(|conn| {
+        tx.run(move |conn| {
             // A caller that gave up mid-transaction (its future dropped)
             // left it open: it was never acknowledged, so roll it back.
             if !conn.is_autocommit() {
                 conn.execute_batch("ROLLBACK").map_err(error)?;
             }
-            conn.execute_batch("BEGIN IMMEDIATE").map_err(error)
+            conn.execute_batch(if write { "BEGIN IMMEDIATE" } else { "BEGIN" })
+                .map_err(error)
         })
         .await?;
         Ok(tx)

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use kickstand_state::{
-    Backend, Diagnosis, DiscoveryOutcome, EventKind, Facts, Mac, Outcome, Phase, Refused,
-    StateConfig, StateError, StateStore, TokenRejected, Transition,
+    Backend, Diagnosis, DiscoveryLimits, DiscoveryOutcome, EventKind, Evicted, Facts, Mac, Outcome,
+    Phase, Refused, StateConfig, StateError, StateStore, TokenRejected, Transition,
 };
 use serde_json::json;
 
@@ -65,14 +65,13 @@ macro_rules! suite {
             tokens_expire_after_the_install_timeout,
             an_overdue_install_fails_and_is_held,
             failed_host_is_held_until_rearmed,
-            retention_bounds_each_host_and_the_whole_timeline,
+            retention_bounds_each_class_of_a_host_and_the_whole_timeline,
+            ten_thousand_wrong_tokens_leave_the_life_cycle_in_place,
             discovered_table_is_bounded,
             progress_counts_and_expected_install,
             everything_survives_a_reopen,
             json_state_is_imported_once,
             an_old_schema_is_upgraded_in_place,
-            two_appliances_share_hosts_and_timelines,
-            concurrent_writers_lose_nothing,
             diagnosis_reads_the_stored_timeline,
             requests_without_a_mac_find_their_host_by_address
         );
@@ -125,7 +124,7 @@ fn post() -> Transition {
 pub async fn life_cycle_is_recorded_as_it_happens(bed: &Bed) {
     let store = bed.open().await;
     let (m, now) = (mac(1), t0());
-    assert_eq!(store.host(m).await.expect("host"), None);
+    assert_eq!(store.host(m), None);
     let steps = [
         (Transition::SeenByDhcp, Phase::New, Phase::Discovered),
         (Transition::BootFetched, Phase::Discovered, Phase::Booting),
@@ -151,7 +150,7 @@ pub async fn life_cycle_is_recorded_as_it_happens(bed: &Bed) {
             .expect("dhcp"),
         Outcome::Unchanged(Phase::Installed)
     );
-    let h = store.host(m).await.expect("host").expect("a record");
+    let h = store.host(m).expect("a record");
     assert_eq!(h.phase, Phase::Installed);
     assert_eq!(h.since, now + secs(30));
     assert_eq!(h.install_started, Some(now + secs(10)));
@@ -184,7 +183,7 @@ pub async fn life_cycle_is_recorded_as_it_happens(bed: &Bed) {
         timeline.windows(2).all(|w| w[0].id < w[1].id),
         "oldest first"
     );
-    let hosts = store.hosts().await.expect("hosts");
+    let hosts = store.hosts();
     assert_eq!(hosts.iter().map(|h| h.mac).collect::<Vec<_>>(), [m]);
 }
 
@@ -215,7 +214,7 @@ pub async fn refused_transitions_are_events_not_changes(bed: &Bed) {
             reason: Refused::Installed
         }
     );
-    let h = store.host(m).await.expect("host").expect("record");
+    let h = store.host(m).expect("record");
     assert_eq!((h.phase, h.since), (Phase::Installed, now));
     let refused: Vec<_> = store
         .timeline(m, 100)
@@ -253,17 +252,23 @@ pub async fn token_matrix(bed: &Bed) {
     let (first, second) = (ip("10.0.0.3"), ip("10.0.0.99"));
     let ta = store
         .ensure_token(a, now)
+        .expect("mint")
         .await
         .expect("ensure")
         .expect("a token");
     let tb = store
         .ensure_token(b, now)
+        .expect("mint")
         .await
         .expect("ensure")
         .expect("b token");
     assert_ne!(ta, tb);
     assert_eq!(
-        store.ensure_token(a, now + secs(5)).await.expect("ensure"),
+        store
+            .ensure_token(a, now + secs(5))
+            .expect("mint")
+            .await
+            .expect("ensure"),
         Some(ta.clone()),
         "a live token is handed out again, not replaced"
     );
@@ -294,7 +299,7 @@ pub async fn token_matrix(bed: &Bed) {
     // right: accepted and bound to the first address
     assert_eq!(check(s(&ta), first, now).await, Ok(()));
     assert_eq!(check(s(&ta), first, now + secs(1)).await, Ok(()));
-    let h = store.host(a).await.expect("host").expect("record");
+    let h = store.host(a).expect("record");
     assert_eq!(h.token_ip, Some(first));
     // the same token from a second address
     assert_eq!(
@@ -320,7 +325,11 @@ pub async fn token_matrix(bed: &Bed) {
         Err(TokenRejected::Expired)
     );
     assert_eq!(
-        store.ensure_token(a, now + secs(22)).await.expect("ensure"),
+        store
+            .ensure_token(a, now + secs(22))
+            .expect("mint")
+            .await
+            .expect("ensure"),
         None
     );
     // after rearm: the old token is refused, a new one is minted and accepted
@@ -334,6 +343,7 @@ pub async fn token_matrix(bed: &Bed) {
     );
     let fresh = store
         .ensure_token(a, now + secs(32))
+        .expect("mint")
         .await
         .expect("ensure")
         .expect("a new token after rearm");
@@ -347,7 +357,8 @@ pub async fn token_matrix(bed: &Bed) {
         Ok(()),
         "rebound anew"
     );
-    // every rejection is on the timeline, with its address
+    // every rejection is on the timeline, with its address (two windows of
+    // the rate limit: the one at +3600 s starts the second)
     let reasons = rejection_reasons(&store, a).await;
     let want = [
         ("missing", "10.0.0.3"),
@@ -383,15 +394,17 @@ pub async fn tokens_expire_after_the_install_timeout(bed: &Bed) {
     let (m, now) = (mac(5), t0());
     let old = store
         .ensure_token(m, now)
+        .expect("mint")
         .await
         .expect("ensure")
         .expect("token");
-    let h = store.host(m).await.expect("host").expect("record");
+    let h = store.host(m).expect("record");
     assert_eq!(h.token_issued, Some(now));
     assert_eq!(h.token_expires, Some(now + secs(600)));
     // unused and expired (the host never booted): a new one is minted
     let new = store
         .ensure_token(m, now + secs(601))
+        .expect("mint")
         .await
         .expect("ensure")
         .expect("token");
@@ -412,41 +425,37 @@ pub async fn an_overdue_install_fails_and_is_held(bed: &Bed) {
         .await;
     let (a, b, now) = (mac(6), mac(7), t0());
     for m in [a, b] {
-        store.ensure_token(m, now).await.expect("ensure");
+        store
+            .ensure_token(m, now)
+            .expect("mint")
+            .await
+            .expect("ensure");
         store
             .transition(m, Transition::BootFetched, None, now)
             .await
             .expect("boot");
     }
-    assert_eq!(
-        store.fail_overdue(now + secs(599)).await.expect("sweep"),
-        []
-    );
+    assert_eq!(store.fail_overdue(now + secs(599)), []);
     // one boots again past the deadline: no token, it fails
     assert_eq!(
         store
             .ensure_token(a, now + secs(600))
+            .expect("mint")
             .await
             .expect("ensure"),
         None
     );
     // the other is found by the sweep
-    assert_eq!(
-        store.fail_overdue(now + secs(700)).await.expect("sweep"),
-        [b]
-    );
+    assert_eq!(store.fail_overdue(now + secs(700)), [b]);
     for m in [a, b] {
-        let h = store.host(m).await.expect("host").expect("record");
+        let h = store.host(m).expect("record");
         assert_eq!(h.phase, Phase::Failed);
         assert_eq!(
             h.last_error.as_deref(),
             Some("no installed report within 10 min")
         );
     }
-    assert_eq!(
-        store.fail_overdue(now + secs(9000)).await.expect("sweep"),
-        []
-    );
+    assert_eq!(store.fail_overdue(now + secs(9000)), []);
 }
 
 pub async fn failed_host_is_held_until_rearmed(bed: &Bed) {
@@ -454,6 +463,7 @@ pub async fn failed_host_is_held_until_rearmed(bed: &Bed) {
     let (m, now) = (mac(8), t0());
     let token = store
         .ensure_token(m, now)
+        .expect("mint")
         .await
         .expect("ensure")
         .expect("token");
@@ -480,7 +490,11 @@ pub async fn failed_host_is_held_until_rearmed(bed: &Bed) {
         }
     );
     assert_eq!(
-        store.ensure_token(m, now + secs(2)).await.expect("ensure"),
+        store
+            .ensure_token(m, now + secs(2))
+            .expect("mint")
+            .await
+            .expect("ensure"),
         None
     );
     assert_eq!(
@@ -506,7 +520,7 @@ pub async fn failed_host_is_held_until_rearmed(bed: &Bed) {
             }
         );
     }
-    let d = store.diagnose(m, now + secs(4)).await.expect("diagnose");
+    let d = store.diagnose(m, now + secs(4));
     assert!(
         d.to_string().contains("failed at") && d.to_string().contains("no usable disk"),
         "{d}"
@@ -515,39 +529,72 @@ pub async fn failed_host_is_held_until_rearmed(bed: &Bed) {
         .transition(m, Transition::Rearm, None, now + secs(5))
         .await
         .expect("rearm");
-    let fresh = store.ensure_token(m, now + secs(6)).await.expect("ensure");
+    let fresh = store
+        .ensure_token(m, now + secs(6))
+        .expect("mint")
+        .await
+        .expect("ensure");
     assert!(fresh.is_some_and(|t| t != token));
 }
 
-pub async fn retention_bounds_each_host_and_the_whole_timeline(bed: &Bed) {
+pub async fn retention_bounds_each_class_of_a_host_and_the_whole_timeline(bed: &Bed) {
     let store = bed
         .open_with("rack-a", |c| {
             c.retention.per_host = 10;
+            c.retention.noise_per_host = 4;
             c.retention.max_age = secs(3600);
             c.retention.total = 25;
+            c.retention.noise_total = 6;
         })
         .await;
     let now = t0();
     let (a, b, c) = (mac(9), mac(10), mac(11));
-    // count: only the newest ten of a host stay
+    // count: only the newest ten life-cycle events of a host stay
     for i in 0..30u64 {
         store
-            .record(a, EventKind::DhcpOffer, json!({"n": i}), now + secs(i))
+            .record(a, EventKind::Callback, json!({"n": i}), now + secs(i))
+            .await
+            .expect("record");
+    }
+    // noise has a bound of its own and pushes nothing else out
+    for i in 0..12u64 {
+        store
+            .record(
+                a,
+                EventKind::TokenRejected,
+                json!({"reason": "wrong", "k": i}),
+                now + secs(30 + 61 * i),
+            )
             .await
             .expect("record");
     }
     let kept = store.timeline(a, 1000).await.expect("timeline");
     let ns: Vec<u64> = kept.iter().filter_map(|e| e.number("n")).collect();
     assert_eq!(ns, (20..30).collect::<Vec<_>>());
-    // age: a host's old events go with its next write
+    let ks: Vec<u64> = kept.iter().filter_map(|e| e.number("k")).collect();
+    assert_eq!(ks, (8..12).collect::<Vec<_>>());
+    // age: old events go with the next prune
     store
-        .record(b, EventKind::DhcpOffer, json!({"n": 0}), now)
+        .record(b, EventKind::Callback, json!({"n": 0}), now)
         .await
         .expect("record");
     store
-        .record(b, EventKind::DhcpOffer, json!({"n": 1}), now + secs(3601))
+        .record(b, EventKind::Callback, json!({"n": 1}), now + secs(3601))
         .await
         .expect("record");
+    // total: many hosts with a few events each stay under the total
+    for host in 100..120u16 {
+        store
+            .record(mac(host), EventKind::Callback, json!({}), now + secs(3602))
+            .await
+            .expect("record");
+    }
+    store
+        .record(c, EventKind::Callback, json!({}), now + secs(3603))
+        .await
+        .expect("record");
+    let removed = store.prune(now + secs(3603)).await.expect("prune");
+    assert!(removed > 0);
     let ns: Vec<u64> = store
         .timeline(b, 1000)
         .await
@@ -555,30 +602,19 @@ pub async fn retention_bounds_each_host_and_the_whole_timeline(bed: &Bed) {
         .iter()
         .filter_map(|e| e.number("n"))
         .collect();
-    assert_eq!(ns, [1]);
-    // total: many hosts with a few events each stay under the total
-    for host in 100..120u16 {
-        store
-            .record(
-                mac(host),
-                EventKind::DhcpIgnored,
-                json!({}),
-                now + secs(3602),
-            )
-            .await
-            .expect("record");
-    }
-    store
-        .record(c, EventKind::DhcpOffer, json!({}), now + secs(3603))
-        .await
-        .expect("record");
-    let removed = store.prune(now + secs(3603)).await.expect("prune");
-    assert!(removed > 0);
+    assert_eq!(ns, [1], "the event older than max_age is gone");
     let mut total = 0;
+    let mut noise = 0;
     for host in [a, b, c].into_iter().chain((100..120).map(mac)) {
-        total += store.timeline(host, 1000).await.expect("timeline").len();
+        for e in store.timeline(host, 1000).await.expect("timeline") {
+            match e.kind.class() {
+                kickstand_state::Class::Noise => noise += 1,
+                _ => total += 1,
+            }
+        }
     }
     assert_eq!(total, 25);
+    assert_eq!(noise, 4, "noise within its own bounds");
     assert_eq!(
         store.timeline(c, 10).await.expect("timeline").len(),
         1,
@@ -591,8 +627,87 @@ pub async fn retention_bounds_each_host_and_the_whole_timeline(bed: &Bed) {
     }
 }
 
+pub async fn ten_thousand_wrong_tokens_leave_the_life_cycle_in_place(bed: &Bed) {
+    let store = bed.open().await;
+    let (m, now) = (mac(21), t0());
+    let token = store
+        .ensure_token(m, now)
+        .expect("mint")
+        .await
+        .expect("ensure")
+        .expect("token");
+    store
+        .transition(m, Transition::BootFetched, Some(ip("10.0.0.21")), now)
+        .await
+        .expect("boot");
+    store
+        .record(m, EventKind::BootScript, json!({"script": "install"}), now)
+        .await
+        .expect("script");
+    store
+        .check_token(m, Some(token.as_str()), ip("10.0.0.21"), now)
+        .await
+        .expect("check")
+        .expect("the host's own use");
+    store
+        .transition(m, Transition::KickstartFetched, None, now)
+        .await
+        .expect("ks");
+    let life_cycle = |events: &[kickstand_state::Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.kind.class() == kickstand_state::Class::LifeCycle)
+            .map(|e| e.kind.to_string())
+            .collect()
+    };
+    let before = life_cycle(&store.timeline(m, 10_000).await.expect("timeline"));
+    assert_eq!(
+        before,
+        [
+            "token-issued",
+            "phase-change",
+            "boot-script",
+            "token-bound",
+            "phase-change"
+        ]
+    );
+    // an attacker replays requests for ten minutes' worth of seconds
+    for i in 0..10_000u64 {
+        let at = now + Duration::from_millis(60 * i);
+        let verdict = store
+            .check_token(m, Some("forged"), ip("10.0.0.66"), at)
+            .value();
+        assert_eq!(verdict, Err(TokenRejected::Wrong));
+    }
+    store.tick(now + secs(3600));
+    let events = store.timeline(m, 10_000).await.expect("timeline");
+    assert_eq!(life_cycle(&events), before, "every life-cycle event stays");
+    let rejected: Vec<&kickstand_state::Event> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TokenRejected)
+        .collect();
+    assert!(
+        rejected.len() <= 100,
+        "{} rejection rows for 10,000 requests",
+        rejected.len()
+    );
+    let counted: u64 = rejected.iter().map(|e| e.repeated()).sum();
+    assert!(
+        counted > 9000,
+        "the summaries still say how many came ({counted})"
+    );
+    assert!(rejected.iter().any(|e| e.repeated() > 1));
+    let d = store.diagnose(m, now + secs(1));
+    assert!(!matches!(d, Diagnosis::NeverSeen), "{d:?}");
+}
+
 pub async fn discovered_table_is_bounded(bed: &Bed) {
-    let store = bed.open_with("rack-a", |c| c.max_discovered = 3).await;
+    let limits = DiscoveryLimits {
+        max: 3,
+        per_address: 2,
+        expire_after: secs(3600),
+    };
+    let store = bed.open_with("rack-a", |c| c.discovery = limits).await;
     let now = t0();
     let facts = |serial: &str| Facts {
         uuid: Some("8c3a1f5e-0000-4000-8000-000000000001".into()),
@@ -601,43 +716,80 @@ pub async fn discovered_table_is_bounded(bed: &Bed) {
         platform: Some("efi".into()),
         ..Facts::default()
     };
-    for n in 1..=3 {
+    for n in 1..=3u16 {
         let got = store
-            .report_discovered(mac(200 + n), ip("10.0.0.50"), &facts("s1"), now)
+            .report_discovered(
+                mac(200 + n),
+                ip(&format!("10.0.0.{}", 49 + n)),
+                &facts("s1"),
+                now + secs(u64::from(n)),
+            )
             .await
             .expect("report");
         assert_eq!(got, DiscoveryOutcome::Added);
     }
-    // a flood of new MACs at the bound: refused, nothing grows
-    for n in 4..50 {
+    // a flood of new MACs from one address churns that address's share:
+    // it pushes out at most `per_address` machines, and nothing grows
+    for n in 4..50u16 {
         let got = store
-            .report_discovered(mac(200 + n), ip("10.0.0.66"), &facts("forged"), now)
+            .report_discovered(
+                mac(200 + n),
+                ip("10.0.0.66"),
+                &facts("forged"),
+                now + secs(10),
+            )
             .await
             .expect("report");
-        assert_eq!(got, DiscoveryOutcome::Full { bound: 3 });
+        let want = match n {
+            4 => DiscoveryOutcome::AddedEvicting {
+                evicted: mac(201),
+                why: Evicted::Full,
+            },
+            5 => DiscoveryOutcome::AddedEvicting {
+                evicted: mac(202),
+                why: Evicted::Full,
+            },
+            n => DiscoveryOutcome::AddedEvicting {
+                evicted: mac(200 + n - 2),
+                why: Evicted::AddressBudget,
+            },
+        };
+        assert_eq!(got, want, "report {n}");
     }
-    // a known machine is still updated
+    let macs =
+        |store: &StateStore| -> Vec<Mac> { store.discovered().iter().map(|d| d.mac).collect() };
+    assert_eq!(macs(&store), [mac(248), mac(249), mac(203)]);
+    // a known machine is updated
     let got = store
-        .report_discovered(mac(201), ip("10.0.0.51"), &facts("s2"), now + secs(5))
+        .report_discovered(mac(203), ip("10.0.0.51"), &facts("s2"), now + secs(20))
         .await
         .expect("report");
     assert_eq!(got, DiscoveryOutcome::Updated);
-    let list = store.discovered().await.expect("list");
-    assert_eq!(list.len(), 3);
-    assert_eq!(list[0].mac, mac(201));
-    assert_eq!(list[0].first_seen, now);
-    assert_eq!(list[0].last_seen, now + secs(5));
+    let list = store.discovered();
+    assert_eq!(list[0].mac, mac(203));
+    assert_eq!(list[0].first_seen, now + secs(3));
+    assert_eq!(list[0].last_seen, now + secs(20));
     assert_eq!(list[0].ip, Some(ip("10.0.0.51")));
     assert_eq!(list[0].facts, facts("s2"));
-    assert!(store.forget_discovered(mac(202)).await.expect("forget"));
-    assert!(!store.forget_discovered(mac(202)).await.expect("forget"));
-    assert_eq!(
+    // the table is on disk as it is in memory
+    store.close().await.expect("close");
+    let store = bed.open_with("rack-a", |c| c.discovery = limits).await;
+    assert_eq!(macs(&store), [mac(203), mac(248), mac(249)]);
+    // machines not seen for `expire_after` are forgotten
+    store.tick(now + secs(3611));
+    assert_eq!(macs(&store), [mac(203)]);
+    assert!(store.forget_discovered(mac(203)).await.expect("forget"));
+    assert!(!store.forget_discovered(mac(203)).await.expect("forget"));
+    for n in 60..62u16 {
         store
-            .report_discovered(mac(260), ip("10.0.0.60"), &facts("s3"), now)
+            .report_discovered(mac(n), ip("10.0.0.60"), &facts("s3"), now)
             .await
-            .expect("report"),
-        DiscoveryOutcome::Added
-    );
+            .expect("report");
+    }
+    assert_eq!(store.clear_discovered().await.expect("clear"), 2);
+    store.close().await.expect("close");
+    let store = bed.open_with("rack-a", |c| c.discovery = limits).await;
+    assert_eq!(macs(&store), []);
     let huge = Facts {
         serial: Some("x".repeat(20_000)),
         ..Facts::default()
@@ -654,25 +806,22 @@ pub async fn discovered_table_is_bounded(bed: &Bed) {
 pub async fn progress_counts_and_expected_install(bed: &Bed) {
     let store = bed.open().await;
     let (a, b, now) = (mac(12), mac(13), t0());
-    assert_eq!(
-        store.expected_install("rocky-9").await.expect("expected"),
-        None
-    );
+    assert_eq!(store.expected_install("rocky-9"), None);
     store
         .transition(a, Transition::BootFetched, None, now)
         .await
         .expect("boot");
     for _ in 0..100 {
-        store.add_pulled(a, 1000, 1).await.expect("pulled");
+        store.add_pulled(a, 1000, 1);
     }
-    let h = store.host(a).await.expect("host").expect("record");
+    let h = store.host(a).expect("record");
     assert_eq!(
         (h.pulled.bytes, h.pulled.files),
         (100_000, 100),
         "pending counts show"
     );
     store.flush().await.expect("flush");
-    store.add_pulled(a, 500, 1).await.expect("pulled");
+    store.add_pulled(a, 500, 1);
     store
         .transition(a, post(), None, now + secs(600))
         .await
@@ -682,26 +831,20 @@ pub async fn progress_counts_and_expected_install(bed: &Bed) {
         files: 101,
         duration: secs(600),
     };
-    assert_eq!(
-        store.expected_install("rocky-9").await.expect("expected"),
-        Some(want)
-    );
-    assert_eq!(
-        store.expected_install("alma-9").await.expect("expected"),
-        None
-    );
+    assert_eq!(store.expected_install("rocky-9"), Some(want));
+    assert_eq!(store.expected_install("alma-9"), None);
     // the next install of another host starts from zero and sees the estimate
-    store.add_pulled(b, 7, 7).await.expect("pulled");
+    store.add_pulled(b, 7, 7);
     store
         .transition(b, Transition::BootFetched, None, now + secs(700))
         .await
         .expect("boot");
-    let h = store.host(b).await.expect("host").expect("record");
+    let h = store.host(b).expect("record");
     assert_eq!((h.pulled.bytes, h.pulled.files), (0, 0));
     // the counts survive a reopen
-    drop(store);
+    store.close().await.expect("close");
     let store = bed.open().await;
-    let h = store.host(a).await.expect("host").expect("record");
+    let h = store.host(a).expect("record");
     assert_eq!((h.pulled.bytes, h.pulled.files), (100_500, 101));
 }
 
@@ -712,6 +855,7 @@ pub async fn everything_survives_a_reopen(bed: &Bed) {
         let m = mac(14);
         let token = store
             .ensure_token(m, now)
+            .expect("mint")
             .await
             .expect("ensure")
             .expect("token");
@@ -733,15 +877,20 @@ pub async fn everything_survives_a_reopen(bed: &Bed) {
             )
             .await
             .expect("record");
+        store.close().await.expect("close");
         (m, token)
     };
     let store = bed.open().await;
-    let h = store.host(m).await.expect("host").expect("record");
+    let h = store.host(m).expect("record");
     assert_eq!(h.phase, Phase::Installing);
     assert_eq!(h.token.as_ref(), Some(&token));
     assert_eq!(h.token_ip, Some(ip("10.0.0.14")));
     assert_eq!(
-        store.ensure_token(m, now + secs(1)).await.expect("ensure"),
+        store
+            .ensure_token(m, now + secs(1))
+            .expect("mint")
+            .await
+            .expect("ensure"),
         Some(token.clone())
     );
     assert_eq!(
@@ -784,13 +933,7 @@ pub async fn json_state_is_imported_once(bed: &Bed) {
     let store = bed.open().await;
     assert!(!file.exists());
     assert!(bed.dir.join("hosts.json.imported").exists());
-    let phases: Vec<(Mac, Phase)> = store
-        .hosts()
-        .await
-        .expect("hosts")
-        .iter()
-        .map(|h| (h.mac, h.phase))
-        .collect();
+    let phases: Vec<(Mac, Phase)> = store.hosts().iter().map(|h| (h.mac, h.phase)).collect();
     let want = [
         ("52:54:00:00:01:01", Phase::Installed),
         ("52:54:00:00:01:02", Phase::Installing),
@@ -799,7 +942,7 @@ pub async fn json_state_is_imported_once(bed: &Bed) {
     .map(|(m, p)| (m.parse::<Mac>().expect("mac"), p));
     assert_eq!(phases, want);
     let installed: Mac = "52:54:00:00:01:01".parse().expect("mac");
-    let h = store.host(installed).await.expect("host").expect("record");
+    let h = store.host(installed).expect("record");
     assert_eq!(h.since, SystemTime::UNIX_EPOCH + secs(1_700_000_000));
     // An operator moves on; then the same file turns up again (an import
     // interrupted before its rename): nothing is duplicated or undone.
@@ -807,15 +950,12 @@ pub async fn json_state_is_imported_once(bed: &Bed) {
         .transition(installed, Transition::Rearm, None, t0())
         .await
         .expect("rearm");
-    drop(store);
+    store.close().await.expect("close");
     std::fs::write(&file, json).expect("write hosts.json again");
     let store = bed.open().await;
     assert!(!file.exists());
-    assert_eq!(store.hosts().await.expect("hosts").len(), 3);
-    assert_eq!(
-        store.host(installed).await.expect("host").map(|h| h.phase),
-        Some(Phase::Rearmed)
-    );
+    assert_eq!(store.hosts().len(), 3);
+    assert_eq!(store.host(installed).map(|h| h.phase), Some(Phase::Rearmed));
     let imports = store
         .timeline(installed, 100)
         .await
@@ -825,7 +965,7 @@ pub async fn json_state_is_imported_once(bed: &Bed) {
         .count();
     assert_eq!(imports, 1);
     // a broken file is a clear error, not an empty store
-    drop(store);
+    store.close().await.expect("close");
     std::fs::write(&file, "{ not json").expect("write");
     let err = StateStore::open(bed.config("rack-a"))
         .await
@@ -834,35 +974,36 @@ pub async fn json_state_is_imported_once(bed: &Bed) {
 }
 
 pub async fn an_old_schema_is_upgraded_in_place(bed: &Bed) {
-    let now = t0();
-    {
-        let old = StateStore::open_at_version(bed.config("rack-a"), 1)
-            .await
-            .expect("open at version 1");
-        assert_eq!(old.schema_version().await.expect("version"), 1);
-        old.transition(mac(15), Transition::BootFetched, None, now)
-            .await
-            .expect("boot");
-        old.record(
-            mac(15),
-            EventKind::BootScript,
-            json!({"script": "install"}),
-            now,
-        )
-        .await
-        .expect("record");
-    }
+    let now = kickstand_state_ms(t0());
+    // A host and an event as version 2 wrote them.
+    StateStore::make_old(
+        &bed.config("rack-a"),
+        2,
+        &[
+            &format!(
+                "INSERT INTO hosts (mac, phase, since, appliance) \
+                 VALUES ('52:54:00:00:00:0f', 'booting', {now}, 'rack-a')"
+            ),
+            &format!(
+                "INSERT INTO events (time, mac, appliance, kind, detail) VALUES \
+                 ({now}, '52:54:00:00:00:0f', 'rack-a', 'phase-change', \
+                  '{{\"from\":\"new\",\"to\":\"booting\",\"transition\":\"boot-fetched\"}}'), \
+                 ({now}, '52:54:00:00:00:0f', 'rack-a', 'token-rejected', '{{\"reason\":\"wrong\"}}'), \
+                 ({now}, '52:54:00:00:00:0f', 'rack-a', 'dhcp-offer', '{{}}')"
+            ),
+        ],
+    )
+    .await
+    .expect("a version 2 database");
     let store = bed.open().await;
-    assert_eq!(store.schema_version().await.expect("version"), 2);
-    assert_eq!(
-        store.host(mac(15)).await.expect("host").map(|h| h.phase),
-        Some(Phase::Booting)
-    );
-    assert_eq!(
-        store.timeline(mac(15), 10).await.expect("timeline").len(),
-        2
-    );
-    // what version 2 added works
+    assert_eq!(store.schema_version().await.expect("version"), 3);
+    assert_eq!(store.host(mac(15)).map(|h| h.phase), Some(Phase::Booting));
+    let events = store.timeline(mac(15), 10).await.expect("timeline");
+    let classes: Vec<&str> = events.iter().map(|e| e.kind.class().as_str()).collect();
+    assert_eq!(classes, ["life-cycle", "noise", "activity"]);
+    assert_eq!(store.recent(mac(15)).len(), 3, "loaded into memory");
+    // what version 3 added works: each class within its bound
+    let now = t0();
     store
         .report_discovered(mac(16), ip("10.0.0.16"), &Facts::default(), now)
         .await
@@ -871,17 +1012,31 @@ pub async fn an_old_schema_is_upgraded_in_place(bed: &Bed) {
         .transition(mac(15), post(), None, now + secs(1))
         .await
         .expect("post");
-    assert!(
-        store
-            .expected_install("rocky-9")
-            .await
-            .expect("expected")
-            .is_some()
-    );
+    assert!(store.expected_install("rocky-9").is_some());
     // opening again applies nothing twice
-    drop(store);
+    store.close().await.expect("close");
     let store = bed.open().await;
-    assert_eq!(store.schema_version().await.expect("version"), 2);
+    assert_eq!(store.schema_version().await.expect("version"), 3);
+    assert_eq!(store.host(mac(15)).map(|h| h.phase), Some(Phase::Installed));
+}
+
+fn kickstand_state_ms(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+}
+
+/// Waits up to two seconds for `cond` (another appliance's change reaches
+/// this one through the database's notifications).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "not seen within 2 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub async fn two_appliances_share_hosts_and_timelines(bed: &Bed) {
@@ -890,11 +1045,16 @@ pub async fn two_appliances_share_hosts_and_timelines(bed: &Bed) {
     let (m, now) = (mac(17), t0());
     let token = a
         .ensure_token(m, now)
+        .expect("mint")
         .await
         .expect("ensure")
         .expect("token");
+    eventually("a's token at b", || {
+        b.host(m).and_then(|h| h.token) == Some(token.clone())
+    })
+    .await;
     assert_eq!(
-        b.ensure_token(m, now).await.expect("ensure"),
+        b.ensure_token(m, now).expect("mint").await.expect("ensure"),
         Some(token.clone()),
         "both appliances render the same token"
     );
@@ -913,12 +1073,24 @@ pub async fn two_appliances_share_hosts_and_timelines(bed: &Bed) {
         .await
         .expect("check")
         .expect("accepted through b");
+    eventually("b's binding at a", || {
+        a.host(m).and_then(|h| h.token_ip) == Some(ip("10.1.0.17"))
+    })
+    .await;
+    assert_eq!(
+        a.check_token(m, Some(token.as_str()), ip("10.1.0.99"), now)
+            .value(),
+        Err(TokenRejected::WrongAddress {
+            bound: ip("10.1.0.17")
+        }),
+        "a token used through b is bound at a too"
+    );
     a.transition(m, post(), None, now + secs(60))
         .await
         .expect("post");
     // installed through a, seen installed through b: it boots its disk there
-    let seen = b.host(m).await.expect("host").expect("record");
-    assert_eq!(seen.phase, Phase::Installed);
+    eventually("installed at b", || b.phase(m) == Phase::Installed).await;
+    let seen = b.host(m).expect("record");
     assert_eq!(seen.appliance, "rack-a");
     b.record(
         m,
@@ -943,17 +1115,21 @@ pub async fn two_appliances_share_hosts_and_timelines(bed: &Bed) {
                 "dhcp-offer@rack-a",
                 "phase-change@rack-a",
                 "token-bound@rack-b",
+                "token-rejected@rack-a",
                 "phase-change@rack-a",
                 "local-boot@rack-b"
             ]
         );
     }
-    assert!(
-        b.expected_install("rocky-9")
-            .await
-            .expect("expected")
-            .is_some()
-    );
+    eventually("the install's size at b", || {
+        b.expected_install("rocky-9").is_some()
+    })
+    .await;
+    // and what b's memory holds for the diagnosis is the shared timeline
+    eventually("a's events in b's memory", || {
+        b.recent(m).iter().any(|e| e.appliance == "rack-a")
+    })
+    .await;
 }
 
 pub async fn concurrent_writers_lose_nothing(bed: &Bed) {
@@ -979,27 +1155,34 @@ pub async fn concurrent_writers_lose_nothing(bed: &Bed) {
     for t in tasks {
         t.await.expect("task").expect("writes");
     }
+    // repeats past the first few a minute are summed up at its end
+    for store in [&a, &b] {
+        store.tick(now + secs(61));
+        store.flush().await.expect("flush");
+    }
     for n in 0..8u16 {
         let events = a.timeline(mac(300 + n), 1000).await.expect("timeline");
-        let transfers = events
+        let transfers: u64 = events
             .iter()
             .filter(|e| e.kind == EventKind::TftpTransfer)
-            .count();
+            .map(|e| e.repeated())
+            .sum();
         let changes = events
             .iter()
             .filter(|e| e.kind == EventKind::PhaseChange)
             .count();
-        assert_eq!((transfers, changes), (20, 1), "host {n}");
+        assert_eq!(
+            (transfers, changes),
+            (20, 1),
+            "host {n}: both appliances' transfers, and one phase change where both saw the host first"
+        );
     }
 }
 
 pub async fn diagnosis_reads_the_stored_timeline(bed: &Bed) {
     let store = bed.open().await;
     let (m, now) = (mac(18), t0());
-    assert_eq!(
-        store.diagnose(m, now).await.expect("diagnose"),
-        Diagnosis::NeverSeen
-    );
+    assert_eq!(store.diagnose(m, now), Diagnosis::NeverSeen);
     store
         .transition(m, Transition::SeenByDhcp, None, now)
         .await
@@ -1022,14 +1205,14 @@ pub async fn diagnosis_reads_the_stored_timeline(bed: &Bed) {
         )
         .await
         .expect("tftp");
-    let d = store.diagnose(m, now + secs(600)).await.expect("diagnose");
+    let d = store.diagnose(m, now + secs(600));
     assert!(matches!(d, Diagnosis::TftpFailed { .. }), "{d:?}");
     assert!(
         d.to_string()
             .starts_with("TFTP of ipxe.efi aborted by the client after 0 bytes (error 8)"),
         "{d}"
     );
-    let last = store.last_events().await.expect("last events");
+    let last = store.last_events();
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].kind, EventKind::TftpTransfer);
 }
@@ -1037,10 +1220,7 @@ pub async fn diagnosis_reads_the_stored_timeline(bed: &Bed) {
 pub async fn requests_without_a_mac_find_their_host_by_address(bed: &Bed) {
     let store = bed.open().await;
     let now = t0();
-    assert_eq!(
-        store.host_by_ip(ip("10.0.0.20")).await.expect("by ip"),
-        None
-    );
+    assert_eq!(store.host_by_ip(ip("10.0.0.20")), None);
     store
         .transition(mac(19), Transition::BootFetched, Some(ip("10.0.0.20")), now)
         .await
@@ -1049,14 +1229,8 @@ pub async fn requests_without_a_mac_find_their_host_by_address(bed: &Bed) {
         .transition(mac(20), Transition::BootFetched, Some(ip("10.0.0.21")), now)
         .await
         .expect("boot");
-    assert_eq!(
-        store.host_by_ip(ip("10.0.0.20")).await.expect("by ip"),
-        Some(mac(19))
-    );
-    assert_eq!(
-        store.host_by_ip(ip("10.0.0.21")).await.expect("by ip"),
-        Some(mac(20))
-    );
+    assert_eq!(store.host_by_ip(ip("10.0.0.20")), Some(mac(19)));
+    assert_eq!(store.host_by_ip(ip("10.0.0.21")), Some(mac(20)));
 }
 
 // ---- kill -9 ---------------------------------------------------------------
@@ -1074,29 +1248,25 @@ pub async fn writer(config: StateConfig) {
         let m = mac(n);
         for step in 0..STEPS {
             match step {
-                0 => drop(
-                    store
-                        .record(
-                            m,
-                            EventKind::DhcpOffer,
-                            json!({"boot_file": "ipxe.efi"}),
-                            now,
-                        )
-                        .await
-                        .expect("offer"),
-                ),
+                0 => store
+                    .record(
+                        m,
+                        EventKind::DhcpOffer,
+                        json!({"boot_file": "ipxe.efi"}),
+                        now,
+                    )
+                    .await
+                    .expect("offer"),
                 1 => drop(
                     store
                         .transition(m, Transition::BootFetched, None, now)
                         .await
                         .expect("boot"),
                 ),
-                2 => drop(
-                    store
-                        .record(m, EventKind::KickstartFetch, json!({}), now)
-                        .await
-                        .expect("ks event"),
-                ),
+                2 => store
+                    .record(m, EventKind::KickstartFetch, json!({}), now)
+                    .await
+                    .expect("ks event"),
                 3 => drop(
                     store
                         .transition(m, Transition::KickstartFetched, None, now)
@@ -1156,7 +1326,7 @@ pub async fn kill9(test: &str, config: StateConfig, spec: &str, acks: usize) -> 
     for n in 0..=last_host {
         let m = mac(n);
         let acked = if n < last_host { STEPS - 1 } else { last_step };
-        let phase = store.host(m).await.expect("host").map(|h| h.phase);
+        let phase = store.host(m).map(|h| h.phase);
         // The write after the last acknowledged one may or may not have
         // committed before the kill; anything acknowledged must be there.
         let allowed: &[Phase] = match acked {
