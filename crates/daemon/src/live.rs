@@ -52,6 +52,11 @@ const DISCOVERY_WINDOW: Duration = Duration::from_secs(600);
 /// Bound on the small in-memory tables below: a flood of forged MACs
 /// pushes the least recently seen out rather than growing them.
 const REMEMBERED: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
+/// Answers to PXE clients without a profile: a rack of new machines
+/// powering on at once fits the burst; a flood of forged MACs is shed.
+const STRANGER_ANSWERS: kickstand_limit::Rate = kickstand_limit::Rate::per_second(50, 500);
+/// Log lines about unanswered PXE clients.
+const UNANSWERED_LOG: kickstand_limit::Rate = kickstand_limit::Rate::per_second(2, 20);
 /// Other DHCP servers remembered (and shown as metric series) at most; a
 /// flood of forged offers from made-up servers is counted beyond it.
 const MAX_ROGUES: usize = 32;
@@ -80,25 +85,45 @@ pub(crate) struct Live {
     /// Machines sent the discovery script: from where, and when.
     discovering: Mutex<LruCache<Mac, (IpAddr, Instant)>>,
     /// The last status document, shared by every viewer for a moment.
-    pub(crate) status_cache: Fresh<serde_json::Value>,
+    pub(crate) status_doc: Shared,
+    /// The last metrics exposition, shared by scrapes that overlap.
+    pub(crate) metrics_doc: Shared,
     /// Other servers seen offering boot information.
     pub(crate) rogues: Rogues,
+    /// Answers to PXE clients without a profile (`unknown: local-boot` or
+    /// `discover`), all of them together.
+    strangers: Mutex<kickstand_limit::Flow>,
+    /// Log lines about unanswered clients, and how many were not logged.
+    unanswered_log: Mutex<(kickstand_limit::Flow, u64)>,
+    /// Monotonic origin of the rate limits above.
+    started: Instant,
 }
 
-/// A value kept for a short while.
+/// A document built from memory and shared by every reader who asks
+/// while it is fresh: readers that arrive while it is being rebuilt wait
+/// for that one rebuild instead of each making their own.
 #[derive(Debug, Default)]
-pub(crate) struct Fresh<T>(Mutex<Option<(Instant, T)>>);
+pub(crate) struct Shared(tokio::sync::Mutex<Option<(Instant, bytes::Bytes)>>);
 
-impl<T: Clone> Fresh<T> {
-    pub(crate) fn fresh(&self, within: Duration) -> Option<T> {
-        match &*lock(&self.0) {
-            Some((at, v)) if at.elapsed() < within => Some(v.clone()),
-            _ => None,
+impl Shared {
+    /// The document, rebuilt by `build` unless one built no more than
+    /// `max_age` before this call is there (a zero age: one built after
+    /// this call began, by a reader ahead of it).
+    pub(crate) async fn get<E>(
+        &self,
+        max_age: Duration,
+        build: impl FnOnce() -> Result<bytes::Bytes, E>,
+    ) -> Result<bytes::Bytes, E> {
+        let asked = Instant::now();
+        let mut doc = self.0.lock().await;
+        if let Some((built, bytes)) = doc.as_ref()
+            && *built + max_age >= asked
+        {
+            return Ok(bytes.clone());
         }
-    }
-
-    pub(crate) fn store(&self, value: T) {
-        *lock(&self.0) = Some((Instant::now(), value));
+        let bytes = build()?;
+        *doc = Some((Instant::now(), bytes.clone()));
+        Ok(bytes)
     }
 }
 
@@ -211,8 +236,35 @@ impl Live {
             ports: parts.ports,
             unanswered: Mutex::new(LruCache::new(REMEMBERED)),
             discovering: Mutex::new(LruCache::new(REMEMBERED)),
-            status_cache: Fresh::default(),
+            status_doc: Shared::default(),
+            metrics_doc: Shared::default(),
             rogues: Rogues::default(),
+            strangers: Mutex::new(kickstand_limit::Flow::new(STRANGER_ANSWERS)),
+            unanswered_log: Mutex::new((kickstand_limit::Flow::new(UNANSWERED_LOG), 0)),
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether a PXE client without a profile may be answered now.
+    pub(crate) fn answer_stranger(&self) -> bool {
+        let now = self.started.elapsed();
+        let answered = lock(&self.strangers).take(now);
+        if !answered {
+            self.metrics.strangers_shed.inc();
+        }
+        answered
+    }
+
+    /// Whether an unanswered client may be logged now: `Some(n)` with the
+    /// number of others not logged since the last line.
+    pub(crate) fn may_log_unanswered(&self) -> Option<u64> {
+        let now = self.started.elapsed();
+        let mut log = lock(&self.unanswered_log);
+        if log.0.take(now) {
+            Some(std::mem::take(&mut log.1))
+        } else {
+            log.1 += 1;
+            None
         }
     }
 

@@ -55,6 +55,8 @@ pub(crate) struct Metrics {
     pub(crate) rogue_dhcp: Family<RogueLabels, Gauge>,
     /// Offers from servers past the listed ones (a flood of forged offers).
     pub(crate) rogue_unlisted: Counter,
+    /// PXE clients without a profile not answered, over their shared rate.
+    pub(crate) strangers_shed: Counter,
 }
 
 impl Metrics {
@@ -84,6 +86,7 @@ impl Metrics {
             discovery_reports: Family::default(),
             rogue_dhcp: Family::default(),
             rogue_unlisted: Counter::default(),
+            strangers_shed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -156,6 +159,11 @@ impl Metrics {
             "offers from other servers past the ones listed (a flood of forged offers is counted here)",
             m.rogue_unlisted.clone(),
         );
+        registry.register(
+            "kickstand_dhcp_strangers_shed",
+            "PXE clients without a profile not answered because strangers were over their shared rate",
+            m.strangers_shed.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -170,5 +178,82 @@ impl Metrics {
 
     pub(crate) fn named(family: &Family<Named, Counter>, name: &'static str) {
         family.get_or_create(&Named { name }).inc();
+    }
+}
+
+/// The state store's writer and bounds, read at each scrape.
+#[derive(Debug)]
+pub(crate) struct StoreCollector(pub(crate) kickstand_state::StateStore);
+
+impl prometheus_client::collector::Collector for StoreCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let s = self.0.stats();
+        for (name, help, n) in [
+            (
+                "kickstand_state_transactions",
+                "transactions the state writer committed",
+                s.transactions,
+            ),
+            (
+                "kickstand_state_changes",
+                "changes those transactions carried (many per transaction)",
+                s.changes,
+            ),
+            (
+                "kickstand_state_failed_commits",
+                "commits that failed (kept and retried, or written host by host)",
+                s.failed_commits,
+            ),
+            (
+                "kickstand_state_dropped_changes",
+                "changes the database refused, dropped (memory kept them)",
+                s.dropped_changes,
+            ),
+            (
+                "kickstand_state_shed_events",
+                "activity and noise events shed because the write queue was full",
+                s.shed_events,
+            ),
+            (
+                "kickstand_state_folded_events",
+                "repeated events folded into per-minute summaries",
+                s.folded_events,
+            ),
+            (
+                "kickstand_state_stranger_events_refused",
+                "events about MACs without a profile not written, over their shared rate",
+                s.stranger_events_refused,
+            ),
+        ] {
+            ConstCounter::new(n).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        for (name, help, n) in [
+            (
+                "kickstand_state_queued",
+                "changes waiting for the state writer",
+                s.queued,
+            ),
+            (
+                "kickstand_state_discovered",
+                "discovered machines held",
+                s.discovered,
+            ),
+        ] {
+            ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                .encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        Ok(())
     }
 }

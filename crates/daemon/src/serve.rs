@@ -112,6 +112,9 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         .context("opening the repo cache")?;
     let mut metrics = Metrics::new();
     repo.register_metrics(&mut metrics.registry);
+    metrics
+        .registry
+        .register_collector(Box::new(crate::metrics::StoreCollector(store.clone())));
     let connections = Arc::new(kickstand_http::ConnectionStats::default());
     connections.register_metrics(&mut metrics.registry);
     let log_counters = syslog::Counters {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
-use kickstand_dhcp::{Action, Boot, HostBoot, HostStatus, Reason};
+use kickstand_dhcp::{Action, Boot, BootView, HostBoot, HostLookup, HostStatus, Reason};
 use kickstand_http::route::{CacheOp, Report};
 use kickstand_http::{ApiError, Body, Front, Loader, Reply, RouteKind};
 use kickstand_profiles::{Mac, urls};
@@ -29,12 +29,31 @@ use crate::live::{Live, ReloadStatus};
 use crate::operator;
 
 impl Boot for Live {
-    fn context(&self) -> Arc<kickstand_dhcp::Context> {
-        self.current().dhcp.clone()
+    type View<'a> = PacketView<'a>;
+
+    /// One generation for the packets read together.
+    fn view(&self) -> PacketView<'_> {
+        PacketView {
+            live: self,
+            generation: self.current(),
+        }
     }
 
-    async fn host(&self, mac: Mac) -> HostStatus {
-        let generation = self.current();
+    fn rogue(&self, offer: &kickstand_dhcp::RogueOffer) {
+        self.rogue_seen(offer);
+    }
+}
+
+/// What ProxyDHCP decides a batch of packets with: one generation, and the
+/// host states in memory.
+pub(crate) struct PacketView<'a> {
+    live: &'a Live,
+    generation: Arc<crate::generation::Generation>,
+}
+
+impl HostLookup for PacketView<'_> {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        let generation = &self.generation;
         let profiled = || {
             let snapshot = generation.snapshot();
             let host = snapshot.host(&mac)?;
@@ -42,26 +61,40 @@ impl Boot for Live {
             let shim = urls::os_file_name(&os.name, &os.shim);
             Some(HostBoot::profiled(host.boot_loader, os.arch, shim))
         };
-        match self.boot_for(&generation, mac) {
+        match self.live.boot_for(generation, mac) {
             BootDecision::Install => profiled().map_or(HostStatus::Unknown, HostStatus::Netboot),
             BootDecision::LocalDisk => {
                 profiled().map_or(HostStatus::Unknown, HostStatus::LocalDisk)
             }
+            // Answers to machines without a profile share one rate: a flood
+            // of forged MACs costs a bounded number of replies, and the
+            // rest are counted, not answered.
             BootDecision::UnknownLocalBoot | BootDecision::Discover => {
-                HostStatus::Netboot(HostBoot::ipxe())
+                if self.live.answer_stranger() {
+                    HostStatus::Netboot(HostBoot::ipxe())
+                } else {
+                    HostStatus::Unknown
+                }
             }
             BootDecision::Ignore => HostStatus::Unknown,
         }
     }
+}
 
-    fn rogue(&self, offer: &kickstand_dhcp::RogueOffer) {
-        self.rogue_seen(offer);
+impl BootView for PacketView<'_> {
+    fn context(&self) -> &kickstand_dhcp::Context {
+        &self.generation.dhcp
+    }
+
+    fn profiled(&self, mac: Mac) -> bool {
+        self.generation.snapshot().host(&mac).is_some()
     }
 
     fn decided(&self, mac: Option<Mac>, seen: &kickstand_dhcp::Seen, action: &Action) {
-        self.metrics.dhcp.observe(action);
+        let live = self.live;
+        live.metrics.dhcp.observe(action);
         let Some(mac) = mac else { return };
-        let generation = self.current();
+        let generation = &self.generation;
         let known = generation.snapshot().host(&mac).is_some();
         let now = SystemTime::now();
         match action {
@@ -73,18 +106,18 @@ impl Boot for Live {
                 });
                 // In memory now, on disk with the writer's next batch: the
                 // reply never waits for either.
-                let _ = self
+                let _ = live
                     .store
                     .transition(mac, Transition::SeenByDhcp, ip, now)
                     .value();
-                self.record(&generation, mac, EventKind::DhcpOffer, detail);
+                live.record(generation, mac, EventKind::DhcpOffer, detail);
             }
             Action::Respond(_) => {}
             // The machine took another server's address offer: where it
             // will be, so TFTP and HTTP requests from there are its own.
             Action::Ignore(Reason::ForOtherServer(_)) if known && seen.requested.is_some() => {
                 let ip = seen.requested.map(IpAddr::V4);
-                let _ = self
+                let _ = live
                     .store
                     .transition(mac, Transition::SeenByDhcp, ip, now)
                     .value();
@@ -95,28 +128,31 @@ impl Boot for Live {
                 | Reason::UnsupportedArch(_)
                 | Reason::MissingArch),
             ) => {
-                // Once per machine per few minutes, at the default level:
-                // an operator should never need debug logs to learn why a
-                // machine was not served.
-                if !self.first_unanswered_in_a_while(mac) {
+                // Once per machine per few minutes, and within a rate: an
+                // operator should never need debug logs to learn why a
+                // machine was not served, and a flood of forged MACs must
+                // not become a flood of log lines.
+                if !live.first_unanswered_in_a_while(mac) {
                     return;
                 }
-                info!(%mac, from = %seen.from, %reason, "dhcp: PXE client not answered");
                 let name = match reason {
                     Reason::UnknownHost(_) => "no-profile",
                     Reason::Installed(_) => "installed",
                     Reason::UnsupportedArch(_) => "unsupported-arch",
                     _ => "no-arch",
                 };
-                self.record(
-                    &generation,
+                if let Some(unlogged) = live.may_log_unanswered() {
+                    info!(%mac, from = %seen.from, %reason, unlogged, "dhcp: PXE client not answered");
+                }
+                live.record(
+                    generation,
                     mac,
                     EventKind::DhcpIgnored,
                     json!({"reason": name, "detail": reason.to_string()}),
                 );
                 if matches!(reason, Reason::Installed(_)) {
-                    self.record(
-                        &generation,
+                    live.record(
+                        generation,
                         mac,
                         EventKind::LocalBoot,
                         json!({"how": "not-answered"}),
@@ -465,11 +501,28 @@ impl Front for Live {
     }
 
     async fn status_json(&self) -> Result<Reply, ApiError> {
-        Ok(Reply::Json(self.status_document().await?))
+        let body = self
+            .status_doc
+            .get(STATUS_FRESH, || self.status_document())
+            .await?;
+        Ok(Reply::Encoded {
+            body,
+            content_type: "application/json",
+        })
     }
 
     async fn metrics(&self) -> Result<Reply, ApiError> {
-        Ok(Reply::OpenMetrics(self.metrics_text().await?))
+        // Scrapes that overlap share one encoding; each gets one made after
+        // it asked.
+        let text = self
+            .metrics_doc
+            .get(std::time::Duration::ZERO, || {
+                Ok::<_, ApiError>(bytes::Bytes::from(self.metrics_text()))
+            })
+            .await?;
+        Ok(Reply::OpenMetrics(
+            String::from_utf8_lossy(&text).into_owned(),
+        ))
     }
 
     fn observe(&self, route: RouteKind, status: StatusCode) {
@@ -577,11 +630,9 @@ fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
 const STATUS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Live {
-    /// Everything the status page shows, in one document.
-    async fn status_document(&self) -> Result<serde_json::Value, ApiError> {
-        if let Some(doc) = self.status_cache.fresh(STATUS_FRESH) {
-            return Ok(doc);
-        }
+    /// Everything the status page shows, in one document, encoded once for
+    /// all who read it.
+    fn status_document(&self) -> Result<Bytes, ApiError> {
         let generation = self.current();
         let snap = generation.snapshot();
         let appliance = snap.appliance.clone();
@@ -640,8 +691,9 @@ impl Live {
             "hosts": hosts,
             "discovered": self.discovered_rows(),
         });
-        self.status_cache.store(doc.clone());
-        Ok(doc)
+        serde_json::to_vec_pretty(&doc)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     async fn status_page(&self) -> Result<String, ApiError> {
@@ -703,7 +755,7 @@ impl Live {
 
     /// The registry, with the gauges that are read from the store set
     /// first.
-    async fn metrics_text(&self) -> Result<String, ApiError> {
+    fn metrics_text(&self) -> String {
         let generation = self.current();
         let m = &self.metrics;
         m.profiles.set(generation.snapshot().hosts.len() as i64);
@@ -720,6 +772,6 @@ impl Live {
                 .get_or_create(&crate::metrics::PhaseLabel { phase })
                 .set(n);
         }
-        Ok(m.encode())
+        m.encode()
     }
 }

@@ -153,3 +153,49 @@ fn one_address_cannot_take_every_connection() {
         "logged once per address per minute, not per connection:\n{log}"
     );
 }
+
+/// A flood of the heavy views (status, metrics) from one address is paced:
+/// past its share it waits its turn or is told 429 with a Retry-After, and
+/// another address's boot script is served all the while.
+#[test]
+fn a_flood_of_views_from_one_address_is_paced() {
+    const NODE01: &str = "52:54:00:10:00:01";
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    let flooder = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+    let host = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
+    let statuses = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for i in 0..64 {
+            let (daemon, statuses) = (&daemon, &statuses);
+            s.spawn(move || {
+                for _ in 0..3 {
+                    let path = if i % 2 == 0 {
+                        "/api/status"
+                    } else {
+                        "/metrics"
+                    };
+                    let (status, _) = daemon.request_from(flooder, "GET", path);
+                    statuses.lock().expect("lock").push(status);
+                }
+            });
+        }
+        let (status, script) = daemon.request_from(host, "GET", &format!("/boot/{NODE01}.ipxe"));
+        assert_eq!(status, 200, "another address's boot script: {script}");
+    });
+    let statuses = statuses.into_inner().expect("lock");
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        refused > 0,
+        "192 views at once from one address were all served"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 40,
+        "a burst's worth is served: {statuses:?}"
+    );
+    assert!(metric(&daemon, "kickstand_http_views_refused_total") >= refused as u64);
+}

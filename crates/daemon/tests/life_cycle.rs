@@ -476,18 +476,23 @@ fn two_appliances_share_one_postgresql() {
     let token = a.build_token(NODE01);
     assert_eq!(a.get(&format!("/ks/{NODE01}?token={token}")).0, 200);
     // The token's binding to its first address is in force at B too.
-    propagated("the token bound through A refused at B from elsewhere", || {
-        b.request_from(OTHER, "GET", &format!("/ks/{NODE01}?token={token}"))
-            .1
-            .contains("bound to 127.0.0.1")
-    });
+    propagated(
+        "the token bound through A refused at B from elsewhere",
+        || {
+            b.request_from(OTHER, "GET", &format!("/ks/{NODE01}?token={token}"))
+                .1
+                .contains("bound to 127.0.0.1")
+        },
+    );
     assert_eq!(
         a.post(&format!("/api/hosts/{NODE01}/installed?token={token}"))
             .0,
         200
     );
     propagated("the install through A in force at B", || {
-        b.get(&format!("/boot/{NODE01}.ipxe")).1.contains("\nexit\n")
+        b.get(&format!("/boot/{NODE01}.ipxe"))
+            .1
+            .contains("\nexit\n")
     });
     let (_, script) = b.get(&format!("/boot/{NODE01}.ipxe"));
     assert!(

@@ -1,4 +1,5 @@
-//! The thin UDP driver: receive, take one snapshot, decide, send.
+//! The thin UDP driver: receive what the socket holds, take one snapshot,
+//! decide the packets of profiled machines first, send.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -15,23 +16,38 @@ use crate::proxy::{self, Action, Context, HostLookup, HostStatus, Mode, Port};
 use crate::rogue::RogueOffer;
 use crate::wire::{self, Mac};
 
-/// What the driver asks of the daemon, once per packet: the context of the
-/// generation in force, and how to treat the machine that sent it (from its
-/// profile and its install state, which may live in a database — hence
-/// async). The decision itself stays the pure [`proxy::decide`].
+/// What the driver asks of the daemon: a [`BootView`] of the generation
+/// in force, taken once for the packets read together, so every packet is
+/// decided with one context and one set of host states (never a context
+/// of one generation and a host of the next). The decision itself stays
+/// the pure [`proxy::decide`].
 pub trait Boot: Send + Sync + 'static {
-    fn context(&self) -> Arc<Context>;
-    fn host(&self, mac: Mac) -> impl Future<Output = HostStatus> + Send;
+    type View<'a>: BootView + Send
+    where
+        Self: 'a;
+
+    fn view(&self) -> Self::View<'_>;
+
+    /// Another server offered boot information to a client.
+    fn rogue(&self, offer: &RogueOffer) {
+        let _ = offer;
+    }
+}
+
+/// One generation as the decision sees it. Its host lookups answer from
+/// memory: nothing on the reply path waits for a disk.
+pub trait BootView: HostLookup {
+    fn context(&self) -> &Context;
+
+    /// Whether `mac` has a host profile: its packets are decided before
+    /// any stranger's, so a flood of forged MACs never queues a rack's
+    /// machines behind it.
+    fn profiled(&self, mac: Mac) -> bool;
 
     /// Every decision, once made: for the log, metrics and the machine's
     /// timeline. `mac` is the packet's client address when it had one.
     fn decided(&self, mac: Option<Mac>, seen: &Seen, action: &Action) {
         let _ = (mac, seen, action);
-    }
-
-    /// Another server offered boot information to a client.
-    fn rogue(&self, offer: &RogueOffer) {
-        let _ = offer;
     }
 }
 
@@ -45,7 +61,8 @@ pub struct Seen {
     pub requested: Option<Ipv4Addr>,
 }
 
-/// A fixed context and host lookup: for tests, benchmarks and tools.
+/// A fixed context and host lookup: for tests, benchmarks and tools. Every
+/// MAC its lookup answers for counts as profiled.
 #[derive(Clone)]
 pub struct View {
     pub context: Arc<Context>,
@@ -61,12 +78,26 @@ impl std::fmt::Debug for View {
 }
 
 impl Boot for View {
-    fn context(&self) -> Arc<Context> {
-        self.context.clone()
+    type View<'a> = View;
+
+    fn view(&self) -> View {
+        self.clone()
+    }
+}
+
+impl HostLookup for View {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        self.hosts.lookup(mac)
+    }
+}
+
+impl BootView for View {
+    fn context(&self) -> &Context {
+        &self.context
     }
 
-    async fn host(&self, mac: Mac) -> HostStatus {
-        self.hosts.lookup(mac)
+    fn profiled(&self, mac: Mac) -> bool {
+        self.hosts.lookup(mac) != HostStatus::Unknown
     }
 }
 
@@ -157,7 +188,7 @@ async fn listen_for_rogues<B: Boot>(
                 Err(e) => { debug!(error = %e, "dhcp: client-port receive failed"); continue; }
             },
         };
-        let ours = boot.context().address;
+        let ours = boot.view().context().address;
         if let Some(offer) = crate::rogue::rogue_offer(&buf[..len], ours) {
             boot.rogue(&offer);
         }
@@ -174,10 +205,15 @@ struct Worker<B> {
 /// A UDP datagram can carry up to this much; a smaller buffer would cut a
 /// large (but valid) DISCOVER short and misread it as malformed.
 const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams read from the socket before any is decided: what a flood has
+/// queued in front of a profiled machine's packet is read past, and that
+/// packet is decided first.
+const BATCH: usize = 64;
 
 impl<B: Boot> Worker<B> {
     async fn run(self, shutdown: CancellationToken) -> io::Result<()> {
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
         loop {
             let (len, from) = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -187,41 +223,49 @@ impl<B: Boot> Worker<B> {
                     Err(e) => { debug!(error = %e, "dhcp: receive failed"); continue; }
                 },
             };
-            let (mac, action) = self.decide(&buf[..len]).await;
-            let seen = Seen {
-                from,
-                requested: wire::peek_requested(&buf[..len]),
-            };
-            self.boot.decided(mac, &seen, &action);
-            match action {
-                Action::Ignore(reason) => debug!(%from, %reason, "dhcp: ignored"),
-                Action::Respond(reply) => {
-                    let to = reply.dest.resolve(from);
-                    info!(mac = %reply.mac, firmware = ?reply.firmware,
-                          boot_file = reply.boot_file.as_deref().unwrap_or("-"), %to, "dhcp: reply");
-                    if let Err(e) = self.socket.send_to(&reply.bytes, to).await {
-                        warn!(%to, error = %e, "dhcp: send failed");
+            batch.push((buf[..len].to_vec(), from));
+            while batch.len() < BATCH {
+                match self.socket.try_recv_from(&mut buf) {
+                    Ok((len, from)) => batch.push((buf[..len].to_vec(), from)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        debug!(error = %e, "dhcp: receive failed");
+                        break;
+                    }
+                }
+            }
+            let view = self.boot.view();
+            // Stable: profiled machines first, each side in arrival order.
+            batch.sort_by_key(|(packet, _)| {
+                !wire::peek_mac(packet).is_some_and(|mac| view.profiled(mac))
+            });
+            for (packet, from) in batch.drain(..) {
+                let action = self.decide(&view, &packet);
+                let mac = wire::peek_mac(&packet);
+                let seen = Seen {
+                    from,
+                    requested: wire::peek_requested(&packet),
+                };
+                view.decided(mac, &seen, &action);
+                match action {
+                    Action::Ignore(reason) => debug!(%from, %reason, "dhcp: ignored"),
+                    Action::Respond(reply) => {
+                        let to = reply.dest.resolve(from);
+                        info!(mac = %reply.mac, firmware = ?reply.firmware,
+                              boot_file = reply.boot_file.as_deref().unwrap_or("-"), %to, "dhcp: reply");
+                        if let Err(e) = self.socket.send_to(&reply.bytes, to).await {
+                            warn!(%to, error = %e, "dhcp: send failed");
+                        }
                     }
                 }
             }
         }
     }
 
-    async fn decide(&self, packet: &[u8]) -> (Option<Mac>, Action) {
-        let ctx = self.boot.context();
-        // The host's status is looked up before the pure decision, which
-        // sees it through a lookup that knows this one machine.
-        let mac = wire::peek_mac(packet);
-        let status = match mac {
-            Some(mac) => Some((mac, self.boot.host(mac).await)),
-            None => None,
-        };
-        let known = move |mac: Mac| match &status {
-            Some((m, s)) if *m == mac => s.clone(),
-            _ => HostStatus::Unknown,
-        };
-        let (ctx, hosts): (&Context, &dyn HostLookup) = (&ctx, &known);
-        let action = match (&self.leases, ctx.mode) {
+    fn decide(&self, view: &B::View<'_>, packet: &[u8]) -> Action {
+        let ctx = view.context();
+        let hosts: &dyn HostLookup = view;
+        match (&self.leases, ctx.mode) {
             (Some(leases), Mode::Full) => {
                 let mut leases = leases.lock().unwrap_or_else(PoisonError::into_inner);
                 let now = SystemTime::now()
@@ -236,7 +280,6 @@ impl<B: Boot> Worker<B> {
                 action
             }
             _ => proxy::decide(packet, ctx, hosts, self.port),
-        };
-        (mac, action)
+        }
     }
 }

@@ -19,7 +19,7 @@ mod proxy;
 mod rogue;
 mod wire;
 
-pub use driver::{Boot, Seen, Sockets, View, bind_dhcp_socket, serve};
+pub use driver::{Boot, BootView, Seen, Sockets, View, bind_dhcp_socket, serve};
 pub use metrics::Metrics;
 pub use proxy::{
     Action, Context, Destination, Firmware, HostBoot, HostLookup, HostStatus, Loaders,

@@ -53,13 +53,10 @@ fn boot_request(xid: u32) -> Vec<u8> {
 struct Live(Mutex<View>);
 
 impl Boot for Live {
-    fn context(&self) -> Arc<Context> {
-        self.0.lock().unwrap().context.clone()
-    }
+    type View<'a> = View;
 
-    async fn host(&self, mac: Mac) -> HostStatus {
-        let hosts = self.0.lock().unwrap().hosts.clone();
-        hosts.lookup(mac)
+    fn view(&self) -> View {
+        self.0.lock().unwrap().clone()
     }
 }
 
@@ -130,6 +127,103 @@ async fn boot_server_port_answers_the_sender_and_follows_reloads() {
         (4, "ipxe.efi".to_owned())
     );
 
+    shutdown.cancel();
+    timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve stops on cancel")
+        .unwrap()
+        .unwrap();
+}
+
+/// A view in which every machine is answered but only one has a profile.
+#[derive(Clone)]
+struct OneProfiled {
+    view: View,
+    profiled: Mac,
+}
+
+impl kickstand_dhcp::HostLookup for OneProfiled {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        self.view.hosts.lookup(mac)
+    }
+}
+
+impl kickstand_dhcp::BootView for OneProfiled {
+    fn context(&self) -> &Context {
+        &self.view.context
+    }
+
+    fn profiled(&self, mac: Mac) -> bool {
+        mac == self.profiled
+    }
+}
+
+impl Boot for OneProfiled {
+    type View<'a> = OneProfiled;
+
+    fn view(&self) -> OneProfiled {
+        self.clone()
+    }
+}
+
+/// Packets queued behind a flood from strangers: the profiled machine's,
+/// sent last, is decided and answered first.
+#[tokio::test]
+async fn a_profiled_machine_is_answered_before_the_strangers_queued_ahead_of_it() {
+    let boot = bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap();
+    let boot_addr = boot.local_addr().unwrap();
+    let dhcp = bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap();
+    let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let request = |xid: u32, last: u8| {
+        let mut p = boot_request(xid);
+        p[33] = last;
+        p
+    };
+    // The server is not running yet: these wait in its socket's buffer.
+    for xid in 100..140u32 {
+        client
+            .send_to(&request(xid, 0x40), boot_addr)
+            .await
+            .unwrap();
+    }
+    client.send_to(&request(7, 0x07), boot_addr).await.unwrap();
+    let mut context = Context::new(APPLIANCE, 8080);
+    context.loaders.uefi_x64 = "ipxe.efi".into();
+    let everyone = |_: Mac| HostStatus::Netboot(HostBoot::ipxe());
+    let source = Arc::new(OneProfiled {
+        view: View {
+            context: Arc::new(context),
+            hosts: Arc::new(everyone),
+        },
+        profiled: Mac([0x52, 0x54, 0x00, 0x00, 0x00, 0x07]),
+    });
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        Sockets {
+            dhcp,
+            boot_server: Some(boot),
+            client_port: None,
+        },
+        source,
+        None,
+        shutdown.clone(),
+    ));
+    let mut buf = [0u8; 1500];
+    let mut order = Vec::new();
+    while order.len() < 41 {
+        let (n, _) = timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        order.push(decode(&buf[..n]).xid());
+    }
+    // The first packet read may be decided alone, before the batch behind
+    // it is read; the profiled one comes before every other of its batch.
+    let at = order.iter().position(|x| *x == 7).unwrap();
+    assert!(
+        at <= 1,
+        "the profiled machine's reply came {at}th: {order:?}"
+    );
     shutdown.cancel();
     timeout(Duration::from_secs(5), server)
         .await

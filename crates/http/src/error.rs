@@ -40,6 +40,11 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// One address asked for more than its share of the heavy views.
+    #[error(
+        "too many requests from {0} for the status views; the status page polls every 2 s, a scraper every few"
+    )]
+    TooMany(std::net::IpAddr),
     /// A bug or a broken disk, not bad input: said plainly rather than
     /// serving half an answer.
     #[error("{0}")]
@@ -55,13 +60,19 @@ impl ApiError {
             ApiError::NotAProxy | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The response for this error.
     pub fn into_response(self) -> Response<Body> {
-        text(self.status(), format!("{self}\n"))
+        let mut resp = text(self.status(), format!("{self}\n"));
+        if let ApiError::TooMany(_) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 

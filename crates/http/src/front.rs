@@ -30,6 +30,12 @@ pub enum Reply {
     OpenMetrics(String),
     /// A page for a browser.
     Html(String),
+    /// A document already encoded, shared by every reader of it (the
+    /// status document, rebuilt once for all who poll it).
+    Encoded {
+        body: Bytes,
+        content_type: &'static str,
+    },
     /// A long operation's progress, one JSON document per line, streamed
     /// as it happens (`kickstand cache warm`).
     JsonLines(BoxStream<'static, serde_json::Value>),
@@ -42,6 +48,11 @@ impl std::fmt::Debug for Reply {
             Reply::Text(t) => f.debug_tuple("Text").field(t).finish(),
             Reply::OpenMetrics(t) => f.debug_tuple("OpenMetrics").field(t).finish(),
             Reply::Html(t) => f.debug_tuple("Html").field(t).finish(),
+            Reply::Encoded { body, content_type } => f
+                .debug_struct("Encoded")
+                .field("bytes", &body.len())
+                .field("content_type", content_type)
+                .finish(),
             Reply::JsonLines(_) => f.write_str("JsonLines(..)"),
         }
     }

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::assets;
 use crate::error::{self, ApiError, Body};
-use crate::front::{Front, Loader, Reply, lines_body};
+use crate::front::{Front, Loader, Reply, RouteKind, lines_body};
 use crate::route::{Access, Route, route, token};
 
 /// How long in-flight requests may run after shutdown starts.
@@ -46,6 +46,21 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    handle_paced(front, req, peer, None).await
+}
+
+/// Answers one request, the views paced per address by `pacer`.
+async fn handle_paced<F, B>(
+    front: &F,
+    req: Request<B>,
+    peer: SocketAddr,
+    pacer: Option<&Pacer>,
+) -> Response<Body>
+where
+    F: Front,
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
     let path = req.uri().path().to_owned();
     // Its length only: a query may carry a build token.
@@ -53,7 +68,18 @@ where
     let method = req.method().clone();
     let route = route(&method, origin_form, &path);
     let kind = route.kind();
-    let response = match authorize(front, &route, &req) {
+    let paced = match pacer {
+        Some(p)
+            if matches!(
+                kind,
+                RouteKind::Status | RouteKind::Metrics | RouteKind::Hosts
+            ) =>
+        {
+            p.wait(peer.ip()).await
+        }
+        _ => Ok(()),
+    };
+    let response = match paced.and_then(|()| authorize(front, &route, &req)) {
         Err(e) => e.into_response(),
         Ok(()) => dispatch(front, route, req, peer).await,
     };
@@ -192,6 +218,9 @@ fn reply(result: Result<Reply, ApiError>) -> Response<Body> {
             error::full(body),
             "text/html; charset=utf-8",
         ),
+        Ok(Reply::Encoded { body, content_type }) => {
+            error::with_type(StatusCode::OK, error::full(body), content_type)
+        }
         Ok(Reply::Json(value)) => match serde_json::to_vec_pretty(&value) {
             Ok(bytes) => error::with_type(StatusCode::OK, error::full(bytes), "application/json"),
             Err(e) => ApiError::Internal(e.to_string()).into_response(),
@@ -216,6 +245,57 @@ fn loader_response(loader: Loader) -> Response<Body> {
         header::HeaderValue::from(loader.len),
     );
     resp
+}
+
+/// The heavy views (status, metrics, host lists and timelines) from one
+/// address: at most this many a second on average, a burst of twice that.
+/// A status page polls every two seconds and Prometheus every few; a
+/// client past it waits its turn (up to [`PACE_WAIT`]) or is told 429, so
+/// a flood of them from one address costs the daemon that rate, and the
+/// boot scripts of every other address never queue behind it.
+const VIEWS_PER_SECOND: u32 = 20;
+const PACE_WAIT: Duration = Duration::from_secs(2);
+/// Addresses whose pace is remembered, least recently seen forgotten.
+const PACED_ADDRESSES: usize = 4096;
+
+/// The per-address pace of the views.
+#[derive(Debug)]
+struct Pacer {
+    flows: Mutex<kickstand_limit::Keyed<IpAddr>>,
+    started: Instant,
+    stats: Arc<ConnectionStats>,
+}
+
+impl Pacer {
+    fn new(stats: Arc<ConnectionStats>) -> Pacer {
+        Pacer {
+            flows: Mutex::new(kickstand_limit::Keyed::new(
+                kickstand_limit::Rate::per_second(VIEWS_PER_SECOND, 2 * VIEWS_PER_SECOND),
+                PACED_ADDRESSES,
+            )),
+            started: Instant::now(),
+            stats,
+        }
+    }
+
+    async fn wait(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let admit = self
+            .flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reserve(ip, self.started.elapsed(), PACE_WAIT);
+        match admit {
+            kickstand_limit::Admit::Now => Ok(()),
+            kickstand_limit::Admit::After(wait) => {
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            kickstand_limit::Admit::Refused => {
+                self.stats.views_refused.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::TooMany(ip))
+            }
+        }
+    }
 }
 
 /// How many connections the server keeps, and for how long an idle one.
@@ -256,6 +336,7 @@ pub struct ConnectionStats {
     accepted: AtomicU64,
     refused_per_client: AtomicU64,
     refused_total: AtomicU64,
+    views_refused: AtomicU64,
 }
 
 impl ConnectionStats {
@@ -274,6 +355,10 @@ impl ConnectionStats {
     /// Connections closed at once because the server had too many open.
     pub fn refused_total(&self) -> u64 {
         self.refused_total.load(Ordering::Relaxed)
+    }
+    /// View requests refused (429) because their address was past its pace.
+    pub fn views_refused(&self) -> u64 {
+        self.views_refused.load(Ordering::Relaxed)
     }
 }
 
@@ -325,6 +410,12 @@ impl prometheus_client::collector::Collector for StatsCollector {
         ] {
             ConstCounter::new(n).encode(family.encode_family(&[("cap", cap)])?)?;
         }
+        ConstCounter::new(s.views_refused()).encode(encoder.encode_descriptor(
+            "kickstand_http_views_refused",
+            "status, metrics and host-view requests refused (429) because their address asked past its pace",
+            None,
+            MetricType::Counter,
+        )?)?;
         Ok(())
     }
 }
@@ -446,6 +537,7 @@ pub async fn serve_with<F: Front>(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let pacer = Arc::new(Pacer::new(stats.clone()));
     let gate = Arc::new(Gate {
         limits,
         table: Mutex::default(),
@@ -487,10 +579,10 @@ pub async fn serve_with<F: Front>(
                 continue;
             }
         };
-        let front = front.clone();
+        let (front, pacer) = (front.clone(), pacer.clone());
         let service = service_fn(move |req: Request<Incoming>| {
-            let front = front.clone();
-            async move { Ok::<_, Infallible>(handle(&*front, req, peer).await) }
+            let (front, pacer) = (front.clone(), pacer.clone());
+            async move { Ok::<_, Infallible>(handle_paced(&*front, req, peer, Some(&pacer)).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

@@ -8,10 +8,10 @@
 //! of forged MACs pushes old windows out (writing what they had folded)
 //! rather than growing it.
 //!
-//! [`Bucket`]: a token bucket on events about MACs that have no host
-//! record (machines without a profile): those MACs are whatever a stranger
-//! chooses to send, so beyond the bucket's rate their events are counted,
-//! not written.
+//! Events about MACs that have no host record (machines without a
+//! profile) also pass one shared rate (`kickstand_limit`): those MACs are
+//! whatever a stranger chooses to send, so past it their events are
+//! counted, not written.
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime};
@@ -174,45 +174,6 @@ impl Limiter {
     }
 }
 
-/// A token bucket: `rate` a second, up to `burst` at once.
-#[derive(Debug)]
-pub(crate) struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Option<SystemTime>,
-    /// Refused since start.
-    pub(crate) refused: u64,
-}
-
-impl Bucket {
-    pub(crate) fn new(rate: u32, burst: u32) -> Bucket {
-        Bucket {
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            at: None,
-            refused: 0,
-        }
-    }
-
-    /// Takes one token if there is one at `now`.
-    pub(crate) fn take(&mut self, now: SystemTime) -> bool {
-        if let Some(at) = self.at {
-            let dt = clock::elapsed(at, now).as_secs_f64();
-            self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        }
-        self.at = Some(self.at.map_or(now, |at| at.max(now)));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.refused += 1;
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +221,13 @@ mod tests {
             l.admit(mac(1), &kind, &json!({"reason": "wrong"}), at(i), &mut due);
         }
         assert_eq!(
-            l.admit(mac(1), &kind, &json!({"reason": "expired"}), at(30), &mut due),
+            l.admit(
+                mac(1),
+                &kind,
+                &json!({"reason": "expired"}),
+                at(30),
+                &mut due
+            ),
             Verdict::Write,
             "a flood of one reason does not hide another"
         );
@@ -280,17 +247,5 @@ mod tests {
         );
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].detail["repeated"], 4);
-    }
-
-    #[test]
-    fn a_bucket_refills_at_its_rate_and_counts_refusals() {
-        let mut b = Bucket::new(10, 5);
-        let taken = (0..8).filter(|_| b.take(at(0))).count();
-        assert_eq!(taken, 5);
-        assert_eq!(b.refused, 3);
-        assert!(b.take(at(100)), "one token back after 100 ms");
-        assert!(!b.take(at(100)));
-        assert!(b.take(at(10_000)));
-        assert_eq!(b.refused, 4);
     }
 }

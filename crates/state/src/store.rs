@@ -21,7 +21,7 @@ use crate::diagnosis::{self, Diagnosis};
 use crate::discovery::{self, Discovered, DiscoveryOutcome, Facts, MAX_FACTS_BYTES};
 use crate::event::{Event, EventKind};
 use crate::host::{Host, Outcome, Pulled};
-use crate::limit::{Bucket, Folded, Limiter, Verdict};
+use crate::limit::{Folded, Limiter, Verdict};
 use crate::op::{self, HostOp, TokenNeed};
 use crate::phase::{Phase, Transition};
 use crate::token::{BuildToken, TokenRejected};
@@ -57,7 +57,8 @@ struct Inner {
     book: Arc<Mutex<Book>>,
     discovered: Arc<Mutex<discovery::Table>>,
     limiter: Mutex<Limiter>,
-    strangers: Mutex<Bucket>,
+    strangers: Mutex<kickstand_limit::Flow>,
+    strangers_refused: AtomicU64,
     queue: Arc<Queue>,
     /// A connection of its own for timelines, so reading one never waits
     /// behind the writer's transaction.
@@ -177,7 +178,10 @@ impl StateStore {
                 book,
                 discovered,
                 limiter: Mutex::default(),
-                strangers: Mutex::new(Bucket::new(STRANGER_RATE, STRANGER_BURST)),
+                strangers: Mutex::new(kickstand_limit::Flow::new(
+                    kickstand_limit::Rate::per_second(STRANGER_RATE, STRANGER_BURST),
+                )),
+                strangers_refused: AtomicU64::new(0),
                 queue,
                 reader,
                 stop,
@@ -218,7 +222,7 @@ impl StateStore {
             dropped_changes: get(&w.dropped_changes),
             shed_events: get(&w.shed_events),
             folded_events: get(&self.inner.folded),
-            stranger_events_refused: lock(&self.inner.strangers).refused,
+            stranger_events_refused: get(&self.inner.strangers_refused),
             hosts: lock(&self.inner.book).hosts().count() as u64,
             discovered: lock(&self.inner.discovered).len() as u64,
         }
@@ -557,8 +561,15 @@ impl StateStore {
         let mut due = Vec::new();
         let verdict = lock(&self.inner.limiter).admit(mac, &kind, &detail, now, &mut due);
         let mut seq = self.write_folded(due);
-        if verdict == Verdict::Write && lock(&self.inner.strangers).take(now) {
-            seq = self.write_event(mac, kind, detail, now).max(seq);
+        if verdict == Verdict::Write {
+            let since_epoch = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            if lock(&self.inner.strangers).take(since_epoch) {
+                seq = self.write_event(mac, kind, detail, now).max(seq);
+            } else {
+                self.inner.strangers_refused.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.written((), seq)
     }
