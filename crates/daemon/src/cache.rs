@@ -76,6 +76,16 @@ const LIKE: &str = "/like/";
 
 /// Reads a warm target: an OS, `<os>/like/<host>` (a MAC or hostname of a
 /// host profile), or `<mirror>/<path>`.
+/// A stream of cache events as the JSON lines the CLI reads.
+pub(crate) fn lines(stream: BoxStream<'static, CacheEvent>) -> kickstand_http::Reply {
+    use futures_util::StreamExt as _;
+    kickstand_http::Reply::JsonLines(
+        stream
+            .map(|event| serde_json::to_value(event).unwrap_or_default())
+            .boxed(),
+    )
+}
+
 pub(crate) fn warm_plan(snapshot: &Snapshot, target: &str) -> Result<WarmPlan, String> {
     if let Some((os, who)) = target.split_once(LIKE)
         && snapshot.oses.contains_key(os)

@@ -18,7 +18,8 @@ use kickstand_state::{Backend, Phase, StateConfig, StateStore};
 
 use crate::client::{self, Daemon};
 use crate::generation::{BootDecision, Generation};
-use crate::hosts::{TimelineView, ago};
+use crate::hosts::ago;
+use crate::views::TimelineView;
 
 /// Opens the host state store the appliance config names.
 pub(crate) async fn open_store(appliance: &Appliance) -> anyhow::Result<StateStore> {

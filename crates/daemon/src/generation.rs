@@ -16,6 +16,20 @@ use kickstand_render::Site;
 use kickstand_repo::{RepoConfig, Upstream};
 use kickstand_state::Phase;
 
+/// A database URL as a restart message may show it: whether it is set and
+/// changed, never its text (it may carry a password).
+fn redacted(url: Option<&str>) -> String {
+    match url {
+        None => "SQLite".into(),
+        Some(url) => {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            url.hash(&mut h);
+            format!("PostgreSQL #{:04x}", h.finish() & 0xffff)
+        }
+    }
+}
+
 /// What a machine's next network boot does: the one place the rules for
 /// known, installed and unknown machines are written. ProxyDHCP, TFTP and
 /// HTTP all ask this.
@@ -211,6 +225,29 @@ impl Generation {
             ("dhcp.pool", pool(old), pool(new)),
             ("cache.dir", path(&old.cache.dir), path(&new.cache.dir)),
             ("paths.state", path(&old.state_dir), path(&new.state_dir)),
+            // The state store is opened once, with these: its database,
+            // the name on every event, the install time-out it enforces.
+            (
+                "state.url",
+                // Never the URL itself in a message: it may hold a password.
+                redacted(old.state.postgres_url.as_deref()),
+                redacted(new.state.postgres_url.as_deref()),
+            ),
+            (
+                "state.appliance",
+                format!("{:?}", old.state.appliance),
+                format!("{:?}", new.state.appliance),
+            ),
+            (
+                "state.install_timeout",
+                humantime::format_duration(old.state.install_timeout).to_string(),
+                humantime::format_duration(new.state.install_timeout).to_string(),
+            ),
+            (
+                "state.operator_token_file",
+                path(&old.state.operator_token_file),
+                path(&new.state.operator_token_file),
+            ),
         ];
         settings
             .into_iter()

@@ -4,19 +4,25 @@
 //!
 //! A tour: `generation` builds everything one accepted profile set gives
 //! (and `check` builds exactly that); `live` holds the generation in force,
-//! swapped whole on reload, with the host state store and the repo proxy;
-//! `views` is the live state as ProxyDHCP, TFTP and HTTP each see it,
-//! through their own crate's trait — nothing else touches the live state;
-//! `reload` watches the profiles; `serve` binds sockets, starts the
-//! services on one shutdown token and drains them; `cache` is the
-//! operator protocol of `kickstand cache …`.
+//! swapped whole on reload, one reload at a time. Four parts answer, each
+//! holding only what it needs and taking one generation per packet or
+//! request: `booting` (ProxyDHCP's decisions, TFTP's files, boot scripts,
+//! loaders and OS boot files), `installs` (kickstarts, callbacks, the repo
+//! proxy, discovery reports), `views` (hosts, timelines, status page,
+//! metrics) and `operator` (rearm, adopt, cache); `front` routes HTTP to
+//! them, `hosts` is what they share. `reload` watches the profiles;
+//! `serve` binds sockets, starts the services on one shutdown token and
+//! drains them; `cache` is the operator protocol of `kickstand cache …`.
 
 mod boot;
+mod booting;
 mod cache;
 mod client;
 mod commands;
+mod front;
 mod generation;
 mod hosts;
+mod installs;
 mod live;
 mod metrics;
 mod operator;

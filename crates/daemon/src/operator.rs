@@ -1,15 +1,259 @@
-//! The operator token: what every state-changing action (rearm, adopt,
-//! cache warm and verify) must present as `Authorization: Bearer …`. It is
-//! made at first start, 32 random bytes in a file only the daemon's user
-//! can read (mode 0600); the CLI reads the same file.
+//! What only the operator may do, and how the daemon knows it is the
+//! operator: re-arm a host, adopt a discovered machine (a new profile
+//! file, put in force at once), warm and verify the cache. Every such
+//! request presents the operator token as `Authorization: Bearer …`: made
+//! at first start, 32 random bytes in a file only the daemon's user can
+//! read (mode 0600); the CLI reads the same file.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use anyhow::Context as _;
+use kickstand_http::route::CacheOp;
+use kickstand_http::{ApiError, Reply};
+use kickstand_profiles::{Mac, parse};
+use kickstand_repo::RepoProxy;
+use kickstand_state::{Facts, Outcome, StateStore, Transition};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::cache;
+use crate::generation::Generation;
+use crate::hosts;
+use crate::live::{Live, ReloadStatus, Trigger};
 use base64::Engine as _;
 use subtle::ConstantTimeEq as _;
+
+/// The operator's side of the daemon.
+#[derive(Debug)]
+pub(crate) struct Operator {
+    pub(crate) live: Arc<Live>,
+    pub(crate) store: StateStore,
+    pub(crate) repo: RepoProxy,
+    /// Cache operations run on it: shutdown drains it.
+    pub(crate) tasks: TaskTracker,
+    pub(crate) token: String,
+}
+
+impl Operator {
+    pub(crate) fn authorize(
+        &self,
+        generation: &Generation,
+        presented: Option<&str>,
+    ) -> Result<(), ApiError> {
+        match presented {
+            Some(p) if matches(&self.token, p) => Ok(()),
+            _ => Err(ApiError::Forbidden(format!(
+                "this action needs the operator token (Authorization: Bearer …, from {}); `kickstand` reads it for you",
+                generation.appliance().state.operator_token_file.display()
+            ))),
+        }
+    }
+
+    /// An operator sends a host back to the installer: a new build token
+    /// is made at its next boot, the old one is dead. Answered once on
+    /// disk.
+    pub(crate) async fn rearm(
+        &self,
+        generation: &Generation,
+        mac: Mac,
+        peer: std::net::IpAddr,
+    ) -> Result<Reply, ApiError> {
+        let Some(host) = generation.snapshot().host(&mac) else {
+            return Err(ApiError::NoProfile(mac));
+        };
+        let outcome = hosts::transition_durably(&self.store, mac, Transition::Rearm, None).await?;
+        info!(%mac, hostname = host.hostname, operator = %peer, "re-armed: its next boot installs");
+        let phase = match outcome {
+            Outcome::Changed { to, .. } | Outcome::Unchanged(to) => to,
+            Outcome::Refused { phase, .. } => phase,
+        };
+        self.repo.forget_pulls(&mac.to_string());
+        Ok(Reply::Json(
+            json!({"mac": mac.to_string(), "hostname": host.hostname, "phase": phase}),
+        ))
+    }
+
+    /// Adopts a discovered machine, then puts its profile in force now
+    /// rather than at the watcher's next look, so its next boot installs.
+    pub(crate) async fn adopt_and_reload(
+        &self,
+        generation: &Generation,
+        mac: Mac,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let adopted = self.adopt(generation, mac, body).await?;
+        let live = self.live.clone();
+        let status = tokio::task::spawn_blocking(move || live.reload(Trigger::Adopt))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match status {
+            ReloadStatus::Loaded => Ok(Reply::Json(adopted)),
+            ReloadStatus::Rejected { errors } => Err(ApiError::Conflict(format!(
+                "the profile was written but the reload was rejected: {}",
+                errors.join("; ")
+            ))),
+        }
+    }
+
+    /// Writes a host profile for a discovered machine: a new file under the
+    /// profiles directory (never an operator's), in force once the reload
+    /// it triggers accepts it.
+    pub(crate) async fn adopt(
+        &self,
+        generation: &Generation,
+        mac: Mac,
+        body: &[u8],
+    ) -> Result<serde_json::Value, ApiError> {
+        let req: AdoptRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "adopt wants {{\"hostname\": …, \"group\": …, \"os\": …}}: {e}"
+            ))
+        })?;
+        let snapshot = generation.snapshot();
+        if snapshot.host(&mac).is_some() {
+            return Err(ApiError::Conflict(format!(
+                "{mac} already has a host profile"
+            )));
+        }
+        if !parse::valid_hostname(&req.hostname) {
+            return Err(ApiError::BadRequest(format!(
+                "`{}` is not a valid hostname",
+                req.hostname
+            )));
+        }
+        if let Some(taken) = snapshot.hosts.values().find(|h| h.hostname == req.hostname) {
+            return Err(ApiError::Conflict(format!(
+                "hostname `{}` is already {}'s",
+                req.hostname, taken.mac
+            )));
+        }
+        if let Some(os) = &req.os
+            && !snapshot.oses.contains_key(os)
+        {
+            return Err(ApiError::BadRequest(format!("OS `{os}` is not defined")));
+        }
+        if let Some(group) = &req.group
+            && !parse::is_name(group)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "`{group}` is not a group name"
+            )));
+        }
+        let found = self.store.discovered().into_iter().find(|d| d.mac == mac);
+        let path = adopted_path(self.live.config(), mac);
+        let text = adopted_profile(mac, &req, found.as_ref().map(|d| &d.facts));
+        let written = path.clone();
+        tokio::task::spawn_blocking(move || write_new(&written, &text))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => ApiError::Conflict(format!(
+                    "{} exists already; edit or remove it",
+                    path.display()
+                )),
+                _ => ApiError::Internal(format!("writing {}: {e}", path.display())),
+            })?;
+        info!(%mac, hostname = req.hostname, file = %path.display(), "adopted a discovered machine");
+        self.store.forget_discovered(mac).value();
+        Ok(
+            json!({"mac": mac.to_string(), "hostname": req.hostname, "file": path.display().to_string()}),
+        )
+    }
+
+    pub(crate) fn cache(
+        &self,
+        generation: &Generation,
+        op: CacheOp<'_>,
+    ) -> Result<Reply, ApiError> {
+        let repo = self.repo.clone();
+        match op {
+            CacheOp::Stats => serde_json::to_value(repo.stats())
+                .map(Reply::Json)
+                .map_err(|e| ApiError::Internal(e.to_string())),
+            CacheOp::Verify => Ok(cache::lines(cache::verify(repo, &self.tasks))),
+            CacheOp::Warm(target) => {
+                let plan =
+                    cache::warm_plan(generation.snapshot(), target).map_err(ApiError::NotFound)?;
+                Ok(cache::lines(cache::warm(repo, plan, &self.tasks)))
+            }
+        }
+    }
+}
+
+/// `profiles/adopted/52-54-00-…yaml`, beside the operator's files.
+fn adopted_path(config: &std::path::Path, mac: Mac) -> PathBuf {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    dir.join("adopted")
+        .join(format!("{}.yaml", mac.to_string().replace(':', "-")))
+}
+
+fn write_new(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Written aside and linked in place: the watcher never sees half a file,
+    // and an existing file is never replaced.
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".adopt").tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn adopted_profile(mac: Mac, req: &AdoptRequest, facts: Option<&Facts>) -> String {
+    let mut text = format!(
+        "# Adopted with `kickstand adopt` at {}.\n",
+        humantime::format_rfc3339_seconds(SystemTime::now())
+    );
+    if let Some(f) = facts {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        text.push_str(&format!(
+            "# Reported: {} {}, serial {}, UUID {}, {} MiB.\n",
+            show(&f.manufacturer),
+            show(&f.product),
+            show(&f.serial),
+            show(&f.uuid),
+            show(&f.memsize)
+        ));
+    }
+    text.push_str("# Kickstand never rewrites this file: edit it as any other profile.\n");
+    text.push_str(&format!(
+        "hosts:\n  \"{mac}\":\n    hostname: {}\n",
+        yaml_string(&req.hostname)
+    ));
+    if let Some(group) = &req.group {
+        text.push_str(&format!("    groups: [{}]\n", yaml_string(group)));
+    }
+    if let Some(os) = &req.os {
+        text.push_str(&format!("    os: {}\n", yaml_string(os)));
+    }
+    text
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdoptRequest {
+    pub(crate) hostname: String,
+    pub(crate) group: Option<String>,
+    pub(crate) os: Option<String>,
+}
 
 /// The token in `path`, made first if the file does not exist.
 pub(crate) fn load_or_create(path: &Path) -> anyhow::Result<String> {

@@ -20,9 +20,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::booting::{Booting, Discovering, Rogues};
+use crate::front::HttpFront;
 use crate::generation::{Generation, Ports};
-use crate::live::{Live, Parts};
+use crate::installs::Installs;
+use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::operator::Operator;
+use crate::syslog::InstallerLogs;
+use crate::views::{Shared, Views};
 use crate::{boot, client, commands, operator, reload, syslog};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
@@ -121,18 +127,55 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         lines: metrics.installer_log_lines.clone(),
         dropped: metrics.installer_log_dropped.clone(),
     };
+    let metrics = Arc::new(metrics);
     let live = Arc::new(Live::new(
         generation,
-        Parts {
+        repo.clone(),
+        &metrics,
+        config.to_path_buf(),
+        ports,
+    ));
+    let logs = InstallerLogs::new(&appliance.state_dir);
+    let (rogues, discovering) = (
+        Arc::new(Rogues::default()),
+        Arc::new(Discovering::default()),
+    );
+    let booting = Arc::new(Booting::new(
+        live.clone(),
+        store.clone(),
+        repo.clone(),
+        metrics.clone(),
+        rogues.clone(),
+        discovering.clone(),
+    ));
+    let front = Arc::new(HttpFront {
+        live: live.clone(),
+        booting: booting.clone(),
+        installs: Arc::new(Installs {
+            store: store.clone(),
+            repo: repo.clone(),
+            metrics: metrics.clone(),
+            discovering,
+        }),
+        views: Arc::new(Views {
+            live: live.clone(),
+            store: store.clone(),
+            repo: repo.clone(),
+            metrics: metrics.clone(),
+            logs: logs.clone(),
+            rogues,
+            status_doc: Shared::default(),
+            metrics_doc: Shared::default(),
+        }),
+        operator: Arc::new(Operator {
+            live: live.clone(),
             store: store.clone(),
             repo,
             tasks: tasks.clone(),
-            operator_token,
-            config: config.to_path_buf(),
-            ports,
-            metrics,
-        },
-    ));
+            token: operator_token,
+        }),
+        metrics,
+    });
     let shutdown = CancellationToken::new();
 
     // For the CLI: where this daemon listens (the port, when it was 0).
@@ -145,7 +188,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     }
     info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
     let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
-        let (store, logs, counters) = (store.clone(), live.logs.clone(), log_counters);
+        let (store, counters) = (store.clone(), log_counters);
         let shutdown = shutdown.clone();
         move || syslog::receive(syslog, store, logs, counters, shutdown)
     })?;
@@ -161,7 +204,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     );
     tasks.spawn(kickstand_http::serve_with(
         http,
-        live.clone(),
+        front,
         limits,
         connections,
         shutdown.clone(),
@@ -169,7 +212,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
 
     boot::check_loaders(&appliance);
     let tftp = boot::bind_tftp(&appliance).await?;
-    let source: Arc<dyn kickstand_tftp::Source> = live.clone();
+    let source: Arc<dyn kickstand_tftp::Source> = booting.clone();
     tasks.spawn(log_exit(
         "tftp",
         kickstand_tftp::serve(tftp, source, shutdown.clone()),
@@ -180,7 +223,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         let leases = boot::leases(&appliance)?;
         tasks.spawn(log_exit(
             "dhcp",
-            kickstand_dhcp::serve(sockets, live.clone(), leases, shutdown.clone()),
+            kickstand_dhcp::serve(sockets, booting, leases, shutdown.clone()),
         ));
     }
 

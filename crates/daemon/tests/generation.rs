@@ -110,6 +110,17 @@ fn a_reload_that_needs_a_restart_is_refused_and_says_so() {
         ("state: ../var/state", "state: ../var/state2", "paths.state"),
         ("http_port: 0", "http_port: 8089", "server.http_port"),
         ("bind: 127.0.0.1", "bind: 0.0.0.0", "server.bind"),
+        // The state store is opened once with these.
+        (
+            "paths:\n",
+            "state:\n  install_timeout: 30m\npaths:\n",
+            "state.install_timeout",
+        ),
+        (
+            "paths:\n",
+            "state:\n  appliance: rack-z\npaths:\n",
+            "state.appliance",
+        ),
     ];
     let bed = Bed::new();
     let daemon = Daemon::start(&bed.config());

@@ -577,16 +577,16 @@ impl Body {
         let supplied = job.runtime.block_on(job.source.open(&path, job.peer))?;
         let cache = &job.cache;
         let (file, offset, size) = match supplied {
-            Some(Content::Bytes(bytes)) => return Ok(Self::Memory(bytes)),
-            Some(Content::Growing(file)) => {
+            Content::Bytes(bytes) => return Ok(Self::Memory(bytes)),
+            Content::Growing(file) => {
                 return Ok(Self::Growing {
                     file,
                     buf: Vec::new(),
                 });
             }
-            Some(Content::File { file, offset, size }) => (file, offset, size),
-            None => {
-                let (file, size) = path::open_file(&job.source.root(), &path)?;
+            Content::File { file, offset, size } => (file, offset, size),
+            Content::UnderRoot(root) => {
+                let (file, size) = path::open_file(&root, &path)?;
                 (file, 0, size)
             }
         };

@@ -19,25 +19,18 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The files a server offers. The daemon implements it over its live
 /// generation; [`DirSource`] serves a directory alone.
 pub trait Source: Send + Sync + std::fmt::Debug {
-    /// Directory whose regular files are served, read-only, when
-    /// [`Source::open`] has nothing of its own for a path. Asked once per
-    /// request and returned owned, so an implementation over a snapshot
-    /// that a reload swaps can hand out its current value.
-    fn root(&self) -> PathBuf;
-
     /// The content for `path`, which is already normalised (see
-    /// [`crate::normalize`]: relative, `/`-separated, no leading `/`), or
-    /// `None` to serve the file of that name under [`Source::root`]. What
-    /// it returns shadows that file. `peer` is who asks. Async: what it
-    /// serves may come from a database or a download.
+    /// [`crate::normalize`]: relative, `/`-separated, no leading `/`):
+    /// something the source makes or holds, or [`Content::UnderRoot`], the
+    /// file of that name in a directory. One call decides both, so an
+    /// implementation over a snapshot that a reload swaps answers every
+    /// request from one snapshot. `peer` is who asks. Async: what it serves
+    /// may come from a download.
     fn open<'a>(
         &'a self,
         path: &'a str,
         peer: SocketAddr,
-    ) -> BoxFuture<'a, Result<Option<Content>, OpenError>> {
-        let _ = (path, peer);
-        Box::pin(std::future::ready(Ok(None)))
-    }
+    ) -> BoxFuture<'a, Result<Content, OpenError>>;
 
     /// Called once per request when it ends, however it ended: for the
     /// daemon's metrics and the host's timeline.
@@ -58,6 +51,9 @@ pub enum Content {
     File { file: File, offset: u64, size: u64 },
     /// A file still arriving, such as a download in progress.
     Growing(Box<dyn Growing>),
+    /// The regular file of the requested name below this directory,
+    /// read-only (no path out of it, symlinks included).
+    UnderRoot(PathBuf),
 }
 
 /// A file whose final size is known while its bytes still arrive. The
@@ -140,7 +136,13 @@ impl DirSource {
 }
 
 impl Source for DirSource {
-    fn root(&self) -> PathBuf {
-        self.root.clone()
+    fn open<'a>(
+        &'a self,
+        _path: &'a str,
+        _peer: SocketAddr,
+    ) -> BoxFuture<'a, Result<Content, OpenError>> {
+        Box::pin(std::future::ready(Ok(Content::UnderRoot(
+            self.root.clone(),
+        ))))
     }
 }

@@ -5,7 +5,6 @@
 pub mod relay;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,24 +25,18 @@ pub struct TestSource {
 pub const GENERATED: &str = "#!ipxe\necho generated\n";
 
 impl Source for TestSource {
-    fn root(&self) -> PathBuf {
-        self.root.path().to_owned()
-    }
-
     fn open<'a>(
         &'a self,
         path: &'a str,
         _peer: std::net::SocketAddr,
-    ) -> kickstand_tftp::BoxFuture<'a, Result<Option<Content>, OpenError>> {
+    ) -> kickstand_tftp::BoxFuture<'a, Result<Content, OpenError>> {
         let found = match path {
-            "generated/hello.ipxe" => {
-                Some(Content::Bytes(Bytes::from_static(GENERATED.as_bytes())))
+            "generated/hello.ipxe" => Content::Bytes(Bytes::from_static(GENERATED.as_bytes())),
+            "growing/whole.bin" => Content::Growing(Box::new(Trickle::new(None))),
+            "growing/fails.bin" => {
+                Content::Growing(Box::new(Trickle::new(Some(TRICKLE_LEN as u64 / 2))))
             }
-            "growing/whole.bin" => Some(Content::Growing(Box::new(Trickle::new(None)))),
-            "growing/fails.bin" => Some(Content::Growing(Box::new(Trickle::new(Some(
-                TRICKLE_LEN as u64 / 2,
-            ))))),
-            _ => None,
+            _ => Content::UnderRoot(self.root.path().to_owned()),
         };
         Box::pin(std::future::ready(Ok(found)))
     }

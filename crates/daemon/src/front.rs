@@ -1,0 +1,164 @@
+//! The HTTP front as the daemon answers it: each route takes the
+//! generation in force once and hands it, with the request, to the part
+//! of the daemon that owns the answer — booting (scripts, loaders, boot
+//! files), installs (kickstarts, callbacks, the repo proxy, discovery
+//! reports), views (hosts, timelines, status, metrics) or the operator
+//! (rearm, adopt, cache). Nothing is decided here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use kickstand_http::route::{CacheOp, Report};
+use kickstand_http::{ApiError, Body, Front, Loader, Reply, RouteKind};
+use kickstand_profiles::Mac;
+use serde::Serialize;
+
+use crate::booting::Booting;
+use crate::installs::{self, Installs};
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::operator::Operator;
+use crate::views::Views;
+
+#[derive(Debug)]
+pub(crate) struct HttpFront {
+    pub(crate) live: Arc<Live>,
+    pub(crate) booting: Arc<Booting>,
+    pub(crate) installs: Arc<Installs>,
+    pub(crate) views: Arc<Views>,
+    pub(crate) operator: Arc<Operator>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
+    serde_json::to_value(value)
+        .map(Reply::Json)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+impl Front for HttpFront {
+    async fn boot_script(&self, mac: Mac, peer: SocketAddr) -> Result<String, ApiError> {
+        let generation = self.live.current();
+        self.booting.boot_script(&generation, mac, peer.ip()).await
+    }
+
+    async fn loader(&self, file: &str, peer: SocketAddr) -> Result<Loader, ApiError> {
+        let generation = self.live.current();
+        self.booting.loader(&generation, file, peer).await
+    }
+
+    async fn kickstart(
+        &self,
+        mac: Mac,
+        token: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<String, ApiError> {
+        let generation = self.live.current();
+        self.installs.kickstart(&generation, mac, token, peer.ip())
+    }
+
+    async fn report(
+        &self,
+        mac: Mac,
+        report: Report,
+        token: Option<&str>,
+        detail: Bytes,
+        peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        let generation = self.live.current();
+        self.installs
+            .report(&generation, mac, report, token, &detail, peer.ip())
+            .await
+            .map(Reply::Json)
+    }
+
+    fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        self.operator.authorize(&self.live.current(), presented)
+    }
+
+    async fn rearm(&self, mac: Mac, peer: SocketAddr) -> Result<Reply, ApiError> {
+        let generation = self.live.current();
+        self.operator.rearm(&generation, mac, peer.ip()).await
+    }
+
+    async fn hosts(&self) -> Result<Reply, ApiError> {
+        json(&self.views.host_rows(&self.live.current()))
+    }
+
+    async fn timeline(&self, mac: Mac) -> Result<Reply, ApiError> {
+        let generation = self.live.current();
+        json(&self.views.timeline(&generation, mac).await?)
+    }
+
+    async fn installer_log(&self, mac: Mac) -> Result<Reply, ApiError> {
+        self.views.installer_log(mac).await
+    }
+
+    async fn discovered(&self) -> Result<Reply, ApiError> {
+        json(&self.views.discovered_rows())
+    }
+
+    async fn discovery_report(
+        &self,
+        mac: Mac,
+        query: &str,
+        peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        self.installs
+            .discovery_report(mac, query, peer.ip())
+            .map(Reply::Text)
+    }
+
+    async fn adopt(&self, mac: Mac, body: Bytes) -> Result<Reply, ApiError> {
+        let generation = self.live.current();
+        self.operator
+            .adopt_and_reload(&generation, mac, &body)
+            .await
+    }
+
+    async fn os_file(
+        &self,
+        os: &str,
+        path: &str,
+        req: http::Request<()>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let generation = self.live.current();
+        self.booting.os_file(&generation, os, path, req, peer).await
+    }
+
+    async fn repo(
+        &self,
+        mirror: &str,
+        path: &str,
+        req: http::Request<()>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let installs = &self.installs;
+        installs::serve_repo(&installs.store, &installs.repo, mirror, path, req, peer).await
+    }
+
+    async fn cache(&self, op: CacheOp<'_>) -> Result<Reply, ApiError> {
+        self.operator.cache(&self.live.current(), op)
+    }
+
+    async fn status(&self) -> Result<Reply, ApiError> {
+        Ok(Reply::Text(self.views.status_page(&self.live.current())))
+    }
+
+    async fn status_json(&self) -> Result<Reply, ApiError> {
+        let generation = self.live.current();
+        self.views.status_json(&generation).await
+    }
+
+    async fn metrics(&self) -> Result<Reply, ApiError> {
+        let generation = self.live.current();
+        self.views.metrics(&generation).await
+    }
+
+    fn observe(&self, route: RouteKind, status: StatusCode) {
+        self.metrics.http.observe(route, status);
+    }
+}
