@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Frame;
 use prometheus_client::metrics::counter::Counter;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -81,16 +82,62 @@ pub(crate) fn channel() -> (mpsc::Sender<Msg>, Body) {
 /// pool when hyper asks for the next one. With no pump task and no channel
 /// between the disk and the socket a hit costs one task hop per chunk, and
 /// a slow client holds one chunk, not a queue of them.
-pub(crate) fn file(file: Arc<File>, at: u64, len: u64, chunk: u64, served: Counter) -> Body {
+pub(crate) fn file(
+    file: Arc<File>,
+    at: u64,
+    len: u64,
+    chunk: u64,
+    check: Option<Check>,
+    served: Counter,
+) -> Body {
     FileBody {
         file,
         at,
         left: len,
         chunk,
         read: None,
+        check,
         served,
     }
     .boxed()
+}
+
+/// A whole body checked as it streams: the last frame is sent only if
+/// everything hashes to `want`; otherwise the client sees the transfer
+/// aborted. `verdict` hears the result once.
+pub(crate) struct Check {
+    hasher: Sha256,
+    want: [u8; 32],
+    verdict: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+}
+
+impl Check {
+    pub(crate) fn new(want: [u8; 32], verdict: impl FnOnce(bool) + Send + Sync + 'static) -> Check {
+        Check {
+            hasher: Sha256::new(),
+            want,
+            verdict: Some(Box::new(verdict)),
+        }
+    }
+
+    /// Takes the next bytes; at the last ones, whether all of them matched.
+    fn update(&mut self, bytes: &[u8], last: bool) -> bool {
+        self.hasher.update(bytes);
+        if !last {
+            return true;
+        }
+        let whole = <[u8; 32]>::from(std::mem::take(&mut self.hasher).finalize()) == self.want;
+        if let Some(verdict) = self.verdict.take() {
+            verdict(whole);
+        }
+        whole
+    }
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -102,6 +149,7 @@ struct FileBody {
     left: u64,
     chunk: u64,
     read: Option<JoinHandle<io::Result<Bytes>>>,
+    check: Option<Check>,
     served: Counter,
 }
 
@@ -127,6 +175,16 @@ impl hyper::body::Body for FileBody {
         match got {
             Ok(b) => {
                 let n = b.len() as u64;
+                let last = n == self.left;
+                if let Some(check) = self.check.as_mut()
+                    && !check.update(&b, last)
+                {
+                    self.left = 0;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "cached file failed its checksum; it is fetched again next time",
+                    ))));
+                }
                 self.at += n;
                 self.left -= n;
                 self.served.inc_by(n);

@@ -34,7 +34,7 @@ use crate::known::{self, Origin};
 use crate::metadata;
 use crate::path::{CachePolicy, RepoPath, policy};
 use crate::serve::{Span, Want, not_modified, span};
-use crate::store::{self, CachedFile, Meta, Presence, is_disk_full};
+use crate::store::{self, CachedFile, Damage, Meta, Presence, Trust, is_disk_full};
 use crate::upstream::{Fetched, Upstream, Validators};
 use crate::{CacheStatus, Error, Inner};
 
@@ -43,10 +43,127 @@ use crate::{CacheStatus, Error, Inner};
 const CHUNK: u64 = 512 * 1024;
 
 /// A file with no checksum whose `Last-Modified` is less than this before
-/// the response's `Date` may still be being written (mirrors are not
-/// atomic: nginx sends the size of the moment): it is served, not cached.
-/// A writer paused for longer than this cannot be told from one that is done.
+/// the response's `Date` is being written right now (mirrors are not
+/// atomic: nginx sends the size of the moment): it is served, not even
+/// kept. An older one may still be mid-write too — a writer may pause for
+/// any length of time — which is why no such file is ever kept as final
+/// (see [`Trust::Unconfirmed`]); this only spares a disk write of a file
+/// that is visibly changing.
 const STILL_WRITING: Duration = Duration::from_secs(10);
+
+/// How a downloaded body compares with the checksum the metadata gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checksum {
+    Matches,
+    /// Also after `.treeinfo` was read again (a respin).
+    Mismatch,
+    /// No metadata gives one (or the body was not whole, so it was not asked).
+    Unknown,
+}
+
+/// What a download saw, gathered by the task that ran it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen {
+    /// Body bytes received, and the Content-Length announced, if any.
+    pub(crate) received: u64,
+    pub(crate) announced: Option<u64>,
+    pub(crate) checksum: Checksum,
+    /// A `repomd.xml` whose every record was fetched and verified: it
+    /// parsed whole (a torn XML document does not), and what it names is
+    /// checked by checksum.
+    pub(crate) records_verified: bool,
+    /// How long before the response the mirror says the file was last
+    /// written (`Date` − `Last-Modified`).
+    pub(crate) modified_ago: Option<Duration>,
+    /// The mirror sent `Last-Modified`: the body is a file on its disk,
+    /// which a writer may rewrite in place.
+    pub(crate) last_modified: bool,
+    /// A HEAD after the download disagreed with the GET (`Some(true)`) or
+    /// agreed; `None` when it was not asked or not answered.
+    pub(crate) changed: Option<bool>,
+    /// The body fits the cache's size limit at all.
+    pub(crate) fits: bool,
+    pub(crate) disk_full: bool,
+}
+
+/// What becomes of a finished download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Whole by its checksum (or by the mirror's word, with nothing to
+    /// doubt it): kept as final.
+    Commit,
+    /// Whole by its framing, but only the mirror vouches for it and a
+    /// writer may still be rewriting it: kept, confirmed with the mirror
+    /// before every serve.
+    KeepUnconfirmed,
+    /// Its clients get it whole; it is not kept, so the next request
+    /// fetches it again.
+    ServeButDontKeep(NotKept),
+    /// Its clients see the transfer aborted; nothing is kept.
+    Abort(Refused),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotKept {
+    StillBeingWritten,
+    Changed,
+    TooLarge,
+    DiskFull,
+}
+
+impl NotKept {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            NotKept::StillBeingWritten => {
+                "modified on the mirror seconds ago: it may still be being written"
+            }
+            NotKept::Changed => "changed on the mirror during the download (a respin in progress)",
+            NotKept::TooLarge => "larger than the whole cache",
+            NotKept::DiskFull => "the cache's disk is full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Fewer (or more) bytes than Content-Length announced.
+    Length,
+    /// The bytes are not what the metadata says they must be.
+    Checksum,
+}
+
+/// The commit decision: whole, verified, settled — or why not.
+pub(crate) fn decide(seen: &Seen) -> Outcome {
+    if seen.announced.is_some_and(|n| n != seen.received) {
+        return Outcome::Abort(Refused::Length);
+    }
+    if seen.checksum == Checksum::Mismatch {
+        return Outcome::Abort(Refused::Checksum);
+    }
+    let vouched = seen.checksum == Checksum::Matches || seen.records_verified;
+    if !vouched {
+        if seen.changed == Some(true) {
+            return Outcome::ServeButDontKeep(NotKept::Changed);
+        }
+        if seen.modified_ago.is_some_and(|age| age < STILL_WRITING) {
+            return Outcome::ServeButDontKeep(NotKept::StillBeingWritten);
+        }
+    }
+    if seen.disk_full {
+        return Outcome::ServeButDontKeep(NotKept::DiskFull);
+    }
+    if !seen.fits {
+        return Outcome::ServeButDontKeep(NotKept::TooLarge);
+    }
+    if vouched || !seen.last_modified {
+        // Without Last-Modified the body is not a file the mirror says it
+        // wrote at some time (a generated answer, or a server that tells
+        // nothing): there is no in-place writer to wait for.
+        Outcome::Commit
+    } else {
+        Outcome::KeepUnconfirmed
+    }
+}
 
 /// Records of a new `repomd.xml` fetched at once before it is committed.
 const GENERATION_FETCHES: usize = 4;
@@ -79,13 +196,63 @@ fn is_treeinfo(path: &RepoPath) -> bool {
     p == ".treeinfo" || p.ends_with("/.treeinfo")
 }
 
+/// Objects up to this size are hashed before their first serve in this
+/// process — one read, which the serve then finds in the page cache; larger
+/// ones are hashed while their first whole serve streams (see `respond`).
+const CHECK_BEFORE_SERVING: u64 = 1 << 20;
+
+/// Opens a committed object (on the blocking pool); a small one not yet
+/// checked in this process is checked against its recorded sha256 first.
 async fn open_entry(inner: &Arc<Inner>, hash: &str) -> Option<CachedFile> {
     let inner2 = inner.clone();
     let hash = hash.to_string();
-    tokio::task::spawn_blocking(move || inner2.store.open_entry(&hash))
-        .await
-        .ok()
-        .flatten()
+    tokio::task::spawn_blocking(move || {
+        let f = inner2.store.open_entry(&hash)?;
+        if !f.checked && f.len <= CHECK_BEFORE_SERVING && !check_whole(&inner2, &hash, &f) {
+            return None;
+        }
+        Some(f)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The sha256 a cached body must have: the one recorded at its commit, or
+/// for an object written before those were recorded, what the metadata
+/// says.
+pub(crate) fn expected_digest(inner: &Inner, hash: &str, meta: &Meta) -> Option<[u8; 32]> {
+    meta.sha256
+        .or_else(|| inner.known.expected(hash).map(|e| e.sha256))
+}
+
+/// Hashes a cached body (blocking) and compares it with what it must be:
+/// a match is remembered, a mismatch drops the object. Whether it may be
+/// served.
+pub(crate) fn check_whole(inner: &Inner, hash: &str, f: &CachedFile) -> bool {
+    let Some(want) = expected_digest(inner, hash, &f.meta) else {
+        inner.store.mark_checked(hash);
+        return true;
+    };
+    let got = body_reader(&f.file, f.offset, f.len).and_then(|mut r| {
+        let mut h = Sha256::new();
+        io::copy(&mut r, &mut h)?;
+        Ok(<[u8; 32]>::from(h.finalize()))
+    });
+    match got {
+        Ok(got) if got == want => {
+            inner.store.mark_checked(hash);
+            true
+        }
+        Ok(_) => {
+            inner.store.drop_damaged(hash, &f.file, Damage::Checksum);
+            false
+        }
+        Err(e) => {
+            tracing::warn!(object = hash, error = %e, "cached file could not be read");
+            false
+        }
+    }
 }
 
 /// Finds the bytes for `mirror/path`: a committed file, a download in
@@ -134,6 +301,9 @@ pub(crate) async fn obtain(
         };
         let (mut rx, status) = match decision {
             Decision::Hit => match open_entry(inner, &hash).await {
+                // After a restart the index learns that an object is
+                // unconfirmed from its header: decide again, now as stale.
+                Some(f) if f.meta.trust == Trust::Unconfirmed => continue,
                 Some(f) => {
                     c.hits.inc();
                     return Ok(Source::Cached(f, CacheStatus::Hit));
@@ -315,6 +485,7 @@ impl Job {
             content_type: text(header::CONTENT_TYPE),
             etag: text(header::ETAG),
             last_modified: text(header::LAST_MODIFIED),
+            ..Meta::default()
         };
         let head = meta.encode();
         let offset = head.len() as u64;
@@ -392,22 +563,34 @@ impl Job {
                 });
             }
         }
-        if let Some(n) = expected
-            && n != written
-        {
-            return Err(Error::Incomplete {
-                expected: n,
-                got: written,
-            });
-        }
         let digest: [u8; 32] = hasher.finalize().into();
-        let mut uncommitted = None;
-        match want {
-            Some(want) if want.sha256 == digest => {}
-            Some(want) => self.recheck(&want.origin, digest).await?,
-            None => uncommitted = self.unsettled(&headers).await,
+        let complete = expected.is_none_or(|n| n == written);
+        if complete && is_treeinfo(&self.path) {
+            // What `.treeinfo` says is learnt from every whole copy that
+            // passed through, kept or not: a respin's new `.treeinfo` is
+            // served before it can be kept (it was just written), and the
+            // new images it names must be checked against it, not refused
+            // against the old one until it is.
+            let (i, m, p, h, f) = (
+                inner.clone(),
+                self.mirror.clone(),
+                self.path.clone(),
+                self.hash.clone(),
+                file.clone(),
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                learn_file(&i, &m, &p, &h, &f, offset, written)
+            })
+            .await;
         }
-        if is_repomd(&self.path) {
+        let checksum = match &want {
+            _ if !complete => Checksum::Unknown,
+            None => Checksum::Unknown,
+            Some(want) if want.sha256 == digest => Checksum::Matches,
+            Some(want) => self.recheck(&want.origin, digest).await,
+        };
+        let mut records_verified = false;
+        if complete && checksum != Checksum::Mismatch && is_repomd(&self.path) {
             if !hold {
                 // Nobody waits on the records for a first copy: the mirror's
                 // repomd.xml is all there is to give.
@@ -418,23 +601,80 @@ impl Job {
                 });
             }
             self.fetch_generation(&file, offset, written).await?;
+            records_verified = true;
         }
-        if let Some(why) = uncommitted {
-            return Ok(Done::Uncommitted(why));
-        }
-        if !inner.store.fits(offset + written) || inner.store.disk_full() {
-            // Clients still get the whole file from the open temp file.
-            tracing::info!(key = %self.key, bytes = written, "not caching (too large or disk full)");
-            return Ok(Done::Complete);
-        }
+        let vouched = checksum == Checksum::Matches || records_verified;
+        let changed = if complete && !vouched {
+            self.changed_since(&headers).await
+        } else {
+            None
+        };
+        let date = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+        };
+        let seen = Seen {
+            received: written,
+            announced: expected,
+            checksum,
+            records_verified,
+            modified_ago: date(header::DATE)
+                .zip(date(header::LAST_MODIFIED))
+                .and_then(|(now, modified)| now.duration_since(modified).ok()),
+            last_modified: headers.contains_key(header::LAST_MODIFIED),
+            changed,
+            fits: inner.store.fits(offset + written),
+            disk_full: inner.store.disk_full(),
+        };
+        let trust = match decide(&seen) {
+            Outcome::Abort(Refused::Length) => {
+                return Err(Error::Incomplete {
+                    expected: expected.unwrap_or(written),
+                    got: written,
+                });
+            }
+            Outcome::Abort(Refused::Checksum) => return Err(Error::Checksum(self.key.clone())),
+            Outcome::ServeButDontKeep(why @ (NotKept::StillBeingWritten | NotKept::Changed)) => {
+                return Ok(Done::Uncommitted(why.as_str()));
+            }
+            Outcome::ServeButDontKeep(why) => {
+                // Clients still get the whole file from the open temp file.
+                tracing::info!(key = %self.key, bytes = written, why = why.as_str(), "not caching");
+                return Ok(Done::Complete);
+            }
+            Outcome::Commit => Trust::Final,
+            Outcome::KeepUnconfirmed => Trust::Unconfirmed,
+        };
+        // The header learns what the body is, so a damaged copy is told
+        // from a whole one later, after a restart too.
+        let done = Meta {
+            length: Some(written),
+            sha256: Some(digest),
+            trust,
+            ..(*body_state.meta).clone()
+        };
         let store_inner = inner.clone();
         let hash = self.hash.clone();
-        if let Err(e) = blocking(move || store_inner.store.commit(tmp, &hash)).await {
+        let committed = blocking(move || {
+            let head = done.encode();
+            if head.len() as u64 != offset {
+                return Err(io::Error::other("cache header changed length"));
+            }
+            tmp.as_file().write_all_at(&head, 0)?;
+            store_inner.store.commit(tmp, &hash, trust)
+        })
+        .await;
+        if let Err(e) = committed {
             if is_disk_full(&e) {
                 inner.store.set_disk_full();
             }
             tracing::warn!(key = %self.key, error = %e, "commit failed; served without caching");
             return Ok(Done::Complete);
+        }
+        if trust == Trust::Unconfirmed {
+            tracing::info!(key = %self.key, "kept unconfirmed: no checksum vouches for it, so the mirror is asked before each serve");
         }
         learn(
             inner,
@@ -452,60 +692,45 @@ impl Job {
     /// The body did not match the checksum it was expected to have. An
     /// image's checksum comes from `.treeinfo`, which changes with it on a
     /// respin: ask the mirror for `.treeinfo` again and check once more.
-    async fn recheck(&self, origin: &Origin, digest: [u8; 32]) -> Result<(), Error> {
-        let mismatch = || Err(Error::Checksum(self.key.clone()));
+    async fn recheck(&self, origin: &Origin, digest: [u8; 32]) -> Checksum {
         let Origin::Treeinfo { mirror, path } = origin else {
-            return mismatch();
+            return Checksum::Mismatch;
         };
         let inner = &self.inner;
         inner.store.expire(&known::object_hash(mirror, path));
         let refreshed = ensure_boxed(inner.clone(), self.up.clone(), mirror.clone(), path.clone());
         if let Err(e) = refreshed.await {
             tracing::warn!(key = %self.key, error = %e, "could not re-read .treeinfo after a checksum mismatch");
-            return mismatch();
+            return Checksum::Mismatch;
         }
         match inner.known.expected(&self.hash) {
-            Some(now) if now.sha256 == digest => Ok(()),
-            _ => mismatch(),
+            Some(now) if now.sha256 == digest => Checksum::Matches,
+            _ => Checksum::Mismatch,
         }
     }
 
-    /// Why a file with no checksum to check must not be committed yet, if
-    /// it must not: the mirror is still writing it, or it changed while it
-    /// was downloaded (a respin in progress).
-    async fn unsettled(&self, got: &HeaderMap) -> Option<&'static str> {
-        let date = |name| {
-            got.get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .and_then(|v| httpdate::parse_http_date(v).ok())
-        };
-        if let (Some(now), Some(modified)) = (date(header::DATE), date(header::LAST_MODIFIED))
-            && now
-                .duration_since(modified)
-                .is_ok_and(|age| age < STILL_WRITING)
-        {
-            return Some("modified on the mirror seconds ago: it may still be being written");
-        }
+    /// Whether the mirror's file changed while it was downloaded (a HEAD
+    /// afterwards disagrees with the GET's validators): `None` when the
+    /// GET gave none to compare, or the mirror gave no answer.
+    async fn changed_since(&self, got: &HeaderMap) -> Option<bool> {
         if !got.contains_key(header::ETAG) && !got.contains_key(header::LAST_MODIFIED) {
             return None;
         }
         match self.up.head(&self.mirror, &self.path).await {
-            Ok(now) => {
-                let changed = [header::ETAG, header::CONTENT_LENGTH, header::LAST_MODIFIED]
+            Ok(now) => Some(
+                [header::ETAG, header::CONTENT_LENGTH, header::LAST_MODIFIED]
                     .into_iter()
                     .any(|h| match (got.get(&h), now.get(&h)) {
                         (Some(a), Some(b)) => a != b,
                         _ => false,
-                    });
-                changed
-                    .then_some("changed on the mirror during the download (a respin in progress)")
-            }
+                    }),
+            ),
             // A mirror that refuses HEAD, or went away since, cannot say the
             // file changed; the body was whole by its own framing. Refusing
-            // to commit here would make `repomd.xml` and `.treeinfo`
-            // uncacheable on such a mirror, and offline installs impossible.
+            // to keep it here would make `.treeinfo` uncacheable on such a
+            // mirror, and offline installs impossible.
             Err(e) => {
-                tracing::debug!(key = %self.key, error = %e, "HEAD after download failed; committing");
+                tracing::debug!(key = %self.key, error = %e, "HEAD after download failed");
                 None
             }
         }
@@ -592,9 +817,10 @@ async fn learn(
         // Primary metadata can be large: its packages become known in the
         // background, the download is done.
         tokio::task::spawn_blocking(work);
-    } else if is_repomd(path) || is_treeinfo(path) {
+    } else if is_repomd(path) {
         let _ = tokio::task::spawn_blocking(work).await;
     }
+    // (`.treeinfo` was learnt before the commit decision, kept or not.)
 }
 
 fn learn_file(
@@ -740,12 +966,31 @@ pub(crate) async fn respond(
             }
             let sp = span(req, f.len, m.etag.as_deref(), m.last_modified.as_deref());
             let (resp, range) = head(m, Some(f.len), sp, status);
+            // The first whole serve of an object not yet checked in this
+            // process checks it as it streams: the last bytes go out only
+            // once they hash to what was committed.
+            let check = match (sp, f.checked) {
+                (Span::Whole, false) => expected_digest(inner, &f.hash, m).map(|want| {
+                    let (inner, hash, file) = (inner.clone(), f.hash.clone(), f.file.clone());
+                    body::Check::new(want, move |whole| {
+                        if whole {
+                            inner.store.mark_checked(&hash);
+                        } else {
+                            drop(tokio::task::spawn_blocking(move || {
+                                inner.store.drop_damaged(&hash, &file, Damage::Checksum)
+                            }));
+                        }
+                    })
+                }),
+                _ => None,
+            };
             Ok(finish(resp, range, want, |start, end| {
                 body::file(
-                    f.file,
+                    f.file.clone(),
                     f.offset + start,
                     end.unwrap_or(f.len) - start,
                     CHUNK,
+                    check,
                     inner.counters.served_bytes.clone(),
                 )
             }))
