@@ -4,9 +4,10 @@
 //! disk so a rack downloads each file once. It owns request mapping and
 //! path refusal ([`path`]), the upstream client with redirects and failover
 //! (`upstream`), coalesced misses that stream to every waiting client while
-//! the one download runs (`fetch`), atomic commits and LRU eviction
-//! (`store`), revalidation policy, and `cache warm` / `verify` over repodata
-//! (`warm`). It does not own HTTP routing, listening sockets or the config
+//! the one download runs (`fetch`, split by concern: the download task, the
+//! pure commit decision, revalidation, integrity checks, responses,
+//! pass-through), atomic durable commits and LRU eviction (`store`),
+//! revalidation policy, and `cache warm` / `verify` over repodata (`warm`). It does not own HTTP routing, listening sockets or the config
 //! file format: the HTTP front calls [`RepoProxy::handle`]; the daemon
 //! builds a [`RepoConfig`] from the validated appliance config (mirror URLs
 //! and the office proxy arrive parsed and checked, never parsed again here)
