@@ -48,6 +48,12 @@
 //!   first whole serve of an object in a process checks its sha256 (before
 //!   serving a small one, while streaming a large one); a damaged object is
 //!   dropped and fetched again, never served as complete.
+//! - *Cheap hits.* The index keeps each object's header in memory once read,
+//!   so a hit of a file served before opens it with `openat2`
+//!   (`RESOLVE_CACHED`) and reads it with `preadv2` (`RWF_NOWAIT`) on the
+//!   runtime — a small file goes out as one frame — and only what would wait
+//!   for the disk goes to the blocking pool: the appliance runs from a USB
+//!   stick, and a runtime worker must never wait on it.
 //! - *One download per file.* The first miss spawns a fetch task that
 //!   publishes the bytes on disk through a `watch` channel; later requests
 //!   join it and read the temp file up to that length.

@@ -148,10 +148,21 @@ pub(crate) struct CachedFile {
     pub(crate) file: Arc<File>,
     pub(crate) offset: u64,
     pub(crate) len: u64,
-    pub(crate) meta: Meta,
+    pub(crate) meta: Arc<Meta>,
     /// Its sha256 was checked in this process (it was committed here, or
     /// hashed since): only an unchecked object is hashed on a whole serve.
     pub(crate) checked: bool,
+}
+
+/// How [`Store::open_hot`] went.
+#[derive(Debug)]
+pub(crate) enum Opening {
+    Hot(CachedFile),
+    /// Its size is not the size it was committed with (for
+    /// [`Store::drop_damaged`], off the runtime).
+    Damaged(File),
+    /// Not without a chance of waiting for the disk.
+    Cold,
 }
 
 /// The state of a key in the index, decided without touching the disk.
@@ -172,6 +183,9 @@ struct Entry {
     /// `None` until the header is read in this process.
     trust: Option<Trust>,
     checked: bool,
+    /// The header and where the body starts, once read (or written) in
+    /// this process: a hit needs no read of it, and no blocking-pool trip.
+    header: Option<(Arc<Meta>, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -223,7 +237,14 @@ pub(crate) fn hash_key(key: &str) -> String {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // On every request (the object name of its key): no formatter per byte.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
@@ -293,6 +314,7 @@ impl Store {
                     validated: None,
                     trust: None,
                     checked: false,
+                    header: None,
                 },
             );
         }
@@ -364,7 +386,7 @@ impl Store {
                 file: Arc::new(file),
                 offset,
                 len,
-                meta,
+                meta: Arc::new(meta),
                 checked: false,
             }))
         })();
@@ -376,6 +398,7 @@ impl Store {
                 if let Some(e) = index.entries.get_mut(hash) {
                     e.last_used = tick;
                     e.trust = Some(f.meta.trust);
+                    e.header = Some((f.meta.clone(), f.offset));
                     f.checked = e.checked;
                 }
                 Some(f)
@@ -389,6 +412,61 @@ impl Store {
                 None
             }
         }
+    }
+
+    /// Opens an object without blocking, when that is sure to need no disk
+    /// I/O: its header is in memory, its sha256 was checked in this
+    /// process, and its name resolves from the kernel's dentry cache
+    /// (`openat2` with `RESOLVE_CACHED`, which fails rather than read a
+    /// directory). The size check is a stat of the open descriptor against
+    /// the index. Anything else is [`Opening::Cold`]: the caller takes the
+    /// blocking path, [`Store::open_entry`].
+    pub(crate) fn open_hot(&self, hash: &str) -> Opening {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let (meta, offset, size) = {
+            let index = self.index();
+            match index.entries.get(hash) {
+                Some(Entry {
+                    checked: true,
+                    header: Some((meta, offset)),
+                    size,
+                    ..
+                }) => (meta.clone(), *offset, *size),
+                _ => return Opening::Cold,
+            }
+        };
+        let Ok(fd) = rustix::fs::openat2(
+            rustix::fs::CWD,
+            self.object_path(hash),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        ) else {
+            // EAGAIN (not cached), ENOENT (evicted: the blocking path
+            // forgets it), ENOSYS or EINVAL (a kernel before 5.12).
+            return Opening::Cold;
+        };
+        let file = File::from(fd);
+        let Ok(total) = file.metadata().map(|m| m.len()) else {
+            return Opening::Cold;
+        };
+        if total != size {
+            return Opening::Damaged(file);
+        }
+        let mut index = self.index();
+        index.tick += 1;
+        let tick = index.tick;
+        if let Some(e) = index.entries.get_mut(hash) {
+            e.last_used = tick;
+        }
+        Opening::Hot(CachedFile {
+            hash: hash.to_string(),
+            file: Arc::new(file),
+            offset,
+            len: total - offset,
+            meta,
+            checked: true,
+        })
     }
 
     /// Deletes the object `file` was opened from, found damaged — unless a
@@ -459,7 +537,13 @@ impl Store {
     /// Atomically replaces the object for `hash` with the complete temp
     /// file, then evicts least-recently-used files above the size limit.
     /// Returns once the new object is durable: its bytes, then its name.
-    pub(crate) fn commit(&self, tmp: NamedTempFile, hash: &str, trust: Trust) -> io::Result<()> {
+    pub(crate) fn commit(
+        &self,
+        tmp: NamedTempFile,
+        hash: &str,
+        meta: Arc<Meta>,
+        offset: u64,
+    ) -> io::Result<()> {
         // Bytes and header reach the disk before the name does: after a
         // power cut the object is absent or whole, never a committed name
         // over blocks that were never written (delayed allocation).
@@ -481,8 +565,9 @@ impl Store {
                 size,
                 last_used: tick,
                 validated: Some(Instant::now()),
-                trust: Some(trust),
+                trust: Some(meta.trust),
                 checked: true,
+                header: Some((meta, offset)),
             };
             if let Some(old) = index.entries.insert(hash.to_string(), entry) {
                 index.total -= old.size;
@@ -613,6 +698,57 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hit_opens_from_memory_only_when_it_safely_can() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let hash = hash_key("m/a.rpm");
+        let meta = Meta {
+            key: "m/a.rpm".into(),
+            length: Some(5),
+            sha256: Some(Sha256::digest(b"hello").into()),
+            ..Meta::default()
+        };
+        let mut bytes = meta.encode();
+        let offset = bytes.len() as u64;
+        bytes.extend_from_slice(b"hello");
+        let tmp = store.new_temp().expect("temp");
+        std::fs::write(tmp.path(), &bytes).expect("write");
+        store
+            .commit(tmp, &hash, Arc::new(meta), offset)
+            .expect("commit");
+        let hot = |s: &Store| match s.open_hot(&hash) {
+            Opening::Hot(f) => Some(f.len),
+            Opening::Cold => None,
+            Opening::Damaged(_) => panic!("not damaged"),
+        };
+        assert_eq!(
+            hot(&store),
+            Some(5),
+            "committed here: header and checksum known"
+        );
+
+        // After a restart neither is known until the blocking path has read
+        // the header and the first serve has checked the bytes.
+        let store = Store::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(hot(&store), None);
+        let f = store.open_entry(&hash).expect("opens");
+        assert!(!f.checked);
+        assert_eq!(hot(&store), None, "header known, bytes not checked yet");
+        store.mark_checked(&hash);
+        assert_eq!(hot(&store), Some(5));
+
+        // Cut short: the stat of the open descriptor tells.
+        let path = store.object_path(&hash);
+        File::options()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(offset + 2)
+            .expect("truncate");
+        assert!(matches!(store.open_hot(&hash), Opening::Damaged(_)));
+    }
 
     #[test]
     fn header_round_trip() {

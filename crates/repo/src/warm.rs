@@ -489,7 +489,7 @@ impl RepoProxy {
             Ok(hashes
                 .iter()
                 .filter_map(|h| store_inner.store.open_entry(h))
-                .map(|f| f.meta.key)
+                .map(|f| f.meta.key.clone())
                 .collect())
         })
         .await?;

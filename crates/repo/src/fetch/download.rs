@@ -359,7 +359,7 @@ impl Job {
                 return Err(io::Error::other("cache header changed length"));
             }
             tmp.as_file().write_all_at(&head, 0)?;
-            store_inner.store.commit(tmp, &hash, trust)
+            store_inner.store.commit(tmp, &hash, Arc::new(done), offset)
         })
         .await;
         if let Err(e) = committed {

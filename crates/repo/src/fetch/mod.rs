@@ -37,7 +37,7 @@ use tokio::sync::watch;
 
 use crate::inflight::{End, Progress, wait_past};
 use crate::path::{CachePolicy, RepoPath, policy};
-use crate::store::{self, CachedFile, Presence, Trust};
+use crate::store::{self, CachedFile, Damage, Opening, Presence, Trust};
 use crate::upstream::Upstream;
 use crate::{CacheStatus, Error, Inner};
 
@@ -72,6 +72,24 @@ fn is_repomd(path: &RepoPath) -> bool {
 fn is_treeinfo(path: &RepoPath) -> bool {
     let p = path.as_str();
     p == ".treeinfo" || p.ends_with("/.treeinfo")
+}
+
+/// Opens a committed object for a hit: from memory on the runtime when
+/// that needs no disk I/O (the common case for a file served before), else
+/// on the blocking pool, which is where a cold disk may keep it waiting.
+async fn open(inner: &Arc<Inner>, hash: &str) -> Option<CachedFile> {
+    match inner.store.open_hot(hash) {
+        Opening::Hot(f) => Some(f),
+        Opening::Damaged(file) => {
+            let (inner, hash) = (inner.clone(), hash.to_string());
+            let _ = tokio::task::spawn_blocking(move || {
+                inner.store.drop_damaged(&hash, &file, Damage::Size)
+            })
+            .await;
+            None
+        }
+        Opening::Cold => open_entry(inner, hash).await,
+    }
 }
 
 /// Finds the bytes for `mirror/path`: a committed file, a download in
@@ -119,7 +137,7 @@ pub(crate) async fn obtain(
             Err(decision) => decision,
         };
         let (mut rx, status) = match decision {
-            Decision::Hit => match open_entry(inner, &hash).await {
+            Decision::Hit => match open(inner, &hash).await {
                 // After a restart the index learns that an object is
                 // unconfirmed from its header: decide again, now as stale.
                 Some(f) if f.meta.trust == Trust::Unconfirmed => continue,
@@ -140,7 +158,7 @@ pub(crate) async fn obtain(
                         return Err(Error::UpstreamBody("download task ended".into()));
                     }
                 }
-                Progress::NotModified | Progress::Cached => match open_entry(inner, &hash).await {
+                Progress::NotModified | Progress::Cached => match open(inner, &hash).await {
                     Some(f) => {
                         c.hits.inc();
                         let status = if matches!(state, Progress::Cached) {
@@ -170,7 +188,7 @@ pub(crate) async fn obtain(
                     let gone = matches!(&*e, Error::UpstreamStatus { status, .. } if status.is_client_error());
                     if !gone
                         && inner.store.presence(&hash, None) != Presence::Missing
-                        && let Some(f) = open_entry(inner, &hash).await
+                        && let Some(f) = open(inner, &hash).await
                     {
                         tracing::warn!(key, error = %e, "revalidation failed, serving stale copy");
                         c.stale.inc();
