@@ -253,6 +253,31 @@ pub(crate) fn is_disk_full(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(28)
 }
 
+/// Whether an object's size is not what it was committed with: the
+/// length its header records, or for an object written before lengths were
+/// recorded, the size the index has for it.
+fn size_disagrees(file: &File, indexed: Option<u64>) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(total) = file.metadata().map(|m| m.len()) else {
+        return true;
+    };
+    let mut head = vec![0u8; MAX_HEADER.min(total as usize)];
+    match file
+        .read_exact_at(&mut head, 0)
+        .ok()
+        .and_then(|()| Meta::decode(&head))
+    {
+        Some((
+            Meta {
+                length: Some(n), ..
+            },
+            offset,
+        )) => total.checked_sub(offset) != Some(n),
+        Some(_) => indexed.is_some_and(|size| size != total),
+        None => true,
+    }
+}
+
 /// Makes the entries of `dir` (a rename into it, a new subdirectory)
 /// durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -480,7 +505,14 @@ impl Store {
         let mut index = self.index();
         let ours = file.metadata().map(|m| (m.dev(), m.ino())).ok();
         let named = fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
-        if ours.is_some() && ours == named {
+        // A size that disagreed with the index may have been read across a
+        // commit (the new file opened, the index not yet updated): the
+        // file's own header settles it.
+        let damaged = damage != Damage::Size || {
+            let entry = index.entries.get(hash).map(|e| e.size);
+            size_disagrees(file, entry)
+        };
+        if damaged && ours.is_some() && ours == named {
             let _ = fs::remove_file(&path);
             if let Some(e) = index.entries.remove(hash) {
                 index.total -= e.size;
