@@ -45,6 +45,14 @@ pub(crate) fn expected_digest(inner: &Inner, hash: &str, meta: &Meta) -> Option<
         .or_else(|| inner.known.expected(hash).map(|e| e.sha256))
 }
 
+/// The sha256 of a cached body (blocking).
+pub(crate) fn body_sha256(f: &CachedFile) -> io::Result<[u8; 32]> {
+    let mut r = body_reader(&f.file, f.offset, f.len)?;
+    let mut h = Sha256::new();
+    io::copy(&mut r, &mut h)?;
+    Ok(h.finalize().into())
+}
+
 /// Hashes a cached body (blocking) and compares it with what it must be:
 /// a match is remembered, a mismatch drops the object. Whether it may be
 /// served.
@@ -53,12 +61,7 @@ pub(crate) fn check_whole(inner: &Inner, hash: &str, f: &CachedFile) -> bool {
         inner.store.mark_checked(hash);
         return true;
     };
-    let got = body_reader(&f.file, f.offset, f.len).and_then(|mut r| {
-        let mut h = Sha256::new();
-        io::copy(&mut r, &mut h)?;
-        Ok(<[u8; 32]>::from(h.finalize()))
-    });
-    match got {
+    match body_sha256(f) {
         Ok(got) if got == want => {
             inner.store.mark_checked(hash);
             true

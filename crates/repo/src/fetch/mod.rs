@@ -42,7 +42,7 @@ use crate::upstream::Upstream;
 use crate::{CacheStatus, Error, Inner};
 
 use intact::open_entry;
-pub(crate) use intact::{check_whole, expected_digest};
+pub(crate) use intact::{body_sha256, check_whole, expected_digest};
 pub(crate) use learn::learn_from_cache;
 pub(crate) use respond::respond;
 
