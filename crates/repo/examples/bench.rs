@@ -8,6 +8,14 @@
 //!
 //! `cargo run --release -p kickstand-repo --example bench -- [size_mib] [clients] [rate_mib_s] [hit_clients]`
 //! (defaults 100 50 20 64).
+//!
+//! Small-file hits, the shape of an install's package stage from a warm
+//! cache: `… --example bench -- small [files] [kib] [connections] [secs] [hold_secs]`
+//! (defaults 2000 16 64 10 0) caches `files` files of `kib` KiB, then
+//! `connections` keep-alive clients request them round-robin for `secs`
+//! seconds and the request rate is printed. With `hold_secs` the front stays
+//! up that long afterwards and a `wrk` script over the same paths is written,
+//! so an outside load generator can be pointed at it.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -132,6 +140,9 @@ fn peak_rss_mib() -> f64 {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("small") {
+        return small_files().await;
+    }
     let args: Vec<f64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -197,5 +208,115 @@ async fn main() {
         "peak RSS (VmHWM, proxy + clients): {:.1} MiB",
         peak_rss_mib()
     );
+    println!("stats: {:?}", proxy.stats());
+}
+
+/// Requests `paths` round-robin over one keep-alive connection until
+/// `until`; returns how many were answered whole.
+async fn keep_alive_client(
+    addr: SocketAddr,
+    paths: Arc<Vec<String>>,
+    first: usize,
+    until: Instant,
+) -> u64 {
+    let s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut done = 0u64;
+    let mut i = first;
+    while Instant::now() < until {
+        let req = http::Request::get(&paths[i % paths.len()])
+            .header("host", "bench")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.expect("whole body");
+        done += 1;
+        i += 1;
+    }
+    done
+}
+
+async fn small_files() {
+    let args: Vec<f64> = std::env::args()
+        .skip(2)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let files = args.first().copied().unwrap_or(2000.0) as usize;
+    let kib = args.get(1).copied().unwrap_or(16.0);
+    let connections = args.get(2).copied().unwrap_or(64.0) as usize;
+    let secs = args.get(3).copied().unwrap_or(10.0);
+    let hold = args.get(4).copied().unwrap_or(0.0);
+    let size = (kib * 1024.0) as usize;
+
+    let count = Arc::new(AtomicUsize::new(0));
+    let up = upstream(size, 1e12, count.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RepoConfig::new(dir.path().join("cache"), 1 << 40);
+    cfg.mirrors.insert(
+        "m".into(),
+        vec![format!("http://{up}/").parse().expect("mirror URL")],
+    );
+    let upstream = Arc::new(kickstand_repo::Upstream::new(&cfg).expect("upstream"));
+    let proxy = RepoProxy::open(&cfg, upstream, tokio_util::task::TaskTracker::new()).unwrap();
+    let addr = front(proxy.clone()).await;
+    let paths: Arc<Vec<String>> = Arc::new(
+        (0..files)
+            .map(|i| format!("/repo/m/Packages/p{i:05}.rpm"))
+            .collect(),
+    );
+    for p in paths.iter() {
+        assert_eq!(fetch(addr, p).await.0 as usize, size);
+    }
+    let fetched = count.load(Ordering::SeqCst);
+    println!("{files} files of {kib} KiB cached ({fetched} upstream fetches)");
+
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let clients: Vec<_> = (0..connections)
+        .map(|c| {
+            tokio::spawn(keep_alive_client(
+                addr,
+                paths.clone(),
+                c * files / connections.max(1),
+                until,
+            ))
+        })
+        .collect();
+    let mut total = 0u64;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    let took = start.elapsed().as_secs_f64();
+    println!(
+        "small hits, {connections} keep-alive connections: {total} requests in {took:.1} s = {:.0} req/s",
+        total as f64 / took
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        fetched,
+        "every request was a hit"
+    );
+    if hold > 0.0 {
+        let script = dir.path().join("paths.lua");
+        let list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
+        std::fs::write(
+            &script,
+            format!(
+                "local paths = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", paths[(i % #paths) + 1])\nend\n",
+                list.join(",")
+            ),
+        )
+        .unwrap();
+        println!(
+            "holding {hold} s: wrk -t2 -c{connections} -d{secs}s -s {} http://{addr}",
+            script.display()
+        );
+        tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+    }
     println!("stats: {:?}", proxy.stats());
 }

@@ -1,9 +1,12 @@
 //! Response bodies. A committed file is read by its body itself, one chunk
-//! per frame as hyper asks for it ([`file`]). Everything else (a download
-//! still arriving, a pass-through) is fed by a pump task through a small
-//! channel: the channel bounds memory per client, and a pump that stops
-//! without saying `End` surfaces as a body error, so a client never sees a
-//! clean end of a truncated file.
+//! per frame as hyper asks for it ([`file`]): from the page cache on the
+//! runtime when it is there (`preadv2` with `RWF_NOWAIT`), on the blocking
+//! pool when the disk must be read, so a cold USB stick never stalls a
+//! runtime worker; a small cached file is one frame ([`full`]). Everything
+//! else (a download still arriving, a pass-through) is fed by a pump task
+//! through a small channel: the channel bounds memory per client, and a pump
+//! that stops without saying `End` surfaces as a body error, so a client
+//! never sees a clean end of a truncated file.
 
 use std::fs::File;
 use std::future::Future;
@@ -17,6 +20,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Frame;
 use prometheus_client::metrics::counter::Counter;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -77,20 +81,68 @@ pub(crate) fn channel() -> (mpsc::Sender<Msg>, Body) {
 }
 
 /// The body of a cache hit: `len` bytes at `at` in a committed file opened
-/// for this response alone, read `chunk` bytes per frame on the blocking
-/// pool when hyper asks for the next one. With no pump task and no channel
-/// between the disk and the socket a hit costs one task hop per chunk, and
-/// a slow client holds one chunk, not a queue of them.
-pub(crate) fn file(file: Arc<File>, at: u64, len: u64, chunk: u64, served: Counter) -> Body {
+/// for this response alone, read `chunk` bytes per frame when hyper asks
+/// for the next one — from the page cache without leaving the runtime when
+/// it holds them, else on the blocking pool. With no pump task and no
+/// channel between the disk and the socket a slow client holds one chunk,
+/// not a queue of them. With `check`, the bytes are hashed as they go and
+/// the last frame is an error if they are not what was committed.
+pub(crate) fn file(
+    file: Arc<File>,
+    at: u64,
+    len: u64,
+    chunk: u64,
+    check: Option<Check>,
+    served: Counter,
+) -> Body {
     FileBody {
         file,
         at,
         left: len,
         chunk,
         read: None,
+        check,
         served,
     }
     .boxed()
+}
+
+/// A whole body checked as it streams: the last frame is sent only if
+/// everything hashes to `want`; otherwise the client sees the transfer
+/// aborted. `verdict` hears the result once.
+pub(crate) struct Check {
+    hasher: Sha256,
+    want: [u8; 32],
+    verdict: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+}
+
+impl Check {
+    pub(crate) fn new(want: [u8; 32], verdict: impl FnOnce(bool) + Send + Sync + 'static) -> Check {
+        Check {
+            hasher: Sha256::new(),
+            want,
+            verdict: Some(Box::new(verdict)),
+        }
+    }
+
+    /// Takes the next bytes; at the last ones, whether all of them matched.
+    fn update(&mut self, bytes: &[u8], last: bool) -> bool {
+        self.hasher.update(bytes);
+        if !last {
+            return true;
+        }
+        let whole = <[u8; 32]>::from(std::mem::take(&mut self.hasher).finalize()) == self.want;
+        if let Some(verdict) = self.verdict.take() {
+            verdict(whole);
+        }
+        whole
+    }
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -102,6 +154,7 @@ struct FileBody {
     left: u64,
     chunk: u64,
     read: Option<JoinHandle<io::Result<Bytes>>>,
+    check: Option<Check>,
     served: Counter,
 }
 
@@ -118,15 +171,38 @@ impl hyper::body::Body for FileBody {
             return Poll::Ready(None);
         }
         let (file, at, n) = (&this.file, this.at, this.left.min(this.chunk));
-        let read = this.read.get_or_insert_with(|| {
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || read_chunk(&file, at, n))
-        });
-        let got = ready!(Pin::new(read).poll(cx)).unwrap_or_else(|e| Err(io::Error::other(e)));
-        self.read = None;
+        let got = match this.read.as_mut() {
+            Some(read) => {
+                let got =
+                    ready!(Pin::new(read).poll(cx)).unwrap_or_else(|e| Err(io::Error::other(e)));
+                this.read = None;
+                got
+            }
+            None => match read_cached(file, at, n) {
+                // From the page cache, on the runtime: no blocking-pool trip.
+                Some(b) => Ok(b),
+                None => {
+                    let file = file.clone();
+                    this.read = Some(tokio::task::spawn_blocking(move || {
+                        read_chunk(&file, at, n)
+                    }));
+                    return self.poll_frame(cx);
+                }
+            },
+        };
         match got {
             Ok(b) => {
                 let n = b.len() as u64;
+                let last = n == self.left;
+                if let Some(check) = self.check.as_mut()
+                    && !check.update(&b, last)
+                {
+                    self.left = 0;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "cached file failed its checksum; it is fetched again next time",
+                    ))));
+                }
                 self.at += n;
                 self.left -= n;
                 self.served.inc_by(n);
@@ -149,6 +225,27 @@ impl hyper::body::Body for FileBody {
     }
 }
 
+/// Up to `n` bytes at `at` if the page cache holds them, without waiting
+/// for the disk (`preadv2` with `RWF_NOWAIT`): `None` when it would have to
+/// (EAGAIN), when the kernel or filesystem cannot say (EOPNOTSUPP), or at
+/// the end of the file — the blocking read then finds out which, and
+/// reports a file cut short.
+pub(crate) fn read_cached(file: &File, at: u64, n: u64) -> Option<Bytes> {
+    let mut buf = vec![0u8; n as usize];
+    let got = rustix::io::preadv2(
+        file,
+        &mut [io::IoSliceMut::new(&mut buf)],
+        at,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    )
+    .ok()?;
+    if got == 0 {
+        return None;
+    }
+    buf.truncate(got);
+    Some(Bytes::from(buf))
+}
+
 /// Reads exactly `n` bytes at `at`. The file was opened for one response, so
 /// its position is ours; `read_to_end` fills the buffer without zeroing it
 /// first (a zeroing pass costs as much as the read).
@@ -166,6 +263,13 @@ fn read_chunk(file: &File, at: u64, n: u64) -> io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
+/// A body that is all in memory: one frame.
+pub(crate) fn full(bytes: Bytes) -> Body {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 pub(crate) fn empty() -> Body {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
@@ -173,7 +277,38 @@ pub(crate) fn empty() -> Body {
 }
 
 pub(crate) fn text(s: String) -> Body {
-    http_body_util::Full::new(Bytes::from(s))
-        .map_err(|never| match never {})
-        .boxed()
+    full(Bytes::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file whose pages are not in memory (dropped with `fadvise`, as
+    /// after a reboot from a USB stick): the runtime read declines it, and
+    /// the body still delivers every byte from the blocking pool.
+    #[tokio::test]
+    async fn a_cold_file_is_read_off_the_runtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cold");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let file = File::open(&path).expect("open");
+        file.sync_all().expect("sync");
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        assert!(
+            read_cached(&file, 0, data.len() as u64).is_none(),
+            "RWF_NOWAIT read pages that were dropped"
+        );
+        let body = super::file(
+            Arc::new(file),
+            0,
+            data.len() as u64,
+            64 * 1024,
+            None,
+            Counter::default(),
+        );
+        let got = body.collect().await.expect("whole body").to_bytes();
+        assert_eq!(&got[..], &data[..]);
+    }
 }

@@ -25,9 +25,11 @@ pub struct RepoConfig {
     /// Extra trust anchors (DER) for https mirrors behind a private CA.
     pub extra_roots: Vec<Vec<u8>>,
     pub timeouts: Timeouts,
-    /// A revalidated file (`repomd.xml`, `.treeinfo`, …) is served without
+    /// A revalidated file (`repomd.xml`, a boot image, …) is served without
     /// asking the mirror again for this long, so a rack booting at once sends
-    /// one conditional GET, not fifty.
+    /// one conditional GET, not fifty. A file no checksum vouches for (kept
+    /// unconfirmed, e.g. `.treeinfo` itself) is confirmed on every request
+    /// instead; concurrent requests still share one conditional GET.
     pub revalidate_after: Duration,
     /// Redirect hops followed before giving up (mirror redirectors use one or two).
     pub max_redirects: usize,

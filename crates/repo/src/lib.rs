@@ -4,9 +4,10 @@
 //! disk so a rack downloads each file once. It owns request mapping and
 //! path refusal ([`path`]), the upstream client with redirects and failover
 //! (`upstream`), coalesced misses that stream to every waiting client while
-//! the one download runs (`fetch`), atomic commits and LRU eviction
-//! (`store`), revalidation policy, and `cache warm` / `verify` over repodata
-//! (`warm`). It does not own HTTP routing, listening sockets or the config
+//! the one download runs (`fetch`, split by concern: the download task, the
+//! pure commit decision, revalidation, integrity checks, responses,
+//! pass-through), atomic durable commits and LRU eviction (`store`),
+//! revalidation policy, and `cache warm` / `verify` over repodata (`warm`). It does not own HTTP routing, listening sockets or the config
 //! file format: the HTTP front calls [`RepoProxy::handle`]; the daemon
 //! builds a [`RepoConfig`] from the validated appliance config (mirror URLs
 //! and the office proxy arrive parsed and checked, never parsed again here)
@@ -26,15 +27,33 @@
 //!   the final chunk arrived) and, when repodata gave one, its sha256
 //!   matches. Every file whose checksum the metadata gives (repodata from
 //!   `repomd.xml`, packages from primary, images from `.treeinfo`) is
-//!   checked before it is committed; a file with no checksum anywhere is
-//!   not committed while the mirror is still writing it (`Last-Modified`
-//!   a few seconds before `Date`) or when it changed during the download
-//!   (a HEAD afterwards disagrees) — it is served, and fetched again next
-//!   time. Clients streaming a download that fails see the body aborted;
-//!   the last byte is held back until the commit so a late failure is still
-//!   visible under Content-Length framing. Header and body share one file,
-//!   so a respin replaces both with one rename and an open reader keeps the
-//!   old inode. Temp files left by a crash are removed by [`RepoProxy::open`].
+//!   checked before it is committed; a respin's `.treeinfo` teaches its
+//!   checksums as soon as it passes through, kept or not. A file with no
+//!   checksum anywhere cannot be told whole from torn — a writer rewriting
+//!   it in place may pause for any length of time — so it is never kept as
+//!   final: it is served and not kept while the mirror is visibly writing it
+//!   (`Last-Modified` seconds before `Date`) or when it changed during the
+//!   download (a HEAD afterwards disagrees); otherwise it is kept
+//!   *unconfirmed* and served only after the mirror confirms it for the
+//!   request at hand (or, the mirror down, as stale). Clients streaming a
+//!   download that fails see the body aborted; the last byte is held back
+//!   until the commit, which syncs the file and then its directory, so a
+//!   late failure is still visible under Content-Length framing and a
+//!   power cut loses no file a client was told was whole. Header and body
+//!   share one file, so a respin replaces both with one rename and an open
+//!   reader keeps the old inode. Temp files left by a crash are removed by
+//!   [`RepoProxy::open`].
+//! - *Whole at rest.* Each object records its body's length and sha256. A
+//!   hit compares the open file's size with it (a stat, no read), and the
+//!   first whole serve of an object in a process checks its sha256 (before
+//!   serving a small one, while streaming a large one); a damaged object is
+//!   dropped and fetched again, never served as complete.
+//! - *Cheap hits.* The index keeps each object's header in memory once read,
+//!   so a hit of a file served before opens it with `openat2`
+//!   (`RESOLVE_CACHED`) and reads it with `preadv2` (`RWF_NOWAIT`) on the
+//!   runtime — a small file goes out as one frame — and only what would wait
+//!   for the disk goes to the blocking pool: the appliance runs from a USB
+//!   stick, and a runtime worker must never wait on it.
 //! - *One download per file.* The first miss spawns a fetch task that
 //!   publishes the bytes on disk through a `watch` channel; later requests
 //!   join it and read the temp file up to that length.
@@ -136,6 +155,9 @@ pub struct CacheStats {
     /// the file, or it changed while it was fetched.
     pub uncommitted: u64,
     pub evictions: u64,
+    /// Cached files found damaged on disk (cut short, rotted, unreadable
+    /// header) and dropped instead of served; each is fetched again.
+    pub damaged: u64,
     /// Downloads that failed (upstream error, truncation, checksum).
     pub failures: u64,
     pub disk_full: bool,
@@ -295,6 +317,7 @@ impl RepoProxy {
             served_bytes: c.served_bytes.get(),
             uncommitted: c.uncommitted.get(),
             evictions: self.inner.store.evictions.load(Ordering::Relaxed),
+            damaged: self.inner.store.damaged.total(),
             failures: c.failures_total(),
             disk_full: self.inner.store.disk_full(),
         }

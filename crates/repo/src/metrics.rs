@@ -198,6 +198,24 @@ impl Collector for Usage {
         ] {
             ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, kind)?)?;
         }
+        let damaged = &self.store().damaged;
+        let mut family = encoder.encode_descriptor(
+            "kickstand_cache_damaged",
+            "cached files found damaged on disk and dropped (fetched again), by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, n) in [
+            ("header", &damaged.header),
+            ("size", &damaged.size),
+            ("checksum", &damaged.checksum),
+        ] {
+            let labels = [("kind", kind)];
+            prometheus_client::metrics::counter::ConstCounter::new(
+                n.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .encode(family.encode_family(&labels)?)?;
+        }
         prometheus_client::metrics::counter::ConstCounter::new(evictions).encode(
             encoder.encode_descriptor(
                 "kickstand_cache_evictions",

@@ -122,7 +122,24 @@ impl RepoProxy {
         }
         let path = path::normalize(path)?;
         let stall = upstream.timeouts.stall;
-        match fetch::obtain(&self.inner, &upstream, mirror, &path).await? {
+        let mut source = fetch::obtain(&self.inner, &upstream, mirror, &path).await?;
+        // A reader outside HTTP takes the file as it is, with no stream to
+        // cut short: an object not yet checked in this process (after a
+        // restart) is checked before it is handed out, and one that fails is
+        // fetched again.
+        if let Source::Cached(f, _) = &source
+            && !f.checked
+        {
+            let (inner, f2) = (self.inner.clone(), f.clone());
+            let whole =
+                tokio::task::spawn_blocking(move || fetch::check_whole(&inner, &f2.hash, &f2))
+                    .await
+                    .unwrap_or(false);
+            if !whole {
+                source = fetch::obtain(&self.inner, &upstream, mirror, &path).await?;
+            }
+        }
+        match source {
             Source::Cached(f, _) => Ok(Opened::Complete {
                 file: Arc::try_unwrap(f.file).or_else(|shared| shared.try_clone())?,
                 offset: f.offset,

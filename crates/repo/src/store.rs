@@ -1,8 +1,17 @@
 //! On-disk cache: one file per cached URL under `objects/`, named by the
-//! sha256 of the cache key, holding a small text header (key and validators)
-//! followed by the body. Header and body live in one file so a commit — a
-//! rename from `tmp/` — replaces both at once; a reader that opened the old
-//! file keeps its inode and reads the whole old body.
+//! sha256 of the cache key, holding a small text header (key, validators,
+//! and the body's length and sha256) followed by the body. Header and body
+//! live in one file so a commit — a rename from `tmp/` — replaces both at
+//! once; a reader that opened the old file keeps its inode and reads the
+//! whole old body.
+//!
+//! Integrity at rest: the header records what the body was when it was
+//! committed, so an object cut short or rotted on disk (a failing USB
+//! stick, a power cut, an operator's `truncate`) is told from a good one.
+//! Opening an object compares its size with the recorded length (a stat of
+//! the open descriptor, no extra read); its sha256 is checked once per
+//! object per process, on its first whole serve (see `fetch`), and the index
+//! remembers that it was. A damaged object is dropped, never served.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -20,6 +29,31 @@ const MAX_HEADER: usize = 8 * 1024;
 /// After ENOSPC, caching pauses this long before it is tried again.
 const DISK_FULL_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How far a cached copy may be trusted without asking the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Trust {
+    /// Whole by a checksum, or by the mirror's word with nothing to doubt
+    /// it: served as a hit within its revalidation policy.
+    #[default]
+    Final,
+    /// No checksum anywhere vouches for it and it is a file on the mirror's
+    /// disk (the mirror gave its Last-Modified), which a writer may be
+    /// rewriting in place — paused for any length of time. Kept so an
+    /// offline install still has it, but served only once the mirror has
+    /// confirmed it for the request at hand (a conditional GET).
+    Unconfirmed,
+}
+
+impl Trust {
+    /// Fixed width, so the header can be rewritten in place at commit.
+    fn word(self) -> &'static str {
+        match self {
+            Trust::Final => "final      ",
+            Trust::Unconfirmed => "unconfirmed",
+        }
+    }
+}
+
 /// What the cache remembers about a file besides its bytes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Meta {
@@ -27,9 +61,18 @@ pub(crate) struct Meta {
     pub(crate) content_type: Option<String>,
     pub(crate) etag: Option<String>,
     pub(crate) last_modified: Option<String>,
+    /// The body's length and sha256 when it was committed; `None` in
+    /// objects written before they were recorded (they get the size check
+    /// against the index only).
+    pub(crate) length: Option<u64>,
+    pub(crate) sha256: Option<[u8; 32]>,
+    pub(crate) trust: Trust,
 }
 
 impl Meta {
+    /// The header. `length`, `sha256` and `trust` are always written, at a
+    /// fixed width (zeros until the download is complete), so the commit
+    /// can fill them in place without moving the body.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         let mut line = |k: &str, v: &Option<String>| {
@@ -45,7 +88,15 @@ impl Meta {
         line("content-type", &self.content_type);
         line("etag", &self.etag);
         line("last-modified", &self.last_modified);
-        out.push(b'\n');
+        out.extend_from_slice(
+            format!(
+                "length: {:020}\nsha256: {}\ntrust: {}\n\n",
+                self.length.unwrap_or(0),
+                hex(&self.sha256.unwrap_or([0; 32])),
+                self.trust.word()
+            )
+            .as_bytes(),
+        );
         out
     }
 
@@ -57,12 +108,20 @@ impl Meta {
         let mut meta = Meta::default();
         for line in text.lines() {
             let (k, v) = line.split_once(": ")?;
-            let v = v.to_string();
             match k {
-                "key" => meta.key = v,
-                "content-type" => meta.content_type = Some(v),
-                "etag" => meta.etag = Some(v),
-                "last-modified" => meta.last_modified = Some(v),
+                "key" => meta.key = v.to_string(),
+                "content-type" => meta.content_type = Some(v.to_string()),
+                "etag" => meta.etag = Some(v.to_string()),
+                "last-modified" => meta.last_modified = Some(v.to_string()),
+                "length" => meta.length = Some(v.trim().parse().ok()?),
+                "sha256" => meta.sha256 = Some(crate::metadata::parse_sha256("sha256", v.trim())?),
+                "trust" => {
+                    meta.trust = match v.trim() {
+                        "final" => Trust::Final,
+                        "unconfirmed" => Trust::Unconfirmed,
+                        _ => return None,
+                    }
+                }
                 _ => {}
             }
         }
@@ -70,13 +129,40 @@ impl Meta {
     }
 }
 
+/// Why an object on disk was found damaged and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Damage {
+    /// The header cannot be read.
+    Header,
+    /// Its size is not the length it was committed with.
+    Size,
+    /// Its bytes do not hash to the sha256 it was committed with.
+    Checksum,
+}
+
 /// An open cached file: the inode is pinned for as long as this lives.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedFile {
+    /// The object's name: the sha256 of its cache key.
+    pub(crate) hash: String,
     pub(crate) file: Arc<File>,
     pub(crate) offset: u64,
     pub(crate) len: u64,
-    pub(crate) meta: Meta,
+    pub(crate) meta: Arc<Meta>,
+    /// Its sha256 was checked in this process (it was committed here, or
+    /// hashed since): only an unchecked object is hashed on a whole serve.
+    pub(crate) checked: bool,
+}
+
+/// How [`Store::open_hot`] went.
+#[derive(Debug)]
+pub(crate) enum Opening {
+    Hot(CachedFile),
+    /// Its size is not the size it was committed with (for
+    /// [`Store::drop_damaged`], off the runtime).
+    Damaged(File),
+    /// Not without a chance of waiting for the disk.
+    Cold,
 }
 
 /// The state of a key in the index, decided without touching the disk.
@@ -89,9 +175,17 @@ pub(crate) enum Presence {
 
 #[derive(Debug)]
 struct Entry {
+    /// The object file's size (header and body) as committed, or as found
+    /// when the cache was opened.
     size: u64,
     last_used: u64,
     validated: Option<Instant>,
+    /// `None` until the header is read in this process.
+    trust: Option<Trust>,
+    checked: bool,
+    /// The header and where the body starts, once read (or written) in
+    /// this process: a hit needs no read of it, and no blocking-pool trip.
+    header: Option<(Arc<Meta>, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +193,32 @@ struct Index {
     entries: HashMap<String, Entry>,
     total: u64,
     tick: u64,
+}
+
+/// Objects found damaged on disk and dropped, by kind.
+#[derive(Debug, Default)]
+pub(crate) struct Damaged {
+    pub(crate) header: AtomicU64,
+    pub(crate) size: AtomicU64,
+    pub(crate) checksum: AtomicU64,
+}
+
+impl Damaged {
+    fn count(&self, d: Damage) {
+        let c = match d {
+            Damage::Header => &self.header,
+            Damage::Size => &self.size,
+            Damage::Checksum => &self.checksum,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        [&self.header, &self.size, &self.checksum]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 #[derive(Debug)]
@@ -109,6 +229,7 @@ pub(crate) struct Store {
     index: Mutex<Index>,
     disk_full_until: Mutex<Option<Instant>>,
     pub(crate) evictions: AtomicU64,
+    pub(crate) damaged: Damaged,
 }
 
 pub(crate) fn hash_key(key: &str) -> String {
@@ -116,13 +237,51 @@ pub(crate) fn hash_key(key: &str) -> String {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // On every request (the object name of its key): no formatter per byte.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull
         || e.kind() == io::ErrorKind::QuotaExceeded
         || e.raw_os_error() == Some(28)
+}
+
+/// Whether an object's size is not what it was committed with: the
+/// length its header records, or for an object written before lengths were
+/// recorded, the size the index has for it.
+fn size_disagrees(file: &File, indexed: Option<u64>) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(total) = file.metadata().map(|m| m.len()) else {
+        return true;
+    };
+    let mut head = vec![0u8; MAX_HEADER.min(total as usize)];
+    match file
+        .read_exact_at(&mut head, 0)
+        .ok()
+        .and_then(|()| Meta::decode(&head))
+    {
+        Some((
+            Meta {
+                length: Some(n), ..
+            },
+            offset,
+        )) => total.checked_sub(offset) != Some(n),
+        Some(_) => indexed.is_some_and(|size| size != total),
+        None => true,
+    }
+}
+
+/// Makes the entries of `dir` (a rename into it, a new subdirectory)
+/// durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Store {
@@ -178,6 +337,9 @@ impl Store {
                     size,
                     last_used: index.tick,
                     validated: None,
+                    trust: None,
+                    checked: false,
+                    header: None,
                 },
             );
         }
@@ -188,6 +350,7 @@ impl Store {
             index: Mutex::new(index),
             disk_full_until: Mutex::new(None),
             evictions: AtomicU64::new(0),
+            damaged: Damaged::default(),
         };
         store.evict(None);
         Ok(store)
@@ -205,6 +368,11 @@ impl Store {
         let index = self.index();
         match index.entries.get(hash) {
             None => Presence::Missing,
+            // Whatever the path's policy: nothing but the mirror vouches for it.
+            Some(Entry {
+                trust: Some(Trust::Unconfirmed),
+                ..
+            }) => Presence::Stale,
             Some(e) => match (revalidate_after, e.validated) {
                 (None, _) => Presence::Fresh,
                 (Some(max_age), Some(at)) if at.elapsed() < max_age => Presence::Fresh,
@@ -214,39 +382,150 @@ impl Store {
     }
 
     /// Opens a committed file (blocking). `None` when it is gone (evicted
-    /// under our feet) or unreadable; the index forgets it then.
+    /// under our feet), unreadable or damaged; the index forgets it then,
+    /// and a damaged file is deleted so the next request fetches it again.
     pub(crate) fn open_entry(&self, hash: &str) -> Option<CachedFile> {
         let path = self.object_path(hash);
-        let opened = (|| -> io::Result<Option<CachedFile>> {
+        let opened = (|| -> io::Result<Result<CachedFile, (Damage, File)>> {
             let mut file = File::open(&path)?;
+            // A stat of the descriptor we read from, so the size checked is
+            // the size of the bytes served.
             let total = file.metadata()?.len();
             let mut head = vec![0u8; MAX_HEADER.min(total as usize)];
             file.read_exact(&mut head)?;
-            Ok(Meta::decode(&head).map(|(meta, offset)| CachedFile {
+            let Some((meta, offset)) = Meta::decode(&head) else {
+                return Ok(Err((Damage::Header, file)));
+            };
+            let len = total - offset;
+            let recorded = meta.length.is_none_or(|n| n == len);
+            let indexed = self
+                .index()
+                .entries
+                .get(hash)
+                .is_none_or(|e| e.size == total);
+            if !(recorded && indexed) {
+                return Ok(Err((Damage::Size, file)));
+            }
+            Ok(Ok(CachedFile {
+                hash: hash.to_string(),
                 file: Arc::new(file),
                 offset,
-                len: total - offset,
-                meta,
+                len,
+                meta: Arc::new(meta),
+                checked: false,
             }))
         })();
         match opened {
-            Ok(Some(f)) => {
+            Ok(Ok(mut f)) => {
                 let mut index = self.index();
                 index.tick += 1;
                 let tick = index.tick;
                 if let Some(e) = index.entries.get_mut(hash) {
                     e.last_used = tick;
+                    e.trust = Some(f.meta.trust);
+                    e.header = Some((f.meta.clone(), f.offset));
+                    f.checked = e.checked;
                 }
                 Some(f)
             }
-            Ok(None) | Err(_) => {
-                if let Ok(None) = opened {
-                    tracing::warn!(path = %path.display(), "cache file has a bad header, discarding");
-                    let _ = fs::remove_file(&path);
-                }
+            Ok(Err((damage, file))) => {
+                self.drop_damaged(hash, &file, damage);
+                None
+            }
+            Err(_) => {
                 self.forget(hash);
                 None
             }
+        }
+    }
+
+    /// Opens an object without blocking, when that is sure to need no disk
+    /// I/O: its header is in memory, its sha256 was checked in this
+    /// process, and its name resolves from the kernel's dentry cache
+    /// (`openat2` with `RESOLVE_CACHED`, which fails rather than read a
+    /// directory). The size check is a stat of the open descriptor against
+    /// the index. Anything else is [`Opening::Cold`]: the caller takes the
+    /// blocking path, [`Store::open_entry`].
+    pub(crate) fn open_hot(&self, hash: &str) -> Opening {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let (meta, offset, size) = {
+            let index = self.index();
+            match index.entries.get(hash) {
+                Some(Entry {
+                    checked: true,
+                    header: Some((meta, offset)),
+                    size,
+                    ..
+                }) => (meta.clone(), *offset, *size),
+                _ => return Opening::Cold,
+            }
+        };
+        let Ok(fd) = rustix::fs::openat2(
+            rustix::fs::CWD,
+            self.object_path(hash),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        ) else {
+            // EAGAIN (not cached), ENOENT (evicted: the blocking path
+            // forgets it), ENOSYS or EINVAL (a kernel before 5.12).
+            return Opening::Cold;
+        };
+        let file = File::from(fd);
+        let Ok(total) = file.metadata().map(|m| m.len()) else {
+            return Opening::Cold;
+        };
+        if total != size {
+            return Opening::Damaged(file);
+        }
+        let mut index = self.index();
+        index.tick += 1;
+        let tick = index.tick;
+        if let Some(e) = index.entries.get_mut(hash) {
+            e.last_used = tick;
+        }
+        Opening::Hot(CachedFile {
+            hash: hash.to_string(),
+            file: Arc::new(file),
+            offset,
+            len: total - offset,
+            meta,
+            checked: true,
+        })
+    }
+
+    /// Deletes the object `file` was opened from, found damaged — unless a
+    /// commit has replaced it since (a respin), which is whole.
+    pub(crate) fn drop_damaged(&self, hash: &str, file: &File, damage: Damage) {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.object_path(hash);
+        tracing::warn!(path = %path.display(), ?damage, "cached file is damaged: dropped, fetched again on the next request");
+        // Under the index lock, which a commit takes after its rename: the
+        // name still points at the damaged inode, or was replaced and is left.
+        let mut index = self.index();
+        let ours = file.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let named = fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
+        // A size that disagreed with the index may have been read across a
+        // commit (the new file opened, the index not yet updated): the
+        // file's own header settles it.
+        let damaged = damage != Damage::Size || {
+            let entry = index.entries.get(hash).map(|e| e.size);
+            size_disagrees(file, entry)
+        };
+        if damaged && ours.is_some() && ours == named {
+            let _ = fs::remove_file(&path);
+            if let Some(e) = index.entries.remove(hash) {
+                index.total -= e.size;
+            }
+            self.damaged.count(damage);
+        }
+    }
+
+    /// Notes that the object's bytes were found to hash to what it was
+    /// committed with: it is not hashed again in this process.
+    pub(crate) fn mark_checked(&self, hash: &str) {
+        if let Some(e) = self.index().entries.get_mut(hash) {
+            e.checked = true;
         }
     }
 
@@ -289,11 +568,25 @@ impl Store {
 
     /// Atomically replaces the object for `hash` with the complete temp
     /// file, then evicts least-recently-used files above the size limit.
-    pub(crate) fn commit(&self, tmp: NamedTempFile, hash: &str) -> io::Result<()> {
+    /// Returns once the new object is durable: its bytes, then its name.
+    pub(crate) fn commit(
+        &self,
+        tmp: NamedTempFile,
+        hash: &str,
+        meta: Arc<Meta>,
+        offset: u64,
+    ) -> io::Result<()> {
+        // Bytes and header reach the disk before the name does: after a
+        // power cut the object is absent or whole, never a committed name
+        // over blocks that were never written (delayed allocation).
+        tmp.as_file().sync_data()?;
         let size = tmp.as_file().metadata()?.len();
         let dest = self.object_path(hash);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
+        let shard = dest.parent().unwrap_or(&self.objects);
+        match fs::create_dir(shard) {
+            Ok(()) => sync_dir(&self.objects)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
         }
         tmp.persist(&dest).map_err(|e| e.error)?;
         {
@@ -304,6 +597,9 @@ impl Store {
                 size,
                 last_used: tick,
                 validated: Some(Instant::now()),
+                trust: Some(meta.trust),
+                checked: true,
+                header: Some((meta, offset)),
             };
             if let Some(old) = index.entries.insert(hash.to_string(), entry) {
                 index.total -= old.size;
@@ -311,7 +607,11 @@ impl Store {
             index.total += size;
         }
         self.evict(Some(hash));
-        Ok(())
+        // The rename is durable only once its directory is; until this
+        // returns the download's clients wait for their last byte. (Other
+        // requests of this process may read the new object already: a power
+        // cut takes them along.)
+        sync_dir(shard)
     }
 
     fn evict(&self, keep: Option<&str>) {
@@ -432,12 +732,66 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_hit_opens_from_memory_only_when_it_safely_can() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let hash = hash_key("m/a.rpm");
+        let meta = Meta {
+            key: "m/a.rpm".into(),
+            length: Some(5),
+            sha256: Some(Sha256::digest(b"hello").into()),
+            ..Meta::default()
+        };
+        let mut bytes = meta.encode();
+        let offset = bytes.len() as u64;
+        bytes.extend_from_slice(b"hello");
+        let tmp = store.new_temp().expect("temp");
+        std::fs::write(tmp.path(), &bytes).expect("write");
+        store
+            .commit(tmp, &hash, Arc::new(meta), offset)
+            .expect("commit");
+        let hot = |s: &Store| match s.open_hot(&hash) {
+            Opening::Hot(f) => Some(f.len),
+            Opening::Cold => None,
+            Opening::Damaged(_) => panic!("not damaged"),
+        };
+        assert_eq!(
+            hot(&store),
+            Some(5),
+            "committed here: header and checksum known"
+        );
+
+        // After a restart neither is known until the blocking path has read
+        // the header and the first serve has checked the bytes.
+        let store = Store::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(hot(&store), None);
+        let f = store.open_entry(&hash).expect("opens");
+        assert!(!f.checked);
+        assert_eq!(hot(&store), None, "header known, bytes not checked yet");
+        store.mark_checked(&hash);
+        assert_eq!(hot(&store), Some(5));
+
+        // Cut short: the stat of the open descriptor tells.
+        let path = store.object_path(&hash);
+        File::options()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(offset + 2)
+            .expect("truncate");
+        assert!(matches!(store.open_hot(&hash), Opening::Damaged(_)));
+    }
+
+    #[test]
     fn header_round_trip() {
         let m = Meta {
             key: "centos/a.rpm".into(),
             content_type: Some("application/x-rpm".into()),
             etag: Some("\"abc\"".into()),
             last_modified: None,
+            length: Some(4),
+            sha256: Some([7; 32]),
+            trust: Trust::Unconfirmed,
         };
         let mut buf = m.encode();
         let body_at = buf.len() as u64;
@@ -446,6 +800,20 @@ mod tests {
         assert_eq!(off, body_at);
         assert_eq!(d.key, "centos/a.rpm");
         assert_eq!(d.etag.as_deref(), Some("\"abc\""));
+        assert_eq!((d.length, d.sha256, d.trust), (m.length, m.sha256, m.trust));
         assert!(Meta::decode(b"garbage").is_none());
+        // Filled in at commit without moving the body.
+        let done = Meta {
+            length: Some(u64::MAX),
+            trust: Trust::Final,
+            ..m.clone()
+        };
+        assert_eq!(done.encode().len(), m.encode().len());
+        // Objects written before length and sha256 were recorded still read.
+        let (old, _) = Meta::decode(b"KSCACHE1\nkey: c/a.rpm\n\nbody").expect("old header");
+        assert_eq!(
+            (old.length, old.sha256, old.trust),
+            (None, None, Trust::Final)
+        );
     }
 }

@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 use std::io::BufRead;
 
-use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::fetch::{self, Ensured};
@@ -127,18 +126,7 @@ fn body_reader(f: &CachedFile) -> Result<impl BufRead + Send + use<>, Error> {
 }
 
 fn sha256_of(f: &CachedFile) -> Result<[u8; 32], Error> {
-    let mut r = body_reader(f)?;
-    let mut h = Sha256::new();
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        h.update(chunk);
-        let n = chunk.len();
-        r.consume(n);
-    }
-    Ok(h.finalize().into())
+    Ok(fetch::body_sha256(f)?)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -489,7 +477,7 @@ impl RepoProxy {
             Ok(hashes
                 .iter()
                 .filter_map(|h| store_inner.store.open_entry(h))
-                .map(|f| f.meta.key)
+                .map(|f| f.meta.key.clone())
                 .collect())
         })
         .await?;

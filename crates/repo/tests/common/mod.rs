@@ -1,8 +1,11 @@
 //! Loopback peers for the repo proxy tests: a scriptable raw-TCP mirror (so
 //! faults like short bodies and stalls are exact), a tiny forward proxy
 //! (absolute-form and CONNECT, optional Basic auth), an HTTP front that
-//! routes `/repo/<mirror>/<path>` to `RepoProxy::handle`, and a client.
+//! routes `/repo/<mirror>/<path>` to `RepoProxy::handle`, and a client;
+//! `bed` starts the real nginx mirror bed of `tests/beds/mirror`.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+pub mod bed;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
