@@ -19,7 +19,7 @@ use kickstand_state::{Backend, Phase, StateConfig, StateStore};
 use crate::client::{self, Daemon};
 use crate::generation::{BootDecision, Generation};
 use crate::hosts::ago;
-use crate::views::TimelineView;
+use crate::views::{DiscoveredRow, TimelineView};
 
 /// Opens the host state store the appliance config names.
 pub(crate) async fn open_store(appliance: &Appliance) -> anyhow::Result<StateStore> {
@@ -198,10 +198,21 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
     let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let found = runtime()?.block_on(async {
-        let store = open_store(generation.appliance()).await?;
-        anyhow::Ok(store.discovered())
-    })?;
+    // The running daemon holds the list in memory (and writes it behind);
+    // with the daemon stopped, the database has the last of it.
+    let found: Vec<DiscoveredRow> = match running_view(&generation, "/api/discovered") {
+        Some(rows) => rows,
+        None => runtime()?.block_on(async {
+            let store = open_store(generation.appliance()).await?;
+            anyhow::Ok(
+                store
+                    .discovered()
+                    .into_iter()
+                    .map(DiscoveredRow::from)
+                    .collect(),
+            )
+        })?,
+    };
     println!(
         "{:<17}  {:<22} {:<20} {:<16} {:<38} LAST SEEN",
         "MAC", "PRODUCT", "SERIAL", "IP", "UUID"
@@ -213,9 +224,9 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
             d.mac,
             show(&d.facts.product),
             show(&d.facts.serial),
-            d.ip.map_or("-".to_owned(), |ip| ip.to_string()),
+            show(&d.ip),
             show(&d.facts.uuid),
-            humantime::format_rfc3339_seconds(d.last_seen)
+            d.last_seen
         );
     }
     if let Some(d) = found.first() {
@@ -241,6 +252,53 @@ pub(crate) fn rearm(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
         } else {
             ok = false;
             eprintln!("kickstand: {mac}: {}", client::failure(resp));
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A read-only view from the running daemon, when one answers: what it
+/// holds in memory is newer than the database by up to one batch.
+fn running_view<T: serde::de::DeserializeOwned>(generation: &Generation, path: &str) -> Option<T> {
+    let mut resp = Daemon::new(generation.appliance()).get(path).ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+}
+
+/// `kickstand discovered --forget <mac>…` or `--clear`, through the
+/// running daemon (its memory holds the list).
+pub(crate) fn forget_discovered(
+    config: &Path,
+    macs: &[Mac],
+    clear: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let daemon = Daemon::operator(generation.appliance())?;
+    let paths: Vec<String> = if clear {
+        vec!["/api/discovered/clear".to_owned()]
+    } else {
+        macs.iter()
+            .map(|mac| format!("/api/discovered/{mac}/forget"))
+            .collect()
+    };
+    let mut ok = true;
+    for path in paths {
+        let mut resp = daemon.post(&path, None)?;
+        if resp.status().is_success() {
+            let answer: serde_json::Value =
+                serde_json::from_str(&resp.body_mut().read_to_string()?)?;
+            println!("forgot {} discovered machine(s)", answer["forgotten"]);
+        } else {
+            ok = false;
+            eprintln!("kickstand: {}", client::failure(resp));
         }
     }
     Ok(if ok {

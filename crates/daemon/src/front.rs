@@ -118,6 +118,10 @@ impl Front for HttpFront {
             .await
     }
 
+    async fn forget(&self, mac: Option<Mac>) -> Result<Reply, ApiError> {
+        self.operator.forget(mac).await
+    }
+
     async fn os_file(
         &self,
         os: &str,

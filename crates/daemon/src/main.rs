@@ -92,8 +92,16 @@ enum Command {
         hosts: Vec<String>,
     },
     /// Machines without a profile that reported what they are
-    /// (`dhcp.unknown: discover`).
-    Discovered,
+    /// (`dhcp.unknown: discover`); with `--forget` or `--clear`, drop them
+    /// from the list (needs the operator token).
+    Discovered {
+        /// Forget these machines (MACs).
+        #[arg(long, num_args = 1.., conflicts_with = "clear")]
+        forget: Vec<Mac>,
+        /// Forget every discovered machine.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Make a discovered machine a host: writes a new profile file, which the
     /// running daemon puts in force (needs the operator token).
     Adopt {
@@ -130,7 +138,10 @@ fn main() -> ExitCode {
         Command::Hosts => commands::hosts(config),
         Command::Timeline { host } => commands::timeline(config, host),
         Command::Rearm { hosts } => commands::rearm(config, hosts),
-        Command::Discovered => commands::discovered(config),
+        Command::Discovered { forget, clear } if *clear || !forget.is_empty() => {
+            commands::forget_discovered(config, forget, *clear)
+        }
+        Command::Discovered { .. } => commands::discovered(config),
         Command::Adopt {
             mac,
             hostname,

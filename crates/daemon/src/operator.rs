@@ -168,6 +168,33 @@ impl Operator {
         )
     }
 
+    /// Forgets one discovered machine (an operator does not want it), or
+    /// every one; answered once on disk.
+    pub(crate) async fn forget(&self, mac: Option<Mac>) -> Result<Reply, ApiError> {
+        let forgotten = match mac {
+            Some(mac) => {
+                let listed = self
+                    .store
+                    .forget_discovered(mac)
+                    .await
+                    .map_err(hosts::state_error)?;
+                if !listed {
+                    return Err(ApiError::NotFound(format!(
+                        "{mac} is not among the discovered machines"
+                    )));
+                }
+                1
+            }
+            None => self
+                .store
+                .clear_discovered()
+                .await
+                .map_err(hosts::state_error)?,
+        };
+        info!(?mac, forgotten, "discovered machines forgotten");
+        Ok(Reply::Json(json!({"forgotten": forgotten})))
+    }
+
     pub(crate) fn cache(
         &self,
         generation: &Generation,

@@ -137,14 +137,7 @@ impl Views {
         self.store
             .discovered()
             .into_iter()
-            .map(|d| DiscoveredRow {
-                adopt: format!("kickstand adopt {} --hostname <name>", d.mac),
-                mac: d.mac.to_string(),
-                first_seen: stamp(d.first_seen),
-                last_seen: stamp(d.last_seen),
-                ip: d.ip.map(ip_text),
-                facts: d.facts,
-            })
+            .map(DiscoveredRow::from)
             .collect()
     }
 
@@ -386,4 +379,17 @@ pub(crate) struct DiscoveredRow {
     pub(crate) facts: Facts,
     /// The command that makes it a host.
     pub(crate) adopt: String,
+}
+
+impl From<kickstand_state::Discovered> for DiscoveredRow {
+    fn from(d: kickstand_state::Discovered) -> DiscoveredRow {
+        DiscoveredRow {
+            adopt: format!("kickstand adopt {} --hostname <name>", d.mac),
+            mac: d.mac.to_string(),
+            first_seen: stamp(d.first_seen),
+            last_seen: stamp(d.last_seen),
+            ip: d.ip.map(ip_text),
+            facts: d.facts,
+        }
+    }
 }

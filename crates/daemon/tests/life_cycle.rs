@@ -370,6 +370,59 @@ fn discovered_machines_are_listed_and_adopted() {
     );
     let (_, found) = daemon.get("/api/discovered");
     assert_eq!(json(&found).as_array().map(Vec::len), Some(0), "{found}");
+
+    // Forgetting one, or all, is the operator's: the CLI reads the token.
+    for mac in ["52:54:00:99:99:21", "52:54:00:99:99:22"] {
+        assert_eq!(daemon.get(&format!("/boot/{mac}.ipxe")).0, 200);
+        assert_eq!(daemon.get(&format!("/api/discover/{mac}?serial=x")).0, 200);
+    }
+    let listed = || {
+        let (_, found) = daemon.get("/api/discovered");
+        json(&found)
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r["mac"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(listed().len(), 2);
+    assert_eq!(
+        daemon
+            .post_as("/api/discovered/52:54:00:99:99:21/forget", None, "")
+            .0,
+        403,
+        "forgetting needs the operator"
+    );
+    let forget = |args: &[&str]| {
+        kickstand()
+            .arg("--config")
+            .arg(bed.config())
+            .arg("discovered")
+            .args(args)
+            .output()
+            .expect("kickstand discovered --forget")
+    };
+    let out = forget(&["--forget", "52:54:00:99:99:21"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(listed(), ["52:54:00:99:99:22"]);
+    assert!(
+        !forget(&["--forget", "52:54:00:99:99:21"]).status.success(),
+        "not listed any more"
+    );
+    let out = forget(&["--clear"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("forgot 1"));
+    assert_eq!(listed(), Vec::<String>::new());
 }
 
 /// SIGKILL in the middle of an install: every acknowledged step is there

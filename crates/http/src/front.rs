@@ -171,6 +171,10 @@ pub trait Front: Send + Sync + 'static {
     /// `POST /api/discovered/<mac>/adopt` (operator): `body` is JSON.
     fn adopt(&self, mac: Mac, body: Bytes) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
+    /// `POST /api/discovered/<mac>/forget`, or with `None`
+    /// `POST /api/discovered/clear` (operator).
+    fn forget(&self, mac: Option<Mac>) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
     /// `GET|HEAD /os/<os>/<path>`: an OS boot file from the repo cache,
     /// answered whole like [`Front::repo`] (404 for any other path).
     fn os_file(

@@ -28,6 +28,8 @@ pub enum Route<'a> {
     Discovered,
     /// An operator turns a discovered machine into a host profile.
     Adopt(Mac),
+    /// An operator forgets one discovered machine, or (`None`) all of them.
+    Forget(Option<Mac>),
     /// A machine with no profile reports what iPXE knows of it.
     DiscoveryReport(Mac),
     /// `/os/<os>/<path>`: one of an OS's boot files (shim, GRUB, kernel,
@@ -76,7 +78,7 @@ impl Route<'_> {
             Route::Loader(_) | Route::OsFile { .. } => RouteKind::Loader,
             Route::Kickstart(_) => RouteKind::Kickstart,
             Route::Report(..) => RouteKind::Report,
-            Route::Rearm(_) | Route::Adopt(_) => RouteKind::Operator,
+            Route::Rearm(_) | Route::Adopt(_) | Route::Forget(_) => RouteKind::Operator,
             Route::Hosts | Route::Timeline(_) | Route::InstallerLog(_) | Route::Discovered => {
                 RouteKind::Hosts
             }
@@ -94,6 +96,7 @@ impl Route<'_> {
             Route::Kickstart(_) | Route::Report(..) => Access::Build,
             Route::Rearm(_)
             | Route::Adopt(_)
+            | Route::Forget(_)
             | Route::Cache(CacheOp::Warm(_) | CacheOp::Verify) => Access::Operator,
             _ => Access::Open,
         }
@@ -184,6 +187,8 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
             }
             ["discover", mac] => read.then(|| mac_route(mac, DiscoveryReport)),
             ["discovered", mac, "adopt"] => post.then(|| mac_route(mac, Adopt)),
+            ["discovered", mac, "forget"] => post.then(|| mac_route(mac, |m| Forget(Some(m)))),
+            ["discovered", "clear"] => post.then_some(Forget(None)),
             ["hosts", mac, verb] => {
                 let ctor: fn(Mac) -> Route<'a> = match *verb {
                     "installing" => |m| Report(m, self::Report::Installing),
@@ -427,6 +432,27 @@ mod tests {
                 "/api/discovered/52:54:00:10:00:01/adopt",
                 Route::Adopt(mac()),
                 Access::Operator,
+            ),
+            (
+                &post,
+                true,
+                "/api/discovered/52:54:00:10:00:01/forget",
+                Route::Forget(Some(mac())),
+                Access::Operator,
+            ),
+            (
+                &post,
+                true,
+                "/api/discovered/clear",
+                Route::Forget(None),
+                Access::Operator,
+            ),
+            (
+                &get,
+                true,
+                "/api/discovered/clear",
+                Route::Refused(Refusal::MethodNotAllowed),
+                Access::Open,
             ),
             (
                 &post,

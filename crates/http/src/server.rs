@@ -141,6 +141,7 @@ where
                 .discovery_report(mac, query.as_deref().unwrap_or_default(), peer)
                 .await,
         ),
+        Route::Forget(mac) => reply(front.forget(mac).await),
         Route::Adopt(mac) => match body(req).await {
             Ok(body) => reply(front.adopt(mac, body).await),
             Err(e) => e.into_response(),
@@ -579,6 +580,12 @@ pub async fn serve_with<F: Front>(
                 continue;
             }
         };
+        // A response is a head and a body, often written apart: with Nagle
+        // on, a small body waits for the client's delayed ACK of the head
+        // (some 40 ms), which made a small cache hit cost that much.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         let (front, pacer) = (front.clone(), pacer.clone());
         let service = service_fn(move |req: Request<Incoming>| {
             let (front, pacer) = (front.clone(), pacer.clone());

@@ -121,6 +121,11 @@ impl Front for Fixed {
         Ok(Reply::Json(serde_json::json!({"mac": mac.to_string()})))
     }
 
+    async fn forget(&self, mac: Option<Mac>) -> Result<Reply, ApiError> {
+        self.ask(format!("forget {mac:?}"));
+        Ok(Reply::Json(serde_json::json!({"forgotten": 1})))
+    }
+
     async fn hosts(&self) -> Result<Reply, ApiError> {
         Err(ApiError::Internal("the disk is on fire".into()))
     }

@@ -140,13 +140,19 @@ print(f"machines={count} failed={len(failed)} seconds={time.monotonic() - t0:.1f
       + (f" first_failure={failed[0]!r}" if failed else ""))
 PY
 # probe.py PORT SRC MAC SECONDS: the machine's boot script, sequentially, a
-# new connection each time, for SECONDS; latency percentiles in ms.
+# new connection each time (as firmware does), one every 5 ms at most, for
+# SECONDS; latency percentiles in ms. Paced so that a run's closed
+# connections (TIME_WAIT for a minute) never use up the source address's
+# ephemeral ports: an error then is the daemon's, not the client's.
 cat >"$work/probe.py" <<'PY'
 import http.client, math, sys, time
 port, src, mac, secs = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
 lat, errors = [], 0
 end = time.monotonic() + secs
+next_at = time.perf_counter()
 while time.monotonic() < end:
+    time.sleep(max(0.0, next_at - time.perf_counter()))
+    next_at = time.perf_counter() + 0.005
     t = time.perf_counter()
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, source_address=(src, 0), timeout=30)

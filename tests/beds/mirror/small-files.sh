@@ -4,11 +4,13 @@
 # mirror, SQLite state, default log level) against nginx serving the same
 # files from disk. Prints figures; asserts nothing.
 #
-# FILES (2000) distinct 16 KiB packages (random bytes named like RPMs, so
-# the proxy treats them as immutable) on the bed's nginx mirror, reached
-# through squid as the office proxy (start.sh). One pass through Kickstand
-# caches them; a second pass must be all hits (checked in /metrics: hits up
-# by FILES, no new miss, nothing new in the mirror's access log). Then wrk,
+# FILES (2000) 16 KiB packages in a repo with createrepo_c's repodata (one
+# small RPM under FILES names) on the bed's nginx mirror, reached through
+# squid as the office proxy (start.sh). As dnf does, the repodata is
+# fetched through Kickstand first (so every package is checked against its
+# checksum), then one pass caches the packages; a second pass must be all
+# hits (checked in /metrics: hits up by FILES, no new miss, nothing new in
+# the mirror's access log). Then wrk,
 # CONNS (64) connections and two threads, cycling over the FILES paths
 # (small-files.lua) for SECS (10) s, against Kickstand's
 # /repo/centos/small/Packages/… and against an nginx of its own with a
@@ -31,7 +33,7 @@ repo=$(cd "$here/../../.." && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 work=$(bed_workdir "$1")
-bed_require curl wrk nginx squid
+bed_require curl wrk nginx squid rpmbuild createrepo_c
 FILES=${FILES:-2000}
 CONNS=${CONNS:-64}
 SECS=${SECS:-10}
@@ -58,16 +60,48 @@ trap cleanup EXIT
 # shellcheck source=/dev/null
 source "$work/env"
 
-# --- the files: FILES x 16 KiB, dated a day back (published long ago) -------
-small=$KS_MIRROR_ROOT/small/Packages
+# --- the files: FILES x 16 KiB packages in a repo, dated a day back ------------
+# As dnf fetches them: real RPMs (one built with 15 KiB of random payload,
+# copied under FILES names) listed in createrepo_c's repodata, so the
+# cache checks each against the checksum primary.xml gives (a file no
+# checksum vouches for is revalidated with the mirror on every hit).
+small_repo=$KS_MIRROR_ROOT/small
+small=$small_repo/Packages
 name() { printf 'ks-small-%04d-1.0-1.noarch.rpm' "$1"; }
-if [[ ! -f $small/$(name $((FILES - 1))) || -f $small/$(name "$FILES") ]]; then
-    rm -rf "$small"
-    mkdir -p "$small"
-    head -c $((FILES * 16384)) /dev/urandom |
-        (cd "$small" && split -b 16384 -a 4 -d --additional-suffix=-1.0-1.noarch.rpm - ks-small-)
-    touch -d '1 day ago' "$small"/*
+if [[ ! -f $small/$(name $((FILES - 1))) || -f $small/$(name "$FILES") || ! -f $small_repo/repodata/repomd.xml ]]; then
+    rm -rf "$small_repo" "$work/small-rpm"
+    mkdir -p "$small" "$work/small-rpm"/{BUILD,BUILDROOT,RPMS,SOURCES,SPECS,SRPMS}
+    cat >"$work/small-rpm/ks-small.spec" <<'SPEC'
+Name:           ks-small
+Version:        1.0
+Release:        1
+Summary:        Kickstand small-file bench package
+License:        Apache-2.0
+BuildArch:      noarch
+AutoReqProv:    no
+
+%description
+A small package, many copies: what a dnf transaction fetches most.
+
+%install
+mkdir -p %{buildroot}/usr/share/ks-small
+head -c 15360 /dev/urandom > %{buildroot}/usr/share/ks-small/data
+
+%files
+/usr/share/ks-small/data
+SPEC
+    rpmbuild -bb --quiet \
+        --define "_topdir $work/small-rpm" \
+        --define "_binary_payload w0.ufdio" \
+        --define "debug_package %{nil}" \
+        --define "_build_id_links none" \
+        "$work/small-rpm/ks-small.spec" >/dev/null
+    one=$(echo "$work"/small-rpm/RPMS/noarch/ks-small-*.rpm)
+    for i in $(seq 0 $((FILES - 1))); do cp "$one" "$small/$(name "$i")"; done
+    createrepo_c --quiet --no-database "$small_repo" >/dev/null
+    touch -d '1 day ago' "$small"/* "$small_repo"/repodata/*
 fi
+echo "package size: $(stat -c %s "$small/$(name 0)") bytes" >&2
 
 # --- nginx from disk, default-ish --------------------------------------------
 nd=$work/nginx-disk
@@ -157,6 +191,12 @@ pass() {
     echo "$1 pass: $FILES files in $pass_secs s; count status bytes:$codes" >&2
 }
 
+# The repodata first, as dnf does: the cache learns every package's checksum.
+ks_repo=http://127.0.0.1:$ks_port/repo/centos/small
+curl -sf "$ks_repo/repodata/repomd.xml" -o "$ks/repomd.xml"
+for href in $(grep -o 'href="repodata/[^"]*"' "$ks/repomd.xml" | cut -d'"' -f2); do
+    curl -sf "$ks_repo/$href" -o /dev/null
+done
 hits0=$(metric kickstand_cache_hits_total) misses0=$(metric kickstand_cache_misses_total) gets0=$(mirror_gets)
 pass cold
 cold_secs=$pass_secs
