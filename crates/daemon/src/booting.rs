@@ -47,8 +47,9 @@ const MAX_OFFERED: usize = 64;
 /// Answers to PXE clients without a profile: a rack of new machines
 /// powering on at once fits the burst; a flood of forged MACs is shed.
 const STRANGER_ANSWERS: kickstand_limit::Rate = kickstand_limit::Rate::per_second(50, 500);
-/// Log lines about unanswered PXE clients.
-const UNANSWERED_LOG: kickstand_limit::Rate = kickstand_limit::Rate::per_second(2, 20);
+/// Log lines about DHCP outcomes (a machine answered, or not, for the
+/// first time in a while): a rack powering on is a burst of them.
+const DHCP_LOG: kickstand_limit::Rate = kickstand_limit::Rate::per_second(5, 200);
 
 /// The boot side of the daemon.
 #[derive(Debug)]
@@ -59,13 +60,13 @@ pub(crate) struct Booting {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) rogues: Arc<Rogues>,
     pub(crate) discovering: Arc<Discovering>,
-    /// PXE clients not answered, and when that was last logged.
-    unanswered: Mutex<LruCache<Mac, Instant>>,
+    /// PXE clients answered or not, and when that was last logged.
+    logged: Mutex<LruCache<(Mac, bool), Instant>>,
     /// Answers to PXE clients without a profile (`unknown: local-boot` or
     /// `discover`), all of them together.
     strangers: Mutex<kickstand_limit::Flow>,
-    /// Log lines about unanswered clients, and how many were not logged.
-    unanswered_log: Mutex<(kickstand_limit::Flow, u64)>,
+    /// Log lines about DHCP outcomes, and how many were not logged.
+    dhcp_log: Mutex<(kickstand_limit::Flow, u64)>,
     /// Monotonic origin of the rate limits above.
     started: Instant,
 }
@@ -86,9 +87,9 @@ impl Booting {
             metrics,
             rogues,
             discovering,
-            unanswered: Mutex::new(LruCache::new(REMEMBERED)),
+            logged: Mutex::new(LruCache::new(REMEMBERED)),
             strangers: Mutex::new(kickstand_limit::Flow::new(STRANGER_ANSWERS)),
-            unanswered_log: Mutex::new((kickstand_limit::Flow::new(UNANSWERED_LOG), 0)),
+            dhcp_log: Mutex::new((kickstand_limit::Flow::new(DHCP_LOG), 0)),
             started: Instant::now(),
         }
     }
@@ -113,10 +114,10 @@ impl Booting {
         answered
     }
 
-    /// Whether an unanswered client may be logged now: `Some(n)` with the
-    /// number of others not logged since the last line.
-    fn may_log_unanswered(&self) -> Option<u64> {
-        let mut log = lock(&self.unanswered_log);
+    /// Whether a DHCP outcome may be logged now: `Some(n)` with the number
+    /// of others not logged since the last line.
+    fn may_log(&self) -> Option<u64> {
+        let mut log = lock(&self.dhcp_log);
         if log.0.take(self.started.elapsed()) {
             Some(std::mem::take(&mut log.1))
         } else {
@@ -125,14 +126,14 @@ impl Booting {
         }
     }
 
-    /// Whether an unanswered PXE client should be logged now: once per MAC
-    /// per [`QUIET_FOR`].
-    fn first_unanswered_in_a_while(&self, mac: Mac) -> bool {
-        let mut seen = lock(&self.unanswered);
-        match seen.get(&mac) {
+    /// Whether a PXE client's answer (or its not being answered) is worth
+    /// a log line and an event now: once per MAC per [`QUIET_FOR`].
+    fn first_in_a_while(&self, mac: Mac, answered: bool) -> bool {
+        let mut seen = lock(&self.logged);
+        match seen.get(&(mac, answered)) {
             Some(at) if at.elapsed() < QUIET_FOR => false,
             _ => {
-                seen.put(mac, Instant::now());
+                seen.put((mac, answered), Instant::now());
                 true
             }
         }
@@ -515,6 +516,11 @@ impl BootView for PacketView<'_> {
                 // In memory now, on disk with the writer's next batch: the
                 // reply never waits for either.
                 hosts::transition(store, mac, Transition::SeenByDhcp, ip);
+                if booting.first_in_a_while(mac, true)
+                    && let Some(unlogged) = booting.may_log()
+                {
+                    info!(%mac, boot_file = reply.boot_file.as_deref().unwrap_or("-"), unlogged, "dhcp: answered");
+                }
                 hosts::record(store, generation, mac, EventKind::DhcpOffer, detail);
             }
             Action::Respond(_) => {}
@@ -538,7 +544,7 @@ impl BootView for PacketView<'_> {
                 // operator should never need debug logs to learn why a
                 // machine was not served, and a flood of forged MACs must
                 // not become a flood of log lines.
-                if !booting.first_unanswered_in_a_while(mac) {
+                if !booting.first_in_a_while(mac, false) {
                     return;
                 }
                 let name = match reason {
@@ -547,7 +553,7 @@ impl BootView for PacketView<'_> {
                     Reason::UnsupportedArch(_) => "unsupported-arch",
                     _ => "no-arch",
                 };
-                if let Some(unlogged) = booting.may_log_unanswered() {
+                if let Some(unlogged) = booting.may_log() {
                     info!(%mac, from = %seen.from, %reason, unlogged, "dhcp: PXE client not answered");
                 }
                 hosts::record(

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::full::Leases;
 use crate::proxy::{self, Action, Context, HostLookup, HostStatus, Mode, Port};
@@ -251,7 +251,11 @@ impl<B: Boot> Worker<B> {
                     Action::Ignore(reason) => debug!(%from, %reason, "dhcp: ignored"),
                     Action::Respond(reply) => {
                         let to = reply.dest.resolve(from);
-                        info!(mac = %reply.mac, firmware = ?reply.firmware,
+                        // Every reply at debug: at a rack's power-on these
+                        // are thousands a second. The daemon logs a
+                        // machine's first answer in a while at info
+                        // ([`BootView::decided`]).
+                        debug!(mac = %reply.mac, firmware = ?reply.firmware,
                               boot_file = reply.boot_file.as_deref().unwrap_or("-"), %to, "dhcp: reply");
                         if let Err(e) = self.socket.send_to(&reply.bytes, to).await {
                             warn!(%to, error = %e, "dhcp: send failed");

@@ -291,6 +291,13 @@ impl Book {
         }
     }
 
+    /// Adds pulled counts still queued to a host read again.
+    pub(crate) fn add_pulled(&mut self, mac: Mac, n: crate::host::Pulled) {
+        if let Some(h) = self.entries.get_mut(&mac).and_then(|e| e.host.as_mut()) {
+            h.pulled.add(n);
+        }
+    }
+
     /// Drops the kept ops of `macs` that committed with `through`.
     pub(crate) fn committed(&mut self, macs: impl IntoIterator<Item = Mac>, through: u64) {
         for mac in macs {

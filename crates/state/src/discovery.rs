@@ -136,6 +136,8 @@ pub(crate) struct Table {
 pub(crate) enum Change {
     Upsert(Box<Discovered>),
     Delete(Mac),
+    /// Only replayed over a reload; the writer writes `ClearDiscovered`.
+    Clear,
 }
 
 impl Table {
@@ -199,6 +201,19 @@ impl Table {
             self.machines.remove(mac);
         }
         old
+    }
+
+    /// Replays a change not yet written over the database's copy.
+    pub(crate) fn apply(&mut self, change: Change) {
+        match change {
+            Change::Upsert(d) => {
+                self.machines.insert(d.mac, *d);
+            }
+            Change::Delete(mac) => {
+                self.machines.remove(&mac);
+            }
+            Change::Clear => self.machines.clear(),
+        }
     }
 
     pub(crate) fn forget(&mut self, mac: Mac) -> bool {

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use kickstand_profiles::Mac;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::book::Book;
@@ -25,13 +24,16 @@ use crate::limit::{Folded, Limiter, Verdict};
 use crate::op::{self, HostOp, TokenNeed};
 use crate::phase::{Phase, Transition};
 use crate::token::{BuildToken, TokenRejected};
-use crate::writer::{self, Job, Queue, Writer, WriterStats, Written, lock};
+use crate::writer::{self, After, Job, Queue, Writer, WriterStats, Written, lock};
 use crate::{Backend, StateConfig, StateError, import, rows, schema};
 
 /// Events about MACs without a host record written per second, and at
 /// once: what strangers can make the store write.
 const STRANGER_RATE: u32 = 20;
 const STRANGER_BURST: u32 = 200;
+
+/// How long `open` waits for the listener for other appliances' changes.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
 /// The host state store. Cheap to clone; every clone shares the memory,
 /// the queue and the writer.
@@ -64,7 +66,8 @@ struct Inner {
     /// behind the writer's transaction.
     reader: Db,
     stop: CancellationToken,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Said when the writer has written what was queued and stopped.
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
     folded: AtomicU64,
 }
 
@@ -147,21 +150,34 @@ impl StateStore {
     }
 
     async fn start(config: StateConfig, db: Db, reader: Db) -> Result<StateStore, StateError> {
-        let (book, table) = load(&reader, &config).await?;
         let shared = db.shared();
-        let book = Arc::new(Mutex::new(book));
-        let discovered = Arc::new(Mutex::new(table));
         let queue = Queue::new();
         let stop = CancellationToken::new();
         let instance = instance_id()?;
         if let Backend::Postgres { url } = &config.backend {
+            let (tell, listening) = oneshot::channel();
             tokio::spawn(crate::db::postgres::listen(
                 url.clone(),
                 writer::CHANNEL,
                 listened(queue.clone(), instance.clone()),
+                tell,
                 stop.clone(),
             ));
+            // Listening before loading: a change another appliance makes
+            // from here on is heard (the load may see it too; reading it
+            // again costs nothing). A listener the server refuses is
+            // retried behind, and what it missed is read again once it
+            // listens; the store opens without it rather than not at all.
+            if tokio::time::timeout(LISTEN_WAIT, listening).await.is_err() {
+                tracing::warn!(
+                    "not yet listening for other appliances' changes; they reach this one once it is"
+                );
+                queue.push(Job::ReloadAll);
+            }
         }
+        let (book, table) = load(&reader, &config).await?;
+        let book = Arc::new(Mutex::new(book));
+        let discovered = Arc::new(Mutex::new(table));
         let writer = Writer::new(
             db,
             queue.clone(),
@@ -170,7 +186,24 @@ impl StateStore {
             config.clone(),
             instance,
         );
-        let handle = tokio::spawn(writer.run(stop.clone()));
+        // A thread of its own, with a runtime of its own: the writer's SQLite
+        // statements run right there, and nothing it does waits behind (or
+        // holds up) the daemon's workers.
+        let (done_tx, done) = oneshot::channel();
+        let writer_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(writer.run(writer_stop)),
+                    Err(e) => tracing::error!(error = %e, "the state writer cannot start"),
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| StateError::Task(format!("cannot start the state writer: {e}")))?;
         Ok(StateStore {
             inner: Arc::new(Inner {
                 config,
@@ -185,7 +218,7 @@ impl StateStore {
                 queue,
                 reader,
                 stop,
-                writer: Mutex::new(Some(handle)),
+                writer: Mutex::new(Some(done)),
                 folded: AtomicU64::new(0),
             }),
         })
@@ -238,8 +271,8 @@ impl StateStore {
     /// already `installing` must not be acknowledged before the kickstart
     /// fetch that made it so is on disk).
     fn written<T>(&self, value: T, seq: Option<u64>) -> Written<T> {
-        let seq = seq.or_else(|| Some(self.inner.queue.last_seq()).filter(|s| *s > 0));
-        self.inner.queue.written(value, seq)
+        let after = seq.map_or(After::Queued, After::Change);
+        self.inner.queue.written(value, after)
     }
 
     // ---- hosts and the life cycle -------------------------------------
@@ -352,8 +385,8 @@ impl StateStore {
         let need = op::token_need(lock(&self.inner.book).host(mac), now, timeout);
         Ok(match need {
             // A live token was committed before its minter handed it out.
-            TokenNeed::NotBuilding => self.inner.queue.written(None, None),
-            TokenNeed::Live(token) => self.inner.queue.written(Some(token), None),
+            TokenNeed::NotBuilding => self.inner.queue.written(None, After::Nothing),
+            TokenNeed::Live(token) => self.inner.queue.written(Some(token), After::Nothing),
             TokenNeed::Overdue => {
                 let (_, seq) = self.change(
                     mac,
@@ -457,7 +490,8 @@ impl StateStore {
             &config.appliance,
             None,
         );
-        drop(book);
+        // Queued under the book's lock: a reload (which takes both) either
+        // sees it queued or comes before it.
         self.inner.queue.push_pulled(mac, n);
     }
 
@@ -773,7 +807,10 @@ async fn connect(config: &StateConfig) -> Result<(Db, Db), StateError> {
         Backend::Sqlite { dir } => {
             let path = dir.join("state.db");
             prepare_sqlite_file(dir, &path).await?;
-            (Db::open_sqlite(&path).await?, Db::open_sqlite(&path).await?)
+            (
+                Db::open_sqlite_inline(&path).await?,
+                Db::open_sqlite(&path).await?,
+            )
         }
         Backend::Postgres { url } => (Db::open_postgres(url).await?, Db::open_postgres(url).await?),
     })

@@ -202,13 +202,6 @@ impl Queue {
         Some(seq)
     }
 
-    /// The sequence number of the newest change queued: a caller whose own
-    /// call changed nothing waits for it, since what it was told rests on
-    /// the changes before it.
-    pub(crate) fn last_seq(&self) -> u64 {
-        self.lock().next_seq
-    }
-
     /// Adds pulled counts, written with the next batch (at most [`IDLE`]
     /// later): the repo proxy counts every file, and a write per file
     /// would be a write per request.
@@ -216,12 +209,14 @@ impl Queue {
         self.lock().pulled.entry(mac).or_default().add(n);
     }
 
-    /// A handle on a change with sequence `seq` (`None`: nothing to wait for).
-    pub(crate) fn written<T>(&self, value: T, seq: Option<u64>) -> Written<T> {
+    /// A handle on a change with sequence `seq`. `After::Queued` (a call
+    /// that changed nothing) waits, if awaited, for everything queued
+    /// before it is awaited: what it answered rests on those changes.
+    pub(crate) fn written<T>(self: &Arc<Self>, value: T, seq: After) -> Written<T> {
         Written {
             value,
             seq,
-            progress: self.progress.subscribe(),
+            queue: self.clone(),
         }
     }
 
@@ -262,8 +257,19 @@ impl Queue {
 #[derive(Debug)]
 pub struct Written<T> {
     value: T,
-    seq: Option<u64>,
-    progress: watch::Receiver<Progress>,
+    seq: After,
+    queue: Arc<Queue>,
+}
+
+/// What a [`Written`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    /// Nothing.
+    Nothing,
+    /// The change queued with this sequence number.
+    Change(u64),
+    /// Everything queued so far: the call changed nothing itself.
+    Queued,
 }
 
 impl<T> Written<T> {
@@ -273,12 +279,17 @@ impl<T> Written<T> {
     }
 
     /// What the change did, once it is committed.
-    pub async fn durable(mut self) -> Result<T, StateError> {
-        let Some(seq) = self.seq else {
-            return Ok(self.value);
+    pub async fn durable(self) -> Result<T, StateError> {
+        let seq = match self.seq {
+            After::Nothing => return Ok(self.value),
+            After::Change(seq) => seq,
+            After::Queued => match self.queue.lock().next_seq {
+                0 => return Ok(self.value),
+                seq => seq,
+            },
         };
-        let outcome = self
-            .progress
+        let mut progress = self.queue.progress.subscribe();
+        let outcome = progress
             .wait_for(|p| p.outcome(seq).is_some())
             .await
             .map_err(|_| StateError::Task("the state writer stopped".into()))?
@@ -377,7 +388,10 @@ impl Writer {
                 continue;
             }
             match self.commit(&mut batch, &counts).await {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    self.queue.committed(seq_range(&batch).1);
+                }
                 Err(e) if e.is_transient() => {
                     self.queue
                         .stats
@@ -418,6 +432,10 @@ impl Writer {
     /// each host's changes in a transaction of their own, so one change
     /// the database refuses costs only itself.
     async fn one_by_one(&mut self, batch: Vec<Queued>, counts: HashMap<Mac, Pulled>) {
+        // Progress moves past the batch only once every group of it is
+        // written or failed: a waiter must not read a later group's commit
+        // as its own.
+        let through = seq_range(&batch).1;
         let mut groups: BTreeMap<Option<Mac>, Vec<Queued>> = BTreeMap::new();
         for q in batch {
             groups.entry(q.job.mac()).or_default().push(q);
@@ -438,14 +456,14 @@ impl Writer {
                         self.queue.failed(q.seq, q.seq, &e);
                     }
                 }
-                let last = group.iter().map(|q| q.seq).max().unwrap_or(0);
-                self.queue.committed(last);
             }
         }
+        self.queue.committed(through);
     }
 
     /// Writes one batch in one transaction, then reloads what other
-    /// appliances changed. Prune replies are sent once committed.
+    /// appliances changed. Prune replies are sent once committed; the
+    /// caller moves the progress waiters watch.
     async fn commit(
         &mut self,
         batch: &mut [Queued],
@@ -505,7 +523,6 @@ impl Writer {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let last = batch.iter().map(|q| q.seq).max().unwrap_or(0);
         lock(&self.book).committed(touched.macs.iter().copied(), last);
-        self.queue.committed(last);
         for q in batch.iter_mut() {
             if let Job::Prune { reply, .. } = &mut q.job
                 && let Some(reply) = reply.take()
@@ -784,15 +801,37 @@ impl Writer {
             None
         };
         tx.commit().await?;
+        // Under the book's lock, then the queue's, as every change takes
+        // them: what was applied in memory and is still queued (pulled
+        // counts, discovered changes) is put back over what was read.
         let mut book = lock(&self.book);
+        let pulled = self.queue.lock().pulled.clone();
         for (mac, row, events) in loaded {
             book.reload(mac, row, events, committed, timeout, &appliance);
+            if let Some(n) = pulled.get(&mac) {
+                book.add_pulled(mac, *n);
+            }
         }
         book.installs = installs.into_iter().collect();
         drop(book);
         if let Some(mut rows) = table {
             rows.truncate(self.config.discovery.max);
-            lock(&self.discovered).replace(rows);
+            let mut discovered = lock(&self.discovered);
+            let queued: Vec<discovery::Change> = self
+                .queue
+                .lock()
+                .jobs
+                .iter()
+                .filter_map(|q| match &q.job {
+                    Job::Discovered(change) => Some(change.clone()),
+                    Job::ClearDiscovered => Some(discovery::Change::Clear),
+                    _ => None,
+                })
+                .collect();
+            discovered.replace(rows);
+            for change in queued {
+                discovered.apply(change);
+            }
         }
         Ok(())
     }

@@ -61,8 +61,9 @@ trap cleanup EXIT
 source "$work/env"
 
 # --- the files: FILES x 16 KiB packages in a repo, dated a day back ------------
-# As dnf fetches them: real RPMs (one built with 15 KiB of random payload,
-# copied under FILES names) listed in createrepo_c's repodata, so the
+# As dnf fetches them: real RPMs (one built with 10 KiB of random payload,
+# which with its header makes 16 KiB, copied under FILES names) listed in
+# createrepo_c's repodata, so the
 # cache checks each against the checksum primary.xml gives (a file no
 # checksum vouches for is revalidated with the mirror on every hit).
 small_repo=$KS_MIRROR_ROOT/small
@@ -85,7 +86,7 @@ A small package, many copies: what a dnf transaction fetches most.
 
 %install
 mkdir -p %{buildroot}/usr/share/ks-small
-head -c 15360 /dev/urandom > %{buildroot}/usr/share/ks-small/data
+head -c 10240 /dev/urandom > %{buildroot}/usr/share/ks-small/data
 
 %files
 /usr/share/ks-small/data

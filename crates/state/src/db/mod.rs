@@ -159,8 +159,15 @@ pub(crate) enum Db {
 }
 
 impl Db {
+    /// A connection for async callers: statements on the blocking pool.
     pub(crate) async fn open_sqlite(path: &Path) -> Result<Db, StateError> {
-        Ok(Db::Sqlite(sqlite::Db::open(path).await?))
+        Ok(Db::Sqlite(sqlite::Db::open(path, false).await?))
+    }
+
+    /// A connection for a thread of its own (the writer's): statements run
+    /// on the calling thread.
+    pub(crate) async fn open_sqlite_inline(path: &Path) -> Result<Db, StateError> {
+        Ok(Db::Sqlite(sqlite::Db::open(path, true).await?))
     }
 
     pub(crate) async fn open_postgres(url: &str) -> Result<Db, StateError> {

@@ -245,14 +245,19 @@ pub(crate) enum Heard {
 
 /// Listens on `channel` on a connection of its own until `stop`, handing
 /// every notification to `heard`; reconnects with a back-off when the
-/// server goes away, and says [`Heard::Resync`] once back.
+/// server goes away, and says [`Heard::Resync`] once listening again: what
+/// changed while it was not was announced to no one here. `listening` is
+/// told when it first listens (the caller loads what it needs after that,
+/// so nothing falls between its load and the first `LISTEN`).
 pub(crate) async fn listen(
     url: String,
     channel: &'static str,
     heard: impl Fn(Heard) + Send + 'static,
+    listening: tokio::sync::oneshot::Sender<()>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut backoff = std::time::Duration::from_millis(200);
+    let mut listening = Some(listening);
     let mut lost = false;
     loop {
         let session = async {
@@ -287,6 +292,9 @@ pub(crate) async fn listen(
                 backoff = std::time::Duration::from_millis(200);
                 if lost {
                     heard(Heard::Resync);
+                }
+                if let Some(tell) = listening.take() {
+                    let _ = tell.send(());
                 }
                 loop {
                     tokio::select! {

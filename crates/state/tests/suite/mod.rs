@@ -1026,14 +1026,16 @@ fn kickstand_state_ms(t: SystemTime) -> u128 {
         .as_millis()
 }
 
-/// Waits up to two seconds for `cond` (another appliance's change reaches
+/// Waits for `cond` (another appliance's change reaches
 /// this one through the database's notifications).
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
+        // A deadline far past what it takes (a tenth of a second), for a
+        // loaded machine: not a speed check.
         assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "not seen within 2 s: {what}"
+            start.elapsed() < Duration::from_secs(10),
+            "not seen within 10 s: {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
