@@ -18,6 +18,7 @@
 //! generation from the snapshot and keeps the last good one when a load
 //! fails.
 
+mod conninfo;
 mod diag;
 mod load;
 mod mac;
@@ -28,7 +29,7 @@ mod validate;
 mod wire;
 
 pub use diag::{Diagnostic, LoadError};
-pub use load::load;
+pub use load::{SecretError, load, read_secret};
 pub use mac::{BadMac, Mac};
 pub use model::Snapshot;
 pub use validate::{DEFAULT_TFTP_ROOT, GRUB_TEMPLATE};
