@@ -2,8 +2,10 @@
 //! Debian's `postgresql` package that each test starts in a temporary
 //! directory (`initdb` + `pg_ctl`, as the unprivileged `postgres` user when
 //! run as root, since initdb refuses root), listening only on a Unix socket
-//! in that directory, and removes after. Without PostgreSQL installed the
-//! tests fail: run `tests/setup-peers`.
+//! in that directory, and removes after. The TLS tests start one that also
+//! takes TCP on 127.0.0.1, only over TLS, with its own CA and a password
+//! (`pg.sh start-tls`). Without PostgreSQL installed the tests fail: run
+//! `tests/setup-peers`.
 
 mod suite;
 
