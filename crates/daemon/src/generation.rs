@@ -298,3 +298,46 @@ impl Generation {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_postgres(pg: Option<Postgres>) -> Generation {
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/kickstand.yaml");
+        let mut snapshot = kickstand_profiles::load(&config).unwrap_or_else(|e| panic!("{e}"));
+        snapshot.appliance.state.postgres = pg;
+        Generation::build(snapshot, 1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A new password alone is a change to restart for, and the message
+    /// shows neither password; so is another password file.
+    #[test]
+    fn the_database_settings_need_a_restart_and_no_password_shows() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "s3cret-in-a-file\n").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            path
+        };
+        let pg = |url: &str, password_file: Option<std::path::PathBuf>| {
+            let mut pg: Postgres = url.parse().expect("a URL");
+            pg.password_file = password_file;
+            Some(pg)
+        };
+        let old = with_postgres(pg("postgres://kick:old-s3cret@db/state", None));
+        let new = with_postgres(pg("postgres://kick:new-s3cret@db/state", None));
+        let said = old.restart_needed(&new).join("\n");
+        assert!(said.contains("state.url changed"), "{said}");
+        assert!(!said.contains("s3cret"), "{said}");
+
+        let old = with_postgres(pg("postgres://kick@db/state", Some(file("a"))));
+        let new = with_postgres(pg("postgres://kick@db/state", Some(file("b"))));
+        let said = old.restart_needed(&new).join("\n");
+        assert!(said.contains("state.password_file changed"), "{said}");
+        assert!(!said.contains("s3cret"), "{said}");
+        assert!(old.restart_needed(&old).is_empty());
+    }
+}

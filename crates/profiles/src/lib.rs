@@ -9,8 +9,9 @@
 //! groups, a MAC and a hostname that appear once, templates that exist —
 //! merges defaults → groups → host, and reports every problem as a
 //! [`Diagnostic`] with file, line and column. [`model`] holds the validated
-//! types the rest of the daemon reads, mirror URLs and the office proxy
-//! among them, so no other crate parses the config again. [`urls`] is the
+//! types the rest of the daemon reads, mirror URLs, the office proxy and
+//! the PostgreSQL connection (read as libpq reads one, `conninfo`) among
+//! them, so no other crate parses the config again. [`urls`] is the
 //! one place Kickstand's URLs are built and read back.
 //!
 //! This crate reads the files it is pointed at and nothing else: no sockets,

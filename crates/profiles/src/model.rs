@@ -75,7 +75,7 @@ pub struct State {
 /// Parsed from a `postgres://` URL or libpq `key=value` pairs
 /// (`str::parse`), as libpq reads them; validation of the config then sets
 /// the files relative to the config's directory.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Postgres {
     /// libpq keywords and values, without `sslmode` and `sslrootcert`
     /// (the fields below). May hold a password: only
@@ -100,11 +100,6 @@ impl Postgres {
             .iter()
             .find(|(k, _)| k == keyword)
             .map(|(_, v)| v.as_str())
-    }
-
-    /// Whether the connection string holds a password.
-    pub fn has_password(&self) -> bool {
-        self.get("password").is_some()
     }
 
     /// Every keyword as `key=value` pairs, the password included: for the

@@ -224,7 +224,8 @@ impl Connector {
                 _ => None,
             };
         }
-        (e.to_string().contains("server does not support TLS")).then(|| {
+        // tokio-postgres says this in words only, no error kind to match.
+        chain(e).contains("server does not support TLS").then(|| {
             "the server offers no TLS: turn `ssl` on in its postgresql.conf; sslmode=disable would send everything, build tokens included, in plain text".to_owned()
         })
     }
@@ -469,6 +470,36 @@ mod tests {
                 "{asked:?} ca={ca} tcp={tcp}"
             );
         }
+    }
+
+    /// A server that answers TLS requests with `N`, as PostgreSQL with
+    /// `ssl = off` does: `require` refuses it and says what to turn on.
+    #[tokio::test]
+    async fn a_server_without_tls_is_refused_and_the_error_says_so() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut peer, _)) = listener.accept().await {
+                let mut request = [0u8; 8];
+                if peer.read_exact(&mut request).await.is_ok() {
+                    let _ = peer.write_all(b"N").await;
+                }
+            }
+        });
+        let pg: Postgres = format!("postgres://kick:s3cret@127.0.0.1:{port}/x")
+            .parse()
+            .expect("parses");
+        let connector = Connector::new(&pg).expect("settings");
+        let Err(err) = connector.connect().await else {
+            panic!("connected to a server that offers no TLS");
+        };
+        let text = err.to_string();
+        assert!(text.contains("sslmode=require"), "{text}");
+        assert!(text.contains("turn `ssl` on"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]
