@@ -23,8 +23,8 @@ use crate::views::{DiscoveredRow, TimelineView};
 
 /// Opens the host state store the appliance config names.
 pub(crate) async fn open_store(appliance: &Appliance) -> anyhow::Result<StateStore> {
-    let backend = match &appliance.state.postgres_url {
-        Some(url) => Backend::Postgres { url: url.clone() },
+    let backend = match &appliance.state.postgres {
+        Some(pg) => Backend::Postgres(pg.clone()),
         None => Backend::Sqlite {
             dir: appliance.state_dir.clone(),
         },

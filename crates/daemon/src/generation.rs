@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kickstand_profiles::model::{Appliance, UnknownPolicy};
+use kickstand_profiles::model::{Appliance, Postgres, UnknownPolicy};
 use kickstand_profiles::urls::UrlScheme;
 use kickstand_profiles::{Diagnostic, LoadError, Mac, Snapshot};
 use kickstand_render::Site;
@@ -17,14 +17,15 @@ use kickstand_repo::{RepoConfig, Upstream};
 use kickstand_state::Phase;
 
 /// A database URL as a restart message may show it: whether it is set and
-/// changed, never its text (it may carry a password).
-fn redacted(url: Option<&str>) -> String {
-    match url {
+/// changed, never its text (it may carry a password, and a change of the
+/// password alone must show as a change too).
+fn redacted(pg: Option<&Postgres>) -> String {
+    match pg {
         None => "SQLite".into(),
-        Some(url) => {
+        Some(pg) => {
             use std::hash::{Hash as _, Hasher as _};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            url.hash(&mut h);
+            (pg.conninfo(), pg.sslmode).hash(&mut h);
             format!("PostgreSQL #{:04x}", h.finish() & 0xffff)
         }
     }
@@ -109,6 +110,17 @@ impl Generation {
                 .map_or_else(|| appliance.templates_dir.clone(), |ca| ca.path.clone());
             LoadError(vec![Diagnostic::whole_file(&file, e.to_string())])
         })?;
+        // What opening the store would read (the CA's certificates, the
+        // password file, values the driver parses), read here too so
+        // `check` refuses what `serve` would.
+        if let Some(pg) = &appliance.state.postgres {
+            kickstand_state::check_postgres(pg).map_err(|e| {
+                // The message names the file at fault; the config is where
+                // it is set.
+                let config = site.snapshot.files.first().cloned().unwrap_or_default();
+                LoadError(vec![Diagnostic::whole_file(&config, e.to_string())])
+            })?;
+        }
         let dhcp = Arc::new(kickstand_dhcp::Context::from_appliance(appliance));
         Ok(Generation {
             configured: Ports {
@@ -230,8 +242,36 @@ impl Generation {
             (
                 "state.url",
                 // Never the URL itself in a message: it may hold a password.
-                redacted(old.state.postgres_url.as_deref()),
-                redacted(new.state.postgres_url.as_deref()),
+                redacted(old.state.postgres.as_ref()),
+                redacted(new.state.postgres.as_ref()),
+            ),
+            (
+                "state.ca_file",
+                format!(
+                    "{:?}",
+                    old.state.postgres.as_ref().and_then(|p| p.ca_file.as_ref())
+                ),
+                format!(
+                    "{:?}",
+                    new.state.postgres.as_ref().and_then(|p| p.ca_file.as_ref())
+                ),
+            ),
+            (
+                "state.password_file",
+                format!(
+                    "{:?}",
+                    old.state
+                        .postgres
+                        .as_ref()
+                        .and_then(|p| p.password_file.as_ref())
+                ),
+                format!(
+                    "{:?}",
+                    new.state
+                        .postgres
+                        .as_ref()
+                        .and_then(|p| p.password_file.as_ref())
+                ),
             ),
             (
                 "state.appliance",
@@ -256,5 +296,48 @@ impl Generation {
                 format!("{key} changed ({a} → {b}): it cannot change while Kickstand runs; restart to apply")
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_postgres(pg: Option<Postgres>) -> Generation {
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/kickstand.yaml");
+        let mut snapshot = kickstand_profiles::load(&config).unwrap_or_else(|e| panic!("{e}"));
+        snapshot.appliance.state.postgres = pg;
+        Generation::build(snapshot, 1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A new password alone is a change to restart for, and the message
+    /// shows neither password; so is another password file.
+    #[test]
+    fn the_database_settings_need_a_restart_and_no_password_shows() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "s3cret-in-a-file\n").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            path
+        };
+        let pg = |url: &str, password_file: Option<std::path::PathBuf>| {
+            let mut pg: Postgres = url.parse().expect("a URL");
+            pg.password_file = password_file;
+            Some(pg)
+        };
+        let old = with_postgres(pg("postgres://kick:old-s3cret@db/state", None));
+        let new = with_postgres(pg("postgres://kick:new-s3cret@db/state", None));
+        let said = old.restart_needed(&new).join("\n");
+        assert!(said.contains("state.url changed"), "{said}");
+        assert!(!said.contains("s3cret"), "{said}");
+
+        let old = with_postgres(pg("postgres://kick@db/state", Some(file("a"))));
+        let new = with_postgres(pg("postgres://kick@db/state", Some(file("b"))));
+        let said = old.restart_needed(&new).join("\n");
+        assert!(said.contains("state.password_file changed"), "{said}");
+        assert!(!said.contains("s3cret"), "{said}");
+        assert!(old.restart_needed(&old).is_empty());
     }
 }

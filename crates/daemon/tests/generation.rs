@@ -74,6 +74,18 @@ fn check_and_serve_refuse_the_same_configs_with_the_same_errors() {
             "mirror_ca_file: empty.pem\ncache:\n",
             "holds no PEM certificate",
         ),
+        (
+            "a PostgreSQL CA file whose certificate is not X.509",
+            "paths:\n",
+            "state:\n  url: postgres://db.invalid/state\n  ca_file: ca.pem\npaths:\n",
+            "certificate 1",
+        ),
+        (
+            "a PostgreSQL password file its group and others may read",
+            "paths:\n",
+            "state:\n  url: postgres://db.invalid/state\n  password_file: ca.pem\npaths:\n",
+            "readable by group or others",
+        ),
     ];
     for (what, from, to, needle) in cases {
         let bed = Bed::new();

@@ -9,8 +9,9 @@
 //! groups, a MAC and a hostname that appear once, templates that exist —
 //! merges defaults → groups → host, and reports every problem as a
 //! [`Diagnostic`] with file, line and column. [`model`] holds the validated
-//! types the rest of the daemon reads, mirror URLs and the office proxy
-//! among them, so no other crate parses the config again. [`urls`] is the
+//! types the rest of the daemon reads, mirror URLs, the office proxy and
+//! the PostgreSQL connection (read as libpq reads one, `conninfo`) among
+//! them, so no other crate parses the config again. [`urls`] is the
 //! one place Kickstand's URLs are built and read back.
 //!
 //! This crate reads the files it is pointed at and nothing else: no sockets,
@@ -18,6 +19,7 @@
 //! generation from the snapshot and keeps the last good one when a load
 //! fails.
 
+mod conninfo;
 mod diag;
 mod load;
 mod mac;
@@ -28,7 +30,7 @@ mod validate;
 mod wire;
 
 pub use diag::{Diagnostic, LoadError};
-pub use load::load;
+pub use load::{SecretError, load, read_secret};
 pub use mac::{BadMac, Mac};
 pub use model::Snapshot;
 pub use validate::{DEFAULT_TFTP_ROOT, GRUB_TEMPLATE};

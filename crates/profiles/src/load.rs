@@ -46,6 +46,25 @@ pub fn load(config: &Path) -> Result<Snapshot, LoadError> {
             })
             .ok()
     });
+    let state_ca_pem = paths.state_ca_file.as_ref().and_then(|ca| {
+        std::fs::read(&ca.path)
+            .map_err(|e| {
+                diags.push(Diagnostic::at(
+                    config,
+                    ca.at,
+                    format!("{} {} cannot be read: {e}", ca.key, ca.path.display()),
+                ))
+            })
+            .ok()
+    });
+    // Read here to be checked (private, not empty) as the state store will
+    // read it, so `check` refuses what `serve` would; the password itself
+    // is dropped at once.
+    if let Some(f) = &paths.password_file
+        && let Err(e) = read_secret(&f.path)
+    {
+        diags.push(Diagnostic::at(config, f.at, format!("{} {e}", f.key)));
+    }
     validate::validate(Inputs {
         diags,
         config: config.to_path_buf(),
@@ -55,7 +74,57 @@ pub fn load(config: &Path) -> Result<Snapshot, LoadError> {
         files,
         templates,
         ca_pem,
+        state_ca_pem,
     })
+}
+
+/// Why a secret file (a password) was not read. Each message names the
+/// file and never its content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    #[error("{} cannot be read: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is readable by group or others (mode {mode:04o}); it holds a password: `chmod 600` it",
+        .path.display()
+    )]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("{} is empty", .path.display())]
+    Empty { path: PathBuf },
+}
+
+/// The secret in `path`, trimmed (an editor's final newline is not part
+/// of a password). A file that anyone but its owner may read is refused:
+/// the secret is as good as published.
+pub fn read_secret(path: &Path) -> Result<String, SecretError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let unreadable = |source| SecretError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    // The mode of the file opened, not of the path a moment before.
+    let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(SecretError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(unreadable)?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(SecretError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(secret.to_owned())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<T> {

@@ -58,7 +58,7 @@ pub struct Appliance {
 pub struct State {
     /// A shared PostgreSQL database; `None` keeps state in an SQLite file
     /// in the state directory.
-    pub postgres_url: Option<String>,
+    pub postgres: Option<Postgres>,
     /// `None`: the machine's host name, found at start.
     pub appliance: Option<String>,
     /// No `installed` within this long of an install's start fails the host
@@ -67,6 +67,113 @@ pub struct State {
     /// The operator token (mode 0600), created at first start if missing.
     pub operator_token_file: PathBuf,
 }
+
+/// A shared PostgreSQL database: where it is and who connects
+/// (`state.url`), how the connection is secured (its `sslmode`, the CA
+/// that vouches for the server) and where the password is kept.
+///
+/// Parsed from a `postgres://` URL or libpq `key=value` pairs
+/// (`str::parse`), as libpq reads them; validation of the config then sets
+/// the files relative to the config's directory.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Postgres {
+    /// libpq keywords and values, without `sslmode` and `sslrootcert`
+    /// (the fields below). May hold a password: only
+    /// [`Postgres::conninfo`] gives it out, for the driver; `Debug` and
+    /// [`Postgres::redacted`] leave it out.
+    params: Vec<(String, String)>,
+    /// `None`: not said; the state store picks (TLS for a TCP host).
+    pub sslmode: Option<SslMode>,
+    /// The CA certificates (PEM) that vouch for the server: `state.ca_file`
+    /// or the URL's `sslrootcert`. `None`: Mozilla's roots, when checking.
+    pub ca_file: Option<PathBuf>,
+    /// A file holding the password (only its owner may read it); used
+    /// instead of a password in the URL, so the config file need not be
+    /// secret.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Postgres {
+    /// A keyword's value: `host`, `port`, `hostaddr`, `user`, `dbname`, …
+    pub fn get(&self, keyword: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == keyword)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every keyword as `key=value` pairs, the password included: for the
+    /// driver, never for a message.
+    pub fn conninfo(&self) -> String {
+        crate::conninfo::render(&self.params, false)
+    }
+
+    /// Every keyword but the password's value, for messages.
+    pub fn redacted(&self) -> String {
+        crate::conninfo::render(&self.params, true)
+    }
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("conninfo", &self.redacted())
+            .field("sslmode", &self.sslmode)
+            .field("ca_file", &self.ca_file)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+/// Reading a connection string is validating it: the same rules as the
+/// config's `state.url`, which must also be a URL with a host.
+impl std::str::FromStr for Postgres {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Postgres, String> {
+        let mut params = crate::conninfo::parse(s)?;
+        let mut take = |key: &str| {
+            let at = params.iter().position(|(k, _)| k == key)?;
+            Some(params.remove(at).1)
+        };
+        let sslmode = take("sslmode")
+            .map(|m| m.parse::<SslMode>().map_err(|e| format!("sslmode {e}")))
+            .transpose()?;
+        let ca_file = take("sslrootcert").map(PathBuf::from);
+        Ok(Postgres {
+            params,
+            sslmode,
+            ca_file,
+            password_file: None,
+        })
+    }
+}
+
+/// libpq's `sslmode`: whether the connection to PostgreSQL is encrypted,
+/// and what is checked of the server that answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SslMode {
+    /// Plain text.
+    Disable,
+    /// TLS when the server offers it, else plain text; nothing checked.
+    Prefer,
+    /// TLS or no connection; the server is not checked (with a CA file,
+    /// its chain is, as libpq does).
+    Require,
+    /// TLS; the server's certificate chain is checked against the CA file,
+    /// not the name it is for.
+    VerifyCa,
+    /// TLS; the chain and the host name are checked.
+    VerifyFull,
+}
+
+config_words!(SslMode {
+    "disable" => SslMode::Disable,
+    "prefer" => SslMode::Prefer,
+    "require" => SslMode::Require,
+    "verify-ca" => SslMode::VerifyCa,
+    "verify-full" => SslMode::VerifyFull,
+});
 
 impl Appliance {
     /// How machines reach the HTTP front: every URL handed out is built by it.

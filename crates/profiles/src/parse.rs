@@ -184,7 +184,7 @@ pub(crate) fn proxy(
 }
 
 /// The certificates of a PEM bundle, in DER.
-pub(crate) fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut out = Vec::new();

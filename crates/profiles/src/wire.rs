@@ -110,6 +110,11 @@ pub(crate) struct State {
     /// `postgres://…`: a database several appliances share. Absent: an
     /// SQLite file in `paths.state`.
     pub url: Option<S<String>>,
+    /// PEM CA certificates that vouch for the PostgreSQL server (instead
+    /// of the URL's `sslrootcert`).
+    pub ca_file: Option<S<String>>,
+    /// A file with the PostgreSQL password, so the config need not hold it.
+    pub password_file: Option<S<String>>,
     /// This appliance's name on events (default: the machine's host name).
     pub appliance: Option<S<String>>,
     /// How long an install may take before the host is failed.

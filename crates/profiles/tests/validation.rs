@@ -435,3 +435,132 @@ fn connection_caps_are_checked_where_they_are_written() {
     assert_eq!(snap.appliance.server.max_connections_per_client, 8);
     assert_eq!(snap.appliance.server.max_connections, Some(100));
 }
+
+/// Appends a `state:` section to the copy's config; returns the config's
+/// path and the 1-based line of the first line given.
+fn with_state(copy: &Copy, lines: &[&str]) -> (PathBuf, u64) {
+    let config = copy.config();
+    let mut text = std::fs::read_to_string(&config).expect("read config");
+    let first = text.lines().count() as u64 + 2;
+    text.push_str("state:\n");
+    for l in lines {
+        text.push_str(&format!("  {l}\n"));
+    }
+    std::fs::write(&config, text).expect("write config");
+    (config, first)
+}
+
+fn private(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The PostgreSQL settings are read and checked at load, relative to the
+/// config like every path, and each problem points at its line; the
+/// password from the URL or the file never shows.
+#[test]
+fn postgres_tls_settings_are_checked_where_they_are_written() {
+    use kickstand_profiles::model::SslMode;
+
+    let copy = Copy::new();
+    let secret = copy.write("profiles/pg.password", "s3cret-from-file\n");
+    private(&secret, 0o600);
+    // PEM is what is checked here; the state store reads the certificate.
+    let ca = copy.write(
+        "profiles/ca.pem",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    );
+    let (config, _) = with_state(
+        &copy,
+        &[
+            "url: \"postgres://kick:s3cret-in-url@db.example:5433/state?sslmode=verify-full\"",
+            "ca_file: ca.pem",
+            "password_file: pg.password",
+        ],
+    );
+    let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let pg = snap.appliance.state.postgres.as_ref().expect("postgres");
+    assert_eq!(pg.sslmode, Some(SslMode::VerifyFull));
+    assert_eq!(pg.ca_file.as_deref(), Some(ca.as_path()));
+    assert_eq!(pg.password_file.as_deref(), Some(secret.as_path()));
+    assert_eq!(pg.get("host"), Some("db.example"));
+    let shown = format!("{:?} {}", snap.appliance, pg.redacted());
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("db.example"), "{shown}");
+
+    // A world-readable password file, named with the line of its setting.
+    private(&secret, 0o644);
+    let diags = copy.load_err();
+    assert_one_at(
+        &diags,
+        &config,
+        line_of(&config, "password_file"),
+        "pg.password is readable by group or others",
+    );
+    assert!(!format!("{diags:?}").contains("s3cret"), "{diags:?}");
+    private(&secret, 0o600);
+
+    // Not PEM.
+    std::fs::write(&ca, "not a certificate\n").expect("write");
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        line_of(&config, "ca_file"),
+        "holds no PEM certificate",
+    );
+    std::fs::remove_file(&ca).expect("rm");
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        line_of(&config, "ca_file"),
+        "cannot be read",
+    );
+}
+
+#[test]
+fn a_bad_sslmode_and_settings_without_a_url_are_located() {
+    let copy = Copy::new();
+    let (config, first) = with_state(
+        &copy,
+        &["url: \"postgres://kick:s3cret@db/state?sslmode=verify_full\""],
+    );
+    let diags = copy.load_err();
+    assert_one_at(
+        &diags,
+        &config,
+        first,
+        "sslmode `verify_full` is not one of disable, prefer, require, verify-ca, verify-full",
+    );
+    assert!(!format!("{diags:?}").contains("s3cret"), "{diags:?}");
+
+    let copy = Copy::new();
+    let (config, first) = with_state(&copy, &["ca_file: ca.pem"]);
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        first,
+        "state.ca_file is for PostgreSQL",
+    );
+
+    // sslrootcert in the URL is a CA file too, relative to the config.
+    let copy = Copy::new();
+    let (config, first) = with_state(
+        &copy,
+        &["url: \"postgresql://db/state?sslrootcert=missing.pem\""],
+    );
+    let diags = copy.load_err();
+    assert_one_at(&diags, &config, first, "state.url sslrootcert");
+    assert!(
+        diags[0].message.contains("profiles/missing.pem"),
+        "{diags:?}"
+    );
+}
+
+fn line_of(file: &Path, needle: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .expect("read")
+        .lines()
+        .position(|l| l.contains(needle))
+        .expect("line") as u64
+        + 1
+}

@@ -57,6 +57,12 @@
 //! runs on tokio's blocking pool; tokio-postgres is async already. Behind a
 //! common transaction type (`db::Tx`, integers and text only) each backend
 //! is about a hundred and fifty lines, and every query is written once.
+//!
+//! # Reaching PostgreSQL
+//! Over TLS by default on a TCP host (rustls, as libpq's `sslmode` says),
+//! with the password from a file if one is given; `db::connect` says how and
+//! why. A password, from the URL or the file, is never in a log line, an
+//! error or `Debug` output.
 
 mod book;
 mod clock;
@@ -75,7 +81,6 @@ mod store;
 pub mod token;
 mod writer;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,41 +90,36 @@ pub use discovery::{Discovered, DiscoveryLimits, DiscoveryOutcome, Evicted, Fact
 pub use event::{Class, Event, EventKind};
 pub use host::{Host, Outcome, Pulled};
 pub use kickstand_profiles::Mac;
+pub use kickstand_profiles::model::{Postgres, SslMode};
 pub use phase::{Phase, Refused, Transition, next};
 pub use store::{InstallSize, StateStore, StoreStats};
 pub use token::{BuildToken, TokenRejected};
 pub use writer::Written;
 
 /// Where the state lives.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// `dir/state.db`, created with `dir` if missing.
     Sqlite { dir: PathBuf },
-    /// A `postgres://` URL or a `host=… user=…` connection string.
-    Postgres { url: String },
+    /// A shared PostgreSQL database: a `postgres://` URL or `host=… user=…`
+    /// pairs, with the CA and password files beside it. Its `Debug` leaves
+    /// the password out.
+    Postgres(Postgres),
 }
 
-impl fmt::Debug for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Backend::Sqlite { dir } => f.debug_struct("Sqlite").field("dir", dir).finish(),
-            // A URL may carry a password.
-            Backend::Postgres { url } => f
-                .debug_struct("Postgres")
-                .field("url", &redact(url))
-                .finish(),
-        }
+impl Backend {
+    /// PostgreSQL at `url` (a URL or libpq `key=value` pairs, `sslmode` and
+    /// `sslrootcert` included), with no password file.
+    pub fn postgres(url: &str) -> Result<Backend, String> {
+        url.parse().map(Backend::Postgres)
     }
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ if url.contains("password") => "<connection string with a password>".into(),
-        _ => url.to_owned(),
-    }
+/// Reads what opening a store on `pg` would read — the settings, the CA
+/// file, the password file — and connects to nothing: what `kickstand
+/// check` runs, so it refuses what `serve` would.
+pub fn check_postgres(pg: &Postgres) -> Result<(), StateError> {
+    db::connect::Connector::new(pg).map(drop)
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +220,27 @@ pub enum StateError {
         "the state database is at schema version {found}, newer than this version knows ({known}): upgrade Kickstand"
     )]
     NewerSchema { found: usize, known: usize },
+    /// Connecting failed: where, with which `sslmode`, and what to do
+    /// when that is known; never who with which password.
+    #[error(
+        "cannot connect to the state database (PostgreSQL at {target}, sslmode={sslmode}): {reason}{}",
+        .hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default()
+    )]
+    Connect {
+        target: String,
+        sslmode: &'static str,
+        /// The whole chain of `source`, which on its own says only
+        /// "db error" or "error performing TLS handshake".
+        reason: String,
+        source: tokio_postgres::Error,
+        hint: Option<String>,
+    },
+    #[error("the PostgreSQL connection settings: {0}")]
+    Settings(String),
+    #[error("the PostgreSQL password file {0}")]
+    Password(#[source] kickstand_profiles::SecretError),
+    #[error("the PostgreSQL CA file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
     #[error("state database worker failed: {0}")]
     Task(String),
     #[error("the change is kept in memory but could not be written yet: {0}")]
@@ -233,6 +254,13 @@ impl StateError {
     /// busy, rather than refusing this change.
     pub fn is_transient(&self) -> bool {
         match self {
+            // No code: it never reached the server (down, unreachable),
+            // or the handshake failed, which an operator may fix meanwhile.
+            StateError::Connect { source, .. } => source.code().is_none_or(|c| {
+                c.code().starts_with("08")
+                    || *c == tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
+                    || *c == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
+            }),
             StateError::Database { source, .. } => {
                 if let Some(e) = source.downcast_ref::<tokio_postgres::Error>() {
                     return e.is_closed()
@@ -266,17 +294,55 @@ impl StateError {
 mod tests {
     use super::*;
 
+    /// Every way a password reaches the store — in the URL, as a URL
+    /// parameter, as a `password=` pair, in a file — stays out of `Debug`
+    /// output and out of the error a failed connect gives.
+    #[tokio::test]
+    async fn a_postgres_password_stays_out_of_debug_output_and_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret-from-file\n").expect("write");
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        // Port 1 on loopback: refused at once, no server needed.
+        for url in [
+            "postgres://kick:s3cret@127.0.0.1:1/state",
+            "postgresql://kick@127.0.0.1:1/state?password=s3cret&sslmode=disable",
+            "host=127.0.0.1 port=1 user=kick password=s3cret dbname=state sslmode=disable",
+            "host=127.0.0.1 port=1 user=kick password='s3cret with spaces'",
+        ] {
+            let mut pg: Postgres = url.parse().expect("parses");
+            pg.password_file = Some(file.clone());
+            let config = StateConfig::new(Backend::Postgres(pg.clone()), "rack-a");
+            let shown = format!("{config:?} {}", pg.redacted());
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("127.0.0.1"), "{shown}");
+            let connector = db::connect::Connector::new(&pg).expect("settings");
+            assert!(!format!("{connector:?}").contains("s3cret"));
+            let err = StateStore::open(config).await.expect_err("nothing listens");
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("127.0.0.1:1"), "names the host: {text}");
+            assert!(text.contains("sslmode="), "names the sslmode: {text}");
+            assert!(err.is_transient(), "{err}");
+        }
+    }
+
     #[test]
-    fn a_postgres_password_stays_out_of_debug_output() {
-        let b = Backend::Postgres {
-            url: "postgres://kick:s3cret@db.example/state".into(),
-        };
-        let shown = format!("{b:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("db.example/state"), "{shown}");
-        let b = Backend::Postgres {
-            url: "host=db user=kick password=s3cret".into(),
-        };
-        assert!(!format!("{b:?}").contains("s3cret"));
+    fn a_password_file_others_may_read_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pg.password");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .expect("chmod");
+        let mut pg: Postgres = "postgres://kick@db/state".parse().expect("parses");
+        pg.password_file = Some(file);
+        let err = check_postgres(&pg).expect_err("readable by its group");
+        let text = err.to_string();
+        assert!(
+            text.contains("pg.password is readable by group or others"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::book::Book;
+use crate::db::connect::Connector;
 use crate::db::{Db, params};
 use crate::diagnosis::{self, Diagnosis};
 use crate::discovery::{self, Discovered, DiscoveryOutcome, Facts, MAX_FACTS_BYTES};
@@ -154,10 +155,10 @@ impl StateStore {
         let queue = Queue::new();
         let stop = CancellationToken::new();
         let instance = instance_id()?;
-        if let Backend::Postgres { url } = &config.backend {
+        if let Some(connector) = db.connector() {
             let (tell, listening) = oneshot::channel();
             tokio::spawn(crate::db::postgres::listen(
-                url.clone(),
+                connector,
                 writer::CHANNEL,
                 listened(queue.clone(), instance.clone()),
                 tell,
@@ -812,7 +813,14 @@ async fn connect(config: &StateConfig) -> Result<(Db, Db), StateError> {
                 Db::open_sqlite(&path).await?,
             )
         }
-        Backend::Postgres { url } => (Db::open_postgres(url).await?, Db::open_postgres(url).await?),
+        Backend::Postgres(pg) => {
+            // One for the writer, the reader and the listener alike.
+            let connector = Arc::new(Connector::new(pg)?);
+            (
+                Db::open_postgres(connector.clone()).await?,
+                Db::open_postgres(connector).await?,
+            )
+        }
     })
 }
 

@@ -202,6 +202,17 @@ impl Daemon {
         (status, resp.body_mut().read_to_string().expect("body"))
     }
 
+    /// A POST with a body of any bytes, as a broken installer may send.
+    pub fn post_bytes(&self, path: &str, body: &[u8]) -> (u16, String) {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .send(body)
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().expect("body"))
+    }
+
     /// A request sent from another loopback address (`127.0.0.2`, say): a
     /// second machine, as far as the daemon can tell.
     pub fn request_from(

@@ -45,11 +45,50 @@ pub(crate) struct Paths {
     pub(crate) tftp_root: PathBuf,
     pub(crate) cache_dir: PathBuf,
     pub(crate) state_dir: PathBuf,
+    /// The PostgreSQL CA bundle (`state.ca_file`, or the URL's
+    /// `sslrootcert`), and the setting that names it.
+    pub(crate) state_ca_file: Option<Named>,
+    pub(crate) password_file: Option<Named>,
+}
+
+/// A file the config names: where it is, and where the config says so.
+#[derive(Debug)]
+pub(crate) struct Named {
+    pub(crate) path: PathBuf,
+    pub(crate) key: &'static str,
+    pub(crate) at: Location,
 }
 
 pub(crate) fn paths(base: &Path, w: &wire::ApplianceFile) -> Paths {
     let rel = |p: &str| base.join(p);
+    let named = |key, s: &S<String>| Named {
+        path: rel(&s.value),
+        key,
+        at: s.referenced,
+    };
+    // Without a URL they are refused as settings, and not read.
+    let state_ca_file = match (&w.state.ca_file, &w.state.url) {
+        (_, None) => None,
+        (Some(f), Some(_)) => Some(named("state.ca_file", f)),
+        (None, Some(u)) => u
+            .value
+            .parse::<Postgres>()
+            .ok()
+            .and_then(|p| p.ca_file)
+            .map(|f| Named {
+                path: base.join(f),
+                key: "state.url sslrootcert",
+                at: u.referenced,
+            }),
+    };
     Paths {
+        state_ca_file,
+        password_file: w
+            .state
+            .password_file
+            .as_ref()
+            .filter(|_| w.state.url.is_some())
+            .map(|f| named("state.password_file", f)),
         base: base.to_path_buf(),
         templates_dir: rel(w.paths.templates.as_deref().unwrap_or("../templates")),
         mirror_ca_file: w.mirror_ca_file.as_deref().map(rel),
@@ -70,6 +109,7 @@ impl Cx {
         base: &Path,
         w: &wire::ApplianceFile,
         ca_pem: Option<&[u8]>,
+        state_ca_pem: Option<&[u8]>,
     ) -> Option<Appliance> {
         let before = self.diags.len();
         let paths = paths(base, w);
@@ -178,7 +218,7 @@ impl Cx {
             &w.server.max_connections_per_client,
         );
 
-        let state = self.state(file, &paths, &w.state);
+        let state = self.state(file, &paths, &w.state, state_ca_pem);
 
         if self.diags.len() > before {
             return None;
@@ -217,24 +257,60 @@ impl Cx {
         })
     }
 
-    fn state(&mut self, file: &Path, paths: &Paths, w: &wire::State) -> Option<State> {
+    fn state(
+        &mut self,
+        file: &Path,
+        paths: &Paths,
+        w: &wire::State,
+        ca_pem: Option<&[u8]>,
+    ) -> Option<State> {
         let before = self.diags.len();
-        let postgres_url = w.url.as_ref().and_then(|u| {
-            let ok = url::Url::parse(&u.value)
-                .ok()
-                .filter(|p| matches!(p.scheme(), "postgres" | "postgresql"))
-                .filter(|p| {
-                    p.host_str().is_some_and(|h| !h.is_empty())
-                        || p.query().is_some_and(|q| q.contains("host="))
-                });
-            if ok.is_none() {
-                self.err(
-                    file,
-                    u.referenced,
-                    "state.url must be a postgres:// URL with a host (or ?host=/run/postgresql)",
-                );
+        let postgres = w.url.as_ref().and_then(|u| {
+            let parsed = u.value.parse::<Postgres>().and_then(|p| {
+                let host = p.get("host").is_some() || p.get("hostaddr").is_some();
+                if crate::conninfo::is_url(&u.value) && host {
+                    Ok(p)
+                } else {
+                    Err(
+                        "must be a postgres:// URL with a host (or ?host=/run/postgresql)"
+                            .to_owned(),
+                    )
+                }
+            });
+            self.check(file, u.referenced, "state.url", parsed)
+        });
+        if w.url.is_none() {
+            for (key, f) in [("ca_file", &w.ca_file), ("password_file", &w.password_file)] {
+                if let Some(f) = f {
+                    self.err(
+                        file,
+                        f.referenced,
+                        format!("state.{key} is for PostgreSQL: it needs a state.url (SQLite uses no password or CA)"),
+                    );
+                }
             }
-            ok.map(|_| u.value.clone())
+        }
+        if let (Some(f), Some(p)) = (&w.ca_file, &postgres)
+            && p.ca_file.is_some()
+        {
+            self.err(
+                file,
+                f.referenced,
+                "state.ca_file and the URL's sslrootcert both name the CA: keep one",
+            );
+        }
+        if let (Some(ca), Some(pem)) = (&paths.state_ca_file, ca_pem) {
+            self.check(
+                file,
+                ca.at,
+                &format!("{} {}", ca.key, ca.path.display()),
+                parse::pem_certificates(pem),
+            );
+        }
+        let postgres = postgres.map(|mut p| {
+            p.ca_file = paths.state_ca_file.as_ref().map(|ca| ca.path.clone());
+            p.password_file = paths.password_file.as_ref().map(|f| f.path.clone());
+            p
         });
         let appliance = w.appliance.as_ref().map(|a| {
             if !parse::is_name(&a.value) {
@@ -259,7 +335,7 @@ impl Cx {
             return None;
         }
         Some(State {
-            postgres_url,
+            postgres,
             appliance,
             install_timeout: install_timeout?,
             operator_token_file: w.operator_token_file.as_deref().map_or_else(

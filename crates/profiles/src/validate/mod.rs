@@ -35,6 +35,8 @@ pub(crate) struct Inputs {
     pub(crate) templates: BTreeMap<String, String>,
     /// The bytes of `mirror_ca_file`, when it is set and could be read.
     pub(crate) ca_pem: Option<Vec<u8>>,
+    /// The bytes of the PostgreSQL CA file, likewise.
+    pub(crate) state_ca_pem: Option<Vec<u8>>,
 }
 
 pub(crate) fn validate(inputs: Inputs) -> Result<Snapshot, LoadError> {
@@ -46,6 +48,7 @@ pub(crate) fn validate(inputs: Inputs) -> Result<Snapshot, LoadError> {
         &inputs.base,
         &inputs.appliance,
         inputs.ca_pem.as_deref(),
+        inputs.state_ca_pem.as_deref(),
     );
     let Some(appliance) = appliance else {
         return Err(LoadError(cx.diags));

@@ -8,10 +8,12 @@
 //! Each store operation is one transaction, so a write acknowledged to a
 //! caller is committed, and a failure leaves nothing half done.
 
+pub(crate) mod connect;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::StateError;
 
@@ -170,8 +172,18 @@ impl Db {
         Ok(Db::Sqlite(sqlite::Db::open(path, true).await?))
     }
 
-    pub(crate) async fn open_postgres(url: &str) -> Result<Db, StateError> {
-        Ok(Db::Postgres(Box::new(postgres::Db::open(url).await?)))
+    pub(crate) async fn open_postgres(
+        connector: Arc<connect::Connector>,
+    ) -> Result<Db, StateError> {
+        Ok(Db::Postgres(Box::new(postgres::Db::open(connector).await?)))
+    }
+
+    /// PostgreSQL's connector, for the listener.
+    pub(crate) fn connector(&self) -> Option<Arc<connect::Connector>> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(db) => Some(db.connector()),
+        }
     }
 
     /// Whether several appliances may share it (PostgreSQL).

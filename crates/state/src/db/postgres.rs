@@ -7,7 +7,8 @@
 //! One connection per store, behind an async mutex. When the server goes
 //! away (restarted, failed over), the next transaction reconnects; the
 //! operation that hit the dead connection gets a [`StateError`], never a
-//! panic, and the daemon keeps serving.
+//! panic, and the daemon keeps serving. Every connection, the listener's
+//! too, is made by the store's one [`Connector`] (TLS, password, errors).
 
 use std::collections::HashMap;
 
@@ -16,14 +17,15 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
+use super::connect::Connector;
 use super::{Row, Value};
 use crate::StateError;
 
 #[derive(Debug)]
 pub(crate) struct Db {
-    url: String,
+    connector: Arc<Connector>,
     conn: Arc<Mutex<Conn>>,
 }
 
@@ -121,8 +123,8 @@ fn row(row: &tokio_postgres::Row) -> Result<Row, StateError> {
     Ok(Row(values))
 }
 
-async fn connect(url: &str) -> Result<Conn, StateError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(error)?;
+async fn connect(connector: &Connector) -> Result<Conn, StateError> {
+    let (client, connection) = connector.connect().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("state database connection lost: {e}; reconnecting on next use");
@@ -136,22 +138,28 @@ async fn connect(url: &str) -> Result<Conn, StateError> {
 }
 
 impl Db {
-    pub(crate) async fn open(url: &str) -> Result<Db, StateError> {
+    pub(crate) async fn open(connector: Arc<Connector>) -> Result<Db, StateError> {
+        let conn = connect(&connector).await?;
         Ok(Db {
-            url: url.to_owned(),
-            conn: Arc::new(Mutex::new(connect(url).await?)),
+            connector,
+            conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// What the store's listener connects with: the same as this.
+    pub(crate) fn connector(&self) -> Arc<Connector> {
+        self.connector.clone()
     }
 
     pub(crate) async fn begin(&self, write: bool) -> Result<Tx<'_>, StateError> {
         let begin = if write { "BEGIN" } else { "BEGIN READ ONLY" };
         let mut conn = self.conn.clone().lock_owned().await;
         if conn.client.is_closed() {
-            *conn = connect(&self.url).await?;
+            *conn = connect(&self.connector).await?;
         }
         if conn.dirty {
             if conn.client.batch_execute("ROLLBACK").await.is_err() {
-                *conn = connect(&self.url).await?;
+                *conn = connect(&self.connector).await?;
             }
             conn.dirty = false;
         }
@@ -161,7 +169,7 @@ impl Db {
             if !e.is_closed() && !conn.client.is_closed() {
                 return Err(error(e));
             }
-            *conn = connect(&self.url).await?;
+            *conn = connect(&self.connector).await?;
             conn.client.batch_execute(begin).await.map_err(error)?;
         }
         conn.dirty = true;
@@ -250,7 +258,7 @@ pub(crate) enum Heard {
 /// told when it first listens (the caller loads what it needs after that,
 /// so nothing falls between its load and the first `LISTEN`).
 pub(crate) async fn listen(
-    url: String,
+    connector: Arc<Connector>,
     channel: &'static str,
     heard: impl Fn(Heard) + Send + 'static,
     listening: tokio::sync::oneshot::Sender<()>,
@@ -261,8 +269,7 @@ pub(crate) async fn listen(
     let mut lost = false;
     loop {
         let session = async {
-            let (client, mut connection) =
-                tokio_postgres::connect(&url, NoTls).await.map_err(error)?;
+            let (client, mut connection) = connector.connect().await?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let pump = tokio::spawn(async move {
                 loop {
