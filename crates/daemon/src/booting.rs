@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::generation::{BootDecision, Generation};
-use crate::hosts::{self, ip_text, render_error, state_error};
+use crate::hosts::{self, Fetched, ip_text, render_error, state_error};
 use crate::live::{Live, lock};
 use crate::metrics::{Metrics, RogueLabels};
 
@@ -278,15 +278,7 @@ impl Booting {
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(|_| not_found())?;
-        if let Some(mac) = self.store.host_by_ip(peer.ip()) {
-            self.store
-                .record(
-                    mac,
-                    EventKind::LoaderFetch,
-                    json!({"file": file, "ip": peer.ip().to_string()}),
-                    SystemTime::now(),
-                )
-                .value();
+        if let Some(mac) = hosts::fetched(&self.store, peer.ip(), Fetched::Loader(file), None) {
             hosts::transition(&self.store, mac, Transition::BootFetched, Some(peer.ip()));
         }
         Ok(Loader {
@@ -307,38 +299,21 @@ impl Booting {
         let Some((mirror, repo_path)) = generation.os_boot_file(os, path) else {
             return ApiError::NotFound("no such boot file".into()).into_response();
         };
-        if let Some(mac) = self.store.host_by_ip(peer.ip()) {
-            self.store
-                .record(
-                    mac,
-                    EventKind::LoaderFetch,
-                    json!({"file": format!("{os}/{path}"), "ip": peer.ip().to_string()}),
-                    SystemTime::now(),
-                )
-                .value();
-        }
+        hosts::fetched(
+            &self.store,
+            peer.ip(),
+            Fetched::Loader(&format!("{os}/{path}")),
+            None,
+        );
         crate::installs::serve_repo(&self.store, &self.repo, &mirror, &repo_path, req, peer).await
     }
 
     /// A boot file a known host pulls over TFTP joins its install's file
     /// list (`cache warm --like`), and its installer images its timeline.
     fn note_boot_file(&self, peer: IpAddr, mirror: &str, repo_path: &str) {
-        let Some(mac) = self.store.host_by_ip(peer) else {
-            return;
-        };
-        self.repo.note_pull(&mac.to_string(), mirror, repo_path);
-        if ["vmlinuz", "initrd.img"]
-            .iter()
-            .any(|image| repo_path.ends_with(image))
+        if let Some(mac) = hosts::fetched(&self.store, peer, Fetched::File(repo_path), Some("tftp"))
         {
-            self.store
-                .record(
-                    mac,
-                    EventKind::InstallerImage,
-                    json!({"file": repo_path, "ip": peer.to_string(), "via": "tftp"}),
-                    SystemTime::now(),
-                )
-                .value();
+            self.repo.note_pull(&mac.to_string(), mirror, repo_path);
         }
     }
 

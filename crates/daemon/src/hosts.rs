@@ -53,6 +53,43 @@ pub(crate) fn record(
     }
 }
 
+/// Records what a host at `peer` fetched, if `peer` is a host's: a boot
+/// loader or OS boot file (`LoaderFetch`), or one of the installer's
+/// images (`InstallerImage`, any other file is not an event). `via` names
+/// the protocol when it is not HTTP. Returns the host.
+pub(crate) fn fetched(
+    store: &StateStore,
+    peer: IpAddr,
+    what: Fetched<'_>,
+    via: Option<&str>,
+) -> Option<Mac> {
+    let mac = store.host_by_ip(peer)?;
+    let (kind, file) = match what {
+        Fetched::Loader(file) => (EventKind::LoaderFetch, file),
+        Fetched::File(path) if INSTALLER_IMAGES.iter().any(|i| path.ends_with(i)) => {
+            (EventKind::InstallerImage, path)
+        }
+        Fetched::File(_) => return Some(mac),
+    };
+    let mut detail = serde_json::json!({"file": file, "ip": ip_text(peer)});
+    if let Some(via) = via {
+        detail["via"] = via.into();
+    }
+    store.record(mac, kind, detail, SystemTime::now()).value();
+    Some(mac)
+}
+
+/// What [`fetched`] records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fetched<'a> {
+    Loader(&'a str),
+    File(&'a str),
+}
+
+/// The installer's images, by the end of their paths in a tree: fetching
+/// one is a step of the journey on the timeline.
+const INSTALLER_IMAGES: [&str; 4] = ["vmlinuz", "initrd.img", "install.img", "squashfs.img"];
+
 /// Applies a transition in memory (on disk with the writer's next batch);
 /// a refused one is recorded by the store.
 pub(crate) fn transition(

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::booting::Discovering;
 use crate::generation::Generation;
-use crate::hosts::{self, escape_controls, ip_text, render_error};
+use crate::hosts::{self, Fetched, escape_controls, ip_text, render_error};
 use crate::metrics::Metrics;
 
 /// The reason a `%onerror` sends is the tail of the installer's log:
@@ -197,24 +197,14 @@ pub(crate) async fn serve_repo(
     peer: SocketAddr,
 ) -> Response<Body> {
     let response = repo.handle(mirror, path, req).await;
-    let mac = store.host_by_ip(peer.ip());
-    let Some(mac) = mac.filter(|_| response.status() == StatusCode::OK) else {
+    let host = match response.status() {
+        StatusCode::OK => hosts::fetched(store, peer.ip(), Fetched::File(path), None),
+        _ => None,
+    };
+    let Some(mac) = host else {
         return response.map(|b| b.boxed_unsync());
     };
     repo.note_pull(&mac.to_string(), mirror, path);
-    if ["vmlinuz", "initrd.img", "install.img", "squashfs.img"]
-        .iter()
-        .any(|image| path.ends_with(image))
-    {
-        store
-            .record(
-                mac,
-                EventKind::InstallerImage,
-                json!({"file": path, "ip": peer.ip().to_string()}),
-                SystemTime::now(),
-            )
-            .value();
-    }
     let store = store.clone();
     response.map(move |body| {
         Counted {

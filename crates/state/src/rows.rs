@@ -184,13 +184,28 @@ pub(crate) async fn tail(
     limit: usize,
 ) -> Result<Vec<Event>, StateError> {
     let op = if noise { "=" } else { "<>" };
+    newest(
+        tx,
+        &format!("mac = $1 AND class {op} $2"),
+        params![mac.to_string(), Class::Noise.code(), limit as u64],
+    )
+    .await
+}
+
+/// The newest events matching `filter` (its parameters first, the limit
+/// last in `params`), oldest first.
+async fn newest(
+    tx: &mut Tx<'_>,
+    filter: &str,
+    params: Vec<Value>,
+) -> Result<Vec<Event>, StateError> {
+    let limit = params.len();
     let mut events = tx
         .query(
             &format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE mac = $1 AND class {op} $2 \
-                 ORDER BY id DESC LIMIT $3"
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {filter} ORDER BY id DESC LIMIT ${limit}"
             ),
-            params![mac.to_string(), Class::Noise.code(), limit as u64],
+            params,
         )
         .await?
         .iter()
