@@ -5,7 +5,6 @@
 //! with the operator token, so every change is made — and recorded — in one
 //! place.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -14,12 +13,12 @@ use anyhow::Context as _;
 use kickstand_profiles::Mac;
 use kickstand_profiles::model::Appliance;
 use kickstand_render::{BootAction, UnknownAction};
-use kickstand_state::{Backend, Phase, StateConfig, StateStore};
+use kickstand_state::{Backend, StateConfig, StateStore};
 
 use crate::client::{self, Daemon};
 use crate::generation::{BootDecision, Generation};
 use crate::hosts::ago;
-use crate::views::{DiscoveredRow, TimelineView};
+use crate::views::{self, DiscoveredRow, HostRow, TimelineView};
 
 /// Opens the host state store the appliance config names.
 pub(crate) async fn open_store(appliance: &Appliance) -> anyhow::Result<StateStore> {
@@ -127,36 +126,32 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
     let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let (states, last) = runtime()?.block_on(async {
-        let store = open_store(generation.appliance()).await?;
-        let states: BTreeMap<Mac, kickstand_state::Host> =
-            store.hosts().into_iter().map(|h| (h.mac, h)).collect();
-        let last: BTreeMap<Mac, kickstand_state::Event> = store
-            .last_events()
-            .into_iter()
-            .map(|e| (e.mac, e))
-            .collect();
-        anyhow::Ok((states, last))
-    })?;
-    let now = SystemTime::now();
+    // The running daemon's memory is current; the database is a batch
+    // behind it, and all there is with the daemon stopped.
+    let rows: Vec<HostRow> = match running_view(&generation, "/api/hosts") {
+        Some(rows) => rows,
+        None => runtime()?.block_on(async {
+            let store = open_store(generation.appliance()).await?;
+            anyhow::Ok(views::host_rows(&generation, &store))
+        })?,
+    };
     println!(
         "{:<17}  {:<16} {:<18} {:<10} {:<14} {:<16} GROUPS",
         "MAC", "HOSTNAME", "OS", "PHASE", "IN PHASE", "LAST EVENT"
     );
-    for (mac, host) in &generation.snapshot().hosts {
-        let state = states.get(mac);
-        let phase = state.map_or(Phase::New, |s| s.phase);
-        let in_phase = state.map_or_else(
-            || "-".to_owned(),
-            |s| ago(now.duration_since(s.since).unwrap_or_default().as_secs()),
-        );
-        let last = last.get(mac).map_or("-".to_owned(), |e| e.kind.to_string());
+    for row in &rows {
+        let in_phase = row.in_phase_secs.map_or_else(|| "-".to_owned(), ago);
+        let last = row
+            .last_event
+            .as_ref()
+            .map_or("-".to_owned(), |e| e.kind.clone());
         println!(
-            "{mac}  {:<16} {:<18} {:<10} {in_phase:<14} {last:<16} {}",
-            host.hostname,
-            host.os,
-            phase.as_str(),
-            host.groups.join(",")
+            "{}  {:<16} {:<18} {:<10} {in_phase:<14} {last:<16} {}",
+            row.mac,
+            row.hostname,
+            row.os,
+            row.phase.as_str(),
+            row.groups.join(",")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -167,17 +162,19 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let mac = resolve(&generation, who)?;
-    let (events, diagnosis) = runtime()?.block_on(async {
-        let store = open_store(generation.appliance()).await?;
-        let events = store.timeline(mac, 500).await?;
-        let diagnosis = store.diagnose(mac, SystemTime::now());
-        anyhow::Ok((events, diagnosis))
-    })?;
-    let view = TimelineView {
-        mac: mac.to_string(),
-        hostname: generation.snapshot().host(&mac).map(|h| h.hostname.clone()),
-        events: events.iter().map(Into::into).collect(),
-        diagnosis: diagnosis.to_string(),
+    let view: TimelineView = match running_view(&generation, &format!("/api/hosts/{mac}/timeline"))
+    {
+        Some(view) => view,
+        None => runtime()?.block_on(async {
+            let store = open_store(generation.appliance()).await?;
+            let events = store.timeline(mac, 500).await?;
+            anyhow::Ok(TimelineView {
+                mac: mac.to_string(),
+                hostname: generation.snapshot().host(&mac).map(|h| h.hostname.clone()),
+                events: events.iter().map(Into::into).collect(),
+                diagnosis: store.diagnose(mac, SystemTime::now()).to_string(),
+            })
+        })?,
     };
     println!(
         "{} ({})",
@@ -185,9 +182,14 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
         view.hostname.as_deref().unwrap_or("no profile")
     );
     for e in &view.events {
+        // A summary of repeats folded within a minute says how many.
+        let kind = match e.detail.get("repeated").and_then(|n| n.as_u64()) {
+            Some(n) => format!("{} ×{n}", e.kind),
+            None => e.kind.clone(),
+        };
         println!(
             "  {}  {:<18} {:<10} {}",
-            e.time, e.kind, e.appliance, e.detail
+            e.time, kind, e.appliance, e.detail
         );
     }
     println!("diagnosis: {}", view.diagnosis);

@@ -71,51 +71,11 @@ impl Shared {
 
 impl Views {
     pub(crate) fn host_rows(&self, generation: &Generation) -> Vec<HostRow> {
-        let now = SystemTime::now();
-        let states: BTreeMap<Mac, kickstand_state::Host> =
-            self.store.hosts().into_iter().map(|h| (h.mac, h)).collect();
-        let last: BTreeMap<Mac, kickstand_state::Event> = self
-            .store
-            .last_events()
-            .into_iter()
-            .map(|e| (e.mac, e))
-            .collect();
-        let mut expected = BTreeMap::new();
-        let mut rows = Vec::new();
-        for (mac, host) in &generation.snapshot().hosts {
-            let state = states.get(mac);
-            let phase = state.map_or(Phase::New, |s| s.phase);
-            if !expected.contains_key(&host.os) {
-                expected.insert(host.os.clone(), self.store.expected_install(&host.os));
-            }
-            let next_boot = match generation.boot_for(*mac, phase) {
-                BootDecision::Install => "install",
-                _ => "local-disk",
-            };
-            rows.push(HostRow {
-                mac: mac.to_string(),
-                hostname: host.hostname.clone(),
-                os: host.os.clone(),
-                groups: host.groups.clone(),
-                phase,
-                since: state.map(|s| stamp(s.since)),
-                in_phase_secs: state
-                    .map(|s| now.duration_since(s.since).unwrap_or_default().as_secs()),
-                next_boot,
-                last_ip: state.and_then(|s| s.last_ip).map(ip_text),
-                last_event: last.get(mac).map(EventRow::from),
-                last_error: state.and_then(|s| s.last_error.clone()),
-                pulled_bytes: state.map_or(0, |s| s.pulled.bytes),
-                pulled_files: state.map_or(0, |s| s.pulled.files),
-                expected_bytes: expected
-                    .get(&host.os)
-                    .and_then(|e| e.as_ref())
-                    .map(|e| e.bytes),
-            });
-        }
-        rows
+        host_rows(generation, &self.store)
     }
 
+    /// `GET /api/hosts/<mac>/timeline`: the stored timeline, the diagnosis
+    /// from memory.
     pub(crate) async fn timeline(
         &self,
         generation: &Generation,
@@ -319,6 +279,52 @@ impl Views {
     }
 }
 
+/// Every profiled host as `GET /api/hosts` and `kickstand hosts` show it.
+pub(crate) fn host_rows(generation: &Generation, store: &StateStore) -> Vec<HostRow> {
+    let now = SystemTime::now();
+    let states: BTreeMap<Mac, kickstand_state::Host> =
+        store.hosts().into_iter().map(|h| (h.mac, h)).collect();
+    let last: BTreeMap<Mac, kickstand_state::Event> = store
+        .last_events()
+        .into_iter()
+        .map(|e| (e.mac, e))
+        .collect();
+    let mut expected = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (mac, host) in &generation.snapshot().hosts {
+        let state = states.get(mac);
+        let phase = state.map_or(Phase::New, |s| s.phase);
+        if !expected.contains_key(&host.os) {
+            expected.insert(host.os.clone(), store.expected_install(&host.os));
+        }
+        let next_boot = match generation.boot_for(*mac, phase) {
+            BootDecision::Install => "install",
+            _ => "local-disk",
+        }
+        .to_owned();
+        rows.push(HostRow {
+            mac: mac.to_string(),
+            hostname: host.hostname.clone(),
+            os: host.os.clone(),
+            groups: host.groups.clone(),
+            phase,
+            since: state.map(|s| stamp(s.since)),
+            in_phase_secs: state.map(|s| now.duration_since(s.since).unwrap_or_default().as_secs()),
+            next_boot,
+            last_ip: state.and_then(|s| s.last_ip).map(ip_text),
+            last_event: last.get(mac).map(EventRow::from),
+            last_error: state.and_then(|s| s.last_error.clone()),
+            pulled_bytes: state.map_or(0, |s| s.pulled.bytes),
+            pulled_files: state.map_or(0, |s| s.pulled.files),
+            expected_bytes: expected
+                .get(&host.os)
+                .and_then(|e| e.as_ref())
+                .map(|e| e.bytes),
+        });
+    }
+    rows
+}
+
 /// One host in `GET /api/hosts`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct HostRow {
@@ -329,7 +335,7 @@ pub(crate) struct HostRow {
     pub(crate) phase: Phase,
     pub(crate) since: Option<String>,
     pub(crate) in_phase_secs: Option<u64>,
-    pub(crate) next_boot: &'static str,
+    pub(crate) next_boot: String,
     pub(crate) last_ip: Option<String>,
     pub(crate) last_event: Option<EventRow>,
     pub(crate) last_error: Option<String>,
