@@ -362,6 +362,18 @@ impl Writer {
             let (jobs, pulled) = self.queue.take();
             let mut batch = std::mem::take(&mut retry);
             batch.extend(jobs);
+            if batch.len() > MAX_QUEUED {
+                // The database has been away a while and the changes kept
+                // for it pile up: activity and noise go first, as they do
+                // from a full queue; life-cycle changes are all kept.
+                let before = batch.len();
+                batch.retain(|q| !q.job.sheddable());
+                let shed = (before - batch.len()) as u64;
+                self.queue
+                    .stats
+                    .shed_events
+                    .fetch_add(shed, Ordering::Relaxed);
+            }
             let mut counts = std::mem::take(&mut retry_pulled);
             for (mac, n) in pulled {
                 counts.entry(mac).or_default().add(n);
