@@ -188,15 +188,6 @@ pub(crate) enum Presence {
     Stale,
 }
 
-/// What [`Store::look_up`] found.
-#[derive(Debug)]
-pub(crate) enum Lookup {
-    /// Fresh, final and checked, and its body is in memory.
-    InMemory(InMemory),
-    /// Anything else: the disk (or the mirror) has it.
-    Disk(Presence),
-}
-
 /// A header as read (or written) in this process, and which file it was
 /// read from.
 #[derive(Debug, Clone)]
@@ -473,25 +464,25 @@ impl Store {
             .map_or(Presence::Missing, |e| e.presence(revalidate_after))
     }
 
-    /// [`Store::presence`], and the body when memory holds it — for a
-    /// reader that can take a copy (a response): one lock, no disk.
-    pub(crate) fn look_up(&self, hash: &str, revalidate_after: Option<Duration>) -> Lookup {
+    /// The body, when memory holds it and it is [`Presence::Fresh`]: one
+    /// lock, no disk.
+    pub(crate) fn in_memory(
+        &self,
+        hash: &str,
+        revalidate_after: Option<Duration>,
+    ) -> Option<InMemory> {
         let mut guard = self.index();
         let index = &mut *guard;
-        let Some(e) = index.entries.get_mut(hash) else {
-            return Lookup::Disk(Presence::Missing);
-        };
-        let presence = e.presence(revalidate_after);
+        let e = index.entries.get_mut(hash)?;
+        if e.presence(revalidate_after) != Presence::Fresh {
+            return None;
+        }
         // Only a final, checked entry ever has a copy (see `keep`); the
         // version makes sure it is this entry's.
-        if presence == Presence::Fresh
-            && let Some(copy) = index.memory.get(hash, e.version)
-        {
-            index.tick += 1;
-            e.last_used = index.tick;
-            return Lookup::InMemory(copy);
-        }
-        Lookup::Disk(presence)
+        let copy = index.memory.get(hash, e.version)?;
+        index.tick += 1;
+        e.last_used = index.tick;
+        Some(copy)
     }
 
     /// Keeps in memory the body just read whole from `f`, when it may be
@@ -957,9 +948,10 @@ mod tests {
     /// minute (`repomd.xml`); packages are never revalidated and find the
     /// same, stale or not.
     fn look(store: &Store, hash: &str) -> Found {
-        match store.look_up(hash, Some(Duration::from_secs(60))) {
-            Lookup::InMemory(m) => Found::Memory(m.body().to_vec()),
-            Lookup::Disk(p) => Found::Disk(p),
+        let max_age = Some(Duration::from_secs(60));
+        match store.in_memory(hash, max_age) {
+            Some(m) => Found::Memory(m.body().to_vec()),
+            None => Found::Disk(store.presence(hash, max_age)),
         }
     }
 

@@ -39,7 +39,7 @@ use crate::body;
 use crate::inflight::{End, Progress, wait_past};
 use crate::memory::{self, InMemory};
 use crate::path::{CachePolicy, RepoPath, policy};
-use crate::store::{self, CachedFile, Damage, Lookup, Opening, Presence, Trust};
+use crate::store::{self, CachedFile, Damage, Opening, Presence, Trust};
 use crate::upstream::Upstream;
 use crate::{CacheStatus, Error, Inner};
 
@@ -49,8 +49,6 @@ pub(crate) use learn::learn_from_cache;
 pub(crate) use respond::{Head, respond};
 
 enum Decision {
-    /// Fresh, and its body in memory: nothing to open.
-    InMemory(InMemory),
     Hit,
     Pass,
     Join(watch::Receiver<Progress>, CacheStatus),
@@ -177,19 +175,24 @@ pub(crate) async fn obtain(
         _ => Some(up.revalidate_after),
     };
     let c = &inner.counters;
+    // A copy in memory is of a fresh, final, checked entry: it needs no
+    // download, so not the coalescing lock either, which is there to order
+    // the starts of downloads.
+    if reader == Reader::Response
+        && let Some(m) = inner.store.in_memory(&hash, max_age)
+    {
+        c.hits.inc();
+        c.memory_hits.inc();
+        return Ok(Source::InMemory(m, CacheStatus::Hit));
+    }
     // A file evicted or replaced between the index check and the open is
     // simply looked up again; three rounds are plenty.
     for _ in 0..3 {
         let claimed = inner.inflight.claim(&hash, |slot| {
-            let lookup = match reader {
-                Reader::Response => inner.store.look_up(&hash, max_age),
-                Reader::File => Lookup::Disk(inner.store.presence(&hash, max_age)),
-            };
-            match lookup {
-                Lookup::InMemory(m) => Decision::InMemory(m),
-                Lookup::Disk(Presence::Fresh) => Decision::Hit,
-                Lookup::Disk(Presence::Missing) if inner.store.disk_full() => Decision::Pass,
-                Lookup::Disk(presence @ (Presence::Missing | Presence::Stale)) => {
+            match inner.store.presence(&hash, max_age) {
+                Presence::Fresh => Decision::Hit,
+                Presence::Missing if inner.store.disk_full() => Decision::Pass,
+                presence @ (Presence::Missing | Presence::Stale) => {
                     let (permit, rx) = slot.lead();
                     let job = download::Job {
                         inner: inner.clone(),
@@ -212,11 +215,6 @@ pub(crate) async fn obtain(
             Err(decision) => decision,
         };
         let (mut rx, status) = match decision {
-            Decision::InMemory(m) => {
-                c.hits.inc();
-                c.memory_hits.inc();
-                return Ok(Source::InMemory(m, CacheStatus::Hit));
-            }
             Decision::Hit => match open(inner, &hash, reader).await {
                 // After a restart the index learns that an object is
                 // unconfirmed from its header: decide again, now as stale.
