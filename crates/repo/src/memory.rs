@@ -25,9 +25,11 @@ use crate::store::Meta;
 /// out dozens of small ones.
 pub(crate) const MAX_EACH: u64 = 256 * 1024;
 
-/// The default budget: about 4,000 packages of 16 KiB — the packages a
-/// minimal EL install fetches, several times — in a fraction of the RAM of
-/// the smallest appliance; the page cache still holds what does not fit.
+/// The default budget: some 4,000 bodies of 16 KiB, more than the small
+/// packages and repodata records a rack's installs share, in a few percent
+/// of the RAM of the smallest appliance. What does not fit is still served
+/// from the page cache, as before: the budget buys syscalls and a copy,
+/// not the disk.
 pub(crate) const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
 
 /// What a copy costs besides its bytes (its key, the map and list nodes,

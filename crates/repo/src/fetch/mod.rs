@@ -159,8 +159,9 @@ async fn open(inner: &Arc<Inner>, hash: &str, reader: Reader) -> Option<Found> {
     Some(Found::InMemory(copy))
 }
 
-/// Finds the bytes for `mirror/path`: a committed file, a download in
-/// progress (joined or started), or — with the disk full — the mirror itself.
+/// Finds the bytes for `mirror/path`: a small body in memory (for a
+/// response), a committed file, a download in progress (joined or
+/// started), or — with the disk full — the mirror itself.
 pub(crate) async fn obtain(
     inner: &Arc<Inner>,
     up: &Arc<Upstream>,
