@@ -2,7 +2,8 @@
 //! per frame as hyper asks for it ([`file`]): from the page cache on the
 //! runtime when it is there (`preadv2` with `RWF_NOWAIT`), on the blocking
 //! pool when the disk must be read, so a cold USB stick never stalls a
-//! runtime worker; a small cached file is one frame ([`full`]). Everything
+//! runtime worker. A small cached body is one frame from memory ([`full`]),
+//! read whole beforehand (`fetch`) and often kept there. Everything
 //! else (a download still arriving, a pass-through) is fed by a pump task
 //! through a small channel: the channel bounds memory per client, and a pump
 //! that stops without saying `End` surfaces as a body error, so a client
@@ -10,7 +11,7 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Read, Seek};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -183,9 +184,7 @@ impl hyper::body::Body for FileBody {
                 Some(b) => Ok(b),
                 None => {
                     let file = file.clone();
-                    this.read = Some(tokio::task::spawn_blocking(move || {
-                        read_chunk(&file, at, n)
-                    }));
+                    this.read = Some(tokio::task::spawn_blocking(move || read_at(&file, at, n)));
                     return self.poll_frame(cx);
                 }
             },
@@ -229,7 +228,9 @@ impl hyper::body::Body for FileBody {
 /// for the disk (`preadv2` with `RWF_NOWAIT`): `None` when it would have to
 /// (EAGAIN), when the kernel or filesystem cannot say (EOPNOTSUPP), or at
 /// the end of the file — the blocking read then finds out which, and
-/// reports a file cut short.
+/// reports a file cut short. The buffer is zeroed first, as safe code must
+/// for `preadv2`; a small body pays that once, when it is read into memory
+/// to stay there.
 pub(crate) fn read_cached(file: &File, at: u64, n: u64) -> Option<Bytes> {
     let mut buf = vec![0u8; n as usize];
     let got = rustix::io::preadv2(
@@ -246,20 +247,28 @@ pub(crate) fn read_cached(file: &File, at: u64, n: u64) -> Option<Bytes> {
     Some(Bytes::from(buf))
 }
 
-/// Reads exactly `n` bytes at `at`. The file was opened for one response, so
-/// its position is ours; `read_to_end` fills the buffer without zeroing it
-/// first (a zeroing pass costs as much as the read).
-fn read_chunk(file: &File, at: u64, n: u64) -> io::Result<Bytes> {
-    let mut r = file;
-    r.seek(io::SeekFrom::Start(at))?;
+/// Reads exactly `n` bytes at `at`, blocking: positioned reads (no seek,
+/// and a file shared by clones of one open object is fine) straight into
+/// the buffer's spare capacity, which is not zeroed first (a zeroing pass
+/// costs as much as the read).
+pub(crate) fn read_at(file: &File, at: u64, n: u64) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(n as usize);
-    r.take(n).read_to_end(&mut buf)?;
-    if buf.len() as u64 != n {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "cached file shorter than its length",
-        ));
+    while (buf.len() as u64) < n {
+        let from = at + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), from) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "cached file shorter than its length",
+                ));
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    // The allocator may have given more room than asked, and the file may
+    // go on past the span.
+    buf.truncate(n as usize);
     Ok(Bytes::from(buf))
 }
 

@@ -22,6 +22,13 @@ pub struct RepoConfig {
     pub cache_dir: PathBuf,
     /// Least-recently-used files are evicted above this many bytes.
     pub max_cache_bytes: u64,
+    /// Small cached bodies (up to 256 KiB each) are also kept in memory, up
+    /// to this many bytes, least recently used out first: a hit of one
+    /// needs no disk read, nor even an `open`. 0 keeps none. The default
+    /// (64 MiB) holds the packages of several installs' worth of small
+    /// files on an appliance with little RAM; larger files are served from
+    /// the page cache.
+    pub memory_bytes: u64,
     /// Extra trust anchors (DER) for https mirrors behind a private CA.
     pub extra_roots: Vec<Vec<u8>>,
     pub timeouts: Timeouts,
@@ -43,6 +50,7 @@ impl RepoConfig {
             proxy: None,
             cache_dir: cache_dir.into(),
             max_cache_bytes,
+            memory_bytes: crate::memory::DEFAULT_BUDGET,
             extra_roots: Vec::new(),
             timeouts: Timeouts::default(),
             revalidate_after: Duration::from_secs(30),

@@ -17,7 +17,8 @@
 //! Layout: `serve` holds the pure request decisions (method, Range),
 //! `body` the channel-fed response body, `error` the one error → status map,
 //! `metadata` the readers of `repomd.xml`, primary and `.treeinfo`, `known`
-//! the checksums learnt from them, `metrics` the one set of counters,
+//! the checksums learnt from them, `memory` the bounded copies of small
+//! bodies, `metrics` the one set of counters,
 //! `pulls` the files each install pulled (for `cache warm --like`), `open`
 //! cached files for TFTP, which needs a file's size before its first byte.
 //!
@@ -48,12 +49,17 @@
 //!   first whole serve of an object in a process checks its sha256 (before
 //!   serving a small one, while streaming a large one); a damaged object is
 //!   dropped and fetched again, never served as complete.
-//! - *Cheap hits.* The index keeps each object's header in memory once read,
-//!   so a hit of a file served before opens it with `openat2`
-//!   (`RESOLVE_CACHED`) and reads it with `preadv2` (`RWF_NOWAIT`) on the
-//!   runtime — a small file goes out as one frame — and only what would wait
-//!   for the disk goes to the blocking pool: the appliance runs from a USB
-//!   stick, and a runtime worker must never wait on it.
+//! - *Cheap hits.* A small body (up to 256 KiB: most packages, the
+//!   repodata) once read whole and checked is kept in memory, within a
+//!   budget ([`RepoConfig::memory_bytes`], least recently used out first):
+//!   a hit of it is one lock and one copy, into the socket — no `open`,
+//!   `read` or `close`. Each copy is of one version of its index entry, so a
+//!   respin's commit, an eviction or a damaged file takes it along. Other
+//!   hits of a file served before open it with `openat2` (`RESOLVE_CACHED`,
+//!   the header known from the index) and read it with `preadv2`
+//!   (`RWF_NOWAIT`) on the runtime, and only what would wait for the disk
+//!   goes to the blocking pool: the appliance runs from a USB stick, and a
+//!   runtime worker must never wait on it.
 //! - *One download per file.* The first miss spawns a fetch task that
 //!   publishes the bytes on disk through a `watch` channel; later requests
 //!   join it and read the temp file up to that length.
@@ -73,6 +79,7 @@ mod error;
 mod fetch;
 mod inflight;
 mod known;
+mod memory;
 mod metadata;
 mod metrics;
 mod open;
@@ -83,9 +90,10 @@ mod store;
 mod upstream;
 mod warm;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
 use http::{Response, StatusCode, header};
 use tokio_util::task::TaskTracker;
 
@@ -109,7 +117,9 @@ pub struct RepoProxy {
 
 #[derive(Debug)]
 struct Inner {
-    upstream: RwLock<Arc<Upstream>>,
+    /// Swapped whole by a reload; read by every request, which takes no
+    /// lock and touches no shared count for it.
+    upstream: ArcSwap<Upstream>,
     store: Store,
     /// Downloads in progress, by object hash: the coalescing lock.
     inflight: Inflight,
@@ -133,6 +143,16 @@ pub struct CacheStats {
     /// Requests served from a committed file, after a 304 from the mirror
     /// too.
     pub hits: u64,
+    /// Of those, hits served from the copy in memory, without the disk.
+    pub memory_hits: u64,
+    /// Small bodies held in memory now, the bytes they count for and the
+    /// budget (see [`RepoConfig::memory_bytes`]).
+    pub memory_files: u64,
+    pub memory_bytes: u64,
+    pub memory_max_bytes: u64,
+    /// Copies pushed out of memory to stay within the budget (their files
+    /// stay cached on disk).
+    pub memory_evictions: u64,
     /// Requests that started a download.
     pub misses: u64,
     /// Requests that joined a download another client started.
@@ -203,10 +223,14 @@ impl RepoProxy {
         upstream: Arc<Upstream>,
         tasks: TaskTracker,
     ) -> Result<Self, Error> {
-        let store = Store::open(&config.cache_dir, config.max_cache_bytes)?;
+        let store = Store::open(
+            &config.cache_dir,
+            config.max_cache_bytes,
+            config.memory_bytes,
+        )?;
         let proxy = RepoProxy {
             inner: Arc::new(Inner {
-                upstream: RwLock::new(upstream),
+                upstream: ArcSwap::new(upstream),
                 store,
                 inflight: Inflight::default(),
                 tasks,
@@ -229,17 +253,14 @@ impl RepoProxy {
         metrics::register(&self.inner, registry);
     }
 
-    /// Live reload of mirrors, proxy, timeouts and the size limit, built
+    /// Live reload of mirrors, proxy, timeouts and the size limits, built
     /// beforehand (see [`Upstream::new`]) so nothing here can fail.
     /// Downloads in progress finish with the settings they started with;
     /// `cache_dir` cannot change.
     pub fn reconfigure(&self, config: &RepoConfig, upstream: Arc<Upstream>) {
-        *self
-            .inner
-            .upstream
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = upstream;
+        self.inner.upstream.store(upstream);
         self.inner.store.set_max_bytes(config.max_cache_bytes);
+        self.inner.store.set_memory_bytes(config.memory_bytes);
     }
 
     /// Downloads in flight now.
@@ -248,11 +269,7 @@ impl RepoProxy {
     }
 
     fn upstream(&self) -> Arc<Upstream> {
-        self.inner
-            .upstream
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.upstream.load_full()
     }
 
     /// Serves `GET`/`HEAD /repo/<mirror>/<path>`. `path` is the raw
@@ -281,12 +298,19 @@ impl RepoProxy {
         req: &http::Request<B>,
     ) -> Result<Response<Body>, Error> {
         let want = serve::check_request(req)?;
-        let upstream = self.upstream();
+        let upstream = self.inner.upstream.load();
         if !upstream.has_mirror(mirror) {
             return Err(Error::UnknownMirror(mirror.to_string()));
         }
         let path = path::normalize(path)?;
-        let source = fetch::obtain(&self.inner, &upstream, mirror, &path).await?;
+        let source = fetch::obtain(
+            &self.inner,
+            &upstream,
+            mirror,
+            &path,
+            fetch::Reader::Response,
+        )
+        .await?;
         fetch::respond(
             &self.inner,
             source,
@@ -301,11 +325,18 @@ impl RepoProxy {
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.counters;
         let (entries, bytes, max_bytes) = self.inner.store.usage();
+        let (memory_files, memory_bytes, memory_max_bytes, memory_evictions) =
+            self.inner.store.memory_usage();
         CacheStats {
             entries,
             bytes,
             max_bytes,
             hits: c.hits.get(),
+            memory_hits: c.memory_hits.get(),
+            memory_files,
+            memory_bytes,
+            memory_max_bytes,
+            memory_evictions,
             misses: c.misses.get(),
             coalesced: c.coalesced.get(),
             stale: c.stale.get(),

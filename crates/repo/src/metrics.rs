@@ -99,6 +99,8 @@ pub(crate) struct Failure {
 pub(crate) struct Counters {
     /// Requests served from a committed file (after a 304 too).
     pub(crate) hits: Counter,
+    /// Of those, served from the copy in memory.
+    pub(crate) memory_hits: Counter,
     /// Requests that started a download.
     pub(crate) misses: Counter,
     /// Requests that joined a download another request started.
@@ -160,6 +162,8 @@ impl Usage {
 impl Collector for Usage {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (files, bytes, max) = self.store().usage();
+        let (memory_files, memory_bytes, memory_max, memory_evictions) =
+            self.store().memory_usage();
         let evictions = self
             .store()
             .evictions
@@ -181,6 +185,24 @@ impl Collector for Usage {
                 "kickstand_cache_max_bytes",
                 "the cache's size limit",
                 max,
+                MetricType::Gauge,
+            ),
+            (
+                "kickstand_cache_memory_files",
+                "small cached files whose body is also held in memory",
+                memory_files,
+                MetricType::Gauge,
+            ),
+            (
+                "kickstand_cache_memory_bytes",
+                "bytes the bodies held in memory count for",
+                memory_bytes,
+                MetricType::Gauge,
+            ),
+            (
+                "kickstand_cache_memory_max_bytes",
+                "the budget of bodies held in memory",
+                memory_max,
                 MetricType::Gauge,
             ),
             (
@@ -224,6 +246,14 @@ impl Collector for Usage {
                 MetricType::Counter,
             )?,
         )?;
+        prometheus_client::metrics::counter::ConstCounter::new(memory_evictions).encode(
+            encoder.encode_descriptor(
+                "kickstand_cache_memory_evictions",
+                "bodies pushed out of memory to stay within its budget (still cached on disk)",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
         Ok(())
     }
 }
@@ -231,7 +261,7 @@ impl Collector for Usage {
 /// Registers the counters (shared, not copied) and the usage collector.
 pub(crate) fn register(inner: &Arc<crate::Inner>, registry: &mut Registry) {
     let c = &inner.counters;
-    let counters: [(&str, &str, &Counter); 12] = [
+    let counters: [(&str, &str, &Counter); 13] = [
         (
             "kickstand_cache_upstream_requests",
             "requests sent to mirrors (downloads and revalidations)",
@@ -241,6 +271,11 @@ pub(crate) fn register(inner: &Arc<crate::Inner>, registry: &mut Registry) {
             "kickstand_cache_hits",
             "repo requests served from the cache (304-revalidated included)",
             &c.hits,
+        ),
+        (
+            "kickstand_cache_memory_hits",
+            "repo requests served from a body held in memory (part of the hits)",
+            &c.memory_hits,
         ),
         (
             "kickstand_cache_misses",

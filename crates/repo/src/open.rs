@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::fetch::{self, Source};
+use crate::fetch::{self, Reader, Source};
 use crate::inflight::{End, Progress, wait_past};
 use crate::{RepoProxy, path};
 
@@ -122,7 +122,7 @@ impl RepoProxy {
         }
         let path = path::normalize(path)?;
         let stall = upstream.timeouts.stall;
-        let mut source = fetch::obtain(&self.inner, &upstream, mirror, &path).await?;
+        let mut source = fetch::obtain(&self.inner, &upstream, mirror, &path, Reader::File).await?;
         // A reader outside HTTP takes the file as it is, with no stream to
         // cut short: an object not yet checked in this process (after a
         // restart) is checked before it is handed out, and one that fails is
@@ -131,12 +131,11 @@ impl RepoProxy {
             && !f.checked
         {
             let (inner, f2) = (self.inner.clone(), f.clone());
-            let whole =
-                tokio::task::spawn_blocking(move || fetch::check_whole(&inner, &f2.hash, &f2))
-                    .await
-                    .unwrap_or(false);
+            let whole = tokio::task::spawn_blocking(move || fetch::check_whole(&inner, &f2))
+                .await
+                .unwrap_or(false);
             if !whole {
-                source = fetch::obtain(&self.inner, &upstream, mirror, &path).await?;
+                source = fetch::obtain(&self.inner, &upstream, mirror, &path, Reader::File).await?;
             }
         }
         match source {
@@ -174,6 +173,17 @@ impl RepoProxy {
             },
             // The disk is full: nothing can be followed from it.
             Source::Pass(_) => Err(Error::DiskFull),
+            // `Reader::File` is never handed a copy in memory; were it, the
+            // file is opened (and checked, being small) rather than the
+            // reader failed.
+            Source::InMemory(..) => match fetch::read_cached(&self.inner, mirror, &path).await {
+                Some(f) => Ok(Opened::Complete {
+                    file: Arc::try_unwrap(f.file).or_else(|shared| shared.try_clone())?,
+                    offset: f.offset,
+                    len: f.len,
+                }),
+                None => Err(Error::Io(io::Error::other("cache entry kept vanishing"))),
+            },
         }
     }
 }

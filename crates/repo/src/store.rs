@@ -12,6 +12,15 @@
 //! the open descriptor, no extra read); its sha256 is checked once per
 //! object per process, on its first whole serve (see `fetch`), and the index
 //! remembers that it was. A damaged object is dropped, never served.
+//!
+//! Copies in memory: the index also holds copies of small bodies
+//! ([`crate::memory`]), under its one lock. Each entry has a version, new
+//! at every commit, and a copy is kept and served only under the version
+//! of the entry it was read under; an entry that goes (evicted, damaged,
+//! replaced) takes its copy along. A copy stays what it was when it was
+//! checked: damage to the file on disk afterwards is found, and the file
+//! dropped, at the next read of the disk (the copy pushed out of memory, or
+//! a restart), while the copy — what was committed — is still served.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -23,6 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
+
+use crate::memory::{InMemory, Memory};
 
 const MAGIC: &[u8] = b"KSCACHE1\n";
 const MAX_HEADER: usize = 8 * 1024;
@@ -152,6 +163,10 @@ pub(crate) struct CachedFile {
     /// Its sha256 was checked in this process (it was committed here, or
     /// hashed since): only an unchecked object is hashed on a whole serve.
     pub(crate) checked: bool,
+    /// The version of the index entry it was opened under; `None` when the
+    /// entry changed (or went) while it was opened, so nothing learnt from
+    /// this file is recorded for the entry now there.
+    pub(crate) version: Option<u64>,
 }
 
 /// How [`Store::open_hot`] went.
@@ -173,6 +188,24 @@ pub(crate) enum Presence {
     Stale,
 }
 
+/// A header as read (or written) in this process, and which file it was
+/// read from.
+#[derive(Debug, Clone)]
+struct Header {
+    meta: Arc<Meta>,
+    /// Where the body starts.
+    offset: u64,
+    /// The object file's device and inode: a file opened by name is paired
+    /// with this header only if it is that very file, not one a commit
+    /// renamed over it since.
+    file: (u64, u64),
+}
+
+fn file_id(md: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (md.dev(), md.ino())
+}
+
 #[derive(Debug)]
 struct Entry {
     /// The object file's size (header and body) as committed, or as found
@@ -183,16 +216,70 @@ struct Entry {
     /// `None` until the header is read in this process.
     trust: Option<Trust>,
     checked: bool,
-    /// The header and where the body starts, once read (or written) in
-    /// this process: a hit needs no read of it, and no blocking-pool trip.
-    header: Option<(Arc<Meta>, u64)>,
+    /// The header, once read (or written) in this process: a hit needs no
+    /// read of it, and no blocking-pool trip.
+    header: Option<Header>,
+    /// New for every entry (each commit makes one): what a reader learnt
+    /// from the file — its header, that it was checked, a copy of its body
+    /// — is recorded only if the entry is still the one it opened under.
+    version: u64,
 }
 
-#[derive(Debug, Default)]
+impl Entry {
+    fn presence(&self, revalidate_after: Option<Duration>) -> Presence {
+        match (self.trust, revalidate_after, self.validated) {
+            // Whatever the path's policy: nothing but the mirror vouches for it.
+            (Some(Trust::Unconfirmed), _, _) => Presence::Stale,
+            (_, None, _) => Presence::Fresh,
+            (_, Some(max_age), Some(at)) if at.elapsed() < max_age => Presence::Fresh,
+            _ => Presence::Stale,
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Index {
     entries: HashMap<String, Entry>,
     total: u64,
     tick: u64,
+    /// The last version given to an entry.
+    versions: u64,
+    /// Copies of small bodies, each under its entry's version.
+    memory: Memory,
+}
+
+impl Index {
+    fn next_version(&mut self) -> u64 {
+        self.versions += 1;
+        self.versions
+    }
+
+    /// Adds (or replaces) an entry; a copy in memory of what it replaces
+    /// goes.
+    fn insert(&mut self, hash: &str, entry: Entry) {
+        self.memory.remove(hash);
+        self.total += entry.size;
+        if let Some(old) = self.entries.insert(hash.to_string(), entry) {
+            self.total -= old.size;
+        }
+    }
+
+    /// Removes an entry and its copy in memory.
+    fn take(&mut self, hash: &str) -> Option<Entry> {
+        self.memory.remove(hash);
+        let e = self.entries.remove(hash)?;
+        self.total -= e.size;
+        Some(e)
+    }
+
+    /// Marks the entry used now, if it is still at `version`.
+    fn touch(&mut self, hash: &str, version: u64) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(e) = self.entries.get_mut(hash).filter(|e| e.version == version) {
+            e.last_used = tick;
+        }
+    }
 }
 
 /// Objects found damaged on disk and dropped, by kind.
@@ -286,8 +373,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Store {
     /// Opens (creating) the cache directory, discards temp files left by a
-    /// crash and indexes the committed files, oldest first.
-    pub(crate) fn open(dir: &Path, max_bytes: u64) -> io::Result<Store> {
+    /// crash and indexes the committed files, oldest first. Up to
+    /// `memory_bytes` of small bodies are kept in memory as they are read.
+    pub(crate) fn open(dir: &Path, max_bytes: u64, memory_bytes: u64) -> io::Result<Store> {
         let objects = dir.join("objects");
         let tmp = dir.join("tmp");
         fs::create_dir_all(&objects)?;
@@ -327,21 +415,25 @@ impl Store {
             }
         }
         found.sort();
-        let mut index = Index::default();
+        let mut index = Index {
+            entries: HashMap::with_capacity(found.len()),
+            total: 0,
+            tick: 0,
+            versions: 0,
+            memory: Memory::new(memory_bytes),
+        };
         for (_, name, size) in found {
             index.tick += 1;
-            index.total += size;
-            index.entries.insert(
-                name,
-                Entry {
-                    size,
-                    last_used: index.tick,
-                    validated: None,
-                    trust: None,
-                    checked: false,
-                    header: None,
-                },
-            );
+            let entry = Entry {
+                size,
+                last_used: index.tick,
+                validated: None,
+                trust: None,
+                checked: false,
+                header: None,
+                version: index.next_version(),
+            };
+            index.insert(&name, entry);
         }
         let store = Store {
             objects,
@@ -366,19 +458,67 @@ impl Store {
 
     pub(crate) fn presence(&self, hash: &str, revalidate_after: Option<Duration>) -> Presence {
         let index = self.index();
-        match index.entries.get(hash) {
-            None => Presence::Missing,
-            // Whatever the path's policy: nothing but the mirror vouches for it.
-            Some(Entry {
-                trust: Some(Trust::Unconfirmed),
-                ..
-            }) => Presence::Stale,
-            Some(e) => match (revalidate_after, e.validated) {
-                (None, _) => Presence::Fresh,
-                (Some(max_age), Some(at)) if at.elapsed() < max_age => Presence::Fresh,
-                _ => Presence::Stale,
-            },
+        index
+            .entries
+            .get(hash)
+            .map_or(Presence::Missing, |e| e.presence(revalidate_after))
+    }
+
+    /// The body, when memory holds it and it is [`Presence::Fresh`]: one
+    /// lock, no disk.
+    pub(crate) fn in_memory(
+        &self,
+        hash: &str,
+        revalidate_after: Option<Duration>,
+    ) -> Option<InMemory> {
+        let mut guard = self.index();
+        let index = &mut *guard;
+        let e = index.entries.get_mut(hash)?;
+        if e.presence(revalidate_after) != Presence::Fresh {
+            return None;
         }
+        // Only a final, checked entry ever has a copy (see `keep`); the
+        // version makes sure it is this entry's.
+        let copy = index.memory.get(hash, e.version)?;
+        index.tick += 1;
+        e.last_used = index.tick;
+        Some(copy)
+    }
+
+    /// Keeps in memory the body just read whole from `f`, when it may be
+    /// served from there: the entry is still the one `f` was opened under
+    /// (no commit, eviction or damage since), its bytes were checked in
+    /// this process, it is final (an unconfirmed one is confirmed with the
+    /// mirror before every serve, so it is never a plain hit), and the body
+    /// has the size the index has for it.
+    pub(crate) fn keep(&self, f: &CachedFile, copy: &InMemory) {
+        let Some(version) = f.version else {
+            return;
+        };
+        let mut guard = self.index();
+        let index = &mut *guard;
+        let Some(e) = index.entries.get(&f.hash) else {
+            return;
+        };
+        let whole = copy.body().len() as u64 == f.len && e.size == f.offset + f.len;
+        if e.version == version
+            && e.checked
+            && e.trust == Some(Trust::Final)
+            && copy.meta().trust == Trust::Final
+            && whole
+        {
+            index.memory.put(&f.hash, version, copy.clone());
+        }
+    }
+
+    /// A smaller (or larger) budget for copies in memory, at once.
+    pub(crate) fn set_memory_bytes(&self, budget: u64) {
+        self.index().memory.set_budget(budget);
+    }
+
+    /// (copies, bytes, budget, copies evicted) of the memory copies.
+    pub(crate) fn memory_usage(&self) -> (u64, u64, u64, u64) {
+        self.index().memory.usage()
     }
 
     /// Opens a committed file (blocking). `None` when it is gone (evicted
@@ -386,11 +526,18 @@ impl Store {
     /// and a damaged file is deleted so the next request fetches it again.
     pub(crate) fn open_entry(&self, hash: &str) -> Option<CachedFile> {
         let path = self.object_path(hash);
-        let opened = (|| -> io::Result<Result<CachedFile, (Damage, File)>> {
+        // Taken before the open: a commit renames first and updates the
+        // index after, so an unchanged version afterwards means the file
+        // opened is no older than the entry.
+        let version = self.index().entries.get(hash).map(|e| e.version);
+        // The file and its header, or why it is damaged.
+        type Opened = Result<(CachedFile, Header), (Damage, File)>;
+        let opened = (|| -> io::Result<Opened> {
             let mut file = File::open(&path)?;
             // A stat of the descriptor we read from, so the size checked is
             // the size of the bytes served.
-            let total = file.metadata()?.len();
+            let md = file.metadata()?;
+            let total = md.len();
             let mut head = vec![0u8; MAX_HEADER.min(total as usize)];
             file.read_exact(&mut head)?;
             let Some((meta, offset)) = Meta::decode(&head) else {
@@ -406,25 +553,36 @@ impl Store {
             if !(recorded && indexed) {
                 return Ok(Err((Damage::Size, file)));
             }
-            Ok(Ok(CachedFile {
+            let meta = Arc::new(meta);
+            let header = Header {
+                meta: meta.clone(),
+                offset,
+                file: file_id(&md),
+            };
+            let f = CachedFile {
                 hash: hash.to_string(),
                 file: Arc::new(file),
                 offset,
                 len,
-                meta: Arc::new(meta),
+                meta,
                 checked: false,
-            }))
+                version: None,
+            };
+            Ok(Ok((f, header)))
         })();
         match opened {
-            Ok(Ok(mut f)) => {
-                let mut index = self.index();
+            Ok(Ok((mut f, header))) => {
+                let mut guard = self.index();
+                let index = &mut *guard;
                 index.tick += 1;
-                let tick = index.tick;
-                if let Some(e) = index.entries.get_mut(hash) {
-                    e.last_used = tick;
+                if let Some(e) = index.entries.get_mut(hash)
+                    && Some(e.version) == version
+                {
+                    e.last_used = index.tick;
                     e.trust = Some(f.meta.trust);
-                    e.header = Some((f.meta.clone(), f.offset));
+                    e.header = Some(header);
                     f.checked = e.checked;
+                    f.version = version;
                 }
                 Some(f)
             }
@@ -444,19 +602,21 @@ impl Store {
     /// process, and its name resolves from the kernel's dentry cache
     /// (`openat2` with `RESOLVE_CACHED`, which fails rather than read a
     /// directory). The size check is a stat of the open descriptor against
-    /// the index. Anything else is [`Opening::Cold`]: the caller takes the
+    /// the index; the same stat tells that it is the file the header was
+    /// read from. Anything else is [`Opening::Cold`]: the caller takes the
     /// blocking path, [`Store::open_entry`].
     pub(crate) fn open_hot(&self, hash: &str) -> Opening {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let (meta, offset, size) = {
+        let (header, size, version) = {
             let index = self.index();
             match index.entries.get(hash) {
                 Some(Entry {
                     checked: true,
-                    header: Some((meta, offset)),
+                    header: Some(header),
                     size,
+                    version,
                     ..
-                }) => (meta.clone(), *offset, *size),
+                }) => (header.clone(), *size, *version),
                 _ => return Opening::Cold,
             }
         };
@@ -472,25 +632,27 @@ impl Store {
             return Opening::Cold;
         };
         let file = File::from(fd);
-        let Ok(total) = file.metadata().map(|m| m.len()) else {
+        let Ok(md) = file.metadata() else {
             return Opening::Cold;
         };
+        if file_id(&md) != header.file {
+            // Renamed over by a commit since the header was read: the
+            // blocking path reads this file's own.
+            return Opening::Cold;
+        }
+        let total = md.len();
         if total != size {
             return Opening::Damaged(file);
         }
-        let mut index = self.index();
-        index.tick += 1;
-        let tick = index.tick;
-        if let Some(e) = index.entries.get_mut(hash) {
-            e.last_used = tick;
-        }
+        self.index().touch(hash, version);
         Opening::Hot(CachedFile {
             hash: hash.to_string(),
             file: Arc::new(file),
-            offset,
-            len: total - offset,
-            meta,
+            offset: header.offset,
+            len: total - header.offset,
+            meta: header.meta,
             checked: true,
+            version: Some(version),
         })
     }
 
@@ -514,26 +676,24 @@ impl Store {
         };
         if damaged && ours.is_some() && ours == named {
             let _ = fs::remove_file(&path);
-            if let Some(e) = index.entries.remove(hash) {
-                index.total -= e.size;
-            }
+            index.take(hash);
             self.damaged.count(damage);
         }
     }
 
-    /// Notes that the object's bytes were found to hash to what it was
-    /// committed with: it is not hashed again in this process.
-    pub(crate) fn mark_checked(&self, hash: &str) {
-        if let Some(e) = self.index().entries.get_mut(hash) {
+    /// Notes that the bytes of `f` were found to hash to what they were
+    /// committed with: the object is not hashed again in this process —
+    /// unless a commit has replaced it since.
+    pub(crate) fn mark_checked(&self, f: &CachedFile) {
+        if let Some(e) = self.index().entries.get_mut(&f.hash)
+            && Some(e.version) == f.version
+        {
             e.checked = true;
         }
     }
 
     fn forget(&self, hash: &str) {
-        let mut index = self.index();
-        if let Some(e) = index.entries.remove(hash) {
-            index.total -= e.size;
-        }
+        self.index().take(hash);
     }
 
     /// Deletes a committed file (e.g. it failed verification).
@@ -580,7 +740,8 @@ impl Store {
         // power cut the object is absent or whole, never a committed name
         // over blocks that were never written (delayed allocation).
         tmp.as_file().sync_data()?;
-        let size = tmp.as_file().metadata()?.len();
+        let md = tmp.as_file().metadata()?;
+        let size = md.len();
         let dest = self.object_path(hash);
         let shard = dest.parent().unwrap_or(&self.objects);
         match fs::create_dir(shard) {
@@ -592,19 +753,22 @@ impl Store {
         {
             let mut index = self.index();
             index.tick += 1;
-            let tick = index.tick;
             let entry = Entry {
                 size,
-                last_used: tick,
+                last_used: index.tick,
                 validated: Some(Instant::now()),
                 trust: Some(meta.trust),
                 checked: true,
-                header: Some((meta, offset)),
+                header: Some(Header {
+                    meta,
+                    offset,
+                    file: file_id(&md),
+                }),
+                version: index.next_version(),
             };
-            if let Some(old) = index.entries.insert(hash.to_string(), entry) {
-                index.total -= old.size;
-            }
-            index.total += size;
+            // A new version: nothing read from the file it replaces — its
+            // copy in memory included — is taken for this one.
+            index.insert(hash, entry);
         }
         self.evict(Some(hash));
         // The rename is durable only once its directory is; until this
@@ -633,8 +797,7 @@ impl Store {
                 if index.total <= max {
                     break;
                 }
-                if let Some(e) = index.entries.remove(&h) {
-                    index.total -= e.size;
+                if index.take(&h).is_some() {
                     victims.push(h);
                 }
             }
@@ -669,8 +832,7 @@ impl Store {
                 if freed >= need {
                     break;
                 }
-                if let Some(e) = index.entries.remove(&h) {
-                    index.total -= e.size;
+                if let Some(e) = index.take(&h) {
                     freed += e.size;
                     victims.push(h);
                 }
@@ -729,27 +891,226 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
-    #[test]
-    fn a_hit_opens_from_memory_only_when_it_safely_can() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), 1 << 20).expect("open");
-        let hash = hash_key("m/a.rpm");
+    const MIB: u64 = 1 << 20;
+
+    /// Commits `body` as the object of `key`, as a download does.
+    fn commit(store: &Store, key: &str, body: &[u8], trust: Trust) -> u64 {
         let meta = Meta {
-            key: "m/a.rpm".into(),
-            length: Some(5),
-            sha256: Some(Sha256::digest(b"hello").into()),
+            key: key.into(),
+            length: Some(body.len() as u64),
+            sha256: Some(Sha256::digest(body).into()),
+            trust,
             ..Meta::default()
         };
         let mut bytes = meta.encode();
         let offset = bytes.len() as u64;
-        bytes.extend_from_slice(b"hello");
+        bytes.extend_from_slice(body);
         let tmp = store.new_temp().expect("temp");
         std::fs::write(tmp.path(), &bytes).expect("write");
         store
-            .commit(tmp, &hash, Arc::new(meta), offset)
+            .commit(tmp, &hash_key(key), Arc::new(meta), offset)
             .expect("commit");
+        offset
+    }
+
+    /// Opens the object and reads its body whole, as a response does.
+    fn read(store: &Store, hash: &str) -> (CachedFile, InMemory) {
+        let f = match store.open_hot(hash) {
+            Opening::Hot(f) => f,
+            _ => store.open_entry(hash).expect("opens"),
+        };
+        let body = crate::body::read_at(&f.file, f.offset, f.len).expect("reads");
+        let copy = InMemory::new(f.meta.clone(), body);
+        (f, copy)
+    }
+
+    fn cut(store: &Store, hash: &str, to: u64) {
+        File::options()
+            .write(true)
+            .open(store.object_path(hash))
+            .expect("open")
+            .set_len(to)
+            .expect("truncate");
+    }
+
+    /// What a response's look-up finds: the body from memory, or the disk.
+    #[derive(Debug, PartialEq)]
+    enum Found {
+        Memory(Vec<u8>),
+        Disk(Presence),
+    }
+
+    /// What a response's look-up finds for a path revalidated every
+    /// minute (`repomd.xml`); packages are never revalidated and find the
+    /// same, stale or not.
+    fn look(store: &Store, hash: &str) -> Found {
+        let max_age = Some(Duration::from_secs(60));
+        match store.in_memory(hash, max_age) {
+            Some(m) => Found::Memory(m.body().to_vec()),
+            None => Found::Disk(store.presence(hash, max_age)),
+        }
+    }
+
+    /// From a body of "hello" committed here, read once and kept in memory:
+    /// what each event leaves for the next response.
+    #[test]
+    fn a_copy_in_memory_is_only_ever_of_the_object_it_was_read_from() {
+        type Event = fn(&Store, &str);
+        let table: [(&str, Event, Found); 11] = [
+            (
+                "read once, kept",
+                |_, _| {},
+                Found::Memory(b"hello".to_vec()),
+            ),
+            (
+                "replaced by a commit (a respin)",
+                |s, _| {
+                    commit(s, "m/a.rpm", b"world", Trust::Final);
+                },
+                Found::Disk(Presence::Fresh),
+            ),
+            (
+                "read before a commit, offered after it",
+                |s, h| {
+                    let (old, body) = read(s, h);
+                    commit(s, "m/a.rpm", b"world", Trust::Final);
+                    s.keep(&old, &body);
+                },
+                Found::Disk(Presence::Fresh),
+            ),
+            (
+                "replaced, then the new one read",
+                |s, h| {
+                    commit(s, "m/a.rpm", b"world", Trust::Final);
+                    let (f, body) = read(s, h);
+                    s.keep(&f, &body);
+                },
+                Found::Memory(b"world".to_vec()),
+            ),
+            (
+                "replaced by an unconfirmed one, then read",
+                |s, h| {
+                    commit(s, "m/a.rpm", b"world", Trust::Unconfirmed);
+                    let (f, body) = read(s, h);
+                    s.keep(&f, &body);
+                },
+                Found::Disk(Presence::Stale),
+            ),
+            (
+                "evicted from disk",
+                |s, _| s.set_max_bytes(0),
+                Found::Disk(Presence::Missing),
+            ),
+            (
+                "cut short on disk: the copy is what was committed",
+                |s, h| cut(s, h, 10),
+                Found::Memory(b"hello".to_vec()),
+            ),
+            (
+                "cut short, then found damaged by a read of the disk",
+                |s, h| {
+                    cut(s, h, 10);
+                    let file = File::open(s.object_path(h)).expect("open");
+                    s.drop_damaged(h, &file, Damage::Size);
+                },
+                Found::Disk(Presence::Missing),
+            ),
+            (
+                "removed (it failed `cache verify`)",
+                |s, h| s.remove(h),
+                Found::Disk(Presence::Missing),
+            ),
+            (
+                "memory's budget cut to nothing",
+                |s, _| s.set_memory_bytes(0),
+                Found::Disk(Presence::Fresh),
+            ),
+            (
+                "made stale, then confirmed by the mirror",
+                |s, h| {
+                    s.expire(h);
+                    assert_eq!(look(s, h), Found::Disk(Presence::Stale));
+                    s.mark_validated(h);
+                },
+                Found::Memory(b"hello".to_vec()),
+            ),
+        ];
+        for (name, event, want) in table {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(dir.path(), MIB, MIB).expect("open");
+            let hash = hash_key("m/a.rpm");
+            commit(&store, "m/a.rpm", b"hello", Trust::Final);
+            assert_eq!(look(&store, &hash), Found::Disk(Presence::Fresh), "{name}");
+            let (f, body) = read(&store, &hash);
+            store.keep(&f, &body);
+            event(&store, &hash);
+            assert_eq!(look(&store, &hash), want, "{name}");
+            let (files, ..) = store.memory_usage();
+            assert_eq!(files, u64::from(matches!(want, Found::Memory(_))), "{name}");
+        }
+    }
+
+    /// Only a body checked in this process, final and of the committed
+    /// size goes into memory.
+    #[test]
+    fn only_checked_final_whole_bodies_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hash = hash_key("m/a.rpm");
+        let unconfirmed = hash_key("m/b.img");
+        {
+            let store = Store::open(dir.path(), MIB, MIB).expect("open");
+            commit(&store, "m/a.rpm", b"hello", Trust::Final);
+            commit(&store, "m/b.img", b"torn?", Trust::Unconfirmed);
+            let (f, _) = read(&store, &hash);
+            store.keep(
+                &f,
+                &InMemory::new(f.meta.clone(), Bytes::from_static(b"hell")),
+            );
+            assert_eq!(look(&store, &hash), Found::Disk(Presence::Fresh), "short");
+            let (f, body) = read(&store, &unconfirmed);
+            store.keep(&f, &body);
+            assert_eq!(look(&store, &unconfirmed), Found::Disk(Presence::Stale));
+        }
+        // After a restart: not until its bytes are checked.
+        let store = Store::open(dir.path(), MIB, MIB).expect("reopen");
+        store.mark_validated(&hash);
+        let (f, body) = read(&store, &hash);
+        assert!(!f.checked);
+        store.keep(&f, &body);
+        assert_eq!(look(&store, &hash), Found::Disk(Presence::Fresh));
+        store.mark_checked(&f);
+        store.keep(&f, &body);
+        assert_eq!(look(&store, &hash), Found::Memory(b"hello".to_vec()));
+    }
+
+    /// The window between a commit's rename and its index update: a hit
+    /// that opens the new file by name must not pair it with the old
+    /// header, even when the sizes agree.
+    #[test]
+    fn a_hot_open_never_pairs_a_header_with_another_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), MIB, MIB).expect("open");
+        let hash = hash_key("m/a.rpm");
+        commit(&store, "m/a.rpm", b"hello", Trust::Final);
+        assert!(matches!(store.open_hot(&hash), Opening::Hot(_)));
+        // Renamed in place, the index not yet told.
+        let path = store.object_path(&hash);
+        let other = path.with_extension("new");
+        std::fs::copy(&path, &other).expect("copy");
+        std::fs::rename(&other, &path).expect("rename");
+        assert!(matches!(store.open_hot(&hash), Opening::Cold));
+    }
+
+    #[test]
+    fn a_hit_opens_without_blocking_only_when_it_safely_can() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), MIB, MIB).expect("open");
+        let hash = hash_key("m/a.rpm");
+        let offset = commit(&store, "m/a.rpm", b"hello", Trust::Final);
         let hot = |s: &Store| match s.open_hot(&hash) {
             Opening::Hot(f) => Some(f.len),
             Opening::Cold => None,
@@ -763,22 +1124,16 @@ mod tests {
 
         // After a restart neither is known until the blocking path has read
         // the header and the first serve has checked the bytes.
-        let store = Store::open(dir.path(), 1 << 20).expect("reopen");
+        let store = Store::open(dir.path(), MIB, MIB).expect("reopen");
         assert_eq!(hot(&store), None);
         let f = store.open_entry(&hash).expect("opens");
         assert!(!f.checked);
         assert_eq!(hot(&store), None, "header known, bytes not checked yet");
-        store.mark_checked(&hash);
+        store.mark_checked(&f);
         assert_eq!(hot(&store), Some(5));
 
         // Cut short: the stat of the open descriptor tells.
-        let path = store.object_path(&hash);
-        File::options()
-            .write(true)
-            .open(&path)
-            .expect("open")
-            .set_len(offset + 2)
-            .expect("truncate");
+        cut(&store, &hash, offset + 2);
         assert!(matches!(store.open_hot(&hash), Opening::Damaged(_)));
     }
 

@@ -3,7 +3,10 @@
 //! disk is dropped and fetched again, never served as complete; a respin
 //! that rewrites `.treeinfo` never makes the new image unservable; and a
 //! file no checksum vouches for, caught mid-write by a writer that paused
-//! for longer than any window, is never kept as a hit.
+//! for longer than any window, is never kept as a hit. A small file's copy
+//! in memory is replaced by a respin's new file, and outlives damage to its
+//! file on disk — what was committed is served — until the disk is next
+//! read, which drops the damaged file.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -241,4 +244,97 @@ async fn a_torn_file_whose_writer_paused_long_ago_is_never_a_hit() {
         ("revalidated", sha(&whole))
     );
     assert_eq!(bed.gets(rel), 4, "two downloads and two conditional GETs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "peer: needs nginx (tests/beds/mirror); run by .ci/run"]
+async fn a_respin_replaces_the_copy_in_memory() {
+    let bed = Bed::start("memory-respin");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &[("centos", vec![bed.url()])], None);
+    // Long enough for a plain hit (from memory) between two revalidations.
+    cfg.revalidate_after = Duration::from_secs(1);
+    let rp = open(&cfg);
+    let addr = front(rp.clone()).await;
+    let rel = "images/pxeboot/vmlinuz";
+    assert_eq!(
+        request(addr, "GET", &url(".treeinfo"), &[]).await.status,
+        200
+    );
+    let old = bed.read(rel);
+    assert!(old.len() < 256 << 10, "small enough to be held in memory");
+    for want in ["miss", "hit", "hit"] {
+        let g = request(addr, "GET", &url(rel), &[]).await;
+        assert_eq!((g.cache(), sha(&g.bytes())), (want, sha(&old)));
+    }
+    let s = rp.stats();
+    // (`.treeinfo` is kept unconfirmed, so never in memory.)
+    assert_eq!((s.memory_files, s.memory_hits), (1, 1), "{s:?}");
+
+    // The respin, by rename; the copy in memory is of the old kernel.
+    let new = blob(100_000, 92);
+    bed.replace(rel, &new, Duration::ZERO);
+    bed.set_treeinfo_sum(rel, &sha(&new), Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let g = request(addr, "GET", &url(rel), &[]).await;
+    assert_eq!(g.cache(), "miss", "revalidated: the mirror has another");
+    assert_eq!(sha(&g.bytes()), sha(&new));
+    // Read from disk once, then from memory: the new kernel both times.
+    for _ in 0..2 {
+        let g = request(addr, "GET", &url(rel), &[]).await;
+        assert_eq!((g.cache(), sha(&g.bytes())), ("hit", sha(&new)));
+    }
+    let s = rp.stats();
+    assert_eq!(s.memory_hits, 2, "{s:?}");
+    assert_eq!((s.failures, s.damaged), (0, 0), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "peer: needs nginx (tests/beds/mirror); run by .ci/run"]
+async fn a_copy_in_memory_outlives_damage_on_disk_until_the_disk_is_read() {
+    let bed = Bed::start("memory-cut");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &[("centos", vec![bed.url()])], None);
+    let rp = open(&cfg);
+    let addr = front(rp.clone()).await;
+    // `.treeinfo` gives the kernel's checksum: a final copy, a plain hit
+    // for `revalidate_after`.
+    assert_eq!(
+        request(addr, "GET", &url(".treeinfo"), &[]).await.status,
+        200
+    );
+    let rel = "images/pxeboot/vmlinuz";
+    let want = bed.read(rel);
+    for cache in ["miss", "hit"] {
+        let g = request(addr, "GET", &url(rel), &[]).await;
+        assert_eq!((g.cache(), sha(&g.bytes())), (cache, sha(&want)));
+    }
+
+    // Cut short on disk while its copy is in memory: the copy was checked
+    // and is what was committed, so it is served whole, with no disk read
+    // to find the damage.
+    let obj = object(dir.path(), rel);
+    cut(&obj, 100);
+    let g = request(addr, "GET", &url(rel), &[]).await;
+    assert_eq!(content_length(&g), Some(want.len() as u64));
+    assert_eq!((g.cache(), sha(&g.bytes())), ("hit", sha(&want)));
+    let s = rp.stats();
+    assert_eq!((s.memory_hits, s.damaged), (1, 0), "{s:?}");
+    assert_eq!(bed.gets(rel), 1);
+
+    // Memory is needed for other files (here: its budget cut to nothing):
+    // the next hit reads the disk, which tells the damage, drops the file
+    // and fetches it again.
+    cfg.memory_bytes = 0;
+    rp.reconfigure(
+        &cfg,
+        std::sync::Arc::new(kickstand_repo::Upstream::new(&cfg).unwrap()),
+    );
+    assert_eq!(rp.stats().memory_files, 0);
+    let g = request(addr, "GET", &url(rel), &[]).await;
+    assert_eq!(content_length(&g), Some(want.len() as u64));
+    assert_eq!((g.cache(), sha(&g.bytes())), ("miss", sha(&want)));
+    assert_eq!((rp.stats().damaged, bed.gets(rel)), (1, 2));
+    let h = request(addr, "GET", &url(rel), &[]).await;
+    assert_eq!((h.cache(), sha(&h.bytes())), ("hit", sha(&want)));
 }

@@ -68,6 +68,9 @@ async fn a_revalidated_copy_is_a_hit_and_one_download_is_one_download() {
     assert_eq!(sample(&text, "kickstand_cache_not_modified_total"), 1);
     assert_eq!(sample(&text, "kickstand_cache_revalidations_total"), 1);
     assert_eq!(sample(&text, "kickstand_cache_files"), 1);
+    // 300,000 bytes: above what is held in memory, every hit reads the file.
+    assert_eq!(sample(&text, "kickstand_cache_memory_files"), 0);
+    assert_eq!(sample(&text, "kickstand_cache_memory_hits_total"), 0);
     assert_eq!(sample(&text, "kickstand_cache_downloads_in_flight"), 0);
     assert_eq!(
         sample(
@@ -83,6 +86,10 @@ async fn a_revalidated_copy_is_a_hit_and_one_download_is_one_download() {
         "# TYPE kickstand_cache_max_bytes gauge",
         "# TYPE kickstand_cache_coalesced counter",
         "# TYPE kickstand_cache_misses counter",
+        "# TYPE kickstand_cache_memory_hits counter",
+        "# TYPE kickstand_cache_memory_evictions counter",
+        "# TYPE kickstand_cache_memory_bytes gauge",
+        "# TYPE kickstand_cache_memory_max_bytes gauge",
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }

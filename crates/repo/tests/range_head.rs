@@ -13,7 +13,7 @@ async fn range_and_head_on_cached_file() {
     let m = Mirror::start().await;
     let data = blob(100_000, 20);
     m.set("/c/Packages/a.rpm", Reply::file(data.clone()));
-    let (_rp, addr) = setup(dir.path(), &[("c", vec![m.url("/c/")])], None).await;
+    let (rp, addr) = setup(dir.path(), &[("c", vec![m.url("/c/")])], None).await;
     const P: &str = "/repo/c/Packages/a.rpm";
 
     let head_miss = request(addr, "HEAD", P, &[]).await;
@@ -51,6 +51,10 @@ async fn range_and_head_on_cached_file() {
     assert_eq!(g.headers["content-length"], "10");
 
     assert_eq!(m.hits("/c/Packages/a.rpm"), 1, "one fetch for all of it");
+    // The first hit read the small file into memory; every later one, the
+    // ranges and HEADs, came from there.
+    let s = rp.stats();
+    assert_eq!((s.memory_files, s.memory_hits), (1, 5), "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,9 @@
 //! complete, verified body.
 //!
 //! By concern:
-//! - here, [`obtain`]: a request finds its bytes — a committed file, a
-//!   download to join or start, or the mirror itself — and [`ensure`] does
-//!   the same for `warm`, waiting for the file to be in;
+//! - here, [`obtain`]: a request finds its bytes — a small body in memory,
+//!   a committed file, a download to join or start, or the mirror itself —
+//!   and [`ensure`] does the same for `warm`, waiting for the file to be in;
 //! - `download`: the download task, upstream → temp file → keep or not;
 //! - `commit`: the commit decision, a pure function of what the download
 //!   saw, with its table test;
@@ -35,16 +35,18 @@ use http::Response;
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
+use crate::body;
 use crate::inflight::{End, Progress, wait_past};
+use crate::memory::{self, InMemory};
 use crate::path::{CachePolicy, RepoPath, policy};
 use crate::store::{self, CachedFile, Damage, Opening, Presence, Trust};
 use crate::upstream::Upstream;
 use crate::{CacheStatus, Error, Inner};
 
-use intact::open_entry;
 pub(crate) use intact::{body_sha256, check_whole, expected_digest};
+use intact::{load, open_entry};
 pub(crate) use learn::learn_from_cache;
-pub(crate) use respond::respond;
+pub(crate) use respond::{Head, respond};
 
 enum Decision {
     Hit,
@@ -52,12 +54,48 @@ enum Decision {
     Join(watch::Receiver<Progress>, CacheStatus),
 }
 
+/// Who reads the bytes of a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reader {
+    /// A response: a small body is sent from memory — the copy kept there,
+    /// or read whole for it (and kept when it may be).
+    Response,
+    /// A reader that needs the file itself (TFTP), or only to know that it
+    /// is cached (`warm`): nothing is read, nothing put in memory.
+    File,
+}
+
 /// Where a response's bytes come from.
 #[derive(Debug)]
 pub(crate) enum Source {
+    /// A small committed body, whole in memory; only for [`Reader::Response`].
+    InMemory(InMemory, CacheStatus),
     Cached(CachedFile, CacheStatus),
     Inflight(watch::Receiver<Progress>, CacheStatus),
     Pass(Response<Incoming>),
+}
+
+/// A committed object opened for a reader.
+#[derive(Debug)]
+pub(crate) enum Found {
+    InMemory(InMemory),
+    File(CachedFile),
+}
+
+impl Found {
+    fn trust(&self) -> Trust {
+        match self {
+            Found::InMemory(m) => m.meta().trust,
+            Found::File(f) => f.meta.trust,
+        }
+    }
+
+    fn source(self, status: CacheStatus) -> Source {
+        match self {
+            Found::InMemory(m) => Source::InMemory(m, status),
+            Found::File(f) => Source::Cached(f, status),
+        }
+    }
 }
 
 fn key_of(mirror: &str, path: &RepoPath) -> String {
@@ -74,31 +112,62 @@ fn is_treeinfo(path: &RepoPath) -> bool {
     p == ".treeinfo" || p.ends_with("/.treeinfo")
 }
 
-/// Opens a committed object for a hit: from memory on the runtime when
-/// that needs no disk I/O (the common case for a file served before), else
-/// on the blocking pool, which is where a cold disk may keep it waiting.
-async fn open(inner: &Arc<Inner>, hash: &str) -> Option<CachedFile> {
-    match inner.store.open_hot(hash) {
-        Opening::Hot(f) => Some(f),
+/// Opens a committed object for a hit: on the runtime when that needs no
+/// disk I/O (the common case for a file served before), else on the
+/// blocking pool, which is where a cold disk may keep it waiting. For a
+/// response, a small body is read whole here (and kept in memory when it
+/// may be): it goes out as one frame.
+async fn open(inner: &Arc<Inner>, hash: &str, reader: Reader) -> Option<Found> {
+    let f = match inner.store.open_hot(hash) {
+        Opening::Hot(f) => f,
         Opening::Damaged(file) => {
             let (inner, hash) = (inner.clone(), hash.to_string());
             let _ = tokio::task::spawn_blocking(move || {
                 inner.store.drop_damaged(&hash, &file, Damage::Size)
             })
             .await;
-            None
+            return None;
         }
-        Opening::Cold => open_entry(inner, hash).await,
+        Opening::Cold => {
+            return match reader {
+                Reader::Response => load(inner, hash).await,
+                Reader::File => open_entry(inner, hash).await.map(Found::File),
+            };
+        }
+    };
+    if reader == Reader::File || f.len > memory::MAX_EACH {
+        return Some(Found::File(f));
     }
+    // Opened hot, so checked in this process already: read it whole, from
+    // the page cache on the runtime when it has every byte.
+    let body = match body::read_cached(&f.file, f.offset, f.len) {
+        Some(b) if b.len() as u64 == f.len => b,
+        _ if f.len == 0 => bytes::Bytes::new(),
+        _ => {
+            let (file, at, n) = (f.file.clone(), f.offset, f.len);
+            match blocking(move || body::read_at(&file, at, n)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(object = hash, error = %e, "cached file could not be read");
+                    return None;
+                }
+            }
+        }
+    };
+    let copy = InMemory::new(f.meta.clone(), body);
+    inner.store.keep(&f, &copy);
+    Some(Found::InMemory(copy))
 }
 
-/// Finds the bytes for `mirror/path`: a committed file, a download in
-/// progress (joined or started), or — with the disk full — the mirror itself.
+/// Finds the bytes for `mirror/path`: a small body in memory (for a
+/// response), a committed file, a download in progress (joined or
+/// started), or — with the disk full — the mirror itself.
 pub(crate) async fn obtain(
     inner: &Arc<Inner>,
     up: &Arc<Upstream>,
     mirror: &str,
     path: &RepoPath,
+    reader: Reader,
 ) -> Result<Source, Error> {
     let key = key_of(mirror, path);
     let hash = store::hash_key(&key);
@@ -107,6 +176,16 @@ pub(crate) async fn obtain(
         _ => Some(up.revalidate_after),
     };
     let c = &inner.counters;
+    // A copy in memory is of a fresh, final, checked entry: it needs no
+    // download, so not the coalescing lock either, which is there to order
+    // the starts of downloads.
+    if reader == Reader::Response
+        && let Some(m) = inner.store.in_memory(&hash, max_age)
+    {
+        c.hits.inc();
+        c.memory_hits.inc();
+        return Ok(Source::InMemory(m, CacheStatus::Hit));
+    }
     // A file evicted or replaced between the index check and the open is
     // simply looked up again; three rounds are plenty.
     for _ in 0..3 {
@@ -137,13 +216,13 @@ pub(crate) async fn obtain(
             Err(decision) => decision,
         };
         let (mut rx, status) = match decision {
-            Decision::Hit => match open(inner, &hash).await {
+            Decision::Hit => match open(inner, &hash, reader).await {
                 // After a restart the index learns that an object is
                 // unconfirmed from its header: decide again, now as stale.
-                Some(f) if f.meta.trust == Trust::Unconfirmed => continue,
+                Some(f) if f.trust() == Trust::Unconfirmed => continue,
                 Some(f) => {
                     c.hits.inc();
-                    return Ok(Source::Cached(f, CacheStatus::Hit));
+                    return Ok(f.source(CacheStatus::Hit));
                 }
                 None => continue,
             },
@@ -158,18 +237,20 @@ pub(crate) async fn obtain(
                         return Err(Error::UpstreamBody("download task ended".into()));
                     }
                 }
-                Progress::NotModified | Progress::Cached => match open(inner, &hash).await {
-                    Some(f) => {
-                        c.hits.inc();
-                        let status = if matches!(state, Progress::Cached) {
-                            CacheStatus::Updating
-                        } else {
-                            CacheStatus::Revalidated
-                        };
-                        return Ok(Source::Cached(f, status));
+                Progress::NotModified | Progress::Cached => {
+                    match open(inner, &hash, reader).await {
+                        Some(f) => {
+                            c.hits.inc();
+                            let status = if matches!(state, Progress::Cached) {
+                                CacheStatus::Updating
+                            } else {
+                                CacheStatus::Revalidated
+                            };
+                            return Ok(f.source(status));
+                        }
+                        None => break,
                     }
-                    None => break,
-                },
+                }
                 Progress::Body(_) => {
                     let counter = if status == CacheStatus::Coalesced {
                         &c.coalesced
@@ -188,11 +269,11 @@ pub(crate) async fn obtain(
                     let gone = matches!(&*e, Error::UpstreamStatus { status, .. } if status.is_client_error());
                     if !gone
                         && inner.store.presence(&hash, None) != Presence::Missing
-                        && let Some(f) = open(inner, &hash).await
+                        && let Some(f) = open(inner, &hash, reader).await
                     {
                         tracing::warn!(key, error = %e, "revalidation failed, serving stale copy");
                         c.stale.inc();
-                        return Ok(Source::Cached(f, CacheStatus::Stale));
+                        return Ok(f.source(CacheStatus::Stale));
                     }
                     return Err(Error::Shared(e));
                 }
@@ -230,8 +311,8 @@ pub(crate) async fn ensure(
     mirror: &str,
     path: &RepoPath,
 ) -> Result<Ensured, Error> {
-    match obtain(inner, up, mirror, path).await? {
-        Source::Cached(..) => Ok(Ensured::Present),
+    match obtain(inner, up, mirror, path, Reader::File).await? {
+        Source::Cached(..) | Source::InMemory(..) => Ok(Ensured::Present),
         Source::Pass(_) => Err(Error::DiskFull),
         Source::Inflight(mut rx, _) => {
             let mut need = 0;

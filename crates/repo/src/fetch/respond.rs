@@ -1,8 +1,8 @@
-//! Responses from what `obtain` found: a committed file (304 to a matching
-//! conditional, a Range, or the whole file — the first whole serve in a
-//! process checked as it streams), a download still arriving (followed by
-//! a pump that holds the last byte back until the commit), or the mirror
-//! itself (`pass`).
+//! Responses from what `obtain` found: a small body in memory or a
+//! committed file (304 to a matching conditional, a Range, or the whole
+//! file — the first whole serve of a large file in a process checked as it
+//! streams), a download still arriving (followed by a pump that holds the
+//! last byte back until the commit), or the mirror itself (`pass`).
 
 use std::fs::File;
 use std::io;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
@@ -27,10 +27,42 @@ use super::{Source, blocking, expected_digest};
 /// memory per client.
 const CHUNK: u64 = 512 * 1024;
 
-/// A cached body up to this size is sent as one frame when the page cache
-/// holds it all (most packages of an install and every repodata record
-/// but primary).
-const SMALL: u64 = 256 * 1024;
+const X_CACHE: HeaderName = HeaderName::from_static("x-kickstand-cache");
+
+/// A response's status line and headers.
+type Lines = (StatusCode, HeaderMap);
+
+/// Body bytes `[start, end)` to send (`end` unknown while a chunked
+/// download runs), if any.
+type Part = Option<(u64, Option<u64>)>;
+
+/// The headers every response of one body carries, made once: a copy in
+/// memory keeps them, so a hit from memory parses and allocates none of
+/// them again.
+#[derive(Debug)]
+pub(crate) struct Head {
+    content_type: HeaderValue,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    /// The body's length (unknown while a chunked download runs), and it
+    /// as a Content-Length.
+    len: Option<(u64, HeaderValue)>,
+}
+
+impl Head {
+    pub(crate) fn new(meta: &Meta, len: Option<u64>) -> Head {
+        // The mirror's values went through hyper's parser, and the header
+        // on disk refuses line breaks: they are valid, or left out.
+        let value = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        Head {
+            content_type: value(&meta.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            etag: value(&meta.etag),
+            last_modified: value(&meta.last_modified),
+            len: len.map(|n| (n, HeaderValue::from(n))),
+        }
+    }
+}
 
 /// Builds the response for a source and starts the pump that feeds its body.
 pub(crate) async fn respond(
@@ -41,56 +73,60 @@ pub(crate) async fn respond(
     stall: Duration,
 ) -> Result<Response<Body>, Error> {
     match source {
+        Source::InMemory(m, status) => Ok(committed(
+            m.meta(),
+            m.head(),
+            req,
+            want,
+            status,
+            |_, start, end| {
+                inner.counters.served_bytes.inc_by(end - start);
+                body::full(m.body().slice(start as usize..end as usize))
+            },
+        )),
         Source::Cached(f, status) => {
-            let m = &f.meta;
-            if not_modified(req, m.etag.as_deref(), m.last_modified.as_deref()) {
-                let (resp, _) = head(m, None, Span::Whole, status);
-                return resp
-                    .status(StatusCode::NOT_MODIFIED)
-                    .body(body::empty())
-                    .map_err(|e| Error::Io(io::Error::other(e)));
-            }
-            let sp = span(req, f.len, m.etag.as_deref(), m.last_modified.as_deref());
-            let (resp, range) = head(m, Some(f.len), sp, status);
-            // The first whole serve of an object not yet checked in this
-            // process checks it as it streams: the last bytes go out only
-            // once they hash to what was committed.
-            let check = match (sp, f.checked) {
-                (Span::Whole, false) => expected_digest(inner, &f.hash, m).map(|want| {
-                    let (inner, hash, file) = (inner.clone(), f.hash.clone(), f.file.clone());
-                    body::Check::new(want, move |whole| {
-                        if whole {
-                            inner.store.mark_checked(&hash);
-                        } else {
-                            drop(tokio::task::spawn_blocking(move || {
-                                inner.store.drop_damaged(&hash, &file, Damage::Checksum)
-                            }));
+            let h = Head::new(&f.meta, Some(f.len));
+            Ok(committed(
+                &f.meta,
+                &h,
+                req,
+                want,
+                status,
+                |sp, start, end| {
+                    // The first whole serve of an object not yet checked in this
+                    // process checks it as it streams: the last bytes go out only
+                    // once they hash to what was committed.
+                    let check = match (sp, f.checked) {
+                        (Span::Whole, false) => {
+                            expected_digest(inner, &f.hash, &f.meta).map(|want| {
+                                let (inner, f) = (inner.clone(), f.clone());
+                                body::Check::new(want, move |whole| {
+                                    if whole {
+                                        inner.store.mark_checked(&f);
+                                    } else {
+                                        drop(tokio::task::spawn_blocking(move || {
+                                            inner.store.drop_damaged(
+                                                &f.hash,
+                                                &f.file,
+                                                Damage::Checksum,
+                                            )
+                                        }));
+                                    }
+                                })
+                            })
                         }
-                    })
-                }),
-                _ => None,
-            };
-            Ok(finish(resp, range, want, |start, end| {
-                let len = end.unwrap_or(f.len) - start;
-                // A small file already checked goes out as one frame, read
-                // from the page cache on the runtime.
-                if check.is_none()
-                    && len <= SMALL
-                    && let Some(b) = body::read_cached(&f.file, f.offset + start, len)
-                        .filter(|b| b.len() as u64 == len)
-                {
-                    inner.counters.served_bytes.inc_by(len);
-                    return body::full(b);
-                }
-                body::file(
-                    f.file.clone(),
-                    f.offset + start,
-                    end.unwrap_or(f.len) - start,
-                    CHUNK,
-                    check,
-                    inner.counters.served_bytes.clone(),
-                )
-            }))
+                        _ => None,
+                    };
+                    body::file(
+                        f.file.clone(),
+                        f.offset + start,
+                        end - start,
+                        CHUNK,
+                        check,
+                        inner.counters.served_bytes.clone(),
+                    )
+                },
+            ))
         }
         Source::Inflight(mut rx, status) => {
             let Progress::Body(b) = rx.borrow_and_update().clone() else {
@@ -105,7 +141,7 @@ pub(crate) async fn respond(
                 ),
                 None => Span::Whole,
             };
-            let (resp, range) = head(&b.meta, b.expected, sp, status);
+            let (resp, range) = head(&Head::new(&b.meta, b.expected), sp, status);
             Ok(finish(resp, range, want, |start, end| {
                 let (tx, body) = body::channel();
                 let served = inner.counters.served_bytes.clone();
@@ -117,59 +153,83 @@ pub(crate) async fn respond(
     }
 }
 
-/// Status line and headers for a file of `len` bytes (unknown while a
-/// chunked download runs) and the byte range to send.
-fn head(
+/// The response for a committed body (`h` knows its length): 304 to a
+/// matching conditional, else the part the request asks for; `body(span,
+/// start, end)` makes the body of bytes `[start, end)`, when one is sent.
+fn committed(
     meta: &Meta,
-    len: Option<u64>,
-    sp: Span,
+    h: &Head,
+    req: &HeaderMap,
+    want: Want,
     status: CacheStatus,
-) -> (http::response::Builder, Option<(u64, Option<u64>)>) {
-    let mut r = Response::builder()
-        .header(
-            header::CONTENT_TYPE,
-            meta.content_type
-                .as_deref()
-                .unwrap_or("application/octet-stream"),
-        )
-        .header("x-kickstand-cache", status.as_str());
+    body: impl FnOnce(Span, u64, u64) -> Body,
+) -> Response<Body> {
+    let (etag, last_modified) = (meta.etag.as_deref(), meta.last_modified.as_deref());
+    if not_modified(req, etag, last_modified) {
+        let head = (StatusCode::NOT_MODIFIED, common(h, status));
+        return finish(head, None, want, |_, _| body::empty());
+    }
+    let len = h.len.as_ref().map_or(0, |(n, _)| *n);
+    let sp = span(req, len, etag, last_modified);
+    let (head, range) = head(h, sp, status);
+    finish(head, range, want, |start, end| {
+        body(sp, start, end.unwrap_or(len))
+    })
+}
+
+/// The headers of every response of a body, 304s included.
+fn common(h: &Head, status: CacheStatus) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(header::CONTENT_TYPE, h.content_type.clone());
+    headers.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
     for (name, v) in [
-        (header::ETAG, &meta.etag),
-        (header::LAST_MODIFIED, &meta.last_modified),
+        (header::ETAG, &h.etag),
+        (header::LAST_MODIFIED, &h.last_modified),
     ] {
-        if let Some(v) = v.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-            r = r.header(name, v);
+        if let Some(v) = v {
+            headers.insert(name, v.clone());
         }
     }
-    let Some(len) = len else {
-        return (r.status(StatusCode::OK), Some((0, None)));
+    headers
+}
+
+/// Status line and headers for a body (of a length unknown while a
+/// chunked download runs) and the byte range to send.
+fn head(h: &Head, sp: Span, status: CacheStatus) -> (Lines, Part) {
+    let mut headers = common(h, status);
+    let Some((len, length)) = &h.len else {
+        return ((StatusCode::OK, headers), Some((0, None)));
     };
-    r = r.header(header::ACCEPT_RANGES, "bytes");
-    match sp {
-        Span::Whole => (
-            r.status(StatusCode::OK).header(header::CONTENT_LENGTH, len),
-            Some((0, Some(len))),
-        ),
-        Span::Part { start, end } => (
-            r.status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_LENGTH, end - start + 1)
-                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
-            Some((start, Some(end + 1))),
-        ),
-        Span::Unsatisfiable => (
-            r.status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_LENGTH, 0)
-                .header(header::CONTENT_RANGE, format!("bytes */{len}")),
-            None,
-        ),
-    }
+    let len = *len;
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let mut range = |from: String| {
+        // Digits, a dash and a slash: always a valid value.
+        if let Ok(v) = HeaderValue::try_from(from) {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
+    };
+    let (code, length, send) = match sp {
+        Span::Whole => (StatusCode::OK, length.clone(), Some((0, Some(len)))),
+        Span::Part { start, end } => {
+            range(format!("bytes {start}-{end}/{len}"));
+            let n = HeaderValue::from(end - start + 1);
+            (StatusCode::PARTIAL_CONTENT, n, Some((start, Some(end + 1))))
+        }
+        Span::Unsatisfiable => {
+            range(format!("bytes */{len}"));
+            let zero = HeaderValue::from_static("0");
+            (StatusCode::RANGE_NOT_SATISFIABLE, zero, None)
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, length);
+    ((code, headers), send)
 }
 
 /// The response with its body: `body(start, end)` makes the body of the
 /// range `head` chose, when the request wants one.
 fn finish(
-    resp: http::response::Builder,
-    range: Option<(u64, Option<u64>)>,
+    (code, headers): Lines,
+    range: Part,
     want: Want,
     body: impl FnOnce(u64, Option<u64>) -> Body,
 ) -> Response<Body> {
@@ -177,8 +237,10 @@ fn finish(
         (Some((start, end)), Want::Body) => body(start, end),
         _ => body::empty(),
     };
-    resp.body(body)
-        .unwrap_or_else(|e| crate::error_response(&Error::Io(io::Error::other(e))))
+    let mut r = Response::new(body);
+    *r.status_mut() = code;
+    *r.headers_mut() = headers;
+    r
 }
 
 /// Copies `[start, end)` of a download's body (at `offset` in its temp
