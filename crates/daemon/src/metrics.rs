@@ -257,3 +257,27 @@ impl prometheus_client::collector::Collector for StoreCollector {
         Ok(())
     }
 }
+
+/// Log lines the logging thread dropped because it could not keep up.
+#[derive(Debug)]
+pub(crate) struct LogCollector;
+
+impl prometheus_client::collector::Collector for LogCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        let dropped = crate::LOG_DROPPED
+            .get()
+            .map_or(0, |c| c.dropped_lines() as u64);
+        prometheus_client::metrics::counter::ConstCounter::new(dropped).encode(
+            encoder.encode_descriptor(
+                "kickstand_log_lines_dropped",
+                "log lines dropped because the logging thread fell behind",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?,
+        )
+    }
+}

@@ -121,6 +121,9 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     metrics
         .registry
         .register_collector(Box::new(crate::metrics::StoreCollector(store.clone())));
+    metrics
+        .registry
+        .register_collector(Box::new(crate::metrics::LogCollector));
     let connections = Arc::new(kickstand_http::ConnectionStats::default());
     connections.register_metrics(&mut metrics.registry);
     let log_counters = syslog::Counters {
