@@ -305,7 +305,16 @@ impl Booting {
             Fetched::Loader(&format!("{os}/{path}")),
             None,
         );
-        crate::installs::serve_repo(&self.store, &self.repo, &mirror, &repo_path, req, peer).await
+        crate::installs::serve_repo(
+            &self.store,
+            &self.repo,
+            generation,
+            &mirror,
+            &repo_path,
+            req,
+            peer,
+        )
+        .await
     }
 
     /// A boot file a known host pulls over TFTP joins its install's file
@@ -376,7 +385,11 @@ impl Booting {
             return Err(OpenError::NotFound);
         };
         self.note_boot_file(peer.ip(), &mirror, &repo_path);
-        match self.repo.open_file(&mirror, &repo_path).await {
+        match self
+            .repo
+            .open_file_with(&generation.upstream, &mirror, &repo_path)
+            .await
+        {
             Ok(kickstand_repo::Opened::Complete { file, offset, len }) => Ok(Content::File {
                 file,
                 offset,

@@ -140,8 +140,18 @@ impl Front for HttpFront {
         req: http::Request<()>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        let generation = self.live.current();
         let installs = &self.installs;
-        installs::serve_repo(&installs.store, &installs.repo, mirror, path, req, peer).await
+        installs::serve_repo(
+            &installs.store,
+            &installs.repo,
+            &generation,
+            mirror,
+            path,
+            req,
+            peer,
+        )
+        .await
     }
 
     async fn cache(&self, op: CacheOp<'_>) -> Result<Reply, ApiError> {

@@ -191,12 +191,15 @@ impl Installs {
 pub(crate) async fn serve_repo(
     store: &StateStore,
     repo: &RepoProxy,
+    generation: &Generation,
     mirror: &str,
     path: &str,
     req: http::Request<()>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let response = repo.handle(mirror, path, req).await;
+    let response = repo
+        .handle_with(&generation.upstream, mirror, path, req)
+        .await;
     let host = match response.status() {
         StatusCode::OK => hosts::fetched(store, peer.ip(), Fetched::File(path), None),
         _ => None,

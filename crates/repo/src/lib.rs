@@ -282,7 +282,21 @@ impl RepoProxy {
         path: &str,
         req: http::Request<B>,
     ) -> Response<Body> {
-        match self.try_handle(mirror, path, &req).await {
+        self.handle_with(&self.upstream(), mirror, path, req).await
+    }
+
+    /// [`RepoProxy::handle`] with the mirrors, office proxy and time-outs
+    /// of `upstream`: the daemon passes the generation its request took, so
+    /// a request never sees one profile set's routes and the next one's
+    /// mirrors.
+    pub async fn handle_with<B>(
+        &self,
+        upstream: &Arc<Upstream>,
+        mirror: &str,
+        path: &str,
+        req: http::Request<B>,
+    ) -> Response<Body> {
+        match self.try_handle(upstream, mirror, path, &req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(mirror, path, error = %e, "repo request failed");
@@ -293,19 +307,19 @@ impl RepoProxy {
 
     async fn try_handle<B>(
         &self,
+        upstream: &Arc<Upstream>,
         mirror: &str,
         path: &str,
         req: &http::Request<B>,
     ) -> Result<Response<Body>, Error> {
         let want = serve::check_request(req)?;
-        let upstream = self.inner.upstream.load();
         if !upstream.has_mirror(mirror) {
             return Err(Error::UnknownMirror(mirror.to_string()));
         }
         let path = path::normalize(path)?;
         let source = fetch::obtain(
             &self.inner,
-            &upstream,
+            upstream,
             mirror,
             &path,
             fetch::Reader::Response,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::Upstream;
 use crate::error::Error;
 use crate::fetch::{self, Reader, Source};
 use crate::inflight::{End, Progress, wait_past};
@@ -116,13 +117,23 @@ impl RepoProxy {
     /// are in, or — for a mirror that sends no Content-Length — once the
     /// whole file is. Call it on the runtime; [`Arriving`] is read off it.
     pub async fn open_file(&self, mirror: &str, path: &str) -> Result<Opened, Error> {
-        let upstream = self.upstream();
+        self.open_file_with(&self.upstream(), mirror, path).await
+    }
+
+    /// [`RepoProxy::open_file`] with the mirrors of `upstream` (the
+    /// generation the reader's request took).
+    pub async fn open_file_with(
+        &self,
+        upstream: &Arc<Upstream>,
+        mirror: &str,
+        path: &str,
+    ) -> Result<Opened, Error> {
         if !upstream.has_mirror(mirror) {
             return Err(Error::UnknownMirror(mirror.to_string()));
         }
         let path = path::normalize(path)?;
         let stall = upstream.timeouts.stall;
-        let mut source = fetch::obtain(&self.inner, &upstream, mirror, &path, Reader::File).await?;
+        let mut source = fetch::obtain(&self.inner, upstream, mirror, &path, Reader::File).await?;
         // A reader outside HTTP takes the file as it is, with no stream to
         // cut short: an object not yet checked in this process (after a
         // restart) is checked before it is handed out, and one that fails is
@@ -135,7 +146,7 @@ impl RepoProxy {
                 .await
                 .unwrap_or(false);
             if !whole {
-                source = fetch::obtain(&self.inner, &upstream, mirror, &path, Reader::File).await?;
+                source = fetch::obtain(&self.inner, upstream, mirror, &path, Reader::File).await?;
             }
         }
         match source {
