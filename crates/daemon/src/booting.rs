@@ -16,10 +16,11 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use kickstand_dhcp::{Action, Boot, BootView, HostBoot, HostLookup, HostStatus, Reason};
 use kickstand_http::{ApiError, Body, Loader};
+use kickstand_profiles::model::DhcpMode;
 use kickstand_profiles::{Mac, urls};
 use kickstand_render::{BootAction, UnknownAction};
 use kickstand_repo::RepoProxy;
-use kickstand_state::{EventKind, Phase, StateStore, Transition};
+use kickstand_state::{Binding, Claimed, EventKind, Phase, StateStore, Transition, Withheld};
 use lru::LruCache;
 use serde_json::json;
 use tracing::{info, warn};
@@ -60,6 +61,8 @@ pub(crate) struct Booting {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) rogues: Arc<Rogues>,
     pub(crate) discovering: Arc<Discovering>,
+    /// Boots served without their token, for the status page.
+    pub(crate) withholdings: Arc<Withholdings>,
     /// PXE clients answered or not, and when that was last logged.
     logged: Mutex<LruCache<(Mac, bool), Instant>>,
     /// Answers to PXE clients without a profile (`unknown: local-boot` or
@@ -87,6 +90,7 @@ impl Booting {
             metrics,
             rogues,
             discovering,
+            withholdings: Arc::default(),
             logged: Mutex::new(LruCache::new(REMEMBERED)),
             strangers: Mutex::new(kickstand_limit::Flow::new(STRANGER_ANSWERS)),
             dhcp_log: Mutex::new((kickstand_limit::Flow::new(DHCP_LOG), 0)),
@@ -177,13 +181,19 @@ impl Booting {
             // A new token waits for its commit: a token handed out that the
             // disk never saw would be refused after a restart. A live one
             // (every later fetch of the script) waits for nothing.
+            // The token goes only to the address the host's own DHCP
+            // exchange gave it; a new one waits for its commit (a token
+            // handed out that the disk never saw would be refused after a
+            // restart), a live one for nothing.
             BootDecision::Install => {
-                let token = self
+                let handed = self
                     .store
-                    .ensure_token(mac, SystemTime::now())
-                    .map_err(state_error)?
-                    .await
+                    .hand_token(mac, peer, binding(generation), SystemTime::now())
                     .map_err(state_error)?;
+                let token = match handed {
+                    Ok(token) => token.await.map_err(state_error)?,
+                    Err(why) => return Ok(self.withheld(generation, mac, peer, why, chain)),
+                };
                 match token {
                     Some(token) => {
                         let script =
@@ -224,6 +234,52 @@ impl Booting {
         };
         Metrics::named(&self.metrics.boot_scripts, kind);
         Ok(script)
+    }
+
+    /// The script for a boot that asked from an address the host's token
+    /// does not go to: it says why on the machine's console, and the
+    /// attempt is an event, a metric and a warning on the status page. The
+    /// host's phase does not move: an anonymous fetch changes nothing.
+    fn withheld(
+        &self,
+        generation: &Generation,
+        mac: Mac,
+        peer: IpAddr,
+        why: Withheld,
+        chain: Chain,
+    ) -> String {
+        Metrics::named(&self.metrics.tokens_withheld, why.name());
+        self.withholdings.note(mac, peer, why);
+        let mut detail = json!({"ip": ip_text(peer), "reason": why.name()});
+        if let Withheld::OtherAddress { claimed } = why {
+            detail["claimed"] = ip_text(claimed).into();
+        }
+        hosts::record(
+            &self.store,
+            generation,
+            mac,
+            EventKind::TokenWithheld,
+            detail,
+        );
+        if let Some(unlogged) = self.may_log() {
+            warn!(%mac, %peer, reason = %why, unlogged, "boot script served without the build token");
+        }
+        let why = why.to_string();
+        match chain {
+            Chain::Ipxe => kickstand_render::Site::withheld_ipxe(&mac, &why),
+            Chain::Grub => kickstand_render::Site::withheld_grub(&mac, &why),
+        }
+    }
+
+    /// Notes the address `mac`'s own DHCP exchange gave it. A second
+    /// address in one build holds the host: an alarm for the operator.
+    fn claimed(&self, mac: Mac, ip: IpAddr) {
+        if let Claimed::Conflict { first, second } = self.store.claim(mac, ip, SystemTime::now()) {
+            Metrics::named(&self.metrics.tokens_withheld, "conflict");
+            self.withholdings
+                .note(mac, second, Withheld::Conflict { first, second });
+            warn!(%mac, %first, %second, "two addresses claim one MAC: possible spoofing; the host is held until an operator re-arms it");
+        }
     }
 
     fn local_disk(
@@ -409,6 +465,16 @@ impl Booting {
     }
 }
 
+/// How the address a host's token goes to is learnt: from its DHCP
+/// exchange, or, where the appliance sees none (`dhcp.mode: off`), from
+/// the first fetch of its boot script.
+fn binding(generation: &Generation) -> Binding {
+    match generation.appliance().dhcp.mode {
+        DhcpMode::Off => Binding::FirstFetch,
+        DhcpMode::Proxy | DhcpMode::Full => Binding::Dhcp,
+    }
+}
+
 /// The loader a boot config is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chain {
@@ -496,14 +562,18 @@ impl BootView for PacketView<'_> {
         let known = generation.snapshot().host(&mac).is_some();
         match action {
             Action::Respond(reply) if known => {
-                let ip = seen.requested.map(IpAddr::V4);
+                if let Some(leased) = reply.leased {
+                    booting.claimed(mac, IpAddr::V4(leased));
+                }
                 let detail = json!({
                     "boot_file": reply.boot_file,
                     "arch": reply.firmware.map(|f| format!("{f:?}")),
                 });
                 // In memory now, on disk with the writer's next batch: the
                 // reply never waits for either.
-                hosts::transition(store, mac, Transition::SeenByDhcp, ip);
+                // A DISCOVER's requested address is a wish, not a lease:
+                // the host's address is learnt only from its exchange.
+                hosts::transition(store, mac, Transition::SeenByDhcp, None);
                 if booting.first_in_a_while(mac, true)
                     && let Some(unlogged) = booting.may_log()
                 {
@@ -513,14 +583,12 @@ impl BootView for PacketView<'_> {
             }
             Action::Respond(_) => {}
             // The machine took another server's address offer: where it
-            // will be, so TFTP and HTTP requests from there are its own.
-            Action::Ignore(Reason::ForOtherServer(_)) if known && seen.requested.is_some() => {
-                hosts::transition(
-                    store,
-                    mac,
-                    Transition::SeenByDhcp,
-                    seen.requested.map(IpAddr::V4),
-                );
+            // will be, the one address its build token goes to.
+            Action::Ignore(Reason::ForOtherServer(_)) if known => {
+                if let Some(requested) = seen.requested {
+                    booting.claimed(mac, IpAddr::V4(requested));
+                }
+                hosts::transition(store, mac, Transition::SeenByDhcp, None);
             }
             Action::Ignore(
                 reason @ (Reason::UnknownHost(_)
@@ -644,6 +712,71 @@ impl Discovering {
         lock(&self.0)
             .peek(&mac)
             .is_some_and(|(from, at)| *from == ip && at.elapsed() < DISCOVERY_WINDOW)
+    }
+}
+
+/// Boots served without their build token lately (and spoofing alarms),
+/// for the status page's warnings: the newest [`MAX_WITHHELD`], each shown
+/// for [`WITHHELD_SHOWN`]. A flood of fetches from strangers keeps the list
+/// at its bound; the metric and the host's timeline count every one.
+#[derive(Debug, Default)]
+pub(crate) struct Withholdings(Mutex<std::collections::VecDeque<Withholding>>);
+
+const MAX_WITHHELD: usize = 32;
+const WITHHELD_SHOWN: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+struct Withholding {
+    mac: Mac,
+    ip: IpAddr,
+    why: Withheld,
+    times: u64,
+    last_seen: SystemTime,
+    at: Instant,
+}
+
+impl Withholdings {
+    fn note(&self, mac: Mac, ip: IpAddr, why: Withheld) {
+        let mut list = lock(&self.0);
+        let same = |w: &Withholding| w.mac == mac && w.ip == ip && w.why == why;
+        let times = match list.iter().position(same) {
+            Some(i) => list.remove(i).map_or(1, |w| w.times + 1),
+            None => 1,
+        };
+        if list.len() >= MAX_WITHHELD {
+            list.pop_front();
+        }
+        list.push_back(Withholding {
+            mac,
+            ip,
+            why,
+            times,
+            last_seen: SystemTime::now(),
+            at: Instant::now(),
+        });
+    }
+
+    /// The recent ones, newest first, as the status document shows them.
+    pub(crate) fn list(&self) -> Vec<serde_json::Value> {
+        let mut list = lock(&self.0);
+        list.retain(|w| w.at.elapsed() < WITHHELD_SHOWN);
+        list.iter()
+            .rev()
+            .map(|w| {
+                let mut row = json!({
+                    "mac": w.mac.to_string(),
+                    "ip": ip_text(w.ip),
+                    "reason": w.why.name(),
+                    "message": w.why.to_string(),
+                    "times": w.times,
+                    "last_seen": humantime::format_rfc3339_seconds(w.last_seen).to_string(),
+                });
+                if let Withheld::Conflict { first, second } = w.why {
+                    row["addresses"] = json!([ip_text(first), ip_text(second)]);
+                }
+                row
+            })
+            .collect()
     }
 }
 

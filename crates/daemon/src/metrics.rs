@@ -44,6 +44,9 @@ pub(crate) struct Metrics {
     /// Kickstart callbacks, by stage.
     pub(crate) callbacks: Family<Named, Counter>,
     pub(crate) token_rejections: Counter,
+    /// Boot scripts served without the build token, by why (the address
+    /// asking is not the one the host's DHCP exchange gave it, …).
+    pub(crate) tokens_withheld: Family<Named, Counter>,
     /// Requests for MACs without a profile.
     pub(crate) unknown_hosts: Counter,
     /// From the kickstart's fetch to `%post`, in seconds.
@@ -76,6 +79,7 @@ impl Metrics {
             kickstarts: Counter::default(),
             callbacks: Family::default(),
             token_rejections: Counter::default(),
+            tokens_withheld: Family::default(),
             unknown_hosts: Counter::default(),
             // 5 minutes to about 5 hours.
             install_seconds: Histogram::new([
@@ -123,6 +127,11 @@ impl Metrics {
             "kickstand_token_rejections",
             "kickstart and callback requests refused for their build token",
             m.token_rejections.clone(),
+        );
+        registry.register(
+            "kickstand_build_tokens_withheld",
+            "boot scripts served without the build token, by why: the address asking is not the one the host's DHCP exchange gave it (other-address), no exchange was seen (no-exchange), or two addresses claim the MAC (conflict)",
+            m.tokens_withheld.clone(),
         );
         registry.register(
             "kickstand_unknown_host_requests",

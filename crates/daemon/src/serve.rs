@@ -167,6 +167,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             metrics: metrics.clone(),
             logs: logs.clone(),
             rogues,
+            withholdings: booting.withholdings.clone(),
             status_doc: Shared::default(),
             metrics_doc: Shared::default(),
         }),

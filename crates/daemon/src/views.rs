@@ -35,6 +35,7 @@ pub(crate) struct Views {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) logs: InstallerLogs,
     pub(crate) rogues: Arc<Rogues>,
+    pub(crate) withholdings: Arc<crate::booting::Withholdings>,
     /// The last status document, shared by every viewer for a moment.
     pub(crate) status_doc: Shared,
     /// The last metrics exposition, shared by scrapes that overlap.
@@ -183,6 +184,7 @@ impl Views {
                     "urls": urls.iter().map(|u| u.base()).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "rogue_dhcp": self.rogues.list(appliance.dhcp.rogue_forget_after, &self.metrics),
+                "tokens_withheld": self.withholdings.list(),
             },
             "profiles": {
                 "generation": generation.id,

@@ -310,6 +310,7 @@ fn full<H: HostLookup + ?Sized>(
     let mac = req.mac;
     let requested = req.address_option(opt::REQUESTED_ADDRESS)?;
     let ciaddr = Some(req.header.ciaddr()).filter(|a| !a.is_unspecified());
+    let mut leased = None;
     let (kind, grant) = match req.message_type()?.ok_or(Reason::NotDhcp)? {
         msg::DISCOVER => {
             let addr = leases
@@ -328,7 +329,10 @@ fn full<H: HostLookup + ?Sized>(
             }
             let addr = requested.or(ciaddr).ok_or(Reason::NoServerId)?;
             match leases.bind(mac, addr, now) {
-                Ok(()) => (MessageType::Ack, Some(leases.grant(addr, true))),
+                Ok(()) => {
+                    leased = Some(addr);
+                    (MessageType::Ack, Some(leases.grant(addr, true)))
+                }
                 Err(_) => (MessageType::Nak, None),
             }
         }
@@ -366,5 +370,6 @@ fn full<H: HostLookup + ?Sized>(
         mac,
         firmware: plan.as_ref().map(|p| p.firmware),
         boot_file: plan.map(|p| p.file),
+        leased,
     })
 }

@@ -176,6 +176,9 @@ pub struct Reply {
     pub mac: Mac,
     pub firmware: Option<Firmware>,
     pub boot_file: Option<String>,
+    /// The address this reply acknowledges as the client's lease (full
+    /// mode's ACK of a REQUEST): where the machine is from now on.
+    pub leased: Option<Ipv4Addr>,
 }
 
 /// Where a reply is sent.
@@ -375,6 +378,7 @@ fn proxy<H: HostLookup + ?Sized>(
         mac: req.mac,
         firmware: Some(plan.firmware),
         boot_file: Some(plan.file),
+        leased: None,
     })
 }
 

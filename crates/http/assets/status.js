@@ -159,6 +159,11 @@ function renderWarnings() {
   for (const e of state.profiles.errors) w.push(el("div", { class: "warning bad" }, "Profile edit rejected (the last good profiles are in force): " + e));
   for (const r of state.appliance.rogue_dhcp) w.push(el("div", { class: "warning bad rogue" },
     "Another server offers boot information on this segment: " + r.server + " offered " + r.offered + " (last seen " + r.last_seen + "). It can take machines away from Kickstand."));
+  for (const t of state.appliance.tokens_withheld) w.push(t.reason === "conflict"
+    ? el("div", { class: "warning bad spoofing" }, "Two addresses claim " + t.mac + ": possible spoofing (" + t.addresses.join(", ") +
+      "). No address gets its build token and the host is held until an operator re-arms it (last seen " + t.last_seen + ").")
+    : el("div", { class: "warning withheld" }, "The boot script of " + t.mac + " was asked from " + t.ip + " and served without its build token: " +
+      t.message + " (" + t.times + " time(s), last " + t.last_seen + ")."));
   for (const l of state.appliance.loaders) if (!l.present) w.push(el("div", { class: "warning" },
     "Boot loader " + l.file + " is missing from the TFTP root: PXE clients that are offered it will fail."));
   if (!state.appliance.proxy) w.push(el("div", { class: "warning" }, "No office proxy is set: Kickstand reaches the mirrors directly."));

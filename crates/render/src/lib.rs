@@ -203,6 +203,30 @@ impl Site {
         .map_err(|e| self.diagnostic(&e))
     }
 
+    /// The iPXE script for a host whose build token was withheld from the
+    /// address that asked (`why` says which rule): its console says why,
+    /// then the machine goes on to its next boot device. Kickstand's own
+    /// text, not a template: it must not depend on a site's edits.
+    pub fn withheld_ipxe(mac: &Mac, why: &str) -> String {
+        format!(
+            "#!ipxe\n\
+             echo Kickstand: no install for {mac} from this address: {why}\n\
+             echo Kickstand: the build token goes only to the address the DHCP exchange of this machine gave it; the operator sees this on the status page\n\
+             sleep 30 ||\n\
+             exit\n"
+        )
+    }
+
+    /// The GRUB config for the same case as [`Site::withheld_ipxe`].
+    pub fn withheld_grub(mac: &Mac, why: &str) -> String {
+        format!(
+            "echo \"Kickstand: no install for {mac} from this address: {why}\"\n\
+             echo \"Kickstand: the build token goes only to the address this machine's own DHCP exchange was given\"\n\
+             sleep 30\n\
+             exit\n"
+        )
+    }
+
     pub fn urls(&self) -> &UrlScheme {
         &self.urls
     }

@@ -12,9 +12,11 @@ use std::time::SystemTime;
 
 use kickstand_profiles::Mac;
 
+use crate::claim::Claims;
 use crate::event::{Class, Event, EventKind};
-use crate::host::{Effects, Host};
+use crate::host::{Effects, Host, Outcome};
 use crate::op::{self, HostOp};
+use crate::phase::Phase;
 use crate::store::InstallSize;
 
 /// Events of a host kept in memory, life-cycle and activity together: what
@@ -31,6 +33,8 @@ pub(crate) struct Book {
     by_token: HashMap<String, Mac>,
     /// The last completed install of each OS.
     pub(crate) installs: HashMap<String, InstallSize>,
+    /// The address each host's DHCP exchange gave it in the build under way.
+    pub(crate) claims: Claims,
     /// Gives events made here an order until the database numbers them.
     next_id: i64,
 }
@@ -147,6 +151,13 @@ impl Book {
         let applied = op::apply(&mut host, op, now, timeout);
         if applied.save {
             host.appliance = appliance.to_owned();
+        }
+        // A build that ends or starts over ends its claim: the next build's
+        // exchange may give the machine another address.
+        if let Outcome::Changed { to, .. } = applied.effects.outcome
+            && (to == Phase::Rearmed || !to.is_build_mode())
+        {
+            self.claims.end(mac);
         }
         if let Some(seq) = keep {
             entry.pending.push((seq, op.clone(), now));

@@ -48,6 +48,11 @@ pub enum EventKind {
     /// "reason": "missing" | "wrong" | "expired" | "other-host" |
     /// "wrong-address", "bound": "10.0.0.5", "owner": "<mac>"}`.
     TokenRejected,
+    /// A boot script or GRUB config was served without the build token:
+    /// the address asking is not the one the host's own DHCP exchange gave
+    /// it. `{"ip", "reason": "no-exchange" | "other-address" | "conflict",
+    /// "claimed": "10.0.0.5"}`.
+    TokenWithheld,
     /// The host was sent to its own disk. `{"how": "exit" | "not-answered" |
     /// "chainload", "ip"}`.
     LocalBoot,
@@ -66,7 +71,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    const KNOWN: [EventKind; 16] = [
+    const KNOWN: [EventKind; 17] = [
         EventKind::DhcpOffer,
         EventKind::DhcpIgnored,
         EventKind::TftpTransfer,
@@ -78,6 +83,7 @@ impl EventKind {
         EventKind::TokenIssued,
         EventKind::TokenBound,
         EventKind::TokenRejected,
+        EventKind::TokenWithheld,
         EventKind::LocalBoot,
         EventKind::PhaseChange,
         EventKind::TransitionRefused,
@@ -98,6 +104,7 @@ impl EventKind {
             EventKind::TokenIssued => "token-issued",
             EventKind::TokenBound => "token-bound",
             EventKind::TokenRejected => "token-rejected",
+            EventKind::TokenWithheld => "token-withheld",
             EventKind::LocalBoot => "local-boot",
             EventKind::PhaseChange => "phase-change",
             EventKind::TransitionRefused => "transition-refused",
@@ -167,9 +174,10 @@ impl EventKind {
             | EventKind::BootScript
             | EventKind::Callback
             | EventKind::InstallerLog => Class::LifeCycle,
-            EventKind::TokenRejected | EventKind::DhcpIgnored | EventKind::TransitionRefused => {
-                Class::Noise
-            }
+            EventKind::TokenRejected
+            | EventKind::TokenWithheld
+            | EventKind::DhcpIgnored
+            | EventKind::TransitionRefused => Class::Noise,
             EventKind::DhcpOffer
             | EventKind::TftpTransfer
             | EventKind::LoaderFetch

@@ -175,6 +175,16 @@ impl Host {
                 self.last_error = Some(why.clone());
                 reason = Some(why);
             }
+            Transition::AddressConflict { first, second } => {
+                let why = format!(
+                    "two addresses claim {}: possible spoofing ({first}, {second}); re-arm it once the cause is found",
+                    self.mac
+                );
+                self.install_ended = Some(now);
+                self.expire_token(now);
+                self.last_error = Some(why.clone());
+                reason = Some(why);
+            }
             Transition::Rearm => self.expire_token(now),
             _ => {}
         }

@@ -65,6 +65,7 @@
 //! error or `Debug` output.
 
 mod book;
+pub mod claim;
 mod clock;
 mod db;
 pub mod diagnosis;
@@ -84,6 +85,7 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use claim::{Binding, Claimed, Withheld};
 pub use clock::{Span, Stamp};
 pub use diagnosis::{Diagnosis, diagnose};
 pub use discovery::{Discovered, DiscoveryLimits, DiscoveryOutcome, Evicted, Facts, Nic};

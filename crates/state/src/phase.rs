@@ -106,6 +106,12 @@ pub enum Transition {
     OnError { reason: String },
     /// No `installed` within `install_timeout` of the install's start.
     TimedOut,
+    /// Two addresses claimed its MAC in one build (a forged DHCP REQUEST
+    /// or a spoofed MAC): it is held, and no address gets its token.
+    AddressConflict {
+        first: std::net::IpAddr,
+        second: std::net::IpAddr,
+    },
     /// An operator sent it back to the installer.
     Rearm,
 }
@@ -121,6 +127,7 @@ impl Transition {
             Transition::PostCallback { .. } => "post-callback",
             Transition::OnError { .. } => "on-error",
             Transition::TimedOut => "timed-out",
+            Transition::AddressConflict { .. } => "address-conflict",
             Transition::Rearm => "rearm",
         }
     }
@@ -182,6 +189,11 @@ pub fn next(current: Phase, event: &Transition) -> Result<Phase, Refused> {
             Booting | Installing => Ok(Failed),
             _ => held(),
         },
+        // Whatever phase of a build it was in, a spoofed host is held.
+        Transition::AddressConflict { .. } => match current {
+            Installed | Failed => held(),
+            _ => Ok(Failed),
+        },
         Transition::Rearm => Ok(Rearmed),
     }
 }
@@ -194,6 +206,12 @@ mod tests {
     fn post() -> Transition {
         Transition::PostCallback {
             os: "rocky-9".into(),
+        }
+    }
+    fn spoofed() -> Transition {
+        Transition::AddressConflict {
+            first: [10, 0, 0, 5].into(),
+            second: [10, 0, 0, 99].into(),
         }
     }
     fn error() -> Transition {
@@ -260,6 +278,14 @@ mod tests {
             (Installing, T::TimedOut,         Ok(Failed)),
             (Installed,  T::TimedOut,         Err(Refused::Installed)),
             (Failed,     T::TimedOut,         Err(Refused::Failed)),
+
+            (New,        spoofed(),           Ok(Failed)),
+            (Discovered, spoofed(),           Ok(Failed)),
+            (Booting,    spoofed(),           Ok(Failed)),
+            (Installing, spoofed(),           Ok(Failed)),
+            (Rearmed,    spoofed(),           Ok(Failed)),
+            (Installed,  spoofed(),           Err(Refused::Installed)),
+            (Failed,     spoofed(),           Err(Refused::Failed)),
         ];
         for (from, event, want) in table {
             assert_eq!(next(from, &event), want, "{from} + {}", event.name());

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::book::Book;
+use crate::claim::{Binding, Claimed, Withheld};
 use crate::db::connect::Connector;
 use crate::db::{Db, params};
 use crate::diagnosis::{self, Diagnosis};
@@ -382,12 +383,32 @@ impl StateStore {
         mac: Mac,
         now: SystemTime,
     ) -> Result<Written<Option<BuildToken>>, StateError> {
+        let (token, seq) = self.token_now(mac, now)?;
+        Ok(self.written_by(token, seq))
+    }
+
+    /// `value`, durable once change `seq` commits; at once when no change
+    /// was made (a live token was committed before its minter handed it
+    /// out).
+    fn written_by<T>(&self, value: T, seq: Option<u64>) -> Written<T> {
+        match seq {
+            Some(seq) => self.inner.queue.written(value, After::Change(seq)),
+            None => self.inner.queue.written(value, After::Nothing),
+        }
+    }
+
+    /// The host's live token (minted if need be), and the change that
+    /// made it, if one did.
+    fn token_now(
+        &self,
+        mac: Mac,
+        now: SystemTime,
+    ) -> Result<(Option<BuildToken>, Option<u64>), StateError> {
         let timeout = self.inner.config.install_timeout;
         let need = op::token_need(lock(&self.inner.book).host(mac), now, timeout);
         Ok(match need {
-            // A live token was committed before its minter handed it out.
-            TokenNeed::NotBuilding => self.inner.queue.written(None, After::Nothing),
-            TokenNeed::Live(token) => self.inner.queue.written(Some(token), After::Nothing),
+            TokenNeed::NotBuilding => (None, None),
+            TokenNeed::Live(token) => (Some(token), None),
             TokenNeed::Overdue => {
                 let (_, seq) = self.change(
                     mac,
@@ -397,7 +418,7 @@ impl StateStore {
                     },
                     now,
                 );
-                self.written(None, seq)
+                (None, seq)
             }
             TokenNeed::Mint => {
                 let token = BuildToken::mint()?;
@@ -414,9 +435,85 @@ impl StateStore {
                     .host(mac)
                     .and_then(|h| h.token.clone())
                     .unwrap_or(token);
-                self.written(Some(live), seq)
+                (Some(live), seq)
             }
         })
+    }
+
+    /// Notes that `mac`'s own DHCP exchange gave it `ip` (a REQUEST that
+    /// takes an office server's offer, or a lease made here). The first
+    /// address of a build becomes the host's address (requests from there
+    /// are put down to it); a second one holds the host: its token is
+    /// revoked, it fails with "two addresses claim …", and only an
+    /// operator's rearm starts a new build.
+    pub fn claim(&self, mac: Mac, ip: IpAddr, now: SystemTime) -> Claimed {
+        let claimed = {
+            let mut book = lock(&self.inner.book);
+            let host = book.host(mac).cloned();
+            book.claims.note(mac, host.as_ref(), ip, now)
+        };
+        match claimed {
+            Claimed::First => {
+                self.change(mac, HostOp::Seen { ip }, now);
+            }
+            Claimed::Conflict { first, second } => {
+                self.change(
+                    mac,
+                    HostOp::Transition {
+                        t: Transition::AddressConflict { first, second },
+                        ip: None,
+                    },
+                    now,
+                );
+            }
+            Claimed::Again | Claimed::NotBuilding => {}
+        }
+        claimed
+    }
+
+    /// The build token for a boot script or GRUB config that `peer` asked
+    /// for `mac`: handed out only when `peer` is the address the host's own
+    /// exchange gave it (`binding` says how that is learnt), and then bound
+    /// to `peer`, so its kickstart and callbacks are taken from there only.
+    /// `Ok(Err(why))` when it is withheld; `Ok(Ok(None))` when the host is
+    /// not in build mode. Await the token before handing it out, as with
+    /// [`StateStore::ensure_token`].
+    pub fn hand_token(
+        &self,
+        mac: Mac,
+        peer: IpAddr,
+        binding: Binding,
+        now: SystemTime,
+    ) -> Result<Result<Written<Option<BuildToken>>, Withheld>, StateError> {
+        if binding == Binding::FirstFetch
+            && let Claimed::Conflict { first, second } = self.claim(mac, peer, now)
+        {
+            return Ok(Err(Withheld::Conflict { first, second }));
+        }
+        let address = {
+            let book = lock(&self.inner.book);
+            book.claims.address(mac, book.host(mac), now)
+        };
+        match address {
+            None if self.phase(mac).is_build_mode() => return Ok(Err(Withheld::NoExchange)),
+            Some(claimed) if claimed != peer => {
+                return Ok(Err(Withheld::OtherAddress { claimed }));
+            }
+            _ => {}
+        }
+        let (token, minted) = self.token_now(mac, now)?;
+        let Some(token) = token else {
+            return Ok(Ok(self.written_by(None, minted)));
+        };
+        let (_, bound) = self.change(
+            mac,
+            HostOp::Bind {
+                token: token.clone(),
+                ip: peer,
+            },
+            now,
+        );
+        Ok(Ok(self.written_by(Some(token), bound.max(minted))))
     }
 
     /// Checks the build token a request to `mac`'s kickstart or callbacks

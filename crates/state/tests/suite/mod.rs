@@ -62,6 +62,7 @@ macro_rules! suite {
             life_cycle_is_recorded_as_it_happens,
             refused_transitions_are_events_not_changes,
             token_matrix,
+            the_token_goes_only_to_the_address_of_the_hosts_exchange,
             tokens_expire_after_the_install_timeout,
             an_overdue_install_fails_and_is_held,
             failed_host_is_held_until_rearmed,
@@ -385,6 +386,125 @@ pub async fn token_matrix(bed: &Bed) {
             .all(|e| !e.detail.to_string().contains(ta.as_str())),
         "no event carries a token's value"
     );
+}
+
+pub async fn the_token_goes_only_to_the_address_of_the_hosts_exchange(bed: &Bed) {
+    use kickstand_state::{Binding, Claimed, Withheld};
+    let store = bed
+        .open_with("rack-a", |c| c.install_timeout = secs(3600))
+        .await;
+    let (m, now) = (mac(21), t0());
+    let (own, other) = (ip("10.0.0.21"), ip("10.0.0.66"));
+    let hand = |peer, binding, at| {
+        let store = store.clone();
+        async move {
+            match store.hand_token(m, peer, binding, at).expect("hand") {
+                Ok(written) => Ok(written.await.expect("durable")),
+                Err(why) => Err(why),
+            }
+        }
+    };
+    assert_eq!(
+        hand(own, Binding::Dhcp, now).await,
+        Err(Withheld::NoExchange),
+        "no exchange seen, no token"
+    );
+    assert_eq!(
+        store.phase(m),
+        Phase::New,
+        "an anonymous fetch moves nothing"
+    );
+    assert_eq!(store.claim(m, own, now), Claimed::First);
+    assert_eq!(
+        store.host_by_ip(own),
+        Some(m),
+        "attributed through the claim"
+    );
+    assert_eq!(
+        hand(other, Binding::Dhcp, now + secs(1)).await,
+        Err(Withheld::OtherAddress { claimed: own })
+    );
+    let token = hand(own, Binding::Dhcp, now + secs(2))
+        .await
+        .expect("its own address")
+        .expect("a token");
+    assert_eq!(
+        store.host(m).and_then(|h| h.token_ip),
+        Some(own),
+        "bound when handed"
+    );
+    assert_eq!(
+        store
+            .check_token(m, Some(token.as_str()), other, now + secs(3))
+            .await
+            .expect("check"),
+        Err(TokenRejected::WrongAddress { bound: own }),
+        "a token read off the wire is refused elsewhere"
+    );
+    assert_eq!(store.claim(m, own, now + secs(4)), Claimed::Again);
+    // A forged REQUEST for another address: the host is held.
+    assert_eq!(
+        store.claim(m, other, now + secs(5)),
+        Claimed::Conflict {
+            first: own,
+            second: other
+        }
+    );
+    assert_eq!(store.phase(m), Phase::Failed);
+    let host = store.host(m).expect("host");
+    assert!(
+        host.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("possible spoofing")
+                && e.contains("10.0.0.21")
+                && e.contains("10.0.0.66")),
+        "{:?}",
+        host.last_error
+    );
+    assert_eq!(
+        store
+            .check_token(m, Some(token.as_str()), own, now + secs(6))
+            .await
+            .expect("check"),
+        Err(TokenRejected::Expired),
+        "the token is revoked"
+    );
+    assert_eq!(
+        hand(own, Binding::Dhcp, now + secs(7)).await,
+        Ok(None),
+        "held: no install"
+    );
+    // The operator re-arms it: a new build, a new claim.
+    store
+        .transition(m, Transition::Rearm, None, now + secs(8))
+        .await
+        .expect("rearm");
+    assert_eq!(store.claim(m, other, now + secs(9)), Claimed::First);
+    assert!(
+        hand(other, Binding::Dhcp, now + secs(10))
+            .await
+            .is_ok_and(|t| t.is_some())
+    );
+
+    // With no DHCP exchange to see, the first fetch binds and a second
+    // address raises the same alarm.
+    let n = mac(22);
+    let first = store
+        .hand_token(n, own, Binding::FirstFetch, now)
+        .expect("hand")
+        .expect("first fetch binds");
+    assert!(first.await.expect("durable").is_some());
+    assert_eq!(
+        store
+            .hand_token(n, other, Binding::FirstFetch, now + secs(1))
+            .expect("hand")
+            .err(),
+        Some(Withheld::Conflict {
+            first: own,
+            second: other
+        })
+    );
+    assert_eq!(store.phase(n), Phase::Failed);
 }
 
 pub async fn tokens_expire_after_the_install_timeout(bed: &Bed) {

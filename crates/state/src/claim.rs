@@ -1,0 +1,222 @@
+//! Which address a host's own DHCP exchange gave it, for the build under
+//! way: the one address its build token is handed to.
+//!
+//! Anyone on the LAN can fetch any URL and forge any MAC, so a boot script
+//! that carries the token may go only where the machine itself is. What
+//! the appliance can see of that is the machine's DHCP exchange: ProxyDHCP
+//! sees the REQUEST that takes the office server's offer (option 50 names
+//! the address), full mode makes the lease itself. Where it sees nothing
+//! (`dhcp.mode: off`) the first address to fetch the boot script stands in
+//! for the exchange, a weaker rule (an attacker who is first wins) that
+//! still raises the same alarm when the real machine comes second.
+//!
+//! A claim lives in memory only, bounded by the hosts in build mode (the
+//! daemon names only profiled MACs). Once the token is handed out its
+//! address is the host's `token_ip`, in the database; before that a claim
+//! is good for [`CLAIM_TTL`], after which the machine's next exchange makes
+//! a new one (a lease that moved while it sat powered off is not an
+//! alarm).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use kickstand_profiles::Mac;
+
+use crate::host::Host;
+
+/// How long a claim stands with no token handed out on it: a machine
+/// fetches its boot script within seconds of its DHCP exchange.
+pub const CLAIM_TTL: Duration = Duration::from_secs(3600);
+
+/// Claims held at most: the daemon claims only for profiled MACs, so this
+/// is a backstop, never reached by a rack.
+const MAX_CLAIMS: usize = 100_000;
+
+/// What noting an address for a host did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The host is not being built: its exchange binds nothing.
+    NotBuilding,
+    /// The host's first address in this build.
+    First,
+    /// The address it already has.
+    Again,
+    /// A second address for one MAC in one build: a forged REQUEST or a
+    /// spoofed MAC. The host is held (failed) and no address gets a token.
+    Conflict { first: IpAddr, second: IpAddr },
+}
+
+/// How a host's address is learnt, by `dhcp.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// From its DHCP exchange (proxy and full mode).
+    Dhcp,
+    /// From the first fetch of its boot script (`dhcp.mode: off`).
+    FirstFetch,
+}
+
+/// Why a boot script was served without the build token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Withheld {
+    #[error("no DHCP exchange of this machine was seen")]
+    NoExchange,
+    #[error("the DHCP exchange of this machine gave it {claimed}, not this address")]
+    OtherAddress { claimed: IpAddr },
+    #[error("two addresses claim this MAC ({first}, {second}): possible spoofing")]
+    Conflict { first: IpAddr, second: IpAddr },
+}
+
+impl Withheld {
+    /// The name events and metrics carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Withheld::NoExchange => "no-exchange",
+            Withheld::OtherAddress { .. } => "other-address",
+            Withheld::Conflict { .. } => "conflict",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    ip: IpAddr,
+    at: SystemTime,
+}
+
+/// The claims of hosts whose token is not bound yet.
+#[derive(Debug, Default)]
+pub(crate) struct Claims(HashMap<Mac, Claim>);
+
+impl Claims {
+    /// The address `host` (`None`: no record, so new) may be handed its
+    /// token at: its bound address once it has one, else its claim.
+    pub(crate) fn address(&self, mac: Mac, host: Option<&Host>, now: SystemTime) -> Option<IpAddr> {
+        if let Some(h) = host
+            && h.token_live(now)
+            && let Some(bound) = h.token_ip
+        {
+            return Some(bound);
+        }
+        self.0
+            .get(&mac)
+            .filter(|c| now.duration_since(c.at).unwrap_or_default() < CLAIM_TTL)
+            .map(|c| c.ip)
+    }
+
+    /// Notes `ip` for `mac` at `now`; what that means for the host.
+    pub(crate) fn note(
+        &mut self,
+        mac: Mac,
+        host: Option<&Host>,
+        ip: IpAddr,
+        now: SystemTime,
+    ) -> Claimed {
+        if host.is_some_and(|h| !h.phase.is_build_mode()) {
+            return Claimed::NotBuilding;
+        }
+        match self.address(mac, host, now) {
+            None => {
+                if self.0.len() >= MAX_CLAIMS {
+                    self.0
+                        .retain(|_, c| now.duration_since(c.at).unwrap_or_default() < CLAIM_TTL);
+                }
+                if self.0.len() < MAX_CLAIMS {
+                    self.0.insert(mac, Claim { ip, at: now });
+                }
+                Claimed::First
+            }
+            Some(first) if first == ip => {
+                if let Some(c) = self.0.get_mut(&mac) {
+                    c.at = now;
+                }
+                Claimed::Again
+            }
+            Some(first) => {
+                self.0.remove(&mac);
+                Claimed::Conflict { first, second: ip }
+            }
+        }
+    }
+
+    /// Ends `mac`'s claim: its build ended or was started over.
+    pub(crate) fn end(&mut self, mac: Mac) {
+        self.0.remove(&mac);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phase::Phase;
+    use crate::token::BuildToken;
+
+    fn mac() -> Mac {
+        "52:54:00:00:00:01".parse().expect("mac")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn one_address_per_build_and_a_second_is_a_conflict() {
+        let mut claims = Claims::default();
+        assert_eq!(
+            claims.note(mac(), None, ip("10.0.0.5"), at(0)),
+            Claimed::First
+        );
+        assert_eq!(
+            claims.note(mac(), None, ip("10.0.0.5"), at(5)),
+            Claimed::Again
+        );
+        assert_eq!(claims.address(mac(), None, at(6)), Some(ip("10.0.0.5")));
+        assert_eq!(
+            claims.note(mac(), None, ip("10.0.0.99"), at(7)),
+            Claimed::Conflict {
+                first: ip("10.0.0.5"),
+                second: ip("10.0.0.99")
+            }
+        );
+        assert_eq!(
+            claims.address(mac(), None, at(8)),
+            None,
+            "no address stands"
+        );
+    }
+
+    #[test]
+    fn an_unused_claim_lapses_and_a_bound_token_is_the_claim() {
+        let mut claims = Claims::default();
+        claims.note(mac(), None, ip("10.0.0.5"), at(0));
+        let later = at(CLAIM_TTL.as_secs() + 1);
+        assert_eq!(claims.address(mac(), None, later), None);
+        assert_eq!(
+            claims.note(mac(), None, ip("10.0.0.6"), later),
+            Claimed::First
+        );
+
+        let mut host = Host::new(mac(), at(0), "a");
+        host.token = Some(BuildToken::from_stored("t".into()));
+        host.token_expires = Some(at(100_000));
+        host.token_ip = Some(ip("10.0.0.6"));
+        let mut claims = Claims::default();
+        assert_eq!(
+            claims.note(mac(), Some(&host), ip("10.0.0.7"), at(10)),
+            Claimed::Conflict {
+                first: ip("10.0.0.6"),
+                second: ip("10.0.0.7")
+            },
+            "the bound address counts as the build's claim"
+        );
+        host.phase = Phase::Installed;
+        assert_eq!(
+            claims.note(mac(), Some(&host), ip("10.0.0.8"), at(10)),
+            Claimed::NotBuilding
+        );
+    }
+}
