@@ -548,15 +548,23 @@ os:
     }
 
     /// The build token the host's install script carries now.
-    fn token(&self, mac: &str) -> Option<String> {
-        let (_, script) = self.http("GET", &format!("/boot/{mac}.ipxe"));
-        let at = script.find("?token=")? + "?token=".len();
-        Some(
-            script[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect(),
-        )
+    /// The host's build token as the state database holds it: the VM's
+    /// own script carried it, and the test's address is never handed one.
+    fn stored_token(&self, mac: &str) -> Option<String> {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\n\
+                 row = sqlite3.connect(sys.argv[1]).execute(\n\
+                 'select token from hosts where mac = ?', (sys.argv[2],)).fetchone()\n\
+                 print(row[0] if row and row[0] else '')",
+            ])
+            .arg(self.path("state/state.db"))
+            .arg(mac)
+            .output()
+            .expect("python3");
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!token.is_empty()).then_some(token)
     }
 
     fn json(&self, path: &str) -> serde_json::Value {
@@ -588,8 +596,6 @@ os:
     fn rearm_and_reinstall(&self, fw: Firmware, mac: &str, first_token: &str, name: &str) {
         let (status, body) = self.operator_post(&format!("/api/hosts/{mac}/rearm"), "");
         assert_eq!(status, 200, "rearm: {body}");
-        let second_token = self.token(mac).expect("a re-armed host installs");
-        assert_ne!(second_token, first_token, "the reinstall gets a new token");
         let run = self.boot(fw, mac, name, GAVE_UP);
         assert!(
             run.powered_off()
@@ -600,6 +606,8 @@ os:
             run.end
         );
         assert_eq!(self.phase(mac), "installed");
+        let second_token = self.stored_token(mac).expect("the reinstall's token");
+        assert_ne!(second_token, first_token, "the reinstall gets a new token");
         let (status, _) = self.http("GET", &format!("/ks/{mac}?token={first_token}"));
         assert_eq!(status, 403, "the first install's token still works");
     }
@@ -830,8 +838,8 @@ fn bios_ipxe_rom_installs_through_kickstand() {
 #[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
 fn uefi_native_pxe_installs_then_boots_its_disk_then_reinstalls_when_rearmed() {
     let bed = Bed::up(&[(UEFI_MAC, "uefi01")]);
-    let first_token = bed.token(UEFI_MAC).expect("an install script with a token");
     let run = bed.boot(Firmware::Uefi, UEFI_MAC, "uefi", GAVE_UP);
+    let first_token = bed.stored_token(UEFI_MAC).expect("the install's token");
     let log = bed.daemon_log();
     // A TFTP offer (a bare file name), not the UEFI HTTP boot URL that OVMF
     // only asks for after native PXE failed.
@@ -926,10 +934,9 @@ fn machine_without_profile_gets_no_boot_offer() {
 #[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
 fn installed_machine_next_boot_exits_to_local_disk() {
     let bed = Bed::up(&[(ONCE_MAC, "once01")]);
-    // The token the first install will carry (the VM's script has the same).
-    let first_token = bed.token(ONCE_MAC).expect("an install script with a token");
     let first = bed.boot(Firmware::Bios, ONCE_MAC, "once-install", GAVE_UP);
     bed.assert_installed_by_kickstand(ONCE_MAC, &first);
+    let first_token = bed.stored_token(ONCE_MAC).expect("the install's token");
 
     // The script as iPXE asks for it (colons percent-encoded) and as written.
     for form in &mac_forms(ONCE_MAC)[..2] {

@@ -131,6 +131,24 @@ fn offer_request_ack_with_and_without_boot_info() {
     );
 }
 
+/// The address an ACK gives is where the machine is: the daemon hands
+/// the host's build token only there. An OFFER gives nothing yet.
+#[test]
+fn only_an_ack_names_the_leased_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leases = open(&dir.path().join("leases.json"), 4);
+    let pxe = fixture("ovmf-pxe-discover");
+    let Action::Respond(offer) = run(&pxe, &mut leases, NOW) else {
+        panic!("no offer")
+    };
+    assert_eq!(offer.leased, None);
+    let addr = decode(&offer.bytes).yiaddr();
+    let Action::Respond(ack) = run(&request(&pxe, addr), &mut leases, NOW + 1) else {
+        panic!("no ack")
+    };
+    assert_eq!(ack.leased, Some(addr));
+}
+
 #[test]
 fn leases_survive_a_restart_and_are_never_given_to_another_mac() {
     let dir = tempfile::tempdir().unwrap();
