@@ -225,7 +225,7 @@ impl Leases {
     pub fn is_declined(&self, addr: Ipv4Addr, now: u64) -> bool {
         self.declined
             .get(&addr)
-            .is_some_and(|&at| now < at.saturating_add(DECLINE_HOLD_SECS))
+            .is_some_and(|&at| still_held(at, now))
     }
 
     fn usable_by(&self, mac: Mac, addr: Ipv4Addr, now: u64) -> Result<(), Refusal> {
@@ -301,8 +301,7 @@ impl Leases {
     /// holds that are over are dropped.
     fn decline(&mut self, mac: Mac, addr: Ipv4Addr, now: u64) {
         self.forget(mac, Some(addr));
-        self.declined
-            .retain(|_, at| now < at.saturating_add(DECLINE_HOLD_SECS));
+        self.declined.retain(|_, &mut at| still_held(at, now));
         if self.pool.contains(addr) {
             self.declined.insert(addr, now);
         }
@@ -323,6 +322,11 @@ impl Leases {
         }
         Grant { yiaddr, options }
     }
+}
+
+/// Whether an address declined at `at` is still out of the pool at `now`.
+fn still_held(at: u64, now: u64) -> bool {
+    now < at.saturating_add(DECLINE_HOLD_SECS)
 }
 
 fn write_atomic(path: &Path, file: &LeaseFile) -> io::Result<()> {
