@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use kickstand_dhcp::{Action, Boot, BootView, HostBoot, HostLookup, HostStatus, Reason};
 use kickstand_http::{ApiError, Body, Loader};
+use kickstand_metrics::WireLabel;
 use kickstand_profiles::model::DhcpMode;
 use kickstand_profiles::{Mac, urls};
 use kickstand_render::{BootAction, UnknownAction};
@@ -42,9 +43,6 @@ const REMEMBERED: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
 /// Other DHCP servers remembered (and shown as metric series) at most; a
 /// flood of forged offers from made-up servers is counted beyond it.
 const MAX_ROGUES: usize = 32;
-/// Boot file names other servers offer are kept to this many characters:
-/// they are label values, and anything can be in them.
-const MAX_OFFERED: usize = 64;
 /// Answers to PXE clients without a profile: a rack of new machines
 /// powering on at once fits the burst; a flood of forged MACs is shed.
 const STRANGER_ANSWERS: kickstand_limit::Rate = kickstand_limit::Rate::per_second(50, 500);
@@ -387,7 +385,7 @@ impl Booting {
             // Once per server, not per offer.
             warn!(
                 server = %offer.server,
-                offered = offer.offered.chars().take(MAX_OFFERED).collect::<String>(),
+                offered = WireLabel::new(&offer.offered).as_str(),
                 client = %offer.client,
                 "another server offers boot information on this segment: it can take machines away from Kickstand"
             );
@@ -789,7 +787,7 @@ pub(crate) struct Rogues {
 
 #[derive(Debug, Clone)]
 struct Rogue {
-    offered: String,
+    offered: WireLabel,
     client: Mac,
     last_seen: SystemTime,
     at: Instant,
@@ -807,19 +805,15 @@ impl Rogues {
             metrics.rogue_unlisted.inc();
             return false;
         }
-        let offered: String = offer.offered.chars().take(MAX_OFFERED).collect();
+        let offered = WireLabel::new(&offer.offered);
         if let Some(old) = previous.as_ref().filter(|old| **old != offered) {
-            metrics.rogue_dhcp.remove(&RogueLabels {
-                server: offer.server.to_string(),
-                offered: old.clone(),
-            });
+            metrics
+                .rogue_dhcp
+                .remove(&RogueLabels::new(offer.server, old.clone()));
         }
         metrics
             .rogue_dhcp
-            .get_or_create(&RogueLabels {
-                server: offer.server.to_string(),
-                offered: offered.clone(),
-            })
+            .get_or_create(&RogueLabels::new(offer.server, offered.clone()))
             .set(1);
         seen.insert(
             offer.server,
@@ -841,10 +835,9 @@ impl Rogues {
             let keep = r.at.elapsed() < forget_after;
             if !keep {
                 info!(%server, "the other DHCP server offering boot files has gone quiet");
-                metrics.rogue_dhcp.remove(&RogueLabels {
-                    server: server.to_string(),
-                    offered: r.offered.clone(),
-                });
+                metrics
+                    .rogue_dhcp
+                    .remove(&RogueLabels::new(*server, r.offered.clone()));
             }
             keep
         });
@@ -852,7 +845,7 @@ impl Rogues {
             .map(|(server, r)| {
                 json!({
                     "server": server.to_string(),
-                    "offered": r.offered,
+                    "offered": r.offered.as_str(),
                     "client": r.client.to_string(),
                     "last_seen": humantime::format_rfc3339_seconds(r.last_seen).to_string(),
                 })

@@ -4,6 +4,7 @@
 //! installs, tokens, boot scripts, installer logs). Every fact is counted
 //! once, here, and the status page reads the same counters.
 
+use kickstand_metrics::WireLabel;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,10 +22,21 @@ pub(crate) struct PhaseLabel {
     pub(crate) phase: &'static str,
 }
 
+/// What another server sent, so both are [`WireLabel`]s: escaped and
+/// capped, whatever the packet held.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RogueLabels {
-    pub(crate) server: String,
-    pub(crate) offered: String,
+    server: WireLabel,
+    offered: WireLabel,
+}
+
+impl RogueLabels {
+    pub(crate) fn new(server: std::net::Ipv4Addr, offered: WireLabel) -> RogueLabels {
+        RogueLabels {
+            server: WireLabel::new(&server.to_string()),
+            offered,
+        }
+    }
 }
 
 #[derive(Debug)]

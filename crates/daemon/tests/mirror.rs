@@ -841,6 +841,94 @@ fn hostile_requests_are_refused_and_never_reach_the_proxy() {
     );
 }
 
+/// A mirror page with script, as a hostile or tampered plain-HTTP mirror
+/// could serve it.
+const HOSTILE_PAGE: &str = "<html><script>fetch('/api/discovered/clear', {method: 'POST', \
+     headers: {Authorization: 'Bearer ' + localStorage.token}})</script></html>\n";
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn mirror_bytes_are_never_a_page_of_the_appliance() {
+    let bed = Bed::start("nosniff");
+    fs::write(bed.mirror_file("evil.html"), HOSTILE_PAGE).expect("write the page");
+    age(&bed.mirror_file("evil.html"));
+    write_os_profile(&bed);
+    let ks = Kickstand::start(&bed);
+    let host = format!("127.0.0.1:{}", ks.port);
+    let page = format!("/repo/centos/{OS}/evil.html");
+    let request = |head: &str, extra: &str| {
+        raw_request(
+            ks.port,
+            &format!("{head} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"),
+        )
+        .unwrap_or_else(|e| panic!("{head}: {e}"))
+    };
+    let assert_never_a_page = |what: &str, r: &Response| {
+        assert_eq!(
+            (
+                r.header("x-content-type-options"),
+                r.header("content-security-policy")
+            ),
+            (Some("nosniff"), Some("sandbox")),
+            "{what}: {} {:?}",
+            r.status,
+            r.headers
+        );
+    };
+
+    let miss = request(&format!("GET {page}"), "");
+    assert_eq!(
+        (miss.status, miss.header("x-kickstand-cache")),
+        (200, Some("miss"))
+    );
+    assert_eq!(miss.body, HOSTILE_PAGE.as_bytes());
+    assert!(
+        miss.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "the mirror's type passes through: {:?}",
+        miss.headers
+    );
+    assert_never_a_page("miss", &miss);
+    // From the cache (checked with the mirror first: not a package file).
+    let hit = request(&format!("GET {page}"), "");
+    assert_eq!(hit.status, 200);
+    assert!(
+        matches!(hit.header("x-kickstand-cache"), Some("hit" | "revalidated")),
+        "{:?}",
+        hit.headers
+    );
+    assert_never_a_page("hit", &hit);
+    let head = request(&format!("HEAD {page}"), "");
+    assert_never_a_page("HEAD", &head);
+    let range = request(&format!("GET {page}"), "Range: bytes=0-5\r\n");
+    assert_eq!(range.status, 206);
+    assert_never_a_page("Range", &range);
+    let validator = match (hit.header("etag"), hit.header("last-modified")) {
+        (Some(etag), _) => format!("If-None-Match: {etag}\r\n"),
+        (None, Some(date)) => format!("If-Modified-Since: {date}\r\n"),
+        (None, None) => panic!("no validator on the hit: {:?}", hit.headers),
+    };
+    let not_modified = request(&format!("HEAD {page}"), &validator);
+    assert_eq!(not_modified.status, 304);
+    assert_never_a_page("304", &not_modified);
+    for path in [
+        format!("/repo/centos/{OS}/no-such.html"),
+        "/repo/nosuchmirror/x.html".to_owned(),
+        "/os/bed9/no-such.html".to_owned(),
+        "/os/bed9".to_owned(),
+    ] {
+        let error = request(&format!("GET {path}"), "");
+        assert!(error.status >= 400, "{path}: {}", error.status);
+        assert_never_a_page(&path, &error);
+    }
+    let refused = request(&format!("POST {page}"), "Content-Length: 0\r\n");
+    assert_eq!(refused.status, 405);
+    assert_never_a_page("POST", &refused);
+    // The status page runs its own script: no sandbox there.
+    let status_page = request("GET /", "");
+    assert_eq!(status_page.header("content-security-policy"), None);
+}
+
 #[test]
 #[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
 fn mirror_respin_serves_old_or_new_never_a_mix() {

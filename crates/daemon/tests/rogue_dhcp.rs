@@ -1,7 +1,9 @@
 //! A second ProxyDHCP on the segment (dnsmasq, offering another boot file)
 //! is noticed: a warning in the log once per server, on the status page
 //! and as a metric, cleared when it has been quiet for
-//! `dhcp.rogue_forget_after`. Kickstand never answers or fights it.
+//! `dhcp.rogue_forget_after`. Kickstand never answers or fights it. What
+//! a forged offer carries (boot file, server name, boot menu) cannot write
+//! lines into `/metrics`.
 //!
 //! ```text
 //!  ns ks-rg-a: ksbr0 10.78.0.1 ── kickstand serve (ProxyDHCP on ksbr0)
@@ -52,9 +54,10 @@ impl Drop for Net {
 }
 
 impl Net {
-    fn up() -> Net {
+    /// `test` tells apart the namespaces of tests run by one process.
+    fn up(test: &str) -> Net {
         let id = std::process::id();
-        let names = ["a", "r", "c"].map(|n| format!("ks-rg-{n}-{id}"));
+        let names = ["a", "r", "c"].map(|n| format!("ks-{test}-{n}-{id}"));
         let net = Net {
             names,
             children: Vec::new(),
@@ -87,6 +90,11 @@ impl Net {
 
     /// What the appliance answers at `path`, from inside its namespace.
     fn get(&self, path: &str) -> String {
+        self.get_accepting(path, "*/*")
+    }
+
+    /// The same, with an `Accept` header.
+    fn get_accepting(&self, path: &str, accept: &str) -> String {
         let out = self
             .exec(0)
             .args([
@@ -94,11 +102,38 @@ impl Net {
                 "-sS",
                 "-m",
                 "5",
+                "-H",
+                &format!("Accept: {accept}"),
                 &format!("http://10.78.0.1:8080{path}"),
             ])
             .output()
             .expect("curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `promtool check metrics` on what `/metrics` serves: its complaints,
+    /// if any.
+    fn promtool_complaints(&self) -> Option<String> {
+        let mut check = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian's prometheus package)");
+        std::io::Write::write_all(
+            &mut check.stdin.take().expect("stdin"),
+            self.get("/metrics").as_bytes(),
+        )
+        .expect("feed promtool");
+        let out = check.wait_with_output().expect("promtool ends");
+        (!out.status.success()).then(|| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 
     /// OVMF's captured DISCOVER, broadcast from the client namespace.
@@ -128,11 +163,10 @@ impl Net {
     }
 }
 
-#[test]
-#[ignore = "peer: needs root/netns, dnsmasq; run by .ci/run"]
-fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
-    let mut net = Net::up();
-    let bed = Bed::new();
+/// Starts `kickstand serve` in the appliance namespace, in proxy mode
+/// watching for other servers on ksbr0, and waits for it to answer. Its
+/// log goes to the returned path.
+fn serve(net: &mut Net, bed: &Bed) -> std::path::PathBuf {
     let config = bed.config();
     let text = std::fs::read_to_string(&config).expect("config");
     let text = text
@@ -171,6 +205,16 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
         read_log()
     );
     assert!(read_log().contains("rogue_watch=true"), "{}", read_log());
+    log
+}
+
+#[test]
+#[ignore = "peer: needs root/netns, dnsmasq; run by .ci/run"]
+fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
+    let mut net = Net::up("rg");
+    let bed = Bed::new();
+    let log = serve(&mut net, &bed);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let rogue = net
         .exec(1)
@@ -246,4 +290,97 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
             .contains("kickstand_rogue_dhcp_servers{"),
         "the metric stayed"
     );
+}
+
+/// What a hostile server puts in its offers: a boot file that, written
+/// unescaped, would end its series and add a `kickstand_hosts` line.
+const FORGED: &str = "x\"} 1\nkickstand_hosts{phase=\"installed\"} 999";
+
+/// Broadcasts, from the rogue namespace, three forged OFFERs to a PXE
+/// client: the text in option 67 (and the server name), in the header's
+/// file field only, and as a boot menu item (option 43).
+fn forge_offers(net: &Net) {
+    let script = format!(
+        r#"import socket, struct
+forged = {FORGED:?}.encode()
+def offer(server, sname=b"", file=b"", options=b""):
+    head = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 2, 1, 6, 0, 0x4b53, 0, 0x8000,
+        bytes(4), bytes(4), socket.inet_aton(server), bytes(4),
+        bytes.fromhex("525400000002"), sname, file)
+    options = bytes([53, 1, 2, 54, 4]) + socket.inet_aton(server) + bytes([60, 9]) + b"PXEClient" + options
+    return head + bytes.fromhex("63825363") + options + bytes([255])
+item = struct.pack("!HB", 0x8000, len(forged)) + forged
+menu = bytes([9, len(item)]) + item
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+s.bind(("0.0.0.0", 67))
+for p in [offer("10.78.0.9", sname=forged, options=bytes([67, len(forged)]) + forged),
+          offer("10.78.0.10", file=forged + b"\\"),
+          offer("10.78.0.11", options=bytes([43, len(menu)]) + menu)]:
+    s.sendto(p, ("255.255.255.255", 68))
+"#
+    );
+    let status = net
+        .exec(1)
+        .args(["python3", "-c", &script])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+}
+
+#[test]
+#[ignore = "peer: needs root/netns, promtool; run by .ci/run"]
+fn a_forged_offer_cannot_write_lines_into_metrics() {
+    let mut net = Net::up("rf");
+    let bed = Bed::new();
+    let log = serve(&mut net, &bed);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let rogues = eventually(Duration::from_secs(30), || {
+        forge_offers(&net);
+        let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
+        let rogues = status["appliance"]["rogue_dhcp"].as_array()?.clone();
+        (rogues.len() == 3).then_some(rogues)
+    })
+    .unwrap_or_else(|| panic!("the forged offers went unnoticed:\n{}", read_log()));
+    // The status page shows the text as it came (JSON escapes it).
+    assert!(rogues.iter().any(|r| r["offered"] == FORGED), "{rogues:?}");
+
+    if let Some(complaints) = net.promtool_complaints() {
+        panic!(
+            "promtool check metrics:\n{complaints}\n{}",
+            net.get("/metrics")
+        );
+    }
+    let escaped = r#"x\"} 1\nkickstand_hosts{phase=\"installed\"} 999"#;
+    for (accept, metrics) in [
+        ("text", net.get("/metrics")),
+        (
+            "openmetrics",
+            net.get_accepting("/metrics", "application/openmetrics-text"),
+        ),
+    ] {
+        let forged_lines: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("kickstand_hosts{phase=\"installed\"} 99"))
+            .collect();
+        assert!(
+            forged_lines.is_empty(),
+            "{accept}: {forged_lines:?}\n{metrics}"
+        );
+        for series in [
+            format!(r#"kickstand_rogue_dhcp_servers{{server="10.78.0.9",offered="{escaped}"}} 1"#),
+            format!(
+                r#"kickstand_rogue_dhcp_servers{{server="10.78.0.10",offered="{escaped}\\"}} 1"#
+            ),
+            format!(
+                r#"kickstand_rogue_dhcp_servers{{server="10.78.0.11",offered="a PXE boot menu ({escaped})"}} 1"#
+            ),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == series),
+                "{accept}: no line {series}\n{metrics}"
+            );
+        }
+    }
 }

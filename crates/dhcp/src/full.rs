@@ -2,8 +2,14 @@
 //! office DHCP server. Leases live in memory and in one JSON file, written
 //! by temp file + rename so a crash leaves the old or the new file, never
 //! half of one. The boot half of each answer is the proxy's.
+//!
+//! A DECLINE (the client found the address in use) is taken only from the
+//! MAC the table gave that address to, and keeps it out of the pool for
+//! [`DECLINE_HOLD_SECS`]: a stranger's DECLINEs cannot empty the pool, and
+//! a conflict that was real costs the pool an address for a while, not
+//! for good.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,6 +22,17 @@ use crate::wire::{Mac, Request, msg, opt};
 
 /// How long an offered address is held for the client's REQUEST.
 const OFFER_HOLD_SECS: u64 = 60;
+
+/// How long a declined address stays out of the pool. RFC 2131 (4.3.3)
+/// has the server mark it unavailable and leaves its reuse to the server;
+/// dnsmasq keeps a declined address out for ten minutes
+/// (`DECLINE_BACKOFF`) and gives that client another. Long enough that the
+/// client that found the conflict is offered another address, not the
+/// same one back; short enough that a conflict that has gone (a machine
+/// switched off, a static address corrected) does not shrink a small pool
+/// for good. An address still in conflict is declined again by the next
+/// client it is given to.
+pub const DECLINE_HOLD_SECS: u64 = 600;
 
 /// The address pool from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,8 +127,30 @@ pub enum LeaseState {
 #[serde(deny_unknown_fields)]
 struct LeaseFile {
     leases: Vec<Lease>,
-    /// Addresses a client DECLINEd: something else answers there.
-    declined: BTreeSet<Ipv4Addr>,
+    /// Addresses a client DECLINEd: something else answered there.
+    declined: Vec<Declined>,
+}
+
+/// One declined address in the lease file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Declined {
+    /// When it was declined (Unix seconds), so its hold outlasts a restart.
+    At { addr: Ipv4Addr, at: u64 },
+    /// The address alone, as files written before declines expired list
+    /// it. When is unknown, so its hold is taken as over: such entries are
+    /// what a stranger's DECLINEs used to leave, and an address still in
+    /// conflict is declined again by the next client given it.
+    Undated(Ipv4Addr),
+}
+
+impl Declined {
+    fn entry(self) -> (Ipv4Addr, u64) {
+        match self {
+            Declined::At { addr, at } => (addr, at),
+            Declined::Undated(addr) => (addr, 0),
+        }
+    }
 }
 
 /// The lease table and the file it persists to.
@@ -120,7 +159,9 @@ pub struct Leases {
     pool: Pool,
     path: PathBuf,
     by_addr: BTreeMap<Ipv4Addr, Lease>,
-    declined: BTreeSet<Ipv4Addr>,
+    /// Declined addresses and when (Unix seconds); at most the pool's
+    /// addresses, since only a lease's holder can decline it.
+    declined: BTreeMap<Ipv4Addr, u64>,
     dirty: bool,
 }
 
@@ -149,7 +190,7 @@ impl Leases {
             pool,
             path,
             by_addr,
-            declined: file.declined,
+            declined: file.declined.into_iter().map(Declined::entry).collect(),
             dirty: false,
         })
     }
@@ -161,7 +202,11 @@ impl Leases {
         }
         let file = LeaseFile {
             leases: self.by_addr.values().cloned().collect(),
-            declined: self.declined.clone(),
+            declined: self
+                .declined
+                .iter()
+                .map(|(&addr, &at)| Declined::At { addr, at })
+                .collect(),
         };
         write_atomic(&self.path, &file).map_err(|source| LeaseError::Io {
             path: self.path.clone(),
@@ -175,15 +220,19 @@ impl Leases {
         self.by_addr.values()
     }
 
-    pub fn is_declined(&self, addr: Ipv4Addr) -> bool {
-        self.declined.contains(&addr)
+    /// Whether `addr` is out of the pool at `now` (Unix seconds) because
+    /// its holder declined it.
+    pub fn is_declined(&self, addr: Ipv4Addr, now: u64) -> bool {
+        self.declined
+            .get(&addr)
+            .is_some_and(|&at| still_held(at, now))
     }
 
     fn usable_by(&self, mac: Mac, addr: Ipv4Addr, now: u64) -> Result<(), Refusal> {
         if !self.pool.contains(addr) {
             return Err(Refusal::OutsidePool);
         }
-        if self.declined.contains(&addr) {
+        if self.is_declined(addr, now) {
             return Err(Refusal::Declined);
         }
         match self.by_addr.get(&addr) {
@@ -242,9 +291,21 @@ impl Leases {
         self.dirty |= before != self.by_addr.len();
     }
 
-    fn decline(&mut self, mac: Mac, addr: Ipv4Addr) {
+    /// Whether the table gave `addr` to `mac`: the only client whose
+    /// DECLINE of it counts.
+    fn holds(&self, mac: Mac, addr: Ipv4Addr) -> bool {
+        self.by_addr.get(&addr).is_some_and(|l| l.mac == mac)
+    }
+
+    /// Takes `addr` from its holder `mac` and out of the pool from `now`;
+    /// holds that are over are dropped.
+    fn decline(&mut self, mac: Mac, addr: Ipv4Addr, now: u64) {
         self.forget(mac, Some(addr));
-        self.dirty |= self.pool.contains(addr) && self.declined.insert(addr);
+        self.declined.retain(|_, &mut at| still_held(at, now));
+        if self.pool.contains(addr) {
+            self.declined.insert(addr, now);
+        }
+        self.dirty = true;
     }
 
     fn grant(&self, yiaddr: Ipv4Addr, with_lease_time: bool) -> Grant {
@@ -261,6 +322,11 @@ impl Leases {
         }
         Grant { yiaddr, options }
     }
+}
+
+/// Whether an address declined at `at` is still out of the pool at `now`.
+fn still_held(at: u64, now: u64) -> bool {
+    now < at.saturating_add(DECLINE_HOLD_SECS)
 }
 
 fn write_atomic(path: &Path, file: &LeaseFile) -> io::Result<()> {
@@ -338,7 +404,10 @@ fn full<H: HostLookup + ?Sized>(
         }
         msg::DECLINE => {
             let addr = requested.ok_or(Reason::UnhandledMessageType(msg::DECLINE))?;
-            leases.decline(mac, addr);
+            if !leases.holds(mac, addr) {
+                return Err(Reason::DeclineNotHeld(addr));
+            }
+            leases.decline(mac, addr, now);
             return Err(Reason::Declined(addr));
         }
         msg::RELEASE => {

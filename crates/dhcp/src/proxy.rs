@@ -242,8 +242,10 @@ pub enum Reason {
     Disabled,
     #[error("no free address in the pool")]
     PoolExhausted,
-    #[error("DECLINE of {0}: marked unusable")]
+    #[error("DECLINE of {0}: out of the pool for a while")]
     Declined(Ipv4Addr),
+    #[error("DECLINE of {0} from a MAC it is not leased to: ignored")]
+    DeclineNotHeld(Ipv4Addr),
     #[error("RELEASE of {0}")]
     Released(Ipv4Addr),
     #[error("reply could not be encoded: {0}")]
@@ -269,6 +271,7 @@ impl Reason {
             Reason::Disabled => "disabled",
             Reason::PoolExhausted => "pool-exhausted",
             Reason::Declined(_) => "declined",
+            Reason::DeclineNotHeld(_) => "decline-not-held",
             Reason::Released(_) => "released",
             Reason::Encode(_) => "encode-failed",
         }

@@ -1,4 +1,5 @@
-//! `mode: full`: addresses from a pool, persisted leases, DECLINE.
+//! `mode: full`: addresses from a pool, persisted leases, DECLINE (from
+//! the holder only, for a while).
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
 
 mod common;
@@ -200,11 +201,51 @@ fn leases_survive_a_restart_and_are_never_given_to_another_mac() {
 }
 
 #[test]
-fn declined_address_is_never_offered_again() {
+fn a_strangers_declines_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases.json");
+    let client = fixture("udhcpc-discover");
+    let held = Ipv4Addr::new(10, 77, 0, 100);
+    {
+        let mut leases = open(&path, 3);
+        answer(run(&request(&client, held), &mut leases, NOW));
+        // One stranger, eleven DECLINEs: every address of the pool, the
+        // held one among them, some twice.
+        let stranger = with_mac(&client, 0x66);
+        for i in 0..11u8 {
+            let addr = Ipv4Addr::new(10, 77, 0, 100 + i % 3);
+            assert_eq!(
+                run(&msg(&stranger, 4, addr), &mut leases, NOW),
+                Action::Ignore(Reason::DeclineNotHeld(addr))
+            );
+        }
+        leases.save().unwrap();
+    }
+    let mut leases = open(&path, 3);
+    assert!((100..103).all(|i| !leases.is_declined(Ipv4Addr::new(10, 77, 0, i), NOW)));
+    assert!(
+        leases
+            .leases()
+            .any(|l| l.addr == held && l.state == LeaseState::Bound),
+        "the holder keeps its lease"
+    );
+    assert_eq!(
+        answer(run(&with_mac(&client, 0x20), &mut leases, NOW)).1,
+        Ipv4Addr::new(10, 77, 0, 101)
+    );
+    assert_eq!(
+        answer(run(&with_mac(&client, 0x21), &mut leases, NOW)).1,
+        Ipv4Addr::new(10, 77, 0, 102)
+    );
+}
+
+#[test]
+fn the_holders_decline_takes_the_address_out_until_its_hold_ends() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("leases.json");
     let client = fixture("udhcpc-discover");
     let first = Ipv4Addr::new(10, 77, 0, 100);
+    let back = NOW + full::DECLINE_HOLD_SECS;
     {
         let mut leases = open(&path, 3);
         answer(run(&request(&client, first), &mut leases, NOW));
@@ -213,23 +254,82 @@ fn declined_address_is_never_offered_again() {
             run(&decline, &mut leases, NOW),
             Action::Ignore(Reason::Declined(first))
         );
-        assert!(leases.is_declined(first));
+        assert!(leases.is_declined(first, NOW));
+        assert!(leases.leases().all(|l| l.addr != first), "its lease went");
         leases.save().unwrap();
     }
     let mut leases = open(&path, 3);
-    assert!(leases.is_declined(first), "the decline was persisted");
+    assert!(
+        leases.is_declined(first, back - 1),
+        "the decline and its time were persisted"
+    );
+    // The client that declined is given another address ...
     assert_eq!(
         answer(run(&client, &mut leases, NOW)).1,
         Ipv4Addr::new(10, 77, 0, 101)
     );
+    // ... and nobody gets the declined one while its hold lasts ...
     assert_eq!(
         answer(run(
             &request(&with_mac(&client, 0x20), first),
             &mut leases,
-            NOW
+            back - 1
         ))
         .0,
         MessageType::Nak
+    );
+    // ... after which it is offered again (here, to the first new client).
+    assert!(!leases.is_declined(first, back));
+    assert_eq!(
+        answer(run(&with_mac(&client, 0x21), &mut leases, back)).1,
+        first
+    );
+}
+
+#[test]
+fn a_lease_file_from_before_declines_expired_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases.json");
+    let bound = Ipv4Addr::new(10, 77, 0, 100);
+    let declined = Ipv4Addr::new(10, 77, 0, 101);
+    // As the previous version wrote it: declined addresses without a time.
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{
+  "leases": [
+    {{ "mac": "52:54:00:aa:00:01", "addr": "{bound}", "expires": {}, "state": "bound" }}
+  ],
+  "declined": ["{declined}"]
+}}
+"#,
+            NOW + 3600
+        ),
+    )
+    .unwrap();
+    let mut leases = open(&path, 3);
+    assert!(
+        leases
+            .leases()
+            .any(|l| l.addr == bound && l.state == LeaseState::Bound)
+    );
+    // When it was declined is unknown: its hold is over.
+    assert!(!leases.is_declined(declined, NOW));
+    let client = fixture("udhcpc-discover");
+    assert_eq!(answer(run(&client, &mut leases, NOW)).1, declined);
+    leases.save().unwrap();
+    assert!(open(&path, 3).leases().any(|l| l.addr == declined));
+
+    // The file written now keeps when an address was declined.
+    let mut leases = open(&path, 3);
+    answer(run(&request(&client, declined), &mut leases, NOW));
+    run(&msg(&client, 4, declined), &mut leases, NOW);
+    leases.save().unwrap();
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        saved.contains(&format!(r#""addr": "{declined}""#))
+            && saved.contains(&format!(r#""at": {NOW}"#)),
+        "{saved}"
     );
 }
 

@@ -221,6 +221,13 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
     found.unwrap_or(Refused(Refusal::MethodNotAllowed))
 }
 
+/// Whether what is answered at `path` — files and errors alike, whatever
+/// the method — is a mirror's: `/repo/…` and `/os/…`.
+pub fn serves_mirror_bytes(path: &str) -> bool {
+    let first = path.strip_prefix('/').unwrap_or(path).split('/').next();
+    matches!(first, Some(dir) if dir == "repo" || dir == urls::OS_DIR)
+}
+
 /// The build token of a request's query string (`?token=…`), if any.
 pub fn token(query: Option<&str>) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
@@ -560,6 +567,27 @@ mod tests {
             let got = route(method, *origin, path);
             assert_eq!(&got, want, "{method} {path}");
             assert_eq!(got.access(), *access, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn mirror_paths() {
+        for path in [
+            "/repo/centos/9-stream/BaseOS/x86_64/os/index.html",
+            "/repo/nosuchmirror",
+            "/os/centos-stream-9/EFI/BOOT/BOOTX64.EFI",
+            "/os/centos-stream-9",
+        ] {
+            assert!(serves_mirror_bytes(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/status",
+            "/static/status.js",
+            "/boot/ipxe.efi",
+            "/repository",
+        ] {
+            assert!(!serves_mirror_bytes(path), "{path}");
         }
     }
 

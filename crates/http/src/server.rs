@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::assets;
 use crate::error::{self, ApiError, Body};
 use crate::front::{Front, Loader, Reply, RouteKind, lines_body};
-use crate::route::{Access, Route, route, token};
+use crate::route::{Access, Route, route, serves_mirror_bytes, token};
 
 /// How long in-flight requests may run after shutdown starts.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -79,13 +79,33 @@ where
         }
         _ => Ok(()),
     };
-    let response = match paced.and_then(|()| authorize(front, &route, &req)) {
+    let mut response = match paced.and_then(|()| authorize(front, &route, &req)) {
         Err(e) => e.into_response(),
         Ok(()) => dispatch(front, route, req, peer).await,
     };
+    if serves_mirror_bytes(&path) {
+        never_a_page(response.headers_mut());
+    }
     front.observe(kind, response.status());
     info!(%peer, %method, path, query_len, status = response.status().as_u16(), "http");
     response
+}
+
+/// What `/repo/` and `/os/` answer comes from a mirror, which may be plain
+/// HTTP or tampered with and send HTML: a browser must neither guess a
+/// type from the bytes (`nosniff`) nor run their script as the
+/// appliance's origin, where the status page keeps the operator token
+/// (`sandbox`: a unique origin, no script). Installers and firmware read
+/// bytes and ignore both.
+fn never_a_page(headers: &mut header::HeaderMap) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("sandbox"),
+    );
 }
 
 fn authorize<F: Front, B>(front: &F, route: &Route<'_>, req: &Request<B>) -> Result<(), ApiError> {

@@ -275,6 +275,9 @@ async fn routes_reach_the_front_and_errors_map_to_their_status() {
     let (status, headers, _) = send(addr, head).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-kickstand-cache"], "hit");
+    // Mirror bytes, never a page of the appliance's origin.
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["content-security-policy"], "sandbox");
 
     // Not an open proxy: absolute-form targets never reach the front.
     let absolute = Request::get("http://example.invalid/x")

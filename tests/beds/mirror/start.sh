@@ -74,7 +74,7 @@ http {
     fastcgi_temp_path $ng/tmp/fastcgi;
     uwsgi_temp_path $ng/tmp/uwsgi;
     scgi_temp_path $ng/tmp/scgi;
-    types { application/x-rpm rpm; application/xml xml; }
+    types { application/x-rpm rpm; application/xml xml; text/html html; }
     default_type application/octet-stream;
     sendfile on;
     server_tokens off;
