@@ -588,6 +588,10 @@ impl BootView for PacketView<'_> {
                 }
                 hosts::transition(store, mac, Transition::SeenByDhcp, None);
             }
+            // The holder gave its lease back (in use elsewhere): the lease
+            // it takes next is its address, not a second one. A token
+            // already handed out stays bound where it went.
+            Action::Ignore(Reason::Declined(_)) if known => store.release_claim(mac),
             Action::Ignore(
                 reason @ (Reason::UnknownHost(_)
                 | Reason::Installed(_)

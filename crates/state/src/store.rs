@@ -471,6 +471,12 @@ impl StateStore {
         claimed
     }
 
+    /// Drops `mac`'s claim that no token was handed out on: its lease was
+    /// given back (a DECLINE from the holder), and the next one stands.
+    pub fn release_claim(&self, mac: Mac) {
+        lock(&self.inner.book).claims.end(mac);
+    }
+
     /// The build token for a boot script or GRUB config that `peer` asked
     /// for `mac`: handed out only when `peer` is the address the host's own
     /// exchange gave it (`binding` says how that is learnt), and then bound
