@@ -4,16 +4,15 @@
 //! is the lease table's clock: `crates/dhcp/tests/full_mode.rs`.)
 //!
 //! ```text
-//!  ns ks-fd-a: ksbr0 10.79.0.1 ── kickstand serve, mode: full, pool .100-.102
-//!  ns ks-fd-c: 10.79.0.50      ── DHCP clients (any MAC), a python script
+//!  ns ks-fd-0: ksbr0 10.79.0.1 ── kickstand serve, mode: full, pool .100-.102
+//!  ns ks-fd-1: 10.79.0.50      ── DHCP clients (any MAC), a python script
 //! ```
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::segment::Segment;
 use support::{Bed, eventually};
 
 const HOLDER: &str = "52:54:00:00:00:0a";
@@ -21,124 +20,26 @@ const NEWCOMER: &str = "52:54:00:00:00:0b";
 const THIRD: &str = "52:54:00:00:00:0c";
 const STRANGER: &str = "52:54:00:66:66:66";
 
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
+/// Runs DHCP client steps from the client namespace, each `discover MAC`,
+/// `request MAC ADDR` or `decline MAC ADDR`: what each was answered
+/// (`offer ADDR`, `ack ADDR`, `nak`, `none`; a DECLINE has no answer:
+/// `sent`).
+fn client(net: &Segment, steps: &[&str]) -> Vec<String> {
+    let out = net
+        .exec(1)
+        .args(["python3", "-c", CLIENT])
+        .args(steps)
         .output()
-        .expect("run");
+        .expect("python3");
     assert!(
         out.status.success(),
-        "{args:?}: {}",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Two namespaces on a bridge and the daemon, removed even when an
-/// assertion fails.
-struct Net {
-    names: [String; 2],
-    daemon: Option<Child>,
-    log: PathBuf,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        self.stop();
-        for ns in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-impl Net {
-    fn up(bed: &Bed) -> Net {
-        let id = std::process::id();
-        let names = ["a", "c"].map(|n| format!("ks-fd-{n}-{id}"));
-        let [a, c] = &names;
-        for ns in [a, c] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        sh(&["ip", "-n", a, "link", "add", "ksbr0", "type", "bridge"]);
-        sh(&["ip", "-n", a, "addr", "add", "10.79.0.1/24", "dev", "ksbr0"]);
-        sh(&["ip", "-n", a, "link", "set", "ksbr0", "up"]);
-        sh(&[
-            "ip", "-n", a, "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", c,
-        ]);
-        sh(&["ip", "-n", a, "link", "set", "vc", "master", "ksbr0", "up"]);
-        sh(&["ip", "-n", c, "addr", "add", "10.79.0.50/24", "dev", "eth0"]);
-        sh(&["ip", "-n", c, "link", "set", "eth0", "up"]);
-        Net {
-            names,
-            daemon: None,
-            log: bed.path("kickstand.log"),
-        }
-    }
-
-    fn exec(&self, ns: usize) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.names[ns]]);
-        cmd
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Starts `kickstand serve` in the appliance namespace and waits until
-    /// it answers HTTP.
-    fn start(&mut self, bed: &Bed) {
-        let daemon = self
-            .exec(0)
-            .arg(env!("CARGO_BIN_EXE_kickstand"))
-            .arg("--config")
-            .arg(bed.config())
-            .arg("serve")
-            .env("NO_COLOR", "1")
-            .stderr(std::fs::File::create(&self.log).expect("log"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("kickstand serve in the namespace");
-        self.daemon = Some(daemon);
-        let up = eventually(Duration::from_secs(30), || {
-            let out = self
-                .exec(0)
-                .args(["curl", "-sS", "-m", "2", "http://10.79.0.1:8080/status"])
-                .output()
-                .ok()?;
-            out.status.success().then_some(())
-        });
-        assert!(up.is_some(), "kickstand did not start:\n{}", self.log());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-    }
-
-    /// Runs DHCP client steps from the client namespace, each `discover
-    /// MAC`, `request MAC ADDR` or `decline MAC ADDR`: what each was
-    /// answered (`offer ADDR`, `ack ADDR`, `nak`, `none`; a DECLINE has no
-    /// answer: `sent`).
-    fn client(&self, steps: &[&str]) -> Vec<String> {
-        let out = self
-            .exec(1)
-            .args(["python3", "-c", CLIENT])
-            .args(steps)
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A DHCP client that speaks for any MAC: broadcast requests (broadcast
@@ -195,23 +96,18 @@ while args:
 #[ignore = "peer: needs root/netns, python3; run by .ci/run"]
 fn only_the_holder_declines_its_address() {
     let bed = Bed::new();
-    let config = bed.config();
-    let text = std::fs::read_to_string(&config).expect("config");
-    let text = text
-        .replace("address: 127.0.0.1", "address: 10.79.0.1")
-        .replace("bind: 127.0.0.1", "bind: 0.0.0.0")
-        .replace("interfaces: []", "interfaces: [ksbr0]")
-        .replace("http_port: 0", "http_port: 8080")
-        .replace(
-            "mode: off",
-            "mode: full\n  pool:\n    start: 10.79.0.100\n    end: 10.79.0.102\n    prefix_len: 24\n    router: 10.79.0.1",
-        );
-    std::fs::write(&config, text).expect("write config");
+    let mut net = Segment::up("fd", "10.79.0", &[Some(50)], &bed);
+    net.configure(
+        &bed,
+        "full\n  pool:\n    start: 10.79.0.100\n    end: 10.79.0.102\n    prefix_len: 24\n    router: 10.79.0.1",
+    );
     let leases = bed.path("var/state/leases.json");
-    let mut net = Net::up(&bed);
-    net.start(&bed);
+    net.serve(&bed.config());
 
-    let bound = net.client(&["discover", HOLDER, "request", HOLDER, "10.79.0.100"]);
+    let bound = client(
+        &net,
+        &["discover", HOLDER, "request", HOLDER, "10.79.0.100"],
+    );
     assert_eq!(
         bound,
         ["offer 10.79.0.100", "ack 10.79.0.100"],
@@ -230,7 +126,7 @@ fn only_the_holder_declines_its_address() {
         ]);
     }
     steps.extend(["discover", NEWCOMER, "request", NEWCOMER, "10.79.0.101"]);
-    let answers = net.client(&steps);
+    let answers = client(&net, &steps);
     assert_eq!(
         answers[11..],
         ["offer 10.79.0.101", "ack 10.79.0.101"],
@@ -242,7 +138,7 @@ fn only_the_holder_declines_its_address() {
     assert_eq!(file["declined"], serde_json::json!([]), "{saved}");
 
     // The holder's DECLINE takes its address out, with when.
-    net.client(&["decline", HOLDER, "10.79.0.100"]);
+    client(&net, &["decline", HOLDER, "10.79.0.100"]);
     let declined = eventually(Duration::from_secs(10), || {
         let saved = std::fs::read_to_string(&leases).ok()?;
         let file: serde_json::Value = serde_json::from_str(&saved).ok()?;
@@ -257,7 +153,7 @@ fn only_the_holder_declines_its_address() {
     // After a restart the declined address is still out: the holder gets
     // the last free one, and a third machine finds the pool full.
     net.stop();
-    net.start(&bed);
-    let answers = net.client(&["discover", HOLDER, "discover", THIRD]);
+    net.serve(&bed.config());
+    let answers = client(&net, &["discover", HOLDER, "discover", THIRD]);
     assert_eq!(answers, ["offer 10.79.0.102", "none"], "{}", net.log());
 }

@@ -6,218 +6,109 @@
 //! lines into `/metrics`.
 //!
 //! ```text
-//!  ns ks-rg-a: ksbr0 10.78.0.1 ── kickstand serve (ProxyDHCP on ksbr0)
-//!  ns ks-rg-r: 10.78.0.9       ── dnsmasq, proxy mode, offers evil.efi
-//!  ns ks-rg-c: 10.78.0.50      ── a PXE DISCOVER (OVMF's, captured) now and then
+//!  ns ks-rg-0: ksbr0 10.78.0.1 ── kickstand serve (ProxyDHCP on ksbr0)
+//!  ns ks-rg-1: 10.78.0.9       ── dnsmasq, proxy mode, offers evil.efi
+//!  ns ks-rg-2: 10.78.0.50      ── a PXE DISCOVER (OVMF's, captured) now and then
 //! ```
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::segment::{APPLIANCE, Segment};
 use support::{Bed, eventually};
+
+/// The members: the rogue server and the PXE client.
+const ROGUE: usize = 1;
+const CLIENT: usize = 2;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../dhcp/tests/fixtures/ovmf-pxe-discover.hex"
 );
 
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// What the appliance answers at `path` with an `Accept` header.
+fn get_accepting(net: &Segment, path: &str, accept: &str) -> String {
+    let header = format!("Accept: {accept}");
+    net.curl(APPLIANCE, &net.url(path), &["-H", &header]).1
 }
 
-/// Namespaces and processes, removed even when an assertion fails.
-struct Net {
-    names: [String; 3],
-    children: Vec<Child>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-impl Net {
-    /// `test` tells apart the namespaces of tests run by one process.
-    fn up(test: &str) -> Net {
-        let id = std::process::id();
-        let names = ["a", "r", "c"].map(|n| format!("ks-{test}-{n}-{id}"));
-        let net = Net {
-            names,
-            children: Vec::new(),
-        };
-        let [a, r, c] = &net.names;
-        for ns in [a, r, c] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        sh(&["ip", "-n", a, "link", "add", "ksbr0", "type", "bridge"]);
-        sh(&["ip", "-n", a, "addr", "add", "10.78.0.1/24", "dev", "ksbr0"]);
-        sh(&["ip", "-n", a, "link", "set", "ksbr0", "up"]);
-        for (ns, port, addr) in [(r, "vr", "10.78.0.9/24"), (c, "vc", "10.78.0.50/24")] {
-            sh(&[
-                "ip", "-n", a, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ]);
-            sh(&["ip", "-n", a, "link", "set", port, "master", "ksbr0", "up"]);
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
-            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-        }
-        net
-    }
-
-    fn exec(&self, ns: usize) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.names[ns]]);
-        cmd
-    }
-
-    /// What the appliance answers at `path`, from inside its namespace.
-    fn get(&self, path: &str) -> String {
-        self.get_accepting(path, "*/*")
-    }
-
-    /// The same, with an `Accept` header.
-    fn get_accepting(&self, path: &str, accept: &str) -> String {
-        let out = self
-            .exec(0)
-            .args([
-                "curl",
-                "-sS",
-                "-m",
-                "5",
-                "-H",
-                &format!("Accept: {accept}"),
-                &format!("http://10.78.0.1:8080{path}"),
-            ])
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `promtool check metrics` on what `/metrics` serves: its complaints,
-    /// if any.
-    fn promtool_complaints(&self) -> Option<String> {
-        let mut check = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool (Debian's prometheus package)");
-        std::io::Write::write_all(
-            &mut check.stdin.take().expect("stdin"),
-            self.get("/metrics").as_bytes(),
+/// `promtool check metrics` on what `/metrics` serves: its complaints, if
+/// any.
+fn promtool_complaints(net: &Segment) -> Option<String> {
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package)");
+    std::io::Write::write_all(
+        &mut check.stdin.take().expect("stdin"),
+        net.get("/metrics").as_bytes(),
+    )
+    .expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool ends");
+    (!out.status.success()).then(|| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         )
-        .expect("feed promtool");
-        let out = check.wait_with_output().expect("promtool ends");
-        (!out.status.success()).then(|| {
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-
-    /// OVMF's captured DISCOVER, broadcast from the client namespace.
-    fn discover(&self) {
-        let hex: String = std::fs::read_to_string(FIXTURE)
-            .expect("fixture")
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect();
-        let script = format!(
-            "import socket\n\
-             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
-             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
-             s.bind(('0.0.0.0', 68))\n\
-             p = bytearray.fromhex('{hex}')\n\
-             p[10] |= 0x80\n\
-             s.sendto(bytes(p), ('255.255.255.255', 67))\n"
-        );
-        let status = self
-            .exec(2)
-            .args(["python3", "-c", &script])
-            .status()
-            .expect("python3");
-        assert!(status.success());
-    }
+    })
 }
 
-/// Starts `kickstand serve` in the appliance namespace, in proxy mode
-/// watching for other servers on ksbr0, and waits for it to answer. Its
-/// log goes to the returned path.
-fn serve(net: &mut Net, bed: &Bed) -> std::path::PathBuf {
-    let config = bed.config();
-    let text = std::fs::read_to_string(&config).expect("config");
-    let text = text
-        .replace("address: 127.0.0.1", "address: 10.78.0.1")
-        .replace("bind: 127.0.0.1", "bind: 0.0.0.0")
-        .replace("interfaces: []", "interfaces: [ksbr0]")
-        .replace("http_port: 0", "http_port: 8080")
-        .replace("mode: off", "mode: proxy\n  rogue_forget_after: 3s");
-    std::fs::write(&config, text).expect("write config");
+/// OVMF's captured DISCOVER, broadcast from the client namespace.
+fn discover(net: &Segment) {
+    let hex: String = std::fs::read_to_string(FIXTURE)
+        .expect("fixture")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
+         s.bind(('0.0.0.0', 68))\n\
+         p = bytearray.fromhex('{hex}')\n\
+         p[10] |= 0x80\n\
+         s.sendto(bytes(p), ('255.255.255.255', 67))\n"
+    );
+    let status = net
+        .exec(CLIENT)
+        .args(["python3", "-c", &script])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+}
+
+/// The segment (`test` tells apart the namespaces of tests run by one
+/// process) with `kickstand serve` in proxy mode, watching for other
+/// servers on ksbr0.
+fn serve(test: &str, bed: &Bed) -> Segment {
+    let mut net = Segment::up(test, "10.78.0", &[Some(9), Some(50)], bed);
+    net.configure(bed, "proxy\n  rogue_forget_after: 3s");
     // The captured client has a profile: Kickstand answers it too.
     bed.write(
         "profiles/hosts/client.yaml",
         "hosts:\n  \"52:54:00:00:00:02\":\n    hostname: client02\n",
     );
-    let log = bed.path("kickstand.log");
-    let daemon = net
-        .exec(0)
-        .arg(env!("CARGO_BIN_EXE_kickstand"))
-        .args(["--config"])
-        .arg(&config)
-        .arg("serve")
-        .env("NO_COLOR", "1")
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("kickstand serve in the namespace");
-    net.children.push(daemon);
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        eventually(Duration::from_secs(30), || net
-            .get("/status")
-            .contains("Kickstand")
-            .then_some(()))
-        .is_some(),
-        "kickstand did not start:\n{}",
-        read_log()
-    );
-    assert!(read_log().contains("rogue_watch=true"), "{}", read_log());
-    log
+    net.serve(&bed.config());
+    assert!(net.log().contains("rogue_watch=true"), "{}", net.log());
+    net
 }
 
 #[test]
 #[ignore = "peer: needs root/netns, dnsmasq; run by .ci/run"]
 fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
-    let mut net = Net::up("rg");
     let bed = Bed::new();
-    let log = serve(&mut net, &bed);
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let net = serve("rg", &bed);
 
     let rogue = net
-        .exec(1)
+        .exec(ROGUE)
         .args([
             "dnsmasq",
             "--no-daemon",
@@ -236,12 +127,12 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
         .expect("dnsmasq");
     std::thread::sleep(Duration::from_millis(700));
     let status = eventually(Duration::from_secs(30), || {
-        net.discover();
+        discover(&net);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
         let rogues = status["appliance"]["rogue_dhcp"].as_array()?.clone();
         (!rogues.is_empty()).then_some(rogues)
     })
-    .unwrap_or_else(|| panic!("the second ProxyDHCP went unnoticed:\n{}", read_log()));
+    .unwrap_or_else(|| panic!("the second ProxyDHCP went unnoticed:\n{}", net.log()));
     assert_eq!(status[0]["server"], "10.78.0.9", "{status:?}");
     // dnsmasq offers its menu item by a boot server list (option 43).
     assert!(
@@ -251,7 +142,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
         "{status:?}"
     );
     // Kickstand answered the same client, and never the rogue.
-    let logged = read_log();
+    let logged = net.log();
     // Its first answer to a machine in a while is logged at info.
     assert!(logged.contains("dhcp: answered"), "{logged}");
     let warnings = logged
@@ -273,7 +164,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
     let _ = rogue.kill();
     let _ = rogue.wait();
     let cleared = eventually(Duration::from_secs(30), || {
-        net.discover();
+        discover(&net);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
         status["appliance"]["rogue_dhcp"]
             .as_array()?
@@ -283,7 +174,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
     assert!(
         cleared.is_some(),
         "the warning never cleared:\n{}",
-        read_log()
+        net.log()
     );
     assert!(
         !net.get("/metrics")
@@ -299,7 +190,7 @@ const FORGED: &str = "x\"} 1\nkickstand_hosts{phase=\"installed\"} 999";
 /// Broadcasts, from the rogue namespace, three forged OFFERs to a PXE
 /// client: the text in option 67 (and the server name), in the header's
 /// file field only, and as a boot menu item (option 43).
-fn forge_offers(net: &Net) {
+fn forge_offers(net: &Segment) {
     let script = format!(
         r#"import socket, struct
 forged = {FORGED:?}.encode()
@@ -322,7 +213,7 @@ for p in [offer("10.78.0.9", sname=forged, options=bytes([67, len(forged)]) + fo
 "#
     );
     let status = net
-        .exec(1)
+        .exec(ROGUE)
         .args(["python3", "-c", &script])
         .status()
         .expect("python3");
@@ -332,21 +223,19 @@ for p in [offer("10.78.0.9", sname=forged, options=bytes([67, len(forged)]) + fo
 #[test]
 #[ignore = "peer: needs root/netns, promtool; run by .ci/run"]
 fn a_forged_offer_cannot_write_lines_into_metrics() {
-    let mut net = Net::up("rf");
     let bed = Bed::new();
-    let log = serve(&mut net, &bed);
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let net = serve("rf", &bed);
     let rogues = eventually(Duration::from_secs(30), || {
         forge_offers(&net);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
         let rogues = status["appliance"]["rogue_dhcp"].as_array()?.clone();
         (rogues.len() == 3).then_some(rogues)
     })
-    .unwrap_or_else(|| panic!("the forged offers went unnoticed:\n{}", read_log()));
+    .unwrap_or_else(|| panic!("the forged offers went unnoticed:\n{}", net.log()));
     // The status page shows the text as it came (JSON escapes it).
     assert!(rogues.iter().any(|r| r["offered"] == FORGED), "{rogues:?}");
 
-    if let Some(complaints) = net.promtool_complaints() {
+    if let Some(complaints) = promtool_complaints(&net) {
         panic!(
             "promtool check metrics:\n{complaints}\n{}",
             net.get("/metrics")
@@ -357,7 +246,7 @@ fn a_forged_offer_cannot_write_lines_into_metrics() {
         ("text", net.get("/metrics")),
         (
             "openmetrics",
-            net.get_accepting("/metrics", "application/openmetrics-text"),
+            get_accepting(&net, "/metrics", "application/openmetrics-text"),
         ),
     ] {
         let forged_lines: Vec<&str> = metrics

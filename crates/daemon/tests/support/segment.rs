@@ -1,0 +1,185 @@
+//! One rack segment in network namespaces, for the tests that need real
+//! broadcasts: the appliance's namespace holds the bridge `ksbr0` at
+//! `<subnet>.1` and runs `kickstand serve` on it; every other member has
+//! one interface `eth0` on the bridge. Everything is removed on drop, even
+//! when an assertion fails. Nothing leaves the machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{Bed, eventually};
+
+/// The appliance's namespace is member 0.
+pub const APPLIANCE: usize = 0;
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Segment {
+    names: Vec<String>,
+    /// `10.78.0`: the segment is its /24.
+    subnet: String,
+    children: Vec<Child>,
+    daemon: Option<Child>,
+    log: PathBuf,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.stop();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Segment {
+    /// The appliance and one member per entry of `members`: its address's
+    /// last octet in `subnet`, or `None` for a member that gets its address
+    /// by DHCP. `tag` tells apart the namespaces of tests run at once.
+    pub fn up(tag: &str, subnet: &str, members: &[Option<u8>], bed: &Bed) -> Segment {
+        let id = std::process::id();
+        let names: Vec<String> = (0..=members.len())
+            .map(|i| format!("ks-{tag}-{i}-{id}"))
+            .collect();
+        let segment = Segment {
+            names,
+            subnet: subnet.to_owned(),
+            children: Vec::new(),
+            daemon: None,
+            log: bed.path("kickstand.log"),
+        };
+        for ns in &segment.names {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let a = &segment.names[APPLIANCE];
+        sh(&["ip", "-n", a, "link", "add", "ksbr0", "type", "bridge"]);
+        sh(&[
+            "ip",
+            "-n",
+            a,
+            "addr",
+            "add",
+            &format!("{subnet}.1/24"),
+            "dev",
+            "ksbr0",
+        ]);
+        sh(&["ip", "-n", a, "link", "set", "ksbr0", "up"]);
+        for (i, host) in members.iter().enumerate() {
+            let (ns, port) = (&segment.names[i + 1], format!("v{}", i + 1));
+            sh(&[
+                "ip", "-n", a, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ]);
+            sh(&["ip", "-n", a, "link", "set", &port, "master", "ksbr0", "up"]);
+            if let Some(host) = host {
+                let addr = format!("{subnet}.{host}/24");
+                sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", "eth0"]);
+            }
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        }
+        segment
+    }
+
+    pub fn name(&self, ns: usize) -> &str {
+        &self.names[ns]
+    }
+
+    /// A command run in member `ns`'s namespace.
+    pub fn exec(&self, ns: usize) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.names[ns]]);
+        cmd
+    }
+
+    /// Keeps a peer (an office DHCP server, a rogue one) until the drop.
+    pub fn keep(&mut self, child: Child) {
+        self.children.push(child);
+    }
+
+    /// Sets up `bed`'s config for this segment: the appliance at `.1` on
+    /// `ksbr0`, HTTP on 8080, and `dhcp` (the text after `mode: `).
+    pub fn configure(&self, bed: &Bed, dhcp: &str) {
+        let config = bed.config();
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text
+            .replace("address: 127.0.0.1", &format!("address: {}.1", self.subnet))
+            .replace("bind: 127.0.0.1", "bind: 0.0.0.0")
+            .replace("interfaces: []", "interfaces: [ksbr0]")
+            .replace("http_port: 0", "http_port: 8080")
+            .replace("mode: off", &format!("mode: {dhcp}"));
+        std::fs::write(&config, text).expect("write config");
+    }
+
+    /// Starts `kickstand serve` with `config` in the appliance's namespace
+    /// and waits until it answers HTTP.
+    pub fn serve(&mut self, config: &Path) {
+        let daemon = self
+            .exec(APPLIANCE)
+            .arg(env!("CARGO_BIN_EXE_kickstand"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&self.log).expect("log"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("kickstand serve in the namespace");
+        self.daemon = Some(daemon);
+        let up = eventually(Duration::from_secs(30), || {
+            self.get("/status").contains("Kickstand").then_some(())
+        });
+        assert!(up.is_some(), "kickstand did not start:\n{}", self.log());
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `curl` of `url` from member `ns`: the status and the body.
+    pub fn curl(&self, ns: usize, url: &str, extra: &[&str]) -> (u16, String) {
+        let out = self
+            .exec(ns)
+            .args(["curl", "-sS", "-m", "10", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// The appliance's HTTP URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}.1:8080{path}", self.subnet)
+    }
+
+    /// What the appliance answers at `path`, asked from its own namespace.
+    pub fn get(&self, path: &str) -> String {
+        self.curl(APPLIANCE, &self.url(path), &[]).1
+    }
+}
