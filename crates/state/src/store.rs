@@ -673,7 +673,8 @@ impl StateStore {
 
     // ---- discovered machines ---------------------------------------------
 
-    /// Takes a discovery report from a machine without a profile.
+    /// Takes a discovery report from a machine without a profile; its
+    /// facts are kept [cleaned](Facts::cleaned).
     pub fn report_discovered(
         &self,
         mac: Mac,
@@ -681,6 +682,7 @@ impl StateStore {
         facts: &Facts,
         now: SystemTime,
     ) -> Written<DiscoveryOutcome> {
+        let facts = &facts.cleaned();
         let bytes = serde_json::to_string(facts).map_or(usize::MAX, |s| s.len());
         if bytes > MAX_FACTS_BYTES {
             let outcome = DiscoveryOutcome::TooLarge {
