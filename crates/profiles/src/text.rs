@@ -42,21 +42,37 @@ pub struct Escaped<'a>(&'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(is_hazard) {
-            f.write_str(&rest[..at])?;
-            let c = rest[at..].chars().next().unwrap_or_default();
-            match c {
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                c if u32::from(c) < 0x100 => write!(f, "\\x{:02x}", u32::from(c))?,
-                c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
-            }
-            rest = &rest[at + c.len_utf8()..];
-        }
-        f.write_str(rest)
+        write_escaped(f, self.0)
     }
+}
+
+/// A writer that escapes what goes through it as [`escaped`] does: for
+/// text formatted in pieces (a log field), escaped without being built
+/// first.
+#[derive(Debug)]
+pub struct Escaping<W>(pub W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_escaped(&mut self.0, s)
+    }
+}
+
+fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    let mut rest = text;
+    while let Some(at) = rest.find(is_hazard) {
+        out.write_str(&rest[..at])?;
+        let c = rest[at..].chars().next().unwrap_or_default();
+        match c {
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            c if u32::from(c) < 0x100 => write!(out, "\\x{:02x}", u32::from(c))?,
+            c => write!(out, "\\u{{{:x}}}", u32::from(c))?,
+        }
+        rest = &rest[at + c.len_utf8()..];
+    }
+    out.write_str(rest)
 }
 
 /// `text` as it is kept: hazards dropped, surrounding space trimmed, at
@@ -87,6 +103,14 @@ mod tests {
             "Société Générale, 東京, \"x\" \\ ok"
         );
         assert!(!shown.chars().any(is_hazard));
+    }
+
+    #[test]
+    fn text_written_in_pieces_is_escaped_the_same() {
+        use std::fmt::Write as _;
+        let mut out = Escaping(String::new());
+        write!(out, "{}|{:?}", "a\u{1b}b", "\u{202e}").expect("a String takes it");
+        assert_eq!(out.0, "a\\x1bb|\"\\u{202e}\"");
     }
 
     #[test]
