@@ -109,8 +109,9 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
-    /// Make a discovered machine a host: writes a new profile file, which the
-    /// running daemon puts in force (needs the operator token).
+    /// Make a discovered machine a host: the running daemon writes a new
+    /// profile file, if the profiles load with it, and puts it in force
+    /// (needs the operator token).
     Adopt {
         mac: Mac,
         #[arg(long)]

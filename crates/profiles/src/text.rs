@@ -109,7 +109,8 @@ mod tests {
     fn text_written_in_pieces_is_escaped_the_same() {
         use std::fmt::Write as _;
         let mut out = Escaping(String::new());
-        write!(out, "{}|{:?}", "a\u{1b}b", "\u{202e}").expect("a String takes it");
+        let (plain, bidi) = ("a\u{1b}b", "\u{202e}");
+        write!(out, "{plain}|{bidi:?}").expect("a String takes it");
         assert_eq!(out.0, "a\\x1bb|\"\\u{202e}\"");
     }
 
