@@ -682,7 +682,6 @@ impl StateStore {
         facts: &Facts,
         now: SystemTime,
     ) -> Written<DiscoveryOutcome> {
-        let facts = &facts.cleaned();
         let bytes = serde_json::to_string(facts).map_or(usize::MAX, |s| s.len());
         if bytes > MAX_FACTS_BYTES {
             let outcome = DiscoveryOutcome::TooLarge {
@@ -691,6 +690,7 @@ impl StateStore {
             };
             return self.written(outcome, None);
         }
+        let facts = facts.cleaned();
         let limits = self.inner.config.discovery;
         let mut changes = Vec::new();
         let mut table = lock(&self.inner.discovered);
@@ -702,7 +702,7 @@ impl StateStore {
                 first_seen,
                 last_seen: now,
                 ip: Some(ip),
-                facts: facts.clone(),
+                facts,
                 appliance: self.inner.config.appliance.clone(),
             },
             &mut changes,
