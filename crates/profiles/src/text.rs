@@ -15,7 +15,7 @@ use std::fmt;
 
 /// Whether `c` must not reach a terminal, a log line or a stored fact as
 /// it is.
-pub fn is_hazard(c: char) -> bool {
+fn is_hazard(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -78,16 +78,12 @@ fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
 /// `text` as it is kept: hazards dropped, surrounding space trimmed, at
 /// most `max_chars` characters.
 pub fn cleaned(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars));
-    for c in text.chars().filter(|c| !is_hazard(*c)).take(max_chars) {
-        out.push(c);
-    }
-    let trimmed = out.trim();
-    if trimmed.len() == out.len() {
-        out
-    } else {
-        trimmed.to_owned()
-    }
+    let kept: String = text
+        .chars()
+        .filter(|c| !is_hazard(*c))
+        .take(max_chars)
+        .collect();
+    kept.trim().to_owned()
 }
 
 #[cfg(test)]
