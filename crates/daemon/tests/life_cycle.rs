@@ -660,11 +660,11 @@ fn over_tls_a_failure_reason_with_nul_and_escapes_is_stored_escaped() {
         .filter_map(|e| e["detail"]["reason"].as_str())
         .collect();
     assert_eq!(
-        reasons, ["disk\\u{0}gone\\u{1b}[31m on \u{fffd} sda"; 2],
+        reasons, ["disk\\x00gone\\x1b[31m on \u{fffd} sda"; 2],
         "the reason, escaped: {t}"
     );
     let diagnosis = t["diagnosis"].as_str().unwrap_or_default();
-    assert!(diagnosis.contains("disk\\u{0}gone"), "{diagnosis}");
+    assert!(diagnosis.contains("disk\\x00gone"), "{diagnosis}");
     assert!(
         !diagnosis.contains(['\0', '\u{1b}', '\u{2400}']),
         "{diagnosis:?}"
