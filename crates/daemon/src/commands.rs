@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use kickstand_profiles::Mac;
 use kickstand_profiles::model::Appliance;
+use kickstand_profiles::text::escaped;
 use kickstand_render::{BootAction, UnknownAction};
 use kickstand_state::{Backend, StateConfig, StateStore};
 
@@ -187,12 +188,17 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
             Some(n) => format!("{} ×{n}", e.kind),
             None => e.kind.clone(),
         };
+        // A detail's strings came from the network; serde_json escapes
+        // C0 controls but not DEL, C1 or bidi.
         println!(
             "  {}  {:<18} {:<10} {}",
-            e.time, kind, e.appliance, e.detail
+            e.time,
+            kind,
+            e.appliance,
+            escaped(&e.detail.to_string())
         );
     }
-    println!("diagnosis: {}", view.diagnosis);
+    println!("diagnosis: {}", escaped(&view.diagnosis));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -220,14 +226,13 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
         "MAC", "PRODUCT", "SERIAL", "IP", "UUID"
     );
     for d in &found {
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         println!(
             "{}  {:<22} {:<20} {:<16} {:<38} {}",
             d.mac,
-            show(&d.facts.product),
-            show(&d.facts.serial),
-            show(&d.ip),
-            show(&d.facts.uuid),
+            views::fact(&d.facts.product),
+            views::fact(&d.facts.serial),
+            d.ip.as_deref().unwrap_or("-"),
+            views::fact(&d.facts.uuid),
             d.last_seen
         );
     }

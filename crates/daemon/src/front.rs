@@ -112,10 +112,7 @@ impl Front for HttpFront {
     }
 
     async fn adopt(&self, mac: Mac, body: Bytes) -> Result<Reply, ApiError> {
-        let generation = self.live.current();
-        self.operator
-            .adopt_and_reload(&generation, mac, &body)
-            .await
+        self.operator.adopt(mac, &body).await
     }
 
     async fn forget(&self, mac: Option<Mac>) -> Result<Reply, ApiError> {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use kickstand_profiles::model::{Appliance, Postgres, UnknownPolicy};
 use kickstand_profiles::urls::UrlScheme;
-use kickstand_profiles::{Diagnostic, LoadError, Mac, Snapshot};
+use kickstand_profiles::{Diagnostic, Draft, LoadError, Mac, Snapshot};
 use kickstand_render::Site;
 use kickstand_repo::{RepoConfig, Upstream};
 use kickstand_state::Phase;
@@ -76,7 +76,18 @@ impl Generation {
     /// `http_port` replaces the configured port when the daemon bound port
     /// 0, so every URL handed out names the port actually in use.
     pub(crate) fn load(config: &Path, ports: Ports, id: u64) -> Result<Generation, LoadError> {
-        let generation = Generation::build(kickstand_profiles::load(config)?, id)?;
+        Generation::load_with(config, None, ports, id)
+    }
+
+    /// [`Generation::load`] with a profile file not yet written among
+    /// the set: what the daemon would serve once it is.
+    pub(crate) fn load_with(
+        config: &Path,
+        draft: Option<Draft<'_>>,
+        ports: Ports,
+        id: u64,
+    ) -> Result<Generation, LoadError> {
+        let generation = Generation::build(kickstand_profiles::load_with(config, draft)?, id)?;
         if ports == Ports::default() {
             return Ok(generation);
         }

@@ -127,22 +127,6 @@ fn log_phase(mac: Mac, transition: &str, outcome: Outcome) {
     }
 }
 
-/// What a LAN host reports (a failure's reason) made safe to store and
-/// show: control characters but newline and tab become `\u{…}` escapes,
-/// so no byte from the installer can end a log line, colour a terminal or
-/// fail a database write.
-pub(crate) fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.push_str(&c.escape_unicode().to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 pub(crate) fn stamp(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -150,17 +134,4 @@ pub(crate) fn stamp(t: SystemTime) -> String {
 /// How long ago, for tables: `3m 12s`.
 pub(crate) fn ago(secs: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_from_a_lan_host_are_escaped() {
-        assert_eq!(
-            escape_controls("disk\u{1b}[31m gone\0\nline two\tend"),
-            "disk\\u{1b}[31m gone\\u{0}\nline two\tend"
-        );
-    }
 }

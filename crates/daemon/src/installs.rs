@@ -15,6 +15,7 @@ use http_body_util::BodyExt as _;
 use kickstand_http::route::Report;
 use kickstand_http::{ApiError, Body};
 use kickstand_profiles::Mac;
+use kickstand_profiles::text::escaped;
 use kickstand_repo::RepoProxy;
 use kickstand_state::{EventKind, Facts, Nic, Outcome, StateStore, Transition};
 use serde_json::json;
@@ -22,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::booting::Discovering;
 use crate::generation::Generation;
-use crate::hosts::{self, Fetched, escape_controls, ip_text, render_error};
+use crate::hosts::{self, Fetched, ip_text, render_error};
 use crate::metrics::Metrics;
 
 /// The reason a `%onerror` sends is the tail of the installer's log:
@@ -102,9 +103,12 @@ impl Installs {
             return Err(ApiError::NoProfile(mac));
         };
         self.check_token(mac, token, peer)?;
-        let reason = escape_controls(
+        // Kept escaped: no byte from the installer can end a log line,
+        // colour a terminal or fail a database write.
+        let reason = escaped(
             String::from_utf8_lossy(&detail[detail.len().saturating_sub(MAX_REASON)..]).trim(),
-        );
+        )
+        .to_string();
         let (t, stage) = match report {
             Report::Installing => (Transition::PreCallback, "pre"),
             Report::Installed => (

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use kickstand_profiles::LoadError;
+use kickstand_profiles::{Draft, LoadError};
 use kickstand_repo::RepoProxy;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -91,33 +91,9 @@ impl Live {
     /// page. Blocking (reads files, renders every host); one at a time.
     pub(crate) fn reload(&self, trigger: Trigger) -> ReloadStatus {
         let _one_at_a_time = lock(&self.reloading);
-        let current = self.current();
-        let next =
-            Generation::load(&self.config, self.ports, current.id + 1).and_then(
-                |next| match current.restart_needed(&next) {
-                    problems if problems.is_empty() => Ok(next),
-                    problems => Err(LoadError(
-                        problems
-                            .into_iter()
-                            .map(|p| kickstand_profiles::Diagnostic::whole_file(&self.config, p))
-                            .collect(),
-                    )),
-                },
-            );
-        let status = match next {
+        let status = match self.next(None) {
             Ok(next) => {
-                self.repo.reconfigure(&next.repo, next.upstream.clone());
-                let s = next.snapshot();
-                info!(
-                    ?trigger,
-                    generation = next.id,
-                    hosts = s.hosts.len(),
-                    oses = s.oses.len(),
-                    files = s.files.len(),
-                    "profiles reloaded"
-                );
-                self.generation.store(Arc::new(next));
-                Metrics::named(&self.reloads, "ok");
+                self.put_in_force(next, trigger);
                 ReloadStatus::Loaded
             }
             Err(e) => {
@@ -138,6 +114,79 @@ impl Live {
         *lock(&self.reload) = status.clone();
         status
     }
+
+    /// Writes a new profile file and puts the profile set with it in force
+    /// — only if that set is valid: it is checked as a reload would check
+    /// it (the same load, the same generation) before the file exists, so
+    /// a file that would break the set is never written. Written aside and
+    /// renamed into place, so the watcher never reads half of it; an
+    /// existing file is never replaced. Blocking, like [`Live::reload`],
+    /// and one at a time with it.
+    pub(crate) fn add_profile(&self, path: &Path, text: &str) -> Result<(), NotAdded> {
+        let _one_at_a_time = lock(&self.reloading);
+        let next = self
+            .next(Some(Draft { path, text }))
+            .map_err(NotAdded::Invalid)?;
+        write_new(path, text).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => NotAdded::Exists,
+            _ => NotAdded::Write(e),
+        })?;
+        self.put_in_force(next, Trigger::Adopt);
+        *lock(&self.reload) = ReloadStatus::Loaded;
+        Ok(())
+    }
+
+    /// The generation the profiles on disk (with `draft` among them) make,
+    /// unless they are invalid or change what only a restart applies.
+    fn next(&self, draft: Option<Draft<'_>>) -> Result<Generation, LoadError> {
+        let current = self.current();
+        let next = Generation::load_with(&self.config, draft, self.ports, current.id + 1)?;
+        match current.restart_needed(&next) {
+            problems if problems.is_empty() => Ok(next),
+            problems => Err(LoadError(
+                problems
+                    .into_iter()
+                    .map(|p| kickstand_profiles::Diagnostic::whole_file(&self.config, p))
+                    .collect(),
+            )),
+        }
+    }
+
+    fn put_in_force(&self, next: Generation, trigger: Trigger) {
+        self.repo.reconfigure(&next.repo, next.upstream.clone());
+        let s = next.snapshot();
+        info!(
+            ?trigger,
+            generation = next.id,
+            hosts = s.hosts.len(),
+            oses = s.oses.len(),
+            files = s.files.len(),
+            "profiles reloaded"
+        );
+        self.generation.store(Arc::new(next));
+        Metrics::named(&self.reloads, "ok");
+    }
+}
+
+/// Why [`Live::add_profile`] wrote nothing.
+#[derive(Debug)]
+pub(crate) enum NotAdded {
+    /// The profile set would not load with the file: every problem.
+    Invalid(LoadError),
+    /// A file is at its path already.
+    Exists,
+    Write(std::io::Error),
+}
+
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".adopt").tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

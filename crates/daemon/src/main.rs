@@ -109,8 +109,9 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
-    /// Make a discovered machine a host: writes a new profile file, which the
-    /// running daemon puts in force (needs the operator token).
+    /// Make a discovered machine a host: the running daemon writes a new
+    /// profile file, if the profiles load with it, and puts it in force
+    /// (needs the operator token).
     Adopt {
         mac: Mac,
         #[arg(long)]
@@ -198,8 +199,28 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(ansi)
+        .fmt_fields(escaped_fields())
         .init();
     guard
+}
+
+/// Log fields as the default formatter writes them (`name=value`, the
+/// message bare), every value [escaped](kickstand_profiles::text::escaped):
+/// many carry what the network sent (a TFTP client's error text, a path,
+/// a fact), and a CR, LF, ESC or bidi override in one must not forge a
+/// line, drive the terminal of whoever reads the log, or reorder it.
+/// (The formatter's own guard escapes ESC and C1, not line breaks.)
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use kickstand_profiles::text::Escaping;
+    use std::fmt::Write as _;
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() != "message" {
+            write!(w, "{}=", field.name())?;
+        }
+        write!(Escaping(w), "{value:?}")
+    })
+    .delimited(" ")
 }
 
 /// Loads the profiles and builds their generation — exactly as `serve`

@@ -5,21 +5,20 @@
 //! at first start, 32 random bytes in a file only the daemon's user can
 //! read (mode 0600); the CLI reads the same file.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
 use kickstand_http::route::CacheOp;
 use kickstand_http::{ApiError, Reply};
-use kickstand_profiles::{Mac, parse};
+use kickstand_profiles::Mac;
 use kickstand_repo::RepoProxy;
-use kickstand_state::{Facts, Outcome, StateStore, Transition};
-use serde::Deserialize;
+use kickstand_state::{Outcome, StateStore, Transition};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -27,7 +26,7 @@ use tracing::info;
 use crate::cache;
 use crate::generation::Generation;
 use crate::hosts;
-use crate::live::{Live, ReloadStatus, Trigger};
+use crate::live::{Live, NotAdded};
 use base64::Engine as _;
 use subtle::ConstantTimeEq as _;
 
@@ -81,91 +80,31 @@ impl Operator {
         ))
     }
 
-    /// Adopts a discovered machine, then puts its profile in force now
-    /// rather than at the watcher's next look, so its next boot installs.
-    pub(crate) async fn adopt_and_reload(
-        &self,
-        generation: &Generation,
-        mac: Mac,
-        body: &[u8],
-    ) -> Result<Reply, ApiError> {
-        let adopted = self.adopt(generation, mac, body).await?;
-        let live = self.live.clone();
-        let status = tokio::task::spawn_blocking(move || live.reload(Trigger::Adopt))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        match status {
-            ReloadStatus::Loaded => Ok(Reply::Json(adopted)),
-            ReloadStatus::Rejected { errors } => Err(ApiError::Conflict(format!(
-                "the profile was written but the reload was rejected: {}",
-                errors.join("; ")
-            ))),
-        }
-    }
-
-    /// Writes a host profile for a discovered machine: a new file under the
-    /// profiles directory (never an operator's), in force once the reload
-    /// it triggers accepts it.
-    pub(crate) async fn adopt(
-        &self,
-        generation: &Generation,
-        mac: Mac,
-        body: &[u8],
-    ) -> Result<serde_json::Value, ApiError> {
+    /// Adopts a discovered machine: a host profile for it in a new file
+    /// beside the operator's (never in one of theirs), in force at once so
+    /// its next boot installs. The file is data the YAML serializer wrote
+    /// from the operator's request — nothing the machine reported goes in
+    /// it — and it is written only if the whole profile set loads with it,
+    /// checked as every reload is: a refused adoption leaves nothing on
+    /// disk.
+    pub(crate) async fn adopt(&self, mac: Mac, body: &[u8]) -> Result<Reply, ApiError> {
         let req: AdoptRequest = serde_json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!(
                 "adopt wants {{\"hostname\": …, \"group\": …, \"os\": …}}: {e}"
             ))
         })?;
-        let snapshot = generation.snapshot();
-        if snapshot.host(&mac).is_some() {
-            return Err(ApiError::Conflict(format!(
-                "{mac} already has a host profile"
-            )));
-        }
-        if !parse::valid_hostname(&req.hostname) {
-            return Err(ApiError::BadRequest(format!(
-                "`{}` is not a valid hostname",
-                req.hostname
-            )));
-        }
-        if let Some(taken) = snapshot.hosts.values().find(|h| h.hostname == req.hostname) {
-            return Err(ApiError::Conflict(format!(
-                "hostname `{}` is already {}'s",
-                req.hostname, taken.mac
-            )));
-        }
-        if let Some(os) = &req.os
-            && !snapshot.oses.contains_key(os)
-        {
-            return Err(ApiError::BadRequest(format!("OS `{os}` is not defined")));
-        }
-        if let Some(group) = &req.group
-            && !parse::is_name(group)
-        {
-            return Err(ApiError::BadRequest(format!(
-                "`{group}` is not a group name"
-            )));
-        }
-        let found = self.store.discovered().into_iter().find(|d| d.mac == mac);
         let path = adopted_path(self.live.config(), mac);
-        let text = adopted_profile(mac, &req, found.as_ref().map(|d| &d.facts));
-        let written = path.clone();
-        tokio::task::spawn_blocking(move || write_new(&written, &text))
+        let text = adopted_profile(mac, &req).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (live, file) = (self.live.clone(), path.clone());
+        tokio::task::spawn_blocking(move || live.add_profile(&file, &text))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => ApiError::Conflict(format!(
-                    "{} exists already; edit or remove it",
-                    path.display()
-                )),
-                _ => ApiError::Internal(format!("writing {}: {e}", path.display())),
-            })?;
+            .map_err(|e| not_adopted(mac, &path, e))?;
         info!(%mac, hostname = req.hostname, file = %path.display(), "adopted a discovered machine");
         self.store.forget_discovered(mac).value();
-        Ok(
+        Ok(Reply::Json(
             json!({"mac": mac.to_string(), "hostname": req.hostname, "file": path.display().to_string()}),
-        )
+        ))
     }
 
     /// Forgets one discovered machine (an operator does not want it), or
@@ -216,62 +155,67 @@ impl Operator {
 }
 
 /// `profiles/adopted/52-54-00-…yaml`, beside the operator's files.
-fn adopted_path(config: &std::path::Path, mac: Mac) -> PathBuf {
+fn adopted_path(config: &Path, mac: Mac) -> PathBuf {
     let dir = config
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+        .unwrap_or(Path::new("."));
     dir.join("adopted")
         .join(format!("{}.yaml", mac.to_string().replace(':', "-")))
 }
 
-fn write_new(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// What an operator is told when an adoption wrote nothing.
+fn not_adopted(mac: Mac, path: &Path, why: NotAdded) -> ApiError {
+    match why {
+        NotAdded::Invalid(e) => ApiError::Conflict(format!(
+            "{mac} was not adopted and nothing was written: the profiles would not load with {}: {}",
+            path.display(),
+            e.0.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        NotAdded::Exists => ApiError::Conflict(format!(
+            "{} exists already; edit or remove it",
+            path.display()
+        )),
+        NotAdded::Write(e) => ApiError::Internal(format!("writing {}: {e}", path.display())),
     }
-    // Written aside and linked in place: the watcher never sees half a file,
-    // and an existing file is never replaced.
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".adopt").tempfile_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
-fn yaml_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
+/// An adopted machine's profile file: a short header of Kickstand's own
+/// words, then the host as the YAML serializer writes it (every value
+/// quoted and escaped as YAML needs, whatever it holds).
+fn adopted_profile(mac: Mac, req: &AdoptRequest) -> Result<String, serde_saphyr::SerializeError> {
+    let host = AdoptedHost {
+        hostname: &req.hostname,
+        groups: req.group.as_deref().into_iter().collect(),
+        os: req.os.as_deref(),
+    };
+    let file = AdoptedFile {
+        hosts: BTreeMap::from([(mac.to_string(), host)]),
+    };
+    Ok(format!(
+        "# Adopted with `kickstand adopt` at {}.\n\
+         # Kickstand never rewrites this file: edit it as any other profile.\n{}",
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+        serde_saphyr::to_string(&file)?
+    ))
 }
 
-fn adopted_profile(mac: Mac, req: &AdoptRequest, facts: Option<&Facts>) -> String {
-    let mut text = format!(
-        "# Adopted with `kickstand adopt` at {}.\n",
-        humantime::format_rfc3339_seconds(SystemTime::now())
-    );
-    if let Some(f) = facts {
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-        text.push_str(&format!(
-            "# Reported: {} {}, serial {}, UUID {}, {} MiB.\n",
-            show(&f.manufacturer),
-            show(&f.product),
-            show(&f.serial),
-            show(&f.uuid),
-            show(&f.memsize)
-        ));
-    }
-    text.push_str("# Kickstand never rewrites this file: edit it as any other profile.\n");
-    text.push_str(&format!(
-        "hosts:\n  \"{mac}\":\n    hostname: {}\n",
-        yaml_string(&req.hostname)
-    ));
-    if let Some(group) = &req.group {
-        text.push_str(&format!("    groups: [{}]\n", yaml_string(group)));
-    }
-    if let Some(os) = &req.os {
-        text.push_str(&format!("    os: {}\n", yaml_string(os)));
-    }
-    text
+/// A profile file with one host, in the profile schema's shape.
+#[derive(Debug, Serialize)]
+struct AdoptedFile<'a> {
+    hosts: BTreeMap<String, AdoptedHost<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct AdoptedHost<'a> {
+    hostname: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    os: Option<&'a str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +282,26 @@ pub(crate) fn matches(token: &str, presented: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever an operator types, the file says exactly that and no more.
+    #[test]
+    fn an_adopted_profile_is_serialized_data() -> anyhow::Result<()> {
+        let mac: Mac = "52:54:00:10:00:01".parse()?;
+        let hostile = "x\"\ngroups:\n  zz: {match: {mac: [\"*\"]}}\n# \u{1b}[31m";
+        let req = AdoptRequest {
+            hostname: hostile.into(),
+            group: Some("compute".into()),
+            os: None,
+        };
+        let text = adopted_profile(mac, &req)?;
+        let read: serde_json::Value = serde_saphyr::from_str(&text)?;
+        assert_eq!(
+            read,
+            json!({"hosts": {"52:54:00:10:00:01": {"hostname": hostile, "groups": ["compute"]}}}),
+            "{text}"
+        );
+        Ok(())
+    }
 
     #[test]
     fn made_once_private_and_stable() -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use kickstand_profiles::Mac;
+use kickstand_profiles::text::escaped;
 use kickstand_state::{EventKind, StateStore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -71,7 +72,7 @@ impl InstallerLogs {
 
 /// One syslog datagram as a log line: the severity, then the message as
 /// the sender wrote it (timestamp, host, tag), without the `<PRI>` and with
-/// control characters made visible.
+/// control and bidi characters [escaped](escaped).
 pub(crate) fn line(datagram: &[u8]) -> String {
     let text = String::from_utf8_lossy(&datagram[..datagram.len().min(MAX_LINE)]);
     let text = text.trim_end_matches(['\n', '\r', '\0']);
@@ -84,11 +85,7 @@ pub(crate) fn line(datagram: &[u8]) -> String {
     };
     // RFC 5424 starts with its version, `1 `.
     let rest = rest.strip_prefix("1 ").unwrap_or(rest);
-    let clean: String = rest
-        .chars()
-        .map(|c| if c.is_control() { '·' } else { c })
-        .collect();
-    format!("{severity}: {clean}")
+    format!("{severity}: {}", escaped(rest))
 }
 
 const SEVERITIES: [&str; 8] = [
@@ -170,7 +167,7 @@ mod tests {
             line(b"<11>1 2026-12-02T01:02:03Z node07 anaconda 1234 - - disk sda not found"),
             "err: 2026-12-02T01:02:03Z node07 anaconda 1234 - - disk sda not found"
         );
-        assert_eq!(line(b"no priority\x1b[31m"), "notice: no priority·[31m");
+        assert_eq!(line(b"no priority\x1b[31m"), "notice: no priority\\x1b[31m");
         assert_eq!(line(b"<999999>x"), "notice: <999999>x");
         assert_eq!(line(&[0xff, 0xfe, b'\n']), "notice: \u{fffd}\u{fffd}");
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use kickstand_http::{ApiError, Reply};
 use kickstand_profiles::Mac;
+use kickstand_profiles::text::escaped;
 use kickstand_repo::RepoProxy;
 use kickstand_state::{Facts, Phase, StateStore};
 use serde::{Deserialize, Serialize};
@@ -253,7 +254,22 @@ impl Views {
                 row.hostname,
                 row.os,
                 row.phase.as_str(),
-                row.last_error.as_deref().unwrap_or("")
+                escaped(row.last_error.as_deref().unwrap_or(""))
+            );
+        }
+        let discovered = self.store.discovered();
+        if !discovered.is_empty() {
+            page.push_str("\ndiscovered (kickstand adopt <mac> --hostname <name>)\n");
+        }
+        for d in discovered {
+            let f = &d.facts;
+            let _ = writeln!(
+                page,
+                "  {}  {:<16} {:<30} serial {}",
+                d.mac,
+                d.ip.map_or("-".into(), ip_text),
+                format!("{} {}", fact(&f.manufacturer), fact(&f.product)),
+                fact(&f.serial),
             );
         }
         page
@@ -279,6 +295,14 @@ impl Views {
         }
         m.encode()
     }
+}
+
+/// A reported fact as a person reads it: escaped (a stranger wrote it),
+/// `-` where iPXE did not know it.
+pub(crate) fn fact(value: &Option<String>) -> String {
+    value
+        .as_deref()
+        .map_or_else(|| "-".into(), |v| escaped(v).to_string())
 }
 
 /// Every profiled host as `GET /api/hosts` and `kickstand hosts` show it.

@@ -12,7 +12,8 @@
 //! types the rest of the daemon reads, mirror URLs, the office proxy and
 //! the PostgreSQL connection (read as libpq reads one, `conninfo`) among
 //! them, so no other crate parses the config again. [`urls`] is the
-//! one place Kickstand's URLs are built and read back.
+//! one place Kickstand's URLs are built and read back; [`text`] the one
+//! rule for showing and keeping what strangers write.
 //!
 //! This crate reads the files it is pointed at and nothing else: no sockets,
 //! no watching, no rendering. The daemon decides when to load, builds its
@@ -25,12 +26,13 @@ mod load;
 mod mac;
 pub mod model;
 pub mod parse;
+pub mod text;
 pub mod urls;
 mod validate;
 mod wire;
 
 pub use diag::{Diagnostic, LoadError};
-pub use load::{SecretError, load, read_secret};
+pub use load::{Draft, SecretError, load, load_with, read_secret};
 pub use mac::{BadMac, Mac};
 pub use model::Snapshot;
 pub use validate::{DEFAULT_TFTP_ROOT, GRUB_TEMPLATE};

@@ -15,17 +15,41 @@ use crate::wire;
 /// and validates them into one snapshot. Every problem is reported at
 /// once, each with its file and, where it has one, line and column.
 pub fn load(config: &Path) -> Result<Snapshot, LoadError> {
+    load_with(config, None)
+}
+
+/// A profile file not written yet, loaded as if it were: a file Kickstand
+/// writes (an adopted machine's) is validated with the whole profile set,
+/// by the same code as every load, before it exists.
+#[derive(Debug, Clone, Copy)]
+pub struct Draft<'a> {
+    /// Where it will be written: a `.yaml` path under the config's directory.
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+/// [`load`], with `draft` among the profile files (in place of the file
+/// at its path, if there is one).
+pub fn load_with(config: &Path, draft: Option<Draft<'_>>) -> Result<Snapshot, LoadError> {
     let mut diags = Vec::new();
     let base = match config.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let appliance = parse::<wire::ApplianceFile>(config, &mut diags);
+    let appliance = parse::<wire::ApplianceFile>(config, None, &mut diags);
 
+    let mut paths = yaml_files(&base, config, &mut diags);
+    if let Some(d) = draft
+        && !paths.iter().any(|p| p == d.path)
+    {
+        paths.push(d.path.to_path_buf());
+        paths.sort();
+    }
     let mut docs = Vec::new();
     let mut files = vec![config.to_path_buf()];
-    for path in yaml_files(&base, config, &mut diags) {
-        if let Some(doc) = parse::<wire::ProfileFile>(&path, &mut diags) {
+    for path in paths {
+        let text = draft.filter(|d| d.path == path).map(|d| d.text);
+        if let Some(doc) = parse::<wire::ProfileFile>(&path, text, &mut diags) {
             docs.push((path.clone(), doc));
         }
         files.push(path);
@@ -127,15 +151,27 @@ pub fn read_secret(path: &Path) -> Result<String, SecretError> {
     Ok(secret.to_owned())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<T> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            diags.push(Diagnostic::whole_file(path, format!("cannot read: {e}")));
-            return None;
-        }
+/// The document at `path`, or `text` in its place when given.
+fn parse<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let read;
+    let text = match text {
+        Some(t) => t,
+        None => match std::fs::read_to_string(path) {
+            Ok(t) => {
+                read = t;
+                &read
+            }
+            Err(e) => {
+                diags.push(Diagnostic::whole_file(path, format!("cannot read: {e}")));
+                return None;
+            }
+        },
     };
-    match serde_saphyr::from_str::<T>(&text) {
+    match serde_saphyr::from_str::<T>(text) {
         Ok(v) => Some(v),
         Err(e) => {
             diags.push(Diagnostic::from_yaml(path, &e));

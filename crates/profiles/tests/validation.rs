@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kickstand_profiles::model::{Arch, BootLoader};
-use kickstand_profiles::{Diagnostic, LoadError, Mac, load};
+use kickstand_profiles::{Diagnostic, Draft, LoadError, Mac, load, load_with};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -237,6 +237,43 @@ fn duplicate_mac_across_files_and_spellings() {
         diags[0].message.contains("rack1.yaml"),
         "names the first place too: {}",
         diags[0]
+    );
+}
+
+/// A file not written yet is validated with the whole set, by the same
+/// code, and named in what is wrong with it; nothing is read from its path.
+#[test]
+fn a_draft_is_validated_with_the_set_before_it_exists() {
+    let copy = Copy::new();
+    let path = copy
+        .dir
+        .path()
+        .join("profiles/adopted/52-54-00-99-99-07.yaml");
+    let draft = |text| Draft { path: &path, text };
+    let good = "hosts:\n  \"52:54:00:99:99:07\":\n    hostname: node09\n";
+    let snapshot = load_with(&copy.config(), Some(draft(good))).expect("a good draft loads");
+    let mac: Mac = "52:54:00:99:99:07".parse().expect("mac");
+    assert_eq!(
+        snapshot.host(&mac).map(|h| h.hostname.as_str()),
+        Some("node09")
+    );
+    assert!(snapshot.files.contains(&path));
+    assert!(!path.exists(), "a draft is never written by loading it");
+
+    let clash = "hosts:\n  \"52:54:00:99:99:07\":\n    hostname: node01\n";
+    let Err(LoadError(diags)) = load_with(&copy.config(), Some(draft(clash))) else {
+        panic!("a hostname clash was accepted");
+    };
+    assert_one_at(&diags, &path, 3, "hostname `node01`");
+    let unknown =
+        "hosts:\n  \"52:54:00:99:99:07\":\n    hostname: node09\n    groups: [nosuchgroup]\n";
+    let Err(LoadError(diags)) = load_with(&copy.config(), Some(draft(unknown))) else {
+        panic!("an unknown group was accepted");
+    };
+    assert!(diags.iter().all(|d| d.file == path), "{diags:#?}");
+    assert!(
+        diags.iter().any(|d| d.message.contains("nosuchgroup")),
+        "{diags:#?}"
     );
 }
 

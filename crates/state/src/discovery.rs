@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use kickstand_profiles::Mac;
+use kickstand_profiles::{Mac, text};
 use serde::{Deserialize, Serialize};
 
 /// What iPXE's discovery script reports (its `${uuid}`, `${serial}`, …
@@ -34,6 +34,40 @@ pub struct Facts {
     /// MiB, as iPXE reports it.
     pub memsize: Option<String>,
     pub nics: Vec<Nic>,
+}
+
+impl Facts {
+    /// The facts as they are kept: a stranger wrote them, so every value
+    /// loses its control and bidi characters (see
+    /// [`kickstand_profiles::text`]) and is cut to 256 characters; a value
+    /// left empty is dropped.
+    pub fn cleaned(&self) -> Facts {
+        let keep = |v: &Option<String>| {
+            v.as_deref()
+                .map(|v| text::cleaned(v, MAX_FACT_CHARS))
+                .filter(|v| !v.is_empty())
+        };
+        Facts {
+            uuid: keep(&self.uuid),
+            serial: keep(&self.serial),
+            manufacturer: keep(&self.manufacturer),
+            product: keep(&self.product),
+            asset: keep(&self.asset),
+            platform: keep(&self.platform),
+            buildarch: keep(&self.buildarch),
+            memsize: keep(&self.memsize),
+            nics: self
+                .nics
+                .iter()
+                .map(|n| Nic {
+                    name: keep(&n.name),
+                    mac: keep(&n.mac),
+                    chip: keep(&n.chip),
+                    bus: keep(&n.bus),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One network interface as iPXE sees it (`${netX/mac}`, `${netX/chip}`, …).
@@ -246,6 +280,9 @@ impl Table {
 /// not iPXE talking.
 pub(crate) const MAX_FACTS_BYTES: usize = 16 * 1024;
 
+/// The longest fact kept: SMBIOS strings are at most 255 bytes, a UUID 36.
+pub(crate) const MAX_FACT_CHARS: usize = 256;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +344,29 @@ mod tests {
         );
         assert!(t.forget(machine(6, "10.0.0.4", 0).mac));
         assert_eq!(t.clear(), 1);
+    }
+
+    #[test]
+    fn facts_are_kept_without_hazards_and_bounded() {
+        let reported = Facts {
+            product: Some("Server\ngroups:\n  zz:\u{202e}".into()),
+            serial: Some("\u{1b}[31m\u{7}".into()),
+            asset: Some("x".repeat(10_000)),
+            nics: vec![Nic {
+                mac: Some("52:54:00:aa:00:01\r".into()),
+                ..Nic::default()
+            }],
+            ..Facts::default()
+        };
+        let kept = reported.cleaned();
+        assert_eq!(kept.product.as_deref(), Some("Servergroups:  zz:"));
+        assert_eq!(kept.serial.as_deref(), Some("[31m"));
+        assert_eq!(kept.asset.map(|a| a.len()), Some(MAX_FACT_CHARS));
+        assert_eq!(kept.nics[0].mac.as_deref(), Some("52:54:00:aa:00:01"));
+        let only_hazards = Facts {
+            serial: Some("\u{7}".into()),
+            ..Facts::default()
+        };
+        assert_eq!(only_hazards.cleaned().serial, None);
     }
 }

@@ -776,7 +776,8 @@ impl StateStore {
 
     // ---- discovered machines ---------------------------------------------
 
-    /// Takes a discovery report from a machine without a profile.
+    /// Takes a discovery report from a machine without a profile; its
+    /// facts are kept [cleaned](Facts::cleaned).
     pub fn report_discovered(
         &self,
         mac: Mac,
@@ -792,6 +793,7 @@ impl StateStore {
             };
             return self.written(outcome, None);
         }
+        let facts = facts.cleaned();
         let limits = self.inner.config.discovery;
         let mut changes = Vec::new();
         let mut table = lock(&self.inner.discovered);
@@ -803,7 +805,7 @@ impl StateStore {
                 first_seen,
                 last_seen: now,
                 ip: Some(ip),
-                facts: facts.clone(),
+                facts,
                 appliance: self.inner.config.appliance.clone(),
             },
             &mut changes,
