@@ -23,6 +23,6 @@ pub mod route;
 mod server;
 
 pub use error::{ApiError, Body};
-pub use front::{Front, Loader, Reply, RouteKind};
+pub use front::{Channel, Front, Loader, OperatorAct, Reply, RouteKind, token_id};
 pub use metrics::{Metrics, prometheus_text};
-pub use server::{ConnectionStats, Limits, handle, serve, serve_with};
+pub use server::{ConnectionStats, Limits, handle, serve, serve_tls, serve_with};
