@@ -212,3 +212,64 @@ fn token_id(token: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// On the wire: a `kickstand rearm` carries the operator token only inside
+/// TLS. tcpdump captures both ports on loopback; a request on plain HTTP in
+/// the same capture (the token reversed, refused) proves the capture would
+/// have seen plain text. Needs root (tests/run is).
+#[test]
+#[ignore = "peer: needs tcpdump and root; run by tests/run"]
+fn the_operator_token_never_crosses_in_plain_text() {
+    use std::io::BufRead as _;
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    install(&daemon);
+    let token = daemon.operator_token(&bed);
+    let port = |base: &str| base.rsplit(':').next().expect("port").to_owned();
+    let pcap = bed.path("lo.pcap");
+    let mut tcpdump = std::process::Command::new("tcpdump")
+        .args(["-i", "lo", "--immediate-mode", "-n", "-U", "-w"])
+        .arg(&pcap)
+        .arg(format!(
+            "tcp port {} or tcp port {}",
+            port(&daemon.base),
+            port(&daemon.https_base)
+        ))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tcpdump (tests/setup-peers installs it; capturing needs root)");
+    let mut stderr = std::io::BufReader::new(tcpdump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("tcpdump's first line");
+    assert!(line.contains("listening on lo"), "tcpdump: {line}");
+
+    let out = cli(&bed, &["rearm", "node01"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reversed: String = token.chars().rev().collect();
+    let refused = daemon.post_as(&format!("/api/hosts/{NODE01}/rearm"), Some(&reversed), "");
+    assert_eq!(refused.0, 403);
+
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let stopped = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(tcpdump.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    tcpdump.wait().expect("tcpdump exits");
+    let bytes = std::fs::read(&pcap).expect("the capture");
+    let count = |needle: &str| {
+        bytes
+            .windows(needle.len())
+            .filter(|w| *w == needle.as_bytes())
+            .count()
+    };
+    assert_eq!(
+        count(&reversed),
+        1,
+        "the capture saw the plain-HTTP request ({} bytes captured)",
+        bytes.len()
+    );
+    assert_eq!(count(&token), 0, "the operator token crossed in plain text");
+    assert_eq!(count("Bearer"), 1, "only the plain-HTTP request's header");
+}
