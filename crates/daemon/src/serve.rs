@@ -54,9 +54,15 @@ pub(crate) fn run(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Descriptors kept for everything but HTTP connections: the state
-/// database, TFTP transfers, DHCP and syslog sockets, upstream connections.
+/// Descriptors kept for everything but plain HTTP connections: the state
+/// database, TFTP transfers, DHCP and syslog sockets, upstream
+/// connections, the operator's HTTPS connections.
 const FD_HEADROOM: u64 = 1024;
+
+/// The HTTPS listener's caps, within [`FD_HEADROOM`]: a few operators'
+/// browsers and CLIs, not a rack's installers.
+const HTTPS_CONNECTIONS: usize = 64;
+const HTTPS_CONNECTIONS_PER_CLIENT: usize = 16;
 
 /// Raises the soft limit on open files to the hard limit (a rack booting at
 /// once opens many connections) and returns the limit in force.
@@ -238,7 +244,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         https,
         acceptor,
         front,
-        limits,
+        kickstand_http::Limits::new(HTTPS_CONNECTIONS, HTTPS_CONNECTIONS_PER_CLIENT),
         connections,
         shutdown.clone(),
     ));

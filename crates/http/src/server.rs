@@ -1,5 +1,8 @@
 //! The hyper server: one task per connection, every request routed, handed
-//! to the [`Front`] and its answer (or error) turned into a response.
+//! to the [`Front`] and its answer (or error) turned into a response. The
+//! same server runs on plain HTTP ([`serve_with`]) and on TLS
+//! ([`serve_tls`]); each request knows its [`Channel`], and operator routes
+//! are authorized with it and recorded for the audit log however they end.
 //!
 //! One LAN host cannot take the server down: connections are capped in
 //! total (below the file-descriptor limit, with room for cache files,
