@@ -1,9 +1,9 @@
 //! The commands besides `serve` and `cache`: `check` and `render` build the
 //! generation `serve` would; `hosts`, `timeline` and `discovered` read the
 //! host state store directly (so they work with the daemon stopped); the
-//! state-changing ones (`rearm`, `adopt`) go through the running daemon
-//! with the operator token, so every change is made — and recorded — in one
-//! place.
+//! state-changing ones (`rearm`, `adopt`) and `audit` go through the
+//! running daemon over HTTPS with the operator token, so every change is
+//! made — and recorded — in one place.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +19,8 @@ use kickstand_state::{Backend, StateConfig, StateStore};
 use crate::client::{self, Daemon};
 use crate::generation::{BootDecision, Generation};
 use crate::hosts::ago;
+use crate::operator::AuditRow;
+use crate::tls;
 use crate::views::{self, DiscoveredRow, HostRow, TimelineView};
 
 /// Opens the host state store the appliance config names.
@@ -336,6 +338,57 @@ pub(crate) fn adopt(
     println!(
         "{mac} is now {hostname}: wrote {}; its next network boot installs",
         answer["file"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kickstand audit`: the operator actions the running daemon recorded.
+pub(crate) fn audit(config: &Path) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut resp = Daemon::operator(generation.appliance())?.get("/api/audit")?;
+    if !resp.status().is_success() {
+        eprintln!("kickstand: {}", client::failure(resp));
+        return Ok(ExitCode::FAILURE);
+    }
+    let rows: Vec<AuditRow> = serde_json::from_str(&resp.body_mut().read_to_string()?)
+        .context("the daemon's audit log")?;
+    if rows.is_empty() {
+        println!("no operator actions recorded yet");
+    }
+    for r in &rows {
+        println!(
+            "{}  {:<15}  token {:<8}  {:<12}  {:<17}  {}",
+            r.time,
+            r.peer,
+            r.token_id.as_deref().unwrap_or("-"),
+            r.action,
+            if r.target.is_empty() { "-" } else { &r.target },
+            escaped(&r.result)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kickstand fingerprint`: the HTTPS certificate's SHA-256 fingerprint.
+pub(crate) fn fingerprint(config: &Path) -> anyhow::Result<ExitCode> {
+    let Some(generation) = crate::load_or_report(config) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let appliance = generation.appliance();
+    let cert = tls::cert_file(appliance);
+    let fingerprint = tls::fingerprint_of(&cert).with_context(|| {
+        format!(
+            "{} is made when `kickstand serve` first starts",
+            cert.display()
+        )
+    })?;
+    println!("{fingerprint}");
+    eprintln!(
+        "SHA-256 of {}; the operator's channel is {}",
+        cert.display(),
+        generation.https_url()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use kickstand_http::route::{CacheOp, Report};
-use kickstand_http::{ApiError, Body, Front, Loader, Reply, RouteKind};
+use kickstand_http::{ApiError, Body, Channel, Front, Loader, OperatorAct, Reply, RouteKind};
 use kickstand_profiles::Mac;
 use serde::Serialize;
 
@@ -74,8 +74,21 @@ impl Front for HttpFront {
             .map(Reply::Json)
     }
 
-    fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError> {
-        self.operator.authorize(&self.live.current(), presented)
+    fn authorize_operator(
+        &self,
+        presented: Option<&str>,
+        channel: Channel,
+    ) -> Result<(), ApiError> {
+        self.operator
+            .authorize(&self.live.current(), presented, channel)
+    }
+
+    fn record_operator(&self, act: OperatorAct) {
+        self.operator.record(act);
+    }
+
+    async fn audit(&self) -> Result<Reply, ApiError> {
+        json(&self.operator.audit().await?)
     }
 
     async fn rearm(&self, mac: Mac, peer: SocketAddr) -> Result<Reply, ApiError> {

@@ -68,6 +68,7 @@ pub(crate) struct Generation {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Ports {
     pub(crate) http: Option<u16>,
+    pub(crate) https: Option<u16>,
     pub(crate) syslog: Option<u16>,
 }
 
@@ -102,6 +103,7 @@ impl Generation {
         let mut snapshot = self.site.snapshot;
         let server = &mut snapshot.appliance.server;
         server.http_port = ports.http.unwrap_or(server.http_port);
+        server.https_port = ports.https.unwrap_or(server.https_port);
         server.syslog_port = ports.syslog.unwrap_or(server.syslog_port);
         let mut generation = Generation::build(snapshot, self.id)?;
         generation.configured = configured;
@@ -136,6 +138,7 @@ impl Generation {
         Ok(Generation {
             configured: Ports {
                 http: Some(appliance.server.http_port),
+                https: Some(appliance.server.https_port),
                 syslog: Some(appliance.server.syslog_port),
             },
             id,
@@ -157,6 +160,16 @@ impl Generation {
 
     pub(crate) fn urls(&self) -> &UrlScheme {
         self.site.urls()
+    }
+
+    /// Where an operator reaches the status page with its actions, the
+    /// operator API and the CLI's channel.
+    pub(crate) fn https_url(&self) -> String {
+        let server = &self.appliance().server;
+        match server.https_port {
+            443 => format!("https://{}/", server.address),
+            port => format!("https://{}:{port}/", server.address),
+        }
     }
 
     /// `os/<os>/<path>` read back: the mirror and repo path of one of the
@@ -219,6 +232,21 @@ impl Generation {
                 "server.http_port",
                 self.configured.http.unwrap_or_default().to_string(),
                 next.configured.http.unwrap_or_default().to_string(),
+            ),
+            (
+                "server.https_port",
+                self.configured.https.unwrap_or_default().to_string(),
+                next.configured.https.unwrap_or_default().to_string(),
+            ),
+            (
+                "server.tls_cert",
+                format!("{:?}", old.server.tls.as_ref().map(|t| &t.cert)),
+                format!("{:?}", new.server.tls.as_ref().map(|t| &t.cert)),
+            ),
+            (
+                "server.tls_key",
+                format!("{:?}", old.server.tls.as_ref().map(|t| &t.key)),
+                format!("{:?}", new.server.tls.as_ref().map(|t| &t.key)),
             ),
             (
                 "server.syslog_port",

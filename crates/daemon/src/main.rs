@@ -29,6 +29,7 @@ mod operator;
 mod reload;
 mod serve;
 mod syslog;
+mod tls;
 mod views;
 
 use std::path::PathBuf;
@@ -121,6 +122,14 @@ enum Command {
         #[arg(long)]
         os: Option<String>,
     },
+    /// Operator actions, newest first: when, from which address, which
+    /// token (an id, never the token), what, and how it ended (needs the
+    /// operator token; asks the running daemon).
+    Audit,
+    /// The SHA-256 fingerprint of the HTTPS certificate: compare it with
+    /// what a browser shows before you trust the page, or give it to a
+    /// CLI elsewhere as KICKSTAND_FINGERPRINT.
+    Fingerprint,
     /// Warm, inspect or verify the repo cache of the running daemon.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -156,6 +165,8 @@ fn main() -> ExitCode {
             group,
             os,
         } => commands::adopt(config, *mac, hostname, group.as_deref(), os.as_deref()),
+        Command::Audit => commands::audit(config),
+        Command::Fingerprint => commands::fingerprint(config),
         Command::Cache(command) => cache::run(config, command),
     };
     match result {

@@ -1,9 +1,12 @@
 //! What only the operator may do, and how the daemon knows it is the
 //! operator: re-arm a host, adopt a discovered machine (a new profile
 //! file, put in force at once), warm and verify the cache. Every such
-//! request presents the operator token as `Authorization: Bearer …`: made
-//! at first start, 32 random bytes in a file only the daemon's user can
-//! read (mode 0600); the CLI reads the same file.
+//! request comes over HTTPS and presents the operator token as
+//! `Authorization: Bearer …`: made at first start, 32 random bytes in a
+//! file only the daemon's user can read (mode 0600); the CLI reads the
+//! same file. Plain HTTP takes no operator token at all: anyone on the
+//! rack LAN could read it there. Every action asked for, done or refused,
+//! goes to the audit log.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -14,14 +17,14 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use kickstand_http::route::CacheOp;
-use kickstand_http::{ApiError, Reply};
+use kickstand_http::{ApiError, Channel, OperatorAct, Reply};
 use kickstand_profiles::Mac;
 use kickstand_repo::RepoProxy;
-use kickstand_state::{Outcome, StateStore, Transition};
+use kickstand_state::{AuditEntry, OperatorAction, Outcome, Stamp, StateStore, Transition};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cache;
 use crate::generation::Generation;
@@ -46,7 +49,14 @@ impl Operator {
         &self,
         generation: &Generation,
         presented: Option<&str>,
+        channel: Channel,
     ) -> Result<(), ApiError> {
+        if channel == Channel::Http {
+            return Err(ApiError::Forbidden(format!(
+                "operator actions need HTTPS: {} (plain HTTP is for installers; anyone on the LAN can read it); `kickstand` uses it for you",
+                generation.https_url()
+            )));
+        }
         match presented {
             Some(p) if matches(&self.token, p) => Ok(()),
             _ => Err(ApiError::Forbidden(format!(
@@ -54,6 +64,37 @@ impl Operator {
                 generation.appliance().state.operator_token_file.display()
             ))),
         }
+    }
+
+    /// Puts an operator action in the audit log (and the log): queued, never
+    /// waited for.
+    pub(crate) fn record(&self, act: OperatorAct) {
+        match &act.error {
+            None => {
+                info!(action = act.action, target = act.target, operator = %act.peer, token_id = act.token_id, "audit: done")
+            }
+            Some(error) => {
+                warn!(action = act.action, target = act.target, from = %act.peer, token_id = act.token_id, error, "audit: refused or failed")
+            }
+        }
+        let action = OperatorAction {
+            peer: act.peer,
+            token_id: act.token_id,
+            action: act.action.to_owned(),
+            target: act.target,
+            error: act.error,
+        };
+        let _ = self.store.record_audit(action, SystemTime::now());
+    }
+
+    /// The newest rows of the audit log, newest first.
+    pub(crate) async fn audit(&self) -> Result<Vec<AuditRow>, ApiError> {
+        let entries = self
+            .store
+            .audit(AUDIT_SHOWN)
+            .await
+            .map_err(hosts::state_error)?;
+        Ok(entries.into_iter().map(AuditRow::from).collect())
     }
 
     /// An operator sends a host back to the installer: a new build token
@@ -150,6 +191,37 @@ impl Operator {
                     cache::warm_plan(generation.snapshot(), target).map_err(ApiError::NotFound)?;
                 Ok(cache::lines(cache::warm(repo, plan, &self.tasks)))
             }
+        }
+    }
+}
+
+/// Audit rows an operator is shown (the store keeps more).
+const AUDIT_SHOWN: u64 = 500;
+
+/// One row of `GET /api/audit` and `kickstand audit`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AuditRow {
+    pub(crate) time: String,
+    pub(crate) appliance: String,
+    pub(crate) peer: String,
+    /// The first 8 hex digits of the SHA-256 of the token presented.
+    pub(crate) token_id: Option<String>,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    /// `ok`, or the error the request got.
+    pub(crate) result: String,
+}
+
+impl From<AuditEntry> for AuditRow {
+    fn from(e: AuditEntry) -> AuditRow {
+        AuditRow {
+            time: Stamp(e.time).to_string(),
+            appliance: e.appliance,
+            peer: e.action.peer.to_string(),
+            token_id: e.action.token_id,
+            action: e.action.action,
+            target: e.action.target,
+            result: e.action.error.unwrap_or_else(|| "ok".to_owned()),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::operator::Operator;
 use crate::syslog::InstallerLogs;
 use crate::views::{Shared, Views};
-use crate::{boot, client, commands, operator, reload, syslog};
+use crate::{boot, client, commands, operator, reload, syslog, tls};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(15);
@@ -54,9 +54,15 @@ pub(crate) fn run(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Descriptors kept for everything but HTTP connections: the state
-/// database, TFTP transfers, DHCP and syslog sockets, upstream connections.
+/// Descriptors kept for everything but plain HTTP connections: the state
+/// database, TFTP transfers, DHCP and syslog sockets, upstream
+/// connections, the operator's HTTPS connections.
 const FD_HEADROOM: u64 = 1024;
+
+/// The HTTPS listener's caps, within [`FD_HEADROOM`]: a few operators'
+/// browsers and CLIs, not a rack's installers.
+const HTTPS_CONNECTIONS: usize = 64;
+const HTTPS_CONNECTIONS_PER_CLIENT: usize = 16;
 
 /// Raises the soft limit on open files to the hard limit (a rack booting at
 /// once opens many connections) and returns the limit in force.
@@ -94,6 +100,10 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     let http = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("binding HTTP on {http_addr}"))?;
+    let https_addr = SocketAddr::new(server.bind, server.https_port);
+    let https = TcpListener::bind(https_addr)
+        .await
+        .with_context(|| format!("binding HTTPS on {https_addr}"))?;
     let syslog_addr = SocketAddr::new(server.bind, server.syslog_port);
     let syslog = std::net::UdpSocket::bind(syslog_addr)
         .with_context(|| format!("binding the installer-log receiver on UDP {syslog_addr}"))?;
@@ -101,6 +111,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     // ports the kernel chose.
     let ports = Ports {
         http: (server.http_port == 0).then_some(http.local_addr()?.port()),
+        https: (server.https_port == 0).then_some(https.local_addr()?.port()),
         syslog: (server.syslog_port == 0).then_some(syslog.local_addr()?.port()),
     };
     let generation = if ports == Ports::default() {
@@ -113,6 +124,10 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
 
     let store = commands::open_store(&appliance).await?;
     let operator_token = operator::load_or_create(&appliance.state.operator_token_file)?;
+    let identity = tls::load_or_create(&appliance)?;
+    let fingerprint = identity.fingerprint();
+    let certificate = identity.cert_file.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
     let tasks = TaskTracker::new();
     let repo = RepoProxy::open(&generation.repo, generation.upstream.clone(), tasks.clone())
         .context("opening the repo cache")?;
@@ -168,6 +183,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             logs: logs.clone(),
             rogues,
             withholdings: booting.withholdings.clone(),
+            fingerprint,
             status_doc: Shared::default(),
             metrics_doc: Shared::default(),
         }),
@@ -183,12 +199,17 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     let shutdown = CancellationToken::new();
 
     // For the CLI: where this daemon listens (the port, when it was 0).
-    let address_file = client::address_file(&appliance);
-    let listening = SocketAddr::new(client::local(server.bind), http.local_addr()?.port());
-    let written = std::fs::create_dir_all(&appliance.state_dir)
-        .and_then(|()| std::fs::write(&address_file, format!("{listening}\n")));
-    if let Err(e) = written {
-        warn!(file = %address_file.display(), error = %e, "cannot record the HTTP address for the CLI");
+    let address_files = [
+        (client::address_file(&appliance), http.local_addr()?),
+        (client::https_address_file(&appliance), https.local_addr()?),
+    ];
+    for (file, bound) in &address_files {
+        let listening = SocketAddr::new(client::local(server.bind), bound.port());
+        let written = std::fs::create_dir_all(&appliance.state_dir)
+            .and_then(|()| std::fs::write(file, format!("{listening}\n")));
+        if let Err(e) = written {
+            warn!(file = %file.display(), error = %e, "cannot record a listening address for the CLI");
+        }
     }
     info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
     let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
@@ -208,8 +229,23 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     );
     tasks.spawn(kickstand_http::serve_with(
         http,
-        front,
+        front.clone(),
         limits,
+        connections.clone(),
+        shutdown.clone(),
+    ));
+    info!(
+        addr = %https.local_addr()?,
+        url = %live.current().https_url(),
+        %fingerprint,
+        certificate = %certificate.display(),
+        "https listening (the operator's channel)"
+    );
+    tasks.spawn(kickstand_http::serve_tls(
+        https,
+        acceptor,
+        front,
+        kickstand_http::Limits::new(HTTPS_CONNECTIONS, HTTPS_CONNECTIONS_PER_CLIENT),
         connections,
         shutdown.clone(),
     ));
@@ -268,7 +304,9 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         warn!(error = %e, "could not write the last changes to the state database");
     }
     let _ = tokio::task::spawn_blocking(move || receiver.join()).await;
-    let _ = std::fs::remove_file(&address_file);
+    for (file, _) in &address_files {
+        let _ = std::fs::remove_file(file);
+    }
     info!("stopped");
     Ok(())
 }

@@ -37,6 +37,9 @@ pub(crate) struct Views {
     pub(crate) logs: InstallerLogs,
     pub(crate) rogues: Arc<Rogues>,
     pub(crate) withholdings: Arc<crate::booting::Withholdings>,
+    /// The HTTPS certificate's, shown beside the operator's URL so it can
+    /// be compared with what a browser is shown.
+    pub(crate) fingerprint: crate::tls::Fingerprint,
     /// The last status document, shared by every viewer for a moment.
     pub(crate) status_doc: Shared,
     /// The last metrics exposition, shared by scrapes that overlap.
@@ -175,6 +178,8 @@ impl Views {
             "appliance": {
                 "address": appliance.server.address.to_string(),
                 "base_url": generation.urls().base(),
+                "https_url": generation.https_url(),
+                "fingerprint": self.fingerprint.to_string(),
                 "dhcp_mode": appliance.dhcp.mode.as_str(),
                 "unknown": appliance.dhcp.unknown.as_str(),
                 "interfaces": appliance.server.interfaces,
@@ -208,6 +213,12 @@ impl Views {
         let snap = generation.snapshot();
         let mut page = String::from("Kickstand\n=========\n\n");
         let _ = writeln!(page, "serving at   {}", generation.urls().base());
+        let _ = writeln!(
+            page,
+            "operator at  {} (certificate SHA-256 {})",
+            generation.https_url(),
+            self.fingerprint
+        );
         let _ = writeln!(page, "dhcp mode    {}", snap.appliance.dhcp.mode.as_str());
         let _ = writeln!(
             page,

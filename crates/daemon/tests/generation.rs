@@ -121,6 +121,7 @@ fn a_reload_that_needs_a_restart_is_refused_and_says_so() {
         ("dir: ../var/cache", "dir: ../var/cache2", "cache.dir"),
         ("state: ../var/state", "state: ../var/state2", "paths.state"),
         ("http_port: 0", "http_port: 8089", "server.http_port"),
+        ("https_port: 0", "https_port: 8449", "server.https_port"),
         ("bind: 127.0.0.1", "bind: 0.0.0.0", "server.bind"),
         // The state store is opened once with these.
         (

@@ -128,7 +128,7 @@ fn installed_hosts_boot_their_disk_until_rearmed() {
         "a build token is no operator token"
     );
     let operator = daemon.operator_token(&bed);
-    assert_eq!(daemon.post_as(&rearm, Some(&operator), "").0, 200);
+    assert_eq!(daemon.https("POST", &rearm, Some(&operator)).0, 200);
     let (_, script) = daemon.get(&format!("/boot/{NODE01}.ipxe"));
     assert!(script.contains("kernel "), "re-armed:\n{script}");
     let fresh = support::token_in(&script).expect("a new token");

@@ -55,7 +55,8 @@ fn kinds(timeline: &serde_json::Value) -> Vec<String> {
 
 /// Every installer route × {no token, a wrong one, another host's, the
 /// right one, from a second address, expired}; every operator route ×
-/// {none, wrong, a build token, the operator's}.
+/// {none, wrong, a build token, the operator's over plain HTTP, the
+/// operator's over HTTPS}.
 #[test]
 fn every_route_checks_its_token() {
     let bed = Bed::new();
@@ -133,15 +134,25 @@ fn every_route_checks_its_token() {
     for path in &operator_routes {
         for bearer in [None, Some("wrong"), Some(theirs.as_str())] {
             assert_eq!(
-                daemon.post_as(path, bearer, "").0,
+                daemon.https("POST", path, bearer).0,
                 403,
                 "{path} with {bearer:?}"
             );
         }
+        // The operator's own token, on plain HTTP.
+        assert_eq!(
+            daemon.post_as(path, Some(&operator), "").0,
+            403,
+            "{path} over plain HTTP"
+        );
     }
     assert_eq!(
         daemon
-            .post_as(&format!("/api/hosts/{NODE01}/rearm"), Some(&operator), "")
+            .https(
+                "POST",
+                &format!("/api/hosts/{NODE01}/rearm"),
+                Some(&operator)
+            )
             .0,
         200
     );
@@ -594,8 +605,12 @@ fn two_appliances_share_one_postgresql() {
     // And the other way: B re-arms, A installs it again.
     let operator_b = b.operator_token(&bed_b);
     assert_eq!(
-        b.post_as(&format!("/api/hosts/{NODE01}/rearm"), Some(&operator_b), "")
-            .0,
+        b.https(
+            "POST",
+            &format!("/api/hosts/{NODE01}/rearm"),
+            Some(&operator_b)
+        )
+        .0,
         200
     );
     propagated("the rearm through B in force at A", || {

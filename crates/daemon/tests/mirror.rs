@@ -309,6 +309,7 @@ server:
   bind: 127.0.0.1
   interfaces: []
   http_port: {http_port}
+  https_port: 0
   tftp_port: {tftp_port}
   syslog_port: 0
 dhcp:

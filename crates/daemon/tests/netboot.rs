@@ -32,6 +32,8 @@ const BED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/beds/netboot
 const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates");
 /// Kickstand's address on the bed's bridge, and its HTTP port there.
 const APPLIANCE: &str = "http://10.77.0.1:8080";
+/// The operator's channel: HTTPS, its certificate the one the daemon made.
+const OPERATOR: &str = "https://10.77.0.1:8443";
 /// The mirror directory (inside the bed's mirror) holding the stand-in.
 const TREE: &str = "standin/9/BaseOS/x86_64/os";
 
@@ -297,6 +299,7 @@ impl Bed {
   bind: 0.0.0.0
   interfaces: [ksbr0]
   http_port: 8080
+  https_port: 8443
   tftp_port: 69
 dhcp:
   mode: proxy
@@ -529,16 +532,20 @@ os:
         }
     }
 
-    /// A POST from inside the namespace with the operator token.
+    /// A POST from inside the namespace with the operator token, over
+    /// HTTPS to the certificate the daemon made (and no other).
     fn operator_post(&self, path: &str, body: &str) -> (u16, String) {
         let token = self.read("state/operator.token");
+        let cert = self.path("state/https.crt");
         let out = Command::new("ip")
             .args([
                 "netns", "exec", &self.ns, "curl", "-sS", "-m", "10", "-X", "POST",
             ])
+            .arg("--cacert")
+            .arg(&cert)
             .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
             .args(["-H", "Content-Type: application/json", "--data", body])
-            .args(["-w", "\n%{http_code}", &format!("{APPLIANCE}{path}")])
+            .args(["-w", "\n%{http_code}", &format!("{OPERATOR}{path}")])
             .stdin(Stdio::null())
             .output()
             .expect("run curl in the bed's namespace");

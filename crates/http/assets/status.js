@@ -1,7 +1,10 @@
 // Kickstand's status page. One request every POLL_MS for the whole rack
 // (/api/status), however many hosts there are; the page is rebuilt from
 // that document, never per host. Operator actions send the operator token
-// the user typed (kept for this tab only) as `Authorization: Bearer`.
+// the user typed (kept for this tab only) as `Authorization: Bearer`, and
+// only over HTTPS: the appliance refuses the token on plain HTTP, where
+// anyone on the rack LAN could read it, so a page loaded over HTTP is
+// read-only and links to the HTTPS one.
 "use strict";
 
 const POLL_MS = 2000;
@@ -11,7 +14,9 @@ let selected = null;
 
 const PHASE_ORDER = ["failed", "installing", "booting", "rearmed", "discovered", "new", "installed"];
 
-function token() { return sessionStorage.getItem("kickstand-operator-token") || ""; }
+const SECURE = location.protocol === "https:";
+
+function token() { return SECURE ? sessionStorage.getItem("kickstand-operator-token") || "" : ""; }
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -101,7 +106,8 @@ function renderHosts() {
     el("td", { class: h.last_error ? "error" : "" }, h.last_error || h.diagnosis || ""),
     el("td", {}, (h.phase === "installed" || h.phase === "failed")
       ? el("button", {
-          disabled: !canAct, title: canAct ? "send it back to the installer" : "needs the operator token",
+          disabled: !canAct,
+          title: canAct ? "send it back to the installer" : SECURE ? "needs the operator token" : "operator actions need HTTPS",
           onclick: (ev) => { ev.stopPropagation(); if (confirm("Re-arm " + h.hostname + "? Its next network boot reinstalls it.")) action("POST", "/api/hosts/" + h.mac + "/rearm"); },
         }, "re-arm")
       : ""),
@@ -154,6 +160,30 @@ function renderCards() {
   ]);
 }
 
+function renderChannel() {
+  if (SECURE) return;
+  const a = state.appliance, link = document.getElementById("https-link");
+  link.href = a.https_url;
+  link.textContent = a.https_url;
+  link.title = "its certificate's SHA-256 fingerprint: " + a.fingerprint;
+}
+
+async function renderAudit() {
+  const panel = document.getElementById("audit");
+  panel.hidden = token() === "";
+  if (panel.hidden) return;
+  const resp = await fetch("/api/audit", { headers: { "Authorization": "Bearer " + token() }, cache: "no-store" });
+  const body = panel.querySelector("tbody");
+  if (!resp.ok) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "error" }, await resp.text())));
+    return;
+  }
+  body.replaceChildren(...(await resp.json()).map(r => el("tr", { "data-action": r.action },
+    el("td", {}, r.time), el("td", {}, r.peer), el("td", { class: "mono" }, r.token_id || "–"),
+    el("td", {}, r.action), el("td", { class: "mono" }, r.target),
+    el("td", { class: r.result === "ok" ? "" : "error" }, r.result))));
+}
+
 function renderWarnings() {
   const w = [];
   for (const e of state.profiles.errors) w.push(el("div", { class: "warning bad" }, "Profile edit rejected (the last good profiles are in force): " + e));
@@ -187,7 +217,8 @@ async function poll() {
   try {
     const resp = await fetch("/api/status", { cache: "no-store" });
     state = await resp.json();
-    renderCards(); renderWarnings(); renderHosts(); renderDiscovered();
+    renderCards(); renderChannel(); renderWarnings(); renderHosts(); renderDiscovered();
+    await renderAudit();
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   } catch (e) {
@@ -209,6 +240,7 @@ document.addEventListener("DOMContentLoaded", () => {
     poll();
   });
   document.getElementById("mode").textContent = token() ? "operator" : "read-only";
+  document.getElementById(SECURE ? "operator" : "use-https").hidden = false;
   poll();
   setInterval(poll, POLL_MS);
 });

@@ -3,7 +3,7 @@
 //! sees one generation from start to end; this crate never holds the live
 //! state itself.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -56,6 +56,42 @@ impl std::fmt::Debug for Reply {
             Reply::JsonLines(_) => f.write_str("JsonLines(..)"),
         }
     }
+}
+
+/// Which listener a request came in on. Only HTTPS carries the operator
+/// token: on plain HTTP anyone on the rack LAN can read it off the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Installers, firmware and iPXE (which cannot be assumed to do TLS),
+    /// and the read-only views.
+    Http,
+    /// The operator's channel: everything HTTP serves, and operator routes.
+    Https,
+}
+
+/// An operator route as it was asked for and how it ended: one row of
+/// the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorAct {
+    pub peer: IpAddr,
+    /// An id of the token presented ([`token_id`]), never the token;
+    /// `None` when none came.
+    pub token_id: Option<String>,
+    /// `rearm`, `adopt`, `forget`, `cache-warm`, `cache-verify`.
+    pub action: &'static str,
+    pub target: String,
+    /// `None`: done (a cache operation: started); the error it got otherwise.
+    pub error: Option<String>,
+}
+
+/// The first 8 hex digits of the token's SHA-256: enough to tell which
+/// token did what, useless for presenting it.
+pub fn token_id(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The route a request took, for counting (`/metrics`) — never a path an
@@ -136,9 +172,17 @@ pub trait Front: Send + Sync + 'static {
         peer: SocketAddr,
     ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
-    /// Whether `presented` is the operator token; operator routes are
-    /// called only after this said yes.
-    fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError>;
+    /// Whether `presented`, on `channel`, is the operator's; operator
+    /// routes are called only after this said yes.
+    fn authorize_operator(&self, presented: Option<&str>, channel: Channel)
+    -> Result<(), ApiError>;
+
+    /// An operator action was asked for (and done, or refused): for the
+    /// audit log. Never waits for the disk.
+    fn record_operator(&self, act: OperatorAct);
+
+    /// `GET /api/audit` (operator): the newest operator actions.
+    fn audit(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
     /// `POST /api/hosts/<mac>/rearm` (operator).
     fn rearm(

@@ -10,7 +10,8 @@
 //! this crate holds no live state and depends on no other protocol crate;
 //! [`ApiError`] is the one error type and its one mapping to a response;
 //! [`serve`] runs hyper on a listener it is given until the shutdown token
-//! fires, then drains.
+//! fires, then drains; [`serve_tls`] does the same over TLS, the operator's
+//! [`Channel`].
 //!
 //! An unknown MAC never gets a kickstart: that rule is the daemon's boot
 //! decision, and this crate only carries its answer.
@@ -23,6 +24,6 @@ pub mod route;
 mod server;
 
 pub use error::{ApiError, Body};
-pub use front::{Front, Loader, Reply, RouteKind};
+pub use front::{Channel, Front, Loader, OperatorAct, Reply, RouteKind, token_id};
 pub use metrics::{Metrics, prometheus_text};
-pub use server::{ConnectionStats, Limits, handle, serve, serve_with};
+pub use server::{ConnectionStats, Limits, handle, serve, serve_tls, serve_with};

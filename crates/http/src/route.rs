@@ -55,6 +55,9 @@ pub enum Route<'a> {
     Status,
     Metrics,
     Cache(CacheOp<'a>),
+    /// `/api/audit`: the operator's audit log (operator only: it names
+    /// who did what from where).
+    Audit,
     Refused(Refusal),
 }
 
@@ -78,7 +81,9 @@ impl Route<'_> {
             Route::Loader(_) | Route::OsFile { .. } => RouteKind::Loader,
             Route::Kickstart(_) => RouteKind::Kickstart,
             Route::Report(..) => RouteKind::Report,
-            Route::Rearm(_) | Route::Adopt(_) | Route::Forget(_) => RouteKind::Operator,
+            Route::Rearm(_) | Route::Adopt(_) | Route::Forget(_) | Route::Audit => {
+                RouteKind::Operator
+            }
             Route::Hosts | Route::Timeline(_) | Route::InstallerLog(_) | Route::Discovered => {
                 RouteKind::Hosts
             }
@@ -97,9 +102,24 @@ impl Route<'_> {
             Route::Rearm(_)
             | Route::Adopt(_)
             | Route::Forget(_)
+            | Route::Audit
             | Route::Cache(CacheOp::Warm(_) | CacheOp::Verify) => Access::Operator,
             _ => Access::Open,
         }
+    }
+
+    /// The operator action this route is, for the audit log: its name and
+    /// target. `None` for every other route (reading the log included).
+    pub fn audited(&self) -> Option<(&'static str, String)> {
+        Some(match self {
+            Route::Rearm(mac) => ("rearm", mac.to_string()),
+            Route::Adopt(mac) => ("adopt", mac.to_string()),
+            Route::Forget(Some(mac)) => ("forget", mac.to_string()),
+            Route::Forget(None) => ("forget", "every discovered machine".to_owned()),
+            Route::Cache(CacheOp::Warm(target)) => ("cache-warm", (*target).to_owned()),
+            Route::Cache(CacheOp::Verify) => ("cache-verify", String::new()),
+            _ => return None,
+        })
     }
 }
 
@@ -176,6 +196,7 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
         }
         ["api", "hosts"] => read.then_some(Hosts),
         ["api", "status"] => read.then_some(StatusJson),
+        ["api", "audit"] => read.then_some(Audit),
         ["static", file] => read.then_some(Asset(file)),
         ["api", "discovered"] => read.then_some(Discovered),
         ["api", "cache/stats"] => read.then_some(Cache(CacheOp::Stats)),
@@ -419,6 +440,7 @@ mod tests {
                 Access::Open,
             ),
             (&get, true, "/api/hosts", Route::Hosts, Access::Open),
+            (&get, true, "/api/audit", Route::Audit, Access::Operator),
             (
                 &get,
                 true,

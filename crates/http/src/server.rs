@@ -1,5 +1,8 @@
 //! The hyper server: one task per connection, every request routed, handed
-//! to the [`Front`] and its answer (or error) turned into a response.
+//! to the [`Front`] and its answer (or error) turned into a response. The
+//! same server runs on plain HTTP ([`serve_with`]) and on TLS
+//! ([`serve_tls`]); each request knows its [`Channel`], and operator routes
+//! are authorized with it and recorded for the audit log however they end.
 //!
 //! One LAN host cannot take the server down: connections are capped in
 //! total (below the file-descriptor limit, with room for cache files,
@@ -24,13 +27,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::assets;
 use crate::error::{self, ApiError, Body};
-use crate::front::{Front, Loader, Reply, RouteKind, lines_body};
-use crate::route::{Access, Route, route, serves_mirror_bytes, token};
+use crate::front::{Channel, Front, Loader, OperatorAct, Reply, RouteKind, lines_body, token_id};
+use crate::route::{Access, Refusal, Route, route, serves_mirror_bytes, token};
 
 /// How long in-flight requests may run after shutdown starts.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -39,21 +43,24 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// are small; anything larger is refused before it is buffered.
 const MAX_BODY: usize = 16 * 1024;
 
-/// Answers one request.
+/// Answers one request that came over plain HTTP.
 pub async fn handle<F, B>(front: &F, req: Request<B>, peer: SocketAddr) -> Response<Body>
 where
     F: Front,
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    handle_paced(front, req, peer, None).await
+    handle_paced(front, req, peer, Channel::Http, None).await
 }
 
-/// Answers one request, the views paced per address by `pacer`.
+/// Answers one request that came in on `channel`, the views paced per
+/// address by `pacer`. An operator action is recorded for the audit log
+/// whatever its answer, refusals included.
 async fn handle_paced<F, B>(
     front: &F,
     req: Request<B>,
     peer: SocketAddr,
+    channel: Channel,
     pacer: Option<&Pacer>,
 ) -> Response<Body>
 where
@@ -79,9 +86,27 @@ where
         }
         _ => Ok(()),
     };
-    let mut response = match paced.and_then(|()| authorize(front, &route, &req)) {
-        Err(e) => e.into_response(),
-        Ok(()) => dispatch(front, route, req, peer).await,
+    let mut response = match (paced, route.audited()) {
+        (Err(e), _) => e.into_response(),
+        (Ok(()), Some((action, target))) => {
+            let token_id = bearer(&req).map(token_id);
+            let result = match authorize(front, &route, &req, channel) {
+                Ok(()) => operator(front, route, req, peer).await,
+                Err(e) => Err(e),
+            };
+            front.record_operator(OperatorAct {
+                peer: peer.ip(),
+                token_id,
+                action,
+                target,
+                error: result.as_ref().err().map(ToString::to_string),
+            });
+            reply(result)
+        }
+        (Ok(()), None) => match authorize(front, &route, &req, channel) {
+            Err(e) => e.into_response(),
+            Ok(()) => dispatch(front, route, req, peer).await,
+        },
     };
     if serves_mirror_bytes(&path) {
         never_a_page(response.headers_mut());
@@ -108,18 +133,47 @@ fn never_a_page(headers: &mut header::HeaderMap) {
     );
 }
 
-fn authorize<F: Front, B>(front: &F, route: &Route<'_>, req: &Request<B>) -> Result<(), ApiError> {
+/// The token in `Authorization: Bearer …`, if any.
+fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn authorize<F: Front, B>(
+    front: &F,
+    route: &Route<'_>,
+    req: &Request<B>,
+    channel: Channel,
+) -> Result<(), ApiError> {
     match route.access() {
         Access::Open | Access::Build => Ok(()),
-        Access::Operator => {
-            let bearer = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            front.authorize_operator(bearer)
-        }
+        Access::Operator => front.authorize_operator(bearer(req), channel),
+    }
+}
+
+/// The routes that change state or start downloads (and the cache
+/// statistics that share their module), answered before they become a
+/// response so the audit log gets their error as text.
+async fn operator<F, B>(
+    front: &F,
+    route: Route<'_>,
+    req: Request<B>,
+    peer: SocketAddr,
+) -> Result<Reply, ApiError>
+where
+    F: Front,
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match route {
+        Route::Rearm(mac) => front.rearm(mac, peer).await,
+        Route::Forget(mac) => front.forget(mac).await,
+        Route::Adopt(mac) => front.adopt(mac, body(req).await?).await,
+        Route::Cache(op) => front.cache(op).await,
+        _ => Err(Refusal::NotFound.into()),
     }
 }
 
@@ -151,7 +205,6 @@ where
             ),
             Err(e) => e.into_response(),
         },
-        Route::Rearm(mac) => reply(front.rearm(mac, peer).await),
         Route::Hosts => reply(front.hosts().await),
         Route::Timeline(mac) => reply(front.timeline(mac).await),
         Route::InstallerLog(mac) => reply(front.installer_log(mac).await),
@@ -161,11 +214,6 @@ where
                 .discovery_report(mac, query.as_deref().unwrap_or_default(), peer)
                 .await,
         ),
-        Route::Forget(mac) => reply(front.forget(mac).await),
-        Route::Adopt(mac) => match body(req).await {
-            Ok(body) => reply(front.adopt(mac, body).await),
-            Err(e) => e.into_response(),
-        },
         Route::OsFile { os, path } => {
             let (parts, _) = req.into_parts();
             front
@@ -178,7 +226,10 @@ where
                 .repo(mirror, path, Request::from_parts(parts, ()), peer)
                 .await
         }
-        Route::Cache(op) => reply(front.cache(op).await),
+        Route::Rearm(_) | Route::Forget(_) | Route::Adopt(_) | Route::Cache(_) => {
+            reply(operator(front, route, req, peer).await)
+        }
+        Route::Audit => reply(front.audit().await),
         Route::Status => reply(front.status().await),
         Route::StatusJson => reply(front.status_json().await),
         Route::Page => error::with_type(
@@ -557,6 +608,30 @@ pub async fn serve_with<F: Front>(
     stats: Arc<ConnectionStats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    listen(listener, None, front, limits, stats, shutdown).await
+}
+
+/// As [`serve_with`], over TLS: the operator's channel. A client gets
+/// [`Limits::header_timeout`] for its handshake as for a request head.
+pub async fn serve_tls<F: Front>(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    front: Arc<F>,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    listen(listener, Some(tls), front, limits, stats, shutdown).await
+}
+
+async fn listen<F: Front>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    front: Arc<F>,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let pacer = Arc::new(Pacer::new(stats.clone()));
     let gate = Arc::new(Gate {
@@ -564,6 +639,11 @@ pub async fn serve_with<F: Front>(
         table: Mutex::default(),
         stats,
     });
+    let channel = if tls.is_some() {
+        Channel::Https
+    } else {
+        Channel::Http
+    };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -609,16 +689,31 @@ pub async fn serve_with<F: Front>(
         let (front, pacer) = (front.clone(), pacer.clone());
         let service = service_fn(move |req: Request<Incoming>| {
             let (front, pacer) = (front.clone(), pacer.clone());
-            async move { Ok::<_, Infallible>(handle_paced(&*front, req, peer, Some(&pacer)).await) }
+            async move {
+                Ok::<_, Infallible>(handle_paced(&*front, req, peer, channel, Some(&pacer)).await)
+            }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
-            if let Err(e) = conn.await {
+            let ended = match tls {
+                None => connection(stream, service, limits, watcher).await,
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(stream, service, limits, watcher).await,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "https: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "https: no TLS handshake in time");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 debug!(%peer, error = %e, "http connection ended with an error");
             }
         });
@@ -631,6 +726,25 @@ pub async fn serve_with<F: Front>(
         warn!("http: connections still open after the drain deadline; closing them");
     }
     Ok(())
+}
+
+/// One HTTP/1.1 connection over `io`, closed gracefully at shutdown.
+async fn connection<I, S>(
+    io: I,
+    service: S,
+    limits: Limits,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> hyper::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body> + Send + 'static,
+    S::Future: Send,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    watcher.watch(conn).await
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use kickstand_http::route::{CacheOp, Report};
-use kickstand_http::{ApiError, Body, Front, Loader, Reply, RouteKind, serve};
+use kickstand_http::{
+    ApiError, Body, Channel, Front, Loader, OperatorAct, Reply, RouteKind, serve, token_id,
+};
 use kickstand_profiles::Mac;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,7 @@ struct Fixed {
     loader_dir: Option<tempfile::TempDir>,
     asked: Mutex<Vec<String>>,
     observed: Mutex<Vec<(RouteKind, u16)>>,
+    acts: Mutex<Vec<OperatorAct>>,
     /// Lines the warm stream sends; it waits for `go` between them.
     go: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>>>,
 }
@@ -80,11 +83,24 @@ impl Front for Fixed {
         Ok(Reply::Json(serde_json::json!({"mac": mac.to_string()})))
     }
 
-    fn authorize_operator(&self, presented: Option<&str>) -> Result<(), ApiError> {
+    fn authorize_operator(
+        &self,
+        presented: Option<&str>,
+        channel: Channel,
+    ) -> Result<(), ApiError> {
+        assert_eq!(channel, Channel::Http, "serve() is plain HTTP");
         match presented {
             Some("operator-secret") => Ok(()),
             _ => Err(ApiError::Forbidden("operator token needed".into())),
         }
+    }
+
+    fn record_operator(&self, act: OperatorAct) {
+        self.acts.lock().unwrap().push(act);
+    }
+
+    async fn audit(&self) -> Result<Reply, ApiError> {
+        Ok(Reply::Json(serde_json::json!([])))
     }
 
     async fn rearm(&self, mac: Mac, _peer: SocketAddr) -> Result<Reply, ApiError> {
@@ -402,6 +418,14 @@ fn post(
         .unwrap()
 }
 
+fn get_as(path: &str, bearer: &str) -> Request<http_body_util::Full<Bytes>> {
+    Request::get(path)
+        .header("host", "kickstand")
+        .header("authorization", format!("Bearer {bearer}"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap()
+}
+
 /// Operator routes are called only with the operator token; installer
 /// routes get the build token from the query and never look at a bearer.
 #[tokio::test]
@@ -474,4 +498,36 @@ async fn operator_routes_need_the_operator_token_and_build_tokens_come_from_the_
             "discovery 52:54:00:10:00:03 uuid=u-1&serial=S%201",
         ]
     );
+    // Every operator action is recorded with who asked, refusals too; the
+    // token shows only as its id; a read of the log is no action.
+    assert_eq!(
+        send_full(addr, get_as("/api/audit", "operator-secret"))
+            .await
+            .0,
+        200
+    );
+    let acts = front.acts.lock().unwrap().clone();
+    let seen: Vec<(&str, Option<String>, bool)> = acts
+        .iter()
+        .map(|a| (a.action, a.token_id.clone(), a.error.is_none()))
+        .collect();
+    let id = |t: &str| Some(token_id(t));
+    assert_eq!(
+        seen,
+        [
+            ("rearm", None, false),
+            ("rearm", id("wrong"), false),
+            ("rearm", None, false),
+            ("rearm", id("operator-secret"), true),
+            ("adopt", None, false),
+            ("adopt", id("operator-secret"), true),
+            ("cache-verify", id("t0k"), false),
+            ("cache-warm", id("t0k"), false),
+        ]
+    );
+    assert_eq!(acts[0].target, "52:54:00:10:00:01");
+    assert_eq!(acts[7].target, "centos-stream-9");
+    assert_eq!(acts[0].peer.to_string(), "127.0.0.1");
+    assert_eq!(acts[0].error.as_deref(), Some("operator token needed"));
+    assert_eq!(token_id("operator-secret").len(), 8);
 }

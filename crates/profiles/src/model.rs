@@ -201,6 +201,19 @@ pub struct Server {
     /// Cap on open HTTP connections from one address, so one host cannot
     /// take every descriptor; a rack's installers open a handful each.
     pub max_connections_per_client: usize,
+    /// The operator's channel: the same front over HTTPS, the only one
+    /// that accepts the operator token.
+    pub https_port: u16,
+    /// A configured certificate and key; `None`: the self-signed pair the
+    /// daemon makes in the state directory at first start.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for the HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,14 @@ pub(crate) struct Server {
     pub max_connections: Option<S<u64>>,
     /// Open HTTP connections from one client address.
     pub max_connections_per_client: Option<S<u64>>,
+    /// The HTTPS listener: the operator's channel (status page actions,
+    /// operator API, CLI); installers stay on `http_port`.
+    pub https_port: Option<S<u16>>,
+    /// A PEM certificate (chain) for HTTPS instead of the self-signed one
+    /// made at first start; needs `tls_key`.
+    pub tls_cert: Option<S<String>>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -601,3 +601,51 @@ fn line_of(file: &Path, needle: &str) -> u64 {
         .expect("line") as u64
         + 1
 }
+
+#[test]
+fn https_settings_are_checked_where_they_are_written() {
+    let copy = Copy::new();
+    let config = copy.config();
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let at = |edited: &str, key: &str| {
+        edited
+            .lines()
+            .position(|l| l.trim_start().starts_with(key))
+            .expect("line") as u64
+            + 1
+    };
+    let edited = text.replacen("https_port: 8443", "https_port: 8080", 1);
+    assert_ne!(edited, text, "the shipped config has an https_port line");
+    std::fs::write(&config, &edited).expect("write config");
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        at(&edited, "https_port:"),
+        "server.https_port 8080 is server.http_port too",
+    );
+    let edited = text.replacen(
+        "https_port: 8443\n",
+        "https_port: 8443\n  tls_cert: site.crt\n",
+        1,
+    );
+    std::fs::write(&config, &edited).expect("write config");
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        at(&edited, "tls_cert:"),
+        "server.tls_cert needs server.tls_key too",
+    );
+    std::fs::write(
+        &config,
+        text.replacen(
+            "https_port: 8443\n",
+            "https_port: 8443\n  tls_cert: site.crt\n  tls_key: site.key\n",
+            1,
+        ),
+    )
+    .expect("write config");
+    let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let tls = snap.appliance.server.tls.expect("configured");
+    assert!(tls.cert.ends_with("site.crt") && tls.key.ends_with("site.key"));
+    assert_eq!(snap.appliance.server.https_port, 8443);
+}

@@ -64,6 +64,7 @@
 //! why. A password, from the URL or the file, is never in a log line, an
 //! error or `Debug` output.
 
+pub mod audit;
 mod book;
 pub mod claim;
 mod clock;
@@ -85,6 +86,7 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use audit::{AUDIT_KEPT, AuditEntry, OperatorAction};
 pub use claim::{Binding, Claimed, Withheld};
 pub use clock::{Span, Stamp};
 pub use diagnosis::{Diagnosis, diagnose};

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use kickstand_profiles::Mac;
 
 use crate::StateError;
+use crate::audit::{AuditEntry, OperatorAction};
 use crate::clock::{self, to_ms};
 use crate::db::{Row, Tx, Value, params};
 use crate::discovery::Discovered;
@@ -238,6 +239,34 @@ pub(crate) async fn timeline(
         .collect::<Result<Vec<_>, _>>()?;
     events.reverse();
     Ok(events)
+}
+
+/// The newest `limit` rows of the audit log, newest first.
+pub(crate) async fn audit(tx: &mut Tx<'_>, limit: u64) -> Result<Vec<AuditEntry>, StateError> {
+    tx.query(
+        "SELECT id, time, appliance, peer, token_id, action, target, error \
+         FROM audit ORDER BY id DESC LIMIT $1",
+        params![limit],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(AuditEntry {
+            id: r.int(0)?,
+            time: clock::from_ms(r.int(1)?),
+            appliance: r.text(2)?.to_owned(),
+            action: OperatorAction {
+                peer: r
+                    .parsed(3)?
+                    .ok_or_else(|| StateError::Corrupt("audit row without an address".into()))?,
+                token_id: r.opt_text(4)?.map(str::to_owned),
+                action: r.text(5)?.to_owned(),
+                target: r.text(6)?.to_owned(),
+                error: r.opt_text(7)?.map(str::to_owned),
+            },
+        })
+    })
+    .collect()
 }
 
 pub(crate) async fn discovered(tx: &mut Tx<'_>) -> Result<Vec<Discovered>, StateError> {

@@ -71,6 +71,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         ('token-rejected', 'dhcp-ignored', 'transition-refused');
     CREATE INDEX events_mac_class ON events (mac, class, id);
     CREATE INDEX events_class ON events (class, id)",
+    // 4: the operator's audit log.
+    "CREATE TABLE audit (
+        id {serial},
+        time BIGINT NOT NULL,
+        appliance TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        token_id TEXT,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        error TEXT
+    )",
 ];
 
 /// Brings the database to `target` (normally `MIGRATIONS.len()`).

@@ -14,6 +14,7 @@ use kickstand_profiles::Mac;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{AuditEntry, OperatorAction};
 use crate::book::Book;
 use crate::claim::{Binding, Claimed, Withheld};
 use crate::db::connect::Connector;
@@ -772,6 +773,25 @@ impl StateStore {
         self.written((), seq).await?;
         rx.await
             .map_err(|_| StateError::Task("the prune was not answered".into()))
+    }
+
+    // ---- the operator's audit log ----------------------------------------
+
+    /// Records an operator action in the audit log. A refused one may be
+    /// shed under a flood (anyone can cause those); a done one is not.
+    pub fn record_audit(&self, action: OperatorAction, now: SystemTime) -> Written<()> {
+        let seq = self.push(Job::Audit { action, time: now });
+        self.written((), seq)
+    }
+
+    /// The newest `limit` audit rows, newest first, from the database
+    /// (after everything queued so far is written).
+    pub async fn audit(&self, limit: u64) -> Result<Vec<AuditEntry>, StateError> {
+        self.flush().await?;
+        let mut tx = self.inner.reader.begin_read().await?;
+        let entries = rows::audit(&mut tx, limit).await?;
+        tx.commit().await?;
+        Ok(entries)
     }
 
     // ---- discovered machines ---------------------------------------------

@@ -42,7 +42,7 @@ use crate::discovery;
 use crate::event::{Class, EventKind};
 use crate::host::{Host, Pulled};
 use crate::op::{self, HostOp};
-use crate::{StateConfig, StateError, rows};
+use crate::{OperatorAction, StateConfig, StateError, rows};
 
 /// Changes in one transaction at most.
 const MAX_BATCH: usize = 4096;
@@ -79,6 +79,11 @@ pub(crate) enum Job {
     },
     Discovered(discovery::Change),
     ClearDiscovered,
+    /// An operator action for the audit log, stamped `time`.
+    Audit {
+        action: OperatorAction,
+        time: SystemTime,
+    },
     /// Prune the whole timeline by age and totals; the count removed.
     Prune {
         now: SystemTime,
@@ -104,7 +109,12 @@ impl Job {
 
     /// Whether the job may be shed when the queue is full.
     fn sheddable(&self) -> bool {
-        matches!(self, Job::Event { kind, .. } if kind.class() != Class::LifeCycle)
+        match self {
+            Job::Event { kind, .. } => kind.class() != Class::LifeCycle,
+            // Anyone can be refused at will; what an operator did is kept.
+            Job::Audit { action, .. } => action.error.is_some(),
+            _ => false,
+        }
     }
 }
 
@@ -521,6 +531,22 @@ impl Writer {
                     tx.execute("DELETE FROM discovered", params![]).await?;
                     touched.discovered = true;
                 }
+                Job::Audit { action, time } => {
+                    tx.execute(
+                        "INSERT INTO audit (time, appliance, peer, token_id, action, target, error) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        params![
+                            to_ms(*time),
+                            self.config.appliance.clone(),
+                            action.peer.to_string(),
+                            action.token_id.clone(),
+                            action.action.clone(),
+                            action.target.clone(),
+                            action.error.clone()
+                        ],
+                    )
+                    .await?;
+                }
                 Job::Prune { now, .. } => pruned += self.prune(&mut tx, *now).await?,
                 _ => {}
             }
@@ -763,6 +789,12 @@ impl Writer {
         if removed > 0 {
             self.counts.clear();
         }
+        tx.execute(
+            "DELETE FROM audit WHERE id <= \
+             (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET $1)",
+            params![crate::AUDIT_KEPT],
+        )
+        .await?;
         Ok(removed)
     }
 

@@ -204,6 +204,11 @@ for _ in $(seq 30); do console_has "Kickstand ready at http://$addr/" && break; 
 check "console banner: ready, at http://$addr/" console_has "Kickstand ready at http://$addr/"
 check "console banner: ProxyDHCP running" console_has "ProxyDHCP     running on"
 check "console banner: office proxy flagged as not set" console_has "office proxy  NOT SET"
+check "console banner: the operator's HTTPS address" console_has "operator      https://$addr/"
+# The fingerprint on the console is the certificate's the appliance serves.
+banner_fp=$(tr -d '\r' <"$work/boot1.log" | awk '/certificate   SHA-256/ { a = $3; getline; print a $1; exit }')
+served_fp=$(in_ns sh -c "openssl s_client -connect $addr:443 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256" | sed 's/.*=//')
+check "console banner: the HTTPS certificate's fingerprint ($served_fp)" test -n "$served_fp" -a "$banner_fp" = "$served_fp"
 
 conf=$(on_appliance cat /etc/kickstand/kickstand.yaml)
 iface=$(on_appliance "ip -4 -o addr show | awk '/ $addr\\//{print \$2}'")

@@ -3,12 +3,17 @@
 Playwright for Python (chromium.py: executable_path points at
 /usr/bin/chromium, no browser download). Used by crates/daemon/tests/status_page.rs.
 
-Usage: status_page.py BASE_URL SCREENSHOT.png CHECKS.json
+Usage: status_page.py HTTPS_BASE_URL SCREENSHOT.png CHECKS.json
 CHECKS.json:
   {"hosts": N, "rows": {"<mac>": "<phase>", ...},
    "change": {"mac": "<mac>", "phase": "<phase after>", "then": "<file the test
               touches when the page shows its first state>"},
-   "operator_token": "..." (optional: checks that actions appear)}
+   "certificate": "<the appliance's PEM certificate: Chromium trusts its key>",
+   "plain_base": "http://..." (optional: the page there is read-only and
+                 links to HTTPS),
+   "operator_token": "..." (optional: checks that actions appear),
+   "rearm": "<mac>" (optional, with the token: re-arms it from the page and
+            finds the action in the audit panel)}
 Prints one JSON line of what it measured (load time, polls) on success;
 exits non-zero with the reason otherwise.
 """
@@ -32,7 +37,17 @@ def fail(msg):
 
 with sync_playwright() as p:
     # No network but the appliance's: the page must need nothing else.
-    browser = chromium.launch(p)
+    browser = chromium.launch(p, [chromium.trust_spki(checks["certificate"])])
+    if "plain_base" in checks:
+        # Over plain HTTP: the rack, read-only, and the way to HTTPS.
+        plain = browser.new_page()
+        plain.goto(checks["plain_base"] + "/")
+        plain.wait_for_function(
+            "document.getElementById('https-link').textContent.startsWith('https://')",
+            timeout=30000)
+        if plain.locator("#operator").is_visible():
+            fail("the operator token form shows over plain HTTP")
+        plain.close()
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     outside = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
@@ -71,6 +86,16 @@ with sync_playwright() as p:
         page.wait_for_function("document.getElementById('mode').textContent === 'operator'")
         page.wait_for_function(
             "[...document.querySelectorAll('#hosts button')].some(b => !b.disabled)", timeout=10000)
+        if "rearm" in checks:
+            mac = checks["rearm"]
+            page.on("dialog", lambda d: d.accept())
+            page.click(f"#hosts tbody tr[data-mac='{mac}'] button")
+            page.wait_for_function(
+                f"document.querySelector(\"#hosts tbody tr[data-mac='{mac}']\")"
+                f"?.dataset.phase === 'rearmed'", timeout=10000)
+            page.wait_for_function(
+                f"[...document.querySelectorAll('#audit tbody tr[data-action=rearm]')]"
+                f".some(r => r.textContent.includes('{mac}'))", timeout=10000)
     # Sorting by phase puts failed hosts first.
     page.click("#hosts th[data-key='hostname']")
     page.click("#hosts th[data-key='phase']")

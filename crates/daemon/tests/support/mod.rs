@@ -36,6 +36,11 @@ impl Bed {
         }
         let bed = Bed { dir };
         bed.edit("profiles/kickstand.yaml", "http_port: 8080", "http_port: 0");
+        bed.edit(
+            "profiles/kickstand.yaml",
+            "https_port: 8443",
+            "https_port: 0",
+        );
         bed.edit("profiles/kickstand.yaml", "tftp_port: 6969", "tftp_port: 0");
         bed.edit(
             "profiles/kickstand.yaml",
@@ -86,6 +91,10 @@ pub struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
     pub base: String,
+    /// `https://…`: the operator's channel.
+    pub https_base: String,
+    /// The HTTPS certificate's SHA-256, as the daemon logged it.
+    pub fingerprint: String,
     agent: ureq::Agent,
 }
 
@@ -122,6 +131,8 @@ impl Daemon {
             child,
             log,
             base: String::new(),
+            https_base: String::new(),
+            fingerprint: String::new(),
             agent,
         };
         let line = daemon.wait_for_log("http listening", Duration::from_secs(30));
@@ -131,6 +142,17 @@ impl Daemon {
             .find_map(|w| w.strip_prefix("addr="))
             .unwrap_or_else(|| panic!("no addr= in {line}"));
         daemon.base = format!("http://{addr}");
+        let line = daemon
+            .wait_for_log("https listening", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no HTTPS listener:\n{}", daemon.log()));
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_owned()
+        };
+        daemon.https_base = format!("https://{}", field("addr="));
+        daemon.fingerprint = field("fingerprint=");
         daemon
     }
 
@@ -252,6 +274,25 @@ impl Daemon {
         (status, body)
     }
 
+    /// A request over HTTPS to the certificate the daemon logged (and no
+    /// other), with `Authorization: Bearer <bearer>` when given.
+    pub fn https(&self, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+        tls::request(&self.https_base, &self.fingerprint, method, path, bearer)
+    }
+
+    /// An operator action over HTTPS with the operator token.
+    pub fn operator_post(&self, bed: &Bed, path: &str, body: &str) -> (u16, String) {
+        let token = self.operator_token(bed);
+        tls::request_with(
+            &self.https_base,
+            &self.fingerprint,
+            "POST",
+            path,
+            Some(&token),
+            body,
+        )
+    }
+
     /// The operator token the daemon made in its state directory.
     pub fn operator_token(&self, bed: &Bed) -> String {
         let path = bed.path("var/state/operator.token");
@@ -324,6 +365,140 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A minimal HTTPS client for the tests: rustls, pinned to a fingerprint.
+pub mod tls {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+
+    use sha2::Digest as _;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::client::danger::{
+        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+    };
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    /// `AB:CD:…` of a DER certificate.
+    pub fn fingerprint(der: &[u8]) -> String {
+        sha2::Sha256::digest(der)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    #[derive(Debug)]
+    struct Pin(String, Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for Pin {
+        fn verify_server_cert(
+            &self,
+            cert: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            if fingerprint(cert) == self.0 {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::General(format!(
+                    "certificate {} is not the pinned {}",
+                    fingerprint(cert),
+                    self.0
+                )))
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.1.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.1.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.1.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    pub fn request(
+        base: &str,
+        pin: &str,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> (u16, String) {
+        request_with(base, pin, method, path, bearer, "")
+    }
+
+    /// One request on a connection of its own (`Connection: close`).
+    pub fn request_with(
+        base: &str,
+        pin: &str,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pin(pin.to_owned(), provider)))
+            .with_no_client_auth();
+        let addr = base.trim_start_matches("https://");
+        let conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from("kickstand").expect("name"),
+        )
+        .expect("TLS client");
+        let tcp = std::net::TcpStream::connect(addr).expect("connect to the HTTPS listener");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let auth = bearer.map_or(String::new(), |b| format!("Authorization: Bearer {b}\r\n"));
+        write!(
+            tls,
+            "{method} {path} HTTP/1.1\r\nHost: kickstand\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write over TLS");
+        let mut raw = Vec::new();
+        if let Err(e) = tls.read_to_end(&mut raw) {
+            // A peer that closes without close_notify: what came is the answer.
+            assert!(!raw.is_empty(), "read over TLS: {e}");
+        }
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (status, body)
     }
 }
 

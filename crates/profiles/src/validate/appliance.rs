@@ -17,6 +17,7 @@ use crate::wire::{self, S};
 /// (`image/install-bootloaders.sh` fills it from Debian's `ipxe` package).
 pub const DEFAULT_TFTP_ROOT: &str = "/var/lib/kickstand/tftp";
 const DEFAULT_HTTP_PORT: u16 = 80;
+const DEFAULT_HTTPS_PORT: u16 = 8443;
 const DEFAULT_TFTP_PORT: u16 = 69;
 const DEFAULT_SYSLOG_PORT: u16 = 514;
 const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
@@ -218,6 +219,8 @@ impl Cx {
             &w.server.max_connections_per_client,
         );
 
+        let https_port = self.https_port(file, &w.server);
+        let tls = self.tls_files(file, base, &w.server);
         let state = self.state(file, &paths, &w.state, state_ca_pem);
 
         if self.diags.len() > before {
@@ -234,6 +237,8 @@ impl Cx {
                 max_connections: max_connections?,
                 max_connections_per_client: per_client?
                     .unwrap_or(DEFAULT_CONNECTIONS_PER_CLIENT as usize),
+                https_port: https_port?,
+                tls: tls?,
             },
             dhcp: Dhcp {
                 mode: mode?,
@@ -255,6 +260,55 @@ impl Cx {
             state_dir: paths.state_dir,
             state: state?,
         })
+    }
+
+    /// `server.https_port`: another port than HTTP's (0 binds any free one).
+    fn https_port(&mut self, file: &Path, w: &wire::Server) -> Option<u16> {
+        let Some(port) = &w.https_port else {
+            return Some(DEFAULT_HTTPS_PORT);
+        };
+        let http = w.http_port.unwrap_or(DEFAULT_HTTP_PORT);
+        if port.value != 0 && port.value == http {
+            self.err(
+                file,
+                port.referenced,
+                format!(
+                    "server.https_port {} is server.http_port too: HTTPS needs a port of its own",
+                    port.value
+                ),
+            );
+            return None;
+        }
+        Some(port.value)
+    }
+
+    /// `server.tls_cert` and `server.tls_key`: both or neither.
+    fn tls_files(
+        &mut self,
+        file: &Path,
+        base: &Path,
+        w: &wire::Server,
+    ) -> Option<Option<TlsFiles>> {
+        match (&w.tls_cert, &w.tls_key) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => Some(Some(TlsFiles {
+                cert: base.join(&cert.value),
+                key: base.join(&key.value),
+            })),
+            (Some(given), None) | (None, Some(given)) => {
+                let (set, missing) = if w.tls_cert.is_some() {
+                    ("server.tls_cert", "server.tls_key")
+                } else {
+                    ("server.tls_key", "server.tls_cert")
+                };
+                self.err(
+                    file,
+                    given.referenced,
+                    format!("{set} needs {missing} too: a certificate and its private key"),
+                );
+                None
+            }
+        }
     }
 
     fn state(

@@ -11,8 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use kickstand_state::{
-    Backend, Diagnosis, DiscoveryLimits, DiscoveryOutcome, EventKind, Evicted, Facts, Mac, Outcome,
-    Phase, Refused, StateConfig, StateError, StateStore, TokenRejected, Transition,
+    AUDIT_KEPT, Backend, Diagnosis, DiscoveryLimits, DiscoveryOutcome, EventKind, Evicted, Facts,
+    Mac, OperatorAction, Outcome, Phase, Refused, StateConfig, StateError, StateStore,
+    TokenRejected, Transition,
 };
 use serde_json::json;
 
@@ -74,7 +75,8 @@ macro_rules! suite {
             json_state_is_imported_once,
             an_old_schema_is_upgraded_in_place,
             diagnosis_reads_the_stored_timeline,
-            requests_without_a_mac_find_their_host_by_address
+            requests_without_a_mac_find_their_host_by_address,
+            the_audit_log_keeps_who_did_what_and_is_bounded
         );
     };
     (@each $bed:expr, $attrs:tt, $name:ident $(, $rest:ident)* $(,)?) => {
@@ -1116,7 +1118,7 @@ pub async fn an_old_schema_is_upgraded_in_place(bed: &Bed) {
     .await
     .expect("a version 2 database");
     let store = bed.open().await;
-    assert_eq!(store.schema_version().await.expect("version"), 3);
+    assert_eq!(store.schema_version().await.expect("version"), 4);
     assert_eq!(store.host(mac(15)).map(|h| h.phase), Some(Phase::Booting));
     let events = store.timeline(mac(15), 10).await.expect("timeline");
     let classes: Vec<&str> = events.iter().map(|e| e.kind.class().as_str()).collect();
@@ -1136,7 +1138,7 @@ pub async fn an_old_schema_is_upgraded_in_place(bed: &Bed) {
     // opening again applies nothing twice
     store.close().await.expect("close");
     let store = bed.open().await;
-    assert_eq!(store.schema_version().await.expect("version"), 3);
+    assert_eq!(store.schema_version().await.expect("version"), 4);
     assert_eq!(store.host(mac(15)).map(|h| h.phase), Some(Phase::Installed));
 }
 
@@ -1492,4 +1494,37 @@ pub async fn kill9(test: &str, config: StateConfig, spec: &str, acks: usize) -> 
         );
     }
     (last_host, last_step)
+}
+
+/// Operator actions, done and refused, come back newest first with who
+/// asked, and the log keeps only its newest [`AUDIT_KEPT`] rows.
+pub async fn the_audit_log_keeps_who_did_what_and_is_bounded(bed: &Bed) {
+    let store = bed.open().await;
+    let now = t0();
+    let act = |n: u64, error: Option<&str>| OperatorAction {
+        peer: ip("10.0.0.9"),
+        token_id: Some(format!("{n:08x}")),
+        action: "rearm".into(),
+        target: mac(1).to_string(),
+        error: error.map(str::to_owned),
+    };
+    let _ = store.record_audit(act(1, None), now);
+    store
+        .record_audit(act(2, Some("needs HTTPS")), now + secs(1))
+        .await
+        .expect("written");
+    let rows = store.audit(10).await.expect("audit");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].action, act(2, Some("needs HTTPS")), "newest first");
+    assert_eq!(rows[1].action, act(1, None));
+    assert_eq!(rows[1].time, now);
+    assert_eq!(rows[1].appliance, "rack-a");
+
+    for n in 0..AUDIT_KEPT + 10 {
+        let _ = store.record_audit(act(n, None), now + secs(2));
+    }
+    store.prune(now + secs(3)).await.expect("prune");
+    let rows = store.audit(AUDIT_KEPT + 100).await.expect("audit");
+    assert_eq!(rows.len() as u64, AUDIT_KEPT);
+    assert_eq!(rows[0].action, act(AUDIT_KEPT + 9, None), "the newest stay");
 }

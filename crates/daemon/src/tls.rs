@@ -1,0 +1,320 @@
+//! The operator's channel: HTTPS beside the installers' plain HTTP. The
+//! certificate is the one `server.tls_cert`/`server.tls_key` name, or a
+//! self-signed one the daemon makes at first start in the state directory
+//! (the key only its user can read) and reuses from then on. Nobody signs
+//! it, so it is known by its SHA-256 fingerprint: logged at start, shown
+//! on the console banner and by `kickstand fingerprint`; the CLI pins it
+//! ([`Pinned`]) instead of asking a CA.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kickstand_profiles::model::Appliance;
+use sha2::Digest as _;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::CryptoProvider;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// The SHA-256 of a certificate's DER: what an operator compares and the
+/// CLI pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    pub(crate) fn of(cert: &CertificateDer<'_>) -> Fingerprint {
+        Fingerprint(sha2::Sha256::digest(cert.as_ref()).into())
+    }
+}
+
+/// `AB:CD:…`, as `openssl x509 -fingerprint -sha256` and browsers show it.
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Hex, either case, with or without colons.
+impl std::str::FromStr for Fingerprint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fingerprint, String> {
+        let hex: String = s.chars().filter(|c| *c != ':').collect();
+        let bad = || format!("`{s}` is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+/// The certificate the HTTPS listener presents, and where it came from.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    pub(crate) cert_file: PathBuf,
+}
+
+impl Identity {
+    pub(crate) fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.chain[0])
+    }
+
+    /// The listener's TLS settings: ring, TLS 1.2 and 1.3, HTTP/1.1.
+    pub(crate) fn server_config(self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.chain, self.key)
+            .with_context(|| {
+                format!(
+                    "{} and its key do not go together",
+                    self.cert_file.display()
+                )
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificate file in force: the configured one, or the daemon's own.
+pub(crate) fn cert_file(appliance: &Appliance) -> PathBuf {
+    match &appliance.server.tls {
+        Some(files) => files.cert.clone(),
+        None => self_signed_files(appliance).0,
+    }
+}
+
+/// `https.crt` and `https.key` beside the operator token.
+fn self_signed_files(appliance: &Appliance) -> (PathBuf, PathBuf) {
+    let dir = &appliance.state_dir;
+    (dir.join("https.crt"), dir.join("https.key"))
+}
+
+/// The configured certificate, or the self-signed one (made now if this is
+/// the first start).
+pub(crate) fn load_or_create(appliance: &Appliance) -> anyhow::Result<Identity> {
+    if let Some(files) = &appliance.server.tls {
+        return load(&files.cert, &files.key).context("server.tls_cert / server.tls_key");
+    }
+    let (cert, key) = self_signed_files(appliance);
+    match (cert.exists(), key.exists()) {
+        (true, true) => {}
+        (false, false) => create(appliance, &cert, &key)?,
+        _ => anyhow::bail!(
+            "only one of {} and {} exists; remove the other and restart to make a new pair",
+            cert.display(),
+            key.display()
+        ),
+    }
+    load(&cert, &key)
+}
+
+fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("reading the certificate {}", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "{} holds no PEM certificate",
+        cert.display()
+    );
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the private key {}", key.display()))?;
+    Ok(Identity {
+        chain,
+        key: key_der,
+        cert_file: cert.to_path_buf(),
+    })
+}
+
+/// A self-signed certificate for the appliance's address and host name;
+/// the key is written first, only its owner may read it, and never
+/// replaces a file.
+fn create(appliance: &Appliance, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let mut names = vec![appliance.server.address.to_string()];
+    if let Some(host) = hostname() {
+        names.push(host);
+    }
+    let pair = rcgen::KeyPair::generate().context("making the HTTPS key")?;
+    let mut params = rcgen::CertificateParams::new(names.clone())
+        .context("the appliance's names for its certificate")?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("Kickstand {}", names.join(" ")),
+    );
+    let made = params
+        .self_signed(&pair)
+        .context("making the HTTPS certificate")?;
+    if let Some(dir) = key.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_new(key, 0o600, &pair.serialize_pem())?;
+    write_new(cert, 0o644, &made.pem())?;
+    tracing::info!(file = %cert.display(), "made a self-signed HTTPS certificate");
+    Ok(())
+}
+
+fn write_new(path: &Path, mode: u32, text: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// The fingerprint of the first certificate in a PEM file.
+pub(crate) fn fingerprint_of(cert: &Path) -> anyhow::Result<Fingerprint> {
+    let first = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .next()
+        .with_context(|| format!("{} holds no PEM certificate", cert.display()))?
+        .with_context(|| format!("reading {}", cert.display()))?;
+    Ok(Fingerprint::of(&first))
+}
+
+/// A server certificate verifier that accepts exactly one certificate, by
+/// its fingerprint: no CA, no name, no expiry to check, because the
+/// operator was shown that fingerprint on the appliance itself. The
+/// handshake's signatures are still verified, so only the holder of the
+/// key can present it.
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    pub(crate) fingerprint: Fingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Pinned {
+    pub(crate) fn new(fingerprint: Fingerprint) -> Pinned {
+        Pinned {
+            fingerprint,
+            provider: provider(),
+        }
+    }
+}
+
+/// Why a pinned handshake failed: the daemon showed another certificate.
+#[derive(Debug)]
+pub(crate) struct NotPinned {
+    pub(crate) seen: Fingerprint,
+    pub(crate) pinned: Fingerprint,
+}
+
+impl std::fmt::Display for NotPinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the daemon's certificate has fingerprint {}, not the pinned {}: another machine may be answering at this address",
+            self.seen, self.pinned
+        )
+    }
+}
+
+impl std::error::Error for NotPinned {}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = Fingerprint::of(end_entity);
+        if seen == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(NotPinned {
+                    seen,
+                    pinned: self.fingerprint,
+                }))),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_read_back_as_shown() {
+        let f = Fingerprint([0xab; 32]);
+        let shown = f.to_string();
+        assert_eq!(shown.len(), 32 * 3 - 1);
+        assert!(shown.starts_with("AB:AB:"));
+        assert_eq!(shown.parse::<Fingerprint>(), Ok(f));
+        assert_eq!(shown.replace(':', "").to_lowercase().parse(), Ok(f));
+        assert!("AB:CD".parse::<Fingerprint>().is_err());
+        assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
+    }
+}
