@@ -12,11 +12,11 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::wire_label::WireLabel;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use kickstand_dhcp::{Action, Boot, BootView, HostBoot, HostLookup, HostStatus, Reason};
 use kickstand_http::{ApiError, Body, Loader};
-use kickstand_metrics::WireLabel;
 use kickstand_profiles::model::DhcpMode;
 use kickstand_profiles::{Mac, urls};
 use kickstand_render::{BootAction, UnknownAction};

@@ -31,6 +31,7 @@ mod serve;
 mod syslog;
 mod tls;
 mod views;
+mod wire_label;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,7 +4,7 @@
 //! installs, tokens, boot scripts, installer logs). Every fact is counted
 //! once, here, and the status page reads the same counters.
 
-use kickstand_metrics::WireLabel;
+use crate::wire_label::WireLabel;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

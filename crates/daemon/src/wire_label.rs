@@ -15,7 +15,8 @@
 //! It owns that type and its escaper. It does not own registries or
 //! families, nor how many series a family holds: only the table keyed by
 //! what strangers send can bound that (the rogue-server table keeps a
-//! fixed number of servers, one series each).
+//! fixed number of servers, one series each). Only the daemon registers
+//! such labels, so this is one of its modules, not a crate.
 
 use std::fmt::{self, Write};
 
@@ -27,19 +28,19 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 /// same series exactly when their text is the same, and the status page
 /// shows the text itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WireLabel(String);
+pub(crate) struct WireLabel(String);
 
 impl WireLabel {
     /// Characters kept: enough for a boot file path or a short boot menu,
     /// and a flood of long names costs a scrape little.
-    pub const MAX_CHARS: usize = 64;
+    pub(crate) const MAX_CHARS: usize = 64;
 
-    pub fn new(text: &str) -> WireLabel {
+    pub(crate) fn new(text: &str) -> WireLabel {
         WireLabel(text.chars().take(WireLabel::MAX_CHARS).collect())
     }
 
     /// The text, unescaped.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -54,7 +55,7 @@ impl EncodeLabelValue for WireLabel {
 /// OpenMetrics alike) require inside a label value's quotes: backslash,
 /// double quote and line feed as `\\`, `\"` and `\n`, everything else as
 /// it is.
-pub fn escape_label_value(value: &str, out: &mut impl Write) -> fmt::Result {
+pub(crate) fn escape_label_value(value: &str, out: &mut impl Write) -> fmt::Result {
     for c in value.chars() {
         match c {
             '\\' => out.write_str(r"\\")?,
