@@ -257,10 +257,10 @@ pub(crate) enum CacheCommand {
 }
 
 pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = crate::commands::Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let appliance = generation.appliance();
+    let appliance = &cli.appliance;
     let mut resp = match command {
         CacheCommand::Stats => Daemon::new(appliance).get("/api/cache/stats")?,
         CacheCommand::Warm { target, like } => {

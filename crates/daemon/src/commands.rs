@@ -45,6 +45,84 @@ pub(crate) async fn open_store(appliance: &Appliance) -> anyhow::Result<StateSto
         .context("opening the host state store")
 }
 
+/// What a command that works beside the running daemon reads of the
+/// config: the appliance settings, and the profile set when it loads. An
+/// edit that breaks a profile file leaves the daemon serving its last good
+/// set; these commands keep working then (they ask the daemon) and say so
+/// first, so an operator fixing the edit over SSH is not blind.
+pub(crate) struct Cli {
+    pub(crate) appliance: Appliance,
+    /// `None` while the profile set does not load.
+    pub(crate) generation: Option<Generation>,
+}
+
+impl Cli {
+    /// Loads what a command needs, or prints why it cannot run.
+    pub(crate) fn load(config: &Path) -> Option<Cli> {
+        let broken = match Generation::load(config, crate::Ports::default(), 1) {
+            Ok(generation) => {
+                return Some(Cli {
+                    appliance: generation.appliance().clone(),
+                    generation: Some(generation),
+                });
+            }
+            Err(e) => e,
+        };
+        crate::report(&broken);
+        let Ok(appliance) = kickstand_profiles::load_appliance(config) else {
+            eprintln!(
+                "kickstand: {} problem(s); nothing was changed",
+                broken.0.len()
+            );
+            return None;
+        };
+        let serving = running_view::<serde_json::Value>(&appliance, "/api/status")
+            .and_then(|status| status["profiles"]["generation"].as_u64());
+        match serving {
+            Some(n) => eprintln!(
+                "kickstand: the profiles above are broken; the daemon is serving generation {n}, its last good set, and what follows is from it\n"
+            ),
+            None => eprintln!(
+                "kickstand: the profiles above are broken and the daemon is not answering; what follows is from the state database\n"
+            ),
+        }
+        Some(Cli {
+            appliance,
+            generation: None,
+        })
+    }
+
+    /// The profile set, for what only it can tell.
+    fn profiles(&self) -> anyhow::Result<&Generation> {
+        self.generation.as_ref().context(
+            "the profiles do not load (above), and the daemon that serves the last good set is not answering",
+        )
+    }
+
+    /// A MAC, or the hostname of a host profile (the running daemon's,
+    /// while the profile files are broken).
+    fn resolve(&self, who: &str) -> anyhow::Result<Mac> {
+        if let Ok(mac) = who.parse::<Mac>() {
+            return Ok(mac);
+        }
+        let found = match &self.generation {
+            Some(generation) => generation
+                .snapshot()
+                .hosts
+                .values()
+                .find(|h| h.hostname == who)
+                .map(|h| h.mac),
+            None => running_view::<Vec<HostRow>>(&self.appliance, "/api/hosts")
+                .context("the profiles do not load (above), and the daemon is not answering")?
+                .into_iter()
+                .find(|h| h.hostname == who)
+                .and_then(|h| h.mac.parse().ok()),
+        };
+        found
+            .with_context(|| format!("`{who}` is neither a MAC nor the hostname of a host profile"))
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,31 +189,18 @@ pub(crate) fn render(config: &Path, mac: Mac, what: Rendered) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// A MAC, or the hostname of a host profile.
-fn resolve(generation: &Generation, who: &str) -> anyhow::Result<Mac> {
-    if let Ok(mac) = who.parse::<Mac>() {
-        return Ok(mac);
-    }
-    generation
-        .snapshot()
-        .hosts
-        .values()
-        .find(|h| h.hostname == who)
-        .map(|h| h.mac)
-        .with_context(|| format!("`{who}` is neither a MAC nor the hostname of a host profile"))
-}
-
 pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     // The running daemon's memory is current; the database is a batch
     // behind it, and all there is with the daemon stopped.
-    let rows: Vec<HostRow> = match running_view(&generation, "/api/hosts") {
+    let rows: Vec<HostRow> = match running_view(&cli.appliance, "/api/hosts") {
         Some(rows) => rows,
         None => runtime()?.block_on(async {
-            let store = open_store(generation.appliance()).await?;
-            anyhow::Ok(views::host_rows(&generation, &store))
+            let generation = cli.profiles()?;
+            let store = open_store(&cli.appliance).await?;
+            anyhow::Ok(views::host_rows(generation, &store))
         })?,
     };
     println!(
@@ -161,24 +226,28 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let mac = resolve(&generation, who)?;
-    let view: TimelineView = match running_view(&generation, &format!("/api/hosts/{mac}/timeline"))
-    {
-        Some(view) => view,
-        None => runtime()?.block_on(async {
-            let store = open_store(generation.appliance()).await?;
-            let events = store.timeline(mac, 500).await?;
-            anyhow::Ok(TimelineView {
-                mac: mac.to_string(),
-                hostname: generation.snapshot().host(&mac).map(|h| h.hostname.clone()),
-                events: events.iter().map(Into::into).collect(),
-                diagnosis: store.diagnose(mac, SystemTime::now()).to_string(),
-            })
-        })?,
-    };
+    let mac = cli.resolve(who)?;
+    let view: TimelineView =
+        match running_view(&cli.appliance, &format!("/api/hosts/{mac}/timeline")) {
+            Some(view) => view,
+            None => runtime()?.block_on(async {
+                let store = open_store(&cli.appliance).await?;
+                let events = store.timeline(mac, 500).await?;
+                let hostname = cli
+                    .profiles()
+                    .ok()
+                    .and_then(|g| g.snapshot().host(&mac).map(|h| h.hostname.clone()));
+                anyhow::Ok(TimelineView {
+                    mac: mac.to_string(),
+                    hostname,
+                    events: events.iter().map(Into::into).collect(),
+                    diagnosis: store.diagnose(mac, SystemTime::now()).to_string(),
+                })
+            })?,
+        };
     println!(
         "{} ({})",
         view.mac,
@@ -205,15 +274,15 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     // The running daemon holds the list in memory (and writes it behind);
     // with the daemon stopped, the database has the last of it.
-    let found: Vec<DiscoveredRow> = match running_view(&generation, "/api/discovered") {
+    let found: Vec<DiscoveredRow> = match running_view(&cli.appliance, "/api/discovered") {
         Some(rows) => rows,
         None => runtime()?.block_on(async {
-            let store = open_store(generation.appliance()).await?;
+            let store = open_store(&cli.appliance).await?;
             anyhow::Ok(
                 store
                     .discovered()
@@ -248,13 +317,13 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn rearm(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let daemon = Daemon::operator(generation.appliance())?;
+    let daemon = Daemon::operator(&cli.appliance)?;
     let mut ok = true;
     for w in who {
-        let mac = resolve(&generation, w)?;
+        let mac = cli.resolve(w)?;
         let resp = daemon.post(&format!("/api/hosts/{mac}/rearm"), None)?;
         if resp.status().is_success() {
             println!("{mac}: re-armed; its next network boot installs");
@@ -272,8 +341,8 @@ pub(crate) fn rearm(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
 
 /// A read-only view from the running daemon, when one answers: what it
 /// holds in memory is newer than the database by up to one batch.
-fn running_view<T: serde::de::DeserializeOwned>(generation: &Generation, path: &str) -> Option<T> {
-    let mut resp = Daemon::new(generation.appliance()).get(path).ok()?;
+fn running_view<T: serde::de::DeserializeOwned>(appliance: &Appliance, path: &str) -> Option<T> {
+    let mut resp = Daemon::new(appliance).get(path).ok()?;
     if !resp.status().is_success() {
         return None;
     }
@@ -287,10 +356,10 @@ pub(crate) fn forget_discovered(
     macs: &[Mac],
     clear: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let daemon = Daemon::operator(generation.appliance())?;
+    let daemon = Daemon::operator(&cli.appliance)?;
     let paths: Vec<String> = if clear {
         vec!["/api/discovered/clear".to_owned()]
     } else {
@@ -324,10 +393,10 @@ pub(crate) fn adopt(
     group: Option<&str>,
     os: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let daemon = Daemon::operator(generation.appliance())?;
+    let daemon = Daemon::operator(&cli.appliance)?;
     let body = serde_json::json!({"hostname": hostname, "group": group, "os": os});
     let mut resp = daemon.post(&format!("/api/discovered/{mac}/adopt"), Some(&body))?;
     if !resp.status().is_success() {
@@ -344,10 +413,10 @@ pub(crate) fn adopt(
 
 /// `kickstand audit`: the operator actions the running daemon recorded.
 pub(crate) fn audit(config: &Path) -> anyhow::Result<ExitCode> {
-    let Some(generation) = crate::load_or_report(config) else {
+    let Some(cli) = Cli::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let mut resp = Daemon::operator(generation.appliance())?.get("/api/audit")?;
+    let mut resp = Daemon::operator(&cli.appliance)?.get("/api/audit")?;
     if !resp.status().is_success() {
         eprintln!("kickstand: {}", client::failure(resp));
         return Ok(ExitCode::FAILURE);

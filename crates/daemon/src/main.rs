@@ -242,14 +242,19 @@ fn load_or_report(config: &std::path::Path) -> Option<Generation> {
     match Generation::load(config, Ports::default(), 1) {
         Ok(generation) => Some(generation),
         Err(e) => {
-            for d in &e.0 {
-                eprintln!("{d}");
-                if let Some(snippet) = &d.snippet {
-                    eprintln!("{snippet}");
-                }
-            }
+            report(&e);
             eprintln!("kickstand: {} problem(s); nothing was changed", e.0.len());
             None
+        }
+    }
+}
+
+/// Prints every problem of a load, with the offending lines.
+fn report(e: &kickstand_profiles::LoadError) {
+    for d in &e.0 {
+        eprintln!("{d}");
+        if let Some(snippet) = &d.snippet {
+            eprintln!("{snippet}");
         }
     }
 }

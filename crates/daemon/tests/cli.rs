@@ -151,3 +151,53 @@ fn every_sample_kickstart_passes_ksvalidator() {
         );
     }
 }
+
+/// An edit that breaks a profile file leaves the daemon serving its last
+/// good set; the commands that talk to it keep working beside it (an
+/// operator fixing the edit over SSH is not blind) and say so first. The
+/// commands that need the profiles themselves refuse, as before.
+#[test]
+fn commands_that_ask_the_daemon_work_while_a_profile_is_broken() {
+    let bed = Bed::new();
+    let daemon = support::Daemon::start(&bed.config());
+    let before = daemon.log().len();
+    bed.edit(
+        "profiles/hosts/rack1.yaml",
+        "hostname: node02",
+        "hostname: [node02",
+    );
+    let rejected = daemon.wait_for_log_after(
+        before,
+        "profile reload rejected",
+        std::time::Duration::from_secs(20),
+    );
+    assert!(rejected.is_some(), "{}", daemon.log());
+    let cli = |args: &[&str]| run(kickstand().arg("--config").arg(bed.config()).args(args));
+    let broken = bed.path("profiles/hosts/rack1.yaml").display().to_string();
+
+    let (ok, stdout, stderr) = cli(&["hosts"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(&format!("{broken}:")), "{stderr}");
+    assert!(
+        stderr.contains("the daemon is serving generation 1, its last good set"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("node01") && stdout.contains("node02"),
+        "{stdout}"
+    );
+
+    // A hostname resolves through the daemon's profiles.
+    let (ok, stdout, stderr) = cli(&["timeline", "node01"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("52:54:00:10:00:01"), "{stdout}");
+    let (ok, stdout, stderr) = cli(&["rearm", "node02"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("52:54:00:10:00:02: re-armed"), "{stdout}");
+    let (ok, _, stderr) = cli(&["discovered"]);
+    assert!(ok, "{stderr}");
+
+    let (ok, _, stderr) = cli(&["render", "52:54:00:10:00:01"]);
+    assert!(!ok, "render needs the profiles themselves");
+    assert!(stderr.contains(&format!("{broken}:")), "{stderr}");
+}

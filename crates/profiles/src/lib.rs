@@ -32,7 +32,7 @@ mod validate;
 mod wire;
 
 pub use diag::{Diagnostic, LoadError};
-pub use load::{Draft, SecretError, load, load_with, read_secret};
+pub use load::{Draft, SecretError, load, load_appliance, load_with, read_secret};
 pub use mac::{BadMac, Mac};
 pub use model::Snapshot;
 pub use validate::{DEFAULT_TFTP_ROOT, GRUB_TEMPLATE};

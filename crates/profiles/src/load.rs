@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::diag::{Diagnostic, LoadError};
-use crate::model::Snapshot;
+use crate::model::{Appliance, Snapshot};
 use crate::validate::{self, Inputs};
 use crate::wire;
 
@@ -32,10 +32,7 @@ pub struct Draft<'a> {
 /// at its path, if there is one).
 pub fn load_with(config: &Path, draft: Option<Draft<'_>>) -> Result<Snapshot, LoadError> {
     let mut diags = Vec::new();
-    let base = match config.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let base = base_dir(config);
     let appliance = parse::<wire::ApplianceFile>(config, None, &mut diags);
 
     let mut paths = yaml_files(&base, config, &mut diags);
@@ -58,37 +55,8 @@ pub fn load_with(config: &Path, draft: Option<Draft<'_>>) -> Result<Snapshot, Lo
     let Some(appliance) = appliance else {
         return Err(LoadError(diags));
     };
-    let paths = validate::paths(&base, &appliance);
-    let templates = read_templates(&paths.templates_dir, &mut diags);
-    let ca_pem = paths.mirror_ca_file.as_deref().and_then(|path| {
-        std::fs::read(path)
-            .map_err(|e| {
-                diags.push(Diagnostic::whole_file(
-                    path,
-                    format!("mirror_ca_file cannot be read: {e}"),
-                ))
-            })
-            .ok()
-    });
-    let state_ca_pem = paths.state_ca_file.as_ref().and_then(|ca| {
-        std::fs::read(&ca.path)
-            .map_err(|e| {
-                diags.push(Diagnostic::at(
-                    config,
-                    ca.at,
-                    format!("{} {} cannot be read: {e}", ca.key, ca.path.display()),
-                ))
-            })
-            .ok()
-    });
-    // Read here to be checked (private, not empty) as the state store will
-    // read it, so `check` refuses what `serve` would; the password itself
-    // is dropped at once.
-    if let Some(f) = &paths.password_file
-        && let Err(e) = read_secret(&f.path)
-    {
-        diags.push(Diagnostic::at(config, f.at, format!("{} {e}", f.key)));
-    }
+    let named = Named::read(config, &base, &appliance, &mut diags);
+    let templates = read_templates(&named.templates_dir, &mut diags);
     validate::validate(Inputs {
         diags,
         config: config.to_path_buf(),
@@ -97,9 +65,90 @@ pub fn load_with(config: &Path, draft: Option<Draft<'_>>) -> Result<Snapshot, Lo
         docs,
         files,
         templates,
-        ca_pem,
-        state_ca_pem,
+        ca_pem: named.ca_pem,
+        state_ca_pem: named.state_ca_pem,
     })
+}
+
+/// The appliance config alone (`kickstand.yaml` and the files it names),
+/// checked as a whole load checks it, without the profile documents: for
+/// the commands that talk to the running daemon, which must keep working
+/// while an edit to a profile file is broken (the daemon serves its last
+/// good set meanwhile).
+pub fn load_appliance(config: &Path) -> Result<Appliance, LoadError> {
+    let mut diags = Vec::new();
+    let base = base_dir(config);
+    let Some(appliance) = parse::<wire::ApplianceFile>(config, None, &mut diags) else {
+        return Err(LoadError(diags));
+    };
+    let named = Named::read(config, &base, &appliance, &mut diags);
+    validate::appliance_alone(
+        diags,
+        config,
+        &base,
+        &appliance,
+        named.ca_pem.as_deref(),
+        named.state_ca_pem.as_deref(),
+    )
+}
+
+fn base_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What the appliance config names besides the profiles: the templates'
+/// directory, the CA bundles (read), and the state password file (checked
+/// as the state store will read it, so `check` refuses what `serve`
+/// would; the password itself is dropped at once).
+struct Named {
+    templates_dir: PathBuf,
+    ca_pem: Option<Vec<u8>>,
+    state_ca_pem: Option<Vec<u8>>,
+}
+
+impl Named {
+    fn read(
+        config: &Path,
+        base: &Path,
+        appliance: &wire::ApplianceFile,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Named {
+        let paths = validate::paths(base, appliance);
+        let ca_pem = paths.mirror_ca_file.as_deref().and_then(|path| {
+            std::fs::read(path)
+                .map_err(|e| {
+                    diags.push(Diagnostic::whole_file(
+                        path,
+                        format!("mirror_ca_file cannot be read: {e}"),
+                    ))
+                })
+                .ok()
+        });
+        let state_ca_pem = paths.state_ca_file.as_ref().and_then(|ca| {
+            std::fs::read(&ca.path)
+                .map_err(|e| {
+                    diags.push(Diagnostic::at(
+                        config,
+                        ca.at,
+                        format!("{} {} cannot be read: {e}", ca.key, ca.path.display()),
+                    ))
+                })
+                .ok()
+        });
+        if let Some(f) = &paths.password_file
+            && let Err(e) = read_secret(&f.path)
+        {
+            diags.push(Diagnostic::at(config, f.at, format!("{} {e}", f.key)));
+        }
+        Named {
+            templates_dir: paths.templates_dir,
+            ca_pem,
+            state_ca_pem,
+        }
+    }
 }
 
 /// Why a secret file (a password) was not read. Each message names the

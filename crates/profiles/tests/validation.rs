@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kickstand_profiles::model::{Arch, BootLoader};
-use kickstand_profiles::{Diagnostic, Draft, LoadError, Mac, load, load_with};
+use kickstand_profiles::{Diagnostic, Draft, LoadError, Mac, load, load_appliance, load_with};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -121,6 +121,34 @@ fn syntax_error_is_located() {
     assert_eq!(diags.len(), 1, "{diags:#?}");
     assert_eq!(diags[0].file, file);
     assert!(diags[0].position.is_some(), "{}", diags[0]);
+}
+
+/// The commands that talk to the running daemon read the appliance config
+/// alone: a broken profile file does not stop them, a broken
+/// `kickstand.yaml` does, located like any other problem.
+#[test]
+fn the_appliance_config_loads_alone_beside_a_broken_profile() {
+    let copy = Copy::new();
+    let whole = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    copy.write(
+        "profiles/hosts/broken.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: [unclosed\n",
+    );
+    assert!(load(&copy.config()).is_err());
+    let alone = load_appliance(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(alone, whole.appliance, "the same settings as a whole load");
+    let text = std::fs::read_to_string(copy.config()).expect("config");
+    copy.write(
+        "profiles/kickstand.yaml",
+        &text.replace("http_port: 8080", "http_port: eighty"),
+    );
+    let LoadError(diags) = load_appliance(&copy.config()).expect_err("a broken config");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.file == copy.config() && d.position.is_some()),
+        "{diags:#?}"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Location;
 
 use crate::diag::{Diagnostic, LoadError};
-use crate::model::Snapshot;
+use crate::model::{Appliance, Snapshot};
 use crate::wire;
 
 pub use appliance::DEFAULT_TFTP_ROOT;
@@ -66,6 +66,23 @@ pub(crate) fn validate(inputs: Inputs) -> Result<Snapshot, LoadError> {
         })
     } else {
         Err(LoadError(cx.diags))
+    }
+}
+
+/// The appliance config alone, checked as [`validate`] checks it.
+pub(crate) fn appliance_alone(
+    diags: Vec<Diagnostic>,
+    config: &Path,
+    base: &Path,
+    appliance: &wire::ApplianceFile,
+    ca_pem: Option<&[u8]>,
+    state_ca_pem: Option<&[u8]>,
+) -> Result<Appliance, LoadError> {
+    let mut cx = Cx { diags };
+    let appliance = cx.appliance(config, base, appliance, ca_pem, state_ca_pem);
+    match appliance {
+        Some(appliance) if cx.diags.is_empty() => Ok(appliance),
+        _ => Err(LoadError(cx.diags)),
     }
 }
 
