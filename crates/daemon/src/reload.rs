@@ -21,11 +21,14 @@ use crate::live::{Live, Trigger};
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Watches the profile and template directories until `shutdown`, and
-/// reloads on change or on a message from `signals` (SIGHUP).
+/// reloads on change or on a message from `signals` (SIGHUP). `watching`
+/// is told once the directories are watched: the daemon says it is ready
+/// only then, so no edit made after that is missed.
 pub(crate) async fn watch(
     live: Arc<Live>,
     mut signals: mpsc::Receiver<()>,
     shutdown: CancellationToken,
+    watching: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<()> {
     let (tx, mut changes) = mpsc::channel::<()>(64);
     let mut watcher =
@@ -37,6 +40,7 @@ pub(crate) async fn watch(
         })?;
     let mut watched = Vec::new();
     rewatch(&mut watcher, &mut watched, &live);
+    let _ = watching.send(());
 
     loop {
         let trigger = tokio::select! {

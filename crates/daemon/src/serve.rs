@@ -268,14 +268,18 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     }
 
     let (hup_tx, hup_rx) = mpsc::channel(1);
+    let (watching_tx, watching) = tokio::sync::oneshot::channel();
     tasks.spawn({
         let (live, shutdown) = (live.clone(), shutdown.clone());
         async move {
-            if let Err(e) = reload::watch(live, hup_rx, shutdown).await {
+            if let Err(e) = reload::watch(live, hup_rx, shutdown, watching_tx).await {
                 error!(error = %e, "profile watcher stopped");
             }
         }
     });
+    // Ready means an edit saved from now on is seen (a watcher that could
+    // not start has said so, and SIGHUP still reloads).
+    let _ = watching.await;
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;

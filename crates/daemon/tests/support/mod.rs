@@ -153,6 +153,11 @@ impl Daemon {
         };
         daemon.https_base = format!("https://{}", field("addr="));
         daemon.fingerprint = field("fingerprint=");
+        // Ready: its profile directories are watched, so an edit a test
+        // makes from now on is seen.
+        daemon
+            .wait_for_log("kickstand ready", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("kickstand never got ready:\n{}", daemon.log()));
         daemon
     }
 
