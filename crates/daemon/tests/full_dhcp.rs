@@ -1,4 +1,5 @@
-//! `dhcp.mode: full` against the real daemon: a stranger's DECLINEs of
+//! `dhcp.mode: full` against the real daemon: the lease made here is the
+//! one address a host's build token goes to; a stranger's DECLINEs of
 //! every address in the pool change nothing, the holder's DECLINE takes its
 //! address out, and that survives a restart. (When the address comes back
 //! is the lease table's clock: `crates/dhcp/tests/full_mode.rs`.)
@@ -102,6 +103,12 @@ fn only_the_holder_declines_its_address() {
         "full\n  pool:\n    start: 10.79.0.100\n    end: 10.79.0.102\n    prefix_len: 24\n    router: 10.79.0.1",
     );
     let leases = bed.path("var/state/leases.json");
+    // The holder has a profile: the lease made here is where its build
+    // token may go.
+    bed.write(
+        "profiles/hosts/holder.yaml",
+        &format!("hosts:\n  \"{HOLDER}\":\n    hostname: holder10\n"),
+    );
     net.serve(&bed.config());
 
     let bound = client(
@@ -113,6 +120,15 @@ fn only_the_holder_declines_its_address() {
         ["offer 10.79.0.100", "ack 10.79.0.100"],
         "{}",
         net.log()
+    );
+    // Asked from the client namespace's own address, not the leased one:
+    // the script comes without the token, and says where it would go.
+    let (code, script) = net.curl(1, &net.url(&format!("/boot/{HOLDER}.ipxe")), &[]);
+    assert_eq!(code, 200, "{script}");
+    assert!(!script.contains("token="), "{script}");
+    assert!(
+        script.contains("gave it 10.79.0.100, not this address"),
+        "{script}"
     );
 
     // Eleven DECLINEs from a stranger: every address of the pool, the held
