@@ -107,25 +107,13 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
     let bed = Bed::new();
     let net = serve("rg", &bed);
 
-    let rogue = net
-        .exec(ROGUE)
-        .args([
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--user=root",
-            "--interface=eth0",
-            "--bind-interfaces",
+    let rogue = net.dnsmasq(
+        ROGUE,
+        &[
             "--dhcp-range=10.78.0.0,proxy,255.255.255.0",
             "--pxe-service=X86-64_EFI,evil-boot,evil.efi",
-            "--leasefile-ro",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq");
-    std::thread::sleep(Duration::from_millis(700));
+        ],
+    );
     let status = eventually(Duration::from_secs(30), || {
         discover(&net);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;

@@ -17,7 +17,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::segment::{APPLIANCE, Segment, sh};
@@ -143,26 +142,14 @@ fn the_build_token_goes_only_to_the_address_the_hosts_dhcp_exchange_gave_it() {
         &format!("hosts:\n  \"{MAC}\":\n    hostname: client02\n"),
     );
     net.serve(&bed.config());
-    let office = net
-        .exec(OFFICE)
-        .args([
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--user=root",
-            "--interface=eth0",
-            "--bind-interfaces",
+    let office = net.dnsmasq(
+        OFFICE,
+        &[
             "--dhcp-range=10.78.0.100,10.78.0.150,255.255.255.0,1h",
             "--dhcp-authoritative",
-            "--leasefile-ro",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq");
+        ],
+    );
     net.keep(office);
-    std::thread::sleep(Duration::from_millis(700));
     let script = format!("/boot/{MAC}.ipxe");
 
     // Before the host's exchange: nobody gets its token, and a fetch

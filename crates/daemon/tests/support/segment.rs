@@ -107,6 +107,31 @@ impl Segment {
         cmd
     }
 
+    /// `dnsmasq` as a DHCP server in member `ns` (DNS off, in the
+    /// foreground, on its `eth0` only, no lease file), with `args` saying
+    /// what it serves; it answers once it has bound.
+    pub fn dnsmasq(&self, ns: usize, args: &[&str]) -> Child {
+        let child = self
+            .exec(ns)
+            .args([
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--interface=eth0",
+                "--bind-interfaces",
+                "--leasefile-ro",
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq");
+        std::thread::sleep(Duration::from_millis(700));
+        child
+    }
+
     /// Keeps a peer (an office DHCP server, a rogue one) until the drop.
     pub fn keep(&mut self, child: Child) {
         self.children.push(child);
