@@ -240,6 +240,7 @@ impl Views {
                 }
             }
         }
+        self.warnings_text(generation, &mut page);
         let s = self.repo.stats();
         let _ = writeln!(
             page,
@@ -284,6 +285,39 @@ impl Views {
             );
         }
         page
+    }
+
+    /// What the page's warnings say, as lines: other DHCP servers, boot
+    /// scripts served without their token, spoofing alarms.
+    fn warnings_text(&self, generation: &Generation, page: &mut String) {
+        let forget_after = generation.appliance().dhcp.rogue_forget_after;
+        for r in self.rogues.list(forget_after, &self.metrics) {
+            let _ = writeln!(
+                page,
+                "WARNING      another server offers boot information: {} offered {}",
+                r["server"].as_str().unwrap_or("?"),
+                escaped(r["offered"].as_str().unwrap_or("?"))
+            );
+        }
+        for w in self.withholdings.list() {
+            let mac = w["mac"].as_str().unwrap_or("?");
+            let line = match w["addresses"].as_array() {
+                Some(both) => format!(
+                    "two addresses claim {mac}: possible spoofing ({}); it is held until re-armed",
+                    both.iter()
+                        .filter_map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!(
+                    "the boot script of {mac} was asked from {} and served without its build token: {} ({}×)",
+                    w["ip"].as_str().unwrap_or("?"),
+                    w["message"].as_str().unwrap_or("?"),
+                    w["times"]
+                ),
+            };
+            let _ = writeln!(page, "WARNING      {line}");
+        }
     }
 
     /// The registry, with the gauges that are read from the store set

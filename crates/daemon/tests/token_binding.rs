@@ -263,6 +263,13 @@ fn the_build_token_goes_only_to_the_address_the_hosts_dhcp_exchange_gave_it() {
         .unwrap_or_else(|| panic!("no spoofing warning: {status}"));
     assert_eq!(alarm["mac"], MAC);
     assert_eq!(alarm["addresses"], serde_json::json!([leased, STRANGER]));
+    let page = net.get("/status");
+    assert!(
+        page.contains(&format!(
+            "WARNING      two addresses claim {MAC}: possible spoofing ({leased}, {STRANGER})"
+        )),
+        "{page}"
+    );
     assert!(
         net.log()
             .contains("two addresses claim one MAC: possible spoofing"),
