@@ -458,8 +458,8 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
             firmware: found.as_str(),
         });
     }
-    // An installed host without a profile behind it has no OS tree whose
-    // GRUB could reach its disk: its firmware is left alone.
+    // Installed BIOS firmware moves on to its disk when left alone; so must
+    // UEFI firmware with no OS tree behind it (no GRUB to reach the disk).
     if installed && (!firmware.is_uefi() || boot.shim.is_none()) {
         return Err(Reason::Installed(req.mac));
     }
