@@ -211,11 +211,12 @@ impl Booting {
                 }
             }
             BootDecision::LocalDisk => self.local_disk(generation, mac, peer, chain)?,
-            // A machine without a profile is never offered GRUB; a GRUB
-            // that asks anyway reads the generic config, which boots its
-            // disk.
+            // A machine without a profile has no GRUB config of its own
+            // (its iPXE chains GRUB to reach the disk): the generic config
+            // that asked for it boots the disk when it is missing. Serving
+            // the generic one here would make it chain to itself.
             BootDecision::UnknownLocalBoot | BootDecision::Discover if chain == Chain::Grub => {
-                site.grub_chain().map_err(render_error)?
+                return Err(ApiError::NotFound(format!("no GRUB config for {mac}")));
             }
             BootDecision::UnknownLocalBoot => site
                 .unknown_ipxe(&mac, UnknownAction::LocalDisk)

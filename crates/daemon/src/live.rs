@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use kickstand_profiles::{Draft, LoadError};
 use kickstand_repo::RepoProxy;
+use kickstand_state::StateStore;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tracing::{error, info};
@@ -46,6 +47,9 @@ pub(crate) struct Live {
     reloading: Mutex<()>,
     /// Reconfigured with each accepted generation.
     repo: RepoProxy,
+    /// Its discovered machines that a generation gives a profile are
+    /// forgotten as it comes in force.
+    store: StateStore,
     reloads: Family<Named, Counter>,
     /// Where the profiles are read from, and the ports to write into URLs
     /// when the daemon bound port 0.
@@ -57,15 +61,18 @@ impl Live {
     pub(crate) fn new(
         generation: Generation,
         repo: RepoProxy,
+        store: StateStore,
         metrics: &Metrics,
         config: PathBuf,
         ports: Ports,
     ) -> Live {
+        forget_profiled_discoveries(&store, &generation);
         Live {
             generation: ArcSwap::from_pointee(generation),
             reload: Mutex::default(),
             reloading: Mutex::default(),
             repo,
+            store,
             reloads: metrics.reloads.clone(),
             config,
             ports,
@@ -163,8 +170,22 @@ impl Live {
             files = s.files.len(),
             "profiles reloaded"
         );
+        forget_profiled_discoveries(&self.store, &next);
         self.generation.store(Arc::new(next));
         Metrics::named(&self.reloads, "ok");
+    }
+}
+
+/// A discovered machine that `generation` has a profile for (written by
+/// hand, or adopted) is a host now: it leaves the discovered list, where an
+/// adopt hint would offer to profile it twice.
+fn forget_profiled_discoveries(store: &StateStore, generation: &Generation) {
+    let snapshot = generation.snapshot();
+    let forgotten = store
+        .forget_discovered_profiled(|mac| snapshot.host(&mac).is_some())
+        .value();
+    for mac in forgotten {
+        info!(%mac, "a discovered machine has a profile now; no longer listed as discovered");
     }
 }
 

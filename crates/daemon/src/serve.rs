@@ -149,6 +149,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     let live = Arc::new(Live::new(
         generation,
         repo.clone(),
+        store.clone(),
         &metrics,
         config.to_path_buf(),
         ports,

@@ -314,6 +314,53 @@ fn stranger_text_reaches_a_person_escaped() {
     assert_no_raw_hazards("/status", &page);
 }
 
+/// A discovered machine an operator gives a profile by hand (a host file,
+/// not `adopt`) is a host: it leaves `/api/discovered`, `kickstand
+/// discovered` and the status page's adopt hint once the edit is in force,
+/// and the stored table, which the CLI reads with the daemon stopped.
+#[test]
+fn a_discovered_machine_given_a_profile_is_no_longer_listed() {
+    const STRANGER: &str = "52:54:00:99:99:09";
+    let bed = discovering_bed();
+    let daemon = Daemon::start(&bed.config());
+    report(&daemon, INJECTOR, &[("serial", "SN-KEEP")]);
+    report(&daemon, STRANGER, &[("serial", "SN-PROFILED")]);
+    let listed = |mac: &str| {
+        let (_, found) = daemon.get("/api/discovered");
+        json(&found)
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|d| d["mac"] == mac)
+    };
+    assert!(listed(STRANGER) && listed(INJECTOR));
+
+    bed.write(
+        "profiles/hosts/by-hand.yaml",
+        &format!("hosts:\n  \"{STRANGER}\":\n    hostname: byhand01\n"),
+    );
+    let gone = support::eventually(WAIT, || (!listed(STRANGER)).then_some(()));
+    assert!(gone.is_some(), "still discovered:\n{}", daemon.log());
+    assert!(listed(INJECTOR), "a machine without a profile stays listed");
+    let shown = stdout(&cli(&bed, &["discovered"]));
+    assert!(
+        shown.contains(INJECTOR) && !shown.contains(STRANGER),
+        "{shown}"
+    );
+    let (_, page) = daemon.get("/status");
+    assert!(
+        page.contains("byhand01") && !page.contains("SN-PROFILED"),
+        "{page}"
+    );
+
+    assert!(daemon.stop(), "the daemon stops cleanly");
+    let stored = stdout(&cli(&bed, &["discovered"]));
+    assert!(
+        stored.contains(INJECTOR) && !stored.contains(STRANGER),
+        "{stored}"
+    );
+}
+
 /// Starts a TFTP read of `path` and answers its first block with an ERROR
 /// packet carrying `message`, as a client giving up would.
 fn tftp_abort(server: &str, path: &str, message: &str) {

@@ -41,6 +41,7 @@ const BIOS_MAC: &str = "52:54:00:12:34:01";
 const UEFI_MAC: &str = "52:54:00:12:34:02";
 const ONCE_MAC: &str = "52:54:00:12:34:03";
 const STRANGER_MAC: &str = "52:54:00:99:99:01";
+const STRANGER_UEFI_MAC: &str = "52:54:00:99:99:02";
 const FAIL_MAC: &str = "52:54:00:12:34:04";
 
 /// SeaBIOS found nothing to boot: the network boot (and the absent disk)
@@ -421,6 +422,25 @@ os:
         }
         // HTTP answers last in `serve`; give the UDP services a moment too.
         sleep(Duration::from_millis(500));
+    }
+
+    /// Edits the running daemon's `kickstand.yaml` (`from` → `to`) and
+    /// waits until the daemon has put the new profiles in force.
+    fn reconfigure(&self, from: &str, to: &str) {
+        let path = self.path("site/kickstand.yaml");
+        let text = fs::read_to_string(&path).expect("read kickstand.yaml");
+        assert!(text.contains(from), "kickstand.yaml lacks {from:?}");
+        let reloads = || self.daemon_log().matches("profiles reloaded").count();
+        let before = reloads();
+        fs::write(&path, text.replacen(from, to, 1)).expect("write kickstand.yaml");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reloads() == before {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not reload kickstand.yaml within 30 s"
+            );
+            sleep(Duration::from_millis(200));
+        }
     }
 
     /// An HTTP request from inside the namespace: (status, body).
@@ -869,11 +889,12 @@ fn uefi_native_pxe_installs_then_boots_its_disk_then_reinstalls_when_rearmed() {
     );
     bed.assert_installed_by_kickstand(UEFI_MAC, &run);
 
-    // Installed, its firmware is answered with the tree's shim (not left to
-    // time out through PXEv6 and HTTP boot, not iPXE's `exit`, which hangs
-    // on OVMF) and GRUB chainloads the disk's own loader. Debian's GRUB
-    // needs the office ACK to name Kickstand as next server.
-    bed.host(UEFI_MAC, &["next-server"], None, None);
+    // Installed, its firmware gets iPXE again (not left to time out
+    // through PXEv6 and HTTP boot); the script does not `exit` (it hangs on
+    // OVMF) but names Kickstand as next server and chains the tree's GRUB,
+    // which reads its local-disk config from Kickstand and chainloads the
+    // disk's own loader. The office DHCP is left as it is: it names itself.
+    let before = bed.daemon_log().len();
     assert_reaches_disk(
         &bed,
         Firmware::Uefi,
@@ -882,15 +903,46 @@ fn uefi_native_pxe_installs_then_boots_its_disk_then_reinstalls_when_rearmed() {
         Disk::Uefi,
         "efi, (hd0,gpt1)/EFI/debian",
     );
+    assert_office_names_no_next_server(&bed);
     assert!(
         bed.read("uefi-disk.log")
             .contains("Kickstand: uefi01 is installed; booting from its local disk"),
         "the disk was not reached through Kickstand's local-disk GRUB config"
     );
-    let log = bed.daemon_log();
+    let log = &bed.daemon_log()[before..];
+    assert!(
+        log_has(log, &["dhcp: reply", UEFI_MAC, "ipxe.efi"]),
+        "the installed host's firmware was not offered iPXE"
+    );
+    assert!(
+        log_has(log, &["/os/standin-9/EFI/BOOT/grubx64.efi", "status=200"]),
+        "iPXE did not chain the tree's GRUB over HTTP"
+    );
+    assert!(
+        tftp_sent_by_kickstand(log, &format!("grub.cfg-01-{}", UEFI_MAC.replace(':', "-"))),
+        "GRUB did not read its config from Kickstand"
+    );
+
+    // `dhcp.uefi_local_boot: grub`, where the office names Kickstand as
+    // next server (Debian's GRUB reads it only there): the firmware gets
+    // the tree's shim at once and GRUB chainloads the disk.
+    bed.reconfigure(
+        "uefi_loader: ipxe.efi\n",
+        "uefi_loader: ipxe.efi\n  uefi_local_boot: grub\n",
+    );
+    bed.host(UEFI_MAC, &["next-server"], None, None);
+    let before = bed.daemon_log().len();
+    assert_reaches_disk(
+        &bed,
+        Firmware::Uefi,
+        UEFI_MAC,
+        "uefi-disk-shim",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
     assert!(
         log_has(
-            &log,
+            &bed.daemon_log()[before..],
             &["dhcp: reply", UEFI_MAC, "os/standin-9/EFI/BOOT/BOOTX64.EFI"]
         ),
         "the installed host's firmware was not offered the shim"
@@ -1045,7 +1097,8 @@ fn a_failing_install_is_reported_held_and_diagnosed() {
 }
 
 /// `dhcp.unknown: discover`: a machine with no profile reports what iPXE
-/// knows of it and boots its disk; adopted, its next boot installs.
+/// knows of it and boots its disk — a UEFI one through an OS tree's GRUB,
+/// with the office DHCP untouched; adopted, its next boot installs.
 #[test]
 #[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
 fn an_unknown_machine_is_discovered_adopted_and_installed() {
@@ -1083,6 +1136,30 @@ fn an_unknown_machine_is_discovered_adopted_and_installed() {
         "QEMU's SMBIOS product: {row}"
     );
     assert!(row["facts"]["uuid"].as_str().is_some(), "{row}");
+
+    // UEFI: iPXE's `exit` would hang at "No more network devices".
+    assert_reaches_disk(
+        &bed,
+        Firmware::Uefi,
+        STRANGER_UEFI_MAC,
+        "discovery-uefi",
+        Disk::Uefi,
+        "efi, (hd0,gpt1)/EFI/debian",
+    );
+    assert_office_names_no_next_server(&bed);
+    assert!(
+        bed.read("discovery-uefi.log").contains(&format!(
+            "Kickstand: no GRUB config for {STRANGER_UEFI_MAC}; booting the local disk"
+        )),
+        "the disk was not reached through Kickstand's generic GRUB config"
+    );
+    let found = bed.json("/api/discovered");
+    let row = found
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["mac"] == STRANGER_UEFI_MAC))
+        .unwrap_or_else(|| panic!("{STRANGER_UEFI_MAC} not discovered: {found}"));
+    assert_eq!(row["facts"]["platform"], "efi", "{row}");
+
     let (status, body) = bed.operator_post(
         &format!("/api/discovered/{STRANGER_MAC}/adopt"),
         r#"{"hostname": "disc01", "os": "standin-9"}"#,
@@ -1658,6 +1735,17 @@ fn bed_selfcheck_uefi_http_boot_first_loads_loader_over_http() {
     assert!(
         !tftp_sent(&bed).iter().any(|l| l.contains("ipxe.efi")),
         "ipxe.efi went over TFTP: HTTP boot was not what loaded it"
+    );
+}
+
+/// The office DHCP named only itself as next server (dnsmasq's default),
+/// never Kickstand: what reached Kickstand did so without the office's
+/// help.
+fn assert_office_names_no_next_server(bed: &Bed) {
+    let office = bed.read("office.log");
+    assert!(
+        office.contains("next server: 10.77.0.254") && !office.contains("next server: 10.77.0.1"),
+        "the office DHCP named Kickstand as next server"
     );
 }
 

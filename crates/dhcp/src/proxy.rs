@@ -8,7 +8,7 @@ use dhcproto::v4::{
     UnknownOption,
 };
 
-use kickstand_profiles::model::{Appliance, Arch, BootLoader, DhcpMode, UefiLoader};
+use kickstand_profiles::model::{Appliance, Arch, BootLoader, DhcpMode, UefiLoader, UefiLocalBoot};
 use kickstand_profiles::urls::UrlScheme;
 
 use crate::wire::{Mac, Malformed, Request, msg, opt};
@@ -27,6 +27,9 @@ pub struct Context {
     /// Boot loader file names, relative to the TFTP root.
     pub loaders: Loaders,
     pub mode: Mode,
+    /// `dhcp.uefi_local_boot`: how an installed UEFI host on iPXE reaches
+    /// its disk.
+    pub uefi_local_boot: UefiLocalBoot,
 }
 
 impl Context {
@@ -36,6 +39,7 @@ impl Context {
             urls: UrlScheme::new(address, http_port),
             loaders: Loaders::default(),
             mode: Mode::Proxy,
+            uefi_local_boot: UefiLocalBoot::Ipxe,
         }
     }
 
@@ -43,6 +47,7 @@ impl Context {
     pub fn from_appliance(appliance: &Appliance) -> Self {
         let mut context = Context::new(appliance.server.address, appliance.server.http_port);
         context.loaders.uefi_x64 = appliance.dhcp.uefi_loader.as_str().to_owned();
+        context.uefi_local_boot = appliance.dhcp.uefi_local_boot;
         context.mode = match appliance.dhcp.mode {
             DhcpMode::Off => Mode::Off,
             DhcpMode::Proxy => Mode::Proxy,
@@ -97,10 +102,15 @@ pub enum HostStatus {
     Netboot(HostBoot),
     /// It is installed. BIOS firmware is not answered, so it moves on to
     /// its next boot option (its disk) at once. UEFI firmware gets the
-    /// shim → GRUB chain, whose config chainloads the disk's own loader:
-    /// left unanswered, OVMF spends some 270 s on PXEv6 and HTTP boot
-    /// before its disk, and iPXE's `exit` hangs there or opens the setup
-    /// menu. iPXE, if that is what asks, gets its script.
+    /// loader it installs with, whose script or config reaches the disk's
+    /// own loader through the OS tree's GRUB: left unanswered, OVMF spends
+    /// some 270 s on PXEv6 and HTTP boot before its disk, and iPXE's `exit`
+    /// hangs there or opens the setup menu. iPXE (the default on x86_64)
+    /// names Kickstand as GRUB's TFTP server itself, so this works with the
+    /// office DHCP untouched; the shim's GRUB (`boot_loader: grub`, the
+    /// one Secure Boot runs, or every host with `dhcp.uefi_local_boot:
+    /// grub`) takes it from the DHCP exchange. iPXE, if that is what asks,
+    /// gets its script.
     LocalDisk(HostBoot),
     /// Stay silent.
     Unknown,
@@ -448,17 +458,19 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
             firmware: found.as_str(),
         });
     }
+    // Installed BIOS firmware moves on to its disk when left alone; so must
+    // UEFI firmware with no OS tree behind it (no GRUB to reach the disk).
+    if installed && (!firmware.is_uefi() || boot.shim.is_none()) {
+        return Err(Reason::Installed(req.mac));
+    }
     let grub = firmware.is_uefi()
-        && (installed
+        && (installed && ctx.uefi_local_boot == UefiLocalBoot::Grub
             || match boot.loader {
                 BootLoader::Grub => true,
                 BootLoader::Ipxe => false,
                 BootLoader::Auto => firmware.arch() == Some(Arch::Aarch64),
             });
     let shim = boot.shim.filter(|_| grub);
-    if installed && shim.is_none() {
-        return Err(Reason::Installed(req.mac));
-    }
     let loaders = &ctx.loaders;
     let file = match (shim, firmware) {
         (Some(shim), f) if f.is_http() => format!("{}/{shim}", ctx.urls.base()),

@@ -11,7 +11,7 @@ use kickstand_dhcp::{
     Action, Context, Destination, Firmware, HostBoot, HostStatus, Mac, Malformed, Mode, Port,
     Reason, decide,
 };
-use kickstand_profiles::model::{Arch, BootLoader};
+use kickstand_profiles::model::{Arch, BootLoader, UefiLocalBoot};
 
 const APPLIANCE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const OFFICE_DHCP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -744,10 +744,12 @@ fn a_profile_for_another_architecture_is_not_answered() {
 }
 
 /// An installed host. BIOS firmware is not answered: it moves on to its
-/// disk at once. UEFI firmware gets the shim → GRUB chain, whose config
-/// chainloads the disk (left unanswered, OVMF tries PXEv6 and HTTP boot
-/// for ~270 s first; iPXE's `exit` hangs or opens the setup menu — the
-/// netboot bed's findings). iPXE, if that is what asks, gets its script.
+/// disk at once. UEFI firmware gets the loader the host installs with —
+/// iPXE, whose script chains the tree's GRUB, or the shim → GRUB chain —
+/// and GRUB's config chainloads the disk (left unanswered, OVMF tries
+/// PXEv6 and HTTP boot for ~270 s first; iPXE's `exit` hangs or opens the
+/// setup menu — the netboot bed's findings). iPXE, if that is what asks,
+/// gets its script.
 #[test]
 fn installed_hosts_reach_their_disk_by_the_fastest_way_their_firmware_has() {
     let installed = |_: Mac| HostStatus::LocalDisk(profiled(BootLoader::Ipxe, Arch::X86_64));
@@ -757,15 +759,39 @@ fn installed_hosts_reach_their_disk_by_the_fastest_way_their_firmware_has() {
         Action::Ignore(Reason::Installed(mac)),
     );
     check_reply(
-        "installed, OVMF",
+        "installed, OVMF, iPXE host",
         &ovmf(),
         decide(&ovmf(), &ctx(), &installed, Port::Dhcp),
+        offer("ipxe.efi", Firmware::UefiX64),
+    );
+    let grub = |_: Mac| HostStatus::LocalDisk(profiled(BootLoader::Grub, Arch::X86_64));
+    check_reply(
+        "installed, OVMF, GRUB host",
+        &ovmf(),
+        decide(&ovmf(), &ctx(), &grub, Port::Dhcp),
         offer(SHIM_X64, Firmware::UefiX64),
+    );
+    // `dhcp.uefi_local_boot: grub`: every installed UEFI host takes the
+    // shim → GRUB chain; an iPXE host still installs through iPXE.
+    let mut shim_to_disk = ctx();
+    shim_to_disk.uefi_local_boot = UefiLocalBoot::Grub;
+    check_reply(
+        "installed, OVMF, iPXE host, uefi_local_boot: grub",
+        &ovmf(),
+        decide(&ovmf(), &shim_to_disk, &installed, Port::Dhcp),
+        offer(SHIM_X64, Firmware::UefiX64),
+    );
+    let installing = |_: Mac| HostStatus::Netboot(profiled(BootLoader::Ipxe, Arch::X86_64));
+    check_reply(
+        "installing, OVMF, iPXE host, uefi_local_boot: grub",
+        &ovmf(),
+        decide(&ovmf(), &shim_to_disk, &installing, Port::Dhcp),
+        offer("ipxe.efi", Firmware::UefiX64),
     );
     check_reply(
         "installed, HTTP boot",
         &http(),
-        decide(&http(), &ctx(), &installed, Port::Dhcp),
+        decide(&http(), &ctx(), &grub, Port::Dhcp),
         Expect {
             class: b"HTTPClient",
             ..offer(

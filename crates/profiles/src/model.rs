@@ -221,6 +221,7 @@ pub struct Dhcp {
     pub mode: DhcpMode,
     pub unknown: UnknownPolicy,
     pub uefi_loader: UefiLoader,
+    pub uefi_local_boot: UefiLocalBoot,
     pub pool: Option<Pool>,
     /// Another server seen offering boot information is warned about until
     /// it has been quiet this long.
@@ -237,6 +238,25 @@ pub enum UefiLoader {
 }
 
 config_words!(UefiLoader { "ipxe.efi" => UefiLoader::IpxeEfi, "snponly.efi" => UefiLoader::SnponlyEfi });
+
+/// How an installed UEFI host whose loader is iPXE reaches its disk (a
+/// `boot_loader: grub` host always takes the shim → GRUB chain). Either
+/// way the OS tree's GRUB reads its config from the appliance and
+/// chainloads the disk's own loader; what differs is how GRUB learns
+/// where the appliance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum UefiLocalBoot {
+    /// The firmware gets iPXE, which names the appliance as GRUB's TFTP
+    /// server itself: works behind any office DHCP server.
+    Ipxe,
+    /// The firmware gets the tree's shim → GRUB at once, one loader fewer;
+    /// GRUB takes its server from the firmware's DHCP exchange, so the
+    /// office DHCP must name the appliance as next server (or the OS's
+    /// GRUB read the ProxyDHCP offer, as EL's does).
+    Grub,
+}
+
+config_words!(UefiLocalBoot { "ipxe" => UefiLocalBoot::Ipxe, "grub" => UefiLocalBoot::Grub });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -64,6 +64,8 @@ pub(crate) struct Dhcp {
     pub mode: Option<S<String>>,
     pub unknown: Option<S<String>>,
     pub uefi_loader: Option<S<String>>,
+    /// How an installed UEFI host on iPXE reaches its disk.
+    pub uefi_local_boot: Option<S<String>>,
     pub pool: Option<S<Pool>>,
     /// How long another server's boot offer keeps its warning up.
     pub rogue_forget_after: Option<S<String>>,

@@ -13,7 +13,7 @@
 //! Every URL a template sees comes from the profile crate's
 //! [`UrlScheme`], the same one ProxyDHCP and the HTTP router use.
 
-use kickstand_profiles::model::{Host, Os};
+use kickstand_profiles::model::{Arch, Host, Os};
 use kickstand_profiles::urls::{self, UrlScheme};
 use kickstand_profiles::{Diagnostic, GRUB_TEMPLATE, LoadError, Mac, Snapshot};
 use minijinja::syntax::SyntaxConfig;
@@ -198,9 +198,31 @@ impl Site {
             mac => mac.to_string(),
             action => Serde(action),
             report_url => self.urls.discovery_report(*mac),
+            grubs => Serde(self.grub_per_arch()),
             appliance => self.appliance_context(),
         })
         .map_err(|e| self.diagnostic(&e))
+    }
+
+    /// For a machine with no OS of its own: one OS tree's GRUB over HTTP
+    /// per architecture the profiles install (the first OS by name), for
+    /// iPXE on UEFI to reach the disk through.
+    fn grub_per_arch(&self) -> Vec<ArchGrub> {
+        let mut grubs: Vec<ArchGrub> = Vec::new();
+        for os in self.snapshot.oses.values() {
+            // iPXE's `${buildarch}` names.
+            let buildarch = match os.arch {
+                Arch::X86_64 => "x86_64",
+                Arch::Aarch64 => "arm64",
+            };
+            if !grubs.iter().any(|g| g.buildarch == buildarch) {
+                grubs.push(ArchGrub {
+                    buildarch,
+                    url: self.urls.os_file(&os.name, &os.grub),
+                });
+            }
+        }
+        grubs
     }
 
     /// The iPXE script for a host whose build token was withheld from the
@@ -302,6 +324,13 @@ struct Urls {
     installed: String,
     failed: String,
     repos: Vec<RepoUrl>,
+}
+
+/// An OS tree's GRUB for the iPXE of one architecture.
+#[derive(Debug, Serialize)]
+struct ArchGrub {
+    buildarch: &'static str,
+    url: String,
 }
 
 /// The OS's boot files as GRUB reads them over TFTP: absolute paths on

@@ -125,6 +125,21 @@ fn unknown_machines_get_a_script_that_never_installs() {
     for never in ["kernel", "inst.ks", "initrd"] {
         assert!(!discover.contains(never), "{never} in {discover}");
     }
+    // UEFI, where `exit` hangs: an OS tree's GRUB of the machine's own
+    // architecture (the first OS by name), told where Kickstand is.
+    let base = site.urls().base();
+    for (buildarch, grub) in [
+        ("x86_64", "os/alma-9/EFI/BOOT/grubx64.efi"),
+        ("arm64", "os/centos-stream-9-aarch64/EFI/BOOT/grubaa64.efi"),
+    ] {
+        let line = format!(
+            "iseq ${{platform}} efi && iseq ${{buildarch}} {buildarch} && set netX/next-server {} && chain --autofree {base}/{grub} ||\n",
+            site.snapshot.appliance.server.address
+        );
+        for script in [&script, &discover] {
+            assert!(script.contains(&line), "{line} not in {script}");
+        }
+    }
 }
 
 #[test]

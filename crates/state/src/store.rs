@@ -852,6 +852,28 @@ impl StateStore {
         self.written(listed, seq)
     }
 
+    /// Forgets the discovered machines that have a host profile now
+    /// (`profiled`): given one by hand or adopted, they are hosts, no longer
+    /// strangers to adopt. The MACs forgotten.
+    pub fn forget_discovered_profiled(&self, profiled: impl Fn(Mac) -> bool) -> Written<Vec<Mac>> {
+        let mut table = lock(&self.inner.discovered);
+        let macs: Vec<Mac> = table
+            .list()
+            .into_iter()
+            .map(|d| d.mac)
+            .filter(|mac| profiled(*mac))
+            .collect();
+        let seq = macs
+            .iter()
+            .filter_map(|mac| {
+                table.forget(*mac);
+                self.push(Job::Discovered(discovery::Change::Delete(*mac)))
+            })
+            .max();
+        drop(table);
+        self.written(macs, seq)
+    }
+
     /// Forgets every discovered machine; how many there were.
     pub fn clear_discovered(&self) -> Written<usize> {
         let mut table = lock(&self.inner.discovered);

@@ -47,6 +47,7 @@ cases=(
   "sb-grub-exit1|uefi-sb|grub||exit 1|Secure Boot: shim → GRUB exit 1"
   "sb-grub-chain|uefi-sb|grub||CHAIN|Secure Boot: shim → GRUB chainload"
   "uefi-ipxe-grub-chain|uefi|next-server|chain http://10.77.0.1:8081/TREE/EFI/BOOT/grubx64.efi|CHAIN|ipxe.efi chains GRUB (HTTP), GRUB chainloads the disk"
+  "uefi-ipxe-own-next-server|uefi||set netX/next-server 10.77.0.1 && chain http://10.77.0.1:8081/TREE/EFI/BOOT/grubx64.efi|CHAIN|ipxe.efi names the next server itself and chains GRUB (HTTP): office DHCP untouched"
   "uefi-snp-grub-chain|uefi|snp next-server|chain http://10.77.0.1:8081/TREE/EFI/BOOT/grubx64.efi|CHAIN|snponly.efi chains GRUB (HTTP), GRUB chainloads the disk"
   "sb-ipxe-refused|uefi-sb||exit||Secure Boot: unsigned ipxe.efi offered"
 )

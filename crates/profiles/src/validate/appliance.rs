@@ -141,6 +141,13 @@ impl Cx {
         let uefi_loader = self
             .word(file, "dhcp.uefi_loader", w.dhcp.uefi_loader.as_ref())
             .map(|l| l.unwrap_or(UefiLoader::IpxeEfi));
+        let uefi_local_boot = self
+            .word(
+                file,
+                "dhcp.uefi_local_boot",
+                w.dhcp.uefi_local_boot.as_ref(),
+            )
+            .map(|l| l.unwrap_or(UefiLocalBoot::Ipxe));
         let pool = w.dhcp.pool.as_ref().and_then(|p| self.pool(file, base, p));
         let rogue_forget_after = match &w.dhcp.rogue_forget_after {
             None => Some(DEFAULT_ROGUE_FORGET),
@@ -244,6 +251,7 @@ impl Cx {
                 mode: mode?,
                 unknown: unknown?,
                 uefi_loader: uefi_loader?,
+                uefi_local_boot: uefi_local_boot?,
                 pool,
                 rogue_forget_after: rogue_forget_after?,
             },
