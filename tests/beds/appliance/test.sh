@@ -2,13 +2,14 @@
 # The appliance image, end to end: build it, boot it under QEMU (TCG) on the
 # netboot bed's bridge beside dnsmasq as the office DHCP server, and check
 # from outside what an operator would rely on:
-#   boot 1 (SeaBIOS, raw disk grown to 4 GiB): first-boot config from the
-#     office lease, status page at that address, console banner, SSH with
-#     the key from the KICKSTAND partition (no passwords), kickstand as its
-#     own user with CAP_NET_BIND_SERVICE and nothing else, KS-STATE grown,
-#     a profile edited over SSH picked up without a restart, a BIOS PXE
-#     client installed through the appliance (/api/hosts says installed),
-#     a machine that reported itself adopted over SSH and installed.
+#   boot 1 (SeaBIOS, raw image on a 4 GiB USB stick): first-boot config
+#     from the office lease, status page at that address, console banner,
+#     SSH with the key from the KICKSTAND partition (no passwords),
+#     kickstand as its own user with CAP_NET_BIND_SERVICE and nothing else,
+#     KS-STATE grown and the cache sized from it, a profile edited over SSH
+#     picked up without a restart, a BIOS PXE client installed through the
+#     appliance (/api/hosts says installed), a machine that reported itself
+#     adopted over SSH and installed.
 #   off: a profile edited on the KICKSTAND partition from this side, and an
 #     upgrade (image/upgrade.sh) to an image whose root differs.
 #   boot 2 (OVMF): the new system, the same SSH host key, state, cache,
@@ -121,9 +122,9 @@ on_appliance() { in_ns ssh "${ssh_opts[@]}" -o StrictHostKeyChecking=yes "root@$
 http() { in_ns curl -sS -m 10 "$@"; }
 
 # Boots the appliance and waits for its status page; sets addr and ready_s.
-boot_appliance() {
-  local fw=$1 name=$2 started lease
-  "$here/vm.sh" "$bed" "$fw" "$disk" "$work/$name.log" "$APPLIANCE_MAC" $((BOOT_LIMIT + 600)) ||
+boot_appliance() { # FIRMWARE NAME [HOST_KEY_CHECKING [virtio|usb]]
+  local fw=$1 name=$2 bus=${4:-virtio} started lease
+  "$here/vm.sh" "$bed" "$fw" "$disk" "$work/$name.log" "$APPLIANCE_MAC" $((BOOT_LIMIT + 600)) "$bus" ||
     die "cannot start the appliance VM"
   started=$(date +%s)
   addr=""
@@ -138,7 +139,7 @@ boot_appliance() {
     sleep 2
   done
   ready_s=$(($(date +%s) - started))
-  say "$name ($fw): status page at http://$addr/ after $ready_s s (power-on to ready)"
+  say "$name ($fw, $bus disk): status page at http://$addr/ after $ready_s s (power-on to ready)"
   # SSH starts beside kickstand; give it the same generous limit.
   for _ in $(seq 60); do
     in_ns ssh "${ssh_opts[@]}" -o StrictHostKeyChecking="${3:-accept-new}" "root@$addr" true 2>/dev/null && return 0
@@ -196,8 +197,10 @@ hosts:
 YAML
 }
 
-# --- boot 1: SeaBIOS, first boot ---------------------------------------------------
-boot_appliance bios boot1
+# --- boot 1: SeaBIOS, first boot from a USB stick ----------------------------------
+# A USB stick is what the image is for, and the one disk the kernel finds
+# late: KS-STATE must grow on it all the same.
+boot_appliance bios boot1 accept-new usb
 ready1=$ready_s
 check "the office DHCP server leased the appliance $addr" grep -qi "$APPLIANCE_MAC $addr" "$bed/office.leases"
 status_page_answers() {
@@ -254,6 +257,11 @@ dhcp_sockets() { on_appliance "ss -Hulnp '( sport = :67 or sport = :4011 )'" | g
 check "ProxyDHCP listens on UDP 67 and 4011 as kickstand, bound to $iface" test "$(dhcp_sockets)" -eq 2
 state_mib=$(on_appliance df -m --output=size /var/lib/kickstand | tail -n 1 | tr -d ' ')
 check "KS-STATE grew to the 4 GiB disk's end ($state_mib MiB)" test "${state_mib:-0}" -gt 2500
+root_on_usb() { on_appliance 'readlink -f /sys/class/block/$(findmnt -no SOURCE / | sed s,^/dev/,,)' | grep -q /usb; }
+check "the root file system is on the USB stick" root_on_usb
+cache_max=$(awk '$1 == "max_size:" { print $2 }' <<<"$conf")
+check "first boot sized the cache from the grown KS-STATE (max_size: $cache_max)" \
+  test "$cache_max" = "$((state_mib * 8 / 10 - 64))MiB"
 
 # A profile edited over SSH (rename-style saves, as editors do) while it runs.
 on_appliance "sed -i 's|^mirrors:|mirrors:\n  bed: [$MIRROR]|' /etc/kickstand/kickstand.yaml" ||
@@ -341,6 +349,6 @@ installer_revalidated() {
 check "after the reboot the installer came from the kept cache (mirror: one 200 each, then 304s)" installer_revalidated
 poweroff_appliance
 
-say "power-on to status page: $ready1 s (SeaBIOS, first boot), $ready2 s (OVMF)"
-echo "appliance: boot-to-ready ${ready1}s (bios, first boot) ${ready2}s (uefi); $score"
+say "power-on to status page: $ready1 s (SeaBIOS, USB stick, first boot), $ready2 s (OVMF, virtio)"
+echo "appliance: boot-to-ready ${ready1}s (bios, usb, first boot) ${ready2}s (uefi, virtio); $score"
 finish
