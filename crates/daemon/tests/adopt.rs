@@ -235,6 +235,33 @@ fn a_refused_adoption_writes_nothing() {
     assert!(adopted.join("52-54-00-99-99-07.yaml").is_file());
 }
 
+/// An adoption that cannot be written is a 500 whose cause is in the log
+/// once, at warn, on the request's own line. `adopted` is a link to a
+/// directory where no one can create a file, root neither (procfs): what
+/// a read-only file system did on the appliance, as any user.
+#[test]
+fn an_adoption_that_cannot_be_written_logs_why() {
+    let bed = discovering_bed();
+    std::os::unix::fs::symlink("/proc/self/fdinfo", bed.path("profiles/adopted"))
+        .expect("link adopted into procfs");
+    let daemon = Daemon::start(&bed.config());
+    report(&daemon, INJECTOR, &[("serial", "SN 1")]);
+    let out = cli(&bed, &["adopt", INJECTOR, "--hostname", "victim01"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "adopted into a file");
+    assert!(err.contains("writing"), "{err}");
+    let line = daemon
+        .wait_for_log("status=500", WAIT)
+        .expect("the 500 is logged");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("cause=") && line.contains("writing"),
+        "{line}"
+    );
+    let causes = daemon.log().matches("cause=").count();
+    assert_eq!(causes, 1, "logged once: {}", daemon.log());
+}
+
 /// Control and bidi characters from strangers reach a person escaped:
 /// what the daemon keeps has none (the log shows the report escaped);
 /// rows an older Kickstand kept with them raw are shown escaped by

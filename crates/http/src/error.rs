@@ -65,9 +65,14 @@ impl ApiError {
         }
     }
 
-    /// The response for this error.
+    /// The response for this error. A server error carries its cause
+    /// along (see [`Cause`]).
     pub fn into_response(self) -> Response<Body> {
-        let mut resp = text(self.status(), format!("{self}\n"));
+        let status = self.status();
+        let mut resp = text(status, format!("{self}\n"));
+        if status.is_server_error() {
+            resp.extensions_mut().insert(Cause(self.to_string()));
+        }
         if let ApiError::TooMany(_) = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -75,6 +80,12 @@ impl ApiError {
         resp
     }
 }
+
+/// Why a request got a server error, riding on its response to the one
+/// line the front logs per request: the body went to the client, and the
+/// journal would otherwise show only `status=500`.
+#[derive(Debug, Clone)]
+pub(crate) struct Cause(pub(crate) String);
 
 pub(crate) fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into())

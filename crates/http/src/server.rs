@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::assets;
-use crate::error::{self, ApiError, Body};
+use crate::error::{self, ApiError, Body, Cause};
 use crate::front::{Channel, Front, Loader, OperatorAct, Reply, RouteKind, lines_body, token_id};
 use crate::route::{Access, Refusal, Route, route, serves_mirror_bytes, token};
 
@@ -112,7 +112,11 @@ where
         never_a_page(response.headers_mut());
     }
     front.observe(kind, response.status());
-    info!(%peer, %method, path, query_len, status = response.status().as_u16(), "http");
+    let status = response.status().as_u16();
+    match response.extensions_mut().remove::<Cause>() {
+        Some(Cause(cause)) => warn!(%peer, %method, path, query_len, status, cause, "http"),
+        None => info!(%peer, %method, path, query_len, status, "http"),
+    }
     response
 }
 

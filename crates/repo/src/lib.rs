@@ -298,6 +298,12 @@ impl RepoProxy {
     ) -> Response<Body> {
         match self.try_handle(upstream, mirror, path, &req).await {
             Ok(r) => r,
+            // A server error is the appliance's or the mirror's fault: an
+            // operator must see why (the front logs only its status).
+            Err(e) if status_for(&e).is_server_error() => {
+                tracing::warn!(mirror, path, error = %e, "repo request failed");
+                error_response(&e)
+            }
             Err(e) => {
                 tracing::info!(mirror, path, error = %e, "repo request failed");
                 error_response(&e)

@@ -2,12 +2,14 @@
 # The appliance image, end to end: build it, boot it under QEMU (TCG) on the
 # netboot bed's bridge beside dnsmasq as the office DHCP server, and check
 # from outside what an operator would rely on:
-#   boot 1 (SeaBIOS, raw disk grown to 4 GiB): first-boot config from the
-#     office lease, status page at that address, console banner, SSH with
-#     the key from the KICKSTAND partition (no passwords), kickstand as its
-#     own user with CAP_NET_BIND_SERVICE and nothing else, KS-STATE grown,
-#     a profile edited over SSH picked up without a restart, a BIOS PXE
-#     client installed through the appliance (/api/hosts says installed).
+#   boot 1 (SeaBIOS, raw image on a 4 GiB USB stick): first-boot config
+#     from the office lease, status page at that address, console banner,
+#     SSH with the key from the KICKSTAND partition (no passwords),
+#     kickstand as its own user with CAP_NET_BIND_SERVICE and nothing else,
+#     KS-STATE grown and the cache sized from it, a profile edited over SSH
+#     picked up without a restart, a BIOS PXE client installed through the
+#     appliance (/api/hosts says installed), a machine that reported itself
+#     adopted over SSH and installed.
 #   off: a profile edited on the KICKSTAND partition from this side, and an
 #     upgrade (image/upgrade.sh) to an image whose root differs.
 #   boot 2 (OVMF): the new system, the same SSH host key, state, cache,
@@ -31,11 +33,16 @@ bed=$work/bed
 APPLIANCE_MAC=52:54:00:4b:53:01
 BIOS_MAC=52:54:00:12:34:11
 UEFI_MAC=52:54:00:12:34:12
+# No profile: it reports itself and is adopted over SSH.
+ADOPTED_MAC=52:54:00:12:34:13
 TREE=standin/9/BaseOS/x86_64/os
 MIRROR=http://10.77.0.1:8081/
 # Hard limits under TCG on a busy 2-core machine; never asserted as speed.
 BOOT_LIMIT=900
 PXE_LIMIT=600
+# systemd-analyze security's exposure of kickstand.service before it could
+# write /etc/kickstand/adopted; never to grow.
+EXPOSURE_BEFORE=1.4
 
 passed=0 failed=0
 t0=$(date +%s)
@@ -115,9 +122,9 @@ on_appliance() { in_ns ssh "${ssh_opts[@]}" -o StrictHostKeyChecking=yes "root@$
 http() { in_ns curl -sS -m 10 "$@"; }
 
 # Boots the appliance and waits for its status page; sets addr and ready_s.
-boot_appliance() {
-  local fw=$1 name=$2 started lease
-  "$here/vm.sh" "$bed" "$fw" "$disk" "$work/$name.log" "$APPLIANCE_MAC" $((BOOT_LIMIT + 600)) ||
+boot_appliance() { # FIRMWARE NAME [HOST_KEY_CHECKING [virtio|usb]]
+  local fw=$1 name=$2 bus=${4:-virtio} started lease
+  "$here/vm.sh" "$bed" "$fw" "$disk" "$work/$name.log" "$APPLIANCE_MAC" $((BOOT_LIMIT + 600)) "$bus" ||
     die "cannot start the appliance VM"
   started=$(date +%s)
   addr=""
@@ -132,7 +139,7 @@ boot_appliance() {
     sleep 2
   done
   ready_s=$(($(date +%s) - started))
-  say "$name ($fw): status page at http://$addr/ after $ready_s s (power-on to ready)"
+  say "$name ($fw, $bus disk): status page at http://$addr/ after $ready_s s (power-on to ready)"
   # SSH starts beside kickstand; give it the same generous limit.
   for _ in $(seq 60); do
     in_ns ssh "${ssh_opts[@]}" -o StrictHostKeyChecking="${3:-accept-new}" "root@$addr" true 2>/dev/null && return 0
@@ -152,14 +159,15 @@ poweroff_appliance() {
 # A PXE client on kstap0, booted by the netboot bed's vm.sh; "installed"
 # means the stand-in installer fetched its kickstart from the appliance
 # and reported back.
-pxe_install() {
-  local fw=$1 mac=$2 log=$work/pxe-$1.log s
+pxe_install() { # FIRMWARE MAC [NAME]
+  local fw=$1 mac=$2 name=${3:-$1} s
+  local log=$work/pxe-$name.log
   s=$(date +%s)
-  "$netboot/vm.sh" "$bed" "$fw" "$mac" "$log" "$PXE_LIMIT" >/dev/null 2>"$work/pxe-$fw.qemu.log"
+  "$netboot/vm.sh" "$bed" "$fw" "$mac" "$log" "$PXE_LIMIT" >/dev/null 2>"$work/pxe-$name.qemu.log"
   say "PXE client $mac ($fw) ran $(($(date +%s) - s)) s beside the appliance"
-  check "$fw PXE client fetched its kickstart from the appliance" grep -q "KS-STANDIN: fetched kickstart for $mac" "$log"
-  check "$fw PXE client reported installed" grep -q "KS-STANDIN: reported installed for $mac" "$log"
-  check "$fw PXE client's kickstart came from http://$addr/" grep -q "KS-STANDIN: fetching http://$addr/ks/" "$log"
+  check "$name PXE client fetched its kickstart from the appliance" grep -q "KS-STANDIN: fetched kickstart for $mac" "$log"
+  check "$name PXE client reported installed" grep -q "KS-STANDIN: reported installed for $mac" "$log"
+  check "$name PXE client's kickstart came from http://$addr/" grep -q "KS-STANDIN: fetching http://$addr/ks/" "$log"
   check "/api/hosts shows $mac installed" host_phase_is "$mac" installed
 }
 host_field() { # MAC FIELD: from the appliance's /api/hosts
@@ -189,8 +197,10 @@ hosts:
 YAML
 }
 
-# --- boot 1: SeaBIOS, first boot ---------------------------------------------------
-boot_appliance bios boot1
+# --- boot 1: SeaBIOS, first boot from a USB stick ----------------------------------
+# A USB stick is what the image is for, and the one disk the kernel finds
+# late: KS-STATE must grow on it all the same.
+boot_appliance bios boot1 accept-new usb
 ready1=$ready_s
 check "the office DHCP server leased the appliance $addr" grep -qi "$APPLIANCE_MAC $addr" "$bed/office.leases"
 status_page_answers() {
@@ -239,11 +249,19 @@ check "NoNewPrivileges is set" grep -q "^NoNewPrivs:[[:space:]]*1" <<<"$status"
 on_appliance systemd-analyze security kickstand.service >"$work/security.txt" 2>&1
 score=$(grep -o "Overall exposure level for kickstand.service: .*" "$work/security.txt")
 check "systemd-analyze security: $score" test -n "$score"
+exposure=$(grep -oE '[0-9]+\.[0-9]+' <<<"$score")
+check "the unit is as locked down as before (exposure $exposure <= $EXPOSURE_BEFORE)" \
+  awk -v e="$exposure" -v b="$EXPOSURE_BEFORE" 'BEGIN { exit !(e != "" && e + 0 <= b + 0) }'
 # Bound to the interface (SO_BINDTODEVICE) without CAP_NET_RAW: 0.0.0.0%enp0s2:67.
 dhcp_sockets() { on_appliance "ss -Hulnp '( sport = :67 or sport = :4011 )'" | grep kickstand | grep -c "%$iface:"; }
 check "ProxyDHCP listens on UDP 67 and 4011 as kickstand, bound to $iface" test "$(dhcp_sockets)" -eq 2
 state_mib=$(on_appliance df -m --output=size /var/lib/kickstand | tail -n 1 | tr -d ' ')
 check "KS-STATE grew to the 4 GiB disk's end ($state_mib MiB)" test "${state_mib:-0}" -gt 2500
+root_on_usb() { on_appliance 'readlink -f /sys/class/block/$(findmnt -no SOURCE / | sed s,^/dev/,,)' | grep -q /usb; }
+check "the root file system is on the USB stick" root_on_usb
+cache_max=$(awk '$1 == "max_size:" { print $2 }' <<<"$conf")
+check "first boot sized the cache from the grown KS-STATE (max_size: $cache_max)" \
+  test "$cache_max" = "$((state_mib * 8 / 10 - 64))MiB"
 
 # A profile edited over SSH (rename-style saves, as editors do) while it runs.
 on_appliance "sed -i 's|^mirrors:|mirrors:\n  bed: [$MIRROR]|' /etc/kickstand/kickstand.yaml" ||
@@ -258,6 +276,31 @@ check "a profile written over SSH is in force without a restart" test -n "$seen"
 check "kickstand was not restarted for it" test "$(on_appliance systemctl show -p MainPID --value kickstand)" = "$pid"
 
 pxe_install bios "$BIOS_MAC"
+
+# Adopt over SSH: a machine without a profile reports itself through the
+# daemon's own routes (as its discovery script would; made up here, an
+# unknown machine booting under TCG is too slow), the operator adopts it
+# with the CLI, and it installs.
+adopted_file=/etc/kickstand/adopted/${ADOPTED_MAC//:/-}.yaml
+on_appliance "sed -i 's/^  unknown: ignore\$/  unknown: discover/' /etc/kickstand/kickstand.yaml" ||
+  bad "set dhcp.unknown: discover over SSH"
+discovery_script_served() { on_appliance curl -sf "http://$addr/boot/$ADOPTED_MAC.ipxe" | grep -q "api/discover"; }
+seen=""
+for _ in $(seq 30); do discovery_script_served && { seen=1; break; }; sleep 1; done
+check "an unknown machine is sent the discovery script (dhcp.unknown: discover in force)" test -n "$seen"
+on_appliance curl -sf -o /dev/null "'http://$addr/api/discover/$ADOPTED_MAC?product=Stand-in&serial=SN-ADOPT'" ||
+  bad "report $ADOPTED_MAC to /api/discover from the appliance"
+# grep reads all (not -q): the CLI's output is not cut short.
+check "kickstand discovered (over SSH) lists $ADOPTED_MAC" on_appliance "kickstand discovered | grep -i $ADOPTED_MAC >/dev/null"
+adopt_rc=0
+on_appliance kickstand adopt "$ADOPTED_MAC" --hostname adopted01 --os standin-9 >"$work/adopt.out" 2>&1 || adopt_rc=$?
+check "kickstand adopt over SSH succeeds ($(tr '\n' ' ' <"$work/adopt.out"))" test "$adopt_rc" -eq 0
+check "the adopted profile is at $adopted_file, on KS-STATE" \
+  on_appliance "test -s $adopted_file && test -s /var/lib/kickstand/adopted/${adopted_file##*/}"
+check "kickstand hosts (over SSH) lists adopted01" on_appliance "kickstand hosts | grep adopted01 >/dev/null"
+check "$ADOPTED_MAC is in force without a restart (/api/hosts)" test "$(host_field "$ADOPTED_MAC" hostname)" = adopted01
+pxe_install bios "$ADOPTED_MAC" adopted
+
 cache1=$(on_appliance "cd /var/lib/kickstand/cache && find . -type f | sort")
 mirror_gets() { grep -E "\"GET /$TREE/images/pxeboot/(vmlinuz|initrd.img) " "$bed/mirror.log"; }
 installer_from_appliance_only() { local g; g=$(mirror_gets); [[ -n $g ]] && ! grep -qv "^$addr " <<<"$g"; }
@@ -295,6 +338,8 @@ check "state kept" test "$(on_appliance "cd /var/lib/kickstand/state && find . -
 check "cache kept" test "$(on_appliance "cd /var/lib/kickstand/cache && find . -type f | sort")" = "$cache1"
 check "$BIOS_MAC is still installed after reboot and upgrade" host_phase_is "$BIOS_MAC" installed
 check "the profile edited on KICKSTAND while off is in force" test "$(host_field "$BIOS_MAC" hostname)" = bios01-edited
+check "the adopted profile is kept: $ADOPTED_MAC is adopted01" test "$(host_field "$ADOPTED_MAC" hostname)" = adopted01
+check "$ADOPTED_MAC is still installed" host_phase_is "$ADOPTED_MAC" installed
 pxe_install uefi "$UEFI_MAC"
 # Boot images are revalidated with the mirror: 304, not a second download.
 installer_revalidated() {
@@ -304,6 +349,6 @@ installer_revalidated() {
 check "after the reboot the installer came from the kept cache (mirror: one 200 each, then 304s)" installer_revalidated
 poweroff_appliance
 
-say "power-on to status page: $ready1 s (SeaBIOS, first boot), $ready2 s (OVMF)"
-echo "appliance: boot-to-ready ${ready1}s (bios, first boot) ${ready2}s (uefi); $score"
+say "power-on to status page: $ready1 s (SeaBIOS, USB stick, first boot), $ready2 s (OVMF, virtio)"
+echo "appliance: boot-to-ready ${ready1}s (bios, usb, first boot) ${ready2}s (uefi, virtio); $score"
 finish

@@ -5,10 +5,12 @@
 # off so it never netboots itself. QEMU's pid goes to WORK/appliance.pid,
 # which bed-down.sh stops like the bed's own processes.
 #
-# Usage: vm.sh WORK bios|uefi DISK SERIAL_LOG MAC [TIMEOUT_SECONDS]
+# Usage: vm.sh WORK bios|uefi DISK SERIAL_LOG MAC [TIMEOUT_SECONDS [virtio|usb]]
 #   bios: SeaBIOS boots GRUB i386-pc from the BIOS boot partition.
 #   uefi: OVMF (OVMF_CODE_4M.fd + a fresh copy of OVMF_VARS_4M.fd, so no
 #         boot entry is remembered) boots EFI/BOOT/BOOTX64.EFI.
+#   virtio: the disk is a virtio disk (a VM); usb: a USB stick on an xHCI
+#         controller, which the kernel finds only seconds after it starts.
 set -euo pipefail
 
 work=${1:?usage: vm.sh WORK bios|uefi DISK SERIAL MAC [TIMEOUT]}
@@ -17,6 +19,7 @@ disk=${3:?disk}
 serial=${4:?serial log}
 mac=${5:?mac}
 limit=${6:-1800}
+bus=${7:-virtio}
 # shellcheck disable=SC1091
 source "$work/bed.env"
 
@@ -26,10 +29,16 @@ if ! ip -n "$NS" link show kstap1 >/dev/null 2>&1; then
   ip -n "$NS" link set kstap1 up
 fi
 
+# The disk's controller takes the PCI slot before the NIC's whatever the bus,
+# so the NIC keeps its slot and name (the first-boot config names it).
+case $bus in
+  virtio) disk_dev=(-device "virtio-blk-pci,drive=d0,bootindex=1") ;;
+  usb) disk_dev=(-device "qemu-xhci,id=xhci" -device "usb-storage,bus=xhci.0,drive=d0,bootindex=1") ;;
+  *) echo "vm.sh: disk bus must be virtio or usb" >&2; exit 2 ;;
+esac
 args=(-machine q35,accel=tcg -m 768 -smp 1 -nodefaults -display none -vga none
   -monitor none -serial "file:$serial" -pidfile "$work/appliance.pid"
-  -drive "if=none,id=d0,file=$disk,format=raw"
-  -device virtio-blk-pci,drive=d0,bootindex=1
+  -drive "if=none,id=d0,file=$disk,format=raw" "${disk_dev[@]}"
   -netdev tap,id=n0,ifname=kstap1,script=no,downscript=no
   -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=")
 case $fw in
