@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::segment::{APPLIANCE, Segment};
@@ -32,31 +31,6 @@ const FIXTURE: &str = concat!(
 fn get_accepting(net: &Segment, path: &str, accept: &str) -> String {
     let header = format!("Accept: {accept}");
     net.curl(APPLIANCE, &net.url(path), &["-H", &header]).1
-}
-
-/// `promtool check metrics` on what `/metrics` serves: its complaints, if
-/// any.
-fn promtool_complaints(net: &Segment) -> Option<String> {
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package)");
-    std::io::Write::write_all(
-        &mut check.stdin.take().expect("stdin"),
-        net.get("/metrics").as_bytes(),
-    )
-    .expect("feed promtool");
-    let out = check.wait_with_output().expect("promtool ends");
-    (!out.status.success()).then(|| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// OVMF's captured DISCOVER, broadcast from the client namespace.
@@ -223,7 +197,7 @@ fn a_forged_offer_cannot_write_lines_into_metrics() {
     // The status page shows the text as it came (JSON escapes it).
     assert!(rogues.iter().any(|r| r["offered"] == FORGED), "{rogues:?}");
 
-    if let Some(complaints) = promtool_complaints(&net) {
+    if let Some(complaints) = support::promtool_complaints(&net.get("/metrics")) {
         panic!(
             "promtool check metrics:\n{complaints}\n{}",
             net.get("/metrics")

@@ -522,6 +522,27 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// `promtool check metrics` on `metrics`: its complaints, if any.
+pub fn promtool_complaints(metrics: &str) -> Option<String> {
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package)");
+    std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), metrics.as_bytes())
+        .expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool ends");
+    (!out.status.success()).then(|| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// The build token a script or kickstart carries.
 pub fn token_in(text: &str) -> Option<String> {
     let at = text.find("?token=")? + "?token=".len();
