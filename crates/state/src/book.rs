@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use kickstand_profiles::Mac;
 
-use crate::claim::Claims;
+use crate::claim::{Claimed, Claims};
 use crate::event::{Class, Event, EventKind};
 use crate::host::{Effects, Host, Outcome};
 use crate::op::{self, HostOp};
@@ -34,7 +34,7 @@ pub(crate) struct Book {
     /// The last completed install of each OS.
     pub(crate) installs: HashMap<String, InstallSize>,
     /// The address each host's DHCP exchange gave it in the build under way.
-    pub(crate) claims: Claims,
+    claims: Claims,
     /// Gives events made here an order until the database numbers them.
     next_id: i64,
 }
@@ -94,6 +94,27 @@ impl Book {
 
     pub(crate) fn known(&self, mac: Mac) -> bool {
         self.entries.contains_key(&mac)
+    }
+
+    /// Notes that `mac`'s DHCP exchange gave it `ip` ([`Claims::note`]).
+    pub(crate) fn claim(&mut self, mac: Mac, ip: IpAddr, now: SystemTime) -> Claimed {
+        let host = self.entries.get(&mac).and_then(|e| e.host.as_ref());
+        self.claims.note(mac, host, ip, now)
+    }
+
+    /// The address `mac` may be handed its token at, and whether it is in
+    /// build mode (no record: new, so it is).
+    pub(crate) fn claimed(&self, mac: Mac, now: SystemTime) -> (Option<IpAddr>, bool) {
+        let host = self.host(mac);
+        (
+            self.claims.address(mac, host, now),
+            host.is_none_or(|h| h.phase.is_build_mode()),
+        )
+    }
+
+    /// Drops `mac`'s claim that no token was handed out on.
+    pub(crate) fn end_claim(&mut self, mac: Mac) {
+        self.claims.end(mac);
     }
 
     pub(crate) fn by_ip(&self, ip: IpAddr) -> Option<Mac> {

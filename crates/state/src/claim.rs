@@ -84,6 +84,13 @@ struct Claim {
     at: SystemTime,
 }
 
+impl Claim {
+    /// Whether it still stands at `now` (see [`CLAIM_TTL`]).
+    fn fresh(&self, now: SystemTime) -> bool {
+        now.duration_since(self.at).unwrap_or_default() < CLAIM_TTL
+    }
+}
+
 /// The claims of hosts whose token is not bound yet.
 #[derive(Debug, Default)]
 pub(crate) struct Claims(HashMap<Mac, Claim>);
@@ -98,10 +105,7 @@ impl Claims {
         {
             return Some(bound);
         }
-        self.0
-            .get(&mac)
-            .filter(|c| now.duration_since(c.at).unwrap_or_default() < CLAIM_TTL)
-            .map(|c| c.ip)
+        self.0.get(&mac).filter(|c| c.fresh(now)).map(|c| c.ip)
     }
 
     /// Notes `ip` for `mac` at `now`; what that means for the host.
@@ -118,8 +122,7 @@ impl Claims {
         match self.address(mac, host, now) {
             None => {
                 if self.0.len() >= MAX_CLAIMS {
-                    self.0
-                        .retain(|_, c| now.duration_since(c.at).unwrap_or_default() < CLAIM_TTL);
+                    self.0.retain(|_, c| c.fresh(now));
                 }
                 if self.0.len() < MAX_CLAIMS {
                     self.0.insert(mac, Claim { ip, at: now });

@@ -448,11 +448,7 @@ impl StateStore {
     /// revoked, it fails with "two addresses claim …", and only an
     /// operator's rearm starts a new build.
     pub fn claim(&self, mac: Mac, ip: IpAddr, now: SystemTime) -> Claimed {
-        let claimed = {
-            let mut book = lock(&self.inner.book);
-            let host = book.host(mac).cloned();
-            book.claims.note(mac, host.as_ref(), ip, now)
-        };
+        let claimed = lock(&self.inner.book).claim(mac, ip, now);
         match claimed {
             Claimed::First => {
                 self.change(mac, HostOp::Seen { ip }, now);
@@ -475,7 +471,7 @@ impl StateStore {
     /// Drops `mac`'s claim that no token was handed out on: its lease was
     /// given back (a DECLINE from the holder), and the next one stands.
     pub fn release_claim(&self, mac: Mac) {
-        lock(&self.inner.book).claims.end(mac);
+        lock(&self.inner.book).end_claim(mac);
     }
 
     /// The build token for a boot script or GRUB config that `peer` asked
@@ -497,12 +493,9 @@ impl StateStore {
         {
             return Ok(Err(Withheld::Conflict { first, second }));
         }
-        let address = {
-            let book = lock(&self.inner.book);
-            book.claims.address(mac, book.host(mac), now)
-        };
+        let (address, building) = lock(&self.inner.book).claimed(mac, now);
         match address {
-            None if self.phase(mac).is_build_mode() => return Ok(Err(Withheld::NoExchange)),
+            None if building => return Ok(Err(Withheld::NoExchange)),
             Some(claimed) if claimed != peer => {
                 return Ok(Err(Withheld::OtherAddress { claimed }));
             }
