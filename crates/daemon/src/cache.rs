@@ -257,7 +257,7 @@ pub(crate) enum CacheCommand {
 }
 
 pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitCode> {
-    let Some(cli) = crate::commands::Cli::load(config) else {
+    let Some(cli) = crate::commands::CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let appliance = &cli.appliance;

@@ -50,18 +50,18 @@ pub(crate) async fn open_store(appliance: &Appliance) -> anyhow::Result<StateSto
 /// edit that breaks a profile file leaves the daemon serving its last good
 /// set; these commands keep working then (they ask the daemon) and say so
 /// first, so an operator fixing the edit over SSH is not blind.
-pub(crate) struct Cli {
+pub(crate) struct CommandConfig {
     pub(crate) appliance: Appliance,
     /// `None` while the profile set does not load.
     pub(crate) generation: Option<Generation>,
 }
 
-impl Cli {
+impl CommandConfig {
     /// Loads what a command needs, or prints why it cannot run.
-    pub(crate) fn load(config: &Path) -> Option<Cli> {
+    pub(crate) fn load(config: &Path) -> Option<CommandConfig> {
         let broken = match Generation::load(config, crate::Ports::default(), 1) {
             Ok(generation) => {
-                return Some(Cli {
+                return Some(CommandConfig {
                     appliance: generation.appliance().clone(),
                     generation: Some(generation),
                 });
@@ -86,7 +86,7 @@ impl Cli {
                 "kickstand: the profiles above are broken and the daemon is not answering; what follows is from the state database\n"
             ),
         }
-        Some(Cli {
+        Some(CommandConfig {
             appliance,
             generation: None,
         })
@@ -190,7 +190,7 @@ pub(crate) fn render(config: &Path, mac: Mac, what: Rendered) -> anyhow::Result<
 }
 
 pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
-    let Some(cli) = Cli::load(config) else {
+    let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     // The running daemon's memory is current; the database is a batch
@@ -226,7 +226,7 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
-    let Some(cli) = Cli::load(config) else {
+    let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let mac = cli.resolve(who)?;
@@ -274,7 +274,7 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
-    let Some(cli) = Cli::load(config) else {
+    let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     // The running daemon holds the list in memory (and writes it behind);
@@ -317,7 +317,7 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn rearm(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
-    let Some(cli) = Cli::load(config) else {
+    let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let daemon = Daemon::operator(&cli.appliance)?;
@@ -356,7 +356,7 @@ pub(crate) fn forget_discovered(
     macs: &[Mac],
     clear: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Some(cli) = Cli::load(config) else {
+    let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let daemon = Daemon::operator(&cli.appliance)?;
@@ -393,7 +393,7 @@ pub(crate) fn adopt(
     group: Option<&str>,
     os: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let Some(cli) = Cli::load(config) else {
+    let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let daemon = Daemon::operator(&cli.appliance)?;
@@ -413,7 +413,7 @@ pub(crate) fn adopt(
 
 /// `kickstand audit`: the operator actions the running daemon recorded.
 pub(crate) fn audit(config: &Path) -> anyhow::Result<ExitCode> {
-    let Some(cli) = Cli::load(config) else {
+    let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let mut resp = Daemon::operator(&cli.appliance)?.get("/api/audit")?;
