@@ -4,7 +4,7 @@
 //! lines; the CLI decodes the same type. A failure is a field of an event,
 //! never a prefix of a text line.
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -277,7 +277,7 @@ pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitC
         return Ok(ExitCode::FAILURE);
     }
     if let CacheCommand::Stats = command {
-        print!("{}", resp.body_mut().read_to_string()?);
+        out!("{}", resp.body_mut().read_to_string()?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut printer = Printer::new();
@@ -286,6 +286,9 @@ pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitC
         let event: CacheEvent = serde_json::from_str(&line)
             .with_context(|| format!("the daemon sent a line this CLI cannot read: {line}"))?;
         printer.show(&event);
+        if let Some(e) = printer.gone.take() {
+            return Err(crate::StdoutGone(e).into());
+        }
     }
     Ok(if printer.finish() {
         ExitCode::SUCCESS
@@ -299,6 +302,8 @@ pub(crate) fn run(config: &Path, command: &CacheCommand) -> anyhow::Result<ExitC
 struct Printer {
     bar: indicatif::ProgressBar,
     failed: bool,
+    /// Why standard output could not be written.
+    gone: Option<std::io::Error>,
 }
 
 impl Printer {
@@ -312,11 +317,22 @@ impl Printer {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             bar.set_style(style);
         }
-        Printer { bar, failed: false }
+        Printer {
+            bar,
+            failed: false,
+            gone: None,
+        }
     }
 
-    fn line(&self, text: String) {
-        self.bar.suspend(|| println!("{text}"));
+    /// Prints a line, unless an earlier one could not be: then the
+    /// reader is gone and [`Printer::gone`] says so.
+    fn line(&mut self, text: String) {
+        if self.gone.is_none() {
+            let written = self
+                .bar
+                .suspend(|| writeln!(std::io::stdout().lock(), "{text}"));
+            self.gone = written.err();
+        }
     }
 
     fn show(&mut self, event: &CacheEvent) {

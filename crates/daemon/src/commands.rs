@@ -134,7 +134,7 @@ pub(crate) fn check(config: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let s = generation.snapshot();
-    println!(
+    outln!(
         "ok: {} file(s), {} OS, {} host(s), {} template(s); every kickstart, iPXE script and GRUB config rendered",
         s.files.len(),
         s.oses.len(),
@@ -185,7 +185,7 @@ pub(crate) fn render(config: &Path, mac: Mac, what: Rendered) -> anyhow::Result<
             BootDecision::Ignore => site.grub(&mac, BootAction::Install, TOKEN),
         },
     };
-    print!("{}", out.with_context(|| format!("rendering for {mac}"))?);
+    out!("{}", out.with_context(|| format!("rendering for {mac}"))?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -203,9 +203,14 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
             anyhow::Ok(views::host_rows(generation, &store))
         })?,
     };
-    println!(
+    outln!(
         "{:<17}  {:<16} {:<18} {:<10} {:<14} {:<16} GROUPS",
-        "MAC", "HOSTNAME", "OS", "PHASE", "IN PHASE", "LAST EVENT"
+        "MAC",
+        "HOSTNAME",
+        "OS",
+        "PHASE",
+        "IN PHASE",
+        "LAST EVENT"
     );
     for row in &rows {
         let in_phase = row.in_phase_secs.map_or_else(|| "-".to_owned(), ago);
@@ -213,7 +218,7 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
             .last_event
             .as_ref()
             .map_or("-".to_owned(), |e| e.kind.clone());
-        println!(
+        outln!(
             "{}  {:<16} {:<18} {:<10} {in_phase:<14} {last:<16} {}",
             row.mac,
             row.hostname,
@@ -248,7 +253,7 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
                 })
             })?,
         };
-    println!(
+    outln!(
         "{} ({})",
         view.mac,
         view.hostname.as_deref().unwrap_or("no profile")
@@ -261,7 +266,7 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
         };
         // A detail's strings came from the network; serde_json escapes
         // C0 controls but not DEL, C1 or bidi.
-        println!(
+        outln!(
             "  {}  {:<18} {:<10} {}",
             e.time,
             kind,
@@ -269,7 +274,7 @@ pub(crate) fn timeline(config: &Path, who: &str) -> anyhow::Result<ExitCode> {
             escaped(&e.detail.to_string())
         );
     }
-    println!("diagnosis: {}", escaped(&view.diagnosis));
+    outln!("diagnosis: {}", escaped(&view.diagnosis));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -292,12 +297,16 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
             )
         })?,
     };
-    println!(
+    outln!(
         "{:<17}  {:<22} {:<20} {:<16} {:<38} LAST SEEN",
-        "MAC", "PRODUCT", "SERIAL", "IP", "UUID"
+        "MAC",
+        "PRODUCT",
+        "SERIAL",
+        "IP",
+        "UUID"
     );
     for d in &found {
-        println!(
+        outln!(
             "{}  {:<22} {:<20} {:<16} {:<38} {}",
             d.mac,
             views::fact(&d.facts.product),
@@ -308,7 +317,7 @@ pub(crate) fn discovered(config: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(d) = found.first() {
-        println!(
+        outln!(
             "\nadopt one with: kickstand adopt {} --hostname <name> [--group <group>] [--os <os>]",
             d.mac
         );
@@ -326,7 +335,7 @@ pub(crate) fn rearm(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
         let mac = cli.resolve(w)?;
         let resp = daemon.post(&format!("/api/hosts/{mac}/rearm"), None)?;
         if resp.status().is_success() {
-            println!("{mac}: re-armed; its next network boot installs");
+            outln!("{mac}: re-armed; its next network boot installs");
         } else {
             ok = false;
             eprintln!("kickstand: {mac}: {}", client::failure(resp));
@@ -373,7 +382,7 @@ pub(crate) fn forget_discovered(
         if resp.status().is_success() {
             let answer: serde_json::Value =
                 serde_json::from_str(&resp.body_mut().read_to_string()?)?;
-            println!("forgot {} discovered machine(s)", answer["forgotten"]);
+            outln!("forgot {} discovered machine(s)", answer["forgotten"]);
         } else {
             ok = false;
             eprintln!("kickstand: {}", client::failure(resp));
@@ -404,7 +413,7 @@ pub(crate) fn adopt(
         return Ok(ExitCode::FAILURE);
     }
     let answer: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
-    println!(
+    outln!(
         "{mac} is now {hostname}: wrote {}; its next network boot installs",
         answer["file"].as_str().unwrap_or("?")
     );
@@ -424,10 +433,10 @@ pub(crate) fn audit(config: &Path) -> anyhow::Result<ExitCode> {
     let rows: Vec<AuditRow> = serde_json::from_str(&resp.body_mut().read_to_string()?)
         .context("the daemon's audit log")?;
     if rows.is_empty() {
-        println!("no operator actions recorded yet");
+        outln!("no operator actions recorded yet");
     }
     for r in &rows {
-        println!(
+        outln!(
             "{}  {:<15}  token {:<8}  {:<12}  {:<17}  {}",
             r.time,
             r.peer,
@@ -453,7 +462,7 @@ pub(crate) fn fingerprint(config: &Path) -> anyhow::Result<ExitCode> {
             cert.display()
         )
     })?;
-    println!("{fingerprint}");
+    outln!("{fingerprint}");
     eprintln!(
         "SHA-256 of {}; the operator's channel is {}",
         cert.display(),

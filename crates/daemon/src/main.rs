@@ -14,6 +14,23 @@
 //! `serve` binds sockets, starts the services on one shutdown token and
 //! drains them; `cache` is the operator protocol of `kickstand cache …`.
 
+/// `print!` for a command's output that returns its error instead of
+/// panicking as `print!` does when the reader went away (`kickstand hosts |
+/// head -1`): the command then ends quietly ([`StdoutGone`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!($($arg)*))
+            .map_err($crate::StdoutGone)?
+    };
+}
+
+/// `println!` as [`out!`] is `print!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        out!("{}\n", format_args!($($arg)*))
+    };
+}
+
 mod boot;
 mod booting;
 mod cache;
@@ -172,12 +189,21 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Whoever read the output stopped (`| head`, `| grep -q`): as with
+        // any Unix filter, nothing to say about it.
+        Err(e) if e.downcast_ref::<StdoutGone>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kickstand: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// Writing a command's output failed: its reader went away, or standard
+/// output was closed.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to standard output: {0}")]
+pub(crate) struct StdoutGone(std::io::Error);
 
 /// Log lines the logging thread could not keep up with and dropped,
 /// shown in `/metrics`.

@@ -201,3 +201,26 @@ fn commands_that_ask_the_daemon_work_while_a_profile_is_broken() {
     assert!(!ok, "render needs the profiles themselves");
     assert!(stderr.contains(&format!("{broken}:")), "{stderr}");
 }
+
+/// A reader that stopped (`kickstand render … | head -1`, `| grep -q`) ends
+/// the command quietly, as any Unix filter: no panic, no error, exit 0.
+#[test]
+fn output_to_a_reader_that_went_away_ends_quietly() {
+    let config = repo_root().join("profiles/kickstand.yaml");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = kickstand()
+        .arg("--config")
+        .arg(&config)
+        .args(["render", "52:54:00:10:00:01"])
+        .stdout(writer)
+        .output()
+        .expect("run kickstand");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.stdout.is_empty(),
+        "the kickstart went to the closed pipe"
+    );
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
