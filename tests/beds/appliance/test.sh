@@ -298,6 +298,18 @@ check "kickstand adopt over SSH succeeds ($(tr '\n' ' ' <"$work/adopt.out"))" te
 check "the adopted profile is at $adopted_file, on KS-STATE" \
   on_appliance "test -s $adopted_file && test -s /var/lib/kickstand/adopted/${adopted_file##*/}"
 check "kickstand hosts (over SSH) lists adopted01" on_appliance "kickstand hosts | grep adopted01 >/dev/null"
+
+# The CLI over SSH while a profile is broken: the daemon keeps its last good
+# set, and the commands that ask it still work and say so.
+broken_file=/etc/kickstand/hosts/zz-broken.yaml
+on_appliance "printf 'hosts:\n  - mac: [oops\n' >$broken_file" || bad "write a broken profile over SSH"
+cli_rc=0
+on_appliance kickstand hosts >"$work/broken.out" 2>&1 || cli_rc=$?
+lists_hosts() { ((cli_rc == 0)) && grep -q adopted01 "$work/broken.out"; }
+check "kickstand hosts (over SSH) works while $broken_file is broken (exit $cli_rc)" lists_hosts
+says_last_good_set() { grep -q "$broken_file:" "$work/broken.out" && grep -q "serving generation" "$work/broken.out"; }
+check "it names the broken file and says the daemon serves its last good set" says_last_good_set
+on_appliance rm "$broken_file" || bad "remove the broken profile"
 check "$ADOPTED_MAC is in force without a restart (/api/hosts)" test "$(host_field "$ADOPTED_MAC" hostname)" = adopted01
 pxe_install bios "$ADOPTED_MAC" adopted
 
