@@ -13,8 +13,8 @@
 # archive taken from this machine's apt configuration (only the sources apt
 # says are Debian's). Every file system is then made from a directory by
 # its own mkfs (`mkfs.ext4 -d`, `mkfs.vfat` + mtools), GRUB's images are
-# made by grub-mkimage, and the pieces are written into a GPT disk made by
-# sfdisk. No loop device is used and the image's file systems are never
+# made by grub-mkimage (BIOS) or taken signed from Debian (UEFI), and the
+# pieces are written into a GPT disk made by sfdisk. No loop device is used and the image's file systems are never
 # mounted (mmdebstrap only mounts /proc, /sys and /dev inside its chroot
 # while packages install, as every bootstrap does), so the build runs
 # wherever root can run mmdebstrap, containers and CI machines without loop
@@ -25,7 +25,7 @@
 # (image/upgrade.sh rewrites partitions 1-3 in place and never touches the
 # table or 4-5): change a start or size only with a new layout version.
 #   1  BIOS boot   1 MiB    GRUB i386-pc core.img
-#   2  ESP        64 MiB    FAT, EFI/BOOT/BOOTX64.EFI (GRUB x86_64-efi)
+#   2  ESP        64 MiB    FAT, EFI/BOOT/BOOTX64.EFI: Debian's signed shim → GRUB
 #   3  root      768 MiB    ext4 "KS-ROOT": Debian, kickstand, templates, loaders
 #   4  KICKSTAND  64 MiB    FAT "KICKSTAND": kickstand.yaml, profiles, authorized_keys
 #   5  KS-STATE   to end    ext4 "KS-STATE": state, cache, SSH host keys; grown to
@@ -51,7 +51,7 @@ DISK_SIZE=$((STATE_START + STATE_SIZE + 1)) # + the backup GPT
 KS_UID=901
 
 # --- build tools, from Debian's packages -----------------------------------
-tools=(mmdebstrap fdisk dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin
+tools=(mmdebstrap fdisk dosfstools mtools e2fsprogs grub-pc-bin sbsigntool
   ipxe qemu-utils zstd binutils)
 missing=()
 for p in "${tools[@]}"; do
@@ -90,6 +90,9 @@ root=$work/root
 packages=(
   systemd systemd-sysv systemd-resolved systemd-timesyncd udev dbus
   linux-image-amd64 initramfs-tools zstd
+  # UEFI with Secure Boot on: shim (signed by Microsoft) loads GRUB, GRUB
+  # the kernel (both signed by Debian); copied onto the ESP below.
+  shim-signed grub-efi-amd64-signed
   openssh-server iproute2 curl fdisk dosfstools e2fsprogs kmod procps less nano
 )
 # Nothing an appliance without a desktop uses: sound, GPUs (the console is
@@ -102,6 +105,11 @@ for p in sound drivers/gpu drivers/media drivers/net/wireless drivers/infiniband
   dpkgopts+=("--dpkgopt=path-exclude=/lib/modules/*/kernel/$p/*"
     "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/$p/*")
 done
+# GRUB's modules and its CD and network images: the signed grubx64.efi the
+# ESP gets has every module it needs built in.
+dpkgopts+=(--dpkgopt='path-exclude=/usr/lib/grub/x86_64-efi/*'
+  --dpkgopt='path-exclude=/usr/lib/grub/x86_64-efi-signed/gcd*'
+  --dpkgopt='path-exclude=/usr/lib/grub/x86_64-efi-signed/grubnet*')
 dpkgopts+=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias'
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
@@ -162,9 +170,10 @@ install -d -m 0755 "$root/etc/kickstand" "$root/var/lib/kickstand"
 } >"$root/usr/lib/kickstand/image-release"
 
 # --- GRUB ---------------------------------------------------------------------
-install -d "$root/boot/grub/i386-pc" "$root/boot/grub/x86_64-efi"
+# BIOS and UEFI read the same /boot/grub/grub.cfg on the root; the signed
+# GRUB has every module it needs built in (Secure Boot refuses to load more).
+install -d "$root/boot/grub/i386-pc"
 cp /usr/lib/grub/i386-pc/*.mod /usr/lib/grub/i386-pc/*.lst "$root/boot/grub/i386-pc/"
-cp /usr/lib/grub/x86_64-efi/*.mod /usr/lib/grub/x86_64-efi/*.lst "$root/boot/grub/x86_64-efi/"
 cat >"$root/boot/grub/grub.cfg" <<CFG
 # Written by image/build.sh; an upgrade replaces it with the root file system.
 serial --unit=0 --speed=115200
@@ -179,10 +188,27 @@ CFG
 printf 'search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)/boot/grub\n' "$root_uuid" >"$work/early.cfg"
 grub-mkimage -O i386-pc -o "$work/core.img" -c "$work/early.cfg" -p /boot/grub \
   biosdisk part_gpt ext2 search
-grub-mkimage -O x86_64-efi -o "$work/BOOTX64.EFI" -c "$work/early.cfg" -p /boot/grub \
-  part_gpt ext2 search
 core_sectors=$((($(stat -c %s "$work/core.img") + 511) / 512))
 ((core_sectors <= BIOS_SIZE * 2048)) || { echo "build.sh: core.img does not fit the BIOS boot partition" >&2; exit 1; }
+# UEFI: the removable path, as Debian's `grub-install --uefi-secure-boot
+# --removable` fills it: EFI/BOOT/BOOTX64.EFI is the shim, which loads
+# grubx64.efi (and mmx64.efi, to enrol a key) from beside it. No fallback
+# loader: fbx64.efi would write a boot entry into the NVRAM of every server
+# the stick is plugged into. Debian's signed GRUB reads grub.cfg in its
+# built-in prefix, EFI/debian; that one sends it to the root's.
+cp "$work/early.cfg" "$work/esp-grub.cfg"
+echo 'configfile $prefix/grub.cfg' >>"$work/esp-grub.cfg"
+shim=$root/usr/lib/shim grub_signed=$root/usr/lib/grub/x86_64-efi-signed
+# Firmware trusts Microsoft's CA, shim trusts Debian's: a loader or kernel
+# signed otherwise (or not at all) would only be found out, refused, at boot.
+signed_by() {
+  sbverify --list "$1" 2>/dev/null | grep -q "issuer: .*/CN=$2" ||
+    { echo "build.sh: $1 is not signed by $2" >&2; exit 1; }
+}
+signed_by "$shim/shimx64.efi.signed" "Microsoft Corporation UEFI CA"
+signed_by "$shim/mmx64.efi.signed" "Debian Secure Boot CA"
+signed_by "$grub_signed/grubx64.efi.signed" "Debian Secure Boot CA"
+signed_by "$root/boot/vmlinuz-$kver" "Debian Secure Boot CA"
 
 # --- file systems, each from a directory ---------------------------------------
 used=$(du -sm --apparent-size "$root" | cut -f1)
@@ -191,8 +217,11 @@ echo "build.sh: root tree is $used MiB of the $ROOT_SIZE MiB root partition" >&2
 mkfs.ext4 -q -L KS-ROOT -U "$root_uuid" -m 0 -d "$root" "$work/root.img" "${ROOT_SIZE}M"
 
 mkfs.vfat -F 32 -s 1 -n KS-ESP -C "$work/esp.img" $((ESP_SIZE * 1024)) >/dev/null
-mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT
-mcopy -i "$work/esp.img" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/debian
+mcopy -i "$work/esp.img" "$shim/shimx64.efi.signed" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$work/esp.img" "$grub_signed/grubx64.efi.signed" ::/EFI/BOOT/grubx64.efi
+mcopy -i "$work/esp.img" "$shim/mmx64.efi.signed" ::/EFI/BOOT/mmx64.efi
+mcopy -i "$work/esp.img" "$work/esp-grub.cfg" ::/EFI/debian/grub.cfg
 
 # The operator's partition: samples to start from, never a host that would
 # install by itself. kickstand.yaml is written at first boot.

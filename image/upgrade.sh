@@ -24,9 +24,10 @@ if [[ -b $target ]] && grep -q "^$(readlink -f "$target")" /proc/mounts; then
   exit 1
 fi
 
-# "start size type" of each partition, in sectors.
+# "start size type" of each partition, in sectors. sfdisk names each
+# partition after the path it was given, which may be relative.
 layout() {
-  sfdisk --dump "$1" 2>/dev/null | awk -F'[:,]' '/^\// {
+  sfdisk --dump "$1" 2>/dev/null | awk -F'[:,]' '/ : start=/ {
     s = ""; z = ""; t = ""
     for (i = 2; i <= NF; i++) {
       if ($i ~ /start=/) { s = $i; sub(/.*= */, "", s) }

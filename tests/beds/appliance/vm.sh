@@ -5,16 +5,19 @@
 # off so it never netboots itself. QEMU's pid goes to WORK/appliance.pid,
 # which bed-down.sh stops like the bed's own processes.
 #
-# Usage: vm.sh WORK bios|uefi DISK SERIAL_LOG MAC [TIMEOUT_SECONDS [virtio|usb]]
+# Usage: vm.sh WORK bios|uefi|uefi-sb DISK SERIAL_LOG MAC [TIMEOUT_SECONDS [virtio|usb]]
 #   bios: SeaBIOS boots GRUB i386-pc from the BIOS boot partition.
 #   uefi: OVMF (OVMF_CODE_4M.fd + a fresh copy of OVMF_VARS_4M.fd, so no
 #         boot entry is remembered) boots EFI/BOOT/BOOTX64.EFI.
+#   uefi-sb: the same with Microsoft's keys enrolled and Secure Boot
+#         enforced (OVMF_CODE_4M.ms.fd + a fresh copy of OVMF_VARS_4M.ms.fd),
+#         as most servers ship: only signed loaders and kernels run.
 #   virtio: the disk is a virtio disk (a VM); usb: a USB stick on an xHCI
 #         controller, which the kernel finds only seconds after it starts.
 set -euo pipefail
 
-work=${1:?usage: vm.sh WORK bios|uefi DISK SERIAL MAC [TIMEOUT]}
-fw=${2:?firmware: bios|uefi}
+work=${1:?usage: vm.sh WORK bios|uefi|uefi-sb DISK SERIAL MAC [TIMEOUT]}
+fw=${2:?firmware: bios|uefi|uefi-sb}
 disk=${3:?disk}
 serial=${4:?serial log}
 mac=${5:?mac}
@@ -36,23 +39,33 @@ case $bus in
   usb) disk_dev=(-device "qemu-xhci,id=xhci" -device "usb-storage,bus=xhci.0,drive=d0,bootindex=1") ;;
   *) echo "vm.sh: disk bus must be virtio or usb" >&2; exit 2 ;;
 esac
-args=(-machine q35,accel=tcg -m 768 -smp 1 -nodefaults -display none -vga none
+machine=q35,accel=tcg
+args=(-m 768 -smp 1 -nodefaults -display none -vga none
   -monitor none -serial "file:$serial" -pidfile "$work/appliance.pid"
   -drive "if=none,id=d0,file=$disk,format=raw" "${disk_dev[@]}"
   -netdev tap,id=n0,ifname=kstap1,script=no,downscript=no
   -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=")
 case $fw in
   bios) ;;
-  uefi)
+  uefi | uefi-sb)
     code=/usr/share/OVMF/OVMF_CODE_4M.fd
     vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+    if [[ $fw == uefi-sb ]]; then
+      # This build refuses to start without SMM; the flash must be SMM-only,
+      # or the guest could rewrite the keys.
+      code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd
+      vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+      machine+=,smm=on
+      args+=(-global "driver=cfi.pflash01,property=secure,value=on")
+    fi
     [[ -r $code && -r $vars ]] || { echo "vm.sh: OVMF missing (apt-get install ovmf)" >&2; exit 1; }
     cp "$vars" "$work/appliance-OVMF_VARS.fd"
     args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$code"
       -drive "if=pflash,format=raw,unit=1,file=$work/appliance-OVMF_VARS.fd")
     ;;
-  *) echo "vm.sh: firmware must be bios or uefi" >&2; exit 2 ;;
+  *) echo "vm.sh: firmware must be bios, uefi or uefi-sb" >&2; exit 2 ;;
 esac
+args+=(-machine "$machine")
 
 : >"$serial"
 rm -f "$work/appliance.pid"
