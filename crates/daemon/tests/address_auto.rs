@@ -113,8 +113,13 @@ fn auto_sends_machines_to_the_interface_s_address_and_follows_it_at_reload() {
         "interfaces: [ks-empty]",
     );
     let (ok, said) = check(&net, &bed);
+    let config = std::fs::read_to_string(bed.config()).expect("config");
+    let line = 1 + config
+        .lines()
+        .position(|l| l == "  address: auto")
+        .expect("the address line");
     let want = format!(
-        "{}:12:12: server.address auto: ks-empty has no IPv4 address yet",
+        "{}:{line}:12: server.address auto: ks-empty has no IPv4 address yet",
         bed.config().display()
     );
     assert!(!ok && said.contains(&want), "wanted {want:?} in:\n{said}");
