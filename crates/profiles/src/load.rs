@@ -150,19 +150,17 @@ impl Named {
             diags.push(Diagnostic::at(config, f.at, format!("{} {e}", f.key)));
         }
         let address = &appliance.server.address;
-        let interfaces = (server_address(&address.value) == Ok(ServerAddress::Auto))
-            .then(|| {
-                Interfaces::read()
-                    .map_err(|e| {
-                        diags.push(Diagnostic::at(
-                            config,
-                            address.referenced,
-                            format!("server.address auto: {e}"),
-                        ))
-                    })
-                    .ok()
-            })
-            .flatten();
+        let interfaces = match server_address(&address.value) {
+            Ok(ServerAddress::Auto) => match Interfaces::read() {
+                Ok(interfaces) => Some(interfaces),
+                Err(e) => {
+                    let e = format!("server.address auto: {e}");
+                    diags.push(Diagnostic::at(config, address.referenced, e));
+                    None
+                }
+            },
+            _ => None,
+        };
         Named {
             templates_dir: paths.templates_dir,
             ca_pem,

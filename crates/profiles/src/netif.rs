@@ -12,7 +12,7 @@ const RTF_UP: u32 = 0x1;
 
 /// What `auto` is resolved against: the addresses the interfaces have
 /// now, and which interface carries the default route.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Interfaces {
     /// Each IPv4 address with its interface, in the kernel's order (an
     /// interface's primary address first). Link-local addresses
