@@ -17,7 +17,7 @@
 //!
 //! This crate reads the files it is pointed at and nothing else: no sockets,
 //! no watching, no rendering. The one look beyond them is `netif`: the
-//! machine's interface addresses and default route, read only when
+//! machine's interface addresses and the default route's, read only when
 //! `server.address` is `auto`. The daemon decides when to load, builds its
 //! generation from the snapshot and keeps the last good one when a load
 //! fails.
