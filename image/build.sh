@@ -127,7 +127,7 @@ strip --strip-all -o "$root/usr/bin/kickstand" "$bin"
 chmod 0755 "$root/usr/bin/kickstand"
 cp -r "$repo/templates" "$root/usr/share/kickstand/templates"
 IPXE_DIR=/usr/lib/ipxe "$here/install-bootloaders.sh" "$root/usr/share/kickstand/tftp" >&2
-install -m 0644 "$here/kickstand.yaml.in" "$root/usr/share/kickstand/kickstand.yaml.in"
+install -m 0644 "$here/kickstand.yaml.example" "$root/usr/share/kickstand/kickstand.yaml.example"
 install -m 0644 "$here/data-README.txt" "$root/usr/share/kickstand/README.txt"
 cp -r "$here/rootfs/." "$root/"
 install -m 0644 "$here/kickstand.service" "$root/usr/lib/systemd/system/kickstand.service"
@@ -224,12 +224,14 @@ mcopy -i "$work/esp.img" "$shim/mmx64.efi.signed" ::/EFI/BOOT/mmx64.efi
 mcopy -i "$work/esp.img" "$work/esp-grub.cfg" ::/EFI/debian/grub.cfg
 
 # The operator's partition: samples to start from, never a host that would
-# install by itself. kickstand.yaml is written at first boot.
+# install by itself. kickstand.yaml is the operator's copy of the example,
+# or written from it at first boot.
 data=$work/data
 install -d "$data/os" "$data/hosts"
 cp "$repo"/profiles/os/*.yaml "$data/os/"
 cp "$repo/profiles/groups.yaml" "$data/groups.yaml"
 for f in "$repo"/profiles/hosts/*.yaml; do cp "$f" "$data/hosts/$(basename "$f").sample"; done
+cp "$here/kickstand.yaml.example" "$data/kickstand.yaml.example"
 cp "$here/data-README.txt" "$data/README.txt"
 : >"$data/authorized_keys"
 mkfs.vfat -F 32 -s 1 -n KICKSTAND -C "$work/data.img" $((DATA_SIZE * 1024)) >/dev/null

@@ -16,7 +16,9 @@
 //! rule for showing and keeping what strangers write.
 //!
 //! This crate reads the files it is pointed at and nothing else: no sockets,
-//! no watching, no rendering. The daemon decides when to load, builds its
+//! no watching, no rendering. The one look beyond them is `netif`: the
+//! machine's interface addresses and the default route's, read only when
+//! `server.address` is `auto`. The daemon decides when to load, builds its
 //! generation from the snapshot and keeps the last good one when a load
 //! fails.
 
@@ -25,6 +27,7 @@ mod diag;
 mod load;
 mod mac;
 pub mod model;
+mod netif;
 pub mod parse;
 pub mod text;
 pub mod urls;

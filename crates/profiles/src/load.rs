@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::diag::{Diagnostic, LoadError};
 use crate::model::{Appliance, Snapshot};
+use crate::netif::Interfaces;
+use crate::parse::{ServerAddress, server_address};
 use crate::validate::{self, Inputs};
 use crate::wire;
 
@@ -67,6 +69,7 @@ pub fn load_with(config: &Path, draft: Option<Draft<'_>>) -> Result<Snapshot, Lo
         templates,
         ca_pem: named.ca_pem,
         state_ca_pem: named.state_ca_pem,
+        interfaces: named.interfaces,
     })
 }
 
@@ -89,6 +92,7 @@ pub fn load_appliance(config: &Path) -> Result<Appliance, LoadError> {
         &appliance,
         named.ca_pem.as_deref(),
         named.state_ca_pem.as_deref(),
+        named.interfaces.as_ref(),
     )
 }
 
@@ -100,13 +104,15 @@ fn base_dir(config: &Path) -> PathBuf {
 }
 
 /// What the appliance config names besides the profiles: the templates'
-/// directory, the CA bundles (read), and the state password file (checked
+/// directory, the CA bundles (read), the state password file (checked
 /// as the state store will read it, so `check` refuses what `serve`
-/// would; the password itself is dropped at once).
+/// would; the password itself is dropped at once), and for
+/// `server.address: auto` the machine's interface addresses.
 struct Named {
     templates_dir: PathBuf,
     ca_pem: Option<Vec<u8>>,
     state_ca_pem: Option<Vec<u8>>,
+    interfaces: Option<Interfaces>,
 }
 
 impl Named {
@@ -143,10 +149,23 @@ impl Named {
         {
             diags.push(Diagnostic::at(config, f.at, format!("{} {e}", f.key)));
         }
+        let address = &appliance.server.address;
+        let interfaces = match server_address(&address.value) {
+            Ok(ServerAddress::Auto) => match Interfaces::read() {
+                Ok(interfaces) => Some(interfaces),
+                Err(e) => {
+                    let e = format!("server.address auto: {e}");
+                    diags.push(Diagnostic::at(config, address.referenced, e));
+                    None
+                }
+            },
+            _ => None,
+        };
         Named {
             templates_dir: paths.templates_dir,
             ca_pem,
             state_ca_pem,
+            interfaces,
         }
     }
 }

@@ -185,6 +185,9 @@ impl Appliance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     /// What machines are told: siaddr, DHCP option 54 and every URL.
+    /// `auto` in the config is resolved when it is loaded (at start and at
+    /// every reload): the first of `interfaces`' addresses, or with none
+    /// named, the default route's interface's.
     pub address: Ipv4Addr,
     pub bind: IpAddr,
     /// DHCP is answered only on these interfaces; empty means all. Keeps

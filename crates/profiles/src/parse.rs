@@ -50,6 +50,25 @@ pub(crate) fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
         .map_err(|_| format!("`{s}` is not an IPv4 address"))
 }
 
+/// What `server.address` says: an address, or `auto` for the one the
+/// appliance's interface has when the config is loaded (the office DHCP's
+/// lease, followed at every restart and reload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerAddress {
+    Auto,
+    Fixed(Ipv4Addr),
+}
+
+pub fn server_address(s: &str) -> Result<ServerAddress, String> {
+    match s {
+        "auto" => Ok(ServerAddress::Auto),
+        _ => s
+            .parse()
+            .map(ServerAddress::Fixed)
+            .map_err(|_| format!("`{s}` is not an IPv4 address or `auto`")),
+    }
+}
+
 /// `500MiB`, `20GiB`, `1.5 TB` or a byte count, as the `bytesize` crate
 /// reads them: `GiB` is 2^30 bytes, `GB` and `G` are 10^9.
 pub fn size(s: &str) -> Result<u64, String> {
@@ -210,6 +229,19 @@ mod tests {
         assert_eq!(duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert!(duration("s").is_err());
         assert!(duration("soon").is_err());
+    }
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(server_address("auto"), Ok(ServerAddress::Auto));
+        assert_eq!(
+            server_address("10.0.0.5"),
+            Ok(ServerAddress::Fixed(Ipv4Addr::new(10, 0, 0, 5)))
+        );
+        for bad in ["Auto", "auto ", "eth0", "10.0.0.5/24", "::1", ""] {
+            let e = server_address(bad).expect_err(bad);
+            assert_eq!(e, format!("`{bad}` is not an IPv4 address or `auto`"));
+        }
     }
 
     #[test]

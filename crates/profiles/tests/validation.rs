@@ -419,6 +419,45 @@ fn bogus_key_in_every_mapping_of_every_sample_is_rejected() {
     assert!(tried > 30, "only {tried} mappings tried");
 }
 
+/// The stick's `kickstand.yaml.example` is a config as it stands (naming
+/// the loopback, `address: auto` resolves on any machine), and a bogus key
+/// in any of its mappings is refused.
+#[test]
+fn the_stick_s_example_loads_and_refuses_a_bogus_key() {
+    let text = std::fs::read_to_string(repo_root().join("image/kickstand.yaml.example"))
+        .expect("read the example")
+        .replacen("  interfaces: []\n", "  interfaces: [lo]\n", 1);
+    assert!(
+        text.contains("interfaces: [lo]"),
+        "the example has `interfaces: []`"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("kickstand.yaml");
+    std::fs::write(&config, &text).expect("write");
+    let appliance = load_appliance(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(appliance.server.address, std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(appliance.server.interfaces, ["lo"]);
+
+    let doc: Value = serde_saphyr::from_str(&text).expect("the example parses");
+    for path in mapping_paths(&doc, &mut Vec::new()) {
+        let mut mutated = doc.clone();
+        pointer_mut(&mut mutated, &path)
+            .as_object_mut()
+            .expect("a mapping")
+            .insert("kickstand_bogus_key".into(), Value::from(1));
+        std::fs::write(
+            &config,
+            serde_json::to_string_pretty(&mutated).expect("json"),
+        )
+        .expect("write");
+        assert!(
+            load_appliance(&config).is_err(),
+            "a bogus key at /{} was accepted",
+            path.join("/")
+        );
+    }
+}
+
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read_dir") {

@@ -2,21 +2,27 @@
 # The appliance image, end to end: build it, boot it under QEMU (TCG) on the
 # netboot bed's bridge beside dnsmasq as the office DHCP server, and check
 # from outside what an operator would rely on:
+#   before: the stick prepared from a laptop with mtools, as the README
+#     says: kickstand.yaml copied from kickstand.yaml.example (the
+#     interface, `address: auto`, the bed's mirror) and a host profile.
 #   boot 1 (OVMF with Microsoft's keys, Secure Boot enforced, raw image on
-#     a 4 GiB USB stick): Secure Boot on in the guest, first-boot config
-#     from the office lease, status page at that address, console banner,
+#     a 4 GiB USB stick): Secure Boot on in the guest, the prepared config
+#     kept (first boot does not overwrite it), status page at the address
+#     the office leased (auto), console banner without a false warning,
 #     SSH with the key from the KICKSTAND partition (no passwords),
 #     kickstand as its own user with CAP_NET_BIND_SERVICE and nothing else,
 #     KS-STATE grown and the cache sized from it, a profile edited over SSH
 #     picked up without a restart, a BIOS PXE client installed through the
 #     appliance (/api/hosts says installed), a machine that reported itself
 #     adopted over SSH and installed.
-#   off: a profile edited on the KICKSTAND partition from this side, and an
-#     upgrade (image/upgrade.sh) to an image whose root differs; OVMF
-#     without Secure Boot boots the upgraded stick as far as its kernel.
+#   off: a profile edited on the KICKSTAND partition from this side,
+#     kickstand.yaml deleted there, and an upgrade (image/upgrade.sh) to an
+#     image whose root differs; OVMF without Secure Boot boots the upgraded
+#     stick as far as its kernel.
 #   boot 2 (SeaBIOS, the same USB stick): the new system, the same SSH host
-#     key, state, cache, profiles and config; the edit in force; a UEFI PXE
-#     client installed.
+#     key, state, cache and profiles; kickstand.yaml written again by first
+#     boot from the office lease; the edit in force; a UEFI PXE client
+#     installed.
 #
 # Usage (as root): tests/beds/appliance/test.sh [WORKDIR]
 #   KICKSTAND_IMAGE_DIR=dir  use dir/kickstand.raw instead of building one
@@ -38,14 +44,18 @@ BIOS_MAC=52:54:00:12:34:11
 UEFI_MAC=52:54:00:12:34:12
 # No profile: it reports itself and is adopted over SSH.
 ADOPTED_MAC=52:54:00:12:34:13
+# The appliance's NIC as its kernel names it: vm.sh keeps it in PCI slot 2.
+APPLIANCE_IFACE=enp0s2
 TREE=standin/9/BaseOS/x86_64/os
 MIRROR=http://10.77.0.1:8081/
 # Hard limits under TCG on a busy 2-core machine; never asserted as speed.
 BOOT_LIMIT=900
 PXE_LIMIT=600
-# systemd-analyze security's exposure of kickstand.service before it could
-# write /etc/kickstand/adopted; never to grow.
-EXPOSURE_BEFORE=1.4
+# systemd-analyze security's exposure of kickstand.service: 1.4 before it
+# could write /etc/kickstand/adopted, 1.5 since it reads its interfaces'
+# addresses over netlink (AF_NETLINK, for server.address: auto); never to
+# grow further.
+EXPOSURE_BEFORE=1.5
 
 passed=0 failed=0
 t0=$(date +%s)
@@ -199,12 +209,16 @@ for h in json.load(sys.stdin):
 }
 host_phase_is() { [[ $(host_field "$1" phase | tr 'A-Z' 'a-z') == "$2" ]]; }
 
+# The stand-in OS takes its tree from the bed's mirror under the name
+# `centos`, which every kickstand.yaml made from the example has (pointed
+# at the bed by the test): the profiles stay valid when first boot writes
+# the config again.
 profile() { # HOSTNAME_OF_BIOS_CLIENT: the test's host profile
   cat <<YAML
 os:
   standin-9:
     title: Installer stand-in
-    mirror: bed
+    mirror: centos
     tree: $TREE
     kickstart: centos-stream-9.ks.j2
     boot_args: console=ttyS0
@@ -217,6 +231,19 @@ hosts:
     os: standin-9
 YAML
 }
+
+# --- before first boot: the stick prepared from a laptop -----------------------------
+# The example, with the interface named and the bed as mirror `centos`;
+# `address: auto` as it comes. Plus a host profile.
+fat mtype ::/kickstand.yaml.example >"$work/kickstand.yaml.example" ||
+  die "no kickstand.yaml.example on KICKSTAND"
+sed -e "s|^  interfaces: \[\]\$|  interfaces: [$APPLIANCE_IFACE]|" -e "s|^  centos: .*|  centos: [$MIRROR]|" \
+  "$work/kickstand.yaml.example" >"$work/kickstand.yaml"
+prepared() { grep -q "^  address: auto\$" "$1" && grep -q "^  interfaces: \[$APPLIANCE_IFACE\]\$" "$1" && grep -qF "  centos: [$MIRROR]" "$1"; }
+check "the example says address: auto, and takes the interface and a mirror" prepared "$work/kickstand.yaml"
+fat mcopy -o "$work/kickstand.yaml" ::/kickstand.yaml || die "cannot write kickstand.yaml onto KICKSTAND"
+profile prepared01 >"$work/bed.yaml"
+fat mcopy -o "$work/bed.yaml" ::/hosts/bed.yaml || die "cannot write hosts/bed.yaml onto KICKSTAND"
 
 # --- boot 1: UEFI with Secure Boot, first boot from a USB stick ---------------------
 # A USB stick is what the image is for, and the one disk the kernel finds
@@ -231,7 +258,7 @@ status_page_answers() {
   http -f "http://$addr/" | grep -q "<title>Kickstand</title>" &&
     http -f "http://$addr/api/status" | grep -q "\"base_url\": *\"http://$addr\""
 }
-check "status page at http://$addr/ answers, naming that address" status_page_answers
+check "status page at http://$addr/ answers, naming that address (auto: $APPLIANCE_IFACE's lease)" status_page_answers
 # The serial console (COM1) shows what a monitor on the appliance would.
 console_has() { tr -d '\r' <"$work/boot1.log" | grep -qF "$1"; }
 for _ in $(seq 30); do console_has "Kickstand ready at http://$addr/" && break; sleep 1; done
@@ -239,17 +266,21 @@ check "console banner: ready, at http://$addr/" console_has "Kickstand ready at 
 check "console banner: ProxyDHCP running" console_has "ProxyDHCP     running on"
 check "console banner: office proxy flagged as not set" console_has "office proxy  NOT SET"
 check "console banner: the operator's HTTPS address" console_has "operator      https://$addr/"
+check "console banner: no warning (address: auto, interface $APPLIANCE_IFACE present)" \
+  test -z "$(tr -d '\r' <"$work/boot1.log" | grep -F '  WARNING       ')"
 # The fingerprint on the console is the certificate's the appliance serves.
 banner_fp=$(tr -d '\r' <"$work/boot1.log" | awk '/certificate   SHA-256/ { a = $3; getline; print a $1; exit }')
 served_fp=$(in_ns sh -c "openssl s_client -connect $addr:443 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256" | sed 's/.*=//')
 check "console banner: the HTTPS certificate's fingerprint ($served_fp)" test -n "$served_fp" -a "$banner_fp" = "$served_fp"
 
-conf=$(on_appliance cat /etc/kickstand/kickstand.yaml)
 iface=$(on_appliance "ip -4 -o addr show | awk '/ $addr\\//{print \$2}'")
-check "first boot wrote server.address $addr" grep -q "^  address: $addr\$" <<<"$conf"
-check "first boot put ProxyDHCP on $iface, the interface with the lease" grep -q "^  interfaces: \[$iface\]\$" <<<"$conf"
-proxy_flagged() { grep -q "SET THIS: the office HTTP proxy" <<<"$conf" && ! grep -q "^proxy:" <<<"$conf"; }
-check "first boot left the office proxy unset and flagged" proxy_flagged
+check "the lease is on $APPLIANCE_IFACE (is: $iface)" test "$iface" = "$APPLIANCE_IFACE"
+check "first boot did not overwrite the prepared kickstand.yaml" \
+  test "$(on_appliance cat /etc/kickstand/kickstand.yaml)" = "$(cat "$work/kickstand.yaml")"
+check "first boot did not run (kickstand.yaml was there)" \
+  test "$(on_appliance systemctl show -p ConditionResult --value kickstand-firstboot)" = no
+check "the host profile from KICKSTAND is in force: $BIOS_MAC is prepared01" \
+  test "$(host_field "$BIOS_MAC" hostname)" = prepared01
 # sshd offers no other method than publickey.
 passwords_refused() {
   local out
@@ -283,13 +314,8 @@ state_mib=$(on_appliance df -m --output=size /var/lib/kickstand | tail -n 1 | tr
 check "KS-STATE grew to the 4 GiB disk's end ($state_mib MiB)" test "${state_mib:-0}" -gt 2500
 root_on_usb() { on_appliance 'readlink -f /sys/class/block/$(findmnt -no SOURCE / | sed s,^/dev/,,)' | grep -q /usb; }
 check "the root file system is on the USB stick" root_on_usb
-cache_max=$(awk '$1 == "max_size:" { print $2 }' <<<"$conf")
-check "first boot sized the cache from the grown KS-STATE (max_size: $cache_max)" \
-  test "$cache_max" = "$((state_mib * 8 / 10 - 64))MiB"
 
 # A profile edited over SSH (rename-style saves, as editors do) while it runs.
-on_appliance "sed -i 's|^mirrors:|mirrors:\n  bed: [$MIRROR]|' /etc/kickstand/kickstand.yaml" ||
-  bad "edit kickstand.yaml over SSH"
 profile bios01 | on_appliance "cat >/etc/kickstand/hosts/.bed.yaml.tmp && mv /etc/kickstand/hosts/.bed.yaml.tmp /etc/kickstand/hosts/bed.yaml"
 seen=""
 for _ in $(seq 30); do
@@ -344,12 +370,13 @@ check "the mirror served the installer to the appliance only" installer_from_app
 check "the installer is in the appliance's cache on KS-STATE" on_appliance grep -rqs images/pxeboot/vmlinuz /var/lib/kickstand/cache
 state1=$(on_appliance "cd /var/lib/kickstand/state && find . -type f | sort")
 hostkey1=$(in_ns ssh-keyscan -t ed25519 "$addr" 2>/dev/null | awk '{ print $3 }')
-conf1=$(on_appliance cat /etc/kickstand/kickstand.yaml)
 poweroff_appliance
 
-# --- off: an edit from the laptop side, and an upgrade ---------------------------------
+# --- off: edits from the laptop side, and an upgrade -----------------------------------
 profile bios01-edited >"$work/bed.yaml"
 fat mcopy -o "$work/bed.yaml" ::/hosts/bed.yaml || bad "write hosts/bed.yaml onto KICKSTAND"
+# Deleted, so that the next boot writes it again from what it sees.
+fat mdel ::/kickstand.yaml || bad "delete kickstand.yaml from KICKSTAND"
 
 new=$work/new.raw
 cp --sparse=always "$image/kickstand.raw" "$new"
@@ -375,7 +402,23 @@ check "the upgraded root is the one booted" test "$(on_appliance cat /usr/lib/ki
 check "booted through BIOS" on_appliance test ! -d /sys/firmware/efi
 check "the root file system is on the USB stick" root_on_usb
 check "SSH host key kept (known_hosts still matches)" test "$(in_ns ssh-keyscan -t ed25519 "$addr" 2>/dev/null | awk '{ print $3 }')" = "$hostkey1"
-check "kickstand.yaml kept, first boot did not run again" test "$(on_appliance cat /etc/kickstand/kickstand.yaml)" = "$conf1"
+conf=$(on_appliance cat /etc/kickstand/kickstand.yaml)
+check "first boot wrote kickstand.yaml again with address: auto" grep -q "^  address: auto\$" <<<"$conf"
+check "first boot put ProxyDHCP on $iface, the interface with the lease" grep -q "^  interfaces: \[$iface\]\$" <<<"$conf"
+check "first boot noted the lease it saw ($addr on $iface)" grep -q "^# kickstand.yaml.example: $iface had a carrier and $addr from" <<<"$conf"
+proxy_flagged() { grep -q "SET THIS: the office HTTP proxy" <<<"$conf" && ! grep -q "^proxy:" <<<"$conf"; }
+check "first boot left the office proxy unset and flagged" proxy_flagged
+cache_max=$(awk '$1 == "max_size:" { print $2 }' <<<"$conf")
+check "first boot sized the cache from the grown KS-STATE (max_size: $cache_max)" \
+  test "$cache_max" = "$((state_mib * 8 / 10 - 64))MiB"
+check "status page at http://$addr/ answers, naming that address" status_page_answers
+# The bed as mirror `centos`, over SSH, for the UEFI client's install.
+on_appliance "sed -i 's|^  centos: .*|  centos: [$MIRROR]|' /etc/kickstand/kickstand.yaml" ||
+  bad "edit kickstand.yaml over SSH"
+mirror_in_force() { http "http://$addr/api/status" | grep -q "\"$MIRROR\""; }
+seen=""
+for _ in $(seq 30); do mirror_in_force && { seen=1; break; }; sleep 1; done
+check "kickstand.yaml edited over SSH is in force without a restart (mirror centos: $MIRROR)" test -n "$seen"
 check "state kept" test "$(on_appliance "cd /var/lib/kickstand/state && find . -type f | sort")" = "$state1"
 check "cache kept" test "$(on_appliance "cd /var/lib/kickstand/cache && find . -type f | sort")" = "$cache1"
 check "$BIOS_MAC is still installed after reboot and upgrade" host_phase_is "$BIOS_MAC" installed

@@ -10,7 +10,8 @@ use serde_saphyr::Location;
 
 use super::Cx;
 use crate::model::*;
-use crate::parse::{self, NAME_RULE};
+use crate::netif::Interfaces;
+use crate::parse::{self, NAME_RULE, ServerAddress};
 use crate::wire::{self, S};
 
 /// Where the appliance keeps its boot loaders when the config does not say
@@ -111,16 +112,12 @@ impl Cx {
         w: &wire::ApplianceFile,
         ca_pem: Option<&[u8]>,
         state_ca_pem: Option<&[u8]>,
+        interfaces: Option<&Interfaces>,
     ) -> Option<Appliance> {
         let before = self.diags.len();
         let paths = paths(base, w);
 
-        let address = self.check(
-            file,
-            w.server.address.referenced,
-            "server.address",
-            parse::ipv4(&w.server.address.value),
-        );
+        let address = self.server_address(file, &w.server, interfaces);
         let bind = match &w.server.bind {
             None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             Some(b) => self.check(
@@ -268,6 +265,30 @@ impl Cx {
             state_dir: paths.state_dir,
             state: state?,
         })
+    }
+
+    /// `server.address`: as written, or for `auto` the address of the
+    /// interface it names, from `interfaces` (`None`: they could not be
+    /// read, which is reported already).
+    fn server_address(
+        &mut self,
+        file: &Path,
+        server: &wire::Server,
+        interfaces: Option<&Interfaces>,
+    ) -> Option<Ipv4Addr> {
+        let at = server.address.referenced;
+        match self.check(
+            file,
+            at,
+            "server.address",
+            parse::server_address(&server.address.value),
+        )? {
+            ServerAddress::Fixed(address) => Some(address),
+            ServerAddress::Auto => {
+                let resolved = interfaces?.resolve(&server.interfaces);
+                self.check(file, at, "server.address", resolved)
+            }
+        }
     }
 
     /// `server.https_port`: another port than HTTP's (0 binds any free one).

@@ -16,6 +16,7 @@ use serde_saphyr::Location;
 
 use crate::diag::{Diagnostic, LoadError};
 use crate::model::{Appliance, Snapshot};
+use crate::netif::Interfaces;
 use crate::wire;
 
 pub use appliance::DEFAULT_TFTP_ROOT;
@@ -37,6 +38,9 @@ pub(crate) struct Inputs {
     pub(crate) ca_pem: Option<Vec<u8>>,
     /// The bytes of the PostgreSQL CA file, likewise.
     pub(crate) state_ca_pem: Option<Vec<u8>>,
+    /// The machine's interface addresses, when `server.address` is `auto`
+    /// and they could be read.
+    pub(crate) interfaces: Option<Interfaces>,
 }
 
 pub(crate) fn validate(inputs: Inputs) -> Result<Snapshot, LoadError> {
@@ -49,6 +53,7 @@ pub(crate) fn validate(inputs: Inputs) -> Result<Snapshot, LoadError> {
         &inputs.appliance,
         inputs.ca_pem.as_deref(),
         inputs.state_ca_pem.as_deref(),
+        inputs.interfaces.as_ref(),
     );
     let Some(appliance) = appliance else {
         return Err(LoadError(cx.diags));
@@ -77,9 +82,10 @@ pub(crate) fn appliance_alone(
     appliance: &wire::ApplianceFile,
     ca_pem: Option<&[u8]>,
     state_ca_pem: Option<&[u8]>,
+    interfaces: Option<&Interfaces>,
 ) -> Result<Appliance, LoadError> {
     let mut cx = Cx { diags };
-    let appliance = cx.appliance(config, base, appliance, ca_pem, state_ca_pem);
+    let appliance = cx.appliance(config, base, appliance, ca_pem, state_ca_pem, interfaces);
     match appliance {
         Some(appliance) if cx.diags.is_empty() => Ok(appliance),
         _ => Err(LoadError(cx.diags)),
