@@ -13,6 +13,13 @@ use super::{Bed, eventually};
 /// The appliance's namespace is member 0.
 pub const APPLIANCE: usize = 0;
 
+/// The client of [`Segment::discover`]'s DISCOVER.
+pub const PXE_CLIENT_MAC: &str = "52:54:00:00:00:02";
+const DISCOVER_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../dhcp/tests/fixtures/ovmf-pxe-discover.hex"
+);
+
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -130,6 +137,33 @@ impl Segment {
             .expect("dnsmasq");
         std::thread::sleep(Duration::from_millis(700));
         child
+    }
+
+    /// OVMF's captured PXE DISCOVER (MAC [`PXE_CLIENT_MAC`]), broadcast
+    /// from member `ns`.
+    pub fn discover(&self, ns: usize) {
+        let hex: String = std::fs::read_to_string(DISCOVER_FIXTURE)
+            .expect("fixture")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        let script = format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
+             s.bind(('0.0.0.0', 68))\n\
+             p = bytearray.fromhex('{hex}')\n\
+             p[10] |= 0x80\n\
+             s.sendto(bytes(p), ('255.255.255.255', 67))\n"
+        );
+        let status = self
+            .exec(ns)
+            .args(["python3", "-c", &script])
+            .status()
+            .expect("python3");
+        assert!(status.success());
     }
 
     /// Keeps a peer (an office DHCP server, a rogue one) until the drop.
