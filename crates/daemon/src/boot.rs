@@ -58,13 +58,15 @@ pub(crate) fn bind_solicitations(
         );
     };
     let socket = kickstand_dhcp::advertise::bind_solicitations(interface).with_context(|| {
+        // The appliance's unit grants CAP_NET_BIND_SERVICE alone.
         format!(
-            "answering IPv6 router solicitations on {interface} (dhcp.answer_router_solicitations)"
+            "answering IPv6 router solicitations on {interface} (dhcp.answer_router_solicitations; \
+             its raw ICMPv6 socket needs CAP_NET_RAW: README.md, \"A faster iPXE start\")"
         )
     })?;
     info!(
         interface,
-        "answering the router solicitations of machines ProxyDHCP answers"
+        "answering the router solicitations of the iPXE clients ProxyDHCP answers"
     );
     Ok(Some(socket))
 }

@@ -16,7 +16,7 @@ use crate::wire_label::WireLabel;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use kickstand_dhcp::advertise::{self, Grants};
-use kickstand_dhcp::{Action, Boot, BootView, HostBoot, HostLookup, HostStatus, Reason};
+use kickstand_dhcp::{Action, Boot, BootView, Firmware, HostBoot, HostLookup, HostStatus, Reason};
 use kickstand_http::{ApiError, Body, Loader};
 use kickstand_profiles::model::DhcpMode;
 use kickstand_profiles::{Mac, urls};
@@ -121,11 +121,15 @@ impl Booting {
         answered
     }
 
-    /// ProxyDHCP answered `mac`: with `dhcp.answer_router_solicitations`,
-    /// its iPXE's router solicitation is answered now.
-    fn grant_advertisement(&self, generation: &Generation, mac: Mac) {
-        if generation.appliance().dhcp.answer_router_solicitations {
-            self.grants.grant(mac);
+    /// ProxyDHCP answered `reply`'s machine: if it is iPXE, and with
+    /// `dhcp.answer_router_solicitations`, its router solicitation is
+    /// answered now. Firmware's own PXE does not wait for a router, and a
+    /// grant it left unused could go to the installer's kernel.
+    fn grant_advertisement(&self, generation: &Generation, reply: &kickstand_dhcp::Reply) {
+        if generation.appliance().dhcp.answer_router_solicitations
+            && reply.firmware == Some(Firmware::Ipxe)
+        {
+            self.grants.grant(reply.mac);
         }
     }
 
@@ -598,7 +602,7 @@ impl BootView for PacketView<'_> {
         let known = generation.snapshot().host(&mac).is_some();
         match action {
             Action::Respond(reply) if known => {
-                booting.grant_advertisement(generation, reply.mac);
+                booting.grant_advertisement(generation, reply);
                 if let Some(leased) = reply.leased {
                     booting.claimed(mac, IpAddr::V4(leased));
                 }
@@ -618,7 +622,7 @@ impl BootView for PacketView<'_> {
                 }
                 hosts::record(store, generation, mac, EventKind::DhcpOffer, detail);
             }
-            Action::Respond(reply) => booting.grant_advertisement(generation, reply.mac),
+            Action::Respond(reply) => booting.grant_advertisement(generation, reply),
             // The machine took another server's address offer: where it
             // will be, the one address its build token goes to.
             Action::Ignore(Reason::ForOtherServer(_)) if known => {

@@ -15,7 +15,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::segment::{APPLIANCE, Segment};
+use support::segment::{APPLIANCE, OVMF_DISCOVER, Segment};
 use support::{Bed, eventually};
 
 /// The members: the rogue server and the PXE client.
@@ -58,7 +58,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
         ],
     );
     let status = eventually(Duration::from_secs(30), || {
-        net.discover(CLIENT);
+        net.discover(CLIENT, OVMF_DISCOVER);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
         let rogues = status["appliance"]["rogue_dhcp"].as_array()?.clone();
         (!rogues.is_empty()).then_some(rogues)
@@ -95,7 +95,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
     let _ = rogue.kill();
     let _ = rogue.wait();
     let cleared = eventually(Duration::from_secs(30), || {
-        net.discover(CLIENT);
+        net.discover(CLIENT, OVMF_DISCOVER);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
         status["appliance"]["rogue_dhcp"]
             .as_array()?

@@ -1,12 +1,13 @@
 //! `dhcp.answer_router_solicitations`, against a real router-discovery
-//! client: `rdisc6` (Debian's ndisc6) on the PXE client's MAC is answered
-//! once, and only after ProxyDHCP answered that MAC's DISCOVER, with an
-//! advertisement that configures nothing; with the setting off, never.
+//! client: `rdisc6` (Debian's ndisc6) on a PXE client's MAC is answered
+//! once, and only after ProxyDHCP answered that MAC's iPXE, with an
+//! advertisement that configures nothing; after an answer to the
+//! firmware's own PXE, or with the setting off, never.
 //!
 //! ```text
-//!  ns ks-ra-0: ksbr0 10.78.0.1   ── kickstand serve (ProxyDHCP on ksbr0)
-//!  ns ks-ra-1: 52:54:00:00:00:02 ── a PXE DISCOVER (OVMF's, captured), rdisc6,
-//!                                   a forged solicitation (python3)
+//!  ns ks-ra-0: ksbr0 10.78.0.1 ── kickstand serve (ProxyDHCP on ksbr0)
+//!  ns ks-ra-1: 10.78.0.50      ── on the MAC of a captured DISCOVER (OVMF's,
+//!                                 then iPXE's): it, rdisc6, a forged solicitation
 //! ```
 //!
 //! The netboot bed's QEMU tests run it with real iPXE and time the boots.
@@ -16,46 +17,38 @@ mod support;
 use std::time::Duration;
 
 use support::Bed;
-use support::segment::{PXE_CLIENT_MAC, Segment, sh};
+use support::segment::{Discover, IPXE_DISCOVER, OVMF_DISCOVER, Segment, sh};
 
 const CLIENT: usize = 1;
 
-/// The segment with `kickstand serve` in proxy mode, the client profiled,
-/// and `answer_router_solicitations` as `on` says.
+/// The segment with `kickstand serve` in proxy mode, both captured
+/// clients profiled, and `answer_router_solicitations` as `on` says.
 fn serve(test: &str, bed: &Bed, on: bool) -> Segment {
     let mut net = Segment::up(test, "10.78.0", &[Some(50)], bed);
-    client_on_its_mac(&net);
     net.configure(bed, "proxy");
     bed.edit(
         "profiles/kickstand.yaml",
         "answer_router_solicitations: false",
         &format!("answer_router_solicitations: {on}"),
     );
-    bed.write(
-        "profiles/hosts/client.yaml",
-        &format!("hosts:\n  \"{PXE_CLIENT_MAC}\":\n    hostname: client02\n"),
-    );
+    let hosts: String = [OVMF_DISCOVER, IPXE_DISCOVER]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("  \"{}\":\n    hostname: client{i}\n", d.mac))
+        .collect();
+    bed.write("profiles/hosts/clients.yaml", &format!("hosts:\n{hosts}"));
     net.serve(&bed.config());
     net
 }
 
-/// The client's interface takes the DISCOVER's MAC, so its solicitations
-/// come from the machine ProxyDHCP answers. Its kernel neither solicits
-/// routers itself (that would use the grant up before `rdisc6` runs) nor
-/// holds its link-local address back for duplicate detection.
-fn client_on_its_mac(net: &Segment) {
+/// The client takes `mac`, so its solicitations come from that machine.
+/// Its kernel neither solicits routers itself (that would use a grant up
+/// before `rdisc6` runs) nor holds its link-local address back for
+/// duplicate detection.
+fn client_on(net: &Segment, mac: &str) {
     let ns = net.name(CLIENT);
     sh(&["ip", "-n", ns, "link", "set", "eth0", "down"]);
-    sh(&[
-        "ip",
-        "-n",
-        ns,
-        "link",
-        "set",
-        "eth0",
-        "address",
-        PXE_CLIENT_MAC,
-    ]);
+    sh(&["ip", "-n", ns, "link", "set", "eth0", "address", mac]);
     for setting in ["accept_ra=0", "accept_dad=0"] {
         let key = format!("net.ipv6.conf.eth0.{setting}");
         let status = net
@@ -66,6 +59,25 @@ fn client_on_its_mac(net: &Segment) {
         assert!(status.success(), "sysctl {key}");
     }
     sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+}
+
+/// The client, on `discover`'s MAC, sends that DISCOVER; returns once
+/// ProxyDHCP answered it.
+fn answered(net: &Segment, discover: Discover) {
+    client_on(net, discover.mac);
+    net.discover(CLIENT, discover);
+    let answered = support::eventually(Duration::from_secs(10), || {
+        net.log()
+            .lines()
+            .any(|l| l.contains("dhcp: answered") && l.contains(discover.mac))
+            .then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "no ProxyDHCP answer to {}:\n{}",
+        discover.mac,
+        net.log()
+    );
 }
 
 /// What `rdisc6` printed of the one advertisement it got, or `None`.
@@ -93,7 +105,7 @@ fn field<'a>(advertisement: &'a str, name: &str) -> &'a str {
 /// A router solicitation with the client's MAC that came through a router
 /// (hop limit 64, not 255): RFC 4861 has it dropped.
 fn forged_through_a_router(net: &Segment) {
-    let mac = PXE_CLIENT_MAC.replace(':', "");
+    let mac = IPXE_DISCOVER.mac.replace(':', "");
     let script = format!(
         "import socket\n\
          s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)\n\
@@ -131,16 +143,14 @@ fn a_machine_just_answered_gets_one_advertisement_that_configures_nothing() {
     });
     assert!(listening.is_some(), "{}", net.log());
 
+    client_on(&net, IPXE_DISCOVER.mac);
     assert_eq!(solicit(&net), None, "answered before any DHCP answer");
+    answered(&net, OVMF_DISCOVER);
+    assert_eq!(solicit(&net), None, "answered after the firmware's PXE");
 
-    net.discover(CLIENT);
-    let answered = support::eventually(Duration::from_secs(10), || {
-        net.log().contains("dhcp: answered").then_some(())
-    });
-    assert!(answered.is_some(), "no ProxyDHCP answer:\n{}", net.log());
+    answered(&net, IPXE_DISCOVER);
     // Dropped by the socket's filter, so it does not use the grant up.
     forged_through_a_router(&net);
-
     let advertisement = solicit(&net)
         .unwrap_or_else(|| panic!("no advertisement after the DHCP answer:\n{}", net.log()));
     assert_eq!(
@@ -168,7 +178,7 @@ fn a_machine_just_answered_gets_one_advertisement_that_configures_nothing() {
 
     assert_eq!(solicit(&net), None, "a second advertisement for one answer");
     assert_eq!(counted(&net, "outcome=\"advertised\",reason=\"\""), 1);
-    assert!(counted(&net, "outcome=\"ignore\",reason=\"not-granted\"") >= 2);
+    assert!(counted(&net, "outcome=\"ignore\",reason=\"not-granted\"") >= 3);
 }
 
 #[test]
@@ -176,11 +186,7 @@ fn a_machine_just_answered_gets_one_advertisement_that_configures_nothing() {
 fn with_the_setting_off_no_solicitation_is_answered() {
     let bed = Bed::new();
     let net = serve("ro", &bed, false);
-    net.discover(CLIENT);
-    let answered = support::eventually(Duration::from_secs(10), || {
-        net.log().contains("dhcp: answered").then_some(())
-    });
-    assert!(answered.is_some(), "no ProxyDHCP answer:\n{}", net.log());
+    answered(&net, IPXE_DISCOVER);
     assert_eq!(solicit(&net), None, "answered with the setting off");
     assert_eq!(counted(&net, "outcome=\"advertised\",reason=\"\""), 0);
 }

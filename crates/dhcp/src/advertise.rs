@@ -10,10 +10,11 @@
 //! advertisement sent here is that and nothing more: router lifetime 0
 //! (not a default router), no prefix, no options — it configures nothing.
 //!
-//! Targeted: each ProxyDHCP answer grants its MAC one advertisement for
-//! [`GRANT_FOR`] ([`Grants`]); a solicitation is answered only when the
-//! MAC it comes from holds a grant, which it uses up. An installed OS, a
-//! laptop or a stranger soliciting a router gets nothing. Answers go to
+//! Targeted: each ProxyDHCP answer to iPXE grants its MAC one
+//! advertisement for [`GRANT_FOR`] ([`Grants`]; the daemon grants); a
+//! solicitation is answered only when the MAC it comes from holds a grant,
+//! which it uses up. An installed OS, an installer, a laptop or a stranger
+//! soliciting a router gets nothing. Answers go to
 //! the solicitor's link-local address alone (RFC 4861 6.2.6 allows it), and
 //! share one rate, so a flood of forged solicitations costs a bounded
 //! number of packets.

@@ -13,12 +13,24 @@ use super::{Bed, eventually};
 /// The appliance's namespace is member 0.
 pub const APPLIANCE: usize = 0;
 
-/// The client of [`Segment::discover`]'s DISCOVER.
-pub const PXE_CLIENT_MAC: &str = "52:54:00:00:00:02";
-const DISCOVER_FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../dhcp/tests/fixtures/ovmf-pxe-discover.hex"
-);
+/// A PXE client's DISCOVER captured from real firmware (a file of
+/// `crates/dhcp/tests/fixtures/`), and the MAC it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Discover {
+    pub fixture: &'static str,
+    pub mac: &'static str,
+}
+
+/// OVMF's native PXE.
+pub const OVMF_DISCOVER: Discover = Discover {
+    fixture: "ovmf-pxe-discover.hex",
+    mac: "52:54:00:00:00:02",
+};
+/// QEMU's iPXE option ROM under SeaBIOS: user class `iPXE`.
+pub const IPXE_DISCOVER: Discover = Discover {
+    fixture: "bios-ipxe-discover.hex",
+    mac: "52:54:00:00:00:01",
+};
 
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -139,10 +151,14 @@ impl Segment {
         child
     }
 
-    /// OVMF's captured PXE DISCOVER (MAC [`PXE_CLIENT_MAC`]), broadcast
-    /// from member `ns`.
-    pub fn discover(&self, ns: usize) {
-        let hex: String = std::fs::read_to_string(DISCOVER_FIXTURE)
+    /// `discover`, broadcast from member `ns`.
+    pub fn discover(&self, ns: usize, discover: Discover) {
+        let fixture = format!(
+            "{}/../dhcp/tests/fixtures/{}",
+            env!("CARGO_MANIFEST_DIR"),
+            discover.fixture
+        );
+        let hex: String = std::fs::read_to_string(fixture)
             .expect("fixture")
             .lines()
             .filter(|l| !l.starts_with('#'))
