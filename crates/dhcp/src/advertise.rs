@@ -1,6 +1,6 @@
-//! Answering the IPv6 router solicitations of machines in their PXE stage
-//! (`dhcp.answer_router_solicitations`), so iPXE stops waiting for a
-//! router that is not there.
+//! Answering the IPv6 router solicitation of an iPXE that ProxyDHCP has
+//! just answered (`dhcp.answer_router_solicitations`), so it stops waiting
+//! for a router that is not there.
 //!
 //! iPXE's autoboot waits for every network configurator, IPv6's too: it
 //! solicits a router and gives up only some 13 s later, before it even
@@ -14,10 +14,9 @@
 //! advertisement for [`GRANT_FOR`] ([`Grants`]; the daemon grants); a
 //! solicitation is answered only when the MAC it comes from holds a grant,
 //! which it uses up. An installed OS, an installer, a laptop or a stranger
-//! soliciting a router gets nothing. Answers go to
-//! the solicitor's link-local address alone (RFC 4861 6.2.6 allows it), and
-//! share one rate, so a flood of forged solicitations costs a bounded
-//! number of packets.
+//! soliciting a router gets nothing. Answers go to the solicitor's
+//! link-local address alone (RFC 4861 6.2.6 allows it) and share one rate,
+//! so a flood of forged solicitations costs a bounded number of packets.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -291,8 +290,8 @@ pub async fn answer_solicitations<B: Boot>(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let Solicitations(socket) = socket;
-    // A solicitation is small; a larger datagram is cut short and its
-    // options then read as truncated.
+    // IPv6's minimum MTU: a solicitation (8 bytes and an option or two)
+    // fits many times over; anything longer is read cut short.
     let mut buf = [0u8; 1280];
     loop {
         let (len, from) = tokio::select! {
