@@ -1,5 +1,6 @@
-//! Binding the sockets of ProxyDHCP and TFTP, and checking at start that
-//! the boot loaders the DHCP offers name are there.
+//! Binding the sockets of ProxyDHCP (and its router advertisements) and
+//! TFTP, and checking at start that the boot loaders the DHCP offers name
+//! are there.
 
 use std::net::Ipv4Addr;
 
@@ -40,6 +41,34 @@ pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<kickstand_dhcp:
         boot_server: Some(boot_server),
         client_port,
     })
+}
+
+/// The socket router solicitations arrive on, with
+/// `dhcp.answer_router_solicitations` (validation made sure
+/// `server.interfaces` names where: never the office side).
+pub(crate) fn bind_solicitations(
+    appliance: &Appliance,
+) -> anyhow::Result<Option<kickstand_dhcp::advertise::Solicitations>> {
+    if !appliance.dhcp.answer_router_solicitations {
+        return Ok(None);
+    }
+    let [interface] = appliance.server.interfaces.as_slice() else {
+        anyhow::bail!(
+            "dhcp.answer_router_solicitations needs server.interfaces to name one interface"
+        );
+    };
+    let socket = kickstand_dhcp::advertise::bind_solicitations(interface).with_context(|| {
+        // The appliance's unit grants CAP_NET_BIND_SERVICE alone.
+        format!(
+            "answering IPv6 router solicitations on {interface} (dhcp.answer_router_solicitations; \
+             its raw ICMPv6 socket needs CAP_NET_RAW: README.md, \"A faster iPXE start\")"
+        )
+    })?;
+    info!(
+        interface,
+        "answering the router solicitations of the iPXE clients ProxyDHCP answers"
+    );
+    Ok(Some(socket))
 }
 
 /// The leases of `dhcp.mode: full`, or `None` in the other modes.

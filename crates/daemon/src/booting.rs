@@ -7,7 +7,7 @@
 //! the machine's timeline. Nothing here waits for a disk but a newly
 //! minted build token, which is committed before it is handed out.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::wire_label::WireLabel;
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use kickstand_dhcp::{Action, Boot, BootView, HostBoot, HostLookup, HostStatus, Reason};
+use kickstand_dhcp::advertise::{self, Grants};
+use kickstand_dhcp::{Action, Boot, BootView, Firmware, HostBoot, HostLookup, HostStatus, Reason};
 use kickstand_http::{ApiError, Body, Loader};
 use kickstand_profiles::model::DhcpMode;
 use kickstand_profiles::{Mac, urls};
@@ -24,7 +25,7 @@ use kickstand_repo::RepoProxy;
 use kickstand_state::{Binding, Claimed, EventKind, Phase, StateStore, Transition, Withheld};
 use lru::LruCache;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::generation::{BootDecision, Generation};
 use crate::hosts::{self, Fetched, ip_text, render_error, state_error};
@@ -61,8 +62,11 @@ pub(crate) struct Booting {
     pub(crate) discovering: Arc<Discovering>,
     /// Boots served without their token, for the status page.
     pub(crate) withholdings: Arc<Withholdings>,
-    /// PXE clients answered or not, and when that was last logged.
-    logged: Mutex<LruCache<(Mac, bool), Instant>>,
+    /// What was logged about a PXE client, and when.
+    logged: Mutex<LruCache<(Mac, Logged), Instant>>,
+    /// The MACs ProxyDHCP just answered, each granted one router
+    /// advertisement (`dhcp.answer_router_solicitations`).
+    pub(crate) grants: Arc<Grants>,
     /// Answers to PXE clients without a profile (`unknown: local-boot` or
     /// `discover`), all of them together.
     strangers: Mutex<kickstand_limit::Flow>,
@@ -90,6 +94,7 @@ impl Booting {
             discovering,
             withholdings: Arc::default(),
             logged: Mutex::new(LruCache::new(REMEMBERED)),
+            grants: Arc::default(),
             strangers: Mutex::new(kickstand_limit::Flow::new(STRANGER_ANSWERS)),
             dhcp_log: Mutex::new((kickstand_limit::Flow::new(DHCP_LOG), 0)),
             started: Instant::now(),
@@ -116,6 +121,18 @@ impl Booting {
         answered
     }
 
+    /// ProxyDHCP answered `reply`'s machine: if it is iPXE, and with
+    /// `dhcp.answer_router_solicitations`, its router solicitation is
+    /// answered now. Firmware's own PXE does not wait for a router, and a
+    /// grant it left unused could go to the installer's kernel.
+    fn grant_advertisement(&self, generation: &Generation, reply: &kickstand_dhcp::Reply) {
+        if generation.appliance().dhcp.answer_router_solicitations
+            && reply.firmware == Some(Firmware::Ipxe)
+        {
+            self.grants.grant(reply.mac);
+        }
+    }
+
     /// Whether a DHCP outcome may be logged now: `Some(n)` with the number
     /// of others not logged since the last line.
     fn may_log(&self) -> Option<u64> {
@@ -128,14 +145,14 @@ impl Booting {
         }
     }
 
-    /// Whether a PXE client's answer (or its not being answered) is worth
-    /// a log line and an event now: once per MAC per [`QUIET_FOR`].
-    fn first_in_a_while(&self, mac: Mac, answered: bool) -> bool {
+    /// Whether what happened to a PXE client is worth a log line and an
+    /// event now: once per MAC and kind per [`QUIET_FOR`].
+    fn first_in_a_while(&self, mac: Mac, what: Logged) -> bool {
         let mut seen = lock(&self.logged);
-        match seen.get(&(mac, answered)) {
+        match seen.get(&(mac, what)) {
             Some(at) if at.elapsed() < QUIET_FOR => false,
             _ => {
-                seen.put((mac, answered), Instant::now());
+                seen.put((mac, what), Instant::now());
                 true
             }
         }
@@ -474,6 +491,14 @@ fn binding(generation: &Generation) -> Binding {
     }
 }
 
+/// What a log line about a PXE client said: each is logged once in a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Logged {
+    Answered,
+    NotAnswered,
+    Advertised,
+}
+
 /// The loader a boot config is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chain {
@@ -503,6 +528,22 @@ impl Boot for Booting {
 
     fn rogue(&self, offer: &kickstand_dhcp::RogueOffer) {
         self.rogue_seen(offer);
+    }
+
+    fn solicited(&self, from: Ipv6Addr, outcome: &advertise::Outcome) {
+        self.metrics.dhcp.observe_solicitation(outcome);
+        match outcome {
+            advertise::Outcome::Answer(mac) => {
+                if self.first_in_a_while(*mac, Logged::Advertised)
+                    && let Some(unlogged) = self.may_log()
+                {
+                    info!(%mac, %from, unlogged, "router solicitation answered: its iPXE need not wait for an IPv6 router");
+                }
+            }
+            advertise::Outcome::Ignore(why) => {
+                debug!(%from, %why, "router solicitation ignored");
+            }
+        }
     }
 }
 
@@ -561,6 +602,7 @@ impl BootView for PacketView<'_> {
         let known = generation.snapshot().host(&mac).is_some();
         match action {
             Action::Respond(reply) if known => {
+                booting.grant_advertisement(generation, reply);
                 if let Some(leased) = reply.leased {
                     booting.claimed(mac, IpAddr::V4(leased));
                 }
@@ -573,14 +615,14 @@ impl BootView for PacketView<'_> {
                 // A DISCOVER's requested address is a wish, not a lease:
                 // the host's address is learnt only from its exchange.
                 hosts::transition(store, mac, Transition::SeenByDhcp, None);
-                if booting.first_in_a_while(mac, true)
+                if booting.first_in_a_while(mac, Logged::Answered)
                     && let Some(unlogged) = booting.may_log()
                 {
                     info!(%mac, boot_file = reply.boot_file.as_deref().unwrap_or("-"), unlogged, "dhcp: answered");
                 }
                 hosts::record(store, generation, mac, EventKind::DhcpOffer, detail);
             }
-            Action::Respond(_) => {}
+            Action::Respond(reply) => booting.grant_advertisement(generation, reply),
             // The machine took another server's address offer: where it
             // will be, the one address its build token goes to.
             Action::Ignore(Reason::ForOtherServer(_)) if known => {
@@ -603,7 +645,7 @@ impl BootView for PacketView<'_> {
                 // operator should never need debug logs to learn why a
                 // machine was not served, and a flood of forged MACs must
                 // not become a flood of log lines.
-                if !booting.first_in_a_while(mac, false) {
+                if !booting.first_in_a_while(mac, Logged::NotAnswered) {
                     return;
                 }
                 let name = match reason {

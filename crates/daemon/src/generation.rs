@@ -274,6 +274,11 @@ impl Generation {
                 new.dhcp.mode.as_str().to_owned(),
             ),
             ("dhcp.pool", pool(old), pool(new)),
+            (
+                "dhcp.answer_router_solicitations",
+                old.dhcp.answer_router_solicitations.to_string(),
+                new.dhcp.answer_router_solicitations.to_string(),
+            ),
             ("cache.dir", path(&old.cache.dir), path(&new.cache.dir)),
             ("paths.state", path(&old.state_dir), path(&new.state_dir)),
             // The state store is opened once, with these: its database,
@@ -378,5 +383,20 @@ mod tests {
         assert!(said.contains("state.password_file changed"), "{said}");
         assert!(!said.contains("s3cret"), "{said}");
         assert!(old.restart_needed(&old).is_empty());
+    }
+
+    /// The advertisement socket is bound at start, like ProxyDHCP's.
+    #[test]
+    fn answering_router_solicitations_needs_a_restart() {
+        let old = with_postgres(None);
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/kickstand.yaml");
+        let mut snapshot = kickstand_profiles::load(&config).unwrap_or_else(|e| panic!("{e}"));
+        snapshot.appliance.dhcp.answer_router_solicitations = true;
+        let new = Generation::build(snapshot, 2).unwrap_or_else(|e| panic!("{e}"));
+        let said = old.restart_needed(&new).join("\n");
+        assert!(
+            said.contains("dhcp.answer_router_solicitations changed (false → true)"),
+            "{said}"
+        );
     }
 }

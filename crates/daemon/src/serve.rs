@@ -262,6 +262,17 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     if appliance.dhcp.mode != DhcpMode::Off {
         let sockets = boot::bind_dhcp(&appliance)?;
         let leases = boot::leases(&appliance)?;
+        if let Some(socket) = boot::bind_solicitations(&appliance)? {
+            tasks.spawn(log_exit(
+                "router advertisements",
+                kickstand_dhcp::advertise::answer_solicitations(
+                    socket,
+                    booting.grants.clone(),
+                    booting.clone(),
+                    shutdown.clone(),
+                ),
+            ));
+        }
         tasks.spawn(log_exit(
             "dhcp",
             kickstand_dhcp::serve(sockets, booting, leases, shutdown.clone()),

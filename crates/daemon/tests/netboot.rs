@@ -56,6 +56,10 @@ const GAVE_UP: &[&str] = &[
     "BdsDxe: No bootable option",
 ];
 
+/// What the stand-in installer prints once it has its kickstart, before
+/// the MAC (and only then: its whole serial log is read at every poll).
+const KICKSTART_FETCHED: &str = "KS-STANDIN: fetched kickstart for ";
+
 /// What the bed's test disks print when a machine boots them.
 const DISK_MARKER: &str = "KS-DISK: booted from disk";
 /// A boot-to-disk run stops at the disk's marker, or where the machine
@@ -169,6 +173,8 @@ struct VmRun {
     end: VmEnd,
     elapsed: Duration,
     serial: String,
+    /// When the stand-in said it fetched its kickstart, from power-on.
+    kickstart_at: Option<Duration>,
 }
 
 impl VmRun {
@@ -306,6 +312,9 @@ dhcp:
   mode: proxy
   unknown: {unknown}
   uefi_loader: ipxe.efi
+  # iPXE would wait some 13 s for an IPv6 router before asking for its
+  # script: there is none on the bed.
+  answer_router_solicitations: true
 tftp:
   root: ../tftp
 # The bed's mirror, reached directly (no office proxy in this bed).
@@ -509,11 +518,16 @@ os:
             )
             .spawn()
             .expect("run tests/beds/netboot/vm.sh");
+        let fetched = format!("{KICKSTART_FETCHED}{mac}");
+        let mut kickstart_at = None;
         let end = loop {
             if let Some(status) = vm.try_wait().expect("wait for vm.sh") {
                 break VmEnd::Exited(status);
             }
             let seen = read_lossy(&serial);
+            if kickstart_at.is_none() && seen.contains(&fetched) {
+                kickstart_at = Some(started.elapsed());
+            }
             if let Some(text) = stop_at.iter().find(|t| seen.contains(**t)) {
                 self.stop_qemu();
                 let _ = vm.wait();
@@ -531,6 +545,7 @@ os:
             end,
             elapsed: started.elapsed(),
             serial: read_lossy(&serial),
+            kickstart_at,
         };
         let how = match &run.end {
             VmEnd::Exited(status) => format!("exited ({status})"),
@@ -541,6 +556,12 @@ os:
             fw.arg(),
             run.elapsed.as_secs_f64()
         );
+        if let Some(at) = run.kickstart_at {
+            eprintln!(
+                "netboot: {name}: power-on → kickstart fetched in {:.1} s",
+                at.as_secs_f64()
+            );
+        }
         run
     }
 
@@ -647,7 +668,7 @@ os:
             run.end
         );
         for marker in [
-            format!("KS-STANDIN: fetched kickstart for {mac}"),
+            format!("{KICKSTART_FETCHED}{mac}"),
             format!("KS-STANDIN: reported installed for {mac}"),
         ] {
             assert!(
@@ -659,6 +680,10 @@ os:
         assert!(
             log_has(&log, &["dhcp: reply", mac, "Ipxe"]),
             "Kickstand's log shows no ProxyDHCP reply to iPXE on {mac}"
+        );
+        assert!(
+            log_has(&log, &["router solicitation answered", mac]),
+            "Kickstand's log shows no router advertisement to the iPXE on {mac}"
         );
         assert!(
             http_logged(&log, "/boot/", mac, "200"),

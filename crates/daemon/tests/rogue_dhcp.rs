@@ -15,48 +15,17 @@ mod support;
 
 use std::time::Duration;
 
-use support::segment::{APPLIANCE, Segment};
+use support::segment::{APPLIANCE, OVMF_DISCOVER, Segment};
 use support::{Bed, eventually};
 
 /// The members: the rogue server and the PXE client.
 const ROGUE: usize = 1;
 const CLIENT: usize = 2;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../dhcp/tests/fixtures/ovmf-pxe-discover.hex"
-);
-
 /// What the appliance answers at `path` with an `Accept` header.
 fn get_accepting(net: &Segment, path: &str, accept: &str) -> String {
     let header = format!("Accept: {accept}");
     net.curl(APPLIANCE, &net.url(path), &["-H", &header]).1
-}
-
-/// OVMF's captured DISCOVER, broadcast from the client namespace.
-fn discover(net: &Segment) {
-    let hex: String = std::fs::read_to_string(FIXTURE)
-        .expect("fixture")
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .collect();
-    let script = format!(
-        "import socket\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
-         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
-         s.bind(('0.0.0.0', 68))\n\
-         p = bytearray.fromhex('{hex}')\n\
-         p[10] |= 0x80\n\
-         s.sendto(bytes(p), ('255.255.255.255', 67))\n"
-    );
-    let status = net
-        .exec(CLIENT)
-        .args(["python3", "-c", &script])
-        .status()
-        .expect("python3");
-    assert!(status.success());
 }
 
 /// The segment (`test` tells apart the namespaces of tests run by one
@@ -89,7 +58,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
         ],
     );
     let status = eventually(Duration::from_secs(30), || {
-        discover(&net);
+        net.discover(CLIENT, OVMF_DISCOVER);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
         let rogues = status["appliance"]["rogue_dhcp"].as_array()?.clone();
         (!rogues.is_empty()).then_some(rogues)
@@ -126,7 +95,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
     let _ = rogue.kill();
     let _ = rogue.wait();
     let cleared = eventually(Duration::from_secs(30), || {
-        discover(&net);
+        net.discover(CLIENT, OVMF_DISCOVER);
         let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
         status["appliance"]["rogue_dhcp"]
             .as_array()?

@@ -2,7 +2,7 @@
 //! decide the packets of profiled machines first, send.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::advertise;
 use crate::full::Leases;
 use crate::proxy::{self, Action, Context, HostLookup, HostStatus, Mode, Port};
 use crate::rogue::RogueOffer;
@@ -31,6 +32,12 @@ pub trait Boot: Send + Sync + 'static {
     /// Another server offered boot information to a client.
     fn rogue(&self, offer: &RogueOffer) {
         let _ = offer;
+    }
+
+    /// A router solicitation from `from` was decided
+    /// ([`crate::advertise`]): for the log and metrics.
+    fn solicited(&self, from: Ipv6Addr, outcome: &advertise::Outcome) {
+        let _ = (from, outcome);
     }
 }
 

@@ -4,14 +4,17 @@
 //!
 //! It owns: reading requests defensively (`wire`), the proxy policy and
 //! reply encoding (`proxy`), the optional address server for an isolated rack
-//! (`full`), and the socket loop (`driver`). It does not own: parsing the
+//! (`full`), the socket loop (`driver`), and the router advertisement that
+//! ends iPXE's wait for an IPv6 router (`advertise`). It does not own: parsing the
 //! config or profiles (the daemon builds a [`Context`] once per generation
 //! and answers [`Boot`] for each packet), rendering boot scripts, or serving
 //! files.
 //!
 //! Layout: [`decide`] is the whole proxy policy; [`full::decide`] adds leases;
-//! [`serve`] runs them on sockets made by [`bind_dhcp_socket`].
+//! [`serve`] runs them on sockets made by [`bind_dhcp_socket`];
+//! [`advertise::answer_solicitations`] runs beside it when asked to.
 
+pub mod advertise;
 mod driver;
 pub mod full;
 mod metrics;

@@ -1,12 +1,13 @@
 //! ProxyDHCP's metric families: every decision, by outcome and named
-//! reason. The daemon hands in its registry; this crate registers and owns
-//! the families.
+//! reason, and every router solicitation the same way. The daemon hands in
+//! its registry; this crate registers and owns the families.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::advertise;
 use crate::proxy::Action;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,10 +20,19 @@ struct Decision {
     firmware: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Solicitation {
+    /// `advertised` or `ignore`.
+    outcome: &'static str,
+    /// For an ignore, why ([`advertise::Ignored::name`]).
+    reason: &'static str,
+}
+
 /// The families; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     decisions: Family<Decision, Counter>,
+    solicitations: Family<Solicitation, Counter>,
 }
 
 impl Metrics {
@@ -33,7 +43,26 @@ impl Metrics {
             "ProxyDHCP decisions by outcome and named reason",
             metrics.decisions.clone(),
         );
+        registry.register(
+            "kickstand_router_solicitations",
+            "IPv6 router solicitations by outcome: advertised (a machine ProxyDHCP just answered) or ignore, with why",
+            metrics.solicitations.clone(),
+        );
         metrics
+    }
+
+    pub fn observe_solicitation(&self, outcome: &advertise::Outcome) {
+        let labels = match outcome {
+            advertise::Outcome::Answer(_) => Solicitation {
+                outcome: "advertised",
+                reason: "",
+            },
+            advertise::Outcome::Ignore(why) => Solicitation {
+                outcome: "ignore",
+                reason: why.name(),
+            },
+        };
+        self.solicitations.get_or_create(&labels).inc();
     }
 
     pub fn observe(&self, action: &Action) {

@@ -229,6 +229,11 @@ pub struct Dhcp {
     /// Another server seen offering boot information is warned about until
     /// it has been quiet this long.
     pub rogue_forget_after: std::time::Duration,
+    /// Whether an iPXE just given boot information gets one router
+    /// advertisement that configures nothing when it solicits one: it
+    /// waits some 13 s for an IPv6 router before it asks for its script.
+    /// Only with `server.interfaces` set, so none goes to the office side.
+    pub answer_router_solicitations: bool,
 }
 
 /// The iPXE build UEFI x64 machines are offered.

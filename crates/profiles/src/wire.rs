@@ -69,6 +69,9 @@ pub(crate) struct Dhcp {
     pub pool: Option<S<Pool>>,
     /// How long another server's boot offer keeps its warning up.
     pub rogue_forget_after: Option<S<String>>,
+    /// Answer the IPv6 router solicitation of an iPXE just answered, so
+    /// it stops waiting for a router.
+    pub answer_router_solicitations: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -716,3 +716,49 @@ fn https_settings_are_checked_where_they_are_written() {
     assert!(tls.cert.ends_with("site.crt") && tls.key.ends_with("site.key"));
     assert_eq!(snap.appliance.server.https_port, 8443);
 }
+
+#[test]
+fn router_advertisements_need_proxydhcp_on_named_interfaces() {
+    let copy = Copy::new();
+    let config = copy.config();
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let unsaid = text.replacen("  answer_router_solicitations: false\n", "", 1);
+    assert_ne!(unsaid, text, "the shipped config says it is off");
+    std::fs::write(&config, &unsaid).expect("write config");
+    let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !snap.appliance.dhcp.answer_router_solicitations,
+        "off by default"
+    );
+
+    let edited = text.replacen(
+        "answer_router_solicitations: false",
+        "answer_router_solicitations: true",
+        1,
+    );
+    // The shipped config answers DHCP nowhere: a mode must be set first.
+    let with_mode = edited.replacen("mode: off", "mode: proxy", 1);
+    std::fs::write(&config, &with_mode).expect("write config");
+    let line = line_of(&config, "answer_router_solicitations");
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        line,
+        "dhcp.answer_router_solicitations needs server.interfaces",
+    );
+    let with_interface = edited.replacen("interfaces: []", "interfaces: [eth1]", 1);
+    std::fs::write(&config, &with_interface).expect("write config");
+    assert_one_at(
+        &copy.load_err(),
+        &config,
+        line,
+        "dhcp.answer_router_solicitations needs dhcp.mode proxy or full",
+    );
+    std::fs::write(
+        &config,
+        with_interface.replacen("mode: off", "mode: proxy", 1),
+    )
+    .expect("write config");
+    let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert!(snap.appliance.dhcp.answer_router_solicitations);
+}

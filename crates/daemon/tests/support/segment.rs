@@ -13,6 +13,25 @@ use super::{Bed, eventually};
 /// The appliance's namespace is member 0.
 pub const APPLIANCE: usize = 0;
 
+/// A PXE client's DISCOVER captured from real firmware (a file of
+/// `crates/dhcp/tests/fixtures/`), and the MAC it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Discover {
+    pub fixture: &'static str,
+    pub mac: &'static str,
+}
+
+/// OVMF's native PXE.
+pub const OVMF_DISCOVER: Discover = Discover {
+    fixture: "ovmf-pxe-discover.hex",
+    mac: "52:54:00:00:00:02",
+};
+/// QEMU's iPXE option ROM under SeaBIOS: user class `iPXE`.
+pub const IPXE_DISCOVER: Discover = Discover {
+    fixture: "bios-ipxe-discover.hex",
+    mac: "52:54:00:00:00:01",
+};
+
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -130,6 +149,37 @@ impl Segment {
             .expect("dnsmasq");
         std::thread::sleep(Duration::from_millis(700));
         child
+    }
+
+    /// `discover`, broadcast from member `ns`.
+    pub fn discover(&self, ns: usize, discover: Discover) {
+        let fixture = format!(
+            "{}/../dhcp/tests/fixtures/{}",
+            env!("CARGO_MANIFEST_DIR"),
+            discover.fixture
+        );
+        let hex: String = std::fs::read_to_string(fixture)
+            .expect("fixture")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        let script = format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
+             s.bind(('0.0.0.0', 68))\n\
+             p = bytearray.fromhex('{hex}')\n\
+             p[10] |= 0x80\n\
+             s.sendto(bytes(p), ('255.255.255.255', 67))\n"
+        );
+        let status = self
+            .exec(ns)
+            .args(["python3", "-c", &script])
+            .status()
+            .expect("python3");
+        assert!(status.success());
     }
 
     /// Keeps a peer (an office DHCP server, a rogue one) until the drop.

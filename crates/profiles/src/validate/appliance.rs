@@ -155,6 +155,7 @@ impl Cx {
                 parse::duration(&d.value),
             ),
         };
+        let answer_router_solicitations = self.answer_router_solicitations(file, w, mode);
         if mode == Some(DhcpMode::Full) && w.dhcp.pool.is_none() {
             let at = w
                 .dhcp
@@ -251,6 +252,7 @@ impl Cx {
                 uefi_local_boot: uefi_local_boot?,
                 pool,
                 rogue_forget_after: rogue_forget_after?,
+                answer_router_solicitations,
             },
             tftp_root: paths.tftp_root,
             proxy,
@@ -289,6 +291,38 @@ impl Cx {
                 self.check(file, at, "server.address", resolved)
             }
         }
+    }
+
+    /// `dhcp.answer_router_solicitations`: only where ProxyDHCP answers,
+    /// and only on named interfaces, so no advertisement ever goes out on
+    /// the office side of a dual-homed appliance.
+    fn answer_router_solicitations(
+        &mut self,
+        file: &Path,
+        w: &wire::ApplianceFile,
+        mode: Option<DhcpMode>,
+    ) -> bool {
+        let Some(on) = w.dhcp.answer_router_solicitations.as_ref() else {
+            return false;
+        };
+        if !on.value {
+            return false;
+        }
+        if w.server.interfaces.is_empty() {
+            self.err(
+                file,
+                on.referenced,
+                "dhcp.answer_router_solicitations needs server.interfaces: name the rack's interface, so no router advertisement goes out on the office side",
+            );
+        }
+        if mode == Some(DhcpMode::Off) {
+            self.err(
+                file,
+                on.referenced,
+                "dhcp.answer_router_solicitations needs dhcp.mode proxy or full: only a machine ProxyDHCP answered is sent one",
+            );
+        }
+        true
     }
 
     /// `server.https_port`: another port than HTTP's (0 binds any free one).
