@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use anyhow::Context as _;
 use kickstand_profiles::model::{Appliance, DhcpMode};
 use tokio::net::UdpSocket;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Binds UDP 67 and 4011 on the configured interface (or all). Always on
 /// the wildcard address: on Linux a socket bound to a unicast address
@@ -45,30 +45,40 @@ pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<kickstand_dhcp:
 
 /// The socket router solicitations arrive on, with
 /// `dhcp.answer_router_solicitations` (validation made sure
-/// `server.interfaces` names where: never the office side).
+/// `server.interfaces` names where: never the office side). The answers
+/// only make iPXE start sooner: a socket that cannot be opened (the
+/// capability dropped from the unit, say by an upgrade that rewrote it) is
+/// an error in the log, and everything else serves as before.
 pub(crate) fn bind_solicitations(
     appliance: &Appliance,
-) -> anyhow::Result<Option<kickstand_dhcp::advertise::Solicitations>> {
+) -> Option<kickstand_dhcp::advertise::Solicitations> {
     if !appliance.dhcp.answer_router_solicitations {
-        return Ok(None);
+        return None;
     }
     let [interface] = appliance.server.interfaces.as_slice() else {
-        anyhow::bail!(
-            "dhcp.answer_router_solicitations needs server.interfaces to name one interface"
+        error!(
+            "dhcp.answer_router_solicitations needs server.interfaces to name one interface: not answering router solicitations"
         );
+        return None;
     };
-    let socket = kickstand_dhcp::advertise::bind_solicitations(interface).with_context(|| {
+    match kickstand_dhcp::advertise::bind_solicitations(interface) {
+        Ok(socket) => {
+            info!(
+                interface,
+                "answering the router solicitations of the iPXE clients ProxyDHCP answers"
+            );
+            Some(socket)
+        }
         // The appliance's unit grants CAP_NET_BIND_SERVICE alone.
-        format!(
-            "answering IPv6 router solicitations on {interface} (dhcp.answer_router_solicitations; \
-             its raw ICMPv6 socket needs CAP_NET_RAW: README.md, \"A faster iPXE start\")"
-        )
-    })?;
-    info!(
-        interface,
-        "answering the router solicitations of the iPXE clients ProxyDHCP answers"
-    );
-    Ok(Some(socket))
+        Err(e) => {
+            error!(
+                interface,
+                error = %e,
+                "not answering router solicitations (dhcp.answer_router_solicitations): its raw ICMPv6 socket needs CAP_NET_RAW (README.md, \"A faster iPXE start\"); iPXE waits for an IPv6 router as before"
+            );
+            None
+        }
+    }
 }
 
 /// The leases of `dhcp.mode: full`, or `None` in the other modes.

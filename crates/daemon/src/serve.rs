@@ -262,7 +262,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     if appliance.dhcp.mode != DhcpMode::Off {
         let sockets = boot::bind_dhcp(&appliance)?;
         let leases = boot::leases(&appliance)?;
-        if let Some(socket) = boot::bind_solicitations(&appliance)? {
+        if let Some(socket) = boot::bind_solicitations(&appliance) {
             tasks.spawn(log_exit(
                 "router advertisements",
                 kickstand_dhcp::advertise::answer_solicitations(

@@ -24,6 +24,11 @@ const CLIENT: usize = 1;
 /// The segment with `kickstand serve` in proxy mode, both captured
 /// clients profiled, and `answer_router_solicitations` as `on` says.
 fn serve(test: &str, bed: &Bed, on: bool) -> Segment {
+    serve_under(&[], test, bed, on)
+}
+
+/// [`serve`], the daemon started by `wrapper`.
+fn serve_under(wrapper: &[&str], test: &str, bed: &Bed, on: bool) -> Segment {
     let mut net = Segment::up(test, "10.78.0", &[Some(50)], bed);
     net.configure(bed, "proxy");
     bed.edit(
@@ -37,7 +42,7 @@ fn serve(test: &str, bed: &Bed, on: bool) -> Segment {
         .map(|(i, d)| format!("  \"{}\":\n    hostname: client{i}\n", d.mac))
         .collect();
     bed.write("profiles/hosts/clients.yaml", &format!("hosts:\n{hosts}"));
-    net.serve(&bed.config());
+    net.serve_under(wrapper, &bed.config());
     net
 }
 
@@ -135,13 +140,11 @@ fn counted(net: &Segment, labels: &str) -> u64 {
 fn a_machine_just_answered_gets_one_advertisement_that_configures_nothing() {
     let bed = Bed::new();
     let net = serve("ra", &bed, true);
-    // Bound after HTTP answers, which is all `serve` waits for.
-    let listening = support::eventually(Duration::from_secs(10), || {
+    assert!(
+        net.log().contains("answering the router solicitations"),
+        "{}",
         net.log()
-            .contains("answering the router solicitations")
-            .then_some(())
-    });
-    assert!(listening.is_some(), "{}", net.log());
+    );
 
     client_on(&net, IPXE_DISCOVER.mac);
     assert_eq!(solicit(&net), None, "answered before any DHCP answer");
@@ -189,4 +192,28 @@ fn with_the_setting_off_no_solicitation_is_answered() {
     answered(&net, IPXE_DISCOVER);
     assert_eq!(solicit(&net), None, "answered with the setting off");
     assert_eq!(counted(&net, "outcome=\"advertised\",reason=\"\""), 0);
+}
+
+/// A unit without `CAP_NET_RAW` (one an upgrade rewrote, say): the answers
+/// only make iPXE start sooner, so the daemon starts all the same, answers
+/// ProxyDHCP, and its log says why no solicitation is answered.
+#[test]
+#[ignore = "peer: needs root/netns, rdisc6 (ndisc6), setpriv; run by tests/run"]
+fn without_cap_net_raw_proxydhcp_serves_and_the_log_says_why() {
+    let bed = Bed::new();
+    let without_raw = [
+        "setpriv",
+        "--bounding-set=-net_raw",
+        "--inh-caps=-net_raw",
+        "--",
+    ];
+    let net = serve_under(&without_raw, "rn", &bed, true);
+    assert!(
+        net.log()
+            .contains("not answering router solicitations (dhcp.answer_router_solicitations): its raw ICMPv6 socket needs CAP_NET_RAW"),
+        "{}",
+        net.log()
+    );
+    answered(&net, IPXE_DISCOVER);
+    assert_eq!(solicit(&net), None, "answered without a raw socket");
 }

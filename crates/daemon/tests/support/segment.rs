@@ -202,10 +202,18 @@ impl Segment {
     }
 
     /// Starts `kickstand serve` with `config` in the appliance's namespace
-    /// and waits until it answers HTTP.
+    /// and waits until it is ready (every socket bound, DHCP's too) and
+    /// answers HTTP.
     pub fn serve(&mut self, config: &Path) {
+        self.serve_under(&[], config);
+    }
+
+    /// [`Segment::serve`], the daemon started by `wrapper` (a command and
+    /// its arguments, e.g. `setpriv` dropping a capability).
+    pub fn serve_under(&mut self, wrapper: &[&str], config: &Path) {
         let daemon = self
             .exec(APPLIANCE)
+            .args(wrapper)
             .arg(env!("CARGO_BIN_EXE_kickstand"))
             .arg("--config")
             .arg(config)
@@ -217,7 +225,8 @@ impl Segment {
             .expect("kickstand serve in the namespace");
         self.daemon = Some(daemon);
         let up = eventually(Duration::from_secs(30), || {
-            self.get("/status").contains("Kickstand").then_some(())
+            (self.log().contains("kickstand ready") && self.get("/status").contains("Kickstand"))
+                .then_some(())
         });
         assert!(up.is_some(), "kickstand did not start:\n{}", self.log());
     }
