@@ -75,17 +75,7 @@ fn next_server_offered(net: &Segment) -> String {
          \x20       print(socket.inet_ntoa(r[20:24]))\n\
          \x20       break\n"
     );
-    let out = net
-        .exec(CLIENT)
-        .args(["python3", "-c", &script])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    net.python(CLIENT, &script, &[]).trim().to_owned()
 }
 
 #[test]

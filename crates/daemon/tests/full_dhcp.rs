@@ -26,18 +26,7 @@ const STRANGER: &str = "52:54:00:66:66:66";
 /// (`offer ADDR`, `ack ADDR`, `nak`, `none`; a DECLINE has no answer:
 /// `sent`).
 fn client(net: &Segment, steps: &[&str]) -> Vec<String> {
-    let out = net
-        .exec(1)
-        .args(["python3", "-c", CLIENT])
-        .args(steps)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    net.python(1, CLIENT, steps)
         .lines()
         .map(str::to_owned)
         .collect()

@@ -143,12 +143,7 @@ for p in [offer("10.78.0.9", sname=forged, options=bytes([67, len(forged)]) + fo
     s.sendto(p, ("255.255.255.255", 68))
 "#
     );
-    let status = net
-        .exec(ROGUE)
-        .args(["python3", "-c", &script])
-        .status()
-        .expect("python3");
-    assert!(status.success());
+    net.python(ROGUE, &script, &[]);
 }
 
 #[test]

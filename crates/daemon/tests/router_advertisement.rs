@@ -118,12 +118,7 @@ fn forged_through_a_router(net: &Segment) {
          rs = bytes([133, 0, 0, 0, 0, 0, 0, 0, 1, 1]) + bytes.fromhex('{mac}')\n\
          s.sendto(rs, ('ff02::2', 0, 0, socket.if_nametoindex('eth0')))\n"
     );
-    let status = net
-        .exec(CLIENT)
-        .args(["python3", "-c", &script])
-        .status()
-        .expect("python3");
-    assert!(status.success());
+    net.python(CLIENT, &script, &[]);
 }
 
 /// The `kickstand_router_solicitations` sample for `labels`, or 0.

@@ -122,12 +122,7 @@ fn forge_request(net: &Segment) {
          s.sendto(hdr + opts, ('255.255.255.255', 67))\n",
         mac = MAC.replace(':', ""),
     );
-    let status = net
-        .exec(STRANGER_NS)
-        .args(["python3", "-c", &script])
-        .status()
-        .expect("python3");
-    assert!(status.success());
+    net.python(STRANGER_NS, &script, &[]);
 }
 
 #[test]

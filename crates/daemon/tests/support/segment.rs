@@ -126,6 +126,25 @@ impl Segment {
         cmd
     }
 
+    /// Runs a Python `script` with `args` in member `ns` (the tests' raw
+    /// packets: forged DHCP, router solicitations); its standard output.
+    /// Fails the test, with the script's standard error, if it fails.
+    pub fn python(&self, ns: usize, script: &str, args: &[&str]) -> String {
+        let out = self
+            .exec(ns)
+            .args(["python3", "-c", script])
+            .args(args)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "python3 in {}: {}",
+            self.names[ns],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `dnsmasq` as a DHCP server in member `ns` (DNS off, in the
     /// foreground, on its `eth0` only, no lease file), with `args` saying
     /// what it serves; it answers once it has bound.
@@ -174,12 +193,7 @@ impl Segment {
              p[10] |= 0x80\n\
              s.sendto(bytes(p), ('255.255.255.255', 67))\n"
         );
-        let status = self
-            .exec(ns)
-            .args(["python3", "-c", &script])
-            .status()
-            .expect("python3");
-        assert!(status.success());
+        self.python(ns, &script, &[]);
     }
 
     /// Keeps a peer (an office DHCP server, a rogue one) until the drop.
