@@ -14,16 +14,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::segment::{APPLIANCE, Segment, sh};
+use support::segment::{APPLIANCE, OVMF_DISCOVER, Segment, sh};
 use support::{Bed, eventually};
 
 /// The PXE client: OVMF's captured DISCOVER is from this MAC.
-const MAC: &str = "52:54:00:00:00:02";
+const MAC: &str = OVMF_DISCOVER.mac;
 const CLIENT: usize = 1;
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../dhcp/tests/fixtures/ovmf-pxe-discover.hex"
-);
 
 fn host_profile(hostname: &str) -> String {
     format!("hosts:\n  \"{MAC}\":\n    hostname: {hostname}\n")
@@ -49,11 +45,7 @@ fn check(net: &Segment, bed: &Bed) -> (bool, String) {
 /// The next server (siaddr) of the ProxyDHCP offer to OVMF's captured
 /// DISCOVER, broadcast from the client; empty if none came within 2 s.
 fn next_server_offered(net: &Segment) -> String {
-    let hex: String = std::fs::read_to_string(FIXTURE)
-        .expect("fixture")
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .collect();
+    let hex = OVMF_DISCOVER.hex();
     let script = format!(
         "import socket, time\n\
          s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\

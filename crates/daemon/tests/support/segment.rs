@@ -32,6 +32,22 @@ pub const IPXE_DISCOVER: Discover = Discover {
     mac: "52:54:00:00:00:01",
 };
 
+impl Discover {
+    /// The packet, as the hex digits of its fixture (comments dropped).
+    pub fn hex(&self) -> String {
+        let fixture = format!(
+            "{}/../dhcp/tests/fixtures/{}",
+            env!("CARGO_MANIFEST_DIR"),
+            self.fixture
+        );
+        std::fs::read_to_string(fixture)
+            .expect("fixture")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect()
+    }
+}
+
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -172,16 +188,7 @@ impl Segment {
 
     /// `discover`, broadcast from member `ns`.
     pub fn discover(&self, ns: usize, discover: Discover) {
-        let fixture = format!(
-            "{}/../dhcp/tests/fixtures/{}",
-            env!("CARGO_MANIFEST_DIR"),
-            discover.fixture
-        );
-        let hex: String = std::fs::read_to_string(fixture)
-            .expect("fixture")
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect();
+        let hex = discover.hex();
         let script = format!(
             "import socket\n\
              s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
