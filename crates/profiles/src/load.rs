@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::diag::{Diagnostic, LoadError};
 use crate::model::{Appliance, Snapshot};
 use crate::netif::Interfaces;
-use crate::parse::{ServerAddress, server_address};
+use crate::parse::{BmcTlsSetting, ServerAddress, server_address};
 use crate::validate::{self, Inputs};
 use crate::wire;
 
@@ -52,6 +52,10 @@ pub fn load_with(config: &Path, draft: Option<Draft<'_>>) -> Result<Snapshot, Lo
             docs.push((path.clone(), doc));
         }
         files.push(path);
+    }
+
+    for (path, doc) in &docs {
+        check_bmc_files(path, doc, &mut diags);
     }
 
     let Some(appliance) = appliance else {
@@ -166,6 +170,42 @@ impl Named {
             ca_pem,
             state_ca_pem,
             interfaces,
+        }
+    }
+}
+
+/// The files a profile's `bmc:` settings name, checked as the daemon will
+/// read them: a password file only its owner may read (the password
+/// itself dropped at once; it is read again at each use, so a new one
+/// needs no reload), a CA file of PEM certificates. Paths are relative to
+/// the profile file.
+fn check_bmc_files(path: &Path, doc: &wire::ProfileFile, diags: &mut Vec<Diagnostic>) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let layers = doc
+        .defaults
+        .iter()
+        .chain(doc.groups.values().filter_map(|g| g.value.profile.as_ref()))
+        .chain(doc.hosts.values());
+    for bmc in layers.filter_map(|l| l.value.bmc.as_ref()) {
+        if let Some(f) = &bmc.password_file
+            && let Err(e) = read_secret(&dir.join(&f.value))
+        {
+            diags.push(Diagnostic::at(path, f.referenced, format!("bmc.password_file {e}")));
+        }
+        if let Some(tls) = &bmc.tls
+            && let BmcTlsSetting::CaFile(file) = crate::parse::bmc_tls(&tls.value)
+        {
+            let ca = dir.join(file);
+            let checked = std::fs::read(&ca)
+                .map_err(|e| format!("cannot be read: {e}"))
+                .and_then(|pem| crate::parse::pem_certificates(&pem));
+            if let Err(e) = checked {
+                let msg = format!(
+                    "bmc.tls: {} (verify, insecure, a SHA-256 fingerprint or a CA file) {e}",
+                    ca.display()
+                );
+                diags.push(Diagnostic::at(path, tls.referenced, msg));
+            }
         }
     }
 }

@@ -488,6 +488,60 @@ pub struct Host {
     pub packages: Vec<String>,
     pub timezone: String,
     pub snippets: Snippets,
+    /// Its BMC, for `kickstand power` and `rearm --reboot`.
+    pub bmc: Option<Bmc>,
+}
+
+/// How the daemon reaches a host's baseboard management controller. The
+/// password stays in its file (checked when the profiles load, read again
+/// at each use): a profile, an API answer or a log line never holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bmc {
+    pub driver: BmcDriver,
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "driver")]
+pub enum BmcDriver {
+    Redfish {
+        /// `scheme://host[:port]`, no path.
+        base: String,
+        /// `/redfish/v1/Systems/…`; `None`: the BMC's only system.
+        system: Option<String>,
+        tls: BmcTls,
+    },
+    Ipmi {
+        host: String,
+        port: u16,
+    },
+}
+
+impl Bmc {
+    /// Where it is, for messages and pages: a URL, or `host:port`.
+    pub fn address(&self) -> String {
+        match &self.driver {
+            BmcDriver::Redfish { base, .. } => base.clone(),
+            BmcDriver::Ipmi { host, port } => format!("{host}:{port}"),
+        }
+    }
+}
+
+/// How a Redfish BMC's HTTPS certificate is checked. BMCs mostly present
+/// a self-signed certificate: pinning its fingerprint is the way to trust
+/// exactly that one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BmcTls {
+    /// Against the public CAs.
+    Verify,
+    /// Not at all (the operator said `insecure`).
+    Insecure,
+    /// Against the CAs of a PEM file.
+    CaFile(PathBuf),
+    /// The certificate whose DER has this SHA-256, whatever its name or CA.
+    Fingerprint([u8; 32]),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -45,6 +45,71 @@ macro_rules! config_words {
 }
 pub(crate) use config_words;
 
+/// A Redfish BMC's address: `https://host[:port]` (or `http://`), without
+/// credentials, path or query.
+pub(crate) fn redfish_base(s: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("`{s}` {why} (like https://10.0.9.21)");
+    let url = url::Url::parse(s).map_err(|e| bad(&format!("is not a URL: {e};")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad("must start with https:// or http://"));
+    }
+    let Some(host) = url.host_str() else {
+        return Err(bad("has no host"));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not hold credentials (username and password_file give them)"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must be the BMC alone, without a path (`system:` names the system)"));
+    }
+    Ok(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
+}
+
+/// An IPMI BMC's address: `host` or `host:port` (623 by default), an IPv6
+/// address in brackets.
+pub(crate) fn ipmi_address(s: &str) -> Result<(String, u16), String> {
+    let url = url::Url::parse(&format!("ipmi://{s}"))
+        .ok()
+        .filter(|u| u.path().is_empty() && u.username().is_empty() && u.query().is_none());
+    let Some((host, port)) = url.and_then(|u| Some((u.host_str()?.to_owned(), u.port()))) else {
+        return Err(format!("`{s}` is not a host or host:port (like 10.0.9.21 or 10.0.9.21:623)"));
+    };
+    Ok((host, port.unwrap_or(623)))
+}
+
+/// What `bmc.tls` says: a word, a fingerprint, or else a CA file's path.
+pub(crate) enum BmcTlsSetting<'a> {
+    Verify,
+    Insecure,
+    Fingerprint([u8; 32]),
+    CaFile(&'a str),
+}
+
+pub(crate) fn bmc_tls(s: &str) -> BmcTlsSetting<'_> {
+    match s {
+        "verify" => BmcTlsSetting::Verify,
+        "insecure" => BmcTlsSetting::Insecure,
+        _ => sha256_fingerprint(s).map_or(BmcTlsSetting::CaFile(s), BmcTlsSetting::Fingerprint),
+    }
+}
+
+/// A SHA-256 fingerprint: 64 hex digits, either case, colons allowed (as
+/// `openssl x509 -fingerprint -sha256` prints it).
+pub fn sha256_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 pub(crate) fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
     s.parse()
         .map_err(|_| format!("`{s}` is not an IPv4 address"))

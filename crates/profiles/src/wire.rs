@@ -223,6 +223,26 @@ pub(crate) struct HostFields {
     pub packages: Vec<String>,
     pub timezone: Option<String>,
     pub kickstart: Option<Snippets>,
+    pub bmc: Option<Bmc>,
+}
+
+/// `bmc:`, merged field by field like the host's other fields, so that a
+/// group or `defaults` can give the driver and the credentials and each
+/// host its own address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Bmc {
+    pub driver: Option<S<String>>,
+    /// Redfish: `https://host[:port]`; IPMI: `host` or `host:port`.
+    pub address: Option<S<String>>,
+    /// Redfish: the computer system's path, where the BMC has several.
+    pub system: Option<S<String>>,
+    pub username: Option<S<String>>,
+    /// Relative to the file that names it.
+    pub password_file: Option<S<String>>,
+    /// Redfish over HTTPS: `verify`, `insecure`, a CA file, or the
+    /// certificate's SHA-256 fingerprint.
+    pub tls: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

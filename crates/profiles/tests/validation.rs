@@ -762,3 +762,87 @@ fn router_advertisements_need_proxydhcp_on_named_interfaces() {
     let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
     assert!(snap.appliance.dhcp.answer_router_solicitations);
 }
+
+/// `bmc:` merges field by field: a group gives the driver, the user, the
+/// password file (relative to the group's file) and the certificate's
+/// fingerprint; each host its own address.
+#[test]
+fn a_bmc_is_merged_from_a_group_and_the_host() {
+    use kickstand_profiles::model::{BmcDriver, BmcTls};
+    use std::os::unix::fs::PermissionsExt as _;
+    let copy = Copy::new();
+    let password = copy.write("profiles/bmc/rack.pass", "s3cret\n");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let fp = "AB:".repeat(31) + "CD";
+    copy.write(
+        "profiles/hosts/bmc.yaml",
+        &format!(
+            "groups:\n  racked:\n    match: {{ hostname: [\"bmc*\"] }}\n    profile:\n      bmc:\n        driver: redfish\n        username: admin\n        password_file: ../bmc/rack.pass\n        tls: \"{fp}\"\nhosts:\n  \"52:54:00:99:00:01\":\n    hostname: bmc01\n    os: centos-stream-9\n    bmc:\n      address: https://10.0.9.21:8443\n      system: /redfish/v1/Systems/1\n  \"52:54:00:99:00:02\":\n    hostname: ipmi02\n    os: centos-stream-9\n    bmc: {{ driver: ipmi, address: \"10.0.9.22\", username: root, password_file: ../bmc/rack.pass }}\n"
+        ),
+    );
+    let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    let host = |mac: &str| snap.host(&mac.parse::<Mac>().expect("mac")).expect("host");
+    let redfish = host("52:54:00:99:00:01").bmc.clone().expect("bmc01 has a BMC");
+    assert_eq!(redfish.username, "admin");
+    assert_eq!(redfish.password_file, copy.dir.path().join("profiles/hosts/../bmc/rack.pass"));
+    let mut pinned = [0xab; 32];
+    pinned[31] = 0xcd;
+    assert_eq!(
+        redfish.driver,
+        BmcDriver::Redfish {
+            base: "https://10.0.9.21:8443".into(),
+            system: Some("/redfish/v1/Systems/1".into()),
+            tls: BmcTls::Fingerprint(pinned),
+        }
+    );
+    let ipmi = host("52:54:00:99:00:02").bmc.clone().expect("bmc02 has a BMC");
+    assert_eq!(ipmi.driver, BmcDriver::Ipmi { host: "10.0.9.22".into(), port: 623 });
+    assert_eq!(ipmi.address(), "10.0.9.22:623");
+    // No `bmc:` anywhere: none.
+    assert_eq!(host("52:54:00:10:00:01").bmc, None);
+}
+
+/// A password file others may read is refused by name, where the profile
+/// names it; the password never appears in the message.
+#[test]
+fn a_bmc_password_file_others_may_read_is_located() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let copy = Copy::new();
+    let password = copy.write("profiles/hosts/node.pass", "hunter2-not-shown\n");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let file = copy.write(
+        "profiles/hosts/bmc.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: bmc01\n    os: centos-stream-9\n    bmc:\n      driver: ipmi\n      address: 10.0.9.21\n      username: admin\n      password_file: node.pass\n",
+    );
+    let diags = copy.load_err();
+    assert_one_at(&diags, &file, 9, "node.pass is readable by group or others");
+    assert!(diags[0].message.contains("chmod 600"), "{}", diags[0]);
+    assert!(!diags[0].to_string().contains("hunter2"), "{}", diags[0]);
+}
+
+/// Each wrong `bmc:` is one located diagnostic that says what to write.
+#[test]
+fn wrong_bmc_settings_are_located() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cases = [
+        ("driver: redfish\n      address: https://10.0.9.21", 6, "bmc needs username, password_file"),
+        ("driver: telnet\n      address: 10.0.9.21\n      username: a\n      password_file: p", 6, "`telnet` is not one of redfish, ipmi"),
+        ("driver: redfish\n      address: https://10.0.9.21/redfish/v1\n      username: a\n      password_file: p", 7, "without a path"),
+        ("driver: redfish\n      address: https://admin:pw@10.0.9.21\n      username: a\n      password_file: p", 7, "must not hold credentials"),
+        ("driver: redfish\n      address: http://10.0.9.21\n      username: a\n      password_file: p\n      tls: insecure", 10, "bmc.tls is for an https:// address"),
+        ("driver: redfish\n      address: https://10.0.9.21\n      system: Systems/1\n      username: a\n      password_file: p", 8, "must be a path like /redfish/v1/Systems/1"),
+        ("driver: ipmi\n      address: 10.0.9.21:notaport\n      username: a\n      password_file: p", 7, "is not a host or host:port"),
+        ("driver: ipmi\n      address: 10.0.9.21\n      username: a\n      password_file: p\n      tls: insecure", 10, "bmc.tls is for Redfish, not IPMI"),
+        ("driver: redfish\n      address: https://10.0.9.21\n      username: a\n      password_file: p\n      tls: no-such-ca.pem", 10, "no-such-ca.pem (verify, insecure, a SHA-256 fingerprint or a CA file) cannot be read"),
+    ];
+    for (bmc, line, needle) in cases {
+        let copy = Copy::new();
+        let password = copy.write("profiles/hosts/p", "pw\n");
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let file = copy.write(
+            "profiles/hosts/bmc.yaml",
+            &format!("hosts:\n  \"52:54:00:99:00:01\":\n    hostname: bmc01\n    os: centos-stream-9\n    bmc:\n      {bmc}\n"),
+        );
+        assert_one_at(&copy.load_err(), &file, line, needle);
+    }
+}

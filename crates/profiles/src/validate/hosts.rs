@@ -9,7 +9,7 @@ use serde_saphyr::Location;
 use super::{Cx, place};
 use crate::Mac;
 use crate::model::*;
-use crate::parse;
+use crate::parse::{self, BmcTlsSetting};
 use crate::wire::{self, S};
 
 /// The profile documents merged into one set, each entry remembering the
@@ -338,6 +338,7 @@ impl Cx {
                 layout.map(|layout| Disk { layout, device })
             }
         };
+        let bmc = self.bmc(mac, layers);
         let network = match network {
             None => Some(Network {
                 device: "link".into(),
@@ -386,7 +387,120 @@ impl Cx {
             packages,
             timezone: timezone.map_or_else(|| "UTC".to_owned(), |(t, ..)| t),
             snippets,
+            bmc: bmc?,
         })
+    }
+
+    /// `bmc:`, field by field across the layers; `Some(None)` for a host
+    /// without one, `None` when it is wrong (reported).
+    fn bmc(&mut self, mac: Mac, layers: &[Layer<'_>]) -> Option<Option<Bmc>> {
+        let field = |cx: &mut Cx, name: &str, get: fn(&wire::Bmc) -> Option<&S<String>>| {
+            cx.scalar(mac, layers, &format!("bmc.{name}"), |f| {
+                f.bmc
+                    .as_ref()
+                    .and_then(get)
+                    .map(|s| (s.value.clone(), s.referenced))
+            })
+        };
+        let driver = field(self, "driver", |b| b.driver.as_ref());
+        let address = field(self, "address", |b| b.address.as_ref());
+        let system = field(self, "system", |b| b.system.as_ref());
+        let username = field(self, "username", |b| b.username.as_ref());
+        let password_file = field(self, "password_file", |b| b.password_file.as_ref());
+        let tls = field(self, "tls", |b| b.tls.as_ref());
+        let given = [&driver, &address, &system, &username, &password_file, &tls];
+        let Some(&(_, at, file)) = given.into_iter().flatten().next() else {
+            return Some(None);
+        };
+        let before = self.diags.len();
+        let mut missing = Vec::new();
+        for (name, value) in [
+            ("driver", &driver),
+            ("address", &address),
+            ("username", &username),
+            ("password_file", &password_file),
+        ] {
+            if value.is_none() {
+                missing.push(name);
+            }
+        }
+        if !missing.is_empty() {
+            let msg = format!(
+                "host {mac}: bmc needs {} (on the host, a group or defaults)",
+                missing.join(", ")
+            );
+            self.err(file, at, msg);
+            return None;
+        }
+        let (driver, driver_at, driver_file) = driver?;
+        let (address, address_at, address_file) = address?;
+        let (username, ..) = username?;
+        // Relative to the file that names it, as every path is.
+        let (password, _, password_in) = password_file?;
+        let password_file = password_in.parent().unwrap_or(Path::new(".")).join(password);
+        let not_for_ipmi = |cx: &mut Cx, name: &str, value: &Option<(String, Location, &Path)>| {
+            if let Some((_, at, file)) = value {
+                cx.err(file, *at, format!("host {mac}: bmc.{name} is for Redfish, not IPMI"));
+            }
+        };
+        let driver = match driver.as_str() {
+            "redfish" => {
+                let base = self.check(
+                    address_file,
+                    address_at,
+                    &format!("host {mac}: bmc.address"),
+                    parse::redfish_base(&address),
+                );
+                let system = system.and_then(|(s, at, file)| {
+                    if s.starts_with("/redfish/v1/Systems/") && !s.contains(['?', '#']) {
+                        Some(s)
+                    } else {
+                        self.err(file, at, format!("host {mac}: bmc.system `{s}` must be a path like /redfish/v1/Systems/1"));
+                        None
+                    }
+                });
+                if let (Some(base), Some((_, at, file))) = (&base, &tls)
+                    && base.starts_with("http://")
+                {
+                    self.err(file, *at, format!("host {mac}: bmc.tls is for an https:// address; {base} is plain HTTP"));
+                }
+                let tls = match tls {
+                    None => BmcTls::Verify,
+                    Some((word, _, file)) => match parse::bmc_tls(&word) {
+                        BmcTlsSetting::Verify => BmcTls::Verify,
+                        BmcTlsSetting::Insecure => BmcTls::Insecure,
+                        BmcTlsSetting::Fingerprint(fp) => BmcTls::Fingerprint(fp),
+                        BmcTlsSetting::CaFile(ca) => {
+                            BmcTls::CaFile(file.parent().unwrap_or(Path::new(".")).join(ca))
+                        }
+                    },
+                };
+                base.map(|base| BmcDriver::Redfish { base, system, tls })
+            }
+            "ipmi" => {
+                not_for_ipmi(self, "system", &system);
+                not_for_ipmi(self, "tls", &tls);
+                self.check(
+                    address_file,
+                    address_at,
+                    &format!("host {mac}: bmc.address"),
+                    parse::ipmi_address(&address),
+                )
+                .map(|(host, port)| BmcDriver::Ipmi { host, port })
+            }
+            other => {
+                self.err(driver_file, driver_at, format!("host {mac}: bmc.driver `{other}` is not one of redfish, ipmi"));
+                None
+            }
+        };
+        if self.diags.len() > before {
+            return None;
+        }
+        Some(Some(Bmc {
+            driver: driver?,
+            username,
+            password_file,
+        }))
     }
 
     /// Picks one field from the layers (see [`Cx::resolve`]) and returns the
