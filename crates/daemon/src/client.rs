@@ -169,7 +169,7 @@ impl PinnedTls {
             .with_safe_default_protocol_versions()
             .unwrap_or_else(|_| unreachable!("ring supports the default TLS versions"))
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(tls::Pinned::new(fingerprint)))
+            .with_custom_certificate_verifier(Arc::new(tls::Pinned::new(Some(fingerprint))))
             .with_no_client_auth();
         // No name is checked (the pin is): none need be sent.
         config.enable_sni = false;

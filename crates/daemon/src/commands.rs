@@ -20,6 +20,7 @@ use crate::client::{self, Daemon};
 use crate::generation::{BootDecision, Generation};
 use crate::hosts::ago;
 use crate::operator::AuditRow;
+use crate::powering::Target;
 use crate::tls;
 use crate::views::{self, DiscoveredRow, HostRow, TimelineView};
 
@@ -120,6 +121,47 @@ impl CommandConfig {
         };
         found
             .with_context(|| format!("`{who}` is neither a MAC nor the hostname of a host profile"))
+    }
+
+    /// The hosts `names` say — MACs, hostnames or groups (each member, by
+    /// hostname) — each once, in the order named.
+    pub(crate) fn resolve_hosts(&self, names: &[String]) -> anyhow::Result<Vec<Target>> {
+        let hosts: Vec<(Mac, String, Vec<String>)> = match &self.generation {
+            Some(generation) => generation
+                .snapshot()
+                .hosts
+                .values()
+                .map(|h| (h.mac, h.hostname.clone(), h.groups.clone()))
+                .collect(),
+            None => running_view::<Vec<HostRow>>(&self.appliance, "/api/hosts")
+                .context("the profiles do not load (above), and the daemon is not answering")?
+                .into_iter()
+                .filter_map(|h| Some((h.mac.parse().ok()?, h.hostname, h.groups)))
+                .collect(),
+        };
+        let mut out: Vec<Target> = Vec::new();
+        for name in names {
+            let mac = name.parse::<Mac>().ok();
+            let mut named: Vec<&(Mac, String, Vec<String>)> = hosts
+                .iter()
+                .filter(|(m, hostname, groups)| {
+                    Some(*m) == mac || hostname == name || groups.contains(name)
+                })
+                .collect();
+            if named.is_empty() {
+                anyhow::bail!("`{name}` is not a MAC, hostname or group of a host profile");
+            }
+            named.sort_by(|a, b| a.1.cmp(&b.1));
+            for (mac, hostname, _) in named {
+                if !out.iter().any(|t| t.mac == *mac) {
+                    out.push(Target {
+                        mac: *mac,
+                        hostname: hostname.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -3,14 +3,14 @@
 //! of the daemon that owns the answer — booting (scripts, loaders, boot
 //! files), installs (kickstarts, callbacks, the repo proxy, discovery
 //! reports), views (hosts, timelines, status, metrics) or the operator
-//! (rearm, adopt, cache). Nothing is decided here.
+//! (rearm, adopt, cache) or power control. Nothing is decided here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use kickstand_http::route::{CacheOp, Report};
+use kickstand_http::route::{CacheOp, PowerVerb, Report};
 use kickstand_http::{ApiError, Body, Channel, Front, Loader, OperatorAct, Reply, RouteKind};
 use kickstand_profiles::Mac;
 use serde::Serialize;
@@ -20,6 +20,7 @@ use crate::installs::{self, Installs};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::operator::Operator;
+use crate::power::Power;
 use crate::views::Views;
 
 #[derive(Debug)]
@@ -29,6 +30,7 @@ pub(crate) struct HttpFront {
     pub(crate) installs: Arc<Installs>,
     pub(crate) views: Arc<Views>,
     pub(crate) operator: Arc<Operator>,
+    pub(crate) power: Arc<Power>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -94,6 +96,19 @@ impl Front for HttpFront {
     async fn rearm(&self, mac: Mac, peer: SocketAddr) -> Result<Reply, ApiError> {
         let generation = self.live.current();
         self.operator.rearm(&generation, mac, peer.ip()).await
+    }
+
+    async fn power(
+        &self,
+        mac: Mac,
+        verb: PowerVerb,
+        body: Bytes,
+        peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        let generation = self.live.current();
+        self.power
+            .act(&generation, mac, verb, &body, peer.ip())
+            .await
     }
 
     async fn hosts(&self) -> Result<Reply, ApiError> {

@@ -43,6 +43,8 @@ mod installs;
 mod live;
 mod metrics;
 mod operator;
+mod power;
+mod powering;
 mod reload;
 mod serve;
 mod syslog;
@@ -116,6 +118,40 @@ enum Command {
         /// MACs or hostnames.
         #[arg(required = true)]
         hosts: Vec<String>,
+        /// Then power cycle each through its BMC into a one-time network
+        /// boot: the reinstall starts now.
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Read or change hosts' power through their BMCs (`bmc:` in their
+    /// profiles): `kickstand power node07 rack1 cycle --pxe`. Needs the
+    /// operator token; the running daemon makes the calls, and each lands
+    /// in the audit log and on the host's timeline.
+    Power {
+        /// Hostnames, MACs or groups, then the action: status, on, off
+        /// or cycle (`cycle` powers on a host that is off).
+        #[arg(required = true, num_args = 2.., value_name = "HOST|GROUP… ACTION")]
+        args: Vec<String>,
+        /// Make the next boot, and only that one, a network boot (in the
+        /// host's own firmware mode) before `on` or `cycle`.
+        #[arg(long)]
+        pxe: bool,
+        /// Confirm `off` or `cycle` of an installed host (it may be
+        /// running: its power is cut without a shutdown).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Reinstall hosts or whole groups through their BMCs: re-arm and power
+    /// cycle each into a network boot, at most N at a time on their way to
+    /// the installer (each next one when an earlier one is installing).
+    /// Ctrl-C starts no more. Needs the operator token.
+    Install {
+        /// Groups, hostnames or MACs.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// Hosts powering on and booting the installer at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: u16,
     },
     /// Machines without a profile that reported what they are
     /// (`dhcp.unknown: discover`); with `--forget` or `--clear`, drop them
@@ -172,7 +208,18 @@ fn main() -> ExitCode {
         }
         Command::Hosts => commands::hosts(config),
         Command::Timeline { host } => commands::timeline(config, host),
-        Command::Rearm { hosts } => commands::rearm(config, hosts),
+        Command::Rearm {
+            hosts,
+            reboot: false,
+        } => commands::rearm(config, hosts),
+        Command::Rearm {
+            hosts,
+            reboot: true,
+        } => powering::rearm_and_reboot(config, hosts),
+        Command::Power { args, pxe, yes } => powering::power(config, args, *pxe, *yes),
+        Command::Install { hosts, parallel } => {
+            powering::install(config, hosts, usize::from(*parallel))
+        }
         Command::Discovered { forget, clear } if *clear || !forget.is_empty() => {
             commands::forget_discovered(config, forget, *clear)
         }

@@ -27,6 +27,7 @@ use crate::installs::Installs;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::operator::Operator;
+use crate::power::Power;
 use crate::syslog::InstallerLogs;
 use crate::views::{Shared, Views};
 use crate::{boot, client, commands, operator, reload, syslog, tls};
@@ -195,6 +196,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             tasks: tasks.clone(),
             token: operator_token,
         }),
+        power: Arc::new(Power::new(store.clone())),
         metrics,
     });
     let shutdown = CancellationToken::new();

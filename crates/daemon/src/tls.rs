@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kickstand_profiles::model::Appliance;
+use kickstand_profiles::model::{Appliance, BmcTls};
 use sha2::Digest as _;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{
@@ -208,17 +208,18 @@ pub(crate) fn fingerprint_of(cert: &Path) -> anyhow::Result<Fingerprint> {
 
 /// A server certificate verifier that accepts exactly one certificate, by
 /// its fingerprint: no CA, no name, no expiry to check, because the
-/// operator was shown that fingerprint on the appliance itself. The
-/// handshake's signatures are still verified, so only the holder of the
-/// key can present it.
+/// operator was shown that fingerprint on the appliance itself (or on the
+/// BMC). The handshake's signatures are still verified, so only the
+/// holder of the key can present it. `None` accepts any certificate: a
+/// BMC whose profile says `tls: insecure`.
 #[derive(Debug)]
 pub(crate) struct Pinned {
-    pub(crate) fingerprint: Fingerprint,
+    fingerprint: Option<Fingerprint>,
     provider: Arc<CryptoProvider>,
 }
 
 impl Pinned {
-    pub(crate) fn new(fingerprint: Fingerprint) -> Pinned {
+    pub(crate) fn new(fingerprint: Option<Fingerprint>) -> Pinned {
         Pinned {
             fingerprint,
             provider: provider(),
@@ -237,7 +238,7 @@ impl std::fmt::Display for NotPinned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the daemon's certificate has fingerprint {}, not the pinned {}: another machine may be answering at this address",
+            "the certificate presented has fingerprint {}, not the pinned {}: another machine may be answering at this address",
             self.seen, self.pinned
         )
     }
@@ -255,15 +256,14 @@ impl ServerCertVerifier for Pinned {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen = Fingerprint::of(end_entity);
-        if seen == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
+        match self.fingerprint {
+            Some(pinned) if pinned != seen => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(NotPinned {
                     seen,
-                    pinned: self.fingerprint,
+                    pinned,
                 }))),
-            ))
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
 
@@ -300,6 +300,45 @@ impl ServerCertVerifier for Pinned {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// The TLS client settings for a Redfish BMC, as its profile's `bmc.tls`
+/// says. No client certificate; SNI only where a name is checked.
+pub(crate) fn bmc_client(tls: &BmcTls) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?;
+    let pinned = |fingerprint| {
+        let mut config = builder
+            .clone()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned::new(fingerprint)))
+            .with_no_client_auth();
+        config.enable_sni = false;
+        config
+    };
+    let config = match tls {
+        BmcTls::Verify => {
+            let roots =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        BmcTls::CaFile(file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(file)
+                .with_context(|| format!("reading {}", file.display()))?
+            {
+                let cert = cert.with_context(|| format!("reading {}", file.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("a certificate of {}", file.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        BmcTls::Fingerprint(fingerprint) => pinned(Some(Fingerprint(*fingerprint))),
+        BmcTls::Insecure => pinned(None),
+    };
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Something the daemon called on the host's behalf failed (its BMC).
+    #[error("{0}")]
+    BadGateway(String),
     /// One address asked for more than its share of the heavy views.
     #[error(
         "too many requests from {0} for the status views; the status page polls every 2 s, a scraper every few"
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::NotAProxy | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

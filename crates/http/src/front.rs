@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 use kickstand_profiles::Mac;
 
 use crate::error::{ApiError, Body};
-use crate::route::{CacheOp, Report};
+use crate::route::{CacheOp, PowerVerb, Report};
 
 /// A boot loader opened under the TFTP root, streamed to the client.
 #[derive(Debug)]
@@ -188,6 +188,16 @@ pub trait Front: Send + Sync + 'static {
     fn rearm(
         &self,
         mac: Mac,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+
+    /// `POST /api/hosts/<mac>/power/<verb>` (operator): `body` is JSON
+    /// (`{"pxe": true, "yes": true}`) or empty.
+    fn power(
+        &self,
+        mac: Mac,
+        verb: PowerVerb,
+        body: Bytes,
         peer: SocketAddr,
     ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 

@@ -22,6 +22,8 @@ pub enum Route<'a> {
     Report(Mac, Report),
     /// An operator sends an installed or failed host back to the installer.
     Rearm(Mac),
+    /// An operator reads or changes a host's power through its BMC.
+    Power(Mac, PowerVerb),
     Hosts,
     Timeline(Mac),
     InstallerLog(Mac),
@@ -81,9 +83,11 @@ impl Route<'_> {
             Route::Loader(_) | Route::OsFile { .. } => RouteKind::Loader,
             Route::Kickstart(_) => RouteKind::Kickstart,
             Route::Report(..) => RouteKind::Report,
-            Route::Rearm(_) | Route::Adopt(_) | Route::Forget(_) | Route::Audit => {
-                RouteKind::Operator
-            }
+            Route::Rearm(_)
+            | Route::Power(..)
+            | Route::Adopt(_)
+            | Route::Forget(_)
+            | Route::Audit => RouteKind::Operator,
             Route::Hosts | Route::Timeline(_) | Route::InstallerLog(_) | Route::Discovered => {
                 RouteKind::Hosts
             }
@@ -100,6 +104,7 @@ impl Route<'_> {
         match self {
             Route::Kickstart(_) | Route::Report(..) => Access::Build,
             Route::Rearm(_)
+            | Route::Power(..)
             | Route::Adopt(_)
             | Route::Forget(_)
             | Route::Audit
@@ -113,6 +118,7 @@ impl Route<'_> {
     pub fn audited(&self) -> Option<(&'static str, String)> {
         Some(match self {
             Route::Rearm(mac) => ("rearm", mac.to_string()),
+            Route::Power(mac, verb) => (verb.audited(), mac.to_string()),
             Route::Adopt(mac) => ("adopt", mac.to_string()),
             Route::Forget(Some(mac)) => ("forget", mac.to_string()),
             Route::Forget(None) => ("forget", "every discovered machine".to_owned()),
@@ -131,6 +137,47 @@ pub enum CacheOp<'a> {
     Warm(&'a str),
     Stats,
     Verify,
+}
+
+/// `POST /api/hosts/<mac>/power/<verb>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerVerb {
+    Status,
+    On,
+    Off,
+    Cycle,
+}
+
+impl PowerVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerVerb::Status => "status",
+            PowerVerb::On => "on",
+            PowerVerb::Off => "off",
+            PowerVerb::Cycle => "cycle",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PowerVerb> {
+        [
+            PowerVerb::Status,
+            PowerVerb::On,
+            PowerVerb::Off,
+            PowerVerb::Cycle,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    /// The audit log's name for it.
+    fn audited(self) -> &'static str {
+        match self {
+            PowerVerb::Status => "power-status",
+            PowerVerb::On => "power-on",
+            PowerVerb::Off => "power-off",
+            PowerVerb::Cycle => "power-cycle",
+        }
+    }
 }
 
 /// What a host's kickstart reports.
@@ -210,6 +257,10 @@ pub fn route<'a>(method: &Method, target_is_origin_form: bool, path: &'a str) ->
             ["discovered", mac, "adopt"] => post.then(|| mac_route(mac, Adopt)),
             ["discovered", mac, "forget"] => post.then(|| mac_route(mac, |m| Forget(Some(m)))),
             ["discovered", "clear"] => post.then_some(Forget(None)),
+            ["hosts", mac, "power", verb] => match PowerVerb::parse(verb) {
+                Some(verb) => post.then(|| mac_route(mac, |m| Power(m, verb))),
+                None => return Refused(Refusal::NotFound),
+            },
             ["hosts", mac, verb] => {
                 let ctor: fn(Mac) -> Route<'a> = match *verb {
                     "installing" => |m| Report(m, self::Report::Installing),
@@ -403,6 +454,27 @@ mod tests {
                 "/api/hosts/52:54:00:10:00:01/rearm",
                 Route::Rearm(mac()),
                 Access::Operator,
+            ),
+            (
+                &post,
+                true,
+                "/api/hosts/52:54:00:10:00:01/power/cycle",
+                Route::Power(mac(), PowerVerb::Cycle),
+                Access::Operator,
+            ),
+            (
+                &post,
+                true,
+                "/api/hosts/52:54:00:10:00:01/power/status",
+                Route::Power(mac(), PowerVerb::Status),
+                Access::Operator,
+            ),
+            (
+                &post,
+                true,
+                "/api/hosts/52:54:00:10:00:01/power/explode",
+                Route::Refused(Refusal::NotFound),
+                Access::Open,
             ),
             (
                 &get,

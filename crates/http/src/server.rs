@@ -174,6 +174,7 @@ where
 {
     match route {
         Route::Rearm(mac) => front.rearm(mac, peer).await,
+        Route::Power(mac, verb) => front.power(mac, verb, body(req).await?, peer).await,
         Route::Forget(mac) => front.forget(mac).await,
         Route::Adopt(mac) => front.adopt(mac, body(req).await?).await,
         Route::Cache(op) => front.cache(op).await,
@@ -230,9 +231,11 @@ where
                 .repo(mirror, path, Request::from_parts(parts, ()), peer)
                 .await
         }
-        Route::Rearm(_) | Route::Forget(_) | Route::Adopt(_) | Route::Cache(_) => {
-            reply(operator(front, route, req, peer).await)
-        }
+        Route::Rearm(_)
+        | Route::Power(..)
+        | Route::Forget(_)
+        | Route::Adopt(_)
+        | Route::Cache(_) => reply(operator(front, route, req, peer).await),
         Route::Audit => reply(front.audit().await),
         Route::Status => reply(front.status().await),
         Route::StatusJson => reply(front.status_json().await),

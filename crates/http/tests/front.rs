@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use kickstand_http::route::{CacheOp, Report};
+use kickstand_http::route::{CacheOp, PowerVerb, Report};
 use kickstand_http::{
     ApiError, Body, Channel, Front, Loader, OperatorAct, Reply, RouteKind, serve, token_id,
 };
@@ -105,6 +105,21 @@ impl Front for Fixed {
 
     async fn rearm(&self, mac: Mac, _peer: SocketAddr) -> Result<Reply, ApiError> {
         self.ask(format!("rearm {mac}"));
+        Ok(Reply::Json(serde_json::json!({"mac": mac.to_string()})))
+    }
+
+    async fn power(
+        &self,
+        mac: Mac,
+        verb: PowerVerb,
+        body: Bytes,
+        _peer: SocketAddr,
+    ) -> Result<Reply, ApiError> {
+        self.ask(format!(
+            "power {mac} {} {}",
+            verb.as_str(),
+            String::from_utf8_lossy(&body)
+        ));
         Ok(Reply::Json(serde_json::json!({"mac": mac.to_string()})))
     }
 
@@ -446,6 +461,17 @@ async fn operator_routes_need_the_operator_token_and_build_tokens_come_from_the_
             .0,
         200
     );
+    let cycle = "/api/hosts/52:54:00:10:00:01/power/cycle";
+    assert_eq!(send_full(addr, post(cycle, None, b"")).await.0, 403);
+    assert_eq!(
+        send_full(
+            addr,
+            post(cycle, Some("operator-secret"), b"{\"pxe\":true}")
+        )
+        .await
+        .0,
+        200
+    );
     let adopt = "/api/discovered/52:54:00:10:00:02/adopt";
     assert_eq!(send_full(addr, post(adopt, None, b"{}")).await.0, 403);
     assert_eq!(
@@ -492,6 +518,7 @@ async fn operator_routes_need_the_operator_token_and_build_tokens_come_from_the_
         asked,
         [
             "rearm 52:54:00:10:00:01",
+            "power 52:54:00:10:00:01 cycle {\"pxe\":true}",
             "adopt 52:54:00:10:00:02 {\"hostname\":\"n9\"}",
             "report 52:54:00:10:00:01 Failed token Some(\"abc\") detail \"disk sda not found\"",
             "kickstart 52:54:00:10:00:01 token Some(\"k1\")",
@@ -519,6 +546,8 @@ async fn operator_routes_need_the_operator_token_and_build_tokens_come_from_the_
             ("rearm", id("wrong"), false),
             ("rearm", None, false),
             ("rearm", id("operator-secret"), true),
+            ("power-cycle", None, false),
+            ("power-cycle", id("operator-secret"), true),
             ("adopt", None, false),
             ("adopt", id("operator-secret"), true),
             ("cache-verify", id("t0k"), false),
@@ -526,7 +555,7 @@ async fn operator_routes_need_the_operator_token_and_build_tokens_come_from_the_
         ]
     );
     assert_eq!(acts[0].target, "52:54:00:10:00:01");
-    assert_eq!(acts[7].target, "centos-stream-9");
+    assert_eq!(acts[9].target, "centos-stream-9");
     assert_eq!(acts[0].peer.to_string(), "127.0.0.1");
     assert_eq!(acts[0].error.as_deref(), Some("operator token needed"));
     assert_eq!(token_id("operator-secret").len(), 8);

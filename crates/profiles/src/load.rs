@@ -190,7 +190,11 @@ fn check_bmc_files(path: &Path, doc: &wire::ProfileFile, diags: &mut Vec<Diagnos
         if let Some(f) = &bmc.password_file
             && let Err(e) = read_secret(&dir.join(&f.value))
         {
-            diags.push(Diagnostic::at(path, f.referenced, format!("bmc.password_file {e}")));
+            diags.push(Diagnostic::at(
+                path,
+                f.referenced,
+                format!("bmc.password_file {e}"),
+            ));
         }
         if let Some(tls) = &bmc.tls
             && let BmcTlsSetting::CaFile(file) = crate::parse::bmc_tls(&tls.value)

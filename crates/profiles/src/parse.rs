@@ -57,10 +57,14 @@ pub(crate) fn redfish_base(s: &str) -> Result<String, String> {
         return Err(bad("has no host"));
     };
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("must not hold credentials (username and password_file give them)"));
+        return Err(bad(
+            "must not hold credentials (username and password_file give them)",
+        ));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("must be the BMC alone, without a path (`system:` names the system)"));
+        return Err(bad(
+            "must be the BMC alone, without a path (`system:` names the system)",
+        ));
     }
     Ok(match url.port() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
@@ -75,7 +79,9 @@ pub(crate) fn ipmi_address(s: &str) -> Result<(String, u16), String> {
         .ok()
         .filter(|u| u.path().is_empty() && u.username().is_empty() && u.query().is_none());
     let Some((host, port)) = url.and_then(|u| Some((u.host_str()?.to_owned(), u.port()))) else {
-        return Err(format!("`{s}` is not a host or host:port (like 10.0.9.21 or 10.0.9.21:623)"));
+        return Err(format!(
+            "`{s}` is not a host or host:port (like 10.0.9.21 or 10.0.9.21:623)"
+        ));
     };
     Ok((host, port.unwrap_or(623)))
 }

@@ -782,9 +782,15 @@ fn a_bmc_is_merged_from_a_group_and_the_host() {
     );
     let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
     let host = |mac: &str| snap.host(&mac.parse::<Mac>().expect("mac")).expect("host");
-    let redfish = host("52:54:00:99:00:01").bmc.clone().expect("bmc01 has a BMC");
+    let redfish = host("52:54:00:99:00:01")
+        .bmc
+        .clone()
+        .expect("bmc01 has a BMC");
     assert_eq!(redfish.username, "admin");
-    assert_eq!(redfish.password_file, copy.dir.path().join("profiles/hosts/../bmc/rack.pass"));
+    assert_eq!(
+        redfish.password_file,
+        copy.dir.path().join("profiles/hosts/../bmc/rack.pass")
+    );
     let mut pinned = [0xab; 32];
     pinned[31] = 0xcd;
     assert_eq!(
@@ -795,8 +801,17 @@ fn a_bmc_is_merged_from_a_group_and_the_host() {
             tls: BmcTls::Fingerprint(pinned),
         }
     );
-    let ipmi = host("52:54:00:99:00:02").bmc.clone().expect("bmc02 has a BMC");
-    assert_eq!(ipmi.driver, BmcDriver::Ipmi { host: "10.0.9.22".into(), port: 623 });
+    let ipmi = host("52:54:00:99:00:02")
+        .bmc
+        .clone()
+        .expect("bmc02 has a BMC");
+    assert_eq!(
+        ipmi.driver,
+        BmcDriver::Ipmi {
+            host: "10.0.9.22".into(),
+            port: 623
+        }
+    );
     assert_eq!(ipmi.address(), "10.0.9.22:623");
     // No `bmc:` anywhere: none.
     assert_eq!(host("52:54:00:10:00:01").bmc, None);
@@ -825,15 +840,51 @@ fn a_bmc_password_file_others_may_read_is_located() {
 fn wrong_bmc_settings_are_located() {
     use std::os::unix::fs::PermissionsExt as _;
     let cases = [
-        ("driver: redfish\n      address: https://10.0.9.21", 6, "bmc needs username, password_file"),
-        ("driver: telnet\n      address: 10.0.9.21\n      username: a\n      password_file: p", 6, "`telnet` is not one of redfish, ipmi"),
-        ("driver: redfish\n      address: https://10.0.9.21/redfish/v1\n      username: a\n      password_file: p", 7, "without a path"),
-        ("driver: redfish\n      address: https://admin:pw@10.0.9.21\n      username: a\n      password_file: p", 7, "must not hold credentials"),
-        ("driver: redfish\n      address: http://10.0.9.21\n      username: a\n      password_file: p\n      tls: insecure", 10, "bmc.tls is for an https:// address"),
-        ("driver: redfish\n      address: https://10.0.9.21\n      system: Systems/1\n      username: a\n      password_file: p", 8, "must be a path like /redfish/v1/Systems/1"),
-        ("driver: ipmi\n      address: 10.0.9.21:notaport\n      username: a\n      password_file: p", 7, "is not a host or host:port"),
-        ("driver: ipmi\n      address: 10.0.9.21\n      username: a\n      password_file: p\n      tls: insecure", 10, "bmc.tls is for Redfish, not IPMI"),
-        ("driver: redfish\n      address: https://10.0.9.21\n      username: a\n      password_file: p\n      tls: no-such-ca.pem", 10, "no-such-ca.pem (verify, insecure, a SHA-256 fingerprint or a CA file) cannot be read"),
+        (
+            "driver: redfish\n      address: https://10.0.9.21",
+            6,
+            "bmc needs username, password_file",
+        ),
+        (
+            "driver: telnet\n      address: 10.0.9.21\n      username: a\n      password_file: p",
+            6,
+            "`telnet` is not one of redfish, ipmi",
+        ),
+        (
+            "driver: redfish\n      address: https://10.0.9.21/redfish/v1\n      username: a\n      password_file: p",
+            7,
+            "without a path",
+        ),
+        (
+            "driver: redfish\n      address: https://admin:pw@10.0.9.21\n      username: a\n      password_file: p",
+            7,
+            "must not hold credentials",
+        ),
+        (
+            "driver: redfish\n      address: http://10.0.9.21\n      username: a\n      password_file: p\n      tls: insecure",
+            10,
+            "bmc.tls is for an https:// address",
+        ),
+        (
+            "driver: redfish\n      address: https://10.0.9.21\n      system: Systems/1\n      username: a\n      password_file: p",
+            8,
+            "must be a path like /redfish/v1/Systems/1",
+        ),
+        (
+            "driver: ipmi\n      address: 10.0.9.21:notaport\n      username: a\n      password_file: p",
+            7,
+            "is not a host or host:port",
+        ),
+        (
+            "driver: ipmi\n      address: 10.0.9.21\n      username: a\n      password_file: p\n      tls: insecure",
+            10,
+            "bmc.tls is for Redfish, not IPMI",
+        ),
+        (
+            "driver: redfish\n      address: https://10.0.9.21\n      username: a\n      password_file: p\n      tls: no-such-ca.pem",
+            10,
+            "no-such-ca.pem (verify, insecure, a SHA-256 fingerprint or a CA file) cannot be read",
+        ),
     ];
     for (bmc, line, needle) in cases {
         let copy = Copy::new();

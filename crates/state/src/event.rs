@@ -66,12 +66,17 @@ pub enum EventKind {
     DiscoveryReport,
     /// The installer's syslog for this host. `{"path", "lines"}`.
     InstallerLog,
+    /// An operator's power action through the host's BMC. `{"action":
+    /// "status" | "on" | "off" | "cycle", "pxe": true, "bmc": "<address>",
+    /// "state": "on" | "off" | "changing", "error"}` (`state` for a status,
+    /// `error` when the BMC failed).
+    Power,
     /// A kind this version does not know.
     Other(String),
 }
 
 impl EventKind {
-    const KNOWN: [EventKind; 17] = [
+    const KNOWN: [EventKind; 18] = [
         EventKind::DhcpOffer,
         EventKind::DhcpIgnored,
         EventKind::TftpTransfer,
@@ -89,6 +94,7 @@ impl EventKind {
         EventKind::TransitionRefused,
         EventKind::DiscoveryReport,
         EventKind::InstallerLog,
+        EventKind::Power,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -110,6 +116,7 @@ impl EventKind {
             EventKind::TransitionRefused => "transition-refused",
             EventKind::DiscoveryReport => "discovery-report",
             EventKind::InstallerLog => "installer-log",
+            EventKind::Power => "power",
             EventKind::Other(s) => s,
         }
     }
@@ -173,7 +180,8 @@ impl EventKind {
             | EventKind::TokenBound
             | EventKind::BootScript
             | EventKind::Callback
-            | EventKind::InstallerLog => Class::LifeCycle,
+            | EventKind::InstallerLog
+            | EventKind::Power => Class::LifeCycle,
             EventKind::TokenRejected
             | EventKind::TokenWithheld
             | EventKind::DhcpIgnored
@@ -192,7 +200,8 @@ impl EventKind {
     /// Whether repeats of this kind are rate-limited per host: everything a
     /// request from the LAN can cause over and over. What only a change of
     /// the host's state produces (a phase change, a token minted or bound,
-    /// a callback that carried the live token) is written every time.
+    /// a callback that carried the live token, an operator's power action)
+    /// is written every time.
     pub fn limited(&self) -> bool {
         !matches!(
             self,
@@ -201,6 +210,7 @@ impl EventKind {
                 | EventKind::TokenBound
                 | EventKind::Callback
                 | EventKind::InstallerLog
+                | EventKind::Power
         )
     }
 }

@@ -437,10 +437,17 @@ impl Cx {
         let (username, ..) = username?;
         // Relative to the file that names it, as every path is.
         let (password, _, password_in) = password_file?;
-        let password_file = password_in.parent().unwrap_or(Path::new(".")).join(password);
+        let password_file = password_in
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(password);
         let not_for_ipmi = |cx: &mut Cx, name: &str, value: &Option<(String, Location, &Path)>| {
             if let Some((_, at, file)) = value {
-                cx.err(file, *at, format!("host {mac}: bmc.{name} is for Redfish, not IPMI"));
+                cx.err(
+                    file,
+                    *at,
+                    format!("host {mac}: bmc.{name} is for Redfish, not IPMI"),
+                );
             }
         };
         let driver = match driver.as_str() {
@@ -462,7 +469,13 @@ impl Cx {
                 if let (Some(base), Some((_, at, file))) = (&base, &tls)
                     && base.starts_with("http://")
                 {
-                    self.err(file, *at, format!("host {mac}: bmc.tls is for an https:// address; {base} is plain HTTP"));
+                    self.err(
+                        file,
+                        *at,
+                        format!(
+                            "host {mac}: bmc.tls is for an https:// address; {base} is plain HTTP"
+                        ),
+                    );
                 }
                 let tls = match tls {
                     None => BmcTls::Verify,
@@ -489,7 +502,11 @@ impl Cx {
                 .map(|(host, port)| BmcDriver::Ipmi { host, port })
             }
             other => {
-                self.err(driver_file, driver_at, format!("host {mac}: bmc.driver `{other}` is not one of redfish, ipmi"));
+                self.err(
+                    driver_file,
+                    driver_at,
+                    format!("host {mac}: bmc.driver `{other}` is not one of redfish, ipmi"),
+                );
                 None
             }
         };
