@@ -4,10 +4,13 @@
 //! share of [`SLOTS`] calls at once — so a rack of dead BMCs costs slots,
 //! never the daemon, and nothing here is on a boot's reply path. Every
 //! call ends on the host's timeline, and (by the HTTP front) in the audit
-//! log.
+//! log. The status page's power column is a poll ([`Power::poll`]) every
+//! [`POLL_EVERY`] with [`POLL_SLOTS`] calls at once, kept in memory: a
+//! view never waits for a BMC.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use kickstand_bmc::{BootMode, PowerAction, PowerState};
@@ -16,12 +19,14 @@ use kickstand_http::{ApiError, Reply};
 use kickstand_profiles::Mac;
 use kickstand_profiles::model::{Bmc, BmcDriver, Host};
 use kickstand_state::{Event, EventKind, Phase, StateStore};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::generation::Generation;
+use crate::live::Live;
 use crate::tls;
 
 /// BMC calls in flight at once, all hosts together: a rack-wide
@@ -45,11 +50,34 @@ struct PowerRequest {
     yes: bool,
 }
 
+/// How often the status page's power states are read from the BMCs.
+const POLL_EVERY: Duration = Duration::from_secs(60);
+
+/// Status reads in flight at once: apart from [`SLOTS`], so a slow poll of
+/// a big rack never holds up an operator's action.
+const POLL_SLOTS: usize = 8;
+
+/// A host's power as last read, for the status page and `/api/hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PowerView {
+    /// The BMC's address (never its credentials).
+    pub(crate) bmc: String,
+    /// `on`, `off` or `changing`; `None` until read, or when the read failed.
+    pub(crate) state: Option<String>,
+    /// Why the last read failed.
+    pub(crate) error: Option<String>,
+    /// When it was read (UTC).
+    pub(crate) read_at: Option<String>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Power {
     store: StateStore,
     slots: Arc<Semaphore>,
+    poll_slots: Arc<Semaphore>,
     timeout: Duration,
+    /// The last power state read of each host with a BMC.
+    states: Mutex<HashMap<Mac, PowerView>>,
 }
 
 impl Power {
@@ -57,8 +85,61 @@ impl Power {
         Power {
             store,
             slots: Arc::new(Semaphore::new(SLOTS)),
+            poll_slots: Arc::new(Semaphore::new(POLL_SLOTS)),
             timeout: CALL_TIMEOUT,
+            states: Mutex::default(),
         }
+    }
+
+    /// The power of `mac` as last read; `None` for a host without a BMC.
+    pub(crate) fn view(&self, mac: Mac) -> Option<PowerView> {
+        lock(&self.states).get(&mac).cloned()
+    }
+
+    /// Reads every BMC's power state every [`POLL_EVERY`] (a round that
+    /// takes longer, with dead BMCs, delays the next), until shutdown.
+    pub(crate) async fn poll(self: Arc<Self>, live: Arc<Live>, shutdown: CancellationToken) {
+        loop {
+            let generation = live.current();
+            let bmcs: Vec<(Mac, Bmc)> = generation
+                .snapshot()
+                .hosts
+                .values()
+                .filter_map(|h| Some((h.mac, h.bmc.clone()?)))
+                .collect();
+            lock(&self.states).retain(|mac, _| bmcs.iter().any(|(m, _)| m == mac));
+            let mut reads = tokio::task::JoinSet::new();
+            for (mac, bmc) in bmcs {
+                let power = self.clone();
+                reads.spawn(async move {
+                    let slot = power.poll_slots.clone().acquire_owned().await;
+                    let read = power.call(&bmc, None, None, slot.ok()).await;
+                    power.remember(mac, &bmc, read.map(|s| s.unwrap_or(PowerState::Changing)));
+                });
+            }
+            tokio::select! {
+                _ = async { while reads.join_next().await.is_some() {} } => {}
+                () = shutdown.cancelled() => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL_EVERY) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn remember(&self, mac: Mac, bmc: &Bmc, read: Result<PowerState, CallError>) {
+        let (state, error) = match read {
+            Ok(state) => (Some(state.as_str().to_owned()), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let view = PowerView {
+            bmc: bmc.address(),
+            state,
+            error,
+            read_at: Some(crate::hosts::stamp(SystemTime::now())),
+        };
+        lock(&self.states).insert(mac, view);
     }
 
     /// `POST /api/hosts/<mac>/power/<verb>`.
@@ -106,7 +187,7 @@ impl Power {
             )));
         }
         let mode = req.pxe.then(|| boot_mode(host, &self.store.recent(mac)));
-        let done = self.call(bmc, action, mode).await;
+        let done = self.call(bmc, action, mode, None).await;
         let mut detail = json!({
             "action": verb.as_str(),
             "pxe": req.pxe,
@@ -120,6 +201,12 @@ impl Power {
         self.store
             .record(mac, EventKind::Power, detail, SystemTime::now())
             .value();
+        match (&done, action) {
+            (Ok(Some(state)), _) => self.remember(mac, bmc, Ok(*state)),
+            (Ok(None), Some(PowerAction::Off)) => self.remember(mac, bmc, Ok(PowerState::Off)),
+            (Ok(None), Some(_)) => self.remember(mac, bmc, Ok(PowerState::On)),
+            _ => {}
+        }
         let state = done.map_err(|e| {
             let e = format!("{name} BMC {}: {e}", bmc.address());
             warn!(%mac, hostname = %name, action = verb.as_str(), error = %e, "power action failed");
@@ -141,21 +228,26 @@ impl Power {
         })))
     }
 
-    /// The BMC calls of one request, in a slot: the one-time network boot
-    /// first (a reset must find it set), then the power action, or the
-    /// state when there is none.
+    /// The BMC calls of one request, in a slot (one of [`SLOTS`] unless it
+    /// holds one): the one-time network boot first (a reset must find it
+    /// set), then the power action, or the state when there is none.
     async fn call(
         &self,
         bmc: &Bmc,
         action: Option<PowerAction>,
         pxe: Option<BootMode>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Option<PowerState>, CallError> {
         let client = connect(bmc, self.timeout)?;
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| CallError::Setup("shutting down".into()))?;
+        let _slot = match slot {
+            Some(slot) => slot,
+            None => self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| CallError::Setup("shutting down".into()))?,
+        };
         if let Some(mode) = pxe {
             client.boot_pxe_once(mode).await?;
         }
@@ -175,6 +267,10 @@ enum CallError {
     Setup(String),
     #[error(transparent)]
     Bmc(#[from] kickstand_bmc::Error),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The driver for `bmc`, its password read from its file now (a new

@@ -168,6 +168,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         rogues.clone(),
         discovering.clone(),
     ));
+    let power = Arc::new(Power::new(store.clone()));
     let front = Arc::new(HttpFront {
         live: live.clone(),
         booting: booting.clone(),
@@ -185,6 +186,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             logs: logs.clone(),
             rogues,
             withholdings: booting.withholdings.clone(),
+            power: power.clone(),
             fingerprint,
             status_doc: Shared::default(),
             metrics_doc: Shared::default(),
@@ -196,7 +198,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             tasks: tasks.clone(),
             token: operator_token,
         }),
-        power: Arc::new(Power::new(store.clone())),
+        power: power.clone(),
         metrics,
     });
     let shutdown = CancellationToken::new();
@@ -221,6 +223,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         move || syslog::receive(syslog, store, logs, counters, shutdown)
     })?;
     tasks.spawn(sweep(store.clone(), shutdown.clone()));
+    tasks.spawn(power.poll(live.clone(), shutdown.clone()));
 
     info!(addr = %http.local_addr()?, base_url = %live.current().urls().base(), "http listening");
     let limits = http_limits(server, fds);

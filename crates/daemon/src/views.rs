@@ -37,6 +37,8 @@ pub(crate) struct Views {
     pub(crate) logs: InstallerLogs,
     pub(crate) rogues: Arc<Rogues>,
     pub(crate) withholdings: Arc<crate::booting::Withholdings>,
+    /// The hosts' power states as last polled from their BMCs.
+    pub(crate) power: Arc<crate::power::Power>,
     /// The HTTPS certificate's, shown beside the operator's URL so it can
     /// be compared with what a browser is shown.
     pub(crate) fingerprint: crate::tls::Fingerprint,
@@ -76,7 +78,11 @@ impl Shared {
 
 impl Views {
     pub(crate) fn host_rows(&self, generation: &Generation) -> Vec<HostRow> {
-        host_rows(generation, &self.store)
+        let mut rows = host_rows(generation, &self.store);
+        for row in &mut rows {
+            row.power = row.mac.parse().ok().and_then(|mac| self.power.view(mac));
+        }
+        rows
     }
 
     /// `GET /api/hosts/<mac>/timeline`: the stored timeline, the diagnosis
@@ -391,6 +397,7 @@ pub(crate) fn host_rows(generation: &Generation, store: &StateStore) -> Vec<Host
                 .get(&host.os)
                 .and_then(|e| e.as_ref())
                 .map(|e| e.bytes),
+            power: None,
         });
     }
     rows
@@ -414,6 +421,10 @@ pub(crate) struct HostRow {
     pub(crate) pulled_files: u64,
     /// What the last completed install of its OS pulled; `None` before one.
     pub(crate) expected_bytes: Option<u64>,
+    /// Its power as last polled from its BMC; `None` without a BMC (or
+    /// from the state database alone, with no daemon running).
+    #[serde(default)]
+    pub(crate) power: Option<crate::power::PowerView>,
 }
 
 /// One event of a timeline.

@@ -54,6 +54,7 @@ function sortValue(h, key) {
     case "phase": return PHASE_ORDER.indexOf(h.phase);
     case "progress": return h.expected_bytes ? h.pulled_bytes / h.expected_bytes : h.pulled_bytes;
     case "last_event": return h.last_event ? h.last_event.time : "";
+    case "power": return h.power ? h.power.state || "error" : "";
     default: return h[key] ?? "";
   }
 }
@@ -81,6 +82,33 @@ function progress(h) {
     " " + label);
 }
 
+// The power column: the state the daemon last read from the host's BMC
+// (it polls them; the page never waits for a BMC), its address and the
+// time of the read, or why the read failed.
+function power(h) {
+  const p = h.power;
+  if (!p) return el("span", { class: "muted", title: "no bmc: in its profile" }, "–");
+  const when = p.read_at ? " at " + p.read_at : " (not read yet)";
+  return p.error
+    ? el("span", { class: "error", title: p.bmc + ": " + p.error }, "BMC error")
+    : el("span", { class: "power power-" + (p.state || "unknown"), title: "BMC " + p.bmc + when }, p.state || "…");
+}
+
+// Power buttons, for the operator, each confirmed: a power cycle into a
+// one-time network boot (a reinstall when the host is re-armed), off, on.
+function powerButtons(h, canAct) {
+  if (!h.power) return [];
+  const title = canAct ? "through its BMC, " + h.power.bmc : SECURE ? "needs the operator token" : "operator actions need HTTPS";
+  const act = (verb, body, question) => el("button", {
+    disabled: !canAct, title, "data-power": verb,
+    onclick: (ev) => { ev.stopPropagation(); if (confirm(question)) action("POST", "/api/hosts/" + h.mac + "/power/" + verb, body); },
+  }, verb === "cycle" ? "cycle → PXE" : verb);
+  const buttons = [act("cycle", { pxe: true, yes: true }, "Power cycle " + h.hostname + " into a network boot? Its power is cut without a shutdown.")];
+  if (h.power.state !== "off") buttons.push(act("off", { yes: true }, "Power off " + h.hostname + "? Its power is cut without a shutdown."));
+  if (h.power.state !== "on") buttons.push(act("on", {}, "Power on " + h.hostname + "?"));
+  return buttons;
+}
+
 function renderHosts() {
   const hosts = [...state.hosts].sort((a, b) => {
     const x = sortValue(a, sort.key), y = sortValue(b, sort.key);
@@ -100,17 +128,18 @@ function renderHosts() {
     el("td", { class: "mono" }, h.mac),
     el("td", {}, h.os),
     el("td", {}, el("span", { class: "phase phase-" + h.phase }, h.phase)),
+    el("td", {}, power(h)),
     el("td", { class: "progress" }, progress(h)),
     el("td", {}, ago(h.in_phase_secs)),
     el("td", {}, h.last_event ? h.last_event.kind : "–"),
     el("td", { class: h.last_error ? "error" : "" }, h.last_error || h.diagnosis || ""),
-    el("td", {}, (h.phase === "installed" || h.phase === "failed")
+    el("td", { class: "actions" }, (h.phase === "installed" || h.phase === "failed")
       ? el("button", {
           disabled: !canAct,
           title: canAct ? "send it back to the installer" : SECURE ? "needs the operator token" : "operator actions need HTTPS",
           onclick: (ev) => { ev.stopPropagation(); if (confirm("Re-arm " + h.hostname + "? Its next network boot reinstalls it.")) action("POST", "/api/hosts/" + h.mac + "/rearm"); },
         }, "re-arm")
-      : ""),
+      : "", ...powerButtons(h, canAct)),
   ));
   document.querySelector("#hosts tbody").replaceChildren(...rows);
 }
