@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::bmc::{self, Emulator};
 use support::{Bed, Daemon, eventually};
 
 const NODE01: &str = "52:54:00:10:00:01";
@@ -82,10 +83,14 @@ fn finish(child: std::process::Child) -> serde_json::Value {
 /// read-only and links to HTTPS; over HTTPS actions need the token, a
 /// re-arm from the page works and shows in the audit panel.
 #[test]
-#[ignore = "peer: needs chromium and playwright (python); run by .ci/run"]
+#[ignore = "peer: needs chromium and playwright (python), sushy-emulator; run by .ci/run"]
 fn the_status_page_shows_the_rack_and_follows_it_live() {
-    let bed = Bed::new();
+    // The rack's first machine has a BMC (a Redfish emulator), off: the
+    // page shows it off and power cycles it.
+    let emulator = Emulator::start("Off");
+    let bed = bmc::bed(&emulator, bmc::PASSWORD);
     let daemon = Daemon::start(&bed.config());
+    let (r9n01, _, r9n01_system) = bmc::RACK[0];
     drive(&daemon, NODE01, "installed");
     drive(&daemon, NODE02, "installing");
     drive(&daemon, STOR01, "failed");
@@ -96,12 +101,13 @@ fn the_status_page_shows_the_rack_and_follows_it_live() {
         &daemon,
         &bed,
         serde_json::json!({
-            "hosts": 4,
-            "rows": {NODE01: "installed", NODE02: "installing", STOR01: "failed", DB01: "new"},
+            "hosts": 4 + bmc::RACK.len(),
+            "rows": {NODE01: "installed", NODE02: "installing", STOR01: "failed", DB01: "new", r9n01: "new"},
             "change": {"mac": DB01, "phase": "installing", "then": go},
             "plain_base": daemon.base,
             "operator_token": daemon.operator_token(&bed),
             "rearm": NODE01,
+            "power": {"mac": r9n01, "state": "off"},
         }),
         &shot,
     );
@@ -117,6 +123,13 @@ fn the_status_page_shows_the_rack_and_follows_it_live() {
         "sorted by phase, failures first: {seen}"
     );
     assert!(seen["polls"].as_u64().unwrap_or(0) >= 2, "{seen}");
+    // The click reached the machine: an off machine's cycle powers it on.
+    let resets = emulator.resets();
+    assert_eq!(
+        resets,
+        [(r9n01_system.to_owned(), "On".to_owned())],
+        "{resets:?}"
+    );
     let png = std::fs::read(&shot).expect("a screenshot");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
     eprintln!("status page: {seen}; screenshot {}", shot.display());

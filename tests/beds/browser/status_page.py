@@ -13,7 +13,11 @@ CHECKS.json:
                  links to HTTPS),
    "operator_token": "..." (optional: checks that actions appear),
    "rearm": "<mac>" (optional, with the token: re-arms it from the page and
-            finds the action in the audit panel)}
+            finds the action in the audit panel),
+   "power": {"mac": "<mac>", "state": "on|off"} (optional, with the token:
+            its power column shows the state its BMC was polled in; its
+            "cycle → PXE" button, confirmed, power cycles it and the action
+            shows in the audit panel)}
 Prints one JSON line of what it measured (load time, polls) on success;
 exits non-zero with the reason otherwise.
 """
@@ -96,6 +100,16 @@ with sync_playwright() as p:
             page.wait_for_function(
                 f"[...document.querySelectorAll('#audit tbody tr[data-action=rearm]')]"
                 f".some(r => r.textContent.includes('{mac}'))", timeout=10000)
+        if "power" in checks:
+            mac, state = checks["power"]["mac"], checks["power"]["state"]
+            row = f"#hosts tbody tr[data-mac='{mac}']"
+            page.wait_for_selector(f"{row} .power-{state}", timeout=30000)
+            if "rearm" not in checks:
+                page.on("dialog", lambda d: d.accept())
+            page.click(f"{row} button[data-power=cycle]")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#audit tbody tr[data-action=power-cycle]')]"
+                f".some(r => r.textContent.includes('{mac}'))", timeout=30000)
     # Sorting by phase puts failed hosts first.
     page.click("#hosts th[data-key='hostname']")
     page.click("#hosts th[data-key='phase']")

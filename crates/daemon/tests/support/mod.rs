@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod bmc;
 pub mod segment;
 
 use std::io::{BufRead, BufReader};
