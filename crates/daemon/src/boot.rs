@@ -69,7 +69,7 @@ pub(crate) fn bind_solicitations(
             );
             Some(socket)
         }
-        // The appliance's unit grants CAP_NET_BIND_SERVICE alone.
+        // A unit without CAP_NET_RAW (the appliance's grants it).
         Err(e) => {
             error!(
                 interface,

@@ -10,7 +10,8 @@
 #     kept (first boot does not overwrite it), status page at the address
 #     the office leased (auto), console banner without a false warning,
 #     SSH with the key from the KICKSTAND partition (no passwords),
-#     kickstand as its own user with CAP_NET_BIND_SERVICE and nothing else,
+#     kickstand as its own user with CAP_NET_BIND_SERVICE and CAP_NET_RAW
+#     and nothing else, router solicitations answered,
 #     KS-STATE grown and the cache sized from it, a profile edited over SSH
 #     picked up without a restart, a BIOS PXE client installed through the
 #     appliance (/api/hosts says installed), a machine that reported itself
@@ -238,9 +239,14 @@ YAML
 fat mtype ::/kickstand.yaml.example >"$work/kickstand.yaml.example" ||
   die "no kickstand.yaml.example on KICKSTAND"
 sed -e "s|^  interfaces: \[\]\$|  interfaces: [$APPLIANCE_IFACE]|" -e "s|^  centos: .*|  centos: [$MIRROR]|" \
+  -e "s|^  answer_router_solicitations: false\$|  answer_router_solicitations: true|" \
   "$work/kickstand.yaml.example" >"$work/kickstand.yaml"
-prepared() { grep -q "^  address: auto\$" "$1" && grep -q "^  interfaces: \[$APPLIANCE_IFACE\]\$" "$1" && grep -qF "  centos: [$MIRROR]" "$1"; }
-check "the example says address: auto, and takes the interface and a mirror" prepared "$work/kickstand.yaml"
+prepared() {
+  grep -q "^  address: auto\$" "$1" && grep -q "^  interfaces: \[$APPLIANCE_IFACE\]\$" "$1" &&
+    grep -qF "  centos: [$MIRROR]" "$1" && grep -q "^  answer_router_solicitations: true\$" "$1"
+}
+check "the example says address: auto, and takes the interface, a mirror and answer_router_solicitations: true" \
+  prepared "$work/kickstand.yaml"
 fat mcopy -o "$work/kickstand.yaml" ::/kickstand.yaml || die "cannot write kickstand.yaml onto KICKSTAND"
 profile prepared01 >"$work/bed.yaml"
 fat mcopy -o "$work/bed.yaml" ::/hosts/bed.yaml || die "cannot write hosts/bed.yaml onto KICKSTAND"
@@ -297,8 +303,9 @@ user=$(on_appliance ps -o user= -p "$pid")
 check "kickstand runs as user kickstand (is: $user)" test "$user" = kickstand
 for cap in CapEff CapPrm CapBnd CapAmb; do
   value=$(awk -v c="$cap:" '$1 == c { print $2 }' <<<"$status")
-  # 0x400 = bit 10 = CAP_NET_BIND_SERVICE, and nothing else.
-  check "$cap is CAP_NET_BIND_SERVICE only (is $value)" test "$value" = 0000000000000400
+  # 0x2400 = bits 10 and 13 = CAP_NET_BIND_SERVICE and CAP_NET_RAW (for
+  # router advertisements), and nothing else.
+  check "$cap is CAP_NET_BIND_SERVICE and CAP_NET_RAW only (is $value)" test "$value" = 0000000000002400
 done
 check "NoNewPrivileges is set" grep -q "^NoNewPrivs:[[:space:]]*1" <<<"$status"
 on_appliance systemd-analyze security kickstand.service >"$work/security.txt" 2>&1
@@ -326,6 +333,15 @@ check "a profile written over SSH is in force without a restart" test -n "$seen"
 check "kickstand was not restarted for it" test "$(on_appliance systemctl show -p MainPID --value kickstand)" = "$pid"
 
 pxe_install bios "$BIOS_MAC"
+# answer_router_solicitations: true in the prepared config, with nothing
+# added to the unit: the iPXE that just installed was answered.
+advertised() {
+  on_appliance curl -sf "http://$addr/metrics" |
+    awk '/^kickstand_router_solicitations_total\{.*outcome="advertised"/ { n += $2 } END { exit !(n > 0) }'
+}
+check "router solicitations answered (the unit grants CAP_NET_RAW, no drop-in)" advertised
+check "no error about router solicitations in the journal" \
+  test -z "$(on_appliance journalctl -u kickstand -b -p err --no-pager -q | grep -i 'router solicitations')"
 
 # Adopt over SSH: a machine without a profile reports itself through the
 # daemon's own routes (as its discovery script would; made up here, an
