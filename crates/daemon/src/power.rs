@@ -5,8 +5,8 @@
 //! never the daemon, and nothing here is on a boot's reply path. Every
 //! call ends on the host's timeline, and (by the HTTP front) in the audit
 //! log. The status page's power column is a poll ([`Power::poll`]) every
-//! [`POLL_EVERY`] with [`POLL_SLOTS`] calls at once, kept in memory: a
-//! view never waits for a BMC.
+//! `power.poll_interval` with [`POLL_SLOTS`] calls at once, kept in
+//! memory: a view never waits for a BMC.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,8 +50,9 @@ struct PowerRequest {
     yes: bool,
 }
 
-/// How often the status page's power states are read from the BMCs.
-const POLL_EVERY: Duration = Duration::from_secs(60);
+/// How often a daemon with `power.poll_interval: off` looks whether a
+/// reload turned it on.
+const POLL_OFF_RECHECK: Duration = Duration::from_secs(60);
 
 /// Status reads in flight at once: apart from [`SLOTS`], so a slow poll of
 /// a big rack never holds up an operator's action.
@@ -96,11 +97,18 @@ impl Power {
         lock(&self.states).get(&mac).cloned()
     }
 
-    /// Reads every BMC's power state every [`POLL_EVERY`] (a round that
-    /// takes longer, with dead BMCs, delays the next), until shutdown.
+    /// Reads every BMC's power state every `power.poll_interval` (a round
+    /// that takes longer, with dead BMCs, delays the next), until shutdown.
     pub(crate) async fn poll(self: Arc<Self>, live: Arc<Live>, shutdown: CancellationToken) {
         loop {
             let generation = live.current();
+            let Some(every) = generation.appliance().power_poll else {
+                lock(&self.states).clear();
+                tokio::select! {
+                    () = tokio::time::sleep(POLL_OFF_RECHECK) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            };
             let bmcs: Vec<(Mac, Bmc)> = generation
                 .snapshot()
                 .hosts
@@ -122,7 +130,7 @@ impl Power {
                 () = shutdown.cancelled() => return,
             }
             tokio::select! {
-                () = tokio::time::sleep(POLL_EVERY) => {}
+                () = tokio::time::sleep(every) => {}
                 () = shutdown.cancelled() => return,
             }
         }

@@ -50,6 +50,9 @@ pub struct Appliance {
     pub templates_dir: PathBuf,
     pub state_dir: PathBuf,
     pub state: State,
+    /// How often every host's BMC is asked its power state, for the status
+    /// page; `None`: never by itself (`power.poll_interval: off`).
+    pub power_poll: Option<std::time::Duration>,
 }
 
 /// Host state: its database, this appliance's name on it, and the install

@@ -29,6 +29,18 @@ pub(crate) struct ApplianceFile {
     pub paths: Paths,
     #[serde(default)]
     pub state: State,
+    #[serde(default)]
+    pub power: Power,
+}
+
+/// Power control through the hosts' BMCs (the BMCs themselves are in the
+/// host profiles).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Power {
+    /// How often the status page's power states are read from the BMCs;
+    /// `off` reads them only when the operator asks.
+    pub poll_interval: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -897,3 +897,35 @@ fn wrong_bmc_settings_are_located() {
         assert_one_at(&copy.load_err(), &file, line, needle);
     }
 }
+
+/// `power.poll_interval`: a duration of 5 s or more, or `off`.
+#[test]
+fn the_power_poll_interval_is_a_duration_or_off() {
+    let copy = Copy::new();
+    let config = copy.config();
+    let text = std::fs::read_to_string(&config).expect("read");
+    for (value, want) in [("5m", Some(300)), ("off", None)] {
+        std::fs::write(
+            &config,
+            text.replace("poll_interval: 60s", &format!("poll_interval: {value}")),
+        )
+        .expect("write");
+        let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            snap.appliance.power_poll.map(|d| d.as_secs()),
+            want,
+            "{value}"
+        );
+    }
+    std::fs::write(
+        &config,
+        text.replace("poll_interval: 60s", "poll_interval: 1s"),
+    )
+    .expect("write");
+    let line = text
+        .lines()
+        .position(|l| l.contains("poll_interval"))
+        .expect("sample has it") as u64
+        + 1;
+    assert_one_at(&copy.load_err(), &config, line, "is under 5s");
+}

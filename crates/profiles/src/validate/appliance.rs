@@ -22,6 +22,9 @@ const DEFAULT_HTTPS_PORT: u16 = 8443;
 const DEFAULT_TFTP_PORT: u16 = 69;
 const DEFAULT_SYSLOG_PORT: u16 = 514;
 const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// The status page's power column: every BMC asked once a minute.
+const DEFAULT_POWER_POLL: Duration = Duration::from_secs(60);
+const MIN_POWER_POLL: Duration = Duration::from_secs(5);
 const DEFAULT_CACHE_BYTES: u64 = 20 << 30;
 const DEFAULT_LEASE_SECS: u32 = 3600;
 /// What the full-mode lease table accepts (`kickstand_dhcp::full::Pool`).
@@ -227,6 +230,24 @@ impl Cx {
         let https_port = self.https_port(file, &w.server);
         let tls = self.tls_files(file, base, &w.server);
         let state = self.state(file, &paths, &w.state, state_ca_pem);
+        let power_poll = match &w.power.poll_interval {
+            None => Some(Some(DEFAULT_POWER_POLL)),
+            Some(p) if p.value == "off" => Some(None),
+            Some(p) => self
+                .check(
+                    file,
+                    p.referenced,
+                    "power.poll_interval",
+                    parse::duration(&p.value).and_then(|d| {
+                        if d >= MIN_POWER_POLL {
+                            Ok(d)
+                        } else {
+                            Err(format!("`{}` is under {}s: BMCs are slow, and some fall over when asked often (or say `off`)", p.value, MIN_POWER_POLL.as_secs()))
+                        }
+                    }),
+                )
+                .map(Some),
+        };
 
         if self.diags.len() > before {
             return None;
@@ -266,6 +287,7 @@ impl Cx {
             templates_dir: paths.templates_dir,
             state_dir: paths.state_dir,
             state: state?,
+            power_poll: power_poll?,
         })
     }
 
