@@ -57,14 +57,15 @@ set_working_mc 0x20
   chassis_control "'$here/chassis.sh' '$work'"
   user 2 true "$user" "$password" admin 10 md5
 CONF
-# `debug msg` logs every request ipmi_sim receives (LAN and KCS) with its
-# data bytes to stdout: what ipmitool really sent, and what the machine's
-# firmware asked.
+# `debug raw msg` logs to stdout every request ipmi_sim receives (LAN and
+# KCS) with its data bytes, and the bytes on the machine's serial link:
+# what ipmitool really sent, and whether the machine's firmware asked
+# anything.
 cat >"$work/bmc.emu" <<'EMU'
 mc_setbmc 0x20
 mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02
 mc_enable 0x20
-debug msg
+debug raw msg
 EMU
 
 # Without -n ipmi_sim reads commands from stdin and crashes on one it cannot
