@@ -301,10 +301,15 @@ fn connect(bmc: &Bmc, timeout: Duration) -> Result<kickstand_bmc::Bmc, CallError
                 timeout,
             })
         }
-        BmcDriver::Ipmi { host, port } => kickstand_bmc::Bmc::Ipmi(kickstand_bmc::ipmi::Endpoint {
+        BmcDriver::Ipmi {
+            host,
+            port,
+            cipher_suite,
+        } => kickstand_bmc::Bmc::Ipmi(kickstand_bmc::ipmi::Endpoint {
             host: host.clone(),
             port: *port,
             credentials,
+            cipher_suite: *cipher_suite,
             timeout,
         }),
     })

@@ -518,6 +518,8 @@ pub enum BmcDriver {
     Ipmi {
         host: String,
         port: u16,
+        /// `None`: ipmitool asks the BMC which it takes.
+        cipher_suite: Option<u8>,
     },
 }
 
@@ -526,7 +528,7 @@ impl Bmc {
     pub fn address(&self) -> String {
         match &self.driver {
             BmcDriver::Redfish { base, .. } => base.clone(),
-            BmcDriver::Ipmi { host, port } => format!("{host}:{port}"),
+            BmcDriver::Ipmi { host, port, .. } => format!("{host}:{port}"),
         }
     }
 }

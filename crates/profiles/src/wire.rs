@@ -255,6 +255,9 @@ pub(crate) struct Bmc {
     /// Redfish over HTTPS: `verify`, `insecure`, a CA file, or the
     /// certificate's SHA-256 fingerprint.
     pub tls: Option<S<String>>,
+    /// IPMI: the RMCP+ cipher suite, for a BMC that does not say which it
+    /// takes.
+    pub cipher_suite: Option<S<u8>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

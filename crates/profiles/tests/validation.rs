@@ -777,7 +777,7 @@ fn a_bmc_is_merged_from_a_group_and_the_host() {
     copy.write(
         "profiles/hosts/bmc.yaml",
         &format!(
-            "groups:\n  racked:\n    match: {{ hostname: [\"bmc*\"] }}\n    profile:\n      bmc:\n        driver: redfish\n        username: admin\n        password_file: ../bmc/rack.pass\n        tls: \"{fp}\"\nhosts:\n  \"52:54:00:99:00:01\":\n    hostname: bmc01\n    os: centos-stream-9\n    bmc:\n      address: https://10.0.9.21:8443\n      system: /redfish/v1/Systems/1\n  \"52:54:00:99:00:02\":\n    hostname: ipmi02\n    os: centos-stream-9\n    bmc: {{ driver: ipmi, address: \"10.0.9.22\", username: root, password_file: ../bmc/rack.pass }}\n"
+            "groups:\n  racked:\n    match: {{ hostname: [\"bmc*\"] }}\n    profile:\n      bmc:\n        driver: redfish\n        username: admin\n        password_file: ../bmc/rack.pass\n        tls: \"{fp}\"\nhosts:\n  \"52:54:00:99:00:01\":\n    hostname: bmc01\n    os: centos-stream-9\n    bmc:\n      address: https://10.0.9.21:8443\n      system: /redfish/v1/Systems/1\n  \"52:54:00:99:00:02\":\n    hostname: ipmi02\n    os: centos-stream-9\n    bmc: {{ driver: ipmi, address: \"10.0.9.22\", username: root, password_file: ../bmc/rack.pass, cipher_suite: 3 }}\n"
         ),
     );
     let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
@@ -809,7 +809,8 @@ fn a_bmc_is_merged_from_a_group_and_the_host() {
         ipmi.driver,
         BmcDriver::Ipmi {
             host: "10.0.9.22".into(),
-            port: 623
+            port: 623,
+            cipher_suite: Some(3),
         }
     );
     assert_eq!(ipmi.address(), "10.0.9.22:623");
@@ -879,6 +880,16 @@ fn wrong_bmc_settings_are_located() {
             "driver: ipmi\n      address: 10.0.9.21\n      username: a\n      password_file: p\n      tls: insecure",
             10,
             "bmc.tls is for Redfish, not IPMI",
+        ),
+        (
+            "driver: ipmi\n      address: 10.0.9.21\n      username: a\n      password_file: p\n      cipher_suite: 0",
+            10,
+            "without authentication",
+        ),
+        (
+            "driver: redfish\n      address: https://10.0.9.21\n      username: a\n      password_file: p\n      cipher_suite: 3",
+            10,
+            "bmc.cipher_suite is for IPMI",
         ),
         (
             "driver: redfish\n      address: https://10.0.9.21\n      username: a\n      password_file: p\n      tls: no-such-ca.pem",

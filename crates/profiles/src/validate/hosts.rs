@@ -408,8 +408,19 @@ impl Cx {
         let username = field(self, "username", |b| b.username.as_ref());
         let password_file = field(self, "password_file", |b| b.password_file.as_ref());
         let tls = field(self, "tls", |b| b.tls.as_ref());
+        let cipher_suite = self.scalar(mac, layers, "bmc.cipher_suite", |f| {
+            let suite = f.bmc.as_ref()?.cipher_suite.as_ref()?;
+            Some((suite.value, suite.referenced))
+        });
         let given = [&driver, &address, &system, &username, &password_file, &tls];
-        let Some(&(_, at, file)) = given.into_iter().flatten().next() else {
+        let first = given
+            .into_iter()
+            .flatten()
+            .map(|(_, at, file)| (*at, *file));
+        let Some((at, file)) = first
+            .chain(cipher_suite.iter().map(|(_, at, file)| (*at, *file)))
+            .next()
+        else {
             return Some(None);
         };
         let before = self.diags.len();
@@ -477,6 +488,13 @@ impl Cx {
                         ),
                     );
                 }
+                if let Some((_, at, file)) = &cipher_suite {
+                    self.err(
+                        file,
+                        *at,
+                        format!("host {mac}: bmc.cipher_suite is for IPMI, not Redfish"),
+                    );
+                }
                 let tls = match tls {
                     None => BmcTls::Verify,
                     Some((word, _, file)) => match parse::bmc_tls(&word) {
@@ -493,13 +511,28 @@ impl Cx {
             "ipmi" => {
                 not_for_ipmi(self, "system", &system);
                 not_for_ipmi(self, "tls", &tls);
+                let cipher_suite = match cipher_suite {
+                    Some((0, at, file)) => {
+                        self.err(file, at, format!("host {mac}: bmc.cipher_suite 0 sends commands without authentication; use 3 or 17 (or leave it out)"));
+                        None
+                    }
+                    Some((suite, at, file)) if suite > 17 => {
+                        self.err(file, at, format!("host {mac}: bmc.cipher_suite {suite} is not an IPMI 2.0 cipher suite (1 to 17)"));
+                        None
+                    }
+                    other => other.map(|(suite, ..)| suite),
+                };
                 self.check(
                     address_file,
                     address_at,
                     &format!("host {mac}: bmc.address"),
                     parse::ipmi_address(&address),
                 )
-                .map(|(host, port)| BmcDriver::Ipmi { host, port })
+                .map(|(host, port)| BmcDriver::Ipmi {
+                    host,
+                    port,
+                    cipher_suite,
+                })
             }
             other => {
                 self.err(
