@@ -94,6 +94,8 @@ packages=(
   # the kernel (both signed by Debian); copied onto the ESP below.
   shim-signed grub-efi-amd64-signed
   openssh-server iproute2 curl fdisk dosfstools e2fsprogs kmod procps less nano
+  # IPMI BMCs: the daemon runs ipmitool for `bmc: {driver: ipmi}`.
+  ipmitool
 )
 # Nothing an appliance without a desktop uses: sound, GPUs (the console is
 # the firmware's frame buffer), cameras, Wi-Fi, Bluetooth, InfiniBand; and

@@ -225,7 +225,7 @@ pub enum SecretError {
         source: std::io::Error,
     },
     #[error(
-        "{} is readable by group or others (mode {mode:04o}); it holds a password: `chmod 600` it",
+        "{} is readable by group or others (mode {mode:04o}); it holds a password: `chmod 600` it (or 640, owned by root, to share it with the daemon's group)",
         .path.display()
     )]
     Exposed { path: PathBuf, mode: u32 },
@@ -235,18 +235,23 @@ pub enum SecretError {
 
 /// The secret in `path`, trimmed (an editor's final newline is not part
 /// of a password). A file that anyone but its owner may read is refused:
-/// the secret is as good as published.
+/// the secret is as good as published. As libpq allows for its key files,
+/// a file root owns may also be read by its group (mode 0640): root
+/// keeps the secret for the daemon's group — on the appliance, the
+/// KICKSTAND partition is mounted so (root, group kickstand, 0640).
 pub fn read_secret(path: &Path) -> Result<String, SecretError> {
     use std::io::Read as _;
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::MetadataExt as _;
     let unreadable = |source| SecretError::Unreadable {
         path: path.to_owned(),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     // The mode of the file opened, not of the path a moment before.
-    let mode = file.metadata().map_err(unreadable)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let meta = file.metadata().map_err(unreadable)?;
+    let mode = meta.mode() & 0o777;
+    let shared_by_root = meta.uid() == 0 && mode & 0o037 == 0;
+    if mode & 0o077 != 0 && !shared_by_root {
         return Err(SecretError::Exposed {
             path: path.to_owned(),
             mode,
@@ -360,4 +365,29 @@ fn read_templates(dir: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, S
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    use super::*;
+
+    /// Mode 0640 is a secret root shares with the daemon's group (the
+    /// appliance's KICKSTAND partition); owned by anyone else, its group
+    /// may not read it.
+    #[test]
+    fn a_secret_root_shares_with_its_group_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bmc.pass");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        if std::fs::metadata(&file).expect("stat").uid() == 0 {
+            assert_eq!(read_secret(&file).expect("root's, 0640"), "s3cret");
+            std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");
+        }
+        let refused = read_secret(&file).expect_err("not root's, 0640");
+        assert!(matches!(refused, SecretError::Exposed { mode: 0o640, .. }), "{refused}");
+        assert!(!refused.to_string().contains("s3cret"));
+    }
 }

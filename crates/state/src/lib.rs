@@ -337,11 +337,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("pg.password");
         std::fs::write(&file, "s3cret\n").expect("write");
-        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .expect("chmod");
         let mut pg: Postgres = "postgres://kick@db/state".parse().expect("parses");
         pg.password_file = Some(file);
-        let err = check_postgres(&pg).expect_err("readable by its group");
+        let err = check_postgres(&pg).expect_err("readable by others");
         let text = err.to_string();
         assert!(
             text.contains("pg.password is readable by group or others"),
