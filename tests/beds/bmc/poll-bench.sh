@@ -82,7 +82,8 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 requests() { grep -c 'GET /redfish/v1/Systems/' "$work/emulator.log" || true; }
 
-# One run: poll_interval as given; prints "cpu_s rss_mib hwm_mib requests polled_on".
+# One run, poll_interval as given: writes "cpu_ticks×100/s rss_mib hwm_mib
+# requests polled_on" to WORK/result-INTERVAL once the daemon has stopped.
 run() {
   local interval=$1 log=$work/kickstand-$1.log pid c0 c1 r0 r1 on
   sed -i "s/^  poll_interval: .*/  poll_interval: $interval/" "$work/profiles/kickstand.yaml"
@@ -98,13 +99,16 @@ run() {
   c1=$(cpu_ticks "$pid") r1=$(requests)
   on=$(curl -sf "http://$(cat "$work/var/state/http.addr")/api/hosts" |
     python3 -c 'import json, sys; print(sum(1 for h in json.load(sys.stdin) if (h.get("power") or {}).get("state") == "on"))')
-  echo "$(((c1 - c0) * 100 / ticks)) $(($(rss_kib "$pid" VmRSS) / 1024)) $(($(rss_kib "$pid" VmHWM) / 1024)) $((r1 - r0)) $on"
+  local result="$(((c1 - c0) * 100 / ticks)) $(($(rss_kib "$pid" VmRSS) / 1024)) $(($(rss_kib "$pid" VmHWM) / 1024)) $((r1 - r0)) $on"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  echo "$result" >"$work/result-$interval"
 }
 
-read -r cpu_on rss_on hwm_on req_on polled < <(run 5s)
-read -r cpu_off rss_off hwm_off req_off _ < <(run off)
+run 5s
+run off
+read -r cpu_on rss_on hwm_on req_on polled <"$work/result-5s"
+read -r cpu_off rss_off hwm_off req_off _ <"$work/result-off"
 emulator_cpu=$(($(cpu_ticks "$emulator") * 100 / ticks))
 pct() { awk -v c="$1" -v s="$seconds" 'BEGIN { printf "%.2f %%", c / 100 / s * 100 }'; }
 cat <<REPORT
