@@ -100,7 +100,8 @@ const POLL: Duration = Duration::from_secs(2);
 /// hosts in order, at most `parallel` of them on their way to the
 /// installer at once — a host holds its place from its power cycle until
 /// it reaches `installing` (or fails, or stalls) — so a rack powers on
-/// in waves that spare its circuit and the uplink. Ctrl-C starts no more.
+/// in waves that spare its circuit and the uplink. Ctrl-C starts no more
+/// and ends the command; the hosts already powered install on.
 pub(crate) fn install(config: &Path, who: &[String], parallel: usize) -> anyhow::Result<ExitCode> {
     let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
@@ -165,8 +166,9 @@ pub(crate) fn install(config: &Path, who: &[String], parallel: usize) -> anyhow:
         }
         let names: Vec<&str> = starting.iter().map(|(t, _)| t.hostname.as_str()).collect();
         bar.set_message(format!("powering on: {}", names.join(" ")));
-        let stopped = stop.load(Ordering::SeqCst);
-        if starting.is_empty() && (stopped || waiting.len() == 0) {
+        // After Ctrl-C the hosts already powered go on installing by
+        // themselves: nothing is left to wait for.
+        if stop.load(Ordering::SeqCst) || (starting.is_empty() && waiting.len() == 0) {
             break;
         }
         std::thread::sleep(POLL);

@@ -16,7 +16,7 @@ mod support;
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -328,4 +328,42 @@ fn install_paces_the_rack() {
             "{name}: {power:?}"
         );
     }
+}
+
+/// Ctrl-C during `install`: the host already powered installs on, no
+/// other is started, and the command says so.
+#[test]
+#[ignore = "needs sushy-emulator (tests/setup-peers)"]
+fn ctrl_c_stops_an_install_from_starting_more() {
+    let emulator = Emulator::start("On");
+    let bed = bed(&emulator, PASSWORD);
+    let _daemon = Daemon::start(&bed.config());
+    let install = kickstand()
+        .arg("--config")
+        .arg(bed.config())
+        .args(["install", "rack9", "--parallel", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(WAIT, || (!emulator.resets().is_empty()).then_some(()))
+        .unwrap_or_else(|| panic!("the first host was never reset:\n{}", emulator.log()));
+    let sent = Command::new("kill")
+        .args(["-INT", &install.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = install.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "1 of 3 hosts on their way to the installer; 0 failed; 2 not started (Ctrl-C)"
+        ),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resets = emulator.resets();
+    assert_eq!(resets.len(), 1, "{resets:?}");
+    assert_eq!(resets[0].0, RACK[0].2);
 }

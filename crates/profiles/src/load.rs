@@ -387,7 +387,10 @@ mod tests {
             std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");
         }
         let refused = read_secret(&file).expect_err("not root's, 0640");
-        assert!(matches!(refused, SecretError::Exposed { mode: 0o640, .. }), "{refused}");
+        assert!(
+            matches!(refused, SecretError::Exposed { mode: 0o640, .. }),
+            "{refused}"
+        );
         assert!(!refused.to_string().contains("s3cret"));
     }
 }
