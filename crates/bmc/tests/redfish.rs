@@ -21,12 +21,7 @@ use kickstand_bmc::redfish::Endpoint;
 use kickstand_bmc::{Bmc, BootMode, Credentials, Error, Password, PowerAction, PowerState};
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use tokio_rustls::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
-use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::rustls::ClientConfig;
 
 const NEEDS_SUSHY: &str = "needs sushy-emulator (tests/setup-peers)";
 const USER: &str = "admin";
@@ -285,8 +280,9 @@ async fn another_certificate_than_the_pinned_one_is_refused() {
     let Error::Tls(reason) = &err else {
         panic!("{err:?}")
     };
+    let seen = kickstand_pin::Fingerprint(emulator.fingerprint);
     assert!(
-        reason.contains(&format!("{} is not the pinned", hex(&emulator.fingerprint))),
+        reason.contains(&format!("has fingerprint {seen}, not the pinned")),
         "{reason}"
     );
 }
@@ -595,92 +591,10 @@ fn sha256(der: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(der).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
 /// A client config that accepts exactly the certificate with this SHA-256,
-/// as `tls: <fingerprint>` does; the handshake's signatures are still
-/// checked. (The daemon's `tls::Pinned` is the same idea, out of reach of
-/// this crate.)
+/// as `tls: <fingerprint>` does.
 fn pinned(fingerprint: [u8; 32]) -> Arc<ClientConfig> {
-    let provider = Arc::new(ring::default_provider());
-    let verifier = Pinned {
-        fingerprint,
-        provider: provider.clone(),
-    };
-    Arc::new(
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth(),
-    )
-}
-
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = sha256(end_entity);
-        if seen == self.fingerprint {
-            return Ok(ServerCertVerified::assertion());
-        }
-        let why = format!(
-            "fingerprint {} is not the pinned {}",
-            hex(&seen),
-            hex(&self.fingerprint)
-        );
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::Other(rustls::OtherError(Arc::new(std::io::Error::other(
-                why,
-            )))),
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    Arc::new(kickstand_pin::client_config(Some(
+        kickstand_pin::Fingerprint(fingerprint),
+    )))
 }

@@ -158,22 +158,14 @@ fn not_pinned(e: &ureq::Error) -> Option<&tls::NotPinned> {
     }
 }
 
-/// ureq's TLS step with the [`tls::Pinned`] verifier in place of a CA
+/// ureq's TLS step with the [`kickstand_pin::Pinned`] verifier in place of a CA
 /// store (ureq's own rustls connector takes only root certificates).
 #[derive(Debug)]
 struct PinnedTls(Arc<rustls::ClientConfig>);
 
 impl PinnedTls {
     fn new(fingerprint: Fingerprint) -> PinnedTls {
-        let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap_or_else(|_| unreachable!("ring supports the default TLS versions"))
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(tls::Pinned::new(Some(fingerprint))))
-            .with_no_client_auth();
-        // No name is checked (the pin is): none need be sent.
-        config.enable_sni = false;
-        PinnedTls(Arc::new(config))
+        PinnedTls(Arc::new(kickstand_pin::client_config(Some(fingerprint))))
     }
 }
 

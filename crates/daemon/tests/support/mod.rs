@@ -379,76 +379,12 @@ pub mod tls {
     use std::io::{Read as _, Write as _};
     use std::sync::Arc;
 
-    use sha2::Digest as _;
     use tokio_rustls::rustls;
-    use tokio_rustls::rustls::client::danger::{
-        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-    };
-    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
     /// `AB:CD:…` of a DER certificate.
     pub fn fingerprint(der: &[u8]) -> String {
-        sha2::Sha256::digest(der)
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    }
-
-    #[derive(Debug)]
-    struct Pin(String, Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for Pin {
-        fn verify_server_cert(
-            &self,
-            cert: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            if fingerprint(cert) == self.0 {
-                Ok(ServerCertVerified::assertion())
-            } else {
-                Err(rustls::Error::General(format!(
-                    "certificate {} is not the pinned {}",
-                    fingerprint(cert),
-                    self.0
-                )))
-            }
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                m,
-                c,
-                d,
-                &self.1.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                m,
-                c,
-                d,
-                &self.1.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.1.signature_verification_algorithms.supported_schemes()
-        }
+        kickstand_pin::Fingerprint::of(&CertificateDer::from(der)).to_string()
     }
 
     pub fn request(
@@ -470,13 +406,8 @@ pub mod tls {
         bearer: Option<&str>,
         body: &str,
     ) -> (u16, String) {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pin(pin.to_owned(), provider)))
-            .with_no_client_auth();
+        let pin = pin.parse().expect("a fingerprint");
+        let config = kickstand_pin::client_config(Some(pin));
         let addr = base.trim_start_matches("https://");
         let conn = rustls::ClientConnection::new(
             Arc::new(config),
