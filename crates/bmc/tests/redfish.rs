@@ -9,7 +9,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,30 +21,30 @@ use hyper_util::rt::TokioIo;
 use kickstand_bmc::redfish::Endpoint;
 use kickstand_bmc::{Bmc, BootMode, Credentials, Error, Password, PowerAction, PowerState};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tokio_rustls::rustls::ClientConfig;
 
 const NEEDS_SUSHY: &str = "needs sushy-emulator (tests/setup-peers)";
 const USER: &str = "admin";
-const PASSWORD: &str = "correct-horse";
-/// The emulated machine's id, which names it in the emulator's URLs.
-const UUID: &str = "1b7e2c54-8d1f-4c7a-9f0e-3a5d6b7c8e90";
+/// The emulated machine's id, which names it in the emulator's URLs
+/// (redfish-start.sh's system 1).
+const UUID: &str = "5a0b1c2d-0000-4000-8000-000000000001";
 /// The fake driver applies a power change 1 to 11 s after it is asked.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// sushy-emulator with the fake driver on a free loopback port, its own
-/// state directory, certificate and htpasswd file.
+/// sushy-emulator with the fake driver and one machine, started by
+/// `tests/beds/bmc/redfish-start.sh` (HTTPS, a self-signed certificate, an
+/// htpasswd file) in a temp dir.
 struct Emulator {
-    child: Child,
+    pid: u32,
     port: u16,
     fingerprint: [u8; 32],
+    password: String,
     dir: tempfile::TempDir,
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
     }
 }
 
@@ -52,82 +53,45 @@ impl Emulator {
     /// legacy mode (so that a PXE override in UEFI mode shows).
     async fn start(power: &str) -> Emulator {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-        std::fs::write(d.join("cert.pem"), made.cert.pem()).unwrap();
-        std::fs::write(d.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
-        let htpasswd = Command::new("htpasswd")
-            .args(["-nbB", USER, PASSWORD])
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/beds/bmc/redfish-start.sh");
+        let out = Command::new(script)
+            .arg(dir.path())
+            .arg(power)
             .output()
-            .expect("htpasswd (apache2-utils) is required");
-        assert!(htpasswd.status.success(), "htpasswd: {htpasswd:?}");
-        std::fs::write(d.join("htpasswd"), htpasswd.stdout).unwrap();
-        let port = free_port();
-        let dp = d.display();
-        std::fs::write(
-            d.join("emulator.conf"),
-            format!(
-                "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
-                 SUSHY_EMULATOR_LISTEN_PORT = {port}\n\
-                 SUSHY_EMULATOR_SSL_CERT = '{dp}/cert.pem'\n\
-                 SUSHY_EMULATOR_SSL_KEY = '{dp}/key.pem'\n\
-                 SUSHY_EMULATOR_AUTH_FILE = '{dp}/htpasswd'\n\
-                 SUSHY_EMULATOR_STATE_DIR = '{dp}/state'\n\
-                 SUSHY_EMULATOR_FAKE_DRIVER = True\n\
-                 SUSHY_EMULATOR_FAKE_SYSTEMS = [{{\n\
-                     'uuid': '{UUID}', 'name': 'node07', 'power_state': '{power}',\n\
-                     'boot_device': 'Hdd', 'boot_mode': 'Legacy',\n\
-                     'external_notifier': False, 'nics': [],\n\
-                 }}]\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(d.join("emulator.log")).unwrap();
-        // sushy-emulator itself, with Python's root logger at INFO: the
-        // emulator logs each reset it receives, with its ResetType, at
-        // INFO, which its command line leaves out.
-        let child = Command::new("python3")
-            .args([
-                "-c",
-                "import logging, sys\n\
-                 logging.getLogger().setLevel(logging.INFO)\n\
-                 from sushy_tools.emulator.main import main\n\
-                 sys.exit(main())",
-            ])
-            .env("SUSHY_EMULATOR_CONFIG", d.join("emulator.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("python3 is required");
-        let emulator = Emulator {
-            child,
-            port,
-            fingerprint: sha256(made.cert.der()),
-            dir,
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sushy-emulator did not start ({NEEDS_SUSHY}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("redfish.env")).unwrap();
+        let var = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key} in redfish.env"))
+                .to_owned()
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "sushy-emulator did not start ({NEEDS_SUSHY}): {}",
-                emulator.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(var("REDFISH_USER"), USER);
+        let password = std::fs::read_to_string(var("REDFISH_PASSWORD_FILE")).unwrap();
+        let fingerprint: kickstand_pin::Fingerprint = var("REDFISH_FINGERPRINT").parse().unwrap();
+        Emulator {
+            pid: var("REDFISH_PID").parse().unwrap(),
+            port: var("REDFISH_PORT").parse().unwrap(),
+            fingerprint: fingerprint.0,
+            password: password.trim().to_owned(),
+            dir,
         }
-        emulator
     }
 
     /// The BMC as the daemon would build it: no `system:` (the emulator
-    /// lists one), the certificate pinned by its fingerprint.
-    fn bmc(&self, password: &str) -> Bmc {
-        self.bmc_pinned(password, self.fingerprint)
+    /// lists one), the right password, the certificate pinned by its
+    /// fingerprint.
+    fn bmc(&self) -> Bmc {
+        self.bmc_with(&self.password, self.fingerprint)
     }
 
-    fn bmc_pinned(&self, password: &str, fingerprint: [u8; 32]) -> Bmc {
+    fn bmc_with(&self, password: &str, fingerprint: [u8; 32]) -> Bmc {
         Bmc::Redfish(Endpoint {
             base: format!("https://127.0.0.1:{}", self.port),
             system: None,
@@ -156,7 +120,7 @@ impl Emulator {
     fn system(&self) -> Value {
         let out = Command::new("curl")
             .args(["-sS", "--fail", "--insecure", "--user"])
-            .arg(format!("{USER}:{PASSWORD}"))
+            .arg(format!("{USER}:{}", self.password))
             .arg(format!(
                 "https://127.0.0.1:{}/redfish/v1/Systems/{UUID}",
                 self.port
@@ -188,7 +152,7 @@ impl Emulator {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 async fn power_on_reads_back_on() {
     let emulator = Emulator::start("Off").await;
-    let bmc = emulator.bmc(PASSWORD);
+    let bmc = emulator.bmc();
     assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
     bmc.power(PowerAction::On).await.unwrap();
     assert_eq!(emulator.resets(), ["On"]);
@@ -200,7 +164,7 @@ async fn power_on_reads_back_on() {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 async fn power_off_reads_back_off() {
     let emulator = Emulator::start("On").await;
-    let bmc = emulator.bmc(PASSWORD);
+    let bmc = emulator.bmc();
     bmc.power(PowerAction::Off).await.unwrap();
     assert_eq!(emulator.resets(), ["ForceOff"]);
     emulator.wait_for_power("Off").await;
@@ -211,11 +175,7 @@ async fn power_off_reads_back_off() {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 async fn cycle_of_an_off_machine_powers_it_on() {
     let emulator = Emulator::start("Off").await;
-    emulator
-        .bmc(PASSWORD)
-        .power(PowerAction::Cycle)
-        .await
-        .unwrap();
+    emulator.bmc().power(PowerAction::Cycle).await.unwrap();
     assert_eq!(emulator.resets(), ["On"]);
     emulator.wait_for_power("On").await;
 }
@@ -224,11 +184,7 @@ async fn cycle_of_an_off_machine_powers_it_on() {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 async fn cycle_of_an_on_machine_resets_it() {
     let emulator = Emulator::start("On").await;
-    emulator
-        .bmc(PASSWORD)
-        .power(PowerAction::Cycle)
-        .await
-        .unwrap();
+    emulator.bmc().power(PowerAction::Cycle).await.unwrap();
     // The emulator offers ForceRestart (and no PowerCycle).
     assert_eq!(emulator.resets(), ["ForceRestart"]);
     emulator.wait_for_power("On").await;
@@ -238,7 +194,7 @@ async fn cycle_of_an_on_machine_resets_it() {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 async fn boot_pxe_once_sets_the_override_and_mode() {
     let emulator = Emulator::start("Off").await;
-    let bmc = emulator.bmc(PASSWORD);
+    let bmc = emulator.bmc();
     let boot = |system: Value| {
         (
             system["Boot"]["BootSourceOverrideTarget"].clone(),
@@ -257,7 +213,11 @@ async fn boot_pxe_once_sets_the_override_and_mode() {
 async fn wrong_password_is_an_authentication_error_without_it() {
     let emulator = Emulator::start("Off").await;
     let wrong = "wrong-battery-staple";
-    let err = emulator.bmc(wrong).power_state().await.unwrap_err();
+    let err = emulator
+        .bmc_with(wrong, emulator.fingerprint)
+        .power_state()
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Authentication(user) if user == USER),
         "{err:?}"
@@ -273,7 +233,7 @@ async fn wrong_password_is_an_authentication_error_without_it() {
 async fn another_certificate_than_the_pinned_one_is_refused() {
     let emulator = Emulator::start("Off").await;
     let err = emulator
-        .bmc_pinned(PASSWORD, [0xab; 32])
+        .bmc_with(&emulator.password, [0xab; 32])
         .power_state()
         .await
         .unwrap_err();
@@ -566,7 +526,7 @@ fn endpoint(addr: SocketAddr, timeout: Duration) -> Endpoint {
     Endpoint {
         base: format!("http://{addr}"),
         system: None,
-        credentials: credentials(PASSWORD),
+        credentials: credentials("secret"),
         tls: pinned([0; 32]),
         timeout,
     }
@@ -585,10 +545,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn sha256(der: &[u8]) -> [u8; 32] {
-    sha2::Sha256::digest(der).into()
 }
 
 /// A client config that accepts exactly the certificate with this SHA-256,

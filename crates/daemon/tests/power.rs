@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::bmc::{Emulator, PASSWORD, RACK, bed};
+use support::bmc::{Emulator, RACK, bed};
 use support::{Bed, Daemon, eventually, kickstand};
 
 /// The sample profiles' node01: no `bmc:`.
@@ -77,7 +77,7 @@ fn phase(daemon: &Daemon, mac: &str) -> String {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 fn power_cycle_with_pxe_sets_a_one_time_network_boot_and_powers_on() {
     let emulator = Emulator::start("Off");
-    let bed = bed(&emulator, PASSWORD);
+    let bed = bed(&emulator, &emulator.password);
     let daemon = Daemon::start(&bed.config());
     let (mac, name, uuid) = RACK[0];
 
@@ -122,8 +122,8 @@ fn power_cycle_with_pxe_sets_a_one_time_network_boot_and_powers_on() {
     assert!(audit.contains("power-status"), "{audit}");
     // The status page's poll reads the BMCs too; never the password.
     let (_, hosts) = daemon.get("/api/hosts");
-    assert!(!hosts.contains(PASSWORD), "{hosts}");
-    assert!(!daemon.log().contains(PASSWORD));
+    assert!(!hosts.contains(&emulator.password), "{hosts}");
+    assert!(!daemon.log().contains(&emulator.password));
 }
 
 /// A wrong password, a certificate other than the pinned one, an
@@ -154,7 +154,10 @@ fn wrong_credentials_another_certificate_and_an_installed_host_are_refused() {
     );
 
     // The right password; a fingerprint that is not the emulator's.
-    bed.write("profiles/bmc/rack9.pass", &format!("{PASSWORD}\n"));
+    bed.write(
+        "profiles/bmc/rack9.pass",
+        &format!("{}\n", emulator.password),
+    );
     let other = format!("{}CD", "AB:".repeat(31));
     bed.edit("profiles/hosts/rack9.yaml", &emulator.fingerprint, &other);
     let reloaded = eventually(WAIT, || {
@@ -253,7 +256,7 @@ fn a_hanging_bmc_holds_up_no_boot() {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 fn install_paces_the_rack() {
     let emulator = Emulator::start("On");
-    let bed = bed(&emulator, PASSWORD);
+    let bed = bed(&emulator, &emulator.password);
     let daemon = Arc::new(Daemon::start(&bed.config()));
     // The machines: each fetches its kickstart 4 s after its BMC reset it.
     let installing: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
@@ -336,7 +339,7 @@ fn install_paces_the_rack() {
 #[ignore = "needs sushy-emulator (tests/setup-peers)"]
 fn ctrl_c_stops_an_install_from_starting_more() {
     let emulator = Emulator::start("On");
-    let bed = bed(&emulator, PASSWORD);
+    let bed = bed(&emulator, &emulator.password);
     let _daemon = Daemon::start(&bed.config());
     let install = kickstand()
         .arg("--config")

@@ -88,7 +88,7 @@ fn the_status_page_shows_the_rack_and_follows_it_live() {
     // The rack's first machine has a BMC (a Redfish emulator), off: the
     // page shows it off and power cycles it.
     let emulator = Emulator::start("Off");
-    let bed = bmc::bed(&emulator, bmc::PASSWORD);
+    let bed = bmc::bed(&emulator, &emulator.password);
     let daemon = Daemon::start(&bed.config());
     let (r9n01, _, r9n01_system) = bmc::RACK[0];
     drive(&daemon, NODE01, "installed");

@@ -25,52 +25,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
 # --- the BMCs: one emulator, one system per host ------------------------------
-port=$(free_port)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-fingerprint=$(openssl x509 -in "$work/cert.pem" -noout -fingerprint -sha256 | sed 's/.*=//')
-htpasswd -nbB admin bench-secret >"$work/htpasswd"
+tests/beds/bmc/redfish-start.sh "$work/bmc" On "$hosts"
+# shellcheck disable=SC1091
+source "$work/bmc/redfish.env"
+pids+=("$REDFISH_PID")
 uuid() { printf '5a0b1c2d-0000-4000-8000-%012d' "$1"; }
-{
-  echo "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'"
-  echo "SUSHY_EMULATOR_LISTEN_PORT = $port"
-  echo "SUSHY_EMULATOR_SSL_CERT = '$work/cert.pem'"
-  echo "SUSHY_EMULATOR_SSL_KEY = '$work/key.pem'"
-  echo "SUSHY_EMULATOR_AUTH_FILE = '$work/htpasswd'"
-  echo "SUSHY_EMULATOR_STATE_DIR = '$work/sushy-state'"
-  echo "SUSHY_EMULATOR_FAKE_DRIVER = True"
-  echo "SUSHY_EMULATOR_FAKE_SYSTEMS = ["
-  for i in $(seq "$hosts"); do
-    echo "  {'uuid': '$(uuid "$i")', 'name': 'n$i', 'power_state': 'On', 'nics': []},"
-  done
-  echo "]"
-} >"$work/emulator.conf"
-# The root logger at INFO: werkzeug logs every request it answers.
-SUSHY_EMULATOR_CONFIG=$work/emulator.conf python3 -c '
-import logging, sys
-logging.getLogger().setLevel(logging.INFO)
-from sushy_tools.emulator.main import main
-sys.exit(main())' >"$work/emulator.log" 2>&1 &
-pids+=($!)
-emulator=$!
-for _ in $(seq 100); do
-  curl -sfk -u admin:bench-secret "https://127.0.0.1:$port/redfish/v1/" >/dev/null && break
-  sleep 0.2
-done
 
 # --- the daemon: the sample profiles and HOSTS hosts with a BMC ---------------
 cp -r profiles templates "$work/"
 sed -i -e 's/http_port: 8080/http_port: 0/' -e 's/https_port: 8443/https_port: 0/' \
   -e 's/tftp_port: 6969/tftp_port: 0/' -e 's/syslog_port: 5514/syslog_port: 0/' "$work/profiles/kickstand.yaml"
 mkdir -p "$work/profiles/bmc"
-(umask 077 && printf 'bench-secret\n' >"$work/profiles/bmc/rack.pass")
+install -m 600 "$REDFISH_PASSWORD_FILE" "$work/profiles/bmc/rack.pass"
 {
   printf 'groups:\n  bench:\n    match: { hostname: ["b*"] }\n    profile:\n      bmc:\n'
-  printf '        driver: redfish\n        address: https://127.0.0.1:%s\n' "$port"
-  printf '        username: admin\n        password_file: ../bmc/rack.pass\n        tls: "%s"\nhosts:\n' "$fingerprint"
+  printf '        driver: redfish\n        address: https://127.0.0.1:%s\n' "$REDFISH_PORT"
+  printf '        username: %s\n        password_file: ../bmc/rack.pass\n        tls: "%s"\nhosts:\n' "$REDFISH_USER" "$REDFISH_FINGERPRINT"
   for i in $(seq "$hosts"); do
     printf '  "52:54:01:%02x:%02x:%02x":\n    hostname: b%d\n    bmc: { system: /redfish/v1/Systems/%s }\n' \
       $((i >> 16 & 255)) $((i >> 8 & 255)) $((i & 255)) "$i" "$(uuid "$i")"
@@ -80,7 +51,7 @@ mkdir -p "$work/profiles/bmc"
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-requests() { grep -c 'GET /redfish/v1/Systems/' "$work/emulator.log" || true; }
+requests() { grep -c 'GET /redfish/v1/Systems/' "$work/bmc/emulator.log" || true; }
 
 # One run, poll_interval as given: writes "cpu_ticks×100/s rss_mib hwm_mib
 # requests polled_on" to WORK/result-INTERVAL once the daemon has stopped.
@@ -109,7 +80,7 @@ run 5s
 run off
 read -r cpu_on rss_on hwm_on req_on polled <"$work/result-5s"
 read -r cpu_off rss_off hwm_off req_off _ <"$work/result-off"
-emulator_cpu=$(($(cpu_ticks "$emulator") * 100 / ticks))
+emulator_cpu=$(($(cpu_ticks "$REDFISH_PID") * 100 / ticks))
 pct() { awk -v c="$1" -v s="$seconds" 'BEGIN { printf "%.2f %%", c / 100 / s * 100 }'; }
 cat <<REPORT
 BMC status polling: $hosts hosts on one Redfish emulator (HTTPS, pinned), ${seconds} s per run

@@ -1,22 +1,19 @@
 //! A Redfish BMC for the tests: sushy-tools' emulator with its fake
 //! driver (machines that are only state), over HTTPS with a self-signed
-//! certificate and an htpasswd file, and a bed whose rack it drives.
+//! certificate and an htpasswd file (`tests/beds/bmc/redfish-start.sh`),
+//! and a bed whose rack it drives.
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use super::{Bed, eventually};
+use super::Bed;
 
 pub const NEEDS_SUSHY: &str = "needs sushy-emulator (tests/setup-peers)";
-const WAIT: Duration = Duration::from_secs(30);
 
-pub const USER: &str = "admin";
-pub const PASSWORD: &str = "rack-secret-7f3a";
-/// The bed's rack: three machines, each a system of one emulator.
+/// The bed's rack: three machines, each a system of one emulator (its
+/// systems 1 to 3, as `tests/beds/bmc/redfish-start.sh` names them).
 pub const RACK: [(&str, &str, &str); 3] = [
     (
         "52:54:00:90:00:01",
@@ -35,97 +32,53 @@ pub const RACK: [(&str, &str, &str); 3] = [
     ),
 ];
 
-/// sushy-emulator (fake driver) with the rack's three systems, on a free
-/// loopback port over HTTPS, with an htpasswd file.
+/// sushy-emulator (fake driver) with the rack's three systems, started by
+/// `tests/beds/bmc/redfish-start.sh` in a temp dir.
 pub struct Emulator {
-    child: Child,
+    pid: u32,
     pub port: u16,
     pub fingerprint: String,
+    pub user: String,
+    pub password: String,
     pub dir: tempfile::TempDir,
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
     }
 }
 
 impl Emulator {
     pub fn start(power: &str) -> Emulator {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        std::fs::write(d.join("cert.pem"), made.cert.pem()).unwrap();
-        std::fs::write(d.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
-        let htpasswd = Command::new("htpasswd")
-            .args(["-nbB", USER, PASSWORD])
+        let out = Command::new(super::repo_root().join("tests/beds/bmc/redfish-start.sh"))
+            .arg(dir.path())
+            .arg(power)
+            .arg(RACK.len().to_string())
             .output()
-            .expect("htpasswd (apache2-utils)");
-        assert!(htpasswd.status.success(), "{htpasswd:?}");
-        std::fs::write(d.join("htpasswd"), htpasswd.stdout).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let systems: String = RACK
-            .iter()
-            .map(|(_, name, uuid)| {
-                format!(
-                    "{{'uuid': '{uuid}', 'name': '{name}', 'power_state': '{power}', 'boot_device': 'Hdd', 'boot_mode': 'Legacy', 'external_notifier': False, 'nics': []}},"
-                )
-            })
-            .collect();
-        let dp = d.display();
-        std::fs::write(
-            d.join("emulator.conf"),
-            format!(
-                "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
-                 SUSHY_EMULATOR_LISTEN_PORT = {port}\n\
-                 SUSHY_EMULATOR_SSL_CERT = '{dp}/cert.pem'\n\
-                 SUSHY_EMULATOR_SSL_KEY = '{dp}/key.pem'\n\
-                 SUSHY_EMULATOR_AUTH_FILE = '{dp}/htpasswd'\n\
-                 SUSHY_EMULATOR_STATE_DIR = '{dp}/state'\n\
-                 SUSHY_EMULATOR_FAKE_DRIVER = True\n\
-                 SUSHY_EMULATOR_FAKE_SYSTEMS = [{systems}]\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(d.join("emulator.log")).unwrap();
-        // Python's root logger at INFO: the emulator logs each reset it
-        // receives, with its ResetType, at INFO.
-        let child = Command::new("python3")
-            .args([
-                "-c",
-                "import logging, sys\n\
-                 logging.getLogger().setLevel(logging.INFO)\n\
-                 from sushy_tools.emulator.main import main\n\
-                 sys.exit(main())",
-            ])
-            .env("SUSHY_EMULATOR_CONFIG", d.join("emulator.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("python3");
-        let fingerprint = super::tls::fingerprint(made.cert.der());
-        let emulator = Emulator {
-            child,
-            port,
-            fingerprint,
-            dir,
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sushy-emulator did not start ({NEEDS_SUSHY}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("redfish.env")).unwrap();
+        let var = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key} in redfish.env"))
+                .to_owned()
         };
-        eventually(WAIT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "sushy-emulator did not start ({NEEDS_SUSHY}): {}",
-                emulator.log()
-            )
-        });
-        emulator
+        let password = std::fs::read_to_string(var("REDFISH_PASSWORD_FILE")).unwrap();
+        Emulator {
+            pid: var("REDFISH_PID").parse().unwrap(),
+            port: var("REDFISH_PORT").parse().unwrap(),
+            fingerprint: var("REDFISH_FINGERPRINT"),
+            user: var("REDFISH_USER"),
+            password: password.trim().to_owned(),
+            dir,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -148,7 +101,7 @@ impl Emulator {
     pub fn system(&self, uuid: &str) -> serde_json::Value {
         let out = Command::new("curl")
             .args(["-sS", "--fail", "--insecure", "--user"])
-            .arg(format!("{USER}:{PASSWORD}"))
+            .arg(format!("{}:{}", self.user, self.password))
             .arg(format!(
                 "https://127.0.0.1:{}/redfish/v1/Systems/{uuid}",
                 self.port
@@ -171,8 +124,8 @@ pub fn bed(emulator: &Emulator, password: &str) -> Bed {
     )
     .unwrap();
     let mut yaml = format!(
-        "groups:\n  rack9:\n    match: {{ hostname: [\"r9n*\"] }}\n    profile:\n      bmc:\n        driver: redfish\n        address: https://127.0.0.1:{}\n        username: {USER}\n        password_file: ../bmc/rack9.pass\n        tls: \"{}\"\nhosts:\n",
-        emulator.port, emulator.fingerprint
+        "groups:\n  rack9:\n    match: {{ hostname: [\"r9n*\"] }}\n    profile:\n      bmc:\n        driver: redfish\n        address: https://127.0.0.1:{}\n        username: {}\n        password_file: ../bmc/rack9.pass\n        tls: \"{}\"\nhosts:\n",
+        emulator.port, emulator.user, emulator.fingerprint
     );
     for (mac, name, uuid) in RACK {
         yaml.push_str(&format!(
