@@ -48,39 +48,38 @@ pub(crate) fn power(
         anyhow::bail!("name the hosts or groups, then the action: kickstand power node07 cycle");
     };
     let verb = parse_verb(verb)?;
-    let Some(cli) = CommandConfig::load(config) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let targets = cli.resolve_hosts(who)?;
-    let daemon = Daemon::operator(&cli.appliance)?;
-    let results = in_parallel(&targets, |t| power_one(&daemon, t, verb, pxe, yes));
-    let mut ok = true;
-    for (t, result) in targets.iter().zip(results) {
-        match result {
-            Ok(said) => outln!("{:<20} {said}", t.hostname),
-            Err(e) => {
-                ok = false;
-                eprintln!("kickstand: {}: {e:#}", t.hostname);
-            }
-        }
-    }
-    Ok(exit(ok))
+    for_each_host(config, who, |daemon, t| {
+        power_one(daemon, t, verb, pxe, yes)
+    })
 }
 
 /// `kickstand rearm <host>… --reboot`: each host re-armed, then power
 /// cycled with a one-time network boot (the operator asked for the
 /// reinstall: no `--yes` needed).
 pub(crate) fn rearm_and_reboot(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
+    for_each_host(config, who, |daemon, t| {
+        reinstall(daemon, t).map(|said| format!("re-armed; {said}"))
+    })
+}
+
+/// `act` on every host `who` names, [`AT_ONCE`] at a time, through the
+/// running daemon as the operator: a line for each, in the order named
+/// (errors on stderr); fails if any did.
+fn for_each_host(
+    config: &Path,
+    who: &[String],
+    act: impl Fn(&Daemon, &Target) -> anyhow::Result<String> + Sync,
+) -> anyhow::Result<ExitCode> {
     let Some(cli) = CommandConfig::load(config) else {
         return Ok(ExitCode::FAILURE);
     };
     let targets = cli.resolve_hosts(who)?;
     let daemon = Daemon::operator(&cli.appliance)?;
-    let results = in_parallel(&targets, |t| reinstall(&daemon, t));
+    let results = in_parallel(&targets, |t| act(&daemon, t));
     let mut ok = true;
     for (t, result) in targets.iter().zip(results) {
         match result {
-            Ok(said) => outln!("{:<20} re-armed; {said}", t.hostname),
+            Ok(said) => outln!("{:<20} {said}", t.hostname),
             Err(e) => {
                 ok = false;
                 eprintln!("kickstand: {}: {e:#}", t.hostname);
