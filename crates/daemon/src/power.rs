@@ -8,7 +8,7 @@
 //! `power.poll_interval` with [`POLL_SLOTS`] calls at once, kept in
 //! memory: a view never waits for a BMC.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -115,13 +115,27 @@ impl Power {
                 .values()
                 .filter_map(|h| Some((h.mac, h.bmc.clone()?)))
                 .collect();
-            lock(&self.states).retain(|mac, _| bmcs.iter().any(|(m, _)| m == mac));
+            {
+                // Hosts that lost their BMC go; new ones show as not read yet.
+                let mut states = lock(&self.states);
+                let with_bmc: HashSet<Mac> = bmcs.iter().map(|(mac, _)| *mac).collect();
+                states.retain(|mac, _| with_bmc.contains(mac));
+                for (mac, bmc) in &bmcs {
+                    states.entry(*mac).or_insert_with(|| PowerView {
+                        bmc: bmc.address(),
+                        state: None,
+                        error: None,
+                        read_at: None,
+                    });
+                }
+            }
             let mut reads = tokio::task::JoinSet::new();
             for (mac, bmc) in bmcs {
                 let power = self.clone();
                 reads.spawn(async move {
                     let slot = power.poll_slots.clone().acquire_owned().await;
                     let read = power.call(&bmc, None, None, slot.ok()).await;
+                    // A call without an action always answers a state.
                     power.remember(mac, &bmc, read.map(|s| s.unwrap_or(PowerState::Changing)));
                 });
             }
