@@ -608,7 +608,8 @@ impl BootView for PacketView<'_> {
                 }
                 let detail = json!({
                     "boot_file": reply.boot_file,
-                    "arch": reply.firmware.map(|f| format!("{f:?}")),
+                    "arch": reply.firmware.map(|f| f.name()),
+                    "client_arch": reply.client_arch,
                 });
                 // In memory now, on disk with the writer's next batch: the
                 // reply never waits for either.

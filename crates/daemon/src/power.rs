@@ -17,7 +17,7 @@ use kickstand_bmc::{BootMode, PowerAction, PowerState};
 use kickstand_http::route::PowerVerb;
 use kickstand_http::{ApiError, Reply};
 use kickstand_profiles::Mac;
-use kickstand_profiles::model::{Bmc, BmcDriver, Host};
+use kickstand_profiles::model::{Arch, Bmc, BmcDriver};
 use kickstand_state::{Event, EventKind, Phase, StateStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -208,7 +208,9 @@ impl Power {
                 verb.as_str()
             )));
         }
-        let mode = req.pxe.then(|| boot_mode(host, &self.store.recent(mac)));
+        let mode = req
+            .pxe
+            .then(|| boot_mode(host.arch, &self.store.recent(mac)));
         let done = self.call(bmc, action, mode, None).await;
         let mut detail = json!({
             "action": verb.as_str(),
@@ -329,22 +331,58 @@ fn connect(bmc: &Bmc, timeout: Duration) -> Result<kickstand_bmc::Bmc, CallError
     })
 }
 
-/// The firmware mode of a one-time network boot: the one the host's
-/// firmware last asked ProxyDHCP with (`bios` → legacy). An ARM64 host,
-/// or one never seen, boots UEFI: what servers ship with.
-fn boot_mode(host: &Host, recent: &[Event]) -> BootMode {
-    let seen = recent.iter().rev().find_map(|e| {
-        let arch = e.detail.get("arch")?.as_str()?.to_ascii_lowercase();
-        if arch == "bios" {
-            Some(BootMode::Legacy)
-        } else if arch.contains("efi") {
-            Some(BootMode::Uefi)
-        } else {
-            None
+/// The firmware mode of a one-time network boot: the one the host last
+/// asked ProxyDHCP from (its client architecture, 0 being BIOS, as its
+/// firmware or the iPXE on top reported it). An ARM64 host, or one never
+/// seen, boots UEFI: what servers ship with.
+fn boot_mode(arch: Arch, recent: &[Event]) -> BootMode {
+    let seen = recent
+        .iter()
+        .rev()
+        .filter(|e| e.kind == EventKind::DhcpOffer)
+        .find_map(|e| e.detail.get("client_arch")?.as_u64())
+        .map(|arch| {
+            if arch == 0 {
+                BootMode::Legacy
+            } else {
+                BootMode::Uefi
+            }
+        });
+    match arch {
+        Arch::Aarch64 => BootMode::Uefi,
+        Arch::X86_64 => seen.unwrap_or(BootMode::Uefi),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(client_arch: Option<u16>) -> Event {
+        Event {
+            id: 1,
+            time: SystemTime::UNIX_EPOCH,
+            mac: "52:54:00:10:00:07".parse().expect("mac"),
+            appliance: "a".into(),
+            kind: EventKind::DhcpOffer,
+            detail: json!({"arch": "ipxe", "client_arch": client_arch}),
         }
-    });
-    match host.arch {
-        kickstand_profiles::model::Arch::Aarch64 => BootMode::Uefi,
-        _ => seen.unwrap_or(BootMode::Uefi),
+    }
+
+    /// The newest offer's client architecture decides, iPXE's too: an
+    /// iPXE ROM on BIOS reports 0.
+    #[test]
+    fn the_boot_mode_is_the_firmware_the_host_last_reported() {
+        let bios = [offer(Some(7)), offer(Some(0))];
+        assert_eq!(boot_mode(Arch::X86_64, &bios), BootMode::Legacy);
+        let uefi = [offer(Some(0)), offer(Some(7))];
+        assert_eq!(boot_mode(Arch::X86_64, &uefi), BootMode::Uefi);
+        assert_eq!(
+            boot_mode(Arch::X86_64, &[offer(None)]),
+            BootMode::Uefi,
+            "unsaid"
+        );
+        assert_eq!(boot_mode(Arch::X86_64, &[]), BootMode::Uefi, "never seen");
+        assert_eq!(boot_mode(Arch::Aarch64, &bios), BootMode::Uefi);
     }
 }

@@ -438,6 +438,7 @@ fn full<H: HostLookup + ?Sized>(
         dest,
         mac,
         firmware: plan.as_ref().map(|p| p.firmware),
+        client_arch: proxy::reported_arch(&req),
         boot_file: plan.map(|p| p.file),
         leased,
     })

@@ -185,6 +185,10 @@ pub struct Reply {
     /// For the log line.
     pub mac: Mac,
     pub firmware: Option<Firmware>,
+    /// The client architecture it reported (option 93, else its vendor
+    /// class's `Arch:`), iPXE's too: whether the machine under iPXE is
+    /// BIOS (0) or UEFI, for a one-time network boot set through its BMC.
+    pub client_arch: Option<u16>,
     pub boot_file: Option<String>,
     /// The address this reply acknowledges as the client's lease (full
     /// mode's ACK of a REQUEST): where the machine is from now on.
@@ -390,6 +394,7 @@ fn proxy<H: HostLookup + ?Sized>(
         dest,
         mac: req.mac,
         firmware: Some(plan.firmware),
+        client_arch: reported_arch(&req),
         boot_file: Some(plan.file),
         leased: None,
     })
@@ -488,6 +493,11 @@ fn is_ipxe(req: &Request<'_>) -> bool {
     // iPXE sends the bare string rather than RFC 3004 length-prefixed classes.
     let user_class = req.option(opt::USER_CLASS).unwrap_or_default();
     req.option(opt::IPXE_ENCAP).is_some() || user_class.windows(4).any(|w| w == b"iPXE")
+}
+
+/// The architecture the client reported, if it did, readably.
+pub(crate) fn reported_arch(req: &Request<'_>) -> Option<u16> {
+    client_arch(req, req.option(opt::VENDOR_CLASS).unwrap_or_default()).ok()
 }
 
 /// Option 93 (first entry), else the `Arch:NNNNN` field of a PXE vendor class.

@@ -17,8 +17,10 @@ use kickstand_profiles::Mac;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// ProxyDHCP answered. `{"boot_file": "ipxe.efi", "arch": "efi-x64"}`;
-    /// `boot_file` is an `http://…` URL when the offer is iPXE's script.
+    /// ProxyDHCP answered. `{"boot_file": "ipxe.efi", "arch": "uefi-x64",
+    /// "client_arch": 7}`; `boot_file` is an `http://…` URL when the offer
+    /// is iPXE's script; `arch` is `ipxe` for iPXE, whose `client_arch` (as
+    /// it reported it) tells the firmware under it (0: BIOS).
     DhcpOffer,
     /// ProxyDHCP did not answer. `{"reason": "no-profile", "arch": "bios"}`.
     DhcpIgnored,
