@@ -14,7 +14,8 @@
 //! grub-efi-amd64-signed, sbsigntool, grub-pc-bin, xorriso, mtools,
 //! dosfstools and fdisk (Secure Boot tree, test disks), and the ARM64 and
 //! HTTP boot self-checks qemu-system-arm, qemu-efi-aarch64 and PyPI's
-//! virt-firmware (`tests/setup-peers` installs them all).
+//! virt-firmware, and the IPMI test openipmi and ipmitool (`tests/setup-peers`
+//! installs them all).
 //!
 //! The `bed_selfcheck_*` tests run the stand-in (dnsmasq and small Python
 //! servers in Kickstand's place) on every firmware path: when they pass and
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const BED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/beds/netboot");
 const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates");
@@ -85,19 +86,19 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// What the bed's Kickstand config says beyond its hosts.
 #[derive(Debug, Clone, Copy)]
-struct Site {
+struct Site<'a> {
     /// `dhcp.unknown`.
     unknown: &'static str,
     /// A host whose install fails on purpose.
     failing: Option<&'static str>,
     /// Extra profile lines per host (MAC, YAML indented under the host).
-    extra: &'static [(&'static str, &'static str)],
+    extra: &'a [(&'a str, &'a str)],
     /// Also define `standin-9-arm`, the bed's arm64 tree (`arch: aarch64`).
     aarch64: bool,
 }
 
-impl Default for Site {
-    fn default() -> Site {
+impl Default for Site<'_> {
+    fn default() -> Self {
         Site {
             unknown: "ignore",
             failing: None,
@@ -148,6 +149,21 @@ enum Disk {
     /// GPT with an ESP holding Debian's signed shim and GRUB at
     /// `EFI/BOOT/BOOTX64.EFI` and `EFI/debian/shimx64.efi`.
     Uefi,
+    /// [`Disk::Bios`] that stays up after the marker: a running installed
+    /// system, for its BMC to power cycle.
+    BiosStaysUp,
+}
+
+impl Disk {
+    /// The image's path, as `bed.env` names it.
+    fn image(self, bed: &Bed) -> String {
+        let key = match self {
+            Disk::Bios => "DISK_BIOS",
+            Disk::Uefi => "DISK_UEFI",
+            Disk::BiosStaysUp => "DISK_BIOS_UP",
+        };
+        read_env(&bed.path("bed.env"), key)
+    }
 }
 
 /// Extras for one VM run (`vm.sh` options).
@@ -495,11 +511,7 @@ os:
         let serial = self.path(&format!("{name}.log"));
         let mut vm = Command::new(format!("{BED}/vm.sh"));
         if let Some(disk) = opts.disk {
-            let key = match disk {
-                Disk::Bios => "DISK_BIOS",
-                Disk::Uefi => "DISK_UEFI",
-            };
-            vm.arg("--disk").arg(read_env(&self.path("bed.env"), key));
+            vm.arg("--disk").arg(disk.image(self));
         }
         if opts.http_first {
             vm.arg("--http-first");
@@ -593,6 +605,26 @@ os:
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// The real `kickstand` CLI on the daemon's config, in the namespace
+    /// (the operator's token and pinned certificate are in its state dir):
+    /// (success, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_kickstand")])
+            .arg("--config")
+            .arg(self.path("site/kickstand.yaml"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kickstand in the bed's namespace");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// The build token the host's install script carries now.
@@ -1991,4 +2023,386 @@ fn bed_selfcheck_aarch64_pxe_loads_shim_grub_and_config() {
             "the stand-in never sent {file} over TFTP: {sent:#?}"
         );
     }
+}
+
+/// The bed of `ipmi_sim` as an IPMI BMC (`tests/beds/bmc`).
+const BMC_BED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/beds/bmc");
+/// The machine behind the BMC.
+const IPMI_MAC: &str = "52:54:00:12:37:01";
+/// What the stand-in installer prints last, installed or failed, before
+/// it powers the machine off.
+const INSTALLER_DONE: &str = "KS-STANDIN: powering off";
+
+/// A machine of the bed whose power is its IPMI BMC's: `ipmi_sim`
+/// (`tests/beds/bmc/start.sh`) in the bed's namespace, beside Kickstand,
+/// with vm.sh's QEMU command line (`--print`) as the machine it starts and
+/// kills. Every power-on is a new QEMU process appending to one serial
+/// log. Stopped on drop (declare it after the [`Bed`], so it goes first).
+#[derive(Debug)]
+struct BmcMachine {
+    /// start.sh's WORK: `bmc.env`, `power.log`, `ipmi_sim.log`, `machine.log`.
+    dir: PathBuf,
+    ns: String,
+    serial: PathBuf,
+}
+
+impl Bed {
+    /// The machine `mac` with `disk`, behind a BMC that has not powered it on.
+    fn bmc_machine(&self, fw: Firmware, mac: &str, disk: Disk, name: &str) -> BmcMachine {
+        let serial = self.path(&format!("{name}.log"));
+        let out = Command::new(format!("{BED}/vm.sh"))
+            .arg("--print")
+            .arg("--disk")
+            .arg(disk.image(self))
+            .arg(self.work.path())
+            .args([fw.arg(), mac])
+            .arg(&serial)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/beds/netboot/vm.sh --print");
+        assert!(out.status.success(), "vm.sh --print: {}", out.status);
+        let qemu = String::from_utf8(out.stdout).expect("vm.sh prints text");
+        let machine = BmcMachine {
+            dir: self.path("bmc"),
+            ns: self.ns.clone(),
+            serial,
+        };
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.ns, &format!("{BMC_BED}/start.sh")])
+            .arg(&machine.dir)
+            .args(qemu.lines())
+            .stdin(Stdio::null())
+            .status()
+            .expect("run tests/beds/bmc/start.sh");
+        assert!(
+            status.success(),
+            "start.sh failed: {status} (needs openipmi, ipmitool)"
+        );
+        machine
+    }
+}
+
+impl BmcMachine {
+    fn env(&self, key: &str) -> String {
+        read_env(&self.dir.join("bmc.env"), key)
+    }
+
+    /// The `bmc:` of the machine's host profile.
+    fn profile(&self) -> String {
+        format!(
+            "    bmc:
+      driver: ipmi
+      address: {}:{}
+      username: {}
+      password_file: {}
+      # ipmi_sim does not answer Get Channel Cipher Suites.
+      cipher_suite: 3
+",
+            self.env("BMC_HOST"),
+            self.env("BMC_PORT"),
+            self.env("BMC_USER"),
+            self.env("BMC_PASSWORD_FILE"),
+        )
+    }
+
+    /// `ipmitool`, the reference client, from the namespace: its output.
+    fn ipmitool(&self, args: &[&str]) -> String {
+        let password = fs::read_to_string(self.env("BMC_PASSWORD_FILE")).expect("bmc.pass");
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "ipmitool", "-I", "lanplus", "-C", "3",
+            ])
+            .args(["-H", &self.env("BMC_HOST"), "-p", &self.env("BMC_PORT")])
+            .args(["-U", &self.env("BMC_USER"), "-E"])
+            .args(args)
+            .env("IPMI_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ipmitool in the bed's namespace");
+        assert!(out.status.success(), "ipmitool {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn is_on(&self) -> bool {
+        self.ipmitool(&["chassis", "power", "status"])
+            .contains("Chassis Power is on")
+    }
+
+    /// The BMC's power changes as its chassis control made them: (`on` or
+    /// `off`, the machine's pid). A machine that powered itself off is not
+    /// one.
+    fn power_log(&self) -> Vec<(String, u32)> {
+        read_lossy(&self.dir.join("power.log"))
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace().skip(1);
+                Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The data of every Set System Boot Options request the BMC received,
+    /// as ipmi_sim's message log shows them (`05 …`: the boot flags).
+    fn boot_option_requests(&self) -> Vec<String> {
+        let log = read_lossy(&self.dir.join("ipmi_sim.log"));
+        let lines: Vec<&str> = log.lines().collect();
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("netfn=0x0 cmd=0x8 "))
+            .filter_map(|(i, _)| lines.get(i + 2).map(|d| d.trim().to_owned()))
+            .collect()
+    }
+
+    /// Bytes on the serial console so far: where the next boot starts.
+    fn serial_len(&self) -> usize {
+        fs::metadata(&self.serial).map_or(0, |m| m.len() as usize)
+    }
+
+    fn serial_since(&self, from: usize) -> String {
+        let bytes = fs::read(&self.serial).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the serial console past `from` shows one of `texts`;
+    /// which one, or `None` after [`VM_LIMIT`].
+    fn wait_serial(&self, from: usize, texts: &[&'static str]) -> Option<&'static str> {
+        let deadline = Instant::now() + VM_LIMIT;
+        while Instant::now() < deadline {
+            let seen = self.serial_since(from);
+            if let Some(text) = texts.iter().find(|t| seen.contains(**t)) {
+                return Some(text);
+            }
+            sleep(Duration::from_millis(250));
+        }
+        None
+    }
+
+    /// Waits until the BMC says the machine is off.
+    fn wait_off(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if !self.is_on() {
+                return true;
+            }
+            sleep(Duration::from_millis(500));
+        }
+        false
+    }
+
+    /// From a power-on at `from` on the serial console: the install runs
+    /// to its end, reports installed and the machine powers off.
+    fn assert_installs(&self, from: usize, mac: &str, what: &str) {
+        let mut stop = vec![INSTALLER_DONE];
+        stop.extend_from_slice(GAVE_UP);
+        let end = self.wait_serial(from, &stop);
+        let serial = self.serial_since(from);
+        assert_eq!(
+            end,
+            Some(INSTALLER_DONE),
+            "{what}: no install ran to its end"
+        );
+        for marker in [
+            format!("{KICKSTART_FETCHED}{mac}"),
+            format!("KS-STANDIN: reported installed for {mac}"),
+        ] {
+            assert!(
+                serial.contains(&marker),
+                "{what}: serial console lacks `{marker}`"
+            );
+        }
+        assert!(
+            self.wait_off(),
+            "{what}: the BMC never saw the machine power off"
+        );
+    }
+
+    /// From a power-on at `from`: the machine boots its disk (network
+    /// first: Kickstand sends it there), never the installer.
+    fn assert_boots_disk(&self, from: usize, what: &str) {
+        let end = self.wait_serial(from, DISK_OR_STUCK);
+        assert_eq!(
+            end,
+            Some(DISK_MARKER),
+            "{what}: the machine did not reach its disk"
+        );
+        assert!(
+            self.serial_since(from)
+                .contains(&format!("{DISK_MARKER} (pc, (hd0))")),
+            "{what}: not the BIOS disk"
+        );
+    }
+}
+
+impl Drop for BmcMachine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in ["power.log", "machine.log", "ipmi_sim.log"] {
+                let text = read_lossy(&self.dir.join(name));
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                eprintln!(
+                    "===== bmc/{name} (last {} lines) =====\n{}",
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
+        let _ = Command::new(format!("{BMC_BED}/stop.sh"))
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// When Kickstand's log first shows `mac`'s kickstart served.
+fn kickstart_served_at(log: &str, mac: &str) -> Option<SystemTime> {
+    let line = log.lines().find(|l| {
+        l.contains("status=200")
+            && mac_forms(mac)
+                .iter()
+                .any(|m| l.contains(&format!("/ks/{m}")))
+    })?;
+    humantime::parse_rfc3339_weak(line.split_whitespace().next()?).ok()
+}
+
+fn secs_between(from: SystemTime, to: Option<SystemTime>) -> f64 {
+    to.and_then(|t| t.duration_since(from).ok())
+        .map_or(f64::NAN, |d| d.as_secs_f64())
+}
+
+/// The IPMI end to end: `ipmi_sim` is the BMC of a SeaBIOS + iPXE machine
+/// with its disk, in the bed's namespace where Kickstand reaches it on
+/// loopback. Powered on by hand (ipmitool) the machine installs and powers
+/// off; powered on through Kickstand it boots its disk and keeps running.
+/// Then `kickstand rearm node07 --reboot`: the BMC power cycles it (a new
+/// QEMU process), it PXE-boots into the installer, fetches its kickstart
+/// with a new build token and reinstalls; its next power-on through
+/// Kickstand boots its disk again. Then the same reinstall by hand (off,
+/// `rearm`, `ipmitool chassis power on`), for the figures it prints: each
+/// way's seconds to the kickstart fetched, as Kickstand's log says.
+#[test]
+#[ignore = "peer: needs root, netns, qemu, openipmi, ipmitool; run by tests/run"]
+fn rearm_reboot_power_cycles_an_ipmi_machine_that_reinstalls_then_boots_its_disk() {
+    let mut bed = Bed::bring_up(BedMode::Kickstand);
+    let machine = bed.bmc_machine(Firmware::Bios, IPMI_MAC, Disk::BiosStaysUp, "ipmi");
+    let bmc = machine.profile();
+    bed.write_site(
+        &[(IPMI_MAC, "node07")],
+        &Site {
+            extra: &[(IPMI_MAC, &bmc)],
+            ..Site::default()
+        },
+    );
+    bed.start_daemon();
+
+    // Powered on with ipmitool, it installs (and meets the office DHCP,
+    // which pings a new address for 3 s, and Kickstand's empty cache).
+    machine.ipmitool(&["chassis", "power", "on"]);
+    machine.assert_installs(0, IPMI_MAC, "first install");
+    assert_eq!(bed.phase(IPMI_MAC), "installed");
+    let first_token = bed.stored_token(IPMI_MAC).expect("the install's token");
+
+    // Through Kickstand: it boots its disk and stays up, a running system.
+    let from = machine.serial_len();
+    let (ok, out, err) = bed.cli(&["power", "node07", "on"]);
+    assert!(ok && out.contains("powered on"), "{out}{err}");
+    machine.assert_boots_disk(from, "boot after the install");
+    assert!(machine.is_on(), "the installed system is not running");
+    let running = machine.power_log();
+
+    // The operator reinstalls it.
+    let from = machine.serial_len();
+    let log_from = bed.daemon_log().len();
+    let rearmed = SystemTime::now();
+    let (ok, out, err) = bed.cli(&["rearm", "node07", "--reboot"]);
+    let answered = rearmed.elapsed().unwrap_or_default();
+    assert!(ok, "rearm --reboot failed: {out}{err}");
+    assert!(
+        out.contains("re-armed; power cycled, next boot from the network ("),
+        "{out}"
+    );
+    machine.assert_installs(from, IPMI_MAC, "reinstall");
+    let rearm_fetched = kickstart_served_at(&bed.daemon_log()[log_from..], IPMI_MAC);
+    // Power cycled, not just powered on: the running machine went off and
+    // a new one came up.
+    let cycle = &machine.power_log()[running.len()..];
+    let (_, was) = running
+        .last()
+        .cloned()
+        .expect("the running machine's power-on");
+    assert!(
+        matches!(cycle, [(off, p), (on, q)] if off == "off" && *p == was && on == "on" && *q != was),
+        "the BMC did not power cycle machine {was}: {cycle:?}"
+    );
+    // The one-time network boot reached the BMC: boot flags valid, next
+    // boot only (0x80, 0xa0 with the EFI bit); PXE (0x04).
+    let flags = machine.boot_option_requests();
+    let pxe_once = flags
+        .iter()
+        .find(|f| ["05 80 04 00 00 00", "05 a0 04 00 00 00"].contains(&f.as_str()))
+        .unwrap_or_else(|| panic!("the BMC got no one-time PXE boot: {flags:?}"));
+    assert_eq!(bed.phase(IPMI_MAC), "installed");
+    let second_token = bed.stored_token(IPMI_MAC).expect("the reinstall's token");
+    assert_ne!(second_token, first_token, "the reinstall gets a new token");
+    let (status, _) = bed.http("GET", &format!("/ks/{IPMI_MAC}?token={first_token}"));
+    assert_eq!(status, 403, "the first install's token still works");
+
+    // Boot once: the next power-on through Kickstand reaches the disk.
+    let from = machine.serial_len();
+    let (ok, out, err) = bed.cli(&["power", "node07", "on"]);
+    assert!(ok, "{out}{err}");
+    machine.assert_boots_disk(from, "boot after the reinstall");
+
+    // The same reinstall by hand, for the figures: off, re-armed, and
+    // powered on with ipmitool.
+    machine.ipmitool(&["chassis", "power", "off"]);
+    assert!(machine.wait_off(), "ipmitool did not power the machine off");
+    let (ok, out, err) = bed.cli(&["rearm", "node07"]);
+    assert!(ok, "{out}{err}");
+    let from = machine.serial_len();
+    let log_from = bed.daemon_log().len();
+    let by_hand = SystemTime::now();
+    machine.ipmitool(&["chassis", "power", "on"]);
+    machine.assert_installs(from, IPMI_MAC, "reinstall by hand");
+    let by_hand_fetched = kickstart_served_at(&bed.daemon_log()[log_from..], IPMI_MAC);
+
+    let timeline = bed.json(&format!("/api/hosts/{IPMI_MAC}/timeline"));
+    let power: Vec<&serde_json::Value> = timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "power")
+        .map(|e| &e["detail"])
+        .collect();
+    let actions: Vec<(&str, bool)> = power
+        .iter()
+        .map(|d| (d["action"].as_str().unwrap_or_default(), d["pxe"] == true))
+        .collect();
+    assert_eq!(
+        actions,
+        [("on", false), ("cycle", true), ("on", false)],
+        "{power:?}"
+    );
+    assert!(power.iter().all(|d| d.get("error").is_none()), "{power:?}");
+    let (ok, audit, err) = bed.cli(&["audit"]);
+    assert!(ok, "{err}");
+    for action in ["power-on", "power-cycle"] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains(action) && l.contains(IPMI_MAC)),
+            "no {action} of {IPMI_MAC} in the audit log:\n{audit}"
+        );
+    }
+
+    eprintln!(
+        "netboot: ipmi: power-on by hand (ipmitool) → kickstart fetched in {:.1} s",
+        secs_between(by_hand, by_hand_fetched)
+    );
+    eprintln!(
+        "netboot: ipmi: `kickstand rearm --reboot` → kickstart fetched in {:.1} s (the command answered in {:.2} s; boot flags sent: {pxe_once})",
+        secs_between(rearmed, rearm_fetched),
+        answered.as_secs_f64()
+    );
 }

@@ -52,6 +52,7 @@ WORK=$work
 MIRROR_TREE=$tree
 MIRROR_TREE_AA64=$tree_aa64
 DISK_BIOS=$standin/disks/bios.img
+DISK_BIOS_UP=$standin/disks/bios-up.img
 DISK_UEFI=$standin/disks/uefi.img
 ENV
 

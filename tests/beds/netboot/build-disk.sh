@@ -6,6 +6,9 @@
 #   OUT/bios.img  BIOS: GRUB for i386-pc (grub-mkrescue's hybrid image, which
 #                 SeaBIOS boots as a hard disk). Prints
 #                 "KS-DISK: booted from disk (pc, ...)".
+#   OUT/bios-up.img  the same, but it stays up after the marker (GRUB
+#                 sleeps): a running installed system, for a BMC to power
+#                 cycle (the IPMI test; QEMU exits when the others halt).
 #   OUT/uefi.img  UEFI: GPT with one EFI system partition laid out like an
 #                 installed Debian: EFI/BOOT/BOOTX64.EFI (fallback path) and
 #                 EFI/debian/shimx64.efi are Debian's signed shim, next to
@@ -30,7 +33,7 @@ shim=/usr/lib/shim/shimx64.efi.signed
 grub=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
 
 key=$( { sha256sum "$0"; dpkg-query -W -f='${Package} ${Version}\n' "${pkgs[@]}"; } | sha256sum | cut -c1-16)
-if [[ -f $out/stamp && $(cat "$out/stamp") == "$key" && -s $out/bios.img && -s $out/uefi.img ]]; then
+if [[ -f $out/stamp && $(cat "$out/stamp") == "$key" && -s $out/bios.img && -s $out/bios-up.img && -s $out/uefi.img ]]; then
   exit 0
 fi
 mkdir -p "$out"
@@ -39,16 +42,21 @@ trap 'rm -rf "$stage"' EXIT
 
 # BIOS: GRUB on i386-pc only; its console is mirrored to COM1 explicitly,
 # since the VM has no VGA.
-mkdir -p "$stage/iso/boot/grub"
-cat >"$stage/iso/boot/grub/grub.cfg" <<'CFG'
+bios_disk() { # IMAGE LAST-COMMAND
+  rm -rf "$stage/iso"
+  mkdir -p "$stage/iso/boot/grub"
+  cat >"$stage/iso/boot/grub/grub.cfg" <<CFG
 serial --unit=0 --speed=115200
 terminal_output --append serial
-echo "KS-DISK: booted from disk ($grub_platform, $cmdpath)"
-halt
+echo "KS-DISK: booted from disk (\$grub_platform, \$cmdpath)"
+$2
 CFG
-grub-mkrescue -d /usr/lib/grub/i386-pc --locales= --fonts= --themes= \
-  --compress=xz -o "$stage/bios.img" "$stage/iso" >"$stage/mkrescue.log" 2>&1 ||
-  { cat "$stage/mkrescue.log" >&2; exit 1; }
+  grub-mkrescue -d /usr/lib/grub/i386-pc --locales= --fonts= --themes= \
+    --compress=xz -o "$1" "$stage/iso" >"$stage/mkrescue.log" 2>&1 ||
+    { cat "$stage/mkrescue.log" >&2; exit 1; }
+}
+bios_disk "$stage/bios.img" halt
+bios_disk "$stage/bios-up.img" "sleep 86400"
 
 # UEFI: OVMF's console (the VM's COM1) carries GRUB's output.
 cat >"$stage/grub.cfg" <<'CFG'
@@ -69,5 +77,6 @@ printf 'label: gpt\nstart=2048, size=%d, type=C12A7328-F81F-11D2-BA4B-00A0C93EC9
 dd if="$stage/esp.img" of="$stage/uefi.img" bs=512 seek=2048 conv=notrunc status=none
 
 mv "$stage/bios.img" "$out/bios.img"
+mv "$stage/bios-up.img" "$out/bios-up.img"
 mv "$stage/uefi.img" "$out/uefi.img"
 echo "$key" >"$out/stamp"

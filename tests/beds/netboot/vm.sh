@@ -1,7 +1,7 @@
 #!/bin/bash
 # Boots one QEMU machine (TCG) on the bed's tap device and waits for it.
 #
-# Usage: vm.sh [--disk IMAGE] [--http-first] WORKDIR FIRMWARE MAC SERIAL_LOG [TIMEOUT_SECONDS]
+# Usage: vm.sh [--disk IMAGE] [--http-first] [--print] WORKDIR FIRMWARE MAC SERIAL_LOG [TIMEOUT_SECONDS]
 #   FIRMWARE:
 #   bios:     SeaBIOS; the NIC's default option ROM is QEMU's iPXE (ipxe-qemu).
 #   uefi:     OVMF with the NIC's option ROM disabled, so the firmware's
@@ -17,6 +17,12 @@
 #   --http-first   UEFI only: the NIC's UEFI HTTP boot (IPv4) option is
 #             moved first in the VM's BootOrder, ahead of PXE, so HTTP boot
 #             is tried first without breaking TFTP (see set-http-first.py).
+#   --print   prints the machine's QEMU command line, one argument a line,
+#             instead of running it: for a BMC that powers it on and off
+#             (tests/beds/bmc/start.sh, run in $NS). No timeout and no
+#             -no-reboot (a guest reboot resets the machine, as on real
+#             hardware: power is the BMC's), and every power-on appends to
+#             SERIAL_LOG.
 # Exits with QEMU's status (0 after the guest powers off), 124 on timeout.
 # Without --disk the machine has no disk: "boot to local disk" falls through.
 set -euo pipefail
@@ -24,15 +30,17 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 disk=""
 http_first=""
+print=""
 while [[ ${1:-} == --* ]]; do
   case $1 in
     --disk) disk=${2:?--disk needs an image}; shift 2 ;;
     --http-first) http_first=1; shift ;;
+    --print) print=1; shift ;;
     *) echo "vm.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 
-work=${1:?usage: vm.sh [--disk IMAGE] [--http-first] WORKDIR bios|uefi|uefi-sb|aarch64 MAC SERIAL_LOG [TIMEOUT]}
+work=${1:?usage: vm.sh [--disk IMAGE] [--http-first] [--print] WORKDIR bios|uefi|uefi-sb|aarch64 MAC SERIAL_LOG [TIMEOUT]}
 fw=${2:?firmware: bios|uefi|uefi-sb|aarch64}
 mac=${3:?mac}
 serial=${4:?serial log}
@@ -41,7 +49,8 @@ limit=${5:-240}
 source "$work/bed.env"
 
 qemu=qemu-system-x86_64
-args=(-m 768 -smp 1 -nodefaults -display none -vga none -no-reboot -monitor none)
+args=(-m 768 -smp 1 -nodefaults -display none -vga none -monitor none)
+[[ -n $print ]] || args+=(-no-reboot)
 # With a disk the order is set per device; without one, network only.
 if [[ -n $disk ]]; then
   [[ -r $disk ]] || { echo "vm.sh: cannot read disk $disk" >&2; exit 1; }
@@ -125,9 +134,14 @@ if [[ -n $http_first ]]; then
 fi
 
 : >"$serial"
+tap=(-netdev "tap,id=n0,ifname=kstap0,script=no,downscript=no")
+if [[ -n $print ]]; then
+  printf '%s\n' "$qemu" "${args[@]}" "${tap[@]}" \
+    -chardev "file,id=ser0,path=$serial,append=on" -serial chardev:ser0
+  exit 0
+fi
 status=0
-timeout --kill-after=5 "$limit" ip netns exec "$NS" "$qemu" "${args[@]}" \
-  -netdev tap,id=n0,ifname=kstap0,script=no,downscript=no \
+timeout --kill-after=5 "$limit" ip netns exec "$NS" "$qemu" "${args[@]}" "${tap[@]}" \
   -serial "file:$serial" -pidfile "$work/qemu.pid" </dev/null || status=$?
 rm -f "$work/qemu.pid"
 exit "$status"
