@@ -105,7 +105,7 @@ impl Endpoint {
         let (systems, _) = self.get::<Collection>(SYSTEMS).await?;
         match systems.members.as_slice() {
             [only] => Ok(only.id.clone()),
-            members => Err(Error::Protocol(several_systems(members))),
+            members => Err(Error::Protocol(not_one_system(members))),
         }
     }
 
@@ -358,8 +358,11 @@ impl System {
     }
 }
 
-fn several_systems(members: &[Link]) -> String {
+fn not_one_system(members: &[Link]) -> String {
     const SHOWN: usize = 8;
+    if members.is_empty() {
+        return format!("the BMC lists no computer system in {SYSTEMS}");
+    }
     let mut paths: Vec<&str> = members.iter().take(SHOWN).map(|m| m.id.as_str()).collect();
     if members.len() > SHOWN {
         paths.push("…");
@@ -465,6 +468,25 @@ mod tests {
             Some("Power state PowerCycle is not supported")
         );
         assert_eq!(redfish_message(b"<html>Internal error</html>"), None);
+    }
+
+    #[test]
+    fn not_one_system_says_what_to_do() {
+        let blades: Vec<Link> = (1..=10)
+            .map(|n| Link {
+                id: format!("/redfish/v1/Systems/Blade{n}"),
+            })
+            .collect();
+        assert_eq!(
+            not_one_system(&[]),
+            "the BMC lists no computer system in /redfish/v1/Systems"
+        );
+        let ten = not_one_system(&blades);
+        assert!(
+            ten.starts_with("the BMC lists 10 computer systems in /redfish/v1/Systems, not one: set `system:`")
+                && ten.ends_with("(/redfish/v1/Systems/Blade1, /redfish/v1/Systems/Blade2, /redfish/v1/Systems/Blade3, /redfish/v1/Systems/Blade4, /redfish/v1/Systems/Blade5, /redfish/v1/Systems/Blade6, /redfish/v1/Systems/Blade7, /redfish/v1/Systems/Blade8, …)"),
+            "{ten}"
+        );
     }
 
     #[test]
