@@ -294,7 +294,12 @@ async fn a_500_is_refused_with_the_status_and_the_bmc_message() {
         )
     })
     .await;
-    let err = bmc.bmc().power_state().await.unwrap_err();
+    // Spawned, as the daemon runs each BMC call beside everything else.
+    let call = bmc.bmc();
+    let err = tokio::spawn(async move { call.power_state().await })
+        .await
+        .unwrap()
+        .unwrap_err();
     let Error::Refused { what, why } = &err else {
         panic!("{err:?}")
     };
