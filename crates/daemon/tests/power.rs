@@ -370,3 +370,36 @@ fn ctrl_c_stops_an_install_from_starting_more() {
     assert_eq!(resets.len(), 1, "{resets:?}");
     assert_eq!(resets[0].0, RACK[0].2);
 }
+
+/// `tls:` naming a CA file checks the BMC's certificate chain and that it
+/// is for the address asked; `verify` (the public CAs) refuses the same BMC.
+#[test]
+#[ignore = "needs sushy-emulator (tests/setup-peers)"]
+fn a_bmc_certificate_is_checked_against_a_ca_file() {
+    let emulator = Emulator::start("Off");
+    let bed = bed(&emulator, &emulator.password);
+    std::fs::copy(&emulator.ca, bed.path("profiles/bmc/ca.pem")).unwrap();
+    let pinned = format!("tls: \"{}\"", emulator.fingerprint);
+    bed.edit("profiles/hosts/rack9.yaml", &pinned, "tls: ../bmc/ca.pem");
+    let daemon = Daemon::start(&bed.config());
+    let (_, name, _) = RACK[0];
+    let (ok, out, err) = cli(&bed, &["power", name, "status"]);
+    assert!(ok && out.contains("power off"), "{out}{err}");
+
+    bed.edit(
+        "profiles/hosts/rack9.yaml",
+        "tls: ../bmc/ca.pem",
+        "tls: verify",
+    );
+    let refused = eventually(WAIT, || {
+        let (ok, _, err) = cli(&bed, &["power", name, "status"]);
+        (!ok && err.contains("TLS")).then_some(err)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the public CAs took the BMC's certificate:\n{}",
+            daemon.log()
+        )
+    });
+    assert!(refused.to_lowercase().contains("issuer"), "{refused}");
+}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Starts sushy-tools' Redfish emulator (PyPI; its fake driver: machines that
 # are only state) on 127.0.0.1 with a free port, over HTTPS with a
-# self-signed certificate and an htpasswd file, with SYSTEMS machines in
+# certificate for IP 127.0.0.1 from a CA of its own, and an htpasswd file,
+# with SYSTEMS machines in
 # POWER ("On" or "Off"), booting from disk in legacy mode (so a PXE
 # override in UEFI mode shows). Returns once it answers. Writes
 # WORK/redfish.env (sourceable):
 #   REDFISH_PORT, REDFISH_FINGERPRINT (the certificate's SHA-256, AB:CD:…),
+#   REDFISH_CA (WORK/ca.pem, the CA that signed it),
 #   REDFISH_USER (admin), REDFISH_PASSWORD_FILE (WORK/bmc.pass, 0600),
 #   REDFISH_PID
 # System i (1…SYSTEMS) is /redfish/v1/Systems/5a0b1c2d-0000-4000-8000-<i,
@@ -27,9 +29,13 @@ systems=${3:-1}
 python3 -c 'import sushy_tools' 2>/dev/null || { echo "redfish-start.sh: sushy-tools missing (tests/setup-peers)" >&2; exit 1; }
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+openssl req -x509 "${ec[@]}" -days 2 -subj /CN=kickstand-test-bmc-ca \
+  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req "${ec[@]}" -subj /CN=127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$work/cert.ext"
+openssl x509 -req -in "$work/cert.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+  -days 2 -extfile "$work/cert.ext" -out "$work/cert.pem" 2>/dev/null
 fingerprint=$(openssl x509 -in "$work/cert.pem" -noout -fingerprint -sha256 | sed 's/.*=//')
 (umask 077 && od -An -N8 -tx1 /dev/urandom | tr -d ' \n' >"$work/bmc.pass")
 htpasswd -nbB admin "$(<"$work/bmc.pass")" >"$work/htpasswd"
@@ -67,6 +73,7 @@ curl -sfk "https://127.0.0.1:$port/redfish/v1/" >/dev/null ||
 cat >"$work/redfish.env" <<ENV
 REDFISH_PORT=$port
 REDFISH_FINGERPRINT=$fingerprint
+REDFISH_CA=$work/ca.pem
 REDFISH_USER=admin
 REDFISH_PASSWORD_FILE=$work/bmc.pass
 REDFISH_PID=$pid

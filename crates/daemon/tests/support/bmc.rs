@@ -38,6 +38,8 @@ pub struct Emulator {
     pid: u32,
     pub port: u16,
     pub fingerprint: String,
+    /// The CA that signed its certificate (for IP 127.0.0.1).
+    pub ca: std::path::PathBuf,
     pub user: String,
     pub password: String,
     pub dir: tempfile::TempDir,
@@ -75,6 +77,7 @@ impl Emulator {
             pid: var("REDFISH_PID").parse().unwrap(),
             port: var("REDFISH_PORT").parse().unwrap(),
             fingerprint: var("REDFISH_FINGERPRINT"),
+            ca: var("REDFISH_CA").into(),
             user: var("REDFISH_USER"),
             password: password.trim().to_owned(),
             dir,
