@@ -4,6 +4,7 @@
 //! hosts, asks for several at once, and for `install` paces the rack.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -130,17 +131,17 @@ pub(crate) fn install(config: &Path, who: &[String], parallel: usize) -> anyhow:
                 let phase = phases.iter().find(|(mac, _)| *mac == t.mac).map(|(_, p)| *p);
                 let gone = match phase {
                     Some(Phase::Installing | Phase::Installed) => {
-                        bar.println(format!("{:<20} installing", t.hostname));
+                        say(&bar, format!("{:<20} installing", t.hostname));
                         bar.inc(1);
                         true
                     }
                     Some(Phase::Failed) => {
-                        bar.println(format!("{:<20} failed before installing (kickstand timeline {})", t.hostname, t.hostname));
+                        say(&bar, format!("{:<20} failed before installing (kickstand timeline {})", t.hostname, t.hostname));
                         failed.insert(t.mac);
                         true
                     }
                     _ if since.elapsed() > STALL => {
-                        bar.println(format!("{:<20} not installing {} min after its power cycle; its place goes to the next (kickstand timeline {})", t.hostname, STALL.as_secs() / 60, t.hostname));
+                        say(&bar, format!("{:<20} not installing {} min after its power cycle; its place goes to the next (kickstand timeline {})", t.hostname, STALL.as_secs() / 60, t.hostname));
                         failed.insert(t.mac);
                         true
                     }
@@ -154,11 +155,11 @@ pub(crate) fn install(config: &Path, who: &[String], parallel: usize) -> anyhow:
             started += 1;
             match reinstall(&daemon, t) {
                 Ok(said) => {
-                    bar.println(format!("{:<20} re-armed; {said}", t.hostname));
+                    say(&bar, format!("{:<20} re-armed; {said}", t.hostname));
                     starting.push((t, Instant::now()));
                 }
                 Err(e) => {
-                    bar.println(format!("{:<20} not started: {e:#}", t.hostname));
+                    say(&bar, format!("{:<20} not started: {e:#}", t.hostname));
                     failed.insert(t.mac);
                 }
             }
@@ -186,6 +187,18 @@ pub(crate) fn install(config: &Path, who: &[String], parallel: usize) -> anyhow:
         }
     );
     Ok(exit(failed.is_empty() && left == 0))
+}
+
+/// One line of `install`'s progress: above the bar on a terminal, a plain
+/// line on standard output otherwise (a log, a pipe), where the bar is
+/// hidden and would swallow it. A reader gone away is no reason to stop
+/// the rack's install halfway.
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 /// Re-arms one host, then power cycles it into a one-time network boot.

@@ -303,6 +303,15 @@ fn install_paces_the_rack() {
         out.contains("3 of 3 hosts on their way to the installer; 0 failed"),
         "{out}"
     );
+    // Not a terminal: no bar, every host's progress a plain line.
+    for (_, name, _) in RACK {
+        let said = |what: &str| out.lines().any(|l| l.starts_with(name) && l.contains(what));
+        assert!(
+            said("re-armed; power cycled, next boot from the network"),
+            "{out}"
+        );
+        assert!(said("installing"), "{out}");
+    }
     let resets = resets.lock().unwrap().clone();
     let installing = installing.lock().unwrap().clone();
     let order: Vec<&str> = resets.iter().map(|(n, _)| n.as_str()).collect();
