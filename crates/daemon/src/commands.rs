@@ -246,11 +246,12 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
         })?,
     };
     outln!(
-        "{:<17}  {:<16} {:<18} {:<10} {:<14} {:<16} GROUPS",
+        "{:<17}  {:<16} {:<18} {:<10} {:<9} {:<14} {:<16} GROUPS",
         "MAC",
         "HOSTNAME",
         "OS",
         "PHASE",
+        "POWER",
         "IN PHASE",
         "LAST EVENT"
     );
@@ -260,8 +261,17 @@ pub(crate) fn hosts(config: &Path) -> anyhow::Result<ExitCode> {
             .last_event
             .as_ref()
             .map_or("-".to_owned(), |e| e.kind.clone());
+        // As the daemon last polled the BMC: `-` without one.
+        let power = row
+            .power
+            .as_ref()
+            .map_or("-", |p| match (&p.state, &p.error) {
+                (Some(state), _) => state.as_str(),
+                (None, Some(_)) => "bmc-error",
+                (None, None) => "unread",
+            });
         outln!(
-            "{}  {:<16} {:<18} {:<10} {in_phase:<14} {last:<16} {}",
+            "{}  {:<16} {:<18} {:<10} {power:<9} {in_phase:<14} {last:<16} {}",
             row.mac,
             row.hostname,
             row.os,

@@ -113,6 +113,20 @@ fn power_cycle_with_pxe_sets_a_one_time_network_boot_and_powers_on() {
     assert_eq!(power[1]["action"], "cycle");
     assert_eq!(power[1]["pxe"], true);
     assert!(events_of(&daemon, NODE01, "power").is_empty());
+    // `kickstand hosts` shows the power the daemon polled (on, after the
+    // cycle, once the fake driver has applied it), `-` without a BMC.
+    let row = |out: &str, host: &str| {
+        out.lines()
+            .find(|l| l.contains(host))
+            .map(|l| l.split_whitespace().nth(4).unwrap_or_default().to_owned())
+    };
+    let (ok, hosts, err) = cli(&bed, &["hosts"]);
+    assert!(ok, "{err}");
+    assert_eq!(row(&hosts, "node01").as_deref(), Some("-"), "{hosts}");
+    assert!(
+        ["on", "off", "changing"].contains(&row(&hosts, name).unwrap_or_default().as_str()),
+        "{hosts}"
+    );
     let (ok, audit, err) = cli(&bed, &["audit"]);
     assert!(ok, "{err}");
     assert!(
