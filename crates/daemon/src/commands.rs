@@ -106,27 +106,17 @@ impl CommandConfig {
         if let Ok(mac) = who.parse::<Mac>() {
             return Ok(mac);
         }
-        let found = match &self.generation {
-            Some(generation) => generation
-                .snapshot()
-                .hosts
-                .values()
-                .find(|h| h.hostname == who)
-                .map(|h| h.mac),
-            None => running_view::<Vec<HostRow>>(&self.appliance, "/api/hosts")
-                .context("the profiles do not load (above), and the daemon is not answering")?
-                .into_iter()
-                .find(|h| h.hostname == who)
-                .and_then(|h| h.mac.parse().ok()),
-        };
-        found
+        self.host_list()?
+            .into_iter()
+            .find(|(_, hostname, _)| hostname == who)
+            .map(|(mac, ..)| mac)
             .with_context(|| format!("`{who}` is neither a MAC nor the hostname of a host profile"))
     }
 
-    /// The hosts `names` say — MACs, hostnames or groups (each member, by
-    /// hostname) — each once, in the order named.
-    pub(crate) fn resolve_hosts(&self, names: &[String]) -> anyhow::Result<Vec<Target>> {
-        let hosts: Vec<(Mac, String, Vec<String>)> = match &self.generation {
+    /// Every host profile's MAC, hostname and groups: the profile set's,
+    /// or the running daemon's while the profile files are broken.
+    fn host_list(&self) -> anyhow::Result<Vec<(Mac, String, Vec<String>)>> {
+        Ok(match &self.generation {
             Some(generation) => generation
                 .snapshot()
                 .hosts
@@ -138,7 +128,13 @@ impl CommandConfig {
                 .into_iter()
                 .filter_map(|h| Some((h.mac.parse().ok()?, h.hostname, h.groups)))
                 .collect(),
-        };
+        })
+    }
+
+    /// The hosts `names` say — MACs, hostnames or groups (each member, by
+    /// hostname) — each once, in the order named.
+    pub(crate) fn resolve_hosts(&self, names: &[String]) -> anyhow::Result<Vec<Target>> {
+        let hosts = self.host_list()?;
         let mut out: Vec<Target> = Vec::new();
         for name in names {
             let mac = name.parse::<Mac>().ok();
@@ -162,6 +158,16 @@ impl CommandConfig {
             }
         }
         Ok(out)
+    }
+}
+
+/// The exit status of a command that acted on several targets: failure if
+/// any failed.
+pub(crate) fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -393,11 +399,7 @@ pub(crate) fn rearm(config: &Path, who: &[String]) -> anyhow::Result<ExitCode> {
             eprintln!("kickstand: {mac}: {}", client::failure(resp));
         }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit(ok))
 }
 
 /// A read-only view from the running daemon, when one answers: what it
@@ -440,11 +442,7 @@ pub(crate) fn forget_discovered(
             eprintln!("kickstand: {}", client::failure(resp));
         }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit(ok))
 }
 
 pub(crate) fn adopt(

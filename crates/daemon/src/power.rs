@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::generation::Generation;
-use crate::live::Live;
+use crate::live::{Live, lock};
 use crate::tls;
 
 /// BMC calls in flight at once, all hosts together: a rack-wide
@@ -291,10 +291,6 @@ enum CallError {
     Setup(String),
     #[error(transparent)]
     Bmc(#[from] kickstand_bmc::Error),
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The driver for `bmc`, its password read from its file now (a new

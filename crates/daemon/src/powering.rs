@@ -17,7 +17,7 @@ use kickstand_state::Phase;
 use serde_json::json;
 
 use crate::client::{self, Daemon};
-use crate::commands::CommandConfig;
+use crate::commands::{CommandConfig, exit};
 
 /// Hosts `power` asks the daemon about at once (the daemon bounds its BMC
 /// calls by itself too).
@@ -269,12 +269,4 @@ fn in_parallel<T: Send>(
         });
     }
     results
-}
-
-fn exit(ok: bool) -> ExitCode {
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }

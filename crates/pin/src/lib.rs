@@ -48,16 +48,12 @@ impl std::str::FromStr for Fingerprint {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Fingerprint, String> {
-        let hex: String = s.chars().filter(|c| *c != ':').collect();
-        let bad = || format!("`{s}` is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
-        if hex.len() != 64 || !hex.is_ascii() {
-            return Err(bad());
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(Fingerprint(out))
+        // The one reading of a fingerprint: a profile's `tls:` takes it too.
+        kickstand_profiles::parse::sha256_fingerprint(s)
+            .map(Fingerprint)
+            .ok_or_else(|| {
+                format!("`{s}` is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+            })
     }
 }
 
@@ -190,5 +186,7 @@ mod tests {
         assert_eq!(shown.replace(':', "").to_lowercase().parse(), Ok(f));
         assert!("AB:CD".parse::<Fingerprint>().is_err());
         assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
+        // u8::from_str_radix takes a sign: "+a" is no pair of hex digits.
+        assert!("+a".repeat(32).parse::<Fingerprint>().is_err());
     }
 }
