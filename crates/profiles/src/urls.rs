@@ -3,7 +3,7 @@
 //! ProxyDHCP, TFTP and the HTTP router all go through here, so a script
 //! URL handed out by one is always one the others understand.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
 use percent_encoding::percent_decode_str;
 
@@ -31,15 +31,19 @@ pub struct UrlScheme {
 }
 
 impl UrlScheme {
-    pub fn new(address: Ipv4Addr, http_port: u16) -> UrlScheme {
-        let base = match http_port {
-            80 => format!("http://{address}"),
-            port => format!("http://{address}:{port}"),
+    /// The scheme of `address`, either family: an IPv6 address is written
+    /// in brackets (`http://[fd00::5]:8080`), as every URL parser wants.
+    pub fn new(address: impl Into<IpAddr>, http_port: u16) -> UrlScheme {
+        let base = match (address.into(), http_port) {
+            (IpAddr::V4(v4), 80) => format!("http://{v4}"),
+            (IpAddr::V6(v6), 80) => format!("http://[{v6}]"),
+            (address, port) => format!("http://{}", SocketAddr::new(address, port)),
         };
         UrlScheme { base }
     }
 
-    /// `http://10.0.0.1` (port 80) or `http://10.0.0.1:8080`.
+    /// `http://10.0.0.1` (port 80), `http://10.0.0.1:8080` or
+    /// `http://[fd00::5]:8080`.
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -180,6 +184,8 @@ pub fn parse_mac_segment(segment: &str) -> Result<Mac, BadMac> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn mac() -> Mac {
@@ -206,6 +212,16 @@ mod tests {
         let path = urls.boot_script(mac());
         let file = path.rsplit('/').next().unwrap_or_default();
         assert_eq!(parse_boot_script_file(file), Some(Ok(mac())));
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let v6 = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 5);
+        assert_eq!(UrlScheme::new(v6, 80).base(), "http://[fd00::5]");
+        assert_eq!(
+            UrlScheme::new(v6, 8080).boot_script(mac()),
+            "http://[fd00::5]:8080/boot/52:54:00:12:34:01.ipxe"
+        );
     }
 
     #[test]
