@@ -179,7 +179,7 @@ impl Booting {
         peer: IpAddr,
         chain: Chain,
     ) -> Result<String, ApiError> {
-        let site = &generation.site;
+        let site = generation.site.to(peer);
         let decision = self.boot_for(generation, mac);
         let kind = match decision {
             BootDecision::Install => "install",
@@ -305,15 +305,10 @@ impl Booting {
         peer: IpAddr,
         chain: Chain,
     ) -> Result<String, ApiError> {
+        let site = generation.site.to(peer);
         let (script, how) = match chain {
-            Chain::Ipxe => (
-                generation.site.ipxe(&mac, BootAction::LocalDisk, ""),
-                "exit",
-            ),
-            Chain::Grub => (
-                generation.site.grub(&mac, BootAction::LocalDisk, ""),
-                "chainload",
-            ),
+            Chain::Ipxe => (site.ipxe(&mac, BootAction::LocalDisk, ""), "exit"),
+            Chain::Grub => (site.grub(&mac, BootAction::LocalDisk, ""), "chainload"),
         };
         let script = script.map_err(render_error)?;
         hosts::record(
@@ -444,6 +439,7 @@ impl Booting {
             Some(urls::GrubConfig::Generic) => {
                 return generation
                     .site
+                    .to(peer.ip())
                     .grub_chain()
                     .map(text)
                     .map_err(|_| OpenError::NotFound);

@@ -206,7 +206,9 @@ pub(crate) fn render(config: &Path, mac: Mac, what: Rendered) -> anyhow::Result<
     let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let site = &generation.site;
+    let site = generation
+        .site
+        .to(generation.appliance().server.address.primary());
     const TOKEN: &str = "<build-token>";
     let decision = || -> anyhow::Result<BootDecision> {
         let phase = runtime()?.block_on(async {

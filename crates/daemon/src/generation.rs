@@ -5,6 +5,7 @@
 //! a whole new generation in on every accepted reload; `check` builds the
 //! very same one and throws it away, so the two cannot disagree.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -158,7 +159,7 @@ impl Generation {
         &self.site.snapshot.appliance
     }
 
-    pub(crate) fn urls(&self) -> &UrlScheme {
+    pub(crate) fn urls(&self) -> UrlScheme {
         self.site.urls()
     }
 
@@ -166,9 +167,11 @@ impl Generation {
     /// operator API and the CLI's channel.
     pub(crate) fn https_url(&self) -> String {
         let server = &self.appliance().server;
+        let address = server.address.primary();
         match server.https_port {
-            443 => format!("https://{}/", server.address),
-            port => format!("https://{}:{port}/", server.address),
+            443 if address.is_ipv6() => format!("https://[{address}]/"),
+            443 => format!("https://{address}/"),
+            port => format!("https://{}/", SocketAddr::new(address, port)),
         }
     }
 
@@ -203,6 +206,15 @@ impl Generation {
     /// apply: each an operator sentence ending in "restart to apply".
     pub(crate) fn restart_needed(&self, next: &Generation) -> Vec<String> {
         let (old, new) = (self.appliance(), next.appliance());
+        let families = |a: &Appliance| {
+            let address = a.server.address;
+            match (address.v4(), address.v6()) {
+                (Some(_), Some(_)) => "IPv4 and IPv6",
+                (Some(_), None) => "IPv4",
+                (None, _) => "IPv6",
+            }
+            .to_owned()
+        };
         let pool = |a: &Appliance| match &a.dhcp.pool {
             None => "none".to_owned(),
             Some(p) => format!(
@@ -268,6 +280,9 @@ impl Generation {
                 old.server.max_connections_per_client.to_string(),
                 new.server.max_connections_per_client.to_string(),
             ),
+            // Which DHCP fronts are bound (DHCPv4 needs an IPv4 address)
+            // is decided at start; the addresses themselves may change.
+            ("server.address families", families(old), families(new)),
             (
                 "dhcp.mode",
                 old.dhcp.mode.as_str().to_owned(),

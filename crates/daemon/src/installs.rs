@@ -72,6 +72,7 @@ impl Installs {
         let token = token.unwrap_or_default();
         let kickstart = generation
             .site
+            .to(peer)
             .kickstart(&mac, token)
             .map_err(render_error)?;
         hosts::transition(&self.store, mac, Transition::KickstartFetched, Some(peer));

@@ -264,7 +264,8 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         kickstand_tftp::serve(tftp, source, shutdown.clone()),
     ));
 
-    if appliance.dhcp.mode != DhcpMode::Off {
+    // DHCPv4 needs an IPv4 address to name in its answers.
+    if appliance.dhcp.mode != DhcpMode::Off && appliance.server.address.v4().is_some() {
         let sockets = boot::bind_dhcp(&appliance)?;
         let leases = boot::leases(&appliance)?;
         if let Some(socket) = boot::bind_solicitations(&appliance) {

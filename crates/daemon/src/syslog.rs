@@ -129,7 +129,7 @@ pub(crate) fn receive(
                 continue;
             }
         };
-        let ip = from.ip();
+        let ip = from.ip().to_canonical();
         let Some(mac) = store.host_by_ip(ip) else {
             counters.dropped.inc();
             continue;

@@ -103,7 +103,12 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
 /// the key is written first, only its owner may read it, and never
 /// replaces a file.
 fn create(appliance: &Appliance, cert: &Path, key: &Path) -> anyhow::Result<()> {
-    let mut names = vec![appliance.server.address.to_string()];
+    let mut names: Vec<String> = appliance
+        .server
+        .address
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     if let Some(host) = hostname() {
         names.push(host);
     }

@@ -182,7 +182,8 @@ impl Views {
         let doc = json!({
             "now": humantime::format_rfc3339_seconds(now).to_string(),
             "appliance": {
-                "address": appliance.server.address.to_string(),
+                "address": appliance.server.address.primary().to_string(),
+                "addresses": appliance.server.address.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "base_url": generation.urls().base(),
                 "https_url": generation.https_url(),
                 "fingerprint": self.fingerprint.to_string(),

@@ -44,8 +44,15 @@ impl Context {
     }
 
     /// The context an appliance config gives: built once per generation.
+    /// An IPv6-only appliance has no address to put in siaddr and option
+    /// 54: it answers no DHCPv4 (mode off).
     pub fn from_appliance(appliance: &Appliance) -> Self {
-        let mut context = Context::new(appliance.server.address, appliance.server.http_port);
+        let Some(address) = appliance.server.address.v4() else {
+            let mut context = Context::new(Ipv4Addr::UNSPECIFIED, appliance.server.http_port);
+            context.mode = Mode::Off;
+            return context;
+        };
+        let mut context = Context::new(address, appliance.server.http_port);
         context.loaders.uefi_x64 = appliance.dhcp.uefi_loader.as_str().to_owned();
         context.uefi_local_boot = appliance.dhcp.uefi_local_boot;
         context.mode = match appliance.dhcp.mode {

@@ -664,6 +664,10 @@ async fn listen<F: Front>(
             },
             () = shutdown.cancelled() => break,
         };
+        // An IPv4 client of a dual-stack listener (`::`) is an IPv4
+        // address to everything past this point: its per-client cap, its
+        // token binding, the family of the URLs it is sent.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let admitted = match gate.admit(peer.ip()) {
             Ok(a) => a,
             Err((why, log)) => {

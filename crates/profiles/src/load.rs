@@ -154,8 +154,9 @@ impl Named {
             diags.push(Diagnostic::at(config, f.at, format!("{} {e}", f.key)));
         }
         let address = &appliance.server.address;
-        let interfaces = match server_address(&address.value) {
-            Ok(ServerAddress::Auto) => match Interfaces::read() {
+        let auto = server_address(&address.value.0).map(|a| a.v4);
+        let interfaces = match auto {
+            Ok(Some(ServerAddress::Auto)) => match Interfaces::read() {
                 Ok(interfaces) => Some(interfaces),
                 Err(e) => {
                     let e = format!("server.address auto: {e}");

@@ -2,7 +2,7 @@
 //! templates see exactly these values.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -179,9 +179,85 @@ config_words!(SslMode {
 });
 
 impl Appliance {
-    /// How machines reach the HTTP front: every URL handed out is built by it.
+    /// How a machine at `client` reaches the HTTP front: every URL handed
+    /// to it is built by this, in its own address family where the
+    /// appliance has an address of that family.
+    pub fn urls_for(&self, client: IpAddr) -> UrlScheme {
+        UrlScheme::new(self.server.address.facing(client), self.server.http_port)
+    }
+
+    /// The URLs for no client in particular (`check`, the status page,
+    /// logs): the IPv4 ones on an appliance that has IPv4.
     pub fn urls(&self) -> UrlScheme {
-        UrlScheme::new(self.server.address, self.server.http_port)
+        UrlScheme::new(self.server.address.primary(), self.server.http_port)
+    }
+}
+
+/// Where machines reach the appliance: one address per family, at least
+/// one. An IPv6-only rack names only an IPv6 one; a dual-stack appliance
+/// both, and each client is told the one of its own family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addresses {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+    Both(Ipv4Addr, Ipv6Addr),
+}
+
+impl Addresses {
+    /// `None` when both are missing: an appliance nobody can reach.
+    pub fn new(v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Option<Addresses> {
+        match (v4, v6) {
+            (Some(v4), Some(v6)) => Some(Addresses::Both(v4, v6)),
+            (Some(v4), None) => Some(Addresses::V4(v4)),
+            (None, Some(v6)) => Some(Addresses::V6(v6)),
+            (None, None) => None,
+        }
+    }
+
+    /// Siaddr, option 54 and the URLs of ProxyDHCP (v4): `None` on an
+    /// IPv6-only appliance, which then answers no DHCPv4.
+    pub fn v4(&self) -> Option<Ipv4Addr> {
+        match *self {
+            Addresses::V4(v4) | Addresses::Both(v4, _) => Some(v4),
+            Addresses::V6(_) => None,
+        }
+    }
+
+    /// The DHCPv6 boot answers' server and the URLs of IPv6 clients.
+    pub fn v6(&self) -> Option<Ipv6Addr> {
+        match *self {
+            Addresses::V6(v6) | Addresses::Both(_, v6) => Some(v6),
+            Addresses::V4(_) => None,
+        }
+    }
+
+    /// The one a client at `client` is told: of its family (an IPv4
+    /// client on a dual-stack socket counts as IPv4), or the other one
+    /// when the appliance has none of its family (a client that reached
+    /// it anyway, through a router or NAT64).
+    pub fn facing(&self, client: IpAddr) -> IpAddr {
+        match (*self, client.to_canonical()) {
+            (Addresses::V4(v4), _) | (Addresses::Both(v4, _), IpAddr::V4(_)) => IpAddr::V4(v4),
+            (Addresses::V6(v6), _) | (Addresses::Both(_, v6), IpAddr::V6(_)) => IpAddr::V6(v6),
+        }
+    }
+
+    /// The IPv4 address where there is one, else the IPv6 one.
+    pub fn primary(&self) -> IpAddr {
+        self.facing(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// Each address, IPv4 first.
+    pub fn iter(&self) -> impl Iterator<Item = IpAddr> {
+        let v4 = self.v4().map(IpAddr::V4);
+        v4.into_iter().chain(self.v6().map(IpAddr::V6))
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.iter().map(|a| a.to_string()).collect();
+        f.write_str(&all.join(", "))
     }
 }
 
@@ -190,8 +266,9 @@ pub struct Server {
     /// What machines are told: siaddr, DHCP option 54 and every URL.
     /// `auto` in the config is resolved when it is loaded (at start and at
     /// every reload): the first of `interfaces`' addresses, or with none
-    /// named, the default route's interface's.
-    pub address: Ipv4Addr,
+    /// named, the default route's interface's. An IPv6 address beside it
+    /// (or alone, on an IPv6-only rack) is what IPv6 clients are told.
+    pub address: Addresses,
     pub bind: IpAddr,
     /// DHCP is answered only on these interfaces; empty means all. Keeps
     /// ProxyDHCP off the office side of a dual-homed appliance.

@@ -1,7 +1,7 @@
 //! Value parsers shared by validation. Each returns the text an operator
 //! reads after `file:line:col: <key>`, so validation only adds the key.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::model::{MirrorUrl, Proxy, ProxyCredentials, Scheme};
@@ -121,23 +121,57 @@ pub(crate) fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
         .map_err(|_| format!("`{s}` is not an IPv4 address"))
 }
 
-/// What `server.address` says: an address, or `auto` for the one the
-/// appliance's interface has when the config is loaded (the office DHCP's
-/// lease, followed at every restart and reload).
+/// The IPv4 half of `server.address`: an address, or `auto` for the one
+/// the appliance's interface has when the config is loaded (the office
+/// DHCP's lease, followed at every restart and reload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerAddress {
     Auto,
     Fixed(Ipv4Addr),
 }
 
-pub fn server_address(s: &str) -> Result<ServerAddress, String> {
-    match s {
-        "auto" => Ok(ServerAddress::Auto),
-        _ => s
-            .parse()
-            .map(ServerAddress::Fixed)
-            .map_err(|_| format!("`{s}` is not an IPv4 address or `auto`")),
+/// What `server.address` says: one entry, or two of different families
+/// (an IPv4 address or `auto`, and an IPv6 address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerAddresses {
+    pub v4: Option<ServerAddress>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+pub fn server_address(items: &[String]) -> Result<ServerAddresses, String> {
+    if items.is_empty() || items.len() > 2 {
+        return Err(
+            "name one address, or one IPv4 address (or `auto`) and one IPv6 address".to_owned(),
+        );
     }
+    let mut out = ServerAddresses { v4: None, v6: None };
+    for item in items {
+        let taken = match item.as_str() {
+            "auto" => out.v4.replace(ServerAddress::Auto).is_some(),
+            _ => match item.parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) => out.v4.replace(ServerAddress::Fixed(a)).is_some(),
+                Ok(IpAddr::V6(a)) if unusable_v6(a) => {
+                    return Err(format!(
+                        "`{item}` cannot be reached across the rack: name a global or unique-local IPv6 address"
+                    ));
+                }
+                Ok(IpAddr::V6(a)) => out.v6.replace(a).is_some(),
+                Err(_) => {
+                    return Err(format!("`{item}` is not an IPv4 or IPv6 address or `auto`"));
+                }
+            },
+        };
+        if taken {
+            return Err("two addresses of one family: name one of each".to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// A link-local address needs the client's interface to reach it (URLs
+/// would need a zone), the unspecified and multicast ones reach nothing.
+fn unusable_v6(a: Ipv6Addr) -> bool {
+    a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local()
 }
 
 /// `500MiB`, `20GiB`, `1.5 TB` or a byte count, as the `bytesize` crate
@@ -304,15 +338,36 @@ mod tests {
 
     #[test]
     fn server_addresses() {
-        assert_eq!(server_address("auto"), Ok(ServerAddress::Auto));
+        let parse = |items: &[&str]| {
+            server_address(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        let v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 5);
+        let said = |v4, v6| Ok(ServerAddresses { v4, v6 });
+        assert_eq!(parse(&["auto"]), said(Some(ServerAddress::Auto), None));
+        let fixed = ServerAddress::Fixed(Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(parse(&["10.0.0.5"]), said(Some(fixed), None));
+        assert_eq!(parse(&["fd00::5"]), said(None, Some(v6)));
         assert_eq!(
-            server_address("10.0.0.5"),
-            Ok(ServerAddress::Fixed(Ipv4Addr::new(10, 0, 0, 5)))
+            parse(&["fd00::5", "auto"]),
+            said(Some(ServerAddress::Auto), Some(v6))
         );
-        for bad in ["Auto", "auto ", "eth0", "10.0.0.5/24", "::1", ""] {
-            let e = server_address(bad).expect_err(bad);
-            assert_eq!(e, format!("`{bad}` is not an IPv4 address or `auto`"));
+        for bad in ["Auto", "auto ", "eth0", "10.0.0.5/24", "[fd00::5]", ""] {
+            let e = parse(&[bad]).expect_err(bad);
+            assert_eq!(
+                e,
+                format!("`{bad}` is not an IPv4 or IPv6 address or `auto`")
+            );
         }
+        for unreachable in ["fe80::1", "::", "ff02::1"] {
+            let e = parse(&[unreachable]).expect_err(unreachable);
+            assert!(e.contains("cannot be reached across the rack"), "{e}");
+        }
+        for twice in [&["auto", "10.0.0.5"][..], &["fd00::5", "fd00::6"]] {
+            let e = parse(twice).expect_err("two of one family");
+            assert_eq!(e, "two addresses of one family: name one of each");
+        }
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["10.0.0.5", "fd00::5", "auto"]).is_err());
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub(crate) struct Power {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Server {
-    pub address: S<String>,
+    /// One address, or one of each family: `10.0.0.5`, `fd00::5`,
+    /// `[auto, fd00::5]`.
+    pub address: S<OneOrMore>,
     pub bind: Option<S<String>>,
     #[serde(default)]
     pub interfaces: Vec<String>,
@@ -68,6 +70,41 @@ pub(crate) struct Server {
     pub tls_cert: Option<S<String>>,
     /// The PEM private key of `tls_cert`.
     pub tls_key: Option<S<String>>,
+}
+
+/// A YAML scalar or a list of scalars, read as a list. serde's untagged
+/// enums buffer their input and so lose the line and column every
+/// diagnostic needs; a visitor that takes either keeps them.
+#[derive(Debug)]
+pub(crate) struct OneOrMore(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMore;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address or a list of addresses")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMore, E> {
+                Ok(OneOrMore(vec![v.to_owned()]))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMore, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMore(items))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -435,7 +435,10 @@ fn the_stick_s_example_loads_and_refuses_a_bogus_key() {
     let config = dir.path().join("kickstand.yaml");
     std::fs::write(&config, &text).expect("write");
     let appliance = load_appliance(&config).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(appliance.server.address, std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(
+        appliance.server.address.v4(),
+        Some(std::net::Ipv4Addr::LOCALHOST)
+    );
     assert_eq!(appliance.server.interfaces, ["lo"]);
 
     let doc: Value = serde_saphyr::from_str(&text).expect("the example parses");
@@ -939,4 +942,97 @@ fn the_power_poll_interval_is_a_duration_or_off() {
         .expect("sample has it") as u64
         + 1;
     assert_one_at(&copy.load_err(), &config, line, "is under 5s");
+}
+
+#[test]
+fn server_address_takes_either_family_or_one_of_each() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let copy = Copy::new();
+    let config = copy.config();
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let shipped = "  address: 127.0.0.1\n  bind: 127.0.0.1\n";
+    assert!(
+        text.contains(shipped),
+        "the shipped config names its address"
+    );
+    let with = |lines: &str| {
+        let edited = text.replacen(shipped, lines, 1);
+        std::fs::write(&config, &edited).expect("write config");
+        edited
+    };
+    let v6 = Ipv6Addr::LOCALHOST;
+
+    // An IPv6-only appliance listens on `::` unless told otherwise.
+    with("  address: ::1\n");
+    let server = load(&config)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .appliance
+        .server;
+    assert_eq!((server.address.v4(), server.address.v6()), (None, Some(v6)));
+    assert_eq!(server.bind, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+
+    // Dual-stack: each client is told the address of its own family.
+    with("  address: [127.0.0.1, \"::1\"]\n  bind: \"::\"\n");
+    let appliance = load(&config).unwrap_or_else(|e| panic!("{e}")).appliance;
+    let address = appliance.server.address;
+    assert_eq!(address.v4(), Some(Ipv4Addr::LOCALHOST));
+    assert_eq!(address.facing(IpAddr::V6(v6)), IpAddr::V6(v6));
+    let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 9).to_ipv6_mapped());
+    assert_eq!(address.facing(mapped), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(
+        appliance.urls_for(IpAddr::V6(v6)).base(),
+        "http://[::1]:8080"
+    );
+    assert_eq!(appliance.urls().base(), "http://127.0.0.1:8080");
+
+    for (lines, needle) in [
+        (
+            "  address: [127.0.0.2, 127.0.0.1]\n",
+            "server.address two addresses of one family",
+        ),
+        (
+            "  address: fe80::1\n",
+            "server.address `fe80::1` cannot be reached across the rack",
+        ),
+        (
+            "  address: [auto, \"::1\", 127.0.0.1]\n",
+            "server.address name one address, or one IPv4 address (or `auto`) and one IPv6",
+        ),
+        (
+            "  address: ::1\n  bind: 0.0.0.0\n",
+            "server.bind `0.0.0.0` listens on IPv4 only, but IPv6 machines are told ::1: bind `::`",
+        ),
+        (
+            "  address: [127.0.0.1, \"::1\"]\n  bind: \"::1\"\n",
+            "server.bind `::1` listens on IPv6 only, but IPv4 machines are told 127.0.0.1",
+        ),
+        (
+            "  address: 10.0.0.300\n",
+            "`10.0.0.300` is not an IPv4 or IPv6 address",
+        ),
+    ] {
+        let edited = with(lines);
+        let key = if needle.starts_with("server.bind") {
+            "bind:"
+        } else {
+            "address:"
+        };
+        let line = edited
+            .lines()
+            .position(|l| l.trim_start().starts_with(key))
+            .expect("line") as u64
+            + 1;
+        assert_one_at(&copy.load_err(), &config, line, needle);
+    }
+
+    // A full-mode pool is IPv4: an IPv6-only appliance cannot serve one.
+    let edited = with("  address: ::1\n").replacen("  mode: off\n", "  mode: full\n", 1);
+    std::fs::write(&config, &edited).expect("write config");
+    let diags = copy.load_err();
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("needs an IPv4 address")),
+        "{diags:#?}"
+    );
 }

@@ -13,6 +13,8 @@
 //! Every URL a template sees comes from the profile crate's
 //! [`UrlScheme`], the same one ProxyDHCP and the HTTP router use.
 
+use std::net::{IpAddr, SocketAddr};
+
 use kickstand_profiles::model::{Arch, Host, Os};
 use kickstand_profiles::urls::{self, UrlScheme};
 use kickstand_profiles::{Diagnostic, GRUB_TEMPLATE, LoadError, Mac, Snapshot};
@@ -95,47 +97,20 @@ pub enum RenderError {
 #[derive(Debug)]
 pub struct Site {
     pub snapshot: Snapshot,
-    urls: UrlScheme,
     env: Environment<'static>,
 }
 
 impl Site {
     /// Compiles every template and renders every host's kickstart and boot
-    /// script in every action, and the unknown-machine script; any failure
-    /// rejects the whole snapshot.
+    /// script in every action, and the unknown-machine script, for a client
+    /// of each address family the appliance has; any failure rejects the
+    /// whole snapshot.
     pub fn new(snapshot: Snapshot) -> Result<Site, LoadError> {
         let env = environment(&snapshot)?;
-        let urls = snapshot.appliance.urls();
-        let site = Site {
-            snapshot,
-            urls,
-            env,
-        };
+        let site = Site { snapshot, env };
         let mut diags = Vec::new();
-        for action in [UnknownAction::LocalDisk, UnknownAction::Discover] {
-            if let Err(RenderError::Template(d)) =
-                site.unknown_ipxe(&Mac([0x52, 0x54, 0, 0, 0, 0]), action)
-            {
-                diags.push(d);
-            }
-        }
-        if let Err(RenderError::Template(d)) = site.grub_chain() {
-            diags.push(d);
-        }
-        for host in site.snapshot.hosts.values() {
-            let attempts = [site.kickstart(&host.mac, CHECK_TOKEN).map(drop)]
-                .into_iter()
-                .chain(BootAction::ALL.map(|a| site.ipxe(&host.mac, a, CHECK_TOKEN).map(drop)))
-                .chain(BootAction::ALL.map(|a| site.grub(&host.mac, a, CHECK_TOKEN).map(drop)));
-            for result in attempts {
-                if let Err(RenderError::Template(d)) = result {
-                    let message = format!("host {} ({}): {}", host.mac, host.hostname, d.message);
-                    let d = Diagnostic { message, ..d };
-                    if !diags.contains(&d) {
-                        diags.push(d);
-                    }
-                }
-            }
+        for address in site.snapshot.appliance.server.address.iter() {
+            site.check(&site.to(address), &mut diags);
         }
         if diags.is_empty() {
             Ok(site)
@@ -144,85 +119,46 @@ impl Site {
         }
     }
 
-    /// The host's kickstart; `token` is its build token, carried by every
-    /// URL the kickstart hands out (callbacks).
-    pub fn kickstart(&self, mac: &Mac, token: &str) -> Result<String, RenderError> {
-        let (host, os) = self.host(mac)?;
-        self.render(&os.kickstart_template, host, os, BootAction::Install, token)
-    }
-
-    /// The host's iPXE script. An install carries the build token in its
-    /// `inst.ks=` URL; a local-disk script carries none.
-    pub fn ipxe(&self, mac: &Mac, action: BootAction, token: &str) -> Result<String, RenderError> {
-        let (host, os) = self.host(mac)?;
-        let token = if action == BootAction::Install {
-            token
-        } else {
-            ""
+    fn check(&self, rendering: &Rendering<'_>, diags: &mut Vec<Diagnostic>) {
+        let mut report = |d: Diagnostic| {
+            if !diags.contains(&d) {
+                diags.push(d);
+            }
         };
-        self.render(&os.ipxe_template, host, os, action, token)
-    }
-
-    /// The host's GRUB config, for the shim → GRUB chain: its install
-    /// (kernel and initrd over TFTP, the build token in `inst.ks=`) or its
-    /// local disk.
-    pub fn grub(&self, mac: &Mac, action: BootAction, token: &str) -> Result<String, RenderError> {
-        let (host, os) = self.host(mac)?;
-        let token = if action == BootAction::Install {
-            token
-        } else {
-            ""
-        };
-        self.render(&os.grub_template, host, os, action, token)
-    }
-
-    /// The `grub.cfg` every GRUB reads first: it chains to the machine's
-    /// own config, or boots the local disk when there is none.
-    pub fn grub_chain(&self) -> Result<String, RenderError> {
-        let tmpl = self
-            .env
-            .get_template(GRUB_CHAIN_TEMPLATE)
-            .map_err(|e| self.diagnostic(&e))?;
-        tmpl.render(context! { appliance => self.appliance_context() })
-            .map_err(|e| self.diagnostic(&e))
-    }
-
-    /// The script for a machine with no profile: its local disk, or a
-    /// report of what it is first. Never an install.
-    pub fn unknown_ipxe(&self, mac: &Mac, action: UnknownAction) -> Result<String, RenderError> {
-        let tmpl = self
-            .env
-            .get_template(UNKNOWN_IPXE_TEMPLATE)
-            .map_err(|e| self.diagnostic(&e))?;
-        tmpl.render(context! {
-            mac => mac.to_string(),
-            action => Serde(action),
-            report_url => self.urls.discovery_report(*mac),
-            grubs => Serde(self.grub_per_arch()),
-            appliance => self.appliance_context(),
-        })
-        .map_err(|e| self.diagnostic(&e))
-    }
-
-    /// For a machine with no OS of its own: one OS tree's GRUB over HTTP
-    /// per architecture the profiles install (the first OS by name), for
-    /// iPXE on UEFI to reach the disk through.
-    fn grub_per_arch(&self) -> Vec<ArchGrub> {
-        let mut grubs: Vec<ArchGrub> = Vec::new();
-        for os in self.snapshot.oses.values() {
-            // iPXE's `${buildarch}` names.
-            let buildarch = match os.arch {
-                Arch::X86_64 => "x86_64",
-                Arch::Aarch64 => "arm64",
-            };
-            if !grubs.iter().any(|g| g.buildarch == buildarch) {
-                grubs.push(ArchGrub {
-                    buildarch,
-                    url: self.urls.os_file(&os.name, &os.grub),
-                });
+        for action in [UnknownAction::LocalDisk, UnknownAction::Discover] {
+            if let Err(RenderError::Template(d)) =
+                rendering.unknown_ipxe(&Mac([0x52, 0x54, 0, 0, 0, 0]), action)
+            {
+                report(d);
             }
         }
-        grubs
+        if let Err(RenderError::Template(d)) = rendering.grub_chain() {
+            report(d);
+        }
+        for host in self.snapshot.hosts.values() {
+            let mac = &host.mac;
+            let attempts = [rendering.kickstart(mac, CHECK_TOKEN).map(drop)]
+                .into_iter()
+                .chain(BootAction::ALL.map(|a| rendering.ipxe(mac, a, CHECK_TOKEN).map(drop)))
+                .chain(BootAction::ALL.map(|a| rendering.grub(mac, a, CHECK_TOKEN).map(drop)));
+            for result in attempts {
+                if let Err(RenderError::Template(d)) = result {
+                    let message = format!("host {} ({}): {}", host.mac, host.hostname, d.message);
+                    report(Diagnostic { message, ..d });
+                }
+            }
+        }
+    }
+
+    /// What a machine at `client` is sent: every address and URL in it is
+    /// of the family it came in on (where the appliance has one).
+    pub fn to(&self, client: IpAddr) -> Rendering<'_> {
+        let appliance = &self.snapshot.appliance;
+        Rendering {
+            site: self,
+            address: appliance.server.address.facing(client),
+            urls: appliance.urls_for(client),
+        }
     }
 
     /// The iPXE script for a host whose build token was withheld from the
@@ -249,18 +185,9 @@ impl Site {
         )
     }
 
-    pub fn urls(&self) -> &UrlScheme {
-        &self.urls
-    }
-
-    fn appliance_context(&self) -> minijinja::Value {
-        let server = &self.snapshot.appliance.server;
-        context! {
-            address => server.address.to_string(),
-            base_url => self.urls.base(),
-            // `inst.syslog=`: where the installer sends its log.
-            syslog => format!("{}:{}", server.address, server.syslog_port),
-        }
+    /// The URLs for no client in particular (logs, the status page).
+    pub fn urls(&self) -> UrlScheme {
+        self.snapshot.appliance.urls()
     }
 
     fn host(&self, mac: &Mac) -> Result<(&Host, &Os), RenderError> {
@@ -278,6 +205,120 @@ impl Site {
         Ok((host, os))
     }
 
+    fn diagnostic(&self, e: &minijinja::Error) -> RenderError {
+        RenderError::Template(template_diagnostic(&self.snapshot, e))
+    }
+}
+
+/// The site as one client sees it: the appliance address and URLs of its
+/// address family.
+#[derive(Debug)]
+pub struct Rendering<'a> {
+    site: &'a Site,
+    address: IpAddr,
+    urls: UrlScheme,
+}
+
+impl Rendering<'_> {
+    /// The host's kickstart; `token` is its build token, carried by every
+    /// URL the kickstart hands out (callbacks).
+    pub fn kickstart(&self, mac: &Mac, token: &str) -> Result<String, RenderError> {
+        let (host, os) = self.site.host(mac)?;
+        self.render(&os.kickstart_template, host, os, BootAction::Install, token)
+    }
+
+    /// The host's iPXE script. An install carries the build token in its
+    /// `inst.ks=` URL; a local-disk script carries none.
+    pub fn ipxe(&self, mac: &Mac, action: BootAction, token: &str) -> Result<String, RenderError> {
+        let (host, os) = self.site.host(mac)?;
+        let token = if action == BootAction::Install {
+            token
+        } else {
+            ""
+        };
+        self.render(&os.ipxe_template, host, os, action, token)
+    }
+
+    /// The host's GRUB config, for the shim → GRUB chain: its install
+    /// (kernel and initrd over TFTP, the build token in `inst.ks=`) or its
+    /// local disk.
+    pub fn grub(&self, mac: &Mac, action: BootAction, token: &str) -> Result<String, RenderError> {
+        let (host, os) = self.site.host(mac)?;
+        let token = if action == BootAction::Install {
+            token
+        } else {
+            ""
+        };
+        self.render(&os.grub_template, host, os, action, token)
+    }
+
+    /// The `grub.cfg` every GRUB reads first: it chains to the machine's
+    /// own config, or boots the local disk when there is none.
+    pub fn grub_chain(&self) -> Result<String, RenderError> {
+        let tmpl = self
+            .site
+            .env
+            .get_template(GRUB_CHAIN_TEMPLATE)
+            .map_err(|e| self.site.diagnostic(&e))?;
+        tmpl.render(context! { appliance => self.appliance_context() })
+            .map_err(|e| self.site.diagnostic(&e))
+    }
+
+    /// The script for a machine with no profile: its local disk, or a
+    /// report of what it is first. Never an install.
+    pub fn unknown_ipxe(&self, mac: &Mac, action: UnknownAction) -> Result<String, RenderError> {
+        let tmpl = self
+            .site
+            .env
+            .get_template(UNKNOWN_IPXE_TEMPLATE)
+            .map_err(|e| self.site.diagnostic(&e))?;
+        tmpl.render(context! {
+            mac => mac.to_string(),
+            action => Serde(action),
+            report_url => self.urls.discovery_report(*mac),
+            grubs => Serde(self.grub_per_arch()),
+            appliance => self.appliance_context(),
+        })
+        .map_err(|e| self.site.diagnostic(&e))
+    }
+
+    /// For a machine with no OS of its own: one OS tree's GRUB over HTTP
+    /// per architecture the profiles install (the first OS by name), for
+    /// iPXE on UEFI to reach the disk through.
+    fn grub_per_arch(&self) -> Vec<ArchGrub> {
+        let mut grubs: Vec<ArchGrub> = Vec::new();
+        for os in self.site.snapshot.oses.values() {
+            // iPXE's `${buildarch}` names.
+            let buildarch = match os.arch {
+                Arch::X86_64 => "x86_64",
+                Arch::Aarch64 => "arm64",
+            };
+            if !grubs.iter().any(|g| g.buildarch == buildarch) {
+                grubs.push(ArchGrub {
+                    buildarch,
+                    url: self.urls.os_file(&os.name, &os.grub),
+                });
+            }
+        }
+        grubs
+    }
+
+    fn appliance_context(&self) -> minijinja::Value {
+        let server = &self.site.snapshot.appliance.server;
+        let syslog = SocketAddr::new(self.address, server.syslog_port);
+        context! {
+            address => self.address.to_string(),
+            base_url => self.urls.base(),
+            // `inst.syslog=`: where the installer sends its log.
+            syslog => syslog.to_string(),
+            // The family this client came in on: `ip=` for its installer.
+            family => if self.address.is_ipv6() { "ipv6" } else { "ipv4" },
+            // An appliance without IPv4 serves an IPv6-only rack: its
+            // installed systems need no IPv4 either.
+            ipv4 => server.address.v4().is_some(),
+        }
+    }
+
     fn render(
         &self,
         template: &str,
@@ -288,9 +329,10 @@ impl Site {
     ) -> Result<String, RenderError> {
         let urls = Urls::new(&self.urls, host, os, token);
         let tmpl = self
+            .site
             .env
             .get_template(template)
-            .map_err(|e| self.diagnostic(&e))?;
+            .map_err(|e| self.site.diagnostic(&e))?;
         tmpl.render(context! {
             host => Serde(host),
             os => Serde(os),
@@ -299,11 +341,7 @@ impl Site {
             action => Serde(action),
             appliance => self.appliance_context(),
         })
-        .map_err(|e| self.diagnostic(&e))
-    }
-
-    fn diagnostic(&self, e: &minijinja::Error) -> RenderError {
-        RenderError::Template(template_diagnostic(&self.snapshot, e))
+        .map_err(|e| self.site.diagnostic(&e))
     }
 }
 

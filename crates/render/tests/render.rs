@@ -4,10 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use kickstand_profiles::{Mac, load, urls};
 use kickstand_render::{BootAction, RenderError, Site, UnknownAction};
 
 const TOKEN: &str = "Zm9vYmFy-token_1";
+
+/// A client on the samples' IPv4 address (their appliance is 127.0.0.1).
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/kickstand.yaml")
@@ -23,7 +28,7 @@ fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
     let site = site();
     assert!(site.snapshot.hosts.len() >= 4);
     for (mac, host) in &site.snapshot.hosts {
-        let ks = site.kickstart(mac, TOKEN).expect("kickstart");
+        let ks = site.to(V4).kickstart(mac, TOKEN).expect("kickstart");
         assert!(
             ks.contains(&format!("--hostname={}", host.hostname)),
             "{ks}"
@@ -43,13 +48,18 @@ fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
         assert!(ks.contains("%onerror"), "{ks}");
 
         let install = site
+            .to(V4)
             .ipxe(mac, BootAction::Install, TOKEN)
             .expect("install script");
         assert!(install.starts_with("#!ipxe\n"), "{install}");
         let ks_url = site.urls().kickstart(*mac, TOKEN);
         assert!(install.contains(&format!("inst.ks={ks_url}")), "{install}");
         let server = &site.snapshot.appliance.server;
-        let syslog = format!("inst.syslog={}:{}", server.address, server.syslog_port);
+        let syslog = format!(
+            "inst.syslog={}:{}",
+            server.address.primary(),
+            server.syslog_port
+        );
         assert!(install.contains(&syslog), "{install}");
         assert!(install.contains("\nboot\n"), "{install}");
         // The secrets are in the kickstart only.
@@ -62,6 +72,7 @@ fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
         }
 
         let disk = site
+            .to(V4)
             .ipxe(mac, BootAction::LocalDisk, TOKEN)
             .expect("local disk script");
         assert!(disk.contains("\nexit\n"), "{disk}");
@@ -94,6 +105,7 @@ fn unknown_machines_get_a_script_that_never_installs() {
     let site = site();
     let stranger = Mac([0x52, 0x54, 0, 0x99, 0x99, 1]);
     let script = site
+        .to(V4)
         .unknown_ipxe(&stranger, UnknownAction::LocalDisk)
         .expect("script");
     assert!(script.starts_with("#!ipxe\n"), "{script}");
@@ -103,15 +115,16 @@ fn unknown_machines_get_a_script_that_never_installs() {
         assert!(!script.contains(never), "{never} in {script}");
     }
     assert!(matches!(
-        site.kickstart(&stranger, TOKEN),
+        site.to(V4).kickstart(&stranger, TOKEN),
         Err(RenderError::UnknownHost(m)) if m == stranger
     ));
     assert!(matches!(
-        site.ipxe(&stranger, BootAction::Install, TOKEN),
+        site.to(V4).ipxe(&stranger, BootAction::Install, TOKEN),
         Err(RenderError::UnknownHost(_))
     ));
     // Discovery: a report of what iPXE knows, then the disk; no installer.
     let discover = site
+        .to(V4)
         .unknown_ipxe(&stranger, UnknownAction::Discover)
         .expect("discovery script");
     let report = site.urls().discovery_report(stranger);
@@ -127,7 +140,8 @@ fn unknown_machines_get_a_script_that_never_installs() {
     }
     // UEFI, where `exit` hangs: an OS tree's GRUB of the machine's own
     // architecture (the first OS by name), told where Kickstand is.
-    let base = site.urls().base();
+    let urls = site.urls();
+    let base = urls.base();
     for (buildarch, grub) in [
         ("x86_64", "os/alma-9/EFI/BOOT/grubx64.efi"),
         ("arm64", "os/centos-stream-9-aarch64/EFI/BOOT/grubaa64.efi"),
@@ -170,6 +184,7 @@ fn the_shipped_unknown_template_is_used_when_a_directory_lacks_it() {
         .remove(kickstand_render::UNKNOWN_IPXE_TEMPLATE);
     let site = Site::new(snapshot).unwrap_or_else(|e| panic!("{e}"));
     let script = site
+        .to(V4)
         .unknown_ipxe(
             &Mac([0x52, 0x54, 0, 0x99, 0x99, 2]),
             UnknownAction::LocalDisk,
@@ -207,7 +222,7 @@ fn grub_script_check(name: &str, script: &str) {
 #[ignore = "peer: needs grub-script-check (grub-common); run by tests/run"]
 fn every_sample_host_renders_grub_configs_grub_parses() {
     let site = site();
-    let chain = site.grub_chain().expect("generic grub.cfg");
+    let chain = site.to(V4).grub_chain().expect("generic grub.cfg");
     assert!(
         chain.contains("configfile \"$prefix/grub.cfg-01-"),
         "{chain}"
@@ -220,6 +235,7 @@ fn every_sample_host_renders_grub_configs_grub_parses() {
     for (mac, host) in &site.snapshot.hosts {
         let os = &site.snapshot.oses[&host.os];
         let install = site
+            .to(V4)
             .grub(mac, BootAction::Install, TOKEN)
             .expect("install config");
         let kernel = format!("linux /{} ", urls::os_file_name(&os.name, &os.kernel));
@@ -238,6 +254,7 @@ fn every_sample_host_renders_grub_configs_grub_parses() {
         grub_script_check(&format!("{mac} install"), &install);
 
         let disk = site
+            .to(V4)
             .grub(mac, BootAction::LocalDisk, TOKEN)
             .expect("local-disk config");
         assert!(disk.contains("chainloader $ks_loader"), "{disk}");
@@ -246,4 +263,66 @@ fn every_sample_host_renders_grub_configs_grub_parses() {
         }
         grub_script_check(&format!("{mac} local disk"), &disk);
     }
+}
+
+/// A dual-stack appliance tells each client the address of the family it
+/// came in on, in brackets where it is IPv6; an IPv6-only one also keeps
+/// IPv4 off the installed systems.
+#[test]
+fn each_client_is_sent_urls_of_its_own_address_family() {
+    use kickstand_profiles::model::Addresses;
+    use std::net::Ipv6Addr;
+    let v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 5);
+    let mut snapshot = load(&samples()).unwrap_or_else(|e| panic!("{e}"));
+    snapshot.appliance.server.address = Addresses::Both(Ipv4Addr::new(10, 0, 0, 5), v6);
+    let mut ipv6_only = snapshot.clone();
+    ipv6_only.appliance.server.address = Addresses::V6(v6);
+    let site = Site::new(snapshot).unwrap_or_else(|e| panic!("{e}"));
+    let (mac, host) = site
+        .snapshot
+        .hosts
+        .iter()
+        .find(|(_, h)| h.network.static_ip.is_none())
+        .expect("a host on DHCP");
+
+    let over_v6 = site.to(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x99)));
+    let script = over_v6
+        .ipxe(mac, BootAction::Install, TOKEN)
+        .expect("script");
+    for want in [
+        format!(" inst.ks=http://[fd00::5]:8080/ks/{mac}?token={TOKEN} "),
+        " inst.syslog=[fd00::5]:5514 ".to_owned(),
+        " ip=auto6".to_owned(),
+    ] {
+        assert!(script.contains(&want), "{want} not in {script}");
+    }
+    let ks = over_v6.kickstart(mac, TOKEN).expect("kickstart");
+    assert!(ks.contains("url --url=http://[fd00::5]:8080/repo/"), "{ks}");
+    assert!(!ks.contains("10.0.0.5"), "{ks}");
+    // Dual-stack: the installed system keeps IPv4.
+    assert!(!ks.contains("--noipv4"), "{ks}");
+
+    // An IPv4 client, however it reached a dual-stack socket.
+    let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 99).to_ipv6_mapped());
+    let script = site
+        .to(mapped)
+        .ipxe(mac, BootAction::Install, TOKEN)
+        .expect("script");
+    assert!(
+        script.contains(" inst.ks=http://10.0.0.5:8080/ks/"),
+        "{script}"
+    );
+    assert!(script.contains(" ip=dhcp"), "{script}");
+    assert!(!script.contains("fd00::5"), "{script}");
+
+    let site = Site::new(ipv6_only).unwrap_or_else(|e| panic!("{e}"));
+    let ks = site.to(V4).kickstart(&host.mac, TOKEN).expect("kickstart");
+    assert!(ks.contains("url --url=http://[fd00::5]:8080/repo/"), "{ks}");
+    assert!(
+        ks.contains(&format!(
+            "network --bootproto=dhcp --device={} --noipv4 --ipv6=auto --hostname={}",
+            host.network.device, host.hostname
+        )),
+        "{ks}"
+    );
 }

@@ -286,6 +286,8 @@ impl Outcome {
 #[derive(Debug)]
 struct Job {
     local_ip: IpAddr,
+    /// Where the client is, as the socket reached it: an IPv4 client of a
+    /// dual-stack socket is an IPv4-mapped IPv6 address here.
     peer: SocketAddr,
     source: Arc<dyn Source>,
     cache: Arc<FileCache>,
@@ -296,6 +298,12 @@ struct Job {
 }
 
 impl Job {
+    /// The client as the source sees it: an IPv4 client is an IPv4
+    /// address, whichever socket it came in on.
+    fn client(&self) -> SocketAddr {
+        SocketAddr::new(self.peer.ip().to_canonical(), self.peer.port())
+    }
+
     fn run(self, request: Result<Request, packet::ParseError>) {
         let _entered = self.span.enter();
         // The source's callbacks may spawn tasks and set timers; this
@@ -325,7 +333,7 @@ impl Job {
                     bytes: 0,
                     duration: started.elapsed(),
                 };
-                self.source.transfer_ended(self.peer, &report);
+                self.source.transfer_ended(self.client(), &report);
                 // The client hears why, if it still listens.
                 let _ = socket.send(&packet::encode_error(ErrorCode::NotDefined, "read error"));
                 return warn!(error = %e, "transfer failed");
@@ -333,7 +341,7 @@ impl Job {
             Ok(outcome) => outcome,
         };
         self.source
-            .transfer_ended(self.peer, &outcome.report(file, started.elapsed()));
+            .transfer_ended(self.client(), &outcome.report(file, started.elapsed()));
         let reply = match &outcome {
             Outcome::Malformed(_) => Some((ErrorCode::IllegalOperation, "malformed request")),
             Outcome::WriteRefused => Some((ErrorCode::AccessViolation, "read-only server")),
@@ -574,7 +582,7 @@ impl Body {
     fn open(job: &Job, raw: &[u8]) -> Result<Self, OpenError> {
         let path = normalize(raw)?;
         // This thread is not one of the runtime's, so it may block on it.
-        let supplied = job.runtime.block_on(job.source.open(&path, job.peer))?;
+        let supplied = job.runtime.block_on(job.source.open(&path, job.client()))?;
         let cache = &job.cache;
         let (file, offset, size) = match supplied {
             Content::Bytes(bytes) => return Ok(Self::Memory(bytes)),

@@ -2,7 +2,7 @@
 //! paths.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -122,15 +122,24 @@ impl Cx {
 
         let address = self.server_address(file, &w.server, interfaces);
         let bind = match &w.server.bind {
+            // `::` takes IPv4 too (Linux's default IPV6_V6ONLY=0).
+            None if address.is_some_and(|a| a.v6().is_some()) => {
+                Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+            }
             None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            Some(b) => self.check(
-                file,
-                b.referenced,
-                "server.bind",
-                b.value
-                    .parse::<IpAddr>()
-                    .map_err(|_| format!("`{}` is not an IP address", b.value)),
-            ),
+            Some(b) => self
+                .check(
+                    file,
+                    b.referenced,
+                    "server.bind",
+                    b.value
+                        .parse::<IpAddr>()
+                        .map_err(|_| format!("`{}` is not an IP address", b.value)),
+                )
+                .and_then(|bind| {
+                    let reach = address.map_or(Ok(()), |a| reaches(bind, a));
+                    self.check(file, b.referenced, "server.bind", reach.map(|()| bind))
+                }),
         };
         let mode = self
             .word(file, "dhcp.mode", w.dhcp.mode.as_ref())
@@ -159,6 +168,13 @@ impl Cx {
             ),
         };
         let answer_router_solicitations = self.answer_router_solicitations(file, w, mode);
+        if mode == Some(DhcpMode::Full) && address.is_some_and(|a| a.v4().is_none()) {
+            self.err(
+                file,
+                w.server.address.referenced,
+                "dhcp.mode `full` hands out IPv4 addresses: server.address needs an IPv4 address",
+            );
+        }
         if mode == Some(DhcpMode::Full) && w.dhcp.pool.is_none() {
             let at = w
                 .dhcp
@@ -299,20 +315,23 @@ impl Cx {
         file: &Path,
         server: &wire::Server,
         interfaces: Option<&Interfaces>,
-    ) -> Option<Ipv4Addr> {
+    ) -> Option<Addresses> {
         let at = server.address.referenced;
-        match self.check(
+        let said = self.check(
             file,
             at,
             "server.address",
-            parse::server_address(&server.address.value),
-        )? {
-            ServerAddress::Fixed(address) => Some(address),
-            ServerAddress::Auto => {
+            parse::server_address(&server.address.value.0),
+        )?;
+        let v4 = match said.v4 {
+            None => None,
+            Some(ServerAddress::Fixed(address)) => Some(address),
+            Some(ServerAddress::Auto) => {
                 let resolved = interfaces?.resolve(&server.interfaces);
-                self.check(file, at, "server.address", resolved)
+                Some(self.check(file, at, "server.address", resolved)?)
             }
-        }
+        };
+        Addresses::new(v4, said.v6)
     }
 
     /// `dhcp.answer_router_solicitations`: only where ProxyDHCP answers,
@@ -614,5 +633,21 @@ impl Cx {
                     .unwrap_or("../var/state/leases.json"),
             ),
         })
+    }
+}
+
+/// Whether listening on `bind` reaches every address machines are told:
+/// an IPv4 bind never hears IPv6 clients, and an IPv6 one other than `::`
+/// never hears IPv4 ones.
+fn reaches(bind: IpAddr, told: Addresses) -> Result<(), String> {
+    let dual_stack = bind == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    match (bind, told.v4(), told.v6()) {
+        (IpAddr::V4(_), _, Some(v6)) => Err(format!(
+            "`{bind}` listens on IPv4 only, but IPv6 machines are told {v6}: bind `::`"
+        )),
+        (IpAddr::V6(_), Some(v4), _) if !dual_stack => Err(format!(
+            "`{bind}` listens on IPv6 only, but IPv4 machines are told {v4}: bind `::`"
+        )),
+        _ => Ok(()),
     }
 }
