@@ -121,13 +121,15 @@ fn hosts_lists_every_profile() {
 }
 
 /// Every kickstart rendered for every sample host is valid RHEL 9 syntax
-/// according to pykickstart's own validator.
+/// according to pykickstart's own validator; the samples have a VLAN on a
+/// static and on a DHCP network line among them.
 #[test]
 #[ignore = "peer: needs ksvalidator (pip install pykickstart); run by .ci/run"]
 fn every_sample_kickstart_passes_ksvalidator() {
     let config = repo_root().join("profiles/kickstand.yaml");
     let snapshot = load(&config).expect("samples load");
     let dir = tempfile::tempdir().expect("tempdir");
+    let mut tagged = std::collections::BTreeSet::new();
     for mac in snapshot.hosts.keys() {
         let (ok, ks, stderr) = run(kickstand()
             .arg("--config")
@@ -149,7 +151,15 @@ fn every_sample_kickstart_passes_ksvalidator() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        for line in ks.lines().filter(|l| l.contains(" --vlanid=")) {
+            let proto = line.split(' ').find(|w| w.starts_with("--bootproto="));
+            tagged.extend(proto.map(str::to_owned));
+        }
     }
+    assert_eq!(
+        tagged.into_iter().collect::<Vec<_>>(),
+        ["--bootproto=dhcp", "--bootproto=static"]
+    );
 }
 
 /// An edit that breaks a profile file leaves the daemon serving its last
