@@ -121,8 +121,9 @@ fn hosts_lists_every_profile() {
 }
 
 /// Every kickstart rendered for every sample host is valid RHEL 9 syntax
-/// according to pykickstart's own validator: as the samples are, and on
-/// an IPv6-only appliance (no IPv4 for the installed systems either).
+/// according to pykickstart's own validator: as the samples are (a VLAN on
+/// a static and on a DHCP network line among them), and on an IPv6-only
+/// appliance (no IPv4 for the installed systems either).
 #[test]
 #[ignore = "peer: needs ksvalidator (pip install pykickstart); run by .ci/run"]
 fn every_sample_kickstart_passes_ksvalidator() {
@@ -140,6 +141,7 @@ fn every_sample_kickstart_passes_ksvalidator() {
     );
     assert_ne!(edited, text, "the samples name their address");
     std::fs::write(&ipv6_only, edited).expect("write");
+    let mut tagged = std::collections::BTreeSet::new();
     for config in [&samples, &ipv6_only] {
         let snapshot = load(config).expect("samples load");
         for mac in snapshot.hosts.keys() {
@@ -169,8 +171,16 @@ fn every_sample_kickstart_passes_ksvalidator() {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
+            for line in ks.lines().filter(|l| l.contains(" --vlanid=")) {
+                let proto = line.split(' ').find(|w| w.starts_with("--bootproto="));
+                tagged.extend(proto.map(str::to_owned));
+            }
         }
     }
+    assert_eq!(
+        tagged.into_iter().collect::<Vec<_>>(),
+        ["--bootproto=dhcp", "--bootproto=static"]
+    );
 }
 
 /// An edit that breaks a profile file leaves the daemon serving its last

@@ -648,6 +648,34 @@ pub struct Network {
     /// Kickstart `--device`; `link` means the first interface with a link.
     pub device: String,
     pub static_ip: Option<StaticIp>,
+    /// The installed system's interface is tagged with this VLAN (kickstart
+    /// `--vlanid`); `None`: untagged.
+    pub vlan: Option<VlanId>,
+}
+
+/// An 802.1Q VLAN ID: 1 to 4094 (0 and 4095 are reserved by the standard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct VlanId(u16);
+
+impl VlanId {
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for VlanId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<VlanId, String> {
+        // Digits only: `u16`'s parser would take a `+` sign.
+        Some(s)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u16>().ok())
+            .filter(|id| (1..=4094).contains(id))
+            .map(VlanId)
+            .ok_or_else(|| format!("`{s}` is not a VLAN ID (1 to 4094)"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

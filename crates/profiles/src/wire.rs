@@ -313,6 +313,10 @@ pub(crate) struct Network {
     pub gateway: Option<S<String>>,
     #[serde(default)]
     pub dns: Vec<S<String>>,
+    /// The installed system's 802.1Q VLAN ID; merged on its own, not with
+    /// the fields above (a rack's VLAN, each host's address). A string, so
+    /// any wrong value is reported as written.
+    pub vlan: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1036,3 +1036,56 @@ fn server_address_takes_either_family_or_one_of_each() {
         "{diags:#?}"
     );
 }
+
+/// `network.vlan` is merged on its own: a group's VLAN holds for a host
+/// that gives its own address, and the host may set another.
+#[test]
+fn a_vlan_is_merged_apart_from_the_address() {
+    let copy = Copy::new();
+    copy.write(
+        "profiles/hosts/vlan.yaml",
+        "groups:\n  tagged:\n    match: { hostname: [\"tag*\"] }\n    profile:\n      network: { vlan: 20 }\nhosts:\n  \"52:54:00:99:00:01\":\n    hostname: tag01\n    network:\n      address: 10.0.20.11/24\n  \"52:54:00:99:00:02\":\n    hostname: tag02\n    network: { vlan: \"4094\" }\n  \"52:54:00:99:00:03\":\n    hostname: plain03\n",
+    );
+    let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    let host = |mac: &str| {
+        let host = snap.host(&mac.parse::<Mac>().expect("mac")).expect("host");
+        (
+            host.network.vlan.map(|v| v.get()),
+            host.network
+                .static_ip
+                .as_ref()
+                .map(|s| s.address.to_string()),
+        )
+    };
+    assert_eq!(
+        host("52:54:00:99:00:01"),
+        (Some(20), Some("10.0.20.11".into()))
+    );
+    assert_eq!(host("52:54:00:99:00:02"), (Some(4094), None));
+    assert_eq!(host("52:54:00:99:00:03"), (None, None));
+}
+
+/// A VLAN ID is 1 to 4094, written as digits; anything else is located.
+#[test]
+fn a_wrong_vlan_is_located() {
+    for vlan in ["0", "4095", "abc", "-1", "+20", "20.5", "\"\""] {
+        let copy = Copy::new();
+        let file = copy.write(
+            "profiles/hosts/vlan.yaml",
+            &format!("hosts:\n  \"52:54:00:99:00:01\":\n    hostname: tag01\n    network:\n      vlan: {vlan}\n"),
+        );
+        assert_one_at(&copy.load_err(), &file, 5, "network.vlan");
+    }
+    // In a group, the diagnostic points into the group's file.
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/vlan.yaml",
+        "groups:\n  tagged:\n    match: { hostname: [\"tag*\"] }\n    profile:\n      network:\n        vlan: 5000\nhosts:\n  \"52:54:00:99:00:01\":\n    hostname: tag01\n",
+    );
+    assert_one_at(
+        &copy.load_err(),
+        &file,
+        6,
+        "`5000` is not a VLAN ID (1 to 4094)",
+    );
+}

@@ -46,6 +46,17 @@ fn every_sample_host_renders_its_kickstart_and_both_boot_scripts() {
             );
         }
         assert!(ks.contains("%onerror"), "{ks}");
+        // The installed system's VLAN is on its network line, which then
+        // leaves the installer on the untagged network it booted on.
+        let network = ks
+            .lines()
+            .find(|l| l.starts_with("network "))
+            .unwrap_or_else(|| panic!("no network line:\n{ks}"));
+        let tail = match host.network.vlan {
+            Some(vlan) => format!(" --vlanid={} --no-activate", vlan.get()),
+            None => " --activate".to_owned(),
+        };
+        assert!(network.ends_with(&tail), "{network}");
 
         let install = site
             .to(V4)

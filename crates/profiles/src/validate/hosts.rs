@@ -249,8 +249,10 @@ impl Cx {
                 )
             })
         });
+        // A `network:` that only names the VLAN leaves the rest to the
+        // other layers: the VLAN is merged on its own, below.
         let network = self.scalar(mac, layers, "network", |f| {
-            f.network.as_ref().map(|n| {
+            f.network.as_ref().filter(|n| !only_vlan(n)).map(|n| {
                 let key = (
                     n.device.clone(),
                     n.address.as_ref().map(|a| a.value.clone()),
@@ -264,6 +266,10 @@ impl Cx {
                         .map_or(Location::UNKNOWN, |a| a.referenced),
                 )
             })
+        });
+        let vlan = self.scalar(mac, layers, "network.vlan", |f| {
+            let vlan = f.network.as_ref()?.vlan.as_ref()?;
+            Some((vlan.value.clone(), vlan.referenced))
         });
 
         let Some((hostname, hostname_at, hostname_file)) = hostname else {
@@ -315,6 +321,17 @@ impl Cx {
                 value.parse::<BootLoader>(),
             ),
         };
+        let vlan = match vlan {
+            None => Some(None),
+            Some((value, at, file)) => self
+                .check(
+                    file,
+                    at,
+                    &format!("host {mac}: network.vlan"),
+                    value.parse::<VlanId>(),
+                )
+                .map(Some),
+        };
         if let Some((h, at, file)) = &hash
             && !parse::looks_like_crypt(h)
         {
@@ -343,6 +360,7 @@ impl Cx {
             None => Some(Network {
                 device: "link".into(),
                 static_ip: None,
+                vlan: None,
             }),
             Some(((device, address, gateway, dns), at, file)) => {
                 self.network(mac, file, at, device, address, gateway, dns)
@@ -381,7 +399,10 @@ impl Cx {
             boot_loader: boot_loader?,
             groups,
             disk: disk?,
-            network: network?,
+            network: Network {
+                vlan: vlan?,
+                ..network?
+            },
             root_password_hash: hash.map(|(h, ..)| h),
             ssh_keys,
             packages,
@@ -609,6 +630,7 @@ impl Cx {
             return Some(Network {
                 device,
                 static_ip: None,
+                vlan: None,
             });
         };
         let parsed = address.split_once('/').and_then(|(a, p)| {
@@ -659,6 +681,7 @@ impl Cx {
                 gateway,
                 dns: servers,
             }),
+            vlan: None,
         })
     }
 }
@@ -675,6 +698,15 @@ struct Layer<'a> {
     file: &'a Path,
     at: Location,
     fields: &'a wire::HostFields,
+}
+
+/// Whether a `network:` gives nothing but its VLAN.
+fn only_vlan(n: &wire::Network) -> bool {
+    n.vlan.is_some()
+        && n.device.is_none()
+        && n.address.is_none()
+        && n.gateway.is_none()
+        && n.dns.is_empty()
 }
 
 fn extend_unique(into: &mut Vec<String>, from: &[String]) {
