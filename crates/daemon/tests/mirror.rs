@@ -165,14 +165,18 @@ impl Kickstand {
     /// Starts `kickstand serve` with its config, cache and state under
     /// `bed/ks`. Calling it again on the same bed reuses the cache (a restart).
     fn start(bed: &Bed) -> Kickstand {
+        Self::start_with(bed, appliance_config)
+    }
+
+    fn start_with(bed: &Bed, config: fn(&Bed, u16, u16) -> String) -> Kickstand {
         let home = bed.dir.join("ks");
         for sub in ["etc", "tftp", "templates", "var/cache", "var/state"] {
             fs::create_dir_all(home.join(sub)).expect("create kickstand dirs");
         }
         let port = free_tcp_port();
+        let text = config(bed, port, free_udp_port());
         let config = home.join("etc/kickstand.yaml");
-        fs::write(&config, appliance_config(bed, port, free_udp_port()))
-            .expect("write kickstand.yaml");
+        fs::write(&config, text).expect("write kickstand.yaml");
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -340,6 +344,31 @@ paths:
         slow = bed.var("KS_MIRROR_SLOW_URL"),
         https = bed.var("KS_MIRROR_HTTPS_URL"),
     )
+}
+
+/// The same appliance on an IPv6-only office network: its own address, the
+/// office proxy and the mirrors are all IPv6 (the bed's `::1` side).
+fn ipv6_appliance_config(bed: &Bed, http_port: u16, tftp_port: u16) -> String {
+    let mut text = appliance_config(bed, http_port, tftp_port);
+    let v4_address = "  address: 127.0.0.1\n  bind: 127.0.0.1\n";
+    assert!(text.contains(v4_address), "{text}");
+    text = text.replacen(v4_address, "  address: \"::1\"\n  bind: \"::\"\n", 1);
+    for (v4, v6) in [
+        (bed.var("KS_PROXY_URL"), bed.var("KS_PROXY_URL6")),
+        (
+            bed.var("KS_MIRROR_HTTP_URL"),
+            bed.var("KS_MIRROR_HTTP_URL6"),
+        ),
+        (
+            bed.var("KS_MIRROR_HTTPS_URL"),
+            bed.var("KS_MIRROR_HTTPS_URL6"),
+        ),
+    ] {
+        assert!(text.contains(v4), "{v4} not in the config");
+        // Quoted: `[` opens a list in YAML.
+        text = text.replacen(v4, &format!("{v6:?}"), 1);
+    }
+    text
 }
 
 fn free_tcp_port() -> u16 {
@@ -1050,6 +1079,48 @@ fn kill_during_download_leaves_no_partial_file() {
     assert_eq!(sha256(&body), want);
     assert!(bed.upstream_fetches("/slow/centos/9-stream/BaseOS/x86_64/os/images/install.img") >= 2);
     assert_eq!(sha256(&ks.fetch("slow", "images/install.img")), want);
+}
+
+/// An IPv6-only office: dnf reaches Kickstand, Kickstand the office proxy,
+/// and the proxy the mirror, each over IPv6 (http, and https through a
+/// CONNECT tunnel).
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn an_ipv6_only_appliance_reaches_proxy_and_mirrors_over_ipv6() {
+    let bed = Bed::start("ipv6");
+    let ks = Kickstand::start_with(&bed, ipv6_appliance_config);
+    let root = bed.dir.join("root");
+    let baseurl = format!("http://[::1]:{}/repo/centos/{OS}/", ks.port);
+    dnf_install(&root, &baseurl, &["ks-hello"], &[]);
+    assert_installed(&root);
+    assert_eq!(
+        sha256(&ks.fetch("secure", "repodata/repomd.xml")),
+        sha256_file(&bed.mirror_file("repodata/repomd.xml"))
+    );
+    drop(ks); // squid logs a tunnel when it closes
+
+    let package = "/Packages/ks-hello-1.0-1.noarch.rpm";
+    let line = format!(
+        "::1 GET {}{OS}{package} 200",
+        bed.var("KS_MIRROR_HTTP_URL6")
+    );
+    let https = format!("::1 CONNECT [::1]:{} 200", bed.port("KS_MIRROR_HTTPS_PORT"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bed.squid_log().contains(&https) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+    let squid = bed.squid_log();
+    for want in [&line, &https] {
+        assert!(
+            squid.contains(want.as_str()),
+            "squid log lacks {want:?}:\n{squid}"
+        );
+    }
+    // squid reached nginx over IPv6 too, once per file.
+    let nginx = fs::read_to_string(bed.var("KS_NGINX_ACCESS_LOG")).expect("nginx log");
+    let fetched: Vec<&str> = nginx.lines().filter(|l| l.contains(package)).collect();
+    assert_eq!(fetched.len(), 1, "{nginx}");
+    assert!(fetched[0].ends_with("\t::1"), "{nginx}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the mirror bed under WORKDIR: nginx as the mirror (http and https,
 # the https one with a test CA), squid as the office proxy, all on 127.0.0.1
-# with free ports. Writes WORKDIR/env (shell-sourceable) with the ports,
+# and ::1 with free ports. Writes WORKDIR/env (shell-sourceable) with the ports,
 # URLs and log paths. Already running: a no-op.
 #
 # Environment knobs (read at start):
@@ -47,7 +47,7 @@ if [[ ! -f "$tls/server.pem" ]]; then
         -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
         -keyout "$tls/server.key" -out "$tls/server.csr" -subj "/CN=localhost" 2>/dev/null
-    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
         "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$tls/server.ext"
     openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
         -CAcreateserial -days 825 -sha256 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
@@ -66,8 +66,9 @@ pid $ng/nginx.pid;
 error_log $ng/error.log info;
 events { worker_connections 1024; }
 http {
-    # Tab-separated so tests can count fetches per file: port, method, URI, status, bytes.
-    log_format ks '\$server_port\t\$request_method\t\$request_uri\t\$status\t\$body_bytes_sent\t\$request_time';
+    # Tab-separated so tests can count fetches per file: port, method, URI,
+    # status, bytes, time, client (squid's, over IPv4 or IPv6).
+    log_format ks '\$server_port\t\$request_method\t\$request_uri\t\$status\t\$body_bytes_sent\t\$request_time\t\$remote_addr';
     access_log $ng/access.log ks;
     client_body_temp_path $ng/tmp/body;
     proxy_temp_path $ng/tmp/proxy;
@@ -81,6 +82,7 @@ http {
 
     server {
         listen 127.0.0.1:$http_port;
+        listen [::1]:$http_port;
         root $work/www;
         location / { limit_rate $limit_rate; }
         # The same tree, slowed down, so a test can act while a download runs.
@@ -88,6 +90,7 @@ http {
     }
     server {
         listen 127.0.0.1:$https_port ssl;
+        listen [::1]:$https_port ssl;
         server_name localhost;
         ssl_certificate $tls/server.pem;
         ssl_certificate_key $tls/server.key;
@@ -118,6 +121,7 @@ http_access deny !authed"
 fi
 cat >"$sq/squid.conf" <<SQUID
 http_port 127.0.0.1:$squid_port
+http_port [::1]:$squid_port
 pid_filename $sq/squid.pid
 cache_log $sq/cache.log
 logformat ks %ts.%03tu %>a %rm %ru %>Hs %<st %Ss/%Sh
@@ -129,15 +133,18 @@ pinger_enable off
 icp_port 0
 htcp_port 0
 dns_nameservers 127.0.0.1
-tcp_outgoing_address 127.0.0.1
+# The mirror over the family it was asked for (an IPv6-only office).
+acl to_ipv6 dst ipv6
+tcp_outgoing_address ::1 to_ipv6
+tcp_outgoing_address 127.0.0.1 !to_ipv6
 shutdown_lifetime 1 seconds
 visible_hostname ks-bed-squid
 # Nothing is cached here, so every fetch Kickstand makes shows up at nginx.
 cache deny all
 cache_mem 0 MB
 
-acl office_clients src 127.0.0.1/32
-acl mirror_host dst 127.0.0.1/32
+acl office_clients src 127.0.0.1/32 ::1
+acl mirror_host dst 127.0.0.1/32 ::1
 acl mirror_http_port port $http_port
 acl mirror_https_port port $https_port
 acl CONNECT method CONNECT
@@ -168,6 +175,9 @@ KS_PROXY_PASSWORD=$proxy_password
 KS_MIRROR_HTTP_URL=http://127.0.0.1:$http_port/centos/
 KS_MIRROR_SLOW_URL=http://127.0.0.1:$http_port/slow/centos/
 KS_MIRROR_HTTPS_URL=https://127.0.0.1:$https_port/centos/
+KS_PROXY_URL6=http://[::1]:$squid_port
+KS_MIRROR_HTTP_URL6=http://[::1]:$http_port/centos/
+KS_MIRROR_HTTPS_URL6=https://[::1]:$https_port/centos/
 KS_MIRROR_ROOT=$work/www/centos
 KS_OS_PATH=9-stream/BaseOS/x86_64/os
 KS_CA_PEM=$tls/ca.pem
