@@ -25,7 +25,7 @@ use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -80,9 +80,48 @@ const DISK_OR_STUCK: &[&str] = &[
 /// on 2 cores; a failed UEFI PXE falls back to HTTP boot after ~70 s).
 const VM_LIMIT: Duration = Duration::from_secs(240);
 
-/// One VM at a time: two TCG guests on two cores would only slow both down
-/// and make the hard timeout meaningless.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Two beds (and VMs) at a time: a TCG guest keeps one core busy, so two
+/// share a 2-core machine's cores; a third would only slow all of them
+/// and bring the hard timeout within reach. Each bed has namespaces of its
+/// own, and the stand-in cache is built under a lock (bed-up.sh).
+static SLOTS: Slots = Slots::new(2);
+
+/// A counting semaphore over threads (std has none).
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    const fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot; it is given back when the `Slot` drops, also
+    /// when a test panics.
+    fn take(&'static self) -> Slot {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+#[derive(Debug)]
+struct Slot(&'static Slots);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
 
 /// What the bed's Kickstand config says beyond its hosts.
 #[derive(Debug, Clone, Copy)]
@@ -204,7 +243,7 @@ impl VmRun {
 /// logs first).
 #[derive(Debug)]
 struct Bed {
-    _serial: std::sync::MutexGuard<'static, ()>,
+    _slot: Slot,
     work: tempfile::TempDir,
     ns: String,
     daemon: Option<Child>,
@@ -237,9 +276,7 @@ impl Bed {
     /// `aarch64`: the mirror also gets the arm64 tree (Debian's arm64 shim
     /// and GRUB, downloaded once through apt into the stand-in cache).
     fn bring_up_with(mode: BedMode, aarch64: bool) -> Bed {
-        let serial = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = SLOTS.take();
         let work = tempfile::Builder::new()
             .prefix("ks-netboot-")
             .tempdir()
@@ -265,7 +302,7 @@ impl Bed {
         );
         let ns = read_env(&work.path().join("bed.env"), "NS");
         Bed {
-            _serial: serial,
+            _slot: slot,
             work,
             ns,
             daemon: None,

@@ -59,8 +59,14 @@ ENV
 # If anything below fails, take down whatever was created.
 trap '"$here/bed-down.sh" "$work" >/dev/null 2>&1 || true' ERR
 
-"$here/build-initrd.sh" "$standin" >&2
-"$here/build-disk.sh" "$standin/disks" >&2
+# Tests bring up two beds at once: the stand-in cache they share is built
+# (or found current) by one while the other waits.
+mkdir -p "$standin"
+(
+  flock 9
+  "$here/build-initrd.sh" "$standin" >&2
+  "$here/build-disk.sh" "$standin/disks" >&2
+) 9>"$standin/.lock"
 
 ip netns add "$ns"
 ip netns add "$ons"
@@ -92,7 +98,10 @@ cp "$standin/vmlinuz" "$work/mirror/$tree/images/pxeboot/vmlinuz"
 cp "$standin/initrd.img" "$work/mirror/$tree/images/pxeboot/initrd.img"
 "$here/build-sb-tree.sh" "$work/mirror/$tree" x86_64
 if [[ ${KS_BED_AARCH64:-} == 1 ]]; then
-  "$here/build-sb-tree.sh" "$work/mirror/$tree_aa64" aarch64 "$standin/arm64"
+  (
+    flock 9
+    "$here/build-sb-tree.sh" "$work/mirror/$tree_aa64" aarch64 "$standin/arm64"
+  ) 9>"$standin/.lock"
 fi
 # iPXE for UEFI HTTP boot, which fetches its loader from a URL.
 mkdir -p "$work/mirror/loaders"
