@@ -105,9 +105,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     let https = TcpListener::bind(https_addr)
         .await
         .with_context(|| format!("binding HTTPS on {https_addr}"))?;
-    let syslog_addr = SocketAddr::new(server.bind, server.syslog_port);
-    let syslog = std::net::UdpSocket::bind(syslog_addr)
-        .with_context(|| format!("binding the installer-log receiver on UDP {syslog_addr}"))?;
+    let (syslog, syslog_tcp) = syslog::bind(SocketAddr::new(server.bind, server.syslog_port))?;
     // With port 0 the URLs in scripts and `inst.syslog=` must name the
     // ports the kernel chose.
     let ports = Ports {
@@ -216,12 +214,22 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             warn!(file = %file.display(), error = %e, "cannot record a listening address for the CLI");
         }
     }
-    info!(addr = %syslog.local_addr()?, "installer-log receiver listening");
+    info!(addr = %syslog.local_addr()?, "installer-log receiver listening (UDP and TCP)");
+    let sink = syslog::Sink {
+        store: store.clone(),
+        logs,
+        counters: log_counters,
+    };
     let receiver = std::thread::Builder::new().name("syslog".into()).spawn({
-        let (store, counters) = (store.clone(), log_counters);
-        let shutdown = shutdown.clone();
-        move || syslog::receive(syslog, store, logs, counters, shutdown)
+        let (sink, shutdown) = (sink.clone(), shutdown.clone());
+        move || syslog::receive(syslog, sink, shutdown)
     })?;
+    let tcp_receiver = std::thread::Builder::new()
+        .name("syslog-accept".into())
+        .spawn({
+            let shutdown = shutdown.clone();
+            move || syslog::accept(syslog_tcp, sink, shutdown)
+        })?;
     tasks.spawn(sweep(store.clone(), shutdown.clone()));
     tasks.spawn(power.poll(live.clone(), shutdown.clone()));
 
@@ -325,7 +333,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     if let Err(e) = store.close().await {
         warn!(error = %e, "could not write the last changes to the state database");
     }
-    let _ = tokio::task::spawn_blocking(move || receiver.join()).await;
+    let _ = tokio::task::spawn_blocking(move || (receiver.join(), tcp_receiver.join())).await;
     for (file, _) in &address_files {
         let _ = std::fs::remove_file(file);
     }

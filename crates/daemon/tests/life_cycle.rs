@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
@@ -231,13 +232,19 @@ fn a_failed_install_is_held_until_rearmed_and_the_diagnosis_says_why() {
 }
 
 fn logger(port: u16, format: &str, message: &str) {
+    logger_over(port, "--udp", format, message);
+}
+
+/// util-linux's `logger` as the syslog client, over `--udp` or `--tcp`
+/// (one message per line, as rsyslog forwards Anaconda's log).
+fn logger_over(port: u16, transport: &str, format: &str, message: &str) {
     let status = Command::new("logger")
         .args([
             "--server",
             "127.0.0.1",
             "--port",
             &port.to_string(),
-            "--udp",
+            transport,
         ])
         .arg(format)
         .args(["-t", "anaconda", message])
@@ -273,11 +280,30 @@ fn installer_logs_from_a_real_syslog_client() {
             ("127.0.0.1", port),
         )
         .expect("send");
+    // Over TCP, as Anaconda's rsyslog sends (`@@`): a stranger's
+    // connection is closed unread.
+    let stranger =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    stranger
+        .bind(&std::net::SocketAddr::new(OTHER, 0).into())
+        .expect("bind 127.0.0.2");
+    stranger
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
+    let mut stranger: std::net::TcpStream = stranger.into();
+    stranger.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let _ = stranger.write_all(b"<14>Dec  2 01:02:03 x anaconda: before anyone booted\n");
+    // Closed (a reset, as what it sent is left unread), not left open.
+    let mut rest = Vec::new();
+    if let Err(e) = stranger.read_to_end(&mut rest) {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
     logger(port, "--rfc3164", "Starting installation (3164)");
     logger(port, "--rfc5424", "Running pre-installation scripts (5424)");
+    logger_over(port, "--tcp", "--rfc5424", "Installing packages (tcp)");
     let log = eventually(WAIT, || {
         let (status, log) = daemon.get(&format!("/api/hosts/{NODE01}/log"));
-        (status == 200 && log.contains("(5424)")).then_some(log)
+        (status == 200 && log.contains("(5424)") && log.contains("(tcp)")).then_some(log)
     })
     .unwrap_or_else(|| panic!("no installer log:\n{}", daemon.log()));
     assert!(
