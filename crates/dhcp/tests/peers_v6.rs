@@ -1,0 +1,425 @@
+//! The DHCPv6 driver on an IPv6-only segment with real peers, in network
+//! namespaces the test creates and always removes:
+//!
+//! ```text
+//!  ns office: radvd (M flag, fd77::/64), dnsmasq DHCPv6 fd77::100-1ff ─┐
+//!  ns appliance: ksbr0 fd77::1 ─────────────────────────────────────────┤
+//!    Kickstand v6::serve() on [::]:547 (ff02::1:2 on ksbr0) and :4011   │
+//!    a TFTP read-request listener on [fd77::1]:69                       │
+//!    OVMF in QEMU on a tap in the bridge, IPv4 PXE off ─────────────────┘
+//! ```
+//!
+//! dnsmasq is the office's DHCPv6 server handing out addresses; Kickstand
+//! answers boot information only. The test binary re-runs itself inside the
+//! appliance namespace (`KS_DHCP6_ROLE`) for the server role.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use kickstand_dhcp::v6::{self, Join, Sockets, View};
+use kickstand_dhcp::{HostBoot, HostStatus, Mac};
+use tokio_util::sync::CancellationToken;
+
+const APPLIANCE: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+const OVMF_MAC: &str = "52:54:00:00:06:02";
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Namespaces and processes that go away even when an assertion fails.
+struct Bed {
+    appliance: String,
+    office: String,
+    children: Vec<Child>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.appliance, &self.office] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let id = std::process::id();
+        let bed = Bed {
+            appliance: format!("ks-dhcp6-a-{id}"),
+            office: format!("ks-dhcp6-o-{id}"),
+            children: Vec::new(),
+        };
+        let (a, o) = (&bed.appliance, &bed.office);
+        for ns in [a, o] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&["ip", "-n", a, "link", "add", "ksbr0", "type", "bridge"]);
+        // nodad: the addresses are usable at once, and the bed owns them.
+        sh(&[
+            "ip",
+            "-n",
+            a,
+            "addr",
+            "add",
+            "fd77::1/64",
+            "dev",
+            "ksbr0",
+            "nodad",
+        ]);
+        sh(&["ip", "-n", a, "link", "set", "ksbr0", "up"]);
+        sh(&[
+            "ip", "-n", a, "link", "add", "vo", "type", "veth", "peer", "name", "eth0", "netns", o,
+        ]);
+        sh(&["ip", "-n", a, "link", "set", "vo", "master", "ksbr0", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            o,
+            "addr",
+            "add",
+            "fd77::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        sh(&["ip", "-n", o, "link", "set", "eth0", "up"]);
+        // radvd refuses to advertise from a host that does not forward.
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            o,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        bed
+    }
+
+    fn in_office(&mut self, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.office])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        self.children.push(child);
+    }
+
+    /// radvd as the office router: the M flag sends hosts to DHCPv6 for
+    /// addresses; the prefix is on-link but not for SLAAC.
+    fn office_router(&mut self, dir: &Path) {
+        let conf = dir.join("radvd.conf");
+        std::fs::write(
+            &conf,
+            "interface eth0 {\n  AdvSendAdvert on;\n  AdvManagedFlag on;\n  AdvOtherConfigFlag on;\n  \
+             MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 4;\n  \
+             prefix fd77::/64 {\n    AdvOnLink on;\n    AdvAutonomous off;\n  };\n};\n",
+        )
+        .unwrap();
+        let pid = dir.join("radvd.pid");
+        self.in_office(&[
+            "radvd",
+            "--nodaemon",
+            "--config",
+            conf.to_str().unwrap(),
+            "--pidfile",
+            pid.to_str().unwrap(),
+        ]);
+    }
+
+    /// dnsmasq as the office DHCPv6 server: addresses only, no boot
+    /// options, no router advertisements (radvd sends those).
+    fn office_dhcp(&mut self, leases: &Path) {
+        let leasefile = format!("--dhcp-leasefile={}", leases.display());
+        self.in_office(&[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--user=root",
+            "--interface=eth0",
+            "--bind-interfaces",
+            "--dhcp-range=fd77::100,fd77::1ff,64,1h",
+            &leasefile,
+        ]);
+    }
+
+    /// Kickstand in the appliance namespace; its stdout lines arrive on the
+    /// returned channel once it has bound its sockets.
+    fn kickstand(&mut self, test: &str) -> mpsc::Receiver<String> {
+        let me = std::env::current_exe().unwrap();
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &self.appliance])
+            .arg(me)
+            .args(["--exact", test, "--include-ignored", "--nocapture"])
+            .env("KS_DHCP6_ROLE", "server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(server.stdout.take().unwrap());
+        self.children.push(server);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the Kickstand server role binds")
+            != "KS-READY"
+        {}
+        rx
+    }
+
+    /// OVMF on a tap in the bridge, booting from the network with IPv4 PXE
+    /// switched off (OVMF's fw_cfg knob), so PXEv6 is what it tries first.
+    fn ovmf(&mut self, dir: &Path) {
+        let a = self.appliance.clone();
+        sh(&["ip", "-n", &a, "tuntap", "add", "ksovmf6", "mode", "tap"]);
+        sh(&[
+            "ip", "-n", &a, "link", "set", "ksovmf6", "master", "ksbr0", "up",
+        ]);
+        let vars = dir.join("OVMF_VARS.fd");
+        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("ovmf is installed");
+        let qemu = Command::new("ip")
+            .args(["netns", "exec", &a, "qemu-system-x86_64"])
+            .args(["-machine", "accel=tcg", "-m", "256", "-display", "none"])
+            .args(["-monitor", "none", "-serial", "null", "-no-reboot"])
+            .args(["-boot", "n", "-drive"])
+            .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+            .args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
+            .args([
+                "-netdev",
+                "tap,id=n0,ifname=ksovmf6,script=no,downscript=no",
+            ])
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={OVMF_MAC},romfile="),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64 is installed");
+        self.children.push(qemu);
+    }
+}
+
+/// Server role: Kickstand's DHCPv6 driver on ksbr0, every MAC profiled.
+/// Prints `SEEN <hex>` for every datagram multicast to ff02::1:2 (a second
+/// socket on port 547 hears the multicast too), `REPLY <mac> <url>` and
+/// `IGNORE <reason>` for each decision, and `TFTP <file> <source>` for each
+/// TFTP read request.
+fn run_server() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let spy = v6::bind_dhcpv6_socket(547, Join::Interfaces(&["ksbr0"])).unwrap();
+        let server = v6::bind_dhcpv6_socket(547, Join::Interfaces(&["ksbr0"])).unwrap();
+        let boot_server = v6::bind_dhcpv6_socket(4011, Join::Nowhere).unwrap();
+        let mac = std::fs::read_to_string("/sys/class/net/ksbr0/address").unwrap();
+        let context = v6::Context::new(APPLIANCE, 8080, mac.trim().parse().unwrap());
+        let view = Printing(View {
+            context: Arc::new(context),
+            hosts: Arc::new(|_: Mac| HostStatus::Netboot(HostBoot::ipxe())),
+        });
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, _)) = spy.recv_from(&mut buf).await {
+                let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
+                println!("SEEN {hex}");
+            }
+        });
+        let tftp = tokio::net::UdpSocket::bind((APPLIANCE, 69)).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = tftp.recv_from(&mut buf).await {
+                let file = buf[2..n].split(|&b| b == 0).next().unwrap_or_default();
+                println!("TFTP {} {}", String::from_utf8_lossy(file), from.ip());
+            }
+        });
+        println!("KS-READY");
+        let sockets = Sockets {
+            server,
+            boot_server: Some(boot_server),
+        };
+        v6::serve(sockets, Arc::new(view), CancellationToken::new())
+            .await
+            .unwrap();
+    });
+}
+
+/// The fixed view, printing each decision.
+#[derive(Debug, Clone)]
+struct Printing(View);
+
+impl v6::Boot for Printing {
+    type View<'a> = Printing;
+
+    fn view(&self) -> Printing {
+        self.clone()
+    }
+}
+
+impl kickstand_dhcp::HostLookup for Printing {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        self.0.hosts.lookup(mac)
+    }
+}
+
+impl v6::BootView for Printing {
+    fn context(&self) -> &v6::Context {
+        &self.0.context
+    }
+
+    fn profiled(&self, _: Mac) -> bool {
+        true
+    }
+
+    fn decided(&self, _: Option<Mac>, from: std::net::SocketAddrV6, action: &v6::Action) {
+        match action {
+            v6::Action::Respond(r) => println!("REPLY {} {} {from}", r.mac, r.boot_file_url),
+            v6::Action::Ignore(reason) => println!("IGNORE {} {from}", reason.name()),
+        }
+    }
+}
+
+/// The options of a DHCPv6 client message, as (code, data).
+fn options(message: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = &message[4..];
+    while rest.len() >= 4 {
+        let code = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        out.push((code, rest[4..4 + len].to_vec()));
+        rest = &rest[4 + len..];
+    }
+    out
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// OVMF's own UEFI PXE over IPv6 takes Kickstand's proxy Advertise beside
+/// dnsmasq's address: it asks port 4011 for the boot file and then reads
+/// `ipxe.efi` over TFTP from the appliance, from the address dnsmasq
+/// leased it.
+#[test]
+#[ignore = "peer: needs root/netns, radvd, dnsmasq, qemu-system-x86, ovmf; run by .ci/run"]
+fn ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease() {
+    const TEST: &str = "ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease";
+    if std::env::var("KS_DHCP6_ROLE").as_deref() == Ok("server") {
+        return run_server();
+    }
+    let mut bed = Bed::new();
+    let dir = tempfile::tempdir().unwrap();
+    let leases = dir.path().join("dnsmasq.leases");
+    bed.office_router(dir.path());
+    bed.office_dhcp(&leases);
+    let seen = bed.kickstand(TEST);
+    let started = Instant::now();
+    bed.ovmf(dir.path());
+    let deadline = started + Duration::from_secs(240);
+    let mut lines = Vec::new();
+    let tftp = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) if line.starts_with("TFTP ") => break line,
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("no TFTP read request within 240 s; saw {lines:#?}"),
+        }
+    };
+    println!("OVMF asked {tftp:?} after {:?}", started.elapsed());
+    for line in &lines {
+        println!("{line}");
+    }
+
+    // What OVMF sent: first a plain Solicit of its IPv6 stack (the M flag
+    // asks for an address), then PXE's, with a PXEClient vendor class and
+    // arch 7.
+    let solicit = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("SEEN "))
+        .map(unhex)
+        .filter(|m| m[0] == 1)
+        .map(|m| options(&m))
+        .find(|opts| opts.iter().any(|(code, _)| *code == 16))
+        .expect("OVMF's PXE Solicit reached ff02::1:2");
+    let opts = solicit;
+    let get = |code| {
+        opts.iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, d)| d.clone())
+    };
+    let duid = get(1).expect("a client identifier");
+    println!(
+        "OVMF's DUID type {}",
+        u16::from_be_bytes([duid[0], duid[1]])
+    );
+    assert_eq!(get(61), Some(vec![0, 7]), "client architecture: EFI x64");
+    let class = get(16).expect("a vendor class");
+    assert_eq!(class[..4], 343u32.to_be_bytes(), "EDK2's enterprise number");
+    assert!(class[6..].starts_with(b"PXEClient:Arch:00007"), "{class:?}");
+
+    // Kickstand answered the Solicit and the Request to port 4011 alike.
+    let url = "tftp://[fd77::1]/ipxe.efi";
+    let replies: Vec<_> = lines.iter().filter(|l| l.starts_with("REPLY ")).collect();
+    assert!(
+        replies
+            .iter()
+            .any(|l| l.contains(url) && !l.ends_with(":4011")),
+        "an Advertise on 547 in {replies:?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|l| l.contains(url) && l.ends_with(":4011")),
+        "a Reply on 4011 in {replies:?}"
+    );
+
+    // The file in option 59, from the address dnsmasq leased.
+    let [_, file, source] = tftp.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{tftp}")
+    };
+    assert_eq!(file, "ipxe.efi");
+    let source: Ipv6Addr = source.parse().unwrap();
+    let s = source.segments();
+    assert!(
+        s[..4] == [0xfd77, 0, 0, 0] && (0x100..=0x1ff).contains(&s[7]),
+        "TFTP from {source}, not from dnsmasq's range"
+    );
+    let leased = std::fs::read_to_string(&leases).unwrap();
+    assert!(
+        leased.contains(&source.to_string()),
+        "dnsmasq's lease file lists {source}: {leased}"
+    );
+}
