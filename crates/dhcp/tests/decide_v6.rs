@@ -9,7 +9,9 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use common::fixture;
 use common::v6::{edit, message, option, options, relay_forward, remove, set, vendor_class};
 use dhcproto::v6::{Decodable, Decoder, Message, MessageType};
-use kickstand_dhcp::v6::{self, Action, Context, MAX_RELAY_DEPTH, Malformed, Port, Reason, Source};
+use kickstand_dhcp::v6::{
+    self, Action, Clients, Context, MAX_RELAY_DEPTH, Malformed, Port, Reason, Source,
+};
 use kickstand_dhcp::{Firmware, HostBoot, HostStatus, Mac, Mode};
 
 const APPLIANCE: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
@@ -51,7 +53,7 @@ fn from(ip: Ipv6Addr, port: u16, on: Port) -> Source {
 }
 
 fn decide(datagram: &[u8], source: Source) -> Action {
-    v6::decide(datagram, source, &ctx(), &hosts)
+    v6::decide(datagram, source, &ctx(), &hosts, &Clients::new())
 }
 
 fn answered(datagram: &[u8], source: Source) -> v6::Reply {
@@ -129,7 +131,13 @@ fn requests_for_another_server_or_none_are_the_office_servers() {
     let to_office = fixture("ovmf-pxe-bootserver-request6");
     let other = Context::new(APPLIANCE, 8080, Mac([2, 0, 0, 0, 0, 1]));
     for port in [Port::Server, Port::BootServer] {
-        let action = v6::decide(&to_office, from(OVMF_LEASED, 4011, port), &other, &hosts);
+        let action = v6::decide(
+            &to_office,
+            from(OVMF_LEASED, 4011, port),
+            &other,
+            &hosts,
+            &Clients::new(),
+        );
         assert_eq!(action, Action::Ignore(Reason::ForOtherServer), "{port:?}");
     }
     let anonymous = edit(&solicit(), 3, |_| {});
@@ -156,14 +164,16 @@ fn ovmfs_own_ipv6_solicit_is_no_boot_client() {
 
 #[test]
 fn http_boot_gets_an_http_url_and_the_httpclient_class() {
-    let s = edit(&solicit(), 1, |o| {
-        set(o, 16, &vendor_class("HTTPClient:Arch:00016:UNDI:003000"));
-        set(o, 61, &[0, 16]);
-    });
-    let reply = answered(&s, from_client());
+    let reply = answered(&fixture("ovmf-http-solicit"), from_client());
+    assert_eq!(reply.mac, OVMF_MAC);
     assert_eq!(reply.firmware, Firmware::UefiHttpX64);
     assert_eq!(reply.boot_file_url, "http://[fd77::1]:8080/boot/ipxe.efi");
     assert_eq!(option(&reply.bytes, 16), Some(vendor_class("HTTPClient")));
+    // An HTTPClient class with PXE's architecture is HTTP boot too.
+    let s = edit(&solicit(), 1, |o| {
+        set(o, 16, &vendor_class("HTTPClient:Arch:00007:UNDI:003000"))
+    });
+    assert_eq!(answered(&s, from_client()).firmware, Firmware::UefiHttpX64);
 }
 
 #[test]
@@ -219,6 +229,37 @@ fn the_mac_comes_from_the_duid_or_the_eui64_source_else_it_is_not_answered() {
     ));
 }
 
+/// With a system UUID, EDK2 sends a DUID-UUID; its Request to port 4011
+/// comes from its new global address. Only the answer to its Solicit (from
+/// its EUI-64 link-local address) tells whose it is.
+#[test]
+fn edk2_with_a_duid_uuid_is_placed_by_its_solicit_for_its_4011_request() {
+    let solicit = fixture("ovmf-pxe-solicit-uuid");
+    let duid = option(&solicit, 1).unwrap();
+    assert_eq!(duid[..2], [0, 4]);
+    let request = edit(&fixture("ovmf-pxe-bootserver-request6"), 3, |o| {
+        set(o, 1, &duid)
+    });
+    let at_4011 = from(OVMF_LEASED, 4011, Port::BootServer);
+    let mut clients = Clients::new();
+    let before = v6::decide(&request, at_4011, &ctx(), &hosts, &clients);
+    assert_eq!(
+        before,
+        Action::Ignore(Reason::UnknownLinkLayer { duid_type: Some(4) })
+    );
+    let Action::Respond(advertise) = v6::decide(&solicit, from_client(), &ctx(), &hosts, &clients)
+    else {
+        panic!("the Solicit is placed by its EUI-64 source")
+    };
+    clients.learn(&advertise);
+    let Action::Respond(reply) = v6::decide(&request, at_4011, &ctx(), &hosts, &clients) else {
+        panic!("the Request is placed by the Solicit's answer")
+    };
+    assert_eq!(reply.mac, OVMF_MAC);
+    assert_eq!(reply.bytes[0], 7);
+    assert_eq!(option(&reply.bytes, 59), Some(PXE_URL.as_bytes().to_vec()));
+}
+
 #[test]
 fn unknown_and_installed_machines_are_not_answered() {
     let mut s = solicit();
@@ -229,7 +270,13 @@ fn unknown_and_installed_machines_are_not_answered() {
     let reason = ignored(&s, from(opaque, 546, Port::Server));
     assert_eq!(reason.name(), "no-profile");
     let installed = |_: Mac| HostStatus::LocalDisk(HostBoot::ipxe());
-    let action = v6::decide(&solicit(), from_client(), &ctx(), &installed);
+    let action = v6::decide(
+        &solicit(),
+        from_client(),
+        &ctx(),
+        &installed,
+        &Clients::new(),
+    );
     let Action::Ignore(reason) = action else {
         panic!("{action:?}")
     };
@@ -354,11 +401,27 @@ fn information_requests_are_answered_solicits_need_a_client_id_and_off_is_off() 
     assert_eq!(ignored(&anonymous, from_client()), Reason::NoClientId);
     let mut off = ctx();
     off.mode = Mode::Off;
-    let action = v6::decide(&solicit(), from_client(), &off, &hosts);
+    let action = v6::decide(&solicit(), from_client(), &off, &hosts, &Clients::new());
     assert_eq!(action, Action::Ignore(Reason::Disabled));
     let built = message(1, [0, 0, 1], &[(1, DUID_UUID.to_vec())]);
     assert!(matches!(
         ignored(&built, from_client()),
         Reason::NotBootClient(_)
     ));
+}
+
+#[test]
+fn decisions_are_counted_by_outcome_reason_and_firmware() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = kickstand_dhcp::Metrics::register(&mut registry);
+    metrics.observe_v6(&decide(&solicit(), from_client()));
+    metrics.observe_v6(&decide(&fixture("ovmf-ip6-solicit"), from_client()));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for want in [
+        r#"kickstand_dhcpv6_decisions_total{outcome="reply",reason="",firmware="uefi-x64"} 1"#,
+        r#"kickstand_dhcpv6_decisions_total{outcome="ignore",reason="not-pxe",firmware=""} 1"#,
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
 }

@@ -9,11 +9,13 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 
 use common::fixture;
 use common::v6::relay_forward;
-use kickstand_dhcp::v6::{self, Action, Context, Port, Source};
+use kickstand_dhcp::v6::{self, Action, Clients, Context, Port, Source};
 use kickstand_dhcp::{HostBoot, HostStatus, Mac};
 
-const FIXTURES: [&str; 3] = [
+const FIXTURES: [&str; 5] = [
     "ovmf-pxe-solicit",
+    "ovmf-pxe-solicit-uuid",
+    "ovmf-http-solicit",
     "ovmf-ip6-solicit",
     "ovmf-pxe-bootserver-request6",
 ];
@@ -80,7 +82,8 @@ fn feed(datagram: &[u8]) -> usize {
             from: SocketAddrV6::new(ip, port, 0, 2),
             port: on,
         };
-        let Action::Respond(reply) = v6::decide(datagram, source, &ctx, &hosts) else {
+        let Action::Respond(reply) = v6::decide(datagram, source, &ctx, &hosts, &Clients::new())
+        else {
             continue;
         };
         assert_eq!(reply.mac, OVMF_MAC, "answered a MAC without a profile");

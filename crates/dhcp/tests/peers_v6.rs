@@ -60,11 +60,12 @@ impl Drop for Bed {
 }
 
 impl Bed {
-    fn new() -> Bed {
+    /// `tag` keeps the beds of tests running in parallel apart.
+    fn new(tag: &str) -> Bed {
         let id = std::process::id();
         let bed = Bed {
-            appliance: format!("ks-dhcp6-a-{id}"),
-            office: format!("ks-dhcp6-o-{id}"),
+            appliance: format!("ks-dhcp6{tag}-a-{id}"),
+            office: format!("ks-dhcp6{tag}-o-{id}"),
             children: Vec::new(),
         };
         let (a, o) = (&bed.appliance, &bed.office);
@@ -195,9 +196,9 @@ impl Bed {
         rx
     }
 
-    /// OVMF on a tap in the bridge, booting from the network with IPv4 PXE
-    /// switched off (OVMF's fw_cfg knob), so PXEv6 is what it tries first.
-    fn ovmf(&mut self, dir: &Path) {
+    /// OVMF on a tap in the bridge, booting from the network, with more
+    /// QEMU arguments `args`.
+    fn ovmf(&mut self, dir: &Path, args: &[&str]) {
         let a = self.appliance.clone();
         sh(&["ip", "-n", &a, "tuntap", "add", "ksovmf6", "mode", "tap"]);
         sh(&[
@@ -213,7 +214,7 @@ impl Bed {
             .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-            .args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
+            .args(args)
             .args([
                 "-netdev",
                 "tap,id=n0,ifname=ksovmf6,script=no,downscript=no",
@@ -234,13 +235,16 @@ impl Bed {
 /// Server role: Kickstand's DHCPv6 driver on ksbr0, every MAC profiled.
 /// Prints `SEEN <hex>` for every datagram multicast to ff02::1:2 (a second
 /// socket on port 547 hears the multicast too), `REPLY <mac> <url>` and
-/// `IGNORE <reason>` for each decision, and `TFTP <file> <source>` for each
-/// TFTP read request.
+/// `IGNORE <reason>` for each decision, `TFTP <file> <source>` for each
+/// TFTP read request and `HTTP <source> <request line>` for each HTTP
+/// connection.
 fn run_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let spy = v6::bind_dhcpv6_socket(547, Join::Interfaces(&["ksbr0"])).unwrap();
-        let server = v6::bind_dhcpv6_socket(547, Join::Interfaces(&["ksbr0"])).unwrap();
+        // Every interface: ksbr0 and the bridge port; the tap comes later
+        // and, as a bridge port, is heard through ksbr0.
+        let server = v6::bind_dhcpv6_socket(547, Join::Everywhere).unwrap();
         let boot_server = v6::bind_dhcpv6_socket(4011, Join::Nowhere).unwrap();
         let mac = std::fs::read_to_string("/sys/class/net/ksbr0/address").unwrap();
         let context = v6::Context::new(APPLIANCE, 8080, mac.trim().parse().unwrap());
@@ -261,6 +265,17 @@ fn run_server() {
             while let Ok((n, from)) = tftp.recv_from(&mut buf).await {
                 let file = buf[2..n].split(|&b| b == 0).next().unwrap_or_default();
                 println!("TFTP {} {}", String::from_utf8_lossy(file), from.ip());
+            }
+        });
+        let http = tokio::net::TcpListener::bind((APPLIANCE, 8080))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, from)) = http.accept().await {
+                let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(conn));
+                if let Ok(Some(line)) = lines.next_line().await {
+                    println!("HTTP {} {line}", from.ip());
+                }
             }
         });
         println!("KS-READY");
@@ -329,70 +344,155 @@ fn unhex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
-/// OVMF's own UEFI PXE over IPv6 takes Kickstand's proxy Advertise beside
-/// dnsmasq's address: it asks port 4011 for the boot file and then reads
-/// `ipxe.efi` over TFTP from the appliance, from the address dnsmasq
-/// leased it.
-#[test]
-#[ignore = "peer: needs root/netns, radvd, dnsmasq, qemu-system-x86, ovmf; run by .ci/run"]
-fn ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease() {
-    const TEST: &str = "ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease";
-    if std::env::var("KS_DHCP6_ROLE").as_deref() == Ok("server") {
-        return run_server();
-    }
-    let mut bed = Bed::new();
+/// What one OVMF boot showed: the line it was waited for by, every line
+/// before it, and the dnsmasq lease file then.
+struct Boot {
+    found: String,
+    lines: Vec<String>,
+    leases: String,
+}
+
+/// OVMF's fw_cfg knobs: IPv4 PXE off makes PXEv6 the first boot option
+/// it tries; both off leave UEFI HTTP boot (IPv4, which no one answers,
+/// then IPv6).
+const IPV4_PXE_OFF: [&str; 2] = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"];
+/// A system UUID for the VM (SMBIOS type 1).
+const SYSTEM_UUID: &str = "12345678-9abc-def0-1234-56789abcdef0";
+const IPV6_PXE_OFF: [&str; 2] = ["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"];
+
+/// Brings the segment up, boots OVMF with `args`, and waits for a server
+/// line starting with `want`.
+fn boot_ovmf(test: &str, tag: &str, args: &[&str], want: &str, within: Duration) -> Boot {
+    let mut bed = Bed::new(tag);
     let dir = tempfile::tempdir().unwrap();
     let leases = dir.path().join("dnsmasq.leases");
     bed.office_router(dir.path());
     bed.office_dhcp(&leases);
-    let seen = bed.kickstand(TEST);
+    let seen = bed.kickstand(test);
     let started = Instant::now();
-    bed.ovmf(dir.path());
-    let deadline = started + Duration::from_secs(240);
+    bed.ovmf(dir.path(), args);
     let mut lines = Vec::new();
-    let tftp = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+    let found = loop {
+        let left = (started + within).saturating_duration_since(Instant::now());
         match seen.recv_timeout(left) {
-            Ok(line) if line.starts_with("TFTP ") => break line,
+            Ok(line) if line.starts_with(want) => break line,
             Ok(line) => lines.push(line),
-            Err(_) => panic!("no TFTP read request within 240 s; saw {lines:#?}"),
+            Err(_) => panic!("no {want:?} within {within:?}; saw {lines:#?}"),
         }
     };
-    println!("OVMF asked {tftp:?} after {:?}", started.elapsed());
+    println!("OVMF: {found:?} after {:?}", started.elapsed());
     for line in &lines {
         println!("{line}");
     }
+    let leases = std::fs::read_to_string(&leases).unwrap();
+    // The firmware and the server go before the reader of the server's
+    // output, which it would otherwise write into a closed pipe.
+    drop(bed);
+    Boot {
+        found,
+        lines,
+        leases,
+    }
+}
+
+impl Boot {
+    /// The options of the first Solicit with a vendor class (a boot
+    /// client's) multicast to ff02::1:2.
+    fn boot_solicit(&self) -> Vec<(u16, Vec<u8>)> {
+        self.lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("SEEN "))
+            .map(unhex)
+            .filter(|m| m[0] == 1)
+            .map(|m| options(&m))
+            .find(|opts| opts.iter().any(|(code, _)| *code == 16))
+            .expect("a boot client's Solicit reached ff02::1:2")
+    }
+
+    fn replies(&self) -> Vec<&String> {
+        self.lines
+            .iter()
+            .filter(|l| l.starts_with("REPLY "))
+            .collect()
+    }
+
+    /// `source` is in dnsmasq's range and its lease file: the office
+    /// server's lease stands.
+    fn assert_leased_by_office(&self, source: &str) {
+        let source: Ipv6Addr = source.parse().unwrap();
+        let s = source.segments();
+        assert!(
+            s[..4] == [0xfd77, 0, 0, 0] && (0x100..=0x1ff).contains(&s[7]),
+            "{source} is not in dnsmasq's range"
+        );
+        assert!(
+            self.leases.contains(&source.to_string()),
+            "dnsmasq's lease file lists {source}: {}",
+            self.leases
+        );
+    }
+}
+
+fn option_of(opts: &[(u16, Vec<u8>)], code: u16) -> Option<Vec<u8>> {
+    opts.iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, d)| d.clone())
+}
+
+fn role() -> bool {
+    let server = std::env::var("KS_DHCP6_ROLE").as_deref() == Ok("server");
+    if server {
+        run_server();
+    }
+    server
+}
+
+/// OVMF's own UEFI PXE over IPv6 takes Kickstand's proxy Advertise beside
+/// dnsmasq's address: it asks port 4011 for the boot file and then reads
+/// `ipxe.efi` over TFTP from the appliance, from the address dnsmasq
+/// leased it. The VM has a system UUID, as every libvirt or real machine
+/// does, so EDK2 sends a DUID-UUID: its MAC comes from its EUI-64
+/// link-local address.
+#[test]
+#[ignore = "peer: needs root/netns, radvd, dnsmasq, qemu-system-x86, ovmf; run by .ci/run"]
+fn ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease() {
+    const TEST: &str = "ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease";
+    if role() {
+        return;
+    }
+    let args = [&IPV4_PXE_OFF[..], &["-uuid", SYSTEM_UUID]].concat();
+    let boot = boot_ovmf(TEST, "p", &args, "TFTP ", Duration::from_secs(240));
 
     // What OVMF sent: first a plain Solicit of its IPv6 stack (the M flag
     // asks for an address), then PXE's, with a PXEClient vendor class and
     // arch 7.
-    let solicit = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("SEEN "))
-        .map(unhex)
-        .filter(|m| m[0] == 1)
-        .map(|m| options(&m))
-        .find(|opts| opts.iter().any(|(code, _)| *code == 16))
-        .expect("OVMF's PXE Solicit reached ff02::1:2");
-    let opts = solicit;
-    let get = |code| {
-        opts.iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, d)| d.clone())
-    };
-    let duid = get(1).expect("a client identifier");
-    println!(
-        "OVMF's DUID type {}",
-        u16::from_be_bytes([duid[0], duid[1]])
+    let solicit = boot.boot_solicit();
+    let duid = option_of(&solicit, 1).expect("a client identifier");
+    assert_eq!(duid[..2], [0, 4], "DUID-UUID");
+    assert_eq!(
+        duid[2..6],
+        [0x78, 0x56, 0x34, 0x12],
+        "EDK2's GUID byte order"
     );
-    assert_eq!(get(61), Some(vec![0, 7]), "client architecture: EFI x64");
-    let class = get(16).expect("a vendor class");
+    assert_eq!(option_of(&solicit, 61), Some(vec![0, 7]), "EFI x64");
+    let class = option_of(&solicit, 16).expect("a vendor class");
     assert_eq!(class[..4], 343u32.to_be_bytes(), "EDK2's enterprise number");
     assert!(class[6..].starts_with(b"PXEClient:Arch:00007"), "{class:?}");
 
+    // OVMF's IPv6 stack, asking for an address alone, is no boot client:
+    // it got nothing from Kickstand.
+    assert!(
+        boot.lines.iter().any(|l| l.starts_with("IGNORE not-pxe ")),
+        "the plain Solicit ignored"
+    );
+
     // Kickstand answered the Solicit and the Request to port 4011 alike.
     let url = "tftp://[fd77::1]/ipxe.efi";
-    let replies: Vec<_> = lines.iter().filter(|l| l.starts_with("REPLY ")).collect();
+    let replies = boot.replies();
+    assert!(
+        replies.iter().all(|l| l.contains(OVMF_MAC)),
+        "answered as its EUI-64 address's MAC: {replies:?}"
+    );
     assert!(
         replies
             .iter()
@@ -407,19 +507,48 @@ fn ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease() {
     );
 
     // The file in option 59, from the address dnsmasq leased.
-    let [_, file, source] = tftp.split(' ').collect::<Vec<_>>()[..] else {
-        panic!("{tftp}")
+    let [_, file, source] = boot.found.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{}", boot.found)
     };
     assert_eq!(file, "ipxe.efi");
-    let source: Ipv6Addr = source.parse().unwrap();
-    let s = source.segments();
-    assert!(
-        s[..4] == [0xfd77, 0, 0, 0] && (0x100..=0x1ff).contains(&s[7]),
-        "TFTP from {source}, not from dnsmasq's range"
+    boot.assert_leased_by_office(source);
+}
+
+/// OVMF's UEFI HTTP boot over IPv6 (both PXE stacks off; HTTPv4 times out
+/// first, no one answering DHCPv4) takes the `HTTPClient` answer and
+/// fetches the loader from the appliance's HTTP port, from the address
+/// dnsmasq leased it.
+#[test]
+#[ignore = "peer: needs root/netns, radvd, dnsmasq, qemu-system-x86, ovmf; run by .ci/run"]
+fn ovmf_http_boot_over_ipv6_fetches_the_loader_named_in_option_59() {
+    const TEST: &str = "ovmf_http_boot_over_ipv6_fetches_the_loader_named_in_option_59";
+    if role() {
+        return;
+    }
+    let args = [IPV4_PXE_OFF, IPV6_PXE_OFF].concat();
+    let boot = boot_ovmf(TEST, "h", &args, "HTTP ", Duration::from_secs(400));
+    let solicit = boot.boot_solicit();
+    let class = option_of(&solicit, 16).expect("a vendor class");
+    println!(
+        "HTTP boot's vendor class {:?}",
+        String::from_utf8_lossy(&class[6..])
     );
-    let leased = std::fs::read_to_string(&leases).unwrap();
+    println!("HTTP boot's option 61 {:?}", option_of(&solicit, 61));
+    assert!(class[6..].starts_with(b"HTTPClient"), "{class:?}");
+    // No system UUID: EDK2 falls back to a DUID-LLT of its MAC.
+    let duid = option_of(&solicit, 1).expect("a client identifier");
+    assert_eq!(duid[..4], [0, 1, 0, 1], "DUID-LLT of Ethernet");
+    let url = "http://[fd77::1]:8080/boot/ipxe.efi";
     assert!(
-        leased.contains(&source.to_string()),
-        "dnsmasq's lease file lists {source}: {leased}"
+        boot.replies().iter().any(|l| l.contains(url)),
+        "an answer with {url} in {:?}",
+        boot.replies()
     );
+    let [_, source, method, path, ..] = boot.found.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{}", boot.found)
+    };
+    // EDK2 asks for the size first.
+    assert!(["HEAD", "GET"].contains(&method), "{}", boot.found);
+    assert_eq!(path, "/boot/ipxe.efi");
+    boot.assert_leased_by_office(source);
 }

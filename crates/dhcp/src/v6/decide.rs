@@ -2,6 +2,9 @@
 //! snapshot in, a reply or a named reason out. No sockets, no clock.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
 
 use kickstand_profiles::model::{Appliance, DhcpMode, UefiLocalBoot};
 use kickstand_profiles::urls::UrlScheme;
@@ -105,6 +108,47 @@ pub struct Reply {
     pub mac: Mac,
     pub firmware: Firmware,
     pub boot_file_url: String,
+    /// The client's DUID, for [`Clients::learn`].
+    pub client_id: Option<Vec<u8>>,
+}
+
+/// The MACs of the clients answered lately, by DUID. EDK2 sends its
+/// port-4011 Request from the global address the office server gave it,
+/// which says nothing of its MAC; a DUID-UUID (what EDK2 sends whenever
+/// the machine has a system UUID, as real servers and libvirt guests do)
+/// does not either. The Solicit before it came from its EUI-64 link-local
+/// address, so its answer teaches the DUID's MAC.
+///
+/// Bounded: the least recently answered DUID is forgotten first, so a
+/// flood of Solicits with forged DUIDs costs a fixed amount of memory.
+/// Forgetting a real client costs it its boot file on this try only.
+#[derive(Debug)]
+pub struct Clients(LruCache<Vec<u8>, Mac>);
+
+impl Clients {
+    /// DUIDs remembered: a rack many times over.
+    pub const CAPACITY: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
+
+    pub fn new() -> Self {
+        Clients(LruCache::new(Self::CAPACITY))
+    }
+
+    /// Remember the MAC of the client a reply was for.
+    pub fn learn(&mut self, reply: &Reply) {
+        if let Some(duid) = &reply.client_id {
+            self.0.put(duid.clone(), reply.mac);
+        }
+    }
+
+    fn mac(&self, duid: &[u8]) -> Option<Mac> {
+        self.0.peek(duid).copied()
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients::new()
+    }
 }
 
 /// Why a datagram got no answer.
@@ -170,14 +214,16 @@ const HTTP_CLIENT: &[u8] = b"HTTPClient";
 /// byte 6: an answer with another number is not a PXE offer to it.
 const PXE_ENTERPRISE: [u8; 4] = 343u32.to_be_bytes();
 
-/// Decide what to do with one datagram.
+/// Decide what to do with one datagram. `clients` is read, not written:
+/// the caller teaches it each reply ([`Clients::learn`]).
 pub fn decide<H: HostLookup + ?Sized>(
     datagram: &[u8],
     source: Source,
     ctx: &Context,
     hosts: &H,
+    clients: &Clients,
 ) -> Action {
-    match answer(datagram, source, ctx, hosts) {
+    match answer(datagram, source, ctx, hosts, clients) {
         Ok(reply) => Action::Respond(reply),
         Err(reason) => Action::Ignore(reason),
     }
@@ -188,6 +234,7 @@ fn answer<H: HostLookup + ?Sized>(
     source: Source,
     ctx: &Context,
     hosts: &H,
+    clients: &Clients,
 ) -> Result<Reply, Reason> {
     if ctx.mode == Mode::Off {
         return Err(Reason::Disabled);
@@ -200,7 +247,7 @@ fn answer<H: HostLookup + ?Sized>(
         return Err(Reason::NoClientId);
     }
     let http = boot_class(message.options.get(opt::VENDOR_CLASS))?;
-    let mac = client_mac(&received, source.from).ok_or(Reason::UnknownLinkLayer {
+    let mac = client_mac(&received, source.from, clients).ok_or(Reason::UnknownLinkLayer {
         duid_type: client_id.and_then(wire::duid_type),
     })?;
     let asked = Asked {
@@ -218,6 +265,7 @@ fn answer<H: HostLookup + ?Sized>(
         mac,
         firmware: plan.firmware,
         boot_file_url: url,
+        client_id: client_id.map(<[u8]>::to_vec),
     })
 }
 
@@ -269,15 +317,21 @@ fn boot_class(option: Option<&[u8]>) -> Result<bool, Reason> {
 
 /// The machine's MAC, from the most trustworthy source there is: the
 /// relay on its link saw its frames (RFC 6939); a DUID-LL/LLT names the
-/// hardware; an EUI-64 link-local address was formed from it. `from` is
-/// where the datagram came from, the client itself unless relayed.
-pub(crate) fn client_mac(received: &Received<'_>, from: SocketAddrV6) -> Option<Mac> {
+/// hardware; an answer to the same DUID was for it ([`Clients`]); an
+/// EUI-64 link-local address was formed from it. `from` is where the
+/// datagram came from, the client itself unless relayed.
+pub(crate) fn client_mac(
+    received: &Received<'_>,
+    from: SocketAddrV6,
+    clients: &Clients,
+) -> Option<Mac> {
     let relay = received.first_relay();
     let client_id = received.message.options.get(opt::CLIENT_ID);
     relay
         .and_then(|r| r.options.get(opt::CLIENT_LINKLAYER_ADDR))
         .and_then(wire::link_layer_option)
         .or_else(|| client_id.and_then(wire::duid_mac))
+        .or_else(|| client_id.and_then(|id| clients.mac(id)))
         .or_else(|| wire::eui64_mac(relay.map_or(*from.ip(), |r| r.peer)))
 }
 

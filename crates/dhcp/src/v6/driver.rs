@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use lru::LruCache;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::proxy::{HostLookup, HostStatus};
-use crate::v6::decide::{self, Action, Context, Port, Reason, Source};
+use crate::v6::decide::{self, Action, Clients, Context, Port, Reason, Source};
 use crate::v6::wire::{self, Received, opt};
 use crate::wire::Mac;
 
@@ -173,11 +173,14 @@ pub async fn serve<B: Boot>(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
+    // Both ports: the Solicit on 547 teaches what the Request on 4011 needs.
+    let clients = Arc::new(Mutex::new(Clients::new()));
     let mut spawn = |socket, port| {
         let worker = Worker {
             socket,
             port,
             boot: boot.clone(),
+            clients: clients.clone(),
             unplaced: LruCache::new(UNPLACED),
         };
         tasks.spawn(worker.run(shutdown.clone()));
@@ -202,6 +205,7 @@ struct Worker<B> {
     socket: UdpSocket,
     port: Port,
     boot: Arc<B>,
+    clients: Arc<Mutex<Clients>>,
     unplaced: LruCache<Vec<u8>, ()>,
 }
 
@@ -243,19 +247,32 @@ impl<B: Boot> Worker<B> {
     async fn answer(&mut self, batch: &mut Vec<(Vec<u8>, SocketAddrV6)>) {
         let boot = Arc::clone(&self.boot);
         let view = boot.view();
+        let clients = Arc::clone(&self.clients);
+        // The lock is never held across an await: only while deciding.
+        let lock = || clients.lock().unwrap_or_else(PoisonError::into_inner);
         // Stable: profiled machines first, each side in arrival order.
-        batch.sort_by_key(|(datagram, from)| {
-            !peek_mac(datagram, *from).is_some_and(|mac| view.profiled(mac))
-        });
+        {
+            let known = lock();
+            batch.sort_by_key(|(datagram, from)| {
+                !peek_mac(datagram, *from, &known).is_some_and(|mac| view.profiled(mac))
+            });
+        }
         for (datagram, from) in batch.drain(..) {
             let source = Source {
                 from,
                 port: self.port,
             };
-            let action = decide::decide(&datagram, source, view.context(), &view);
-            let mac = match &action {
-                Action::Respond(reply) => Some(reply.mac),
-                Action::Ignore(_) => peek_mac(&datagram, from),
+            let (action, mac) = {
+                let mut known = lock();
+                let action = decide::decide(&datagram, source, view.context(), &view, &known);
+                let mac = match &action {
+                    Action::Respond(reply) => {
+                        known.learn(reply);
+                        Some(reply.mac)
+                    }
+                    Action::Ignore(_) => peek_mac(&datagram, from, &known),
+                };
+                (action, mac)
             };
             view.decided(mac, from, &action);
             match action {
@@ -292,6 +309,6 @@ impl<B: Boot> Worker<B> {
 
 /// The client MAC a datagram gives, if it gives one, without the rest of
 /// the decision: for ordering and for the timeline of an ignored packet.
-fn peek_mac(datagram: &[u8], from: SocketAddrV6) -> Option<Mac> {
-    decide::client_mac(&Received::parse(datagram).ok()?, from)
+fn peek_mac(datagram: &[u8], from: SocketAddrV6, clients: &Clients) -> Option<Mac> {
+    decide::client_mac(&Received::parse(datagram).ok()?, from, clients)
 }

@@ -25,7 +25,9 @@
 //! Host profiles are keyed by MAC, so a client is answered only when its
 //! MAC is known: from a relay's Client Link-Layer Address option (79), its
 //! DUID-LL or DUID-LLT of Ethernet, or a link-local source address formed
-//! by EUI-64. A client with a DUID-UUID or DUID-EN and none of the others
+//! by EUI-64. EDK2 sends a DUID-UUID whenever the machine has a system
+//! UUID, and its port-4011 Request comes from its new global address; the
+//! MAC its Solicit gave is remembered by DUID ([`Clients`]) for it. A client with a DUID-UUID or DUID-EN and none of the others
 //! is not answered ([`Reason::UnknownLinkLayer`], logged once per client).
 //! Unknown MACs and installed BIOS hosts are not answered, as over DHCPv4.
 //! Relayed Solicits (up to [`MAX_RELAY_DEPTH`] relays) are answered with
@@ -38,6 +40,6 @@ mod decide;
 mod driver;
 mod wire;
 
-pub use decide::{Action, CLIENT_PORT, Context, Port, Reason, Reply, Source, decide};
+pub use decide::{Action, CLIENT_PORT, Clients, Context, Port, Reason, Reply, Source, decide};
 pub use driver::{ALL_SERVERS, Boot, BootView, Join, Sockets, View, bind_dhcpv6_socket, serve};
 pub use wire::{MAX_MESSAGE_LEN, MAX_RELAY_DEPTH, Malformed};
