@@ -198,3 +198,81 @@ async fn joining_on_a_missing_interface_names_it() {
     let err = v6::bind_dhcpv6_socket(0, Join::Interfaces(&["ks-missing0"])).unwrap_err();
     assert!(err.to_string().contains("ks-missing0"), "{err}");
 }
+
+/// The log as a `tracing` subscriber writes it, at info and above.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A boot client whose MAC cannot be known is said at info once per DUID,
+/// however often it asks.
+#[tokio::test]
+async fn a_boot_client_without_a_known_mac_is_logged_once() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = v6::bind_dhcpv6_socket(0, Join::Nowhere).unwrap();
+    let server_addr = local(&server);
+    let everyone = |_: Mac| HostStatus::Netboot(HostBoot::ipxe());
+    let view = View {
+        context: context(),
+        hosts: Arc::new(everyone),
+    };
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(v6::serve(
+        Sockets {
+            server,
+            boot_server: None,
+        },
+        Arc::new(view),
+        shutdown.clone(),
+    ));
+    let client = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+    // A DUID-UUID from ::1, which is no EUI-64 address: twice from one
+    // client, once from another.
+    let uuid = fixture("ovmf-pxe-solicit-uuid");
+    let mut other = option(&uuid, 1).unwrap();
+    other[17] ^= 1;
+    let other = edit(&uuid, 1, |o| set(o, 1, &other));
+    for solicit in [&uuid, &uuid, &other] {
+        client.send_to(solicit, server_addr).await.unwrap();
+    }
+    // Datagrams on one socket are decided in order: the answer to this
+    // relayed one comes after the three were.
+    let relayed = relay_forward(
+        0,
+        APPLIANCE,
+        Ipv6Addr::LOCALHOST,
+        &[],
+        &fixture("ovmf-pxe-solicit"),
+    );
+    client.send_to(&relayed, server_addr).await.unwrap();
+    assert_eq!(reply_to(&client).await[0], 13);
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let said: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("boot client not answered"))
+        .collect();
+    assert_eq!(said.len(), 2, "once per client:\n{text}");
+    assert!(
+        said[0].contains("INFO") && said[0].contains("DUID (type 4)"),
+        "{text}"
+    );
+}

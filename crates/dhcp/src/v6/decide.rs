@@ -172,7 +172,8 @@ pub enum Reason {
     /// link-local address is not EUI-64. Host profiles are keyed by MAC,
     /// so it cannot be told from a stranger.
     #[error(
-        "boot client with a DUID of type {duid_type:?} and no link-layer address from a relay or an EUI-64 address: its MAC is unknown"
+        "boot client's MAC is unknown: its DUID ({}) names none, no relay added its link-layer address (option 79) and its address is not EUI-64",
+        duid_type.map_or("none".to_owned(), |t| format!("type {t}"))
     )]
     UnknownLinkLayer { duid_type: Option<u16> },
     /// The boot policy shared with DHCPv4 declined: no profile, installed,
