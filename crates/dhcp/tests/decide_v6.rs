@@ -425,3 +425,14 @@ fn decisions_are_counted_by_outcome_reason_and_firmware() {
         assert!(text.contains(want), "{want} in\n{text}");
     }
 }
+
+#[test]
+fn the_context_of_the_shipped_config_is_its_dhcp_settings_on_the_ipv6_address() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../profiles/kickstand.yaml");
+    let appliance = kickstand_profiles::load_appliance(config.as_ref()).unwrap();
+    let ctx = Context::from_appliance(&appliance, APPLIANCE, SERVER_MAC);
+    assert_eq!(ctx.mode, Mode::Off, "the shipped config has DHCP off");
+    assert_eq!(ctx.urls.base(), "http://[fd77::1]:8080");
+    assert_eq!(ctx.loaders.uefi_x64, "ipxe.efi");
+    assert_eq!(ctx.server_id, duid_ll(SERVER_MAC));
+}

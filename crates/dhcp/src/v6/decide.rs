@@ -415,7 +415,7 @@ fn encode(
 /// from.
 fn destination(received: &Received<'_>, source: Source) -> SocketAddr {
     let mut to = source.from;
-    if received.outer_kind() != msg::RELAY_FORW && source.port == Port::Server {
+    if received.relays.is_empty() && source.port == Port::Server {
         to.set_port(CLIENT_PORT);
     }
     SocketAddr::V6(to)

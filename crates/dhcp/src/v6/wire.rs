@@ -151,14 +151,6 @@ impl<'a> Received<'a> {
     pub(crate) fn first_relay(&self) -> Option<&Relay<'a>> {
         self.relays.last()
     }
-
-    /// The outermost message's type: a Relay-forward's, or the client's.
-    pub(crate) fn outer_kind(&self) -> u8 {
-        match self.relays.first() {
-            Some(_) => msg::RELAY_FORW,
-            None => self.message.kind,
-        }
-    }
 }
 
 impl<'a> Relay<'a> {
