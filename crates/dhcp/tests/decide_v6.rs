@@ -260,6 +260,35 @@ fn edk2_with_a_duid_uuid_is_placed_by_its_solicit_for_its_4011_request() {
     assert_eq!(option(&reply.bytes, 59), Some(PXE_URL.as_bytes().to_vec()));
 }
 
+/// Debian's iPXE (BIOS) on a SLAAC segment sends an Information-request
+/// with a DUID-UUID of a zero UUID: placed by its EUI-64 address, given
+/// its script, and its DUID, shared by every such machine, not learnt.
+#[test]
+fn ipxe_gets_its_boot_script_by_its_eui64_address_and_its_zero_uuid_is_not_learnt() {
+    let request = fixture("bios-ipxe-information-request");
+    let ipxe_link_local = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe00, 0x601);
+    let reply = answered(&request, from(ipxe_link_local, 546, Port::Server));
+    assert_eq!(reply.firmware, Firmware::Ipxe);
+    assert_eq!(reply.bytes[0], 7, "Reply");
+    assert_eq!(
+        reply.boot_file_url,
+        "http://[fd77::1]:8080/boot/52:54:00:00:06:01.ipxe"
+    );
+    let mut clients = Clients::new();
+    clients.learn(&reply);
+    let opaque = from(
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 7),
+        546,
+        Port::Server,
+    );
+    let other = v6::decide(&request, opaque, &ctx(), &hosts, &clients);
+    assert_eq!(
+        other,
+        Action::Ignore(Reason::UnknownLinkLayer { duid_type: Some(4) }),
+        "another machine with the same zero DUID is not taken for this one"
+    );
+}
+
 #[test]
 fn unknown_and_installed_machines_are_not_answered() {
     let mut s = solicit();

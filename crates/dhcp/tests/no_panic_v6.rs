@@ -12,7 +12,8 @@ use common::v6::relay_forward;
 use kickstand_dhcp::v6::{self, Action, Clients, Context, Port, Source};
 use kickstand_dhcp::{HostBoot, HostStatus, Mac};
 
-const FIXTURES: [&str; 5] = [
+const FIXTURES: [&str; 6] = [
+    "bios-ipxe-information-request",
     "ovmf-pxe-solicit",
     "ovmf-pxe-solicit-uuid",
     "ovmf-http-solicit",

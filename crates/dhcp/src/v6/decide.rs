@@ -133,9 +133,13 @@ impl Clients {
         Clients(LruCache::new(Self::CAPACITY))
     }
 
-    /// Remember the MAC of the client a reply was for.
+    /// Remember the MAC of the client a reply was for, unless its DUID is
+    /// shared: iPXE sends a DUID-UUID of a zero UUID from every machine
+    /// without a system UUID.
     pub fn learn(&mut self, reply: &Reply) {
-        if let Some(duid) = &reply.client_id {
+        if let Some(duid) = &reply.client_id
+            && !wire::is_zero_uuid(duid)
+        {
             self.0.put(duid.clone(), reply.mac);
         }
     }

@@ -196,6 +196,11 @@ pub(crate) fn duid_mac(duid: &[u8]) -> Option<Mac> {
     <[u8; 6]>::try_from(address).ok().map(Mac)
 }
 
+/// A DUID-UUID (type 4) whose UUID is all zeros: no machine's own.
+pub(crate) fn is_zero_uuid(duid: &[u8]) -> bool {
+    matches!(duid, [0, 4, uuid @ ..] if uuid.len() == 16 && uuid.iter().all(|&b| b == 0))
+}
+
 /// The DUID type (RFC 8415 11.1), for the log line of a client that could
 /// not be placed.
 pub(crate) fn duid_type(duid: &[u8]) -> Option<u16> {
