@@ -2,16 +2,18 @@
 //! namespaces the test creates and always removes:
 //!
 //! ```text
-//!  ns office: radvd (M flag, fd77::/64), dnsmasq DHCPv6 fd77::100-1ff ─┐
+//!  ns office: radvd (fd77::/64), dnsmasq DHCPv6 fd77::100-1ff ──────────┐
 //!  ns appliance: ksbr0 fd77::1 ─────────────────────────────────────────┤
-//!    Kickstand v6::serve() on [::]:547 (ff02::1:2 on ksbr0) and :4011   │
-//!    a TFTP read-request listener on [fd77::1]:69                       │
-//!    OVMF in QEMU on a tap in the bridge, IPv4 PXE off ─────────────────┘
+//!    Kickstand v6::serve() on [::]:547 (ff02::1:2) and :4011            │
+//!    TFTP read-request and HTTP request-line listeners on fd77::1       │
+//!    QEMU (OVMF, or SeaBIOS with iPXE) on a tap in the bridge ──────────┘
 //! ```
 //!
-//! dnsmasq is the office's DHCPv6 server handing out addresses; Kickstand
-//! answers boot information only. The test binary re-runs itself inside the
-//! appliance namespace (`KS_DHCP6_ROLE`) for the server role.
+//! On a managed segment (radvd's M flag) dnsmasq is the office's DHCPv6
+//! server handing out addresses and Kickstand answers boot information
+//! only; on a SLAAC segment there is no office DHCPv6 server. The test
+//! binary re-runs itself inside the appliance namespace (`KS_DHCP6_ROLE`)
+//! for the server role.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
 
 use std::io::{BufRead, BufReader};
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 const APPLIANCE: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
 const OVMF_MAC: &str = "52:54:00:00:06:02";
+const IPXE_MAC: &str = "52:54:00:00:06:01";
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -127,15 +130,21 @@ impl Bed {
         self.children.push(child);
     }
 
-    /// radvd as the office router: the M flag sends hosts to DHCPv6 for
-    /// addresses; the prefix is on-link but not for SLAAC.
-    fn office_router(&mut self, dir: &Path) {
+    /// radvd as the office router of `segment`.
+    fn office_router(&mut self, dir: &Path, segment: Segment) {
+        let (managed, autonomous) = match segment {
+            Segment::Managed => ("on", "off"),
+            Segment::Slaac => ("off", "on"),
+        };
         let conf = dir.join("radvd.conf");
         std::fs::write(
             &conf,
-            "interface eth0 {\n  AdvSendAdvert on;\n  AdvManagedFlag on;\n  AdvOtherConfigFlag on;\n  \
-             MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 4;\n  \
-             prefix fd77::/64 {\n    AdvOnLink on;\n    AdvAutonomous off;\n  };\n};\n",
+            format!(
+                "interface eth0 {{\n  AdvSendAdvert on;\n  AdvManagedFlag {managed};\n  \
+                 AdvOtherConfigFlag on;\n  MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 4;\n  \
+                 prefix fd77::/64 {{\n    AdvOnLink on;\n    AdvAutonomous {autonomous};\n  \
+                 }};\n}};\n"
+            ),
         )
         .unwrap();
         let pid = dir.join("radvd.pid");
@@ -196,39 +205,75 @@ impl Bed {
         rx
     }
 
-    /// OVMF on a tap in the bridge, booting from the network, with more
-    /// QEMU arguments `args`.
-    fn ovmf(&mut self, dir: &Path, args: &[&str]) {
+    /// A QEMU machine with `mac` on a tap in the bridge, booting from the
+    /// network with the firmware `firmware` sets up.
+    fn machine(&mut self, dir: &Path, mac: &str, firmware: &Firmware) {
         let a = self.appliance.clone();
-        sh(&["ip", "-n", &a, "tuntap", "add", "ksovmf6", "mode", "tap"]);
+        sh(&["ip", "-n", &a, "tuntap", "add", "ksvm6", "mode", "tap"]);
         sh(&[
-            "ip", "-n", &a, "link", "set", "ksovmf6", "master", "ksbr0", "up",
+            "ip", "-n", &a, "link", "set", "ksvm6", "master", "ksbr0", "up",
         ]);
-        let vars = dir.join("OVMF_VARS.fd");
-        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("ovmf is installed");
         let qemu = Command::new("ip")
             .args(["netns", "exec", &a, "qemu-system-x86_64"])
             .args(["-machine", "accel=tcg", "-m", "256", "-display", "none"])
             .args(["-monitor", "none", "-serial", "null", "-no-reboot"])
-            .args(["-boot", "n", "-drive"])
-            .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-            .args(args)
-            .args([
-                "-netdev",
-                "tap,id=n0,ifname=ksovmf6,script=no,downscript=no",
-            ])
-            .args([
-                "-device",
-                &format!("virtio-net-pci,netdev=n0,mac={OVMF_MAC},romfile="),
-            ])
+            .args(["-boot", "n"])
+            .args(firmware.args(dir))
+            .args(["-netdev", "tap,id=n0,ifname=ksvm6,script=no,downscript=no"])
+            .arg("-device")
+            .arg(format!(
+                "virtio-net-pci,netdev=n0,mac={mac}{}",
+                firmware.rom()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("qemu-system-x86_64 is installed");
         self.children.push(qemu);
+    }
+}
+
+/// How the office router tells hosts to get addresses.
+#[derive(Debug, Clone, Copy)]
+enum Segment {
+    /// M flag: addresses from the office DHCPv6 server (dnsmasq).
+    Managed,
+    /// SLAAC, with the O flag: DHCPv6 for other information only.
+    Slaac,
+}
+
+/// What the machine boots from the network with.
+#[derive(Debug)]
+enum Firmware {
+    /// OVMF's own UEFI network stack, with more QEMU arguments.
+    Ovmf(Vec<&'static str>),
+    /// SeaBIOS and the NIC's iPXE option ROM (Debian's ipxe-qemu).
+    BiosIpxe,
+}
+
+impl Firmware {
+    fn args(&self, dir: &Path) -> Vec<String> {
+        match self {
+            Firmware::Ovmf(more) => {
+                let vars = dir.join("OVMF_VARS.fd");
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("ovmf is installed");
+                let code = "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd";
+                let mut args = vec!["-drive".to_owned(), code.to_owned(), "-drive".to_owned()];
+                args.push(format!("if=pflash,format=raw,file={}", vars.display()));
+                args.extend(more.iter().map(|a| (*a).to_owned()));
+                args
+            }
+            Firmware::BiosIpxe => Vec::new(),
+        }
+    }
+
+    /// OVMF boots with its own driver, not the iPXE ROM.
+    fn rom(&self) -> &'static str {
+        match self {
+            Firmware::Ovmf(_) => ",romfile=",
+            Firmware::BiosIpxe => "",
+        }
     }
 }
 
@@ -360,17 +405,27 @@ const IPV4_PXE_OFF: [&str; 2] = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESuppo
 const SYSTEM_UUID: &str = "12345678-9abc-def0-1234-56789abcdef0";
 const IPV6_PXE_OFF: [&str; 2] = ["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"];
 
-/// Brings the segment up, boots OVMF with `args`, and waits for a server
-/// line starting with `want`.
-fn boot_ovmf(test: &str, tag: &str, args: &[&str], want: &str, within: Duration) -> Boot {
+/// Brings `segment` up (with dnsmasq handing out addresses when it is
+/// managed), boots a machine with `mac` and `firmware`, and waits for a
+/// server line starting with `want`.
+fn boot_machine(
+    test: &str,
+    tag: &str,
+    segment: Segment,
+    (mac, firmware): (&str, Firmware),
+    want: &str,
+    within: Duration,
+) -> Boot {
     let mut bed = Bed::new(tag);
     let dir = tempfile::tempdir().unwrap();
     let leases = dir.path().join("dnsmasq.leases");
-    bed.office_router(dir.path());
-    bed.office_dhcp(&leases);
+    bed.office_router(dir.path(), segment);
+    if let Segment::Managed = segment {
+        bed.office_dhcp(&leases);
+    }
     let seen = bed.kickstand(test);
     let started = Instant::now();
-    bed.ovmf(dir.path(), args);
+    bed.machine(dir.path(), mac, &firmware);
     let mut lines = Vec::new();
     let found = loop {
         let left = (started + within).saturating_duration_since(Instant::now());
@@ -384,7 +439,7 @@ fn boot_ovmf(test: &str, tag: &str, args: &[&str], want: &str, within: Duration)
     for line in &lines {
         println!("{line}");
     }
-    let leases = std::fs::read_to_string(&leases).unwrap();
+    let leases = std::fs::read_to_string(&leases).unwrap_or_default();
     // The firmware and the server go before the reader of the server's
     // output, which it would otherwise write into a closed pipe.
     drop(bed);
@@ -460,8 +515,16 @@ fn ovmf_pxe_over_ipv6_takes_the_boot_answer_beside_the_office_lease() {
     if role() {
         return;
     }
-    let args = [&IPV4_PXE_OFF[..], &["-uuid", SYSTEM_UUID]].concat();
-    let boot = boot_ovmf(TEST, "p", &args, "TFTP ", Duration::from_secs(240));
+    let firmware = Firmware::Ovmf([&IPV4_PXE_OFF[..], &["-uuid", SYSTEM_UUID]].concat());
+    let machine = (OVMF_MAC, firmware);
+    let boot = boot_machine(
+        TEST,
+        "p",
+        Segment::Managed,
+        machine,
+        "TFTP ",
+        Duration::from_secs(240),
+    );
 
     // What OVMF sent: first a plain Solicit of its IPv6 stack (the M flag
     // asks for an address), then PXE's, with a PXEClient vendor class and
@@ -525,8 +588,18 @@ fn ovmf_http_boot_over_ipv6_fetches_the_loader_named_in_option_59() {
     if role() {
         return;
     }
-    let args = [IPV4_PXE_OFF, IPV6_PXE_OFF].concat();
-    let boot = boot_ovmf(TEST, "h", &args, "HTTP ", Duration::from_secs(400));
+    let machine = (
+        OVMF_MAC,
+        Firmware::Ovmf([IPV4_PXE_OFF, IPV6_PXE_OFF].concat()),
+    );
+    let boot = boot_machine(
+        TEST,
+        "h",
+        Segment::Managed,
+        machine,
+        "HTTP ",
+        Duration::from_secs(400),
+    );
     let solicit = boot.boot_solicit();
     let class = option_of(&solicit, 16).expect("a vendor class");
     println!(
@@ -551,4 +624,47 @@ fn ovmf_http_boot_over_ipv6_fetches_the_loader_named_in_option_59() {
     assert!(["HEAD", "GET"].contains(&method), "{}", boot.found);
     assert_eq!(path, "/boot/ipxe.efi");
     boot.assert_leased_by_office(source);
+}
+
+/// SeaBIOS and Debian's iPXE ROM on a SLAAC segment whose router sets the
+/// O flag: iPXE sends an Information-request, takes Kickstand's Reply and
+/// fetches its boot script over HTTP from its SLAAC address. (With the M
+/// flag iPXE ignores an Advertise that offers no address, so it never
+/// sees Kickstand's answer: README, "IPv6".)
+#[test]
+#[ignore = "peer: needs root/netns, radvd, qemu-system-x86, ipxe-qemu; run by .ci/run"]
+fn bios_ipxe_on_a_slaac_segment_fetches_its_boot_script_over_ipv6() {
+    const TEST: &str = "bios_ipxe_on_a_slaac_segment_fetches_its_boot_script_over_ipv6";
+    if role() {
+        return;
+    }
+    let machine = (IPXE_MAC, Firmware::BiosIpxe);
+    let boot = boot_machine(
+        TEST,
+        "i",
+        Segment::Slaac,
+        machine,
+        "HTTP ",
+        Duration::from_secs(150),
+    );
+    // iPXE percent-encodes the colons of the URL it was given.
+    let [
+        _,
+        source,
+        "GET",
+        "/boot/52%3A54%3A00%3A00%3A06%3A01.ipxe",
+        ..,
+    ] = boot.found.split(' ').collect::<Vec<_>>()[..]
+    else {
+        panic!("{}", boot.found)
+    };
+    assert_eq!(
+        source, "fd77::5054:ff:fe00:601",
+        "its SLAAC (EUI-64) address"
+    );
+    let replies = boot.replies();
+    assert!(
+        replies.iter().any(|l| l.contains("52:54:00:00:06:01.ipxe")),
+        "{replies:?}"
+    );
 }

@@ -5,10 +5,12 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use lru::LruCache;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -172,16 +174,17 @@ pub async fn serve<B: Boot>(
     boot: Arc<B>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = JoinSet::new();
     // Both ports: the Solicit on 547 teaches what the Request on 4011 needs.
     let clients = Arc::new(Mutex::new(Clients::new()));
     let mut spawn = |socket, port| {
         let worker = Worker {
-            socket,
+            socket: Arc::new(socket),
             port,
             boot: boot.clone(),
             clients: clients.clone(),
             unplaced: LruCache::new(UNPLACED),
+            delayed: JoinSet::new(),
         };
         tasks.spawn(worker.run(shutdown.clone()));
     };
@@ -201,12 +204,21 @@ const BATCH: usize = 64;
 /// each is logged once while it is remembered, the oldest forgotten first.
 const UNPLACED: NonZeroUsize = NonZeroUsize::new(1024).expect("non-zero");
 
+/// How long the answer to a port-4011 Request waits. EDK2 starts
+/// listening for it only after its Request has left (`UdpWrite`, then
+/// `Udp6Read->Configure` and `UdpRead`, in `PxeBcRequestBootService`): an
+/// answer sent at once can arrive before anyone listens and be lost, and
+/// EDK2 never asks again. It waits up to 3 s (`PXEBC_UDP_TIMEOUT`).
+const BOOT_SERVER_DELAY: Duration = Duration::from_millis(250);
+
 struct Worker<B> {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     port: Port,
     boot: Arc<B>,
     clients: Arc<Mutex<Clients>>,
     unplaced: LruCache<Vec<u8>, ()>,
+    /// Delayed answers on their way ([`BOOT_SERVER_DELAY`]).
+    delayed: JoinSet<()>,
 }
 
 impl<B: Boot> Worker<B> {
@@ -216,8 +228,13 @@ impl<B: Boot> Worker<B> {
         let mut buf = vec![0u8; wire::MAX_MESSAGE_LEN + 1];
         let mut batch: Vec<(Vec<u8>, SocketAddrV6)> = Vec::with_capacity(BATCH);
         loop {
+            while self.delayed.try_join_next().is_some() {}
             let got = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => {
+                    // Answers already decided still go out.
+                    while self.delayed.join_next().await.is_some() {}
+                    return Ok(());
+                }
                 got = self.socket.recv_from(&mut buf) => got,
             };
             match got {
@@ -283,8 +300,16 @@ impl<B: Boot> Worker<B> {
                 Action::Respond(reply) => {
                     debug!(mac = %reply.mac, firmware = reply.firmware.name(),
                            url = %reply.boot_file_url, to = %reply.to, "dhcpv6: reply");
-                    if let Err(e) = self.socket.send_to(&reply.bytes, reply.to).await {
-                        warn!(to = %reply.to, error = %e, "dhcpv6: send failed");
+                    match self.port {
+                        Port::Server => send(&self.socket, reply).await,
+                        // Delayed apart, so the datagrams behind it wait for none.
+                        Port::BootServer => {
+                            let socket = Arc::clone(&self.socket);
+                            self.delayed.spawn(async move {
+                                tokio::time::sleep(BOOT_SERVER_DELAY).await;
+                                send(&socket, reply).await;
+                            });
+                        }
                     }
                 }
             }
@@ -304,6 +329,12 @@ impl<B: Boot> Worker<B> {
         } else {
             debug!(%from, %reason, "dhcpv6: ignored");
         }
+    }
+}
+
+async fn send(socket: &UdpSocket, reply: decide::Reply) {
+    if let Err(e) = socket.send_to(&reply.bytes, reply.to).await {
+        warn!(to = %reply.to, error = %e, "dhcpv6: send failed");
     }
 }
 

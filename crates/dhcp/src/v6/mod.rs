@@ -20,7 +20,13 @@
 //! address from the office server, then unicasts a Request carrying our
 //! server identifier to `[addr]:4011` and boots the file named in our
 //! Reply (`PxeBcRequestBootService` in `NetworkPkg/UefiPxeBcDxe`). So
-//! [`serve`] answers on port 4011 too.
+//! [`serve`] answers on port 4011 too, a quarter second late: EDK2 only
+//! starts listening once its Request has left.
+//!
+//! iPXE ignores an Advertise without an address (`dhcpv6_rx` records the
+//! IA address of the Advertise it takes), so on a segment whose router
+//! sets the M flag it never sees this answer; on a SLAAC segment with the
+//! O flag it sends an Information-request and takes the first Reply.
 //!
 //! Host profiles are keyed by MAC, so a client is answered only when its
 //! MAC is known: from a relay's Client Link-Layer Address option (79), its
