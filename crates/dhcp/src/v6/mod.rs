@@ -25,16 +25,18 @@
 //!
 //! iPXE ignores an Advertise without an address (`dhcpv6_rx` records the
 //! IA address of the Advertise it takes), so on a segment whose router
-//! sets the M flag it never sees this answer; on a SLAAC segment with the
-//! O flag it sends an Information-request and takes the first Reply.
+//! sets the M flag it takes the office server's and never this answer; on
+//! a SLAAC segment with the O flag it sends an Information-request and
+//! takes the first Reply.
 //!
 //! Host profiles are keyed by MAC, so a client is answered only when its
 //! MAC is known: from a relay's Client Link-Layer Address option (79), its
 //! DUID-LL or DUID-LLT of Ethernet, or a link-local source address formed
 //! by EUI-64. EDK2 sends a DUID-UUID whenever the machine has a system
 //! UUID, and its port-4011 Request comes from its new global address; the
-//! MAC its Solicit gave is remembered by DUID ([`Clients`]) for it. A client with a DUID-UUID or DUID-EN and none of the others
-//! is not answered ([`Reason::UnknownLinkLayer`], logged once per client).
+//! MAC its Solicit gave is remembered by DUID ([`Clients`]) for it. A
+//! client with a DUID-UUID or DUID-EN and none of the others is not
+//! answered ([`Reason::UnknownLinkLayer`], logged once per client).
 //! Unknown MACs and installed BIOS hosts are not answered, as over DHCPv4.
 //! Relayed Solicits (up to [`MAX_RELAY_DEPTH`] relays) are answered with
 //! Relay-replies through the same relays.
