@@ -13,6 +13,8 @@
 //! Layout: [`decide`] is the whole proxy policy; [`full::decide`] adds leases;
 //! [`serve`] runs them on sockets made by [`bind_dhcp_socket`];
 //! [`advertise::answer_solicitations`] runs beside it when asked to.
+//! [`v6`] is the same for DHCPv6: boot answers beside the office's DHCPv6
+//! server, with its own context, decision and driver.
 
 pub mod advertise;
 mod driver;
@@ -20,6 +22,7 @@ pub mod full;
 mod metrics;
 mod proxy;
 mod rogue;
+pub mod v6;
 mod wire;
 
 pub use driver::{Boot, BootView, Seen, Sockets, View, bind_dhcp_socket, serve};

@@ -1,5 +1,5 @@
 //! ProxyDHCP's metric families: every decision, by outcome and named
-//! reason, and every router solicitation the same way. The daemon hands in
+//! reason, DHCPv6's apart, and every router solicitation the same way. The daemon hands in
 //! its registry; this crate registers and owns the families.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 
 use crate::advertise;
 use crate::proxy::Action;
+use crate::v6;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Decision {
@@ -32,6 +33,7 @@ struct Solicitation {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     decisions: Family<Decision, Counter>,
+    decisions_v6: Family<Decision, Counter>,
     solicitations: Family<Solicitation, Counter>,
 }
 
@@ -42,6 +44,11 @@ impl Metrics {
             "kickstand_dhcp_decisions",
             "ProxyDHCP decisions by outcome and named reason",
             metrics.decisions.clone(),
+        );
+        registry.register(
+            "kickstand_dhcpv6_decisions",
+            "DHCPv6 boot answer decisions by outcome and named reason",
+            metrics.decisions_v6.clone(),
         );
         registry.register(
             "kickstand_router_solicitations",
@@ -79,5 +86,21 @@ impl Metrics {
             },
         };
         self.decisions.get_or_create(&labels).inc();
+    }
+
+    pub fn observe_v6(&self, action: &v6::Action) {
+        let labels = match action {
+            v6::Action::Respond(reply) => Decision {
+                outcome: "reply",
+                reason: "",
+                firmware: reply.firmware.name(),
+            },
+            v6::Action::Ignore(reason) => Decision {
+                outcome: "ignore",
+                reason: reason.name(),
+                firmware: "",
+            },
+        };
+        self.decisions_v6.get_or_create(&labels).inc();
     }
 }

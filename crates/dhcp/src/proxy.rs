@@ -332,7 +332,7 @@ impl Firmware {
         !matches!(self, Firmware::Ipxe | Firmware::Bios)
     }
 
-    fn is_http(self) -> bool {
+    pub(crate) fn is_http(self) -> bool {
         matches!(self, Firmware::UefiHttpX64 | Firmware::UefiHttpArm64)
     }
 
@@ -439,19 +439,67 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
     } else {
         return Err(Reason::NotPxe(String::from_utf8_lossy(class).into_owned()));
     };
-    let (boot, installed) = match hosts.lookup(req.mac) {
+    let asked = Asked {
+        mac: req.mac,
+        http,
+        ipxe: is_ipxe(req),
+        arch: client_arch(req, class),
+    };
+    choose(asked, &ctx.files(), hosts)
+}
+
+/// What a boot client says of itself, read from a DHCPv4 or a DHCPv6
+/// request: the boot file is chosen from this alone, the same way for both.
+#[derive(Debug, Clone)]
+pub(crate) struct Asked {
+    pub(crate) mac: Mac,
+    /// Its vendor class starts with `HTTPClient` rather than `PXEClient`.
+    pub(crate) http: bool,
+    /// iPXE is asking: it gets its boot script whatever its firmware.
+    pub(crate) ipxe: bool,
+    /// The client architecture, or why it could not be read: an error only
+    /// once the answer depends on it.
+    pub(crate) arch: Result<u16, Reason>,
+}
+
+/// The settings a boot file is chosen by, from either family's context.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Files<'a> {
+    pub(crate) urls: &'a UrlScheme,
+    pub(crate) loaders: &'a Loaders,
+    pub(crate) uefi_local_boot: UefiLocalBoot,
+}
+
+impl Context {
+    fn files(&self) -> Files<'_> {
+        Files {
+            urls: &self.urls,
+            loaders: &self.loaders,
+            uefi_local_boot: self.uefi_local_boot,
+        }
+    }
+}
+
+/// The boot file for a client that asked, by its profile and firmware: a
+/// TFTP name below the root, or a URL for HTTP boot and iPXE.
+pub(crate) fn choose<H: HostLookup + ?Sized>(
+    asked: Asked,
+    files: &Files<'_>,
+    hosts: &H,
+) -> Result<BootPlan, Reason> {
+    let (boot, installed) = match hosts.lookup(asked.mac) {
         HostStatus::Netboot(boot) => (boot, false),
         HostStatus::LocalDisk(boot) => (boot, true),
-        HostStatus::Unknown => return Err(Reason::UnknownHost(req.mac)),
+        HostStatus::Unknown => return Err(Reason::UnknownHost(asked.mac)),
     };
-    if is_ipxe(req) {
-        let file = ctx.urls.boot_script(req.mac);
+    if asked.ipxe {
+        let file = files.urls.boot_script(asked.mac);
         return Ok(BootPlan {
             firmware: Firmware::Ipxe,
             file,
         });
     }
-    let firmware = match (client_arch(req, class)?, http) {
+    let firmware = match (asked.arch?, asked.http) {
         (0, false) => Firmware::Bios,
         (7 | 9, false) => Firmware::UefiX64,
         (11, false) => Firmware::UefiArm64,
@@ -465,7 +513,7 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
         && profile != found
     {
         return Err(Reason::WrongArch {
-            mac: req.mac,
+            mac: asked.mac,
             profile: profile.as_str(),
             firmware: found.as_str(),
         });
@@ -473,25 +521,25 @@ pub(crate) fn boot_plan<H: HostLookup + ?Sized>(
     // Installed BIOS firmware moves on to its disk when left alone; so must
     // UEFI firmware with no OS tree behind it (no GRUB to reach the disk).
     if installed && (!firmware.is_uefi() || boot.shim.is_none()) {
-        return Err(Reason::Installed(req.mac));
+        return Err(Reason::Installed(asked.mac));
     }
     let grub = firmware.is_uefi()
-        && (installed && ctx.uefi_local_boot == UefiLocalBoot::Grub
+        && (installed && files.uefi_local_boot == UefiLocalBoot::Grub
             || match boot.loader {
                 BootLoader::Grub => true,
                 BootLoader::Ipxe => false,
                 BootLoader::Auto => firmware.arch() == Some(Arch::Aarch64),
             });
     let shim = boot.shim.filter(|_| grub);
-    let loaders = &ctx.loaders;
+    let (urls, loaders) = (files.urls, files.loaders);
     let file = match (shim, firmware) {
-        (Some(shim), f) if f.is_http() => format!("{}/{shim}", ctx.urls.base()),
+        (Some(shim), f) if f.is_http() => format!("{}/{shim}", urls.base()),
         (Some(shim), _) => shim,
         (None, Firmware::Bios) => loaders.bios.clone(),
         (None, Firmware::UefiX64) => loaders.uefi_x64.clone(),
         (None, Firmware::UefiArm64) => loaders.uefi_arm64.clone(),
-        (None, Firmware::UefiHttpX64) => ctx.urls.loader(&loaders.uefi_x64),
-        (None, Firmware::UefiHttpArm64 | Firmware::Ipxe) => ctx.urls.loader(&loaders.uefi_arm64),
+        (None, Firmware::UefiHttpX64) => urls.loader(&loaders.uefi_x64),
+        (None, Firmware::UefiHttpArm64 | Firmware::Ipxe) => urls.loader(&loaders.uefi_arm64),
     };
     Ok(BootPlan { firmware, file })
 }

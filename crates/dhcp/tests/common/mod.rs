@@ -115,3 +115,5 @@ pub fn packet(mac: [u8; 6], xid: u32, opts: &[(u8, &[u8])]) -> Vec<u8> {
     p.push(255);
     p
 }
+
+pub mod v6;
