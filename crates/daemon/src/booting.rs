@@ -135,7 +135,7 @@ impl Booting {
 
     /// Whether a DHCP outcome may be logged now: `Some(n)` with the number
     /// of others not logged since the last line.
-    fn may_log(&self) -> Option<u64> {
+    pub(crate) fn may_log(&self) -> Option<u64> {
         let mut log = lock(&self.dhcp_log);
         if log.0.take(self.started.elapsed()) {
             Some(std::mem::take(&mut log.1))
@@ -147,7 +147,7 @@ impl Booting {
 
     /// Whether what happened to a PXE client is worth a log line and an
     /// event now: once per MAC and kind per [`QUIET_FOR`].
-    fn first_in_a_while(&self, mac: Mac, what: Logged) -> bool {
+    pub(crate) fn first_in_a_while(&self, mac: Mac, what: Logged) -> bool {
         let mut seen = lock(&self.logged);
         match seen.get(&(mac, what)) {
             Some(at) if at.elapsed() < QUIET_FOR => false,
@@ -489,10 +489,13 @@ fn binding(generation: &Generation) -> Binding {
 
 /// What a log line about a PXE client said: each is logged once in a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Logged {
+pub(crate) enum Logged {
     Answered,
     NotAnswered,
     Advertised,
+    /// The same two for DHCPv6, logged apart from DHCPv4's.
+    AnsweredV6,
+    NotAnsweredV6,
 }
 
 /// The loader a boot config is for.
@@ -548,6 +551,13 @@ impl Boot for Booting {
 pub(crate) struct PacketView<'a> {
     booting: &'a Booting,
     generation: Arc<Generation>,
+}
+
+impl PacketView<'_> {
+    /// The generation these packets are decided with.
+    pub(crate) fn generation(&self) -> &Arc<Generation> {
+        &self.generation
+    }
 }
 
 impl HostLookup for PacketView<'_> {

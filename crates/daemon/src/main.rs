@@ -33,6 +33,7 @@ macro_rules! outln {
 
 mod boot;
 mod booting;
+mod booting6;
 mod cache;
 mod client;
 mod commands;

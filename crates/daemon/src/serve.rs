@@ -30,7 +30,7 @@ use crate::operator::Operator;
 use crate::power::Power;
 use crate::syslog::InstallerLogs;
 use crate::views::{Shared, Views};
-use crate::{boot, client, commands, operator, reload, syslog, tls};
+use crate::{boot, booting6, client, commands, operator, reload, syslog, tls};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(15);
@@ -289,7 +289,17 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         }
         tasks.spawn(log_exit(
             "dhcp",
-            kickstand_dhcp::serve(sockets, booting, leases, shutdown.clone()),
+            kickstand_dhcp::serve(sockets, booting.clone(), leases, shutdown.clone()),
+        ));
+    }
+
+    // DHCPv6 boot answers, where the appliance has an IPv6 address.
+    if appliance.dhcp.mode != DhcpMode::Off && appliance.server.address.v6().is_some() {
+        let (sockets, server_mac) = booting6::bind(&appliance)?;
+        let dhcp6 = Arc::new(booting6::Dhcp6::new(booting.clone(), server_mac));
+        tasks.spawn(log_exit(
+            "dhcpv6",
+            kickstand_dhcp::v6::serve(sockets, dhcp6, shutdown.clone()),
         ));
     }
 
