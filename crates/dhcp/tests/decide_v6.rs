@@ -185,6 +185,14 @@ fn ipxe_gets_its_boot_script_and_arm64_its_loader() {
         reply.boot_file_url,
         "http://[fd77::1]:8080/boot/52:54:00:00:06:02.ipxe"
     );
+    // A dual-stack appliance sends iPXE its script over DHCPv4 only, where
+    // its build token is bound; firmware is answered as before.
+    let mut dual_stack = ctx();
+    dual_stack.scripts = false;
+    let decide =
+        |packet: &[u8]| v6::decide(packet, from_client(), &dual_stack, &hosts, &Clients::new());
+    assert_eq!(decide(&ipxe), Action::Ignore(Reason::ScriptOverIpv4));
+    assert!(matches!(decide(&solicit()), Action::Respond(_)));
     let arm = edit(&solicit(), 1, |o| set(o, 61, &[0, 11]));
     assert_eq!(
         answered(&arm, from_client()).boot_file_url,

@@ -27,6 +27,12 @@ pub struct Context {
     /// answers boot information as `proxy` does.
     pub mode: Mode,
     pub uefi_local_boot: UefiLocalBoot,
+    /// Whether iPXE is sent its boot script over DHCPv6: not where the
+    /// appliance has an IPv4 address too. iPXE asks both families and may
+    /// take either script URL; its build token is bound to the address
+    /// its DHCPv4 exchange was given, so a script fetched over IPv6 would
+    /// be withheld. With DHCPv4 there, it gets its script there.
+    pub scripts: bool,
     /// The Server Identifier option's DUID: a DUID-LL of the appliance's
     /// interface ([`Context::new`]). Firmware sends it back in the Request
     /// that asks for the boot file, which is how a Request for us is told
@@ -46,6 +52,7 @@ impl Context {
             loaders: Loaders::default(),
             mode: Mode::Proxy,
             uefi_local_boot: UefiLocalBoot::Ipxe,
+            scripts: true,
             server_id: wire::duid_ll(mac),
         }
     }
@@ -56,6 +63,7 @@ impl Context {
         let mut context = Context::new(address, appliance.server.http_port, mac);
         context.loaders.uefi_x64 = appliance.dhcp.uefi_loader.as_str().to_owned();
         context.uefi_local_boot = appliance.dhcp.uefi_local_boot;
+        context.scripts = appliance.server.address.v4().is_none();
         context.mode = match appliance.dhcp.mode {
             DhcpMode::Off => Mode::Off,
             DhcpMode::Proxy => Mode::Proxy,
@@ -186,6 +194,9 @@ pub enum Reason {
     Policy(proxy::Reason),
     #[error("DHCPv6 is off")]
     Disabled,
+    /// iPXE on a dual-stack appliance: see [`Context::scripts`].
+    #[error("iPXE gets its boot script over DHCPv4, where its build token is bound")]
+    ScriptOverIpv4,
 }
 
 impl Reason {
@@ -201,6 +212,7 @@ impl Reason {
             Reason::UnknownLinkLayer { .. } => "unknown-link-layer",
             Reason::Policy(reason) => reason.name(),
             Reason::Disabled => "disabled",
+            Reason::ScriptOverIpv4 => "script-over-ipv4",
         }
     }
 }
@@ -262,6 +274,9 @@ fn answer<H: HostLookup + ?Sized>(
         arch: client_arch(&received),
     };
     let plan = proxy::choose(asked, &ctx.files(), hosts)?;
+    if plan.firmware == Firmware::Ipxe && !ctx.scripts {
+        return Err(Reason::ScriptOverIpv4);
+    }
     let url = boot_file_url(&plan, ctx);
     let bytes = encode(&received, kind, client_id, &plan, &url, ctx);
     Ok(Reply {
