@@ -69,18 +69,32 @@ pub struct Seen {
 }
 
 /// A fixed context and host lookup: for tests, benchmarks and tools. Every
-/// MAC its lookup answers for counts as profiled.
+/// MAC its lookup answers for counts as profiled. `C` is the family's
+/// context: [`Context`] for DHCPv4, [`crate::v6::Context`] for DHCPv6.
 #[derive(Clone)]
-pub struct View {
-    pub context: Arc<Context>,
+pub struct View<C = Context> {
+    pub context: Arc<C>,
     pub hosts: Arc<dyn HostLookup>,
 }
 
-impl std::fmt::Debug for View {
+impl<C: std::fmt::Debug> std::fmt::Debug for View<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("View")
             .field("context", &self.context)
             .finish_non_exhaustive()
+    }
+}
+
+impl<C: Send + Sync> HostLookup for View<C> {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        self.hosts.lookup(mac)
+    }
+}
+
+impl<C> View<C> {
+    /// Whether `mac` is one its lookup answers for.
+    pub(crate) fn knows(&self, mac: Mac) -> bool {
+        self.hosts.lookup(mac) != HostStatus::Unknown
     }
 }
 
@@ -92,19 +106,13 @@ impl Boot for View {
     }
 }
 
-impl HostLookup for View {
-    fn lookup(&self, mac: Mac) -> HostStatus {
-        self.hosts.lookup(mac)
-    }
-}
-
 impl BootView for View {
     fn context(&self) -> &Context {
         &self.context
     }
 
     fn profiled(&self, mac: Mac) -> bool {
-        self.hosts.lookup(mac) != HostStatus::Unknown
+        self.knows(mac)
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::proxy::{HostLookup, HostStatus};
+use crate::proxy::HostLookup;
 use crate::v6::decide::{self, Action, Clients, Context, Port, Reason, Source};
 use crate::v6::wire::{self, Received, opt};
 use crate::wire::Mac;
@@ -50,19 +50,7 @@ pub trait BootView: HostLookup {
 
 /// A fixed context and host lookup: for tests and tools. Every MAC its
 /// lookup answers for counts as profiled.
-#[derive(Clone)]
-pub struct View {
-    pub context: Arc<Context>,
-    pub hosts: Arc<dyn HostLookup>,
-}
-
-impl std::fmt::Debug for View {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("View")
-            .field("context", &self.context)
-            .finish_non_exhaustive()
-    }
-}
+pub type View = crate::driver::View<Context>;
 
 impl Boot for View {
     type View<'a> = View;
@@ -72,19 +60,13 @@ impl Boot for View {
     }
 }
 
-impl HostLookup for View {
-    fn lookup(&self, mac: Mac) -> HostStatus {
-        self.hosts.lookup(mac)
-    }
-}
-
 impl BootView for View {
     fn context(&self) -> &Context {
         &self.context
     }
 
     fn profiled(&self, mac: Mac) -> bool {
-        self.hosts.lookup(mac) != HostStatus::Unknown
+        self.knows(mac)
     }
 }
 
