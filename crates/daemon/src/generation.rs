@@ -414,4 +414,29 @@ mod tests {
             "{said}"
         );
     }
+
+    /// Which DHCP fronts run (DHCPv4 needs an IPv4 address, DHCPv6 an IPv6
+    /// one) is decided at start; another address of the same families is
+    /// a change a reload applies.
+    #[test]
+    fn a_new_address_family_needs_a_restart_a_new_address_does_not() {
+        use kickstand_profiles::model::Addresses;
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let old = with_postgres(None);
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/kickstand.yaml");
+        let with = |address| {
+            let mut snapshot = kickstand_profiles::load(&config).unwrap_or_else(|e| panic!("{e}"));
+            snapshot.appliance.server.address = address;
+            Generation::build(snapshot, 2).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 5);
+        let dual = with(Addresses::Both(Ipv4Addr::LOCALHOST, v6));
+        let said = old.restart_needed(&dual).join("\n");
+        assert!(
+            said.contains("server.address families changed (IPv4 → IPv4 and IPv6)"),
+            "{said}"
+        );
+        let moved = with(Addresses::V4(Ipv4Addr::new(10, 0, 0, 5)));
+        assert!(old.restart_needed(&moved).is_empty());
+    }
 }
