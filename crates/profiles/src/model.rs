@@ -557,6 +557,11 @@ pub struct Host {
     pub os: String,
     pub arch: Arch,
     pub boot_loader: BootLoader,
+    /// The installer's VLAN: the firmware and iPXE boot on the switch
+    /// port's untagged network, where ProxyDHCP answers; the installer
+    /// kernel tags its traffic (kickstart, packages, callbacks) with this
+    /// ID. `None`: the install stays untagged.
+    pub boot_vlan: Option<VlanId>,
     /// Groups this host belongs to, explicit or by selector, in the order
     /// they were applied.
     pub groups: Vec<String>,

@@ -263,6 +263,10 @@ pub(crate) struct HostFields {
     pub groups: Vec<S<String>>,
     pub arch: Option<S<String>>,
     pub boot_loader: Option<S<String>>,
+    /// The 802.1Q VLAN the installer moves to once its kernel runs (the
+    /// firmware and iPXE stay untagged). A string, so any wrong value is
+    /// reported as written.
+    pub boot_vlan: Option<S<String>>,
     pub disk: Option<Disk>,
     pub network: Option<Network>,
     pub root_password_hash: Option<S<String>>,

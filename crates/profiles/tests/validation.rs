@@ -1089,3 +1089,58 @@ fn a_wrong_vlan_is_located() {
         "`5000` is not a VLAN ID (1 to 4094)",
     );
 }
+
+/// `boot_vlan` is merged like any host field: `defaults:` gives the rack's
+/// install VLAN, a group or a host another; it is apart from the installed
+/// system's `network.vlan`.
+#[test]
+fn a_boot_vlan_is_merged_from_defaults_groups_and_hosts() {
+    let copy = Copy::new();
+    let groups = copy.dir.path().join("profiles/groups.yaml");
+    let edited = std::fs::read_to_string(&groups)
+        .expect("read groups")
+        .replacen("defaults:\n", "defaults:\n  boot_vlan: 30\n", 1);
+    std::fs::write(&groups, edited).expect("write groups");
+    copy.write(
+        "profiles/hosts/vlan.yaml",
+        "groups:\n  tagged:\n    match: { hostname: [\"tag*\"] }\n    profile:\n      boot_vlan: 20\nhosts:\n  \"52:54:00:99:00:01\":\n    hostname: tag01\n    network: { vlan: 40 }\n  \"52:54:00:99:00:02\":\n    hostname: tag02\n    boot_vlan: \"4094\"\n  \"52:54:00:99:00:03\":\n    hostname: plain03\n",
+    );
+    let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    let host = |mac: &str| {
+        let host = snap.host(&mac.parse::<Mac>().expect("mac")).expect("host");
+        (
+            host.boot_vlan.map(|v| v.get()),
+            host.network.vlan.map(|v| v.get()),
+        )
+    };
+    assert_eq!(host("52:54:00:99:00:01"), (Some(20), Some(40)));
+    assert_eq!(host("52:54:00:99:00:02"), (Some(4094), None));
+    assert_eq!(host("52:54:00:99:00:03"), (Some(30), None));
+}
+
+/// A `boot_vlan` is 1 to 4094, written as digits; anything else is located
+/// in the file that gives it.
+#[test]
+fn a_wrong_boot_vlan_is_located() {
+    for vlan in ["0", "4095", "abc", "-1", "+20", "20.5", "\"\""] {
+        let copy = Copy::new();
+        let file = copy.write(
+            "profiles/hosts/vlan.yaml",
+            &format!(
+                "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: tag01\n    boot_vlan: {vlan}\n"
+            ),
+        );
+        assert_one_at(&copy.load_err(), &file, 4, "boot_vlan");
+    }
+    let copy = Copy::new();
+    let file = copy.write(
+        "profiles/hosts/vlan.yaml",
+        "groups:\n  tagged:\n    match: { hostname: [\"tag*\"] }\n    profile:\n      boot_vlan: 5000\nhosts:\n  \"52:54:00:99:00:01\":\n    hostname: tag01\n",
+    );
+    assert_one_at(
+        &copy.load_err(),
+        &file,
+        5,
+        "host 52:54:00:99:00:01: boot_vlan `5000` is not a VLAN ID (1 to 4094)",
+    );
+}

@@ -337,3 +337,56 @@ fn each_client_is_sent_urls_of_its_own_address_family() {
         "{ks}"
     );
 }
+
+/// A `boot_vlan` host's installer names its boot NIC by MAC, tags it and
+/// takes its address on the VLAN (dracut's `ifname=`, `vlan=`, `ip=`), in
+/// the iPXE script and GRUB's config alike, of either address family; its
+/// neighbours keep the plain `ip=dhcp`.
+#[test]
+fn a_boot_vlan_moves_the_installer_onto_the_vlan() {
+    use kickstand_profiles::model::Addresses;
+    use std::net::Ipv6Addr;
+    let v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 5);
+    let mut snapshot = load(&samples()).unwrap_or_else(|e| panic!("{e}"));
+    snapshot.appliance.server.address = Addresses::Both(Ipv4Addr::new(10, 0, 0, 5), v6);
+    let (mac, host) = snapshot.hosts.iter_mut().next().expect("a sample host");
+    let mac = *mac;
+    host.boot_vlan = Some("20".parse().expect("VLAN ID"));
+    let site = Site::new(snapshot).unwrap_or_else(|e| panic!("{e}"));
+    let tagged =
+        |method: &str| format!(" ifname=ksboot:{mac} vlan=ksboot.20:ksboot ip=ksboot.20:{method}");
+    let over_v6 = site.to(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x99)));
+    for (rendering, method) in [(site.to(V4), "dhcp"), (over_v6, "auto6")] {
+        let ipxe = rendering
+            .ipxe(&mac, BootAction::Install, TOKEN)
+            .expect("script");
+        let grub = rendering
+            .grub(&mac, BootAction::Install, TOKEN)
+            .expect("config");
+        for script in [ipxe, grub] {
+            let kernel = script
+                .lines()
+                .find(|l| l.starts_with("kernel ") || l.starts_with("linux "))
+                .unwrap_or_else(|| panic!("no kernel line:\n{script}"));
+            assert!(kernel.contains(&tagged(method)), "{kernel}");
+            assert!(
+                !kernel.contains(" ip=dhcp") && !kernel.contains(" ip=auto6"),
+                "{kernel}"
+            );
+        }
+    }
+    let (other, _) = site
+        .snapshot
+        .hosts
+        .iter()
+        .find(|(_, h)| h.boot_vlan.is_none())
+        .expect("an untagged host");
+    let script = site
+        .to(V4)
+        .ipxe(other, BootAction::Install, TOKEN)
+        .expect("script");
+    assert!(
+        script.contains(" ip=dhcp") && !script.contains("vlan="),
+        "{script}"
+    );
+}

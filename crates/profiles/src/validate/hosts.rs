@@ -238,6 +238,11 @@ impl Cx {
                 .as_ref()
                 .map(|s| (s.value.clone(), s.referenced))
         });
+        let boot_vlan = self.scalar(mac, layers, "boot_vlan", |f| {
+            f.boot_vlan
+                .as_ref()
+                .map(|s| (s.value.clone(), s.referenced))
+        });
         let timezone = self.scalar(mac, layers, "timezone", |f| {
             f.timezone.clone().map(|t| (t, Location::UNKNOWN))
         });
@@ -321,17 +326,8 @@ impl Cx {
                 value.parse::<BootLoader>(),
             ),
         };
-        let vlan = match vlan {
-            None => Some(None),
-            Some((value, at, file)) => self
-                .check(
-                    file,
-                    at,
-                    &format!("host {mac}: network.vlan"),
-                    value.parse::<VlanId>(),
-                )
-                .map(Some),
-        };
+        let vlan = self.vlan(mac, "network.vlan", vlan);
+        let boot_vlan = self.vlan(mac, "boot_vlan", boot_vlan);
         if let Some((h, at, file)) = &hash
             && !parse::looks_like_crypt(h)
         {
@@ -397,6 +393,7 @@ impl Cx {
             os: os?,
             arch,
             boot_loader: boot_loader?,
+            boot_vlan: boot_vlan?,
             groups,
             disk: disk?,
             network: Network {
@@ -410,6 +407,26 @@ impl Cx {
             snippets,
             bmc: bmc?,
         })
+    }
+
+    /// A merged VLAN field (`field` names it); `Some(None)` when no layer
+    /// gives it, `None` when it is wrong (reported).
+    fn vlan(
+        &mut self,
+        mac: Mac,
+        field: &str,
+        merged: Option<(String, Location, &Path)>,
+    ) -> Option<Option<VlanId>> {
+        let Some((value, at, file)) = merged else {
+            return Some(None);
+        };
+        self.check(
+            file,
+            at,
+            &format!("host {mac}: {field}"),
+            value.parse::<VlanId>(),
+        )
+        .map(Some)
     }
 
     /// `bmc:`, field by field across the layers; `Some(None)` for a host
