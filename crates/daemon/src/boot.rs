@@ -9,34 +9,52 @@ use kickstand_profiles::model::{Appliance, DhcpMode};
 use tokio::net::UdpSocket;
 use tracing::{error, info, warn};
 
-/// Binds UDP 67 and 4011 on the configured interface (or all). Always on
-/// the wildcard address: on Linux a socket bound to a unicast address
-/// never sees a broadcast DISCOVER; the interface is what restricts it.
-pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<kickstand_dhcp::Sockets> {
+/// Binds UDP 67 and 4011 on each configured interface (or all, unnamed).
+/// Always on the wildcard address: on Linux a socket bound to a unicast
+/// address never sees a broadcast DISCOVER; the interface is what
+/// restricts it, and what tells a host's install VLAN from its boot
+/// network (`server.interface_vlans`).
+pub(crate) fn bind_dhcp(appliance: &Appliance) -> anyhow::Result<Vec<kickstand_dhcp::Sockets>> {
+    let interfaces = &appliance.server.interfaces;
+    if interfaces.is_empty() {
+        return Ok(vec![bind_dhcp_on(appliance, None)?]);
+    }
+    // One pool is one subnet: leasing it on a second network would hand out
+    // addresses that do not route there.
+    if appliance.dhcp.mode == DhcpMode::Full && interfaces.len() > 1 {
+        anyhow::bail!(
+            "dhcp.mode full leases on one interface; server.interfaces names {}",
+            interfaces.len()
+        );
+    }
+    interfaces
+        .iter()
+        .map(|name| bind_dhcp_on(appliance, Some(name)))
+        .collect()
+}
+
+fn bind_dhcp_on(
+    appliance: &Appliance,
+    interface: Option<&str>,
+) -> anyhow::Result<kickstand_dhcp::Sockets> {
     let addr = Ipv4Addr::UNSPECIFIED;
-    let interface = match appliance.server.interfaces.as_slice() {
-        [] => None,
-        [one] => Some(one.as_str()),
-        more => anyhow::bail!(
-            "ProxyDHCP serves one interface; server.interfaces names {}",
-            more.len()
-        ),
-    };
-    let dhcp =
-        kickstand_dhcp::bind_dhcp_socket(addr, 67, interface).context("binding DHCP on UDP 67")?;
+    let on = interface.unwrap_or("all interfaces");
+    let dhcp = kickstand_dhcp::bind_dhcp_socket(addr, 67, interface)
+        .with_context(|| format!("binding DHCP on UDP 67 ({on})"))?;
     let boot_server = kickstand_dhcp::bind_dhcp_socket(addr, 4011, interface)
-        .context("binding the PXE boot server on UDP 4011")?;
+        .with_context(|| format!("binding the PXE boot server on UDP 4011 ({on})"))?;
     // Listened on only, to notice other servers' boot offers. Not fatal:
     // the appliance's own DHCP client may hold the port.
     let client_port = match kickstand_dhcp::bind_dhcp_socket(addr, 68, interface) {
         Ok(socket) => Some(socket),
         Err(e) => {
-            warn!(error = %e, "cannot listen on UDP 68: other DHCP servers offering boot files will go unnoticed");
+            warn!(interface = on, error = %e, "cannot listen on UDP 68: other DHCP servers offering boot files will go unnoticed");
             None
         }
     };
-    info!(interface = interface.unwrap_or("all"), mode = ?appliance.dhcp.mode, rogue_watch = client_port.is_some(), "dhcp listening on 67 and 4011");
+    info!(interface = on, mode = ?appliance.dhcp.mode, rogue_watch = client_port.is_some(), "dhcp listening on 67 and 4011");
     Ok(kickstand_dhcp::Sockets {
+        interface: interface.map(str::to_owned),
         dhcp,
         boot_server: Some(boot_server),
         client_port,

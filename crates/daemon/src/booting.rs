@@ -22,7 +22,9 @@ use kickstand_profiles::model::DhcpMode;
 use kickstand_profiles::{Mac, urls};
 use kickstand_render::{BootAction, UnknownAction};
 use kickstand_repo::RepoProxy;
-use kickstand_state::{Binding, Claimed, EventKind, Phase, StateStore, Transition, Withheld};
+use kickstand_state::{
+    Binding, Claimed, EventKind, Network, Phase, StateStore, Transition, Withheld,
+};
 use lru::LruCache;
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -287,14 +289,21 @@ impl Booting {
         }
     }
 
-    /// Notes the address `mac`'s own DHCP exchange gave it. A second
-    /// address in one build holds the host: an alarm for the operator.
-    fn claimed(&self, mac: Mac, ip: IpAddr) {
-        if let Claimed::Conflict { first, second } = self.store.claim(mac, ip, SystemTime::now()) {
-            Metrics::named(&self.metrics.tokens_withheld, "conflict");
-            self.withholdings
-                .note(mac, second, Withheld::Conflict { first, second });
-            warn!(%mac, %first, %second, "two addresses claim one MAC: possible spoofing; the host is held until an operator re-arms it");
+    /// Notes the address `mac`'s own DHCP exchange on `network` gave it.
+    /// A second address in one build holds the host: an alarm for the
+    /// operator. Its installer's on its install VLAN is not a second one.
+    fn claimed(&self, mac: Mac, ip: IpAddr, network: Network) {
+        match self.store.claim(mac, ip, network, SystemTime::now()) {
+            Claimed::Conflict { first, second } => {
+                Metrics::named(&self.metrics.tokens_withheld, "conflict");
+                self.withholdings
+                    .note(mac, second, Withheld::Conflict { first, second });
+                warn!(%mac, %first, %second, "two addresses claim one MAC: possible spoofing; the host is held until an operator re-arms it");
+            }
+            Claimed::Moved { from, to } => {
+                info!(%mac, %from, %to, "the installer took its address on the host's boot_vlan: its build token goes there now");
+            }
+            Claimed::First | Claimed::Again | Claimed::NotBuilding => {}
         }
     }
 
@@ -590,6 +599,19 @@ impl HostLookup for PacketView<'_> {
     }
 }
 
+/// Which of `mac`'s networks a DHCP exchange that arrived on `interface`
+/// is on: its install VLAN when its profile's `boot_vlan` is the VLAN
+/// `server.interface_vlans` names for that interface.
+fn claim_network(generation: &Generation, mac: Mac, interface: Option<&str>) -> Network {
+    let snapshot = generation.snapshot();
+    let boot_vlan = snapshot.host(&mac).and_then(|h| h.boot_vlan);
+    let arrived_on = interface.and_then(|i| snapshot.appliance.server.interface_vlans.get(i));
+    match (boot_vlan, arrived_on) {
+        (Some(wanted), Some(vlan)) if wanted == *vlan => Network::InstallVlan,
+        _ => Network::Boot,
+    }
+}
+
 impl BootView for PacketView<'_> {
     fn context(&self) -> &kickstand_dhcp::Context {
         &self.generation.dhcp
@@ -599,18 +621,19 @@ impl BootView for PacketView<'_> {
         self.generation.snapshot().host(&mac).is_some()
     }
 
-    fn decided(&self, mac: Option<Mac>, seen: &kickstand_dhcp::Seen, action: &Action) {
+    fn decided(&self, mac: Option<Mac>, seen: &kickstand_dhcp::Seen<'_>, action: &Action) {
         let booting = self.booting;
         booting.metrics.dhcp.observe(action);
         let Some(mac) = mac else { return };
         let generation = &self.generation;
         let store = &booting.store;
         let known = generation.snapshot().host(&mac).is_some();
+        let network = claim_network(generation, mac, seen.interface);
         match action {
             Action::Respond(reply) if known => {
                 booting.grant_advertisement(generation, reply);
                 if let Some(leased) = reply.leased {
-                    booting.claimed(mac, IpAddr::V4(leased));
+                    booting.claimed(mac, IpAddr::V4(leased), network);
                 }
                 let detail = json!({
                     "boot_file": reply.boot_file,
@@ -634,7 +657,7 @@ impl BootView for PacketView<'_> {
             // will be, the one address its build token goes to.
             Action::Ignore(Reason::ForOtherServer(_)) if known => {
                 if let Some(requested) = seen.requested {
-                    booting.claimed(mac, IpAddr::V4(requested));
+                    booting.claimed(mac, IpAddr::V4(requested), network);
                 }
                 hosts::transition(store, mac, Transition::SeenByDhcp, None);
             }

@@ -104,27 +104,6 @@ fn lease(net: &Segment) -> String {
     leased
 }
 
-/// A REQUEST from the stranger with the host's MAC, taking the office
-/// server's offer for the stranger's own address: what anyone on the LAN
-/// can send.
-fn forge_request(net: &Segment) {
-    let script = format!(
-        "import socket, struct\n\
-         mac = bytes.fromhex('{mac}')\n\
-         hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, 0x4b53, 0, 0x8000,\n\
-              bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))\n\
-         opts = bytes([99, 130, 83, 99, 53, 1, 3, 50, 4]) + socket.inet_aton('{STRANGER}')\n\
-         opts += bytes([54, 4]) + socket.inet_aton('10.78.0.2') + bytes([255])\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
-         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
-         s.bind(('0.0.0.0', 68))\n\
-         s.sendto(hdr + opts, ('255.255.255.255', 67))\n",
-        mac = MAC.replace(':', ""),
-    );
-    net.python(STRANGER_NS, &script, &[]);
-}
-
 #[test]
 #[ignore = "peer: needs root/netns, dnsmasq, busybox udhcpc; run by .ci/run"]
 fn the_build_token_goes_only_to_the_address_the_hosts_dhcp_exchange_gave_it() {
@@ -245,7 +224,7 @@ fn the_build_token_goes_only_to_the_address_the_hosts_dhcp_exchange_gave_it() {
 
     // A forged REQUEST claims the MAC for the stranger's address: the
     // alarm, both addresses, the host held and its token revoked.
-    forge_request(&net);
+    net.forge_request(STRANGER_NS, MAC, STRANGER, "10.78.0.2");
     let held = eventually(Duration::from_secs(10), || {
         let row = host_row(&net);
         (row["phase"] == "failed").then_some(row)

@@ -52,11 +52,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             println!("READY");
             serve(
-                Sockets {
+                vec![Sockets {
+                    interface: None,
                     dhcp,
                     boot_server: None,
                     client_port: None,
-                },
+                }],
                 Arc::new(view),
                 None,
                 CancellationToken::new(),

@@ -53,7 +53,7 @@ pub trait BootView: HostLookup {
 
     /// Every decision, once made: for the log, metrics and the machine's
     /// timeline. `mac` is the packet's client address when it had one.
-    fn decided(&self, mac: Option<Mac>, seen: &Seen, action: &Action) {
+    fn decided(&self, mac: Option<Mac>, seen: &Seen<'_>, action: &Action) {
         let _ = (mac, seen, action);
     }
 }
@@ -61,11 +61,15 @@ pub trait BootView: HostLookup {
 /// What the driver saw of a packet besides the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Seen {
+pub struct Seen<'a> {
     pub from: SocketAddr,
     /// The address a REQUEST asked for (option 50): where the machine will
     /// be once the office DHCP server has acknowledged it.
     pub requested: Option<Ipv4Addr>,
+    /// The interface it arrived on ([`Sockets::interface`]): which of the
+    /// rack's networks the machine is on (its boot network or its
+    /// installer's VLAN).
+    pub interface: Option<&'a str>,
 }
 
 /// A fixed context and host lookup: for tests, benchmarks and tools. Every
@@ -116,9 +120,12 @@ impl BootView for View {
     }
 }
 
-/// Already-bound sockets, see [`bind_dhcp_socket`].
+/// Already-bound sockets of one interface (or of all, unnamed), see
+/// [`bind_dhcp_socket`].
 #[derive(Debug)]
 pub struct Sockets {
+    /// The interface they are bound to; `None`: every interface.
+    pub interface: Option<String>,
     /// UDP 67, with `SO_BROADCAST`.
     pub dhcp: UdpSocket,
     /// UDP 4011, for clients that ask the boot server directly.
@@ -156,31 +163,36 @@ pub fn bind_dhcp_socket(
     UdpSocket::from_std(socket.into())
 }
 
-/// Serve until `shutdown` is cancelled. `leases` is the pool for
-/// `mode: full`; without it a full-mode context is answered as proxy.
+/// Serve every interface's `sockets` until `shutdown` is cancelled.
+/// `leases` is the pool for `mode: full`, shared by them; without it a
+/// full-mode context is answered as proxy.
 pub async fn serve<B: Boot>(
-    sockets: Sockets,
+    sockets: Vec<Sockets>,
     boot: Arc<B>,
     leases: Option<Leases>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let leases = leases.map(|l| Arc::new(Mutex::new(l)));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut spawn = |socket: UdpSocket, port| {
-        let worker = Worker {
-            socket,
-            port,
-            boot: boot.clone(),
-            leases: leases.clone(),
+    for interface in sockets {
+        let name: Option<Arc<str>> = interface.interface.map(Into::into);
+        let mut spawn = |socket: UdpSocket, port| {
+            let worker = Worker {
+                socket,
+                port,
+                interface: name.clone(),
+                boot: boot.clone(),
+                leases: leases.clone(),
+            };
+            tasks.spawn(worker.run(shutdown.clone()));
         };
-        tasks.spawn(worker.run(shutdown.clone()));
-    };
-    spawn(sockets.dhcp, Port::Dhcp);
-    if let Some(socket) = sockets.boot_server {
-        spawn(socket, Port::BootServer);
-    }
-    if let Some(socket) = sockets.client_port {
-        tasks.spawn(listen_for_rogues(socket, boot.clone(), shutdown.clone()));
+        spawn(interface.dhcp, Port::Dhcp);
+        if let Some(socket) = interface.boot_server {
+            spawn(socket, Port::BootServer);
+        }
+        if let Some(socket) = interface.client_port {
+            tasks.spawn(listen_for_rogues(socket, boot.clone(), shutdown.clone()));
+        }
     }
     while let Some(done) = tasks.join_next().await {
         done.map_err(io::Error::other)??;
@@ -213,6 +225,7 @@ async fn listen_for_rogues<B: Boot>(
 struct Worker<B> {
     socket: UdpSocket,
     port: Port,
+    interface: Option<Arc<str>>,
     boot: Arc<B>,
     leases: Option<Arc<Mutex<Leases>>>,
 }
@@ -260,6 +273,7 @@ impl<B: Boot> Worker<B> {
                 let seen = Seen {
                     from,
                     requested: wire::peek_requested(&packet),
+                    interface: self.interface.as_deref(),
                 };
                 view.decided(mac, &seen, &action);
                 match action {

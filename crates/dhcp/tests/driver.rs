@@ -92,11 +92,12 @@ async fn boot_server_port_answers_the_sender_and_follows_reloads() {
     let source = current.clone();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(serve(
-        Sockets {
+        vec![Sockets {
+            interface: None,
             dhcp,
             boot_server: Some(boot),
             client_port: None,
-        },
+        }],
         source,
         None,
         shutdown.clone(),
@@ -199,11 +200,12 @@ async fn a_profiled_machine_is_answered_before_the_strangers_queued_ahead_of_it(
     });
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(serve(
-        Sockets {
+        vec![Sockets {
+            interface: None,
             dhcp,
             boot_server: Some(boot),
             client_port: None,
-        },
+        }],
         source,
         None,
         shutdown.clone(),
@@ -224,6 +226,85 @@ async fn a_profiled_machine_is_answered_before_the_strangers_queued_ahead_of_it(
         at <= 1,
         "the profiled machine's reply came {at}th: {order:?}"
     );
+    shutdown.cancel();
+    timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve stops on cancel")
+        .unwrap()
+        .unwrap();
+}
+
+/// A view that notes the interface each decided packet arrived on.
+#[derive(Clone)]
+struct Arrivals {
+    view: View,
+    /// The sender's port and the interface, per packet.
+    seen: Arc<Mutex<Vec<(u16, Option<String>)>>>,
+}
+
+impl kickstand_dhcp::HostLookup for Arrivals {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        self.view.hosts.lookup(mac)
+    }
+}
+
+impl kickstand_dhcp::BootView for Arrivals {
+    fn context(&self) -> &Context {
+        &self.view.context
+    }
+
+    fn profiled(&self, _: Mac) -> bool {
+        true
+    }
+
+    fn decided(&self, _: Option<Mac>, seen: &kickstand_dhcp::Seen<'_>, _: &kickstand_dhcp::Action) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((seen.from.port(), seen.interface.map(str::to_owned)));
+    }
+}
+
+impl Boot for Arrivals {
+    type View<'a> = Arrivals;
+
+    fn view(&self) -> Arrivals {
+        self.clone()
+    }
+}
+
+/// Each interface's sockets are served, and a packet is reported with the
+/// interface it arrived on: how the daemon tells a host's install VLAN
+/// from its boot network.
+#[tokio::test]
+async fn each_interface_is_served_and_named_in_what_it_saw() {
+    let mut sockets = Vec::new();
+    let mut boot_ports = Vec::new();
+    for name in ["ksbr0", "ksbr0.20"] {
+        let boot = bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap();
+        boot_ports.push((name, boot.local_addr().unwrap()));
+        sockets.push(Sockets {
+            interface: Some(name.to_owned()),
+            dhcp: bind_dhcp_socket(Ipv4Addr::LOCALHOST, 0, None).unwrap(),
+            boot_server: Some(boot),
+            client_port: None,
+        });
+    }
+    let source = Arc::new(Arrivals {
+        view: view("ipxe.efi", 2),
+        seen: Arc::default(),
+    });
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(sockets, source.clone(), None, shutdown.clone()));
+
+    let mut want = Vec::new();
+    for (name, to) in boot_ports {
+        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        assert_eq!(ask(&client, to, 2).await, (2, "ipxe.efi".to_owned()));
+        want.push((client.local_addr().unwrap().port(), Some(name.to_owned())));
+    }
+    assert_eq!(*source.seen.lock().unwrap(), want);
+
     shutdown.cancel();
     timeout(Duration::from_secs(5), server)
         .await

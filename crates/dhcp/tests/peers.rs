@@ -228,11 +228,12 @@ fn run_server(watch: bool, full: bool) {
         }
         println!("KS-READY");
         serve(
-            Sockets {
+            vec![Sockets {
+                interface: None,
                 dhcp,
                 boot_server: Some(boot),
                 client_port: None,
-            },
+            }],
             Arc::new(view),
             leases,
             CancellationToken::new(),

@@ -273,6 +273,13 @@ pub struct Server {
     /// DHCP is answered only on these interfaces; empty means all. Keeps
     /// ProxyDHCP off the office side of a dual-homed appliance.
     pub interfaces: Vec<String>,
+    /// The VLAN each of these interfaces is on, of those that carry a
+    /// host's `boot_vlan`: a DHCP exchange seen there is that host's
+    /// installer taking its address on the VLAN, not a second machine
+    /// claiming its MAC. Named, not read from the kernel: an interface
+    /// that is a switch's access port or a hypervisor's port group carries
+    /// no tag to read.
+    pub interface_vlans: BTreeMap<String, VlanId>,
     pub http_port: u16,
     pub tftp_port: u16,
     /// The installer-log receiver; installers are told `inst.syslog=`.

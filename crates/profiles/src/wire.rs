@@ -52,6 +52,9 @@ pub(crate) struct Server {
     pub bind: Option<S<String>>,
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// The install VLAN each of these interfaces is on (`boot_vlan`).
+    #[serde(default)]
+    pub interface_vlans: BTreeMap<String, S<String>>,
     pub http_port: Option<u16>,
     pub tftp_port: Option<u16>,
     /// UDP port of the installer-log receiver (`inst.syslog=`); 0 binds

@@ -1144,3 +1144,42 @@ fn a_wrong_boot_vlan_is_located() {
         "host 52:54:00:99:00:01: boot_vlan `5000` is not a VLAN ID (1 to 4094)",
     );
 }
+
+/// `server.interface_vlans` names the VLAN of interfaces ProxyDHCP listens
+/// on; a VLAN ID out of range, or an interface it does not listen on, is
+/// located at its value.
+#[test]
+fn interface_vlans_name_listened_interfaces_and_vlan_ids() {
+    let copy = Copy::new();
+    let config = copy.config();
+    let shipped = std::fs::read_to_string(&config).expect("read config");
+    let with = |vlans: &str| {
+        shipped.replacen(
+            "  interfaces: []\n",
+            &format!("  interfaces: [eth1, eth1.20]\n  interface_vlans:\n{vlans}"),
+            1,
+        )
+    };
+    std::fs::write(&config, with("    eth1.20: 20\n")).expect("write config");
+    let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let vlans: Vec<(String, u16)> = snap
+        .appliance
+        .server
+        .interface_vlans
+        .iter()
+        .map(|(name, id)| (name.clone(), id.get()))
+        .collect();
+    assert_eq!(vlans, [("eth1.20".to_owned(), 20)]);
+
+    for (entry, needle) in [
+        (
+            "    eth1.20: 4095\n",
+            "server.interface_vlans.eth1.20 `4095` is not a VLAN ID",
+        ),
+        ("    eth2: 30\n", "`eth2` is not in server.interfaces"),
+    ] {
+        std::fs::write(&config, with(entry)).expect("write config");
+        let line = line_of(&config, entry.trim_end());
+        assert_one_at(&copy.load_err(), &config, line, needle);
+    }
+}

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use kickstand_profiles::Mac;
 
-use crate::claim::{Claimed, Claims};
+use crate::claim::{Claimed, Claims, Network};
 use crate::event::{Class, Event, EventKind};
 use crate::host::{Effects, Host, Outcome};
 use crate::op::{self, HostOp};
@@ -97,9 +97,15 @@ impl Book {
     }
 
     /// Notes that `mac`'s DHCP exchange gave it `ip` ([`Claims::note`]).
-    pub(crate) fn claim(&mut self, mac: Mac, ip: IpAddr, now: SystemTime) -> Claimed {
+    pub(crate) fn claim(
+        &mut self,
+        mac: Mac,
+        ip: IpAddr,
+        network: Network,
+        now: SystemTime,
+    ) -> Claimed {
         let host = self.entries.get(&mac).and_then(|e| e.host.as_ref());
-        self.claims.note(mac, host, ip, now)
+        self.claims.note(mac, host, ip, network, now)
     }
 
     /// The address `mac` may be handed its token at, and whether it is in

@@ -16,6 +16,13 @@
 //! is good for [`CLAIM_TTL`], after which the machine's next exchange makes
 //! a new one (a lease that moved while it sat powered off is not an
 //! alarm).
+//!
+//! A host with `boot_vlan` is two machines to the network, by design: its
+//! firmware and iPXE on the switch port's untagged network, its installer
+//! on the VLAN, each with its own DHCP exchange. The daemon says which
+//! network a claim was seen on ([`Network`]); the installer's address
+//! supersedes the boot network's once per build, and the token moves with
+//! it. Every other second address is the alarm, as for any host.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,6 +52,19 @@ pub enum Claimed {
     /// A second address for one MAC in one build: a forged REQUEST or a
     /// spoofed MAC. The host is held (failed) and no address gets a token.
     Conflict { first: IpAddr, second: IpAddr },
+    /// The installer's address on the host's install VLAN, superseding
+    /// `from`, its boot network's: where its token goes from now on.
+    Moved { from: IpAddr, to: IpAddr },
+}
+
+/// Which of a host's networks a DHCP exchange was seen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Where its firmware boots; a host without `boot_vlan` has no other.
+    Boot,
+    /// Its `boot_vlan`, on an interface the appliance knows to be that
+    /// VLAN: where its installer takes an address of its own.
+    InstallVlan,
 }
 
 /// How a host's address is learnt, by `dhcp.mode`.
@@ -82,6 +102,7 @@ impl Withheld {
 struct Claim {
     ip: IpAddr,
     at: SystemTime,
+    network: Network,
 }
 
 impl Claim {
@@ -91,7 +112,8 @@ impl Claim {
     }
 }
 
-/// The claims of hosts whose token is not bound yet.
+/// The claims of hosts being built, and the network each was seen on (a
+/// bound token's address stands before them).
 #[derive(Debug, Default)]
 pub(crate) struct Claims(HashMap<Mac, Claim>);
 
@@ -108,12 +130,14 @@ impl Claims {
         self.0.get(&mac).filter(|c| c.fresh(now)).map(|c| c.ip)
     }
 
-    /// Notes `ip` for `mac` at `now`; what that means for the host.
+    /// Notes `ip`, seen on `network`, for `mac` at `now`; what that means
+    /// for the host.
     pub(crate) fn note(
         &mut self,
         mac: Mac,
         host: Option<&Host>,
         ip: IpAddr,
+        network: Network,
         now: SystemTime,
     ) -> Claimed {
         if host.is_some_and(|h| !h.phase.is_build_mode()) {
@@ -125,7 +149,14 @@ impl Claims {
                     self.0.retain(|_, c| c.fresh(now));
                 }
                 if self.0.len() < MAX_CLAIMS {
-                    self.0.insert(mac, Claim { ip, at: now });
+                    self.0.insert(
+                        mac,
+                        Claim {
+                            ip,
+                            at: now,
+                            network,
+                        },
+                    );
                 }
                 Claimed::First
             }
@@ -134,6 +165,27 @@ impl Claims {
                     c.at = now;
                 }
                 Claimed::Again
+            }
+            // Once: the address it supersedes must not be the VLAN's own.
+            // (Kept in memory like every claim: after a restart the next
+            // VLAN claim may move a bound token once more, and the real
+            // installer's renewal then raises the alarm.)
+            Some(first)
+                if network == Network::InstallVlan
+                    && self.0.get(&mac).is_none_or(|c| c.network == Network::Boot) =>
+            {
+                self.0.insert(
+                    mac,
+                    Claim {
+                        ip,
+                        at: now,
+                        network,
+                    },
+                );
+                Claimed::Moved {
+                    from: first,
+                    to: ip,
+                }
             }
             Some(first) => {
                 self.0.remove(&mac);
@@ -170,16 +222,16 @@ mod tests {
     fn one_address_per_build_and_a_second_is_a_conflict() {
         let mut claims = Claims::default();
         assert_eq!(
-            claims.note(mac(), None, ip("10.0.0.5"), at(0)),
+            claims.note(mac(), None, ip("10.0.0.5"), Network::Boot, at(0)),
             Claimed::First
         );
         assert_eq!(
-            claims.note(mac(), None, ip("10.0.0.5"), at(5)),
+            claims.note(mac(), None, ip("10.0.0.5"), Network::Boot, at(5)),
             Claimed::Again
         );
         assert_eq!(claims.address(mac(), None, at(6)), Some(ip("10.0.0.5")));
         assert_eq!(
-            claims.note(mac(), None, ip("10.0.0.99"), at(7)),
+            claims.note(mac(), None, ip("10.0.0.99"), Network::Boot, at(7)),
             Claimed::Conflict {
                 first: ip("10.0.0.5"),
                 second: ip("10.0.0.99")
@@ -195,11 +247,11 @@ mod tests {
     #[test]
     fn an_unused_claim_lapses_and_a_bound_token_is_the_claim() {
         let mut claims = Claims::default();
-        claims.note(mac(), None, ip("10.0.0.5"), at(0));
+        claims.note(mac(), None, ip("10.0.0.5"), Network::Boot, at(0));
         let later = at(CLAIM_TTL.as_secs() + 1);
         assert_eq!(claims.address(mac(), None, later), None);
         assert_eq!(
-            claims.note(mac(), None, ip("10.0.0.6"), later),
+            claims.note(mac(), None, ip("10.0.0.6"), Network::Boot, later),
             Claimed::First
         );
 
@@ -209,7 +261,7 @@ mod tests {
         host.token_ip = Some(ip("10.0.0.6"));
         let mut claims = Claims::default();
         assert_eq!(
-            claims.note(mac(), Some(&host), ip("10.0.0.7"), at(10)),
+            claims.note(mac(), Some(&host), ip("10.0.0.7"), Network::Boot, at(10)),
             Claimed::Conflict {
                 first: ip("10.0.0.6"),
                 second: ip("10.0.0.7")
@@ -218,8 +270,93 @@ mod tests {
         );
         host.phase = Phase::Installed;
         assert_eq!(
-            claims.note(mac(), Some(&host), ip("10.0.0.8"), at(10)),
+            claims.note(mac(), Some(&host), ip("10.0.0.8"), Network::Boot, at(10)),
             Claimed::NotBuilding
         );
+    }
+
+    /// A host with `boot_vlan`: the installer's address on the VLAN takes
+    /// over from the boot network's once, whether the token is bound yet
+    /// or not; any other second address is the alarm.
+    #[test]
+    fn the_install_vlan_supersedes_the_boot_address_once() {
+        use Network::{Boot, InstallVlan};
+        let (boot, vlan) = (ip("10.0.0.5"), ip("10.0.20.5"));
+        let moved = Claimed::Moved {
+            from: boot,
+            to: vlan,
+        };
+        let conflict = |first, second| Claimed::Conflict { first, second };
+        let mut bound = Host::new(mac(), at(0), "a");
+        bound.token = Some(BuildToken::from_stored("t".into()));
+        bound.token_expires = Some(at(100_000));
+        bound.token_ip = Some(boot);
+        // (the host's record, steps: (address, network, outcome)).
+        let table: [(Option<&Host>, &[(IpAddr, Network, Claimed)]); 6] = [
+            // The installer's exchange, then its renewal.
+            (
+                None,
+                &[
+                    (boot, Boot, Claimed::First),
+                    (vlan, InstallVlan, moved),
+                    (vlan, InstallVlan, Claimed::Again),
+                ],
+            ),
+            // With the token bound at the boot address, as once iPXE has
+            // fetched its script.
+            (
+                Some(&bound),
+                &[(boot, Boot, Claimed::Again), (vlan, InstallVlan, moved)],
+            ),
+            // A second address on the boot network stays the alarm.
+            (
+                None,
+                &[
+                    (boot, Boot, Claimed::First),
+                    (ip("10.0.0.66"), Boot, conflict(boot, ip("10.0.0.66"))),
+                ],
+            ),
+            // Once moved, the boot network's address is a second claim.
+            (
+                None,
+                &[
+                    (boot, Boot, Claimed::First),
+                    (vlan, InstallVlan, moved),
+                    (boot, Boot, conflict(vlan, boot)),
+                ],
+            ),
+            // Only once: a second VLAN address is the alarm.
+            (
+                None,
+                &[
+                    (boot, Boot, Claimed::First),
+                    (vlan, InstallVlan, moved),
+                    (
+                        ip("10.0.20.66"),
+                        InstallVlan,
+                        conflict(vlan, ip("10.0.20.66")),
+                    ),
+                ],
+            ),
+            // A VLAN claim first (no boot exchange seen) is the only one.
+            (
+                None,
+                &[
+                    (vlan, InstallVlan, Claimed::First),
+                    (
+                        ip("10.0.20.66"),
+                        InstallVlan,
+                        conflict(vlan, ip("10.0.20.66")),
+                    ),
+                ],
+            ),
+        ];
+        for (row, (host, steps)) in table.iter().enumerate() {
+            let mut claims = Claims::default();
+            for (step, (addr, network, want)) in steps.iter().enumerate() {
+                let got = claims.note(mac(), *host, *addr, *network, at(step as u64));
+                assert_eq!(got, *want, "row {row}, step {step}");
+            }
+        }
     }
 }

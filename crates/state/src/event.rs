@@ -44,7 +44,9 @@ pub enum EventKind {
     Callback,
     /// The store minted a build token. `{"expires": <unix ms>}`; never the token.
     TokenIssued,
-    /// A build token was used for the first time and bound to its address. `{"ip"}`.
+    /// A build token was used for the first time and bound to its address,
+    /// or moved with its host's installer onto the install VLAN. `{"ip",
+    /// "from": "10.0.0.5"}` (`from` when moved).
     TokenBound,
     /// A request with a missing or bad build token was refused. `{"ip",
     /// "reason": "missing" | "wrong" | "expired" | "other-host" |

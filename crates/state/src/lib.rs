@@ -87,7 +87,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use audit::{AUDIT_KEPT, AuditEntry, OperatorAction};
-pub use claim::{Binding, Claimed, Withheld};
+pub use claim::{Binding, Claimed, Network, Withheld};
 pub use clock::{Span, Stamp};
 pub use diagnosis::{Diagnosis, diagnose};
 pub use discovery::{Discovered, DiscoveryLimits, DiscoveryOutcome, Evicted, Facts, Nic};

@@ -38,6 +38,9 @@ pub(crate) enum HostOp {
     Touch,
     /// Seen at `ip` (a request that carried its live token from there).
     Seen { ip: IpAddr },
+    /// Its installer took `ip` on its install VLAN: a token bound to its
+    /// boot network's address moves there ([`crate::Claimed::Moved`]).
+    Move { ip: IpAddr },
     /// Bytes and files pulled through the repo proxy.
     Pulled(Pulled),
 }
@@ -104,6 +107,25 @@ pub(crate) fn apply(host: &mut Host, op: &HostOp, now: SystemTime, timeout: Dura
             }
         }
         HostOp::Touch => unchanged(host.phase, false),
+        HostOp::Move { ip } => {
+            let moved = host.last_ip != Some(*ip);
+            host.last_ip = Some(*ip);
+            let Some(from) = host.token_ip.filter(|_| host.token_live(now)) else {
+                return unchanged(host.phase, moved);
+            };
+            host.token_ip = Some(*ip);
+            Applied {
+                effects: Effects {
+                    outcome: Outcome::Unchanged(host.phase),
+                    events: vec![(
+                        EventKind::TokenBound,
+                        json!({"ip": ip.to_string(), "from": from.to_string()}),
+                    )],
+                    finished: None,
+                },
+                save: true,
+            }
+        }
         HostOp::Seen { ip } => {
             let moved = host.last_ip != Some(*ip);
             host.last_ip = Some(*ip);
@@ -258,5 +280,63 @@ mod tests {
         };
         assert!(apply(&mut h, &from, at(3), HOUR).save);
         assert!(!apply(&mut h, &from, at(4), HOUR).save);
+    }
+
+    /// The installer's address on its install VLAN takes over a bound
+    /// token (an event says from where); before the token is bound it is
+    /// only the host's last address.
+    #[test]
+    fn a_move_carries_a_bound_token_to_the_install_vlan() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut h = host();
+        let moved = apply(
+            &mut h,
+            &HostOp::Move {
+                ip: ip("10.0.20.5"),
+            },
+            at(1),
+            HOUR,
+        );
+        assert!(moved.effects.events.is_empty());
+        assert_eq!((h.token_ip, h.last_ip), (None, Some(ip("10.0.20.5"))));
+
+        let token = BuildToken::from_stored("t".into());
+        let expires = at(100);
+        apply(
+            &mut h,
+            &HostOp::Mint {
+                token: token.clone(),
+                expires,
+            },
+            at(2),
+            HOUR,
+        );
+        apply(
+            &mut h,
+            &HostOp::Bind {
+                token,
+                ip: ip("10.0.0.5"),
+            },
+            at(3),
+            HOUR,
+        );
+        let moved = apply(
+            &mut h,
+            &HostOp::Move {
+                ip: ip("10.0.20.6"),
+            },
+            at(4),
+            HOUR,
+        );
+        assert!(moved.save);
+        assert_eq!(h.token_ip, Some(ip("10.0.20.6")));
+        assert_eq!(h.last_ip, Some(ip("10.0.20.6")));
+        assert_eq!(
+            moved.effects.events,
+            [(
+                EventKind::TokenBound,
+                json!({"ip": "10.0.20.6", "from": "10.0.0.5"})
+            )]
+        );
     }
 }

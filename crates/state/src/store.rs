@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEntry, OperatorAction};
 use crate::book::Book;
-use crate::claim::{Binding, Claimed, Withheld};
+use crate::claim::{Binding, Claimed, Network, Withheld};
 use crate::db::connect::Connector;
 use crate::db::{Db, params};
 use crate::diagnosis::{self, Diagnosis};
@@ -447,11 +447,14 @@ impl StateStore {
     /// are put down to it); a second one holds the host: its token is
     /// revoked, it fails with "two addresses claim …", and only an
     /// operator's rearm starts a new build.
-    pub fn claim(&self, mac: Mac, ip: IpAddr, now: SystemTime) -> Claimed {
-        let claimed = lock(&self.inner.book).claim(mac, ip, now);
+    pub fn claim(&self, mac: Mac, ip: IpAddr, network: Network, now: SystemTime) -> Claimed {
+        let claimed = lock(&self.inner.book).claim(mac, ip, network, now);
         match claimed {
             Claimed::First => {
                 self.change(mac, HostOp::Seen { ip }, now);
+            }
+            Claimed::Moved { to, .. } => {
+                self.change(mac, HostOp::Move { ip: to }, now);
             }
             Claimed::Conflict { first, second } => {
                 self.change(
@@ -489,7 +492,7 @@ impl StateStore {
         now: SystemTime,
     ) -> Result<Result<Written<Option<BuildToken>>, Withheld>, StateError> {
         if binding == Binding::FirstFetch
-            && let Claimed::Conflict { first, second } = self.claim(mac, peer, now)
+            && let Claimed::Conflict { first, second } = self.claim(mac, peer, Network::Boot, now)
         {
             return Ok(Err(Withheld::Conflict { first, second }));
         }

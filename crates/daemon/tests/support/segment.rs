@@ -203,6 +203,27 @@ impl Segment {
         self.python(ns, &script, &[]);
     }
 
+    /// A REQUEST broadcast from member `ns`'s `eth0` with `mac`, taking
+    /// the offer of `server` (option 54) for `address` (option 50): what
+    /// anyone on the LAN can send.
+    pub fn forge_request(&self, ns: usize, mac: &str, address: &str, server: &str) {
+        let script = format!(
+            "import socket, struct\n\
+             mac = bytes.fromhex('{mac}')\n\
+             hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, 0x4b53, 0, 0x8000,\n\
+                  bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))\n\
+             opts = bytes([99, 130, 83, 99, 53, 1, 3, 50, 4]) + socket.inet_aton('{address}')\n\
+             opts += bytes([54, 4]) + socket.inet_aton('{server}') + bytes([255])\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
+             s.bind(('0.0.0.0', 68))\n\
+             s.sendto(hdr + opts, ('255.255.255.255', 67))\n",
+            mac = mac.replace(':', ""),
+        );
+        self.python(ns, &script, &[]);
+    }
+
     /// Keeps a peer (an office DHCP server, a rogue one) until the drop.
     pub fn keep(&mut self, child: Child) {
         self.children.push(child);

@@ -121,6 +121,7 @@ impl Cx {
         let paths = paths(base, w);
 
         let address = self.server_address(file, &w.server, interfaces);
+        let interface_vlans = self.interface_vlans(file, &w.server);
         let bind = match &w.server.bind {
             // `::` takes IPv4 too (Linux's default IPV6_V6ONLY=0).
             None if address.is_some_and(|a| a.v6().is_some()) => {
@@ -273,6 +274,7 @@ impl Cx {
                 address: address?,
                 bind: bind?,
                 interfaces: w.server.interfaces.clone(),
+                interface_vlans: interface_vlans?,
                 http_port: w.server.http_port.unwrap_or(DEFAULT_HTTP_PORT),
                 tftp_port: w.server.tftp_port.unwrap_or(DEFAULT_TFTP_PORT),
                 syslog_port: w.server.syslog_port.unwrap_or(DEFAULT_SYSLOG_PORT),
@@ -335,6 +337,27 @@ impl Cx {
     }
 
     /// `dhcp.answer_router_solicitations`: only where ProxyDHCP answers,
+    /// `server.interface_vlans`: VLAN IDs, of interfaces ProxyDHCP listens
+    /// on (elsewhere an installer's exchange would go unseen).
+    fn interface_vlans(
+        &mut self,
+        file: &Path,
+        server: &wire::Server,
+    ) -> Option<BTreeMap<String, VlanId>> {
+        let before = self.diags.len();
+        let mut vlans = BTreeMap::new();
+        for (name, id) in &server.interface_vlans {
+            let key = format!("server.interface_vlans.{name}");
+            if !server.interfaces.contains(name) {
+                self.err(file, id.referenced, format!("{key}: `{name}` is not in server.interfaces: ProxyDHCP listens only on those, so the installers' DHCP on it would go unseen"));
+            }
+            if let Some(id) = self.check(file, id.referenced, &key, id.value.parse::<VlanId>()) {
+                vlans.insert(name.clone(), id);
+            }
+        }
+        (self.diags.len() == before).then_some(vlans)
+    }
+
     /// and only on named interfaces, so no advertisement ever goes out on
     /// the office side of a dual-homed appliance.
     fn answer_router_solicitations(
