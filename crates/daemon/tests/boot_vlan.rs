@@ -179,7 +179,12 @@ fn a_boot_vlan_installer_takes_the_token_onto_its_vlan_and_a_forged_claim_still_
     bed.edit(
         "profiles/kickstand.yaml",
         "interfaces: [ksbr0]",
-        "interfaces: [ksbr0, ksvl20]\n  interface_vlans: { ksvl20: 20 }",
+        "interfaces: [ksbr0, ksvl20]",
+    );
+    bed.edit(
+        "profiles/kickstand.yaml",
+        "interface_vlans: {}",
+        "interface_vlans: { ksvl20: 20 }",
     );
     bed.write(
         "profiles/hosts/tagged.yaml",

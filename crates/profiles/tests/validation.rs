@@ -1154,11 +1154,13 @@ fn interface_vlans_name_listened_interfaces_and_vlan_ids() {
     let config = copy.config();
     let shipped = std::fs::read_to_string(&config).expect("read config");
     let with = |vlans: &str| {
-        shipped.replacen(
-            "  interfaces: []\n",
-            &format!("  interfaces: [eth1, eth1.20]\n  interface_vlans:\n{vlans}"),
-            1,
-        )
+        shipped
+            .replacen("  interfaces: []\n", "  interfaces: [eth1, eth1.20]\n", 1)
+            .replacen(
+                "  interface_vlans: {}\n",
+                &format!("  interface_vlans:\n{vlans}"),
+                1,
+            )
     };
     std::fs::write(&config, with("    eth1.20: 20\n")).expect("write config");
     let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
