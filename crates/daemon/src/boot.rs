@@ -73,9 +73,17 @@ pub(crate) fn bind_solicitations(
     if !appliance.dhcp.answer_router_solicitations {
         return None;
     }
-    let [interface] = appliance.server.interfaces.as_slice() else {
+    // iPXE runs on the boot network: an install VLAN's interface sees
+    // only installers.
+    let server = &appliance.server;
+    let boot_networks: Vec<&String> = server
+        .interfaces
+        .iter()
+        .filter(|i| !server.interface_vlans.contains_key(*i))
+        .collect();
+    let [interface] = boot_networks.as_slice() else {
         error!(
-            "dhcp.answer_router_solicitations needs server.interfaces to name one interface: not answering router solicitations"
+            "dhcp.answer_router_solicitations needs server.interfaces to name one interface besides those in server.interface_vlans: not answering router solicitations"
         );
         return None;
     };

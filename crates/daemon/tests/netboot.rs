@@ -134,6 +134,9 @@ struct Site<'a> {
     extra: &'a [(&'a str, &'a str)],
     /// Also define `standin-9-arm`, the bed's arm64 tree (`arch: aarch64`).
     aarch64: bool,
+    /// The machines' port also carries this VLAN tagged (`bed-up.sh`'s
+    /// `KS_BED_VLAN`), and Kickstand listens on it (`interface_vlans`).
+    vlan: Option<u16>,
 }
 
 impl Default for Site<'_> {
@@ -143,6 +146,7 @@ impl Default for Site<'_> {
             failing: None,
             extra: &[],
             aarch64: false,
+            vlan: None,
         }
     }
 }
@@ -257,7 +261,7 @@ impl Bed {
     }
 
     fn up_with(hosts: &[(&str, &str)], site: &Site) -> Bed {
-        let mut bed = Bed::bring_up_with(BedMode::Kickstand, site.aarch64);
+        let mut bed = Bed::bring_up_with(BedMode::Kickstand, site.aarch64, site.vlan);
         bed.write_site(hosts, site);
         bed.start_daemon();
         bed
@@ -270,12 +274,13 @@ impl Bed {
     }
 
     fn bring_up(mode: BedMode) -> Bed {
-        Bed::bring_up_with(mode, false)
+        Bed::bring_up_with(mode, false, None)
     }
 
     /// `aarch64`: the mirror also gets the arm64 tree (Debian's arm64 shim
     /// and GRUB, downloaded once through apt into the stand-in cache).
-    fn bring_up_with(mode: BedMode, aarch64: bool) -> Bed {
+    /// `vlan`: the machines' port carries that VLAN tagged too.
+    fn bring_up_with(mode: BedMode, aarch64: bool, vlan: Option<u16>) -> Bed {
         let slot = SLOTS.take();
         let work = tempfile::Builder::new()
             .prefix("ks-netboot-")
@@ -291,6 +296,9 @@ impl Bed {
         }
         if aarch64 {
             up.env("KS_BED_AARCH64", "1");
+        }
+        if let Some(vlan) = vlan {
+            up.env("KS_BED_VLAN", vlan.to_string());
         }
         let status = up
             .status()
@@ -357,7 +365,7 @@ impl Bed {
                 "server:
   address: 10.77.0.1
   bind: 0.0.0.0
-  interfaces: [ksbr0]
+  interfaces: {interfaces}
   http_port: 8080
   https_port: 8443
   tftp_port: 69
@@ -381,6 +389,10 @@ paths:
   state: ../state
 ",
                 unknown = options.unknown,
+                interfaces = match options.vlan {
+                    None => "[ksbr0]".to_owned(),
+                    Some(v) => format!("[ksbr0, ksvl{v}]\n  interface_vlans: {{ ksvl{v}: {v} }}"),
+                },
             ),
         )
         .expect("write kickstand.yaml");
@@ -953,6 +965,71 @@ fn bios_ipxe_rom_installs_through_kickstand() {
     );
     let run = bed.boot(Firmware::Bios, BIOS_MAC, "bios", GAVE_UP);
     bed.assert_installed_by_kickstand(BIOS_MAC, &run);
+}
+
+const VLAN_MAC: &str = "52:54:00:12:34:05";
+
+/// `boot_vlan`: BIOS and iPXE boot on the port's untagged network; the
+/// installer tags its NIC with VLAN 20 (its kernel's 802.1Q, on the
+/// wire), takes its address from the office's DHCP there, and fetches its
+/// kickstart and reports from that address, which its build token moved
+/// to; no spoofing alarm.
+#[test]
+#[ignore = "peer: needs root, netns, qemu; run by .ci/run"]
+fn a_boot_vlan_host_installs_over_its_tagged_vlan() {
+    let bed = Bed::up_with(
+        &[(VLAN_MAC, "vlan01")],
+        &Site {
+            extra: &[(VLAN_MAC, "    boot_vlan: 20\n")],
+            vlan: Some(20),
+            ..Site::default()
+        },
+    );
+    let run = bed.boot(Firmware::Bios, VLAN_MAC, "vlan", GAVE_UP);
+    bed.assert_installed_by_kickstand(VLAN_MAC, &run);
+    for marker in [
+        "KS-STANDIN: VLAN 20 on ksboot",
+        "KS-STANDIN: DHCP lease on ksboot.20: inet 10.77.20.",
+    ] {
+        assert!(
+            run.serial.contains(marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    let timeline = bed.json(&format!("/api/hosts/{VLAN_MAC}/timeline"));
+    let events = timeline["events"].as_array().expect("events");
+    let from = |kind: &str| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .filter_map(|e| e["detail"]["ip"].as_str())
+            .collect()
+    };
+    let boot_script = from("boot-script");
+    assert!(
+        !boot_script.is_empty() && boot_script.iter().all(|ip| ip.starts_with("10.77.0.")),
+        "iPXE fetched its script untagged: {timeline}"
+    );
+    let installer = from("kickstart-fetch");
+    assert!(
+        installer.len() == 1 && installer[0].starts_with("10.77.20."),
+        "the kickstart went to the VLAN address: {timeline}"
+    );
+    let callbacks = from("callback");
+    assert!(
+        callbacks.len() >= 2 && callbacks.iter().all(|ip| *ip == installer[0]),
+        "the callbacks came from the VLAN address: {timeline}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "token-bound"
+            && e["detail"]["ip"] == installer[0]
+            && e["detail"]["from"] == boot_script[0]),
+        "the token moved from the boot address to the VLAN's: {timeline}"
+    );
+    assert!(
+        !bed.daemon_log().contains("possible spoofing"),
+        "a spoofing alarm for the installer's own VLAN address"
+    );
 }
 
 #[test]
@@ -2017,7 +2094,7 @@ const AARCH64_MAC: &str = "52:54:00:12:35:08";
 #[test]
 #[ignore = "peer: needs root, netns, qemu-system-arm, qemu-efi-aarch64, apt for Debian's arm64 loaders; run by tests/run"]
 fn bed_selfcheck_aarch64_pxe_loads_shim_grub_and_config() {
-    let bed = Bed::bring_up_with(BedMode::Standin, true);
+    let bed = Bed::bring_up_with(BedMode::Standin, true, None);
     bed.host(AARCH64_MAC, &["next-server"], None, None);
     const CONFIG_READ: &str = "KS-GRUB: no host config, nothing to install on arm64";
     let stop: Vec<&'static str> = std::iter::once(CONFIG_READ)

@@ -21,6 +21,10 @@
 #   with bed-host.sh.
 # Environment: KS_MIRROR_TREE (tree path in the mirror), KS_STANDIN_DIR (a
 #   cache kept across runs: stand-in installer, disks, arm64 loaders),
+#   KS_BED_VLAN=<id> (kstap0 also carries VLAN <id> tagged: its segment is
+#   bridge ksvl<id>, 10.77.<id>.1/24 on the Kickstand side, the office's
+#   DHCP serving 10.77.<id>.100-150 with 10.77.<id>.1 as router; id
+#   2-254, see vlan-switch.py),
 #   KS_BED_AARCH64=1 (also build the arm64 tree KS_MIRROR_TREE_AA64 with
 #   Debian's arm64 shim and GRUB; downloads them once through apt).
 # Writes WORKDIR/bed.env (NS, ONS, DISK_BIOS, DISK_UEFI, ...); bed-down.sh
@@ -35,7 +39,7 @@ tree_aa64=${KS_MIRROR_TREE_AA64:-standin/9/BaseOS/aarch64/os}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 
-for tool in ip dnsmasq python3 qemu-system-x86_64 sbverify; do
+for tool in ip dnsmasq python3 qemu-system-x86_64 sbverify ethtool; do
   command -v "$tool" >/dev/null || { echo "bed-up: $tool missing" >&2; exit 1; }
 done
 
@@ -54,6 +58,7 @@ MIRROR_TREE_AA64=$tree_aa64
 DISK_BIOS=$standin/disks/bios.img
 DISK_BIOS_UP=$standin/disks/bios-up.img
 DISK_UEFI=$standin/disks/uefi.img
+VLAN=${KS_BED_VLAN:-}
 ENV
 
 # If anything below fails, take down whatever was created.
@@ -90,6 +95,33 @@ ip -n "$ons" link set office0 up
 # here (the office namespace has no other link), but it gives broadcasts and
 # replies to leased addresses a route.
 ip -n "$ns" route add default via 10.77.0.254 dev ksbr0
+
+# A tagged VLAN on the machine's port, beside its untagged network.
+vlan=${KS_BED_VLAN:-}
+office_vlan=()
+if [[ -n $vlan ]]; then
+  ip -n "$ns" link add "ksvl$vlan" type bridge forward_delay 0 stp_state 0
+  ip -n "$ns" addr add "10.77.$vlan.1/24" dev "ksvl$vlan"
+  ip -n "$ns" link set "ksvl$vlan" up
+  ip -n "$ns" link add "ofv$vlan" type veth peer name "office$vlan" netns "$ons"
+  ip -n "$ns" link set "ofv$vlan" master "ksvl$vlan" up
+  ip -n "$ons" addr add "10.77.$vlan.254/24" dev "office$vlan"
+  ip -n "$ons" link set "office$vlan" up
+  # The switch's side of the segment: vlan-switch.py on swv<id>.
+  ip -n "$ns" link add "swv$vlan" type veth peer name "brv$vlan"
+  ip -n "$ns" link set "brv$vlan" master "ksvl$vlan" up
+  ip -n "$ns" link set "swv$vlan" up
+  # What the switch reads must be whole frames with their checksums: the
+  # kernel segments and checksums on brv<id> what senders on the segment
+  # left to "hardware" (the packet socket would see super-frames and
+  # partial checksums, which the machine's NIC drops).
+  ip netns exec "$ns" ethtool -K "brv$vlan" tx off sg off tso off gso off >/dev/null
+  ip netns exec "$ns" python3 "$here/vlan-switch.py" kstap0 "swv$vlan" "$vlan" \
+    >"$work/vlan-switch.log" 2>&1 </dev/null &
+  echo $! >"$work/vlan-switch.pid"
+  office_vlan=(--interface="office$vlan" "--dhcp-range=set:vlan,10.77.$vlan.100,10.77.$vlan.150,12h"
+    "--dhcp-option=tag:vlan,option:router,10.77.$vlan.1")
+fi
 
 # The mirror: the stand-in kernel and initramfs where a CentOS tree keeps
 # them, the signed shim and GRUB where its EFI/BOOT keeps them.
@@ -154,7 +186,8 @@ office=(--conf-file=/dev/null --port=0 --interface=office0 --bind-interfaces
   --dhcp-range=10.77.0.100,10.77.0.150,12h
   --dhcp-hostsdir="$work/office-hosts" --dhcp-boot=tag:ks-next-server,,,10.77.0.1
   --dhcp-leasefile="$work/office.leases" --pid-file="$work/office.pid"
-  --log-dhcp --log-facility="$work/office.log" --user=root --group=root)
+  --log-dhcp --log-facility="$work/office.log" --user=root --group=root
+  "${office_vlan[@]}")
 ip netns exec "$ons" dnsmasq "${office[@]}"
 
 if [[ $mode == standin ]]; then
@@ -227,4 +260,8 @@ if [[ $mode == standin ]]; then
   grep -q answering "$work/standin-httpboot.log" || { echo "bed-up: standin-httpboot.py did not start" >&2; exit 1; }
 fi
 [[ -s $work/office.pid ]] || { echo "bed-up: office dnsmasq did not start" >&2; exit 1; }
+if [[ -n $vlan ]]; then
+  for _ in $(seq 50); do grep -q "vlan-switch:" "$work/vlan-switch.log" && break; sleep 0.1; done
+  grep -q "vlan-switch:" "$work/vlan-switch.log" || { echo "bed-up: vlan-switch.py did not start" >&2; exit 1; }
+fi
 echo "bed-up: $ns / $ons ready in $work" >&2

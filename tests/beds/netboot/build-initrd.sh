@@ -25,7 +25,8 @@ moddir=/lib/modules/$kver
 
 # Drivers for the VM's NIC, in load order (dependencies first), resolved from
 # modules.dep so a kernel update that changes the dependency set still works.
-wanted=(virtio_pci virtio_net e1000)
+# 8021q: the VLAN a boot_vlan host's installer moves to.
+wanted=(virtio_pci virtio_net e1000 8021q)
 declare -a order=()
 declare -A seen=()
 resolve() {
@@ -116,10 +117,34 @@ while [ $i -lt 50 ] && [ -z "$iface" ]; do
   [ -z "$iface" ] && { sleep 0.2; i=$((i+1)); }
 done
 [ -n "$iface" ] || die "no network interface"
-mac=$(cat "/sys/class/net/$iface/address")
 ip link set lo up
+# The network arguments as dracut reads them (dracut.cmdline(7)), as far
+# as Kickstand's boot_vlan uses them: ifname=<name>:<mac> names the NIC
+# with that MAC, vlan=<name>.<id>:<parent> makes VLAN <id> on it, and
+# ip=<interface>:dhcp takes an address there alone. Plain ip=dhcp: the
+# first NIC.
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    ifname=*:*)
+      v=${arg#ifname=}
+      for d in /sys/class/net/*; do
+        [ "$(cat "$d/address")" = "${v#*:}" ] || continue
+        ip link set "${d##*/}" name "${v%%:*}" || die "cannot name ${d##*/} ${v%%:*}"
+        [ "${d##*/}" = "$iface" ] && iface=${v%%:*}
+      done ;;
+    vlan=*:*)
+      v=${arg#vlan=}; vname=${v%%:*}
+      ip link set "${v#*:}" up
+      ip link add link "${v#*:}" name "$vname" type vlan id "${vname##*.}" || die "cannot make VLAN $v"
+      say "KS-STANDIN: VLAN ${vname##*.} on ${v#*:}" ;;
+    ip=*:dhcp) v=${arg#ip=}; iface=${v%:dhcp} ;;
+  esac
+done
+[ -e "/sys/class/net/$iface" ] || die "no interface $iface"
+mac=$(cat "/sys/class/net/$iface/address")
 ip link set "$iface" up
 udhcpc -i "$iface" -n -q -t 10 -T 2 -s /usr/share/udhcpc/default.script >/dev/null 2>&1 || die "no DHCP lease on $iface"
+say "KS-STANDIN: DHCP lease on $iface: $(ip -4 -o addr show dev "$iface" | grep -o 'inet [0-9./]*')"
 
 ks=""
 syslog=""
