@@ -249,7 +249,7 @@ fn a_boot_vlan_installer_takes_the_token_onto_its_vlan_and_a_forged_claim_still_
     };
     assert_eq!(
         from("kickstart-fetch"),
-        [install_address.clone()],
+        std::slice::from_ref(&install_address),
         "{timeline}"
     );
     assert!(

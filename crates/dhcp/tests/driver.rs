@@ -234,12 +234,14 @@ async fn a_profiled_machine_is_answered_before_the_strangers_queued_ahead_of_it(
         .unwrap();
 }
 
+/// A decided packet's sender port and the interface it arrived on.
+type Arrival = (u16, Option<String>);
+
 /// A view that notes the interface each decided packet arrived on.
 #[derive(Clone)]
 struct Arrivals {
     view: View,
-    /// The sender's port and the interface, per packet.
-    seen: Arc<Mutex<Vec<(u16, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Arrival>>>,
 }
 
 impl kickstand_dhcp::HostLookup for Arrivals {

@@ -275,6 +275,9 @@ mod tests {
         );
     }
 
+    /// A claim of an address on a network, and what it should do.
+    type Step = (IpAddr, Network, Claimed);
+
     /// A host with `boot_vlan`: the installer's address on the VLAN takes
     /// over from the boot network's once, whether the token is bound yet
     /// or not; any other second address is the alarm.
@@ -292,7 +295,7 @@ mod tests {
         bound.token_expires = Some(at(100_000));
         bound.token_ip = Some(boot);
         // (the host's record, steps: (address, network, outcome)).
-        let table: [(Option<&Host>, &[(IpAddr, Network, Claimed)]); 6] = [
+        let table: [(Option<&Host>, &[Step]); 6] = [
             // The installer's exchange, then its renewal.
             (
                 None,

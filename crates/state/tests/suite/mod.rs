@@ -64,6 +64,7 @@ macro_rules! suite {
             refused_transitions_are_events_not_changes,
             token_matrix,
             the_token_goes_only_to_the_address_of_the_hosts_exchange,
+            the_token_moves_to_the_install_vlan_once_and_stays_there,
             tokens_expire_after_the_install_timeout,
             an_overdue_install_fails_and_is_held,
             failed_host_is_held_until_rearmed,
@@ -391,7 +392,7 @@ pub async fn token_matrix(bed: &Bed) {
 }
 
 pub async fn the_token_goes_only_to_the_address_of_the_hosts_exchange(bed: &Bed) {
-    use kickstand_state::{Binding, Claimed, Withheld};
+    use kickstand_state::{Binding, Claimed, Network, Withheld};
     let store = bed
         .open_with("rack-a", |c| c.install_timeout = secs(3600))
         .await;
@@ -416,7 +417,7 @@ pub async fn the_token_goes_only_to_the_address_of_the_hosts_exchange(bed: &Bed)
         Phase::New,
         "an anonymous fetch moves nothing"
     );
-    assert_eq!(store.claim(m, own, now), Claimed::First);
+    assert_eq!(store.claim(m, own, Network::Boot, now), Claimed::First);
     assert_eq!(
         store.host_by_ip(own),
         Some(m),
@@ -443,10 +444,13 @@ pub async fn the_token_goes_only_to_the_address_of_the_hosts_exchange(bed: &Bed)
         Err(TokenRejected::WrongAddress { bound: own }),
         "a token read off the wire is refused elsewhere"
     );
-    assert_eq!(store.claim(m, own, now + secs(4)), Claimed::Again);
+    assert_eq!(
+        store.claim(m, own, Network::Boot, now + secs(4)),
+        Claimed::Again
+    );
     // A forged REQUEST for another address: the host is held.
     assert_eq!(
-        store.claim(m, other, now + secs(5)),
+        store.claim(m, other, Network::Boot, now + secs(5)),
         Claimed::Conflict {
             first: own,
             second: other
@@ -481,7 +485,10 @@ pub async fn the_token_goes_only_to_the_address_of_the_hosts_exchange(bed: &Bed)
         .transition(m, Transition::Rearm, None, now + secs(8))
         .await
         .expect("rearm");
-    assert_eq!(store.claim(m, other, now + secs(9)), Claimed::First);
+    assert_eq!(
+        store.claim(m, other, Network::Boot, now + secs(9)),
+        Claimed::First
+    );
     assert!(
         hand(other, Binding::Dhcp, now + secs(10))
             .await
@@ -507,6 +514,71 @@ pub async fn the_token_goes_only_to_the_address_of_the_hosts_exchange(bed: &Bed)
         })
     );
     assert_eq!(store.phase(n), Phase::Failed);
+}
+
+/// A `boot_vlan` host's installer claims its VLAN address: the token
+/// bound at its boot address moves there (on disk too), once; its boot
+/// address is then a second claim.
+pub async fn the_token_moves_to_the_install_vlan_once_and_stays_there(bed: &Bed) {
+    use kickstand_state::{Binding, Claimed, Network};
+    let (m, now) = (mac(23), t0());
+    let (boot, vlan) = (ip("10.0.0.23"), ip("10.0.20.23"));
+    let token = {
+        let store = bed
+            .open_with("rack-a", |c| c.install_timeout = secs(3600))
+            .await;
+        assert_eq!(store.claim(m, boot, Network::Boot, now), Claimed::First);
+        let token = store
+            .hand_token(m, boot, Binding::Dhcp, now + secs(1))
+            .expect("hand")
+            .expect("its boot address")
+            .await
+            .expect("durable")
+            .expect("a token");
+        assert_eq!(
+            store.claim(m, vlan, Network::InstallVlan, now + secs(2)),
+            Claimed::Moved {
+                from: boot,
+                to: vlan
+            }
+        );
+        assert_eq!(
+            store
+                .check_token(m, Some(token.as_str()), vlan, now + secs(3))
+                .await
+                .expect("check"),
+            Ok(()),
+            "the installer's kickstart, from the VLAN"
+        );
+        assert_eq!(
+            store
+                .check_token(m, Some(token.as_str()), boot, now + secs(4))
+                .await
+                .expect("check"),
+            Err(TokenRejected::WrongAddress { bound: vlan })
+        );
+        store.close().await.expect("close");
+        token
+    };
+    let store = bed
+        .open_with("rack-a", |c| c.install_timeout = secs(3600))
+        .await;
+    let h = store.host(m).expect("record");
+    assert_eq!((h.token.as_ref(), h.token_ip), (Some(&token), Some(vlan)));
+    let events = store.timeline(m, 50).await.expect("timeline");
+    assert!(
+        events.iter().any(|e| e.kind == EventKind::TokenBound
+            && e.detail == json!({"ip": "10.0.20.23", "from": "10.0.0.23"})),
+        "{events:?}"
+    );
+    // The boot network's address is a second claim now.
+    assert_eq!(
+        store.claim(m, boot, Network::Boot, now + secs(5)),
+        Claimed::Conflict {
+            first: vlan,
+            second: boot
+        }
+    );
 }
 
 pub async fn tokens_expire_after_the_install_timeout(bed: &Bed) {
