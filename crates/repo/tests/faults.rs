@@ -129,11 +129,13 @@ async fn server_error_fails_over_to_next_base() {
 #[tokio::test]
 async fn connect_error_fails_over_and_all_bad_is_502() {
     let dir = tempfile::tempdir().unwrap();
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
+    // A port nothing listens on: bound, never listened on, held to the
+    // end, so no other test's server is given it meanwhile (connections
+    // to it are refused).
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .unwrap();
+    let closed = held.local_addr().unwrap().as_socket().unwrap();
     let good = Mirror::start().await;
     let data = blob(10_000, 7);
     good.set("/c/Packages/a.rpm", Reply::file(data.clone()));
