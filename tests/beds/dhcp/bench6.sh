@@ -10,7 +10,8 @@
 # Burst: COUNT (1000) Solicits, Solicit i with a DUID-LLT of the profiled
 # MAC 52:54:00:00:00:00 + i (the profile set bench.sh generates), from the
 # client's link-local address, at most 16 unanswered at a time and all at
-# once: replies/s, p50, p99 and how many were answered. Kickstand answers
+# once: replies/s, p50, p99, how many were answered, and how many the
+# server's socket dropped (a full receive buffer, `ss -m`). Kickstand answers
 # with a boot file URL and no address; dnsmasq is a full DHCPv6 server: its
 # Advertise offers an address from its range as well as the same boot file
 # URL, so it does more per answer.
@@ -148,6 +149,13 @@ start_server() {
 }
 
 
+# rcvbuf_drops -> datagrams the server's UDP 547 sockets have dropped since
+# they opened because their receive buffer was full
+rcvbuf_drops() {
+    ip netns exec "$a" ss -uamnH 'sport = :547' | { grep -o 'd[0-9]*)' || true; } |
+        tr -d 'd)' | awk '{ n += $1 } END { print n + 0 }'
+}
+
 declare -A runs label
 label[kickstand]="kickstand (boot file only)"
 label[dnsmasq]="dnsmasq (address + boot file)"
@@ -167,7 +175,9 @@ for server in $SERVERS; do
     ran+=("$server")
     for run in $(seq "$REPEAT"); do
         for w in 16 0; do
+            dropped=$(rcvbuf_drops)
             out=$(ip netns exec "$c" "$gen" burst6 eth0 "$count" "$w")
+            out="$out rcvbuf_drops=$(($(rcvbuf_drops) - dropped))"
             echo "${label[$server]} run $run: $out" >&2
             runs[$server,$w]="${runs[$server,$w]:-} $out"$'\n'
             sleep 2 # the daemon writes what it saw after answering
@@ -180,11 +190,13 @@ done
 echo
 echo "DHCPv6, $count PXE Solicits from $count profiled DUIDs; median (min-max) of $REPEAT runs"
 echo "(dnsmasq is a full DHCPv6 server: each Advertise also offers an address from its range)"
-printf '%-32s %-7s %-22s %-22s %-24s %s\n' server window "replies/s" "p50 ms" "p99 ms" answered
+echo "(dropped: Solicits the server's socket lost to a full receive buffer)"
+printf '%-32s %-7s %-22s %-22s %-22s %-20s %s\n' server window "replies/s" "p50 ms" "p99 ms" answered dropped
 for server in "${ran[@]}"; do
     for w in 16 0; do
-        printf '%-32s %-7s %-22s %-22s %-24s %s\n' "${label[$server]}" "$( ((w)) && echo "$w" || echo all)" \
+        printf '%-32s %-7s %-22s %-22s %-22s %-20s %s\n' "${label[$server]}" "$( ((w)) && echo "$w" || echo all)" \
             "$(column "$server" "$w" replies_per_s)" "$(column "$server" "$w" p50_us us)" \
-            "$(column "$server" "$w" p99_us us)" "$(column "$server" "$w" replies)"
+            "$(column "$server" "$w" p99_us us)" "$(column "$server" "$w" replies)" \
+            "$(column "$server" "$w" rcvbuf_drops)"
     done
 done
