@@ -6,6 +6,9 @@
 //! captured OVMF one, each with its own MAC and xid), at most WINDOW
 //! unanswered at a time (0: all at once), and print replies/s and latency.
 //! DISCOVER i comes from MAC 52:54:00:00:00:00 + i (i in chaddr bytes 2..6).
+//! `dhcp_bench burst6 IFACE COUNT [WINDOW]`: the same with the captured OVMF
+//! PXE Solicit, multicast to ff02::1:2 on IFACE from port 546; Solicit i
+//! carries a DUID-LLT of MAC 52:54:00:00:00:00 + i.
 //! `dhcp_bench flood IFACE RATE SECONDS PROBE_MAC [PROBE_EVERY_MS] [TAIL_S]`:
 //! broadcast RATE DISCOVERs a second for SECONDS, each from its own MAC
 //! 02:00:00:00:00:00 + i (locally administered, so never a profiled host),
@@ -15,11 +18,14 @@
 //! last probe), then a summary line.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kickstand_dhcp::{Context, HostBoot, HostStatus, Mac, Sockets, View, bind_dhcp_socket, serve};
+use kickstand_dhcp::{
+    Context, HostBoot, HostStatus, Mac, Sockets, View, bind_dhcp_socket, serve, v6,
+};
+use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -27,9 +33,17 @@ const DISCOVER: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/ovmf-pxe-discover.hex"
 ));
+const SOLICIT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/ovmf-pxe-solicit.hex"
+));
 
 fn discover() -> Vec<u8> {
-    let hex: String = DISCOVER
+    fixture(DISCOVER)
+}
+
+fn fixture(text: &str) -> Vec<u8> {
+    let hex: String = text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
@@ -67,7 +81,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         ["burst", iface, count, ref rest @ ..] => {
             burst(
-                iface,
+                dhcpv4_requests(iface)?,
+                count.parse()?,
+                rest.first().map_or(Ok(0), |w| w.parse())?,
+            )
+            .await
+        }
+        ["burst6", iface, count, ref rest @ ..] => {
+            burst(
+                dhcpv6_requests(iface)?,
                 count.parse()?,
                 rest.first().map_or(Ok(0), |w| w.parse())?,
             )
@@ -83,15 +105,83 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         _ => Err(
             "usage: dhcp_bench serve IFACE ADDR | burst IFACE COUNT [WINDOW] \
+                  | burst6 IFACE COUNT [WINDOW] \
                   | flood IFACE RATE SECONDS PROBE_MAC [PROBE_EVERY_MS] [TAIL_S]"
                 .into(),
         ),
     }
 }
 
-async fn burst(iface: &str, count: u32, window: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let sock = Arc::new(bind_dhcp_socket(Ipv4Addr::UNSPECIFIED, 68, Some(iface))?);
+/// One family's side of a burst: the client socket, where requests go,
+/// request i with the transaction id its reply carries, and the
+/// transaction id of a reply (`None`: not a reply).
+struct Requests {
+    sock: UdpSocket,
+    to: SocketAddr,
+    request: Box<dyn Fn(u32) -> (u32, Vec<u8>) + Send>,
+    reply_id: fn(&[u8]) -> Option<u32>,
+}
+
+/// DISCOVER i: broadcast from port 68, MAC 52:54:00:00:00:00 + i.
+fn dhcpv4_requests(iface: &str) -> std::io::Result<Requests> {
     let base = discover();
+    Ok(Requests {
+        sock: bind_dhcp_socket(Ipv4Addr::UNSPECIFIED, 68, Some(iface))?,
+        to: (Ipv4Addr::BROADCAST, 67).into(),
+        request: Box::new(move |i| {
+            let mut p = base.clone();
+            let xid = 0x4b53_0000 | i;
+            p[4..8].copy_from_slice(&xid.to_be_bytes());
+            p[30..34].copy_from_slice(&i.to_be_bytes()); // distinct MAC 52:54:ii:ii:ii:ii
+            p[10] |= 0x80;
+            (xid, p)
+        }),
+        reply_id: |b| (b.len() >= 8).then(|| u32::from_be_bytes([b[4], b[5], b[6], b[7]])),
+    })
+}
+
+/// Solicit i: multicast to ff02::1:2 on `iface` from port 546 (so from
+/// its link-local address, where the answer comes back), with a DUID-LLT
+/// of MAC 52:54:00:00:00:00 + i.
+fn dhcpv6_requests(iface: &str) -> std::io::Result<Requests> {
+    let base = fixture(SOLICIT);
+    let index = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))?
+        .trim()
+        .parse()
+        .map_err(std::io::Error::other)?;
+    Ok(Requests {
+        sock: v6::bind_dhcpv6_socket(v6::CLIENT_PORT, v6::Join::Nowhere)?,
+        to: SocketAddrV6::new(v6::ALL_SERVERS, 547, 0, index).into(),
+        request: Box::new(move |i| {
+            let mut p = base.clone();
+            // A 24-bit transaction id after the message type; i < 2^16.
+            let xid = 0x4b_0000 | i;
+            p[1..4].copy_from_slice(&xid.to_be_bytes()[1..]);
+            // Option 1 (at 4) holds the DUID-LLT: type, hardware type,
+            // time, then the MAC at 16..22.
+            p[18..22].copy_from_slice(&i.to_be_bytes()); // MAC 52:54:ii:ii:ii:ii
+            (xid, p)
+        }),
+        // Advertise or Reply; our own multicast Solicits do not come back.
+        reply_id: |b| {
+            (b.len() >= 4 && matches!(b[0], 2 | 7))
+                .then(|| u32::from_be_bytes([0, b[1], b[2], b[3]]))
+        },
+    })
+}
+
+async fn burst(
+    requests: Requests,
+    count: u32,
+    window: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let Requests {
+        sock,
+        to,
+        request,
+        reply_id,
+    } = requests;
+    let sock = Arc::new(sock);
     let permits = Arc::new(Semaphore::new(if window == 0 {
         Semaphore::MAX_PERMITS
     } else {
@@ -108,15 +198,9 @@ async fn burst(iface: &str, count: u32, window: usize) -> Result<(), Box<dyn std
                 {
                     p.expect("semaphore open").forget();
                 }
-                let mut p = base.clone();
-                let xid = 0x4b53_0000 | i;
-                p[4..8].copy_from_slice(&xid.to_be_bytes());
-                p[30..34].copy_from_slice(&i.to_be_bytes()); // distinct MAC 52:54:ii:ii:ii:ii
-                p[10] |= 0x80;
+                let (xid, p) = request(i);
                 sent_at.lock().expect("lock").insert(xid, Instant::now());
-                sock.send_to(&p, (Ipv4Addr::BROADCAST, 67))
-                    .await
-                    .expect("send");
+                sock.send_to(&p, to).await.expect("send");
             }
         })
     };
@@ -125,8 +209,10 @@ async fn burst(iface: &str, count: u32, window: usize) -> Result<(), Box<dyn std
     let mut buf = [0u8; 1500];
     loop {
         match tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
-            Ok(Ok((n, _))) if n >= 8 => {
-                let xid = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            Ok(Ok((n, _))) => {
+                let Some(xid) = reply_id(&buf[..n]) else {
+                    continue;
+                };
                 if let Some(t) = sent_at.lock().expect("lock").remove(&xid) {
                     last = Instant::now();
                     latencies.push(last - t);

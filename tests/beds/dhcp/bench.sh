@@ -57,6 +57,8 @@ probe_mac=52:54:00:00:00:07
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 for tool in dnsmasq gcc cargo ip curl psql; do
     command -v "$tool" >/dev/null || { echo "missing $tool (tests/setup-peers)" >&2; exit 1; }
 done
@@ -73,20 +75,6 @@ server_ip=10.77.0.1
 work=$(mktemp -d /tmp/ks-dhcp-bench.XXXXXX)
 pg=
 server_pid=
-# Stops the server; one still running 30 s later (the daemon drains for up
-# to 15 s) is killed.
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill -INT "$server_pid" 2>/dev/null || true
-        for _ in $(seq 300); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
-    fi
-}
 cleanup() {
     stop_server
     [[ -n $pg ]] && "$repo/tests/beds/postgres/pg.sh" kill "$pg"
@@ -118,17 +106,10 @@ gcc -O2 -Wall -shared -fPIC -o "$work/slowfsync.so" "$here/slowfsync.c" -ldl
 # the bridge, unknown machines ignored, the shipped OS definitions and
 # defaults. The mirrors are a closed local port: nothing here downloads.
 site=$work/site
-mkdir -p "$site/hosts" "$work/tftp"
+mkdir -p "$work/tftp"
 : >"$work/tftp/undionly.kpxe"
 : >"$work/tftp/ipxe.efi"
-cp "$repo"/profiles/os/*.yaml "$site/"
-cp "$repo/profiles/groups.yaml" "$site/"
-{
-    echo "hosts:"
-    for ((i = 0; i < count; i++)); do
-        printf '  "52:54:00:00:%02x:%02x":\n    hostname: bench%05d\n' $((i >> 8)) $((i & 255)) "$i"
-    done
-} >"$site/hosts/bench.yaml"
+write_profiles "$site" "$count" "$repo"
 # write_config STATE_DIR [POSTGRES_URL]
 write_config() {
     cat >"$site/kickstand.yaml" <<YAML
@@ -224,15 +205,6 @@ start_server() {
     fi
 }
 
-# field NAME LINE -> the value of NAME=value in LINE
-field() { { grep -o "\b$1=[^ ]*" <<<"$2" || true; } | head -n 1 | cut -d= -f2; }
-# stats VALUES... -> "median (min-max)", or "-" with no values
-stats() {
-    printf '%s\n' "$@" | { grep . || true; } | sort -g |
-        awk '{ v[NR] = $1 } END { if (!NR) { print "-"; exit }
-              printf "%s (%s-%s)", v[int((NR + 1) / 2)], v[1], v[NR] }'
-}
-ms() { awk -v us="$1" 'BEGIN { printf "%.1f", us / 1000 }'; }
 # rss PID FIELD -> kB of VmRSS or VmHWM, or 0 when it is gone
 rss() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
@@ -286,17 +258,6 @@ for server in $burst_servers; do
     fi
 done
 
-# column SERVER WINDOW FIELD [us] -> "median (min-max)" of FIELD over the runs
-column() {
-    local values=() line v
-    while IFS= read -r line; do
-        [[ -n ${line// /} ]] || continue
-        v=$(field "$3" "$line")
-        [[ ${4:-} == us ]] && v=$(ms "$v")
-        values+=("$v")
-    done <<<"${runs[$1,$2]:-}"
-    stats "${values[@]}"
-}
 
 if ((BURST)); then
     echo
