@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -168,15 +168,18 @@ impl Kickstand {
         Self::start_with(bed, appliance_config)
     }
 
-    fn start_with(bed: &Bed, config: fn(&Bed, u16, u16) -> String) -> Kickstand {
+    /// Every port is the kernel's choice (port 0), read back from the log:
+    /// a port found free and then bound by the daemon may be taken in
+    /// between by a test running beside it.
+    fn start_with(bed: &Bed, config: fn(&Bed) -> String) -> Kickstand {
         let home = bed.dir.join("ks");
         for sub in ["etc", "tftp", "templates", "var/cache", "var/state"] {
             fs::create_dir_all(home.join(sub)).expect("create kickstand dirs");
         }
-        let port = free_tcp_port();
-        let text = config(bed, port, free_udp_port());
-        let config = home.join("etc/kickstand.yaml");
-        fs::write(&config, text).expect("write kickstand.yaml");
+        let config_file = home.join("etc/kickstand.yaml");
+        fs::write(&config_file, config(bed)).expect("write kickstand.yaml");
+        let config = config_file;
+        let logged_before = fs::metadata(home.join("kickstand.log")).map_or(0, |m| m.len());
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -199,12 +202,18 @@ impl Kickstand {
             .stderr(log)
             .spawn()
             .expect("spawn kickstand");
-        let mut ks = Kickstand { child, port, home };
-        ks.wait_ready();
+        let mut ks = Kickstand {
+            child,
+            port: 0,
+            home,
+        };
+        ks.wait_ready(logged_before);
         ks
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for this run's HTTP listener (its log after `logged_before`
+    /// bytes) and for it to answer.
+    fn wait_ready(&mut self, logged_before: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -213,7 +222,10 @@ impl Kickstand {
                     self.log()
                 );
             }
-            if get(self.port, "/status").is_ok() {
+            if self.port == 0 {
+                self.port = self.http_port_logged(logged_before).unwrap_or(0);
+            }
+            if self.port != 0 && get(self.port, "/status").is_ok() {
                 return;
             }
             assert!(
@@ -228,6 +240,17 @@ impl Kickstand {
 
     fn log(&self) -> String {
         fs::read_to_string(self.home.join("kickstand.log")).unwrap_or_default()
+    }
+
+    /// The port of `http listening addr=…` in the log after `skip` bytes.
+    fn http_port_logged(&self, skip: u64) -> Option<u16> {
+        let log = self.log();
+        let line = log
+            .get(usize::try_from(skip).ok()?..)?
+            .lines()
+            .find(|l| l.contains("http listening"))?;
+        let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse().ok()
     }
 
     fn repo_url(&self, mirror: &str) -> String {
@@ -305,16 +328,16 @@ fn cache_cli(ks: &Kickstand, args: &[&str]) -> (bool, String) {
     )
 }
 
-fn appliance_config(bed: &Bed, http_port: u16, tftp_port: u16) -> String {
+fn appliance_config(bed: &Bed) -> String {
     format!(
         r#"# Written by crates/daemon/tests/mirror.rs
 server:
   address: 127.0.0.1
   bind: 127.0.0.1
   interfaces: []
-  http_port: {http_port}
+  http_port: 0
   https_port: 0
-  tftp_port: {tftp_port}
+  tftp_port: 0
   syslog_port: 0
 dhcp:
   mode: "off"
@@ -348,8 +371,8 @@ paths:
 
 /// The same appliance on an IPv6-only office network: its own address, the
 /// office proxy and the mirrors are all IPv6 (the bed's `::1` side).
-fn ipv6_appliance_config(bed: &Bed, http_port: u16, tftp_port: u16) -> String {
-    let mut text = appliance_config(bed, http_port, tftp_port);
+fn ipv6_appliance_config(bed: &Bed) -> String {
+    let mut text = appliance_config(bed);
     let v4_address = "  address: 127.0.0.1\n  bind: 127.0.0.1\n";
     assert!(text.contains(v4_address), "{text}");
     text = text.replacen(v4_address, "  address: \"::1\"\n  bind: \"::\"\n", 1);
@@ -369,16 +392,6 @@ fn ipv6_appliance_config(bed: &Bed, http_port: u16, tftp_port: u16) -> String {
         text = text.replacen(v4, &format!("{v6:?}"), 1);
     }
     text
-}
-
-fn free_tcp_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    s.local_addr().expect("local addr").port()
 }
 
 // ---------------------------------------------------------------------------
