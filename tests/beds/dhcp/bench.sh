@@ -110,39 +110,7 @@ mkdir -p "$work/tftp"
 : >"$work/tftp/undionly.kpxe"
 : >"$work/tftp/ipxe.efi"
 write_profiles "$site" "$count" "$repo"
-# write_config STATE_DIR [POSTGRES_URL]
-write_config() {
-    cat >"$site/kickstand.yaml" <<YAML
-server:
-  address: $server_ip
-  bind: $server_ip
-  interfaces: [ksbr0]
-  http_port: 8080
-  tftp_port: 6969
-  syslog_port: 5514
-dhcp:
-  mode: proxy
-  unknown: ignore
-  uefi_loader: ipxe.efi
-tftp:
-  root: ../tftp
-mirrors:
-  centos: [http://127.0.0.1:9/]
-  rocky: [http://127.0.0.1:9/]
-  alma: [http://127.0.0.1:9/]
-cache:
-  dir: ../var/cache
-  max_size: 20GiB
-  revalidate_after: 30s
-paths:
-  templates: $repo/templates
-  state: $1
-YAML
-    if [[ -n ${2:-} ]]; then
-        printf 'state:\n  url: "%s"\n' "$2" >>"$site/kickstand.yaml"
-    fi
-}
-write_config "$work/state"
+write_config "$site" "$server_ip" "$server_ip" "$repo" "$work/state"
 "$kickstand" --config "$site/kickstand.yaml" check >"$work/check.log" 2>&1 ||
     { echo "kickstand check refused the generated profiles:" >&2; tail -20 "$work/check.log" >&2; exit 1; }
 
@@ -165,7 +133,7 @@ start_server() {
                 psql -h "$pg" -U kickstand -d postgres -qc "CREATE DATABASE $db" >/dev/null
                 url="postgresql://kickstand@localhost/$db?host=$pg"
             fi
-            write_config "$state_dir" "$url"
+            write_config "$site" "$server_ip" "$server_ip" "$repo" "$state_dir" "$url"
             local preload=()
             if [[ $name == slow-disk ]]; then
                 mkdir -p "$state_dir"

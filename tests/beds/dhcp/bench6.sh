@@ -83,32 +83,7 @@ site=$work/site
 mkdir -p "$work/tftp"
 : >"$work/tftp/ipxe.efi"
 write_profiles "$site" "$count" "$repo"
-cat >"$site/kickstand.yaml" <<YAML
-server:
-  address: "$server_ip"
-  bind: "::"
-  interfaces: [ksbr0]
-  http_port: 8080
-  tftp_port: 6969
-  syslog_port: 5514
-dhcp:
-  mode: proxy
-  unknown: ignore
-  uefi_loader: ipxe.efi
-tftp:
-  root: ../tftp
-mirrors:
-  centos: [http://127.0.0.1:9/]
-  rocky: [http://127.0.0.1:9/]
-  alma: [http://127.0.0.1:9/]
-cache:
-  dir: ../var/cache
-  max_size: 20GiB
-  revalidate_after: 30s
-paths:
-  templates: $repo/templates
-  state: $work/state
-YAML
+write_config "$site" "$server_ip" "::" "$repo" "$work/state"
 "$kickstand" --config "$site/kickstand.yaml" check >"$work/check.log" 2>&1 ||
     { echo "kickstand check refused the generated profiles:" >&2; tail -20 "$work/check.log" >&2; exit 1; }
 

@@ -32,6 +32,42 @@ write_profiles() {
     } >"$1/hosts/bench.yaml"
 }
 
+# write_config SITE ADDRESS BIND REPO STATE_DIR [POSTGRES_URL]: the
+# daemon's config, the shipped settings apart from ports, paths and
+# addresses: boot answers on the bridge, unknown machines ignored. The
+# mirrors are a closed local port: nothing here downloads.
+write_config() {
+    cat >"$1/kickstand.yaml" <<YAML
+server:
+  address: "$2"
+  bind: "$3"
+  interfaces: [ksbr0]
+  http_port: 8080
+  tftp_port: 6969
+  syslog_port: 5514
+dhcp:
+  mode: proxy
+  unknown: ignore
+  uefi_loader: ipxe.efi
+tftp:
+  root: ../tftp
+mirrors:
+  centos: [http://127.0.0.1:9/]
+  rocky: [http://127.0.0.1:9/]
+  alma: [http://127.0.0.1:9/]
+cache:
+  dir: ../var/cache
+  max_size: 20GiB
+  revalidate_after: 30s
+paths:
+  templates: $4/templates
+  state: $5
+YAML
+    if [[ -n ${6:-} ]]; then
+        printf 'state:\n  url: "%s"\n' "$6" >>"$1/kickstand.yaml"
+    fi
+}
+
 # field NAME LINE -> the value of NAME=value in LINE
 field() { { grep -o "\b$1=[^ ]*" <<<"$2" || true; } | head -n 1 | cut -d= -f2; }
 # stats VALUES... -> "median (min-max)", or "-" with no values
