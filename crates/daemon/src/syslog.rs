@@ -141,16 +141,16 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    /// The host a message from `ip` belongs to: the one whose last known
+    /// The host a message from `ip` (canonical: an IPv4 client of a
+    /// dual-stack socket as IPv4) belongs to: the one whose last known
     /// address it is (the store's, in memory).
     fn host(&self, ip: IpAddr) -> Option<Mac> {
-        self.store.host_by_ip(ip.to_canonical())
+        self.store.host_by_ip(ip)
     }
 
-    /// Puts one message from `ip` in its host's log; a message from an
-    /// address no host has is dropped.
+    /// Puts one message from `ip` (canonical, as for [`Sink::host`]) in its
+    /// host's log; a message from an address no host has is dropped.
     fn deliver(&self, ip: IpAddr, message: &[u8]) {
-        let ip = ip.to_canonical();
         let Some(mac) = self.host(ip) else {
             self.counters.dropped.inc();
             return;
@@ -191,7 +191,7 @@ pub(crate) fn receive(socket: UdpSocket, sink: Sink, shutdown: CancellationToken
     let mut buf = vec![0u8; 65_536];
     while !shutdown.is_cancelled() {
         match socket.recv_from(&mut buf) {
-            Ok((len, from)) => sink.deliver(from.ip(), &buf[..len]),
+            Ok((len, from)) => sink.deliver(from.ip().to_canonical(), &buf[..len]),
             Err(e) if timed_out(&e) => {}
             Err(e) => debug!(error = %e, "syslog: receive failed"),
         }
