@@ -15,14 +15,21 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nix::libc;
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
 use thiserror::Error;
+use tokio::io::Interest;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -131,7 +138,8 @@ pub async fn serve_with(
     config: Config,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let local_ip = socket.local_addr()?.ip();
+    let listening_ip = socket.local_addr()?.ip();
+    ask_for_destinations(&socket)?;
     // Transfer threads reach the source's async side through this.
     let runtime = tokio::runtime::Handle::current();
     let tracker = TaskTracker::new();
@@ -140,9 +148,9 @@ pub async fn serve_with(
     // from being silently truncated into something that parses.
     let mut buf = vec![0u8; 65_536];
     let result = loop {
-        let (len, peer) = tokio::select! {
+        let (len, peer, destination) = tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
-            received = socket.recv_from(&mut buf) => match received {
+            received = socket.async_io(Interest::READABLE, || receive(&socket, &mut buf)) => match received {
                 Ok(received) => received,
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => break Err(e),
@@ -168,7 +176,7 @@ pub async fn serve_with(
             .map(|r| String::from_utf8_lossy(&r.filename).into_owned());
         let span = info_span!("tftp", %peer, file = file.as_deref().unwrap_or_default());
         let job = Job {
-            local_ip,
+            local_ip: destination.unwrap_or(listening_ip),
             peer,
             source: source.clone(),
             cache: cache.clone(),
@@ -368,6 +376,58 @@ impl Job {
             other => info!(outcome = ?other, "transfer ended"),
         }
     }
+}
+
+/// Asks the kernel to say, with each datagram, the address it was sent to.
+fn ask_for_destinations(socket: &tokio::net::UdpSocket) -> io::Result<()> {
+    let set = match socket.local_addr()? {
+        SocketAddr::V4(_) => setsockopt(socket, sockopt::Ipv4PacketInfo, &true),
+        // Also IPv4 datagrams on a dual-stack socket, as mapped addresses.
+        SocketAddr::V6(_) => setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true),
+    };
+    set.map_err(io::Error::from)
+}
+
+/// One datagram, its sender, and the address it was sent to (`None` if
+/// the kernel did not say).
+///
+/// A transfer answers from the address its request came to: a socket
+/// listening on a wildcard address would otherwise send from whichever
+/// address the kernel picks for the client, and on an interface with
+/// several (an IPv6 segment's SLAAC address beside the appliance's own, a
+/// second IPv4 address) firmware drops packets from any server address but
+/// the one it asked (EDK2 does).
+fn receive(
+    socket: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(libc::in6_pktinfo, libc::in_pktinfo);
+    let message = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
+    let peer = message
+        .address
+        .as_ref()
+        .and_then(|a| {
+            a.as_sockaddr_in6()
+                .map(|a| SocketAddr::V6((*a).into()))
+                .or_else(|| a.as_sockaddr_in().map(|a| SocketAddr::V4((*a).into())))
+        })
+        .ok_or_else(|| io::Error::other("a datagram without a sender's address"))?;
+    let destination = message.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv6PacketInfo(info) => {
+            Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)))
+        }
+        ControlMessageOwned::Ipv4PacketInfo(info) => Some(IpAddr::V4(Ipv4Addr::from(
+            u32::from_be(info.ipi_spec_dst.s_addr),
+        ))),
+        _ => None,
+    });
+    Ok((message.bytes, peer, destination))
 }
 
 fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> io::Result<UdpSocket> {

@@ -214,6 +214,32 @@ async fn pxe_tsize_abort_then_retry_from_the_same_port() {
     server.stop().await;
 }
 
+/// On a wildcard address, a transfer answers from the address its request
+/// was sent to (127.0.0.2 here, beside the kernel's choice 127.0.0.1), as
+/// firmware drops packets from any other server address; an IPv4 client
+/// of a dual-stack socket included.
+#[tokio::test]
+async fn a_transfer_answers_from_the_address_its_request_came_to() {
+    for bind in ["0.0.0.0:0", "[::]:0"] {
+        let server = Server::start_on(bind, Config::default()).await;
+        let file = content(3000, 3);
+        server.write("grubx64.efi", &file);
+        let asked: SocketAddr = format!("127.0.0.2:{}", server.addr.port())
+            .parse()
+            .expect("address");
+        let client = Client::new(asked).await;
+        let got = client.download("grubx64.efi", &[("blksize", "1024")]).await;
+        assert_eq!(got.data, file, "{bind}");
+        let tid = got.tid.expect("a transfer ID");
+        assert_eq!(
+            tid.ip().to_canonical(),
+            asked.ip(),
+            "{bind}: answered from {tid}"
+        );
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_new_request_from_the_same_port_is_served_even_without_an_error() {
     let server = Server::start(Config::default()).await;

@@ -55,14 +55,17 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Server {
+        Server::start_on("127.0.0.1:0", config).await
+    }
+
+    /// A server listening on `bind` (a wildcard address, say).
+    pub async fn start_on(bind: &str, config: Config) -> Server {
         let root = tempfile::tempdir().expect("tempdir");
         let source = Arc::new(TestSource {
             root,
             reports: std::sync::Mutex::default(),
         });
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let socket = tokio::net::UdpSocket::bind(bind).await.expect("bind");
         let addr = socket.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(kickstand_tftp::serve_with(
