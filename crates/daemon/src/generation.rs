@@ -180,10 +180,13 @@ impl Generation {
     /// is served under that name: TFTP is not a second repo proxy.
     pub(crate) fn os_boot_file(&self, os: &str, path: &str) -> Option<(String, String)> {
         let os = self.snapshot().oses.get(os)?;
+        // Empty segments name nothing (nginx merges slashes too): the shim,
+        // HTTP-booted, asks for `EFI/BOOT//grubx64.efi`, its own directory
+        // and a '/' of its own before GRUB's name.
         [&os.shim, &os.grub, &os.kernel, &os.initrd]
             .into_iter()
-            .any(|file| file == path)
-            .then(|| (os.mirror.clone(), format!("{}/{path}", os.tree)))
+            .find(|file| segments(file.as_str()).eq(segments(path)))
+            .map(|file| (os.mirror.clone(), format!("{}/{file}", os.tree)))
     }
 
     /// The boot decision for `mac`, whose install state is `phase`.
@@ -358,6 +361,11 @@ impl Generation {
     }
 }
 
+/// A path's non-empty segments.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +375,34 @@ mod tests {
         let mut snapshot = kickstand_profiles::load(&config).unwrap_or_else(|e| panic!("{e}"));
         snapshot.appliance.state.postgres = pg;
         Generation::build(snapshot, 1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Only the OS's boot files, by their names in the tree; a doubled
+    /// slash (the HTTP-booted shim's) is the same name.
+    #[test]
+    fn an_os_boot_file_is_found_by_its_name_whatever_its_slashes() {
+        let generation = with_postgres(None);
+        let (os, file) = generation
+            .snapshot()
+            .oses
+            .iter()
+            .map(|(name, os)| (name.clone(), os.grub.clone()))
+            .next()
+            .expect("the shipped profiles have an OS");
+        let want = generation.os_boot_file(&os, &file).expect("GRUB");
+        let doubled = file.replacen('/', "//", 2);
+        assert_ne!(doubled, file);
+        assert_eq!(generation.os_boot_file(&os, &doubled), Some(want));
+        for other in [
+            "",
+            "/",
+            "EFI",
+            "EFI/BOOT",
+            "../../etc/passwd",
+            "EFI/BOOT/x.efi",
+        ] {
+            assert_eq!(generation.os_boot_file(&os, other), None, "{other}");
+        }
     }
 
     /// A new password alone is a change to restart for, and the message
