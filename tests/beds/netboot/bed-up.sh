@@ -25,6 +25,11 @@
 #   bridge ksvl<id>, 10.77.<id>.1/24 on the Kickstand side, the office's
 #   DHCP serving 10.77.<id>.100-150 with 10.77.<id>.1 as router; id
 #   2-254, see vlan-switch.py),
+#   KS_BED_IPV6=1 (the segment also has IPv6: fd77::1/64 on ksbr0 for
+#   Kickstand, the office router fd77::fe advertising fd77::/64 with the M,
+#   O and A flags (radvd), the office dnsmasq leasing fd77::100-1ff by
+#   DHCPv6 and naming KS_BED_IPV6_BOOT_FILE on Kickstand as the boot file
+#   URL of next-server hosts, as it names Kickstand as next server),
 #   KS_BED_AARCH64=1 (also build the arm64 tree KS_MIRROR_TREE_AA64 with
 #   Debian's arm64 shim and GRUB; downloads them once through apt).
 # Writes WORKDIR/bed.env (NS, ONS, DISK_BIOS, DISK_UEFI, ...); bed-down.sh
@@ -39,7 +44,10 @@ tree_aa64=${KS_MIRROR_TREE_AA64:-standin/9/BaseOS/aarch64/os}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 
-for tool in ip dnsmasq python3 qemu-system-x86_64 sbverify ethtool; do
+ipv6=${KS_BED_IPV6:-}
+tools=(ip dnsmasq python3 qemu-system-x86_64 sbverify ethtool)
+[[ -z $ipv6 ]] || tools+=(radvd)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "bed-up: $tool missing" >&2; exit 1; }
 done
 
@@ -59,6 +67,7 @@ DISK_BIOS=$standin/disks/bios.img
 DISK_BIOS_UP=$standin/disks/bios-up.img
 DISK_UEFI=$standin/disks/uefi.img
 VLAN=${KS_BED_VLAN:-}
+IPV6=$ipv6
 ENV
 
 # If anything below fails, take down whatever was created.
@@ -95,6 +104,30 @@ ip -n "$ons" link set office0 up
 # here (the office namespace has no other link), but it gives broadcasts and
 # replies to leased addresses a route.
 ip -n "$ns" route add default via 10.77.0.254 dev ksbr0
+
+# IPv6 beside IPv4 on the segment: the office router and DHCPv6 server.
+office_v6=()
+if [[ -n $ipv6 ]]; then
+  # nodad: the bed owns these addresses, usable at once.
+  ip -n "$ns" addr add fd77::1/64 dev ksbr0 nodad
+  ip -n "$ons" addr add fd77::fe/64 dev office0 nodad
+  ip netns exec "$ons" sysctl -qw net.ipv6.conf.all.forwarding=1
+  cat >"$work/radvd.conf" <<RADVD
+interface office0 {
+  AdvSendAdvert on;
+  AdvManagedFlag on;
+  AdvOtherConfigFlag on;
+  MinRtrAdvInterval 3;
+  MaxRtrAdvInterval 4;
+  prefix fd77::/64 { AdvOnLink on; AdvAutonomous on; };
+};
+RADVD
+  ip netns exec "$ons" radvd --nodaemon --config "$work/radvd.conf" --pidfile "$work/radvd.pid" \
+    >"$work/radvd.log" 2>&1 </dev/null &
+  boot_file=${KS_BED_IPV6_BOOT_FILE:-os/standin-9/EFI/BOOT/BOOTX64.EFI}
+  office_v6=(--dhcp-range=fd77::100,fd77::1ff,64,12h
+    "--dhcp-option=tag:ks-next-server,option6:bootfile-url,tftp://[fd77::1]/$boot_file")
+fi
 
 # A tagged VLAN on the machine's port, beside its untagged network.
 vlan=${KS_BED_VLAN:-}
@@ -187,7 +220,7 @@ office=(--conf-file=/dev/null --port=0 --interface=office0 --bind-interfaces
   --dhcp-hostsdir="$work/office-hosts" --dhcp-boot=tag:ks-next-server,,,10.77.0.1
   --dhcp-leasefile="$work/office.leases" --pid-file="$work/office.pid"
   --log-dhcp --log-facility="$work/office.log" --user=root --group=root
-  "${office_vlan[@]}")
+  "${office_vlan[@]}" "${office_v6[@]}")
 ip netns exec "$ons" dnsmasq "${office[@]}"
 
 if [[ $mode == standin ]]; then

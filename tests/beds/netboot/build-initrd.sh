@@ -122,7 +122,10 @@ ip link set lo up
 # as Kickstand's boot_vlan uses them: ifname=<name>:<mac> names the NIC
 # with that MAC, vlan=<name>.<id>:<parent> makes VLAN <id> on it, and
 # ip=<interface>:dhcp takes an address there alone. Plain ip=dhcp: the
-# first NIC.
+# first NIC. ip=auto6 (or <interface>:auto6) waits instead for the address
+# the kernel forms from the router's advertisement (SLAAC), as an
+# installer does on an IPv6-only rack.
+method=dhcp
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     ifname=*:*)
@@ -138,13 +141,25 @@ for arg in $(cat /proc/cmdline); do
       ip link add link "${v#*:}" name "$vname" type vlan id "${vname##*.}" || die "cannot make VLAN $v"
       say "KS-STANDIN: VLAN ${vname##*.} on ${v#*:}" ;;
     ip=*:dhcp) v=${arg#ip=}; iface=${v%:dhcp} ;;
+    ip=auto6) method=auto6 ;;
+    ip=*:auto6) v=${arg#ip=}; iface=${v%:auto6}; method=auto6 ;;
   esac
 done
 [ -e "/sys/class/net/$iface" ] || die "no interface $iface"
 mac=$(cat "/sys/class/net/$iface/address")
 ip link set "$iface" up
-udhcpc -i "$iface" -n -q -t 10 -T 2 -s /usr/share/udhcpc/default.script >/dev/null 2>&1 || die "no DHCP lease on $iface"
-say "KS-STANDIN: DHCP lease on $iface: $(ip -4 -o addr show dev "$iface" | grep -o 'inet [0-9./]*')"
+if [ "$method" = auto6 ]; then
+  # A global address that has passed duplicate address detection.
+  i=0
+  while ! ip -6 -o addr show dev "$iface" scope global | grep -qv tentative; do
+    [ $i -lt 150 ] || die "no IPv6 address from a router advertisement on $iface"
+    sleep 0.2; i=$((i+1))
+  done
+  say "KS-STANDIN: SLAAC address on $iface: $(ip -6 -o addr show dev "$iface" scope global | grep -o 'inet6 [0-9a-f:/]*')"
+else
+  udhcpc -i "$iface" -n -q -t 10 -T 2 -s /usr/share/udhcpc/default.script >/dev/null 2>&1 || die "no DHCP lease on $iface"
+  say "KS-STANDIN: DHCP lease on $iface: $(ip -4 -o addr show dev "$iface" | grep -o 'inet [0-9./]*')"
+fi
 
 ks=""
 syslog=""

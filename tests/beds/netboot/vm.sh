@@ -1,7 +1,7 @@
 #!/bin/bash
 # Boots one QEMU machine (TCG) on the bed's tap device and waits for it.
 #
-# Usage: vm.sh [--disk IMAGE] [--http-first] [--print] WORKDIR FIRMWARE MAC SERIAL_LOG [TIMEOUT_SECONDS]
+# Usage: vm.sh [--disk IMAGE] [--http-first] [--no-pxe4] [--print] WORKDIR FIRMWARE MAC SERIAL_LOG [TIMEOUT_SECONDS]
 #   FIRMWARE:
 #   bios:     SeaBIOS; the NIC's default option ROM is QEMU's iPXE (ipxe-qemu).
 #   uefi:     OVMF with the NIC's option ROM disabled, so the firmware's
@@ -17,6 +17,8 @@
 #   --http-first   UEFI only: the NIC's UEFI HTTP boot (IPv4) option is
 #             moved first in the VM's BootOrder, ahead of PXE, so HTTP boot
 #             is tried first without breaking TFTP (see set-http-first.py).
+#   --no-pxe4 UEFI only: the firmware's IPv4 PXE is switched off (fw_cfg),
+#             as on an IPv6-only rack: PXEv6 is its first network boot.
 #   --print   prints the machine's QEMU command line, one argument a line,
 #             instead of running it: for a BMC that powers it on and off
 #             (tests/beds/bmc/start.sh, run in $NS). No timeout and no
@@ -31,16 +33,18 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 disk=""
 http_first=""
 print=""
+pxe4=""
 while [[ ${1:-} == --* ]]; do
   case $1 in
     --disk) disk=${2:?--disk needs an image}; shift 2 ;;
     --http-first) http_first=1; shift ;;
     --print) print=1; shift ;;
+    --no-pxe4) pxe4=n; shift ;;
     *) echo "vm.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 
-work=${1:?usage: vm.sh [--disk IMAGE] [--http-first] [--print] WORKDIR bios|uefi|uefi-sb|aarch64 MAC SERIAL_LOG [TIMEOUT]}
+work=${1:?usage: vm.sh [--disk IMAGE] [--http-first] [--no-pxe4] [--print] WORKDIR bios|uefi|uefi-sb|aarch64 MAC SERIAL_LOG [TIMEOUT]}
 fw=${2:?firmware: bios|uefi|uefi-sb|aarch64}
 mac=${3:?mac}
 serial=${4:?serial log}
@@ -111,6 +115,11 @@ case $fw in
     ;;
   *) echo "vm.sh: firmware must be bios, uefi, uefi-sb or aarch64" >&2; exit 2 ;;
 esac
+# As on an IPv6-only rack: the firmware's IPv4 PXE is off (OVMF, AAVMF).
+if [[ -n $pxe4 ]]; then
+  [[ $fw != bios ]] || { echo "vm.sh: --no-pxe4 is for UEFI firmware" >&2; exit 2; }
+  args+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n)
+fi
 if [[ $fw != aarch64 ]]; then
   # SeaBIOS/OVMF debug output goes to a second file next to the serial log.
   args+=(-chardev "file,id=fwlog,path=${serial%.log}.firmware.log" -device isa-debugcon,iobase=0x402,chardev=fwlog)
