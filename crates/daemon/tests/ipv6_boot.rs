@@ -11,9 +11,10 @@
 //! OVMF's own PXE over IPv6 (IPv4 PXE switched off, as on an IPv6-only
 //! rack) takes its address from dnsmasq and its boot file from Kickstand:
 //! the DHCPv6 answer names `tftp://[fd77::1]/ipxe.efi`, and Kickstand's
-//! TFTP sends it over IPv6. (iPXE then asks DHCPv6 again and, on a managed
-//! segment, takes the office's answer, which has an address and no boot
-//! file: the install itself is not reached over IPv6 yet.)
+//! TFTP sends it over IPv6. (The host says `boot_loader: ipxe`: `auto`
+//! gives UEFI PXE over IPv6 the OS's shim and GRUB, which an install over
+//! IPv6 needs and the netboot bed proves, `crates/daemon/tests/netboot.rs`;
+//! this bed has no mirror to fetch them from.)
 
 mod support;
 
@@ -91,7 +92,9 @@ fn ipv6_rack(bed: &Bed) -> Segment {
     std::fs::copy("/usr/lib/ipxe/ipxe.efi", tftp.join("ipxe.efi")).expect("Debian's ipxe");
     bed.write(
         "profiles/hosts/v6.yaml",
-        &format!("hosts:\n  \"{MAC}\":\n    hostname: v6node\n    os: centos-stream-9\n"),
+        &format!(
+            "hosts:\n  \"{MAC}\":\n    hostname: v6node\n    os: centos-stream-9\n    boot_loader: ipxe\n"
+        ),
     );
     for (from, to) in [
         ("address: 127.0.0.1", "address: \"fd77::1\""),

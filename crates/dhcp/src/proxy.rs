@@ -468,6 +468,8 @@ pub(crate) struct Files<'a> {
     pub(crate) urls: &'a UrlScheme,
     pub(crate) loaders: &'a Loaders,
     pub(crate) uefi_local_boot: UefiLocalBoot,
+    /// The client asked over DHCPv6.
+    pub(crate) ipv6: bool,
 }
 
 impl Context {
@@ -476,6 +478,7 @@ impl Context {
             urls: &self.urls,
             loaders: &self.loaders,
             uefi_local_boot: self.uefi_local_boot,
+            ipv6: false,
         }
     }
 }
@@ -528,7 +531,13 @@ pub(crate) fn choose<H: HostLookup + ?Sized>(
             || match boot.loader {
                 BootLoader::Grub => true,
                 BootLoader::Ipxe => false,
-                BootLoader::Auto => firmware.arch() == Some(Arch::Aarch64),
+                // No ARM64 iPXE ships. Over IPv6, iPXE runs DHCPv6 again and
+                // takes its settings from the server that leases its address
+                // (the office's, with no script), while GRUB reads the
+                // firmware's exchange: UEFI PXE gets GRUB.
+                BootLoader::Auto => {
+                    firmware.arch() == Some(Arch::Aarch64) || files.ipv6 && !firmware.is_http()
+                }
             });
     let shim = boot.shim.filter(|_| grub);
     let (urls, loaders) = (files.urls, files.loaders);

@@ -13,6 +13,7 @@ use kickstand_dhcp::v6::{
     self, Action, Clients, Context, MAX_RELAY_DEPTH, Malformed, Port, Reason, Source,
 };
 use kickstand_dhcp::{Firmware, HostBoot, HostStatus, Mac, Mode};
+use kickstand_profiles::model::{Arch, BootLoader};
 
 const APPLIANCE: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
 /// The bridge's MAC in the capture: the 4011 Request names its DUID-LL.
@@ -174,6 +175,33 @@ fn http_boot_gets_an_http_url_and_the_httpclient_class() {
         set(o, 16, &vendor_class("HTTPClient:Arch:00007:UNDI:003000"))
     });
     assert_eq!(answered(&s, from_client()).firmware, Firmware::UefiHttpX64);
+}
+
+/// `boot_loader: auto` over IPv6: UEFI PXE gets the OS's shim → GRUB (iPXE
+/// would ask DHCPv6 again and take the office's answer, with no script);
+/// `ipxe` still gets iPXE, and HTTP boot keeps its iPXE URL.
+#[test]
+fn auto_gives_uefi_pxe_over_ipv6_the_shim_and_grub() {
+    let shim = "os/centos-stream-9/EFI/BOOT/BOOTX64.EFI";
+    let url = |datagram: &[u8], loader| {
+        let hosts = move |_: Mac| {
+            HostStatus::Netboot(HostBoot::profiled(loader, Arch::X86_64, shim.into()))
+        };
+        match v6::decide(datagram, from_client(), &ctx(), &hosts, &Clients::new()) {
+            Action::Respond(reply) => reply.boot_file_url,
+            Action::Ignore(reason) => panic!("ignored: {reason}"),
+        }
+    };
+    let pxe = solicit();
+    let http = fixture("ovmf-http-solicit");
+    let shim_url = format!("tftp://[fd77::1]/{shim}");
+    assert_eq!(url(&pxe, BootLoader::Auto), shim_url);
+    assert_eq!(url(&pxe, BootLoader::Grub), shim_url);
+    assert_eq!(url(&pxe, BootLoader::Ipxe), PXE_URL);
+    assert_eq!(
+        url(&http, BootLoader::Auto),
+        "http://[fd77::1]:8080/boot/ipxe.efi"
+    );
 }
 
 #[test]

@@ -77,6 +77,7 @@ impl Context {
             urls: &self.urls,
             loaders: &self.loaders,
             uefi_local_boot: self.uefi_local_boot,
+            ipv6: true,
         }
     }
 }
