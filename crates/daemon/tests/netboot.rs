@@ -137,6 +137,10 @@ struct Site<'a> {
     /// The machines' port also carries this VLAN tagged (`bed-up.sh`'s
     /// `KS_BED_VLAN`), and Kickstand listens on it (`interface_vlans`).
     vlan: Option<u16>,
+    /// The segment also has IPv6 (`bed-up.sh`'s `KS_BED_IPV6`: the office
+    /// router and DHCPv6 server), and Kickstand is an IPv6-only appliance
+    /// (`address: fd77::1`, no DHCPv4).
+    ipv6: bool,
 }
 
 impl Default for Site<'_> {
@@ -147,6 +151,7 @@ impl Default for Site<'_> {
             extra: &[],
             aarch64: false,
             vlan: None,
+            ipv6: false,
         }
     }
 }
@@ -216,6 +221,8 @@ struct VmOpts {
     disk: Option<Disk>,
     /// UEFI: the NIC's HTTP boot option goes first in BootOrder.
     http_first: bool,
+    /// UEFI: the firmware's IPv4 PXE is off, as on an IPv6-only rack.
+    no_pxe4: bool,
 }
 
 /// How a VM run ended.
@@ -261,7 +268,7 @@ impl Bed {
     }
 
     fn up_with(hosts: &[(&str, &str)], site: &Site) -> Bed {
-        let mut bed = Bed::bring_up_with(BedMode::Kickstand, site.aarch64, site.vlan);
+        let mut bed = Bed::bring_up_with(BedMode::Kickstand, site);
         bed.write_site(hosts, site);
         bed.start_daemon();
         bed
@@ -274,13 +281,14 @@ impl Bed {
     }
 
     fn bring_up(mode: BedMode) -> Bed {
-        Bed::bring_up_with(mode, false, None)
+        Bed::bring_up_with(mode, &Site::default())
     }
 
-    /// `aarch64`: the mirror also gets the arm64 tree (Debian's arm64 shim
-    /// and GRUB, downloaded once through apt into the stand-in cache).
-    /// `vlan`: the machines' port carries that VLAN tagged too.
-    fn bring_up_with(mode: BedMode, aarch64: bool, vlan: Option<u16>) -> Bed {
+    /// The bed as `site` wants it: with `aarch64` the mirror also gets the
+    /// arm64 tree (Debian's arm64 shim and GRUB, downloaded once through
+    /// apt into the stand-in cache); with `vlan` the machines' port carries
+    /// that VLAN tagged too; with `ipv6` the segment has IPv6.
+    fn bring_up_with(mode: BedMode, site: &Site) -> Bed {
         let slot = SLOTS.take();
         let work = tempfile::Builder::new()
             .prefix("ks-netboot-")
@@ -294,11 +302,14 @@ impl Bed {
         if let BedMode::Standin = mode {
             up.arg("standin");
         }
-        if aarch64 {
+        if site.aarch64 {
             up.env("KS_BED_AARCH64", "1");
         }
-        if let Some(vlan) = vlan {
+        if let Some(vlan) = site.vlan {
             up.env("KS_BED_VLAN", vlan.to_string());
+        }
+        if site.ipv6 {
+            up.env("KS_BED_IPV6", "1");
         }
         let status = up
             .status()
@@ -363,8 +374,8 @@ impl Bed {
             site.join("kickstand.yaml"),
             format!(
                 "server:
-  address: 10.77.0.1
-  bind: 0.0.0.0
+  address: {address}
+  bind: {bind}
   interfaces: {interfaces}
   http_port: 8080
   https_port: 8443
@@ -389,6 +400,12 @@ paths:
   state: ../state
 ",
                 unknown = options.unknown,
+                address = if options.ipv6 {
+                    "\"fd77::1\""
+                } else {
+                    "10.77.0.1"
+                },
+                bind = if options.ipv6 { "\"::\"" } else { "0.0.0.0" },
                 interfaces = match options.vlan {
                     None => "[ksbr0]".to_owned(),
                     Some(v) => format!("[ksbr0, ksvl{v}]\n  interface_vlans: {{ ksvl{v}: {v} }}"),
@@ -564,6 +581,9 @@ os:
         }
         if opts.http_first {
             vm.arg("--http-first");
+        }
+        if opts.no_pxe4 {
+            vm.arg("--no-pxe4");
         }
         let started = Instant::now();
         let mut vm = vm
@@ -1554,6 +1574,160 @@ fn uefi_without_secure_boot_installs_through_grub() {
     );
 }
 
+const V6_MAC: &str = "52:54:00:12:36:18";
+
+/// An IPv6-only rack: the firmware's IPv4 PXE is off and Kickstand has
+/// only an IPv6 address. OVMF's PXEv6 takes its address from the office's
+/// DHCPv6 server and loads the tree's shim over TFTP from Kickstand (the
+/// host's `boot_loader` is the default, `auto`: over IPv6 that is the
+/// shim → GRUB chain), GRUB
+/// reads its config there (with the build token: the address it asks from
+/// is the one the firmware's own DHCPv6 exchange took), then the kernel
+/// and the installer; the installer takes its SLAAC address, fetches its
+/// kickstart over IPv6 and reports. The next boot reaches the disk through
+/// the same chain. GRUB reads its TFTP server only from the office's
+/// DHCPv6 reply, as Debian's GRUB does on IPv4: the office names the shim
+/// on Kickstand as the boot file URL (`next-server`).
+#[test]
+#[ignore = "peer: needs root, netns, qemu, ovmf, radvd, shim-signed, grub-efi-amd64-signed; run by tests/run"]
+fn ipv6_only_uefi_installs_through_grub_then_boots_its_disk() {
+    let bed = Bed::up_with(
+        &[(V6_MAC, "v6node")],
+        &Site {
+            ipv6: true,
+            ..Site::default()
+        },
+    );
+    bed.host(V6_MAC, &["next-server"], None, None);
+    let opts = VmOpts {
+        no_pxe4: true,
+        ..VmOpts::default()
+    };
+    let run = bed.boot_with(Firmware::Uefi, V6_MAC, "uefi-v6", GAVE_UP, opts);
+    assert!(
+        run.powered_off(),
+        "the VM did not power off after installing: {:?}",
+        run.end
+    );
+    for marker in [
+        "Start PXE over IPv6",
+        "KS-STANDIN: SLAAC address on",
+        "Kickstand: installing standin-9 on v6node",
+        &format!("KS-STANDIN: fetched kickstart for {V6_MAC}"),
+        &format!("KS-STANDIN: reported installed for {V6_MAC}"),
+    ] {
+        assert!(
+            run.serial.contains(marker),
+            "serial console lacks `{marker}`"
+        );
+    }
+    let log = bed.daemon_log();
+    assert!(
+        log_has(&log, &["dhcpv6: answered", V6_MAC]),
+        "Kickstand did not answer the firmware's DHCPv6"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("dhcp: reply")),
+        "an IPv6-only appliance answered DHCPv4"
+    );
+    // Every boot file went over TFTP to an IPv6 address.
+    let host_cfg = format!("grub.cfg-01-{}", V6_MAC.replace(':', "-"));
+    for file in [
+        os_file("EFI/BOOT/BOOTX64.EFI"),
+        os_file("EFI/BOOT/grubx64.efi"),
+        host_cfg,
+        os_file("images/pxeboot/vmlinuz"),
+        os_file("images/pxeboot/initrd.img"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("kickstand_tftp")
+                && l.contains(&format!("{file}\""))
+                && l.contains(" sent ")
+                && l.contains("peer=[fd77::")),
+            "no whole TFTP transfer of {file} to an IPv6 address"
+        );
+    }
+    // GRUB got the token at the firmware's leased address; the installer
+    // used it from its own SLAAC (EUI-64) address.
+    let timeline = bed.json(&format!("/api/hosts/{V6_MAC}/timeline"));
+    let events = timeline["events"].as_array().expect("events");
+    let from = |kind: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .filter_map(|e| e["detail"]["ip"].as_str())
+            .map(str::to_owned)
+            .collect()
+    };
+    let leased = |ip: &str| {
+        ip.parse::<std::net::Ipv6Addr>().is_ok_and(|a| {
+            a.segments()[..7] == [0xfd77, 0, 0, 0, 0, 0, 0]
+                && (0x100..=0x1ff).contains(&a.segments()[7])
+        })
+    };
+    let script = from("boot-script");
+    assert!(
+        !script.is_empty() && script.iter().all(|ip| leased(ip)),
+        "GRUB's config went to the office's DHCPv6 lease: {timeline}"
+    );
+    let slaac = "fd77::5054:ff:fe12:3618";
+    assert_eq!(from("kickstart-fetch"), [slaac], "{timeline}");
+    let callbacks = from("callback");
+    assert!(
+        callbacks.len() >= 2 && callbacks.iter().all(|ip| ip == slaac),
+        "the callbacks came from the installer's address: {timeline}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "token-withheld" || e["kind"] == "token-rejected"),
+        "a token was withheld or refused: {timeline}"
+    );
+    assert_eq!(bed.phase(V6_MAC), "installed");
+    if let Some(at) = run.kickstart_at {
+        eprintln!(
+            "netboot: IPv6 (PXEv6 → shim → GRUB): power-on → kickstart {:.1} s",
+            at.as_secs_f64()
+        );
+    }
+
+    // Installed: the same chain, and GRUB's local-disk config.
+    let before = bed.daemon_log().len();
+    let run = bed.boot_with(
+        Firmware::Uefi,
+        V6_MAC,
+        "uefi-v6-disk",
+        DISK_OR_STUCK,
+        VmOpts {
+            disk: Some(Disk::Uefi),
+            no_pxe4: true,
+            ..VmOpts::default()
+        },
+    );
+    assert!(
+        run.serial
+            .contains(&format!("{DISK_MARKER} (efi, (hd0,gpt1)/EFI/debian)")),
+        "the installed host did not reach its disk's own loader: {:?}",
+        run.end
+    );
+    assert!(
+        run.serial
+            .contains("Kickstand: v6node is installed; booting from its local disk"),
+        "the disk was not reached through Kickstand's local-disk GRUB config"
+    );
+    assert!(
+        !run.serial.contains("KS-STANDIN"),
+        "the installer started again"
+    );
+    assert!(
+        tftp_sent_by_kickstand(
+            &bed.daemon_log()[before..],
+            &format!("grub.cfg-01-{}", V6_MAC.replace(':', "-"))
+        ),
+        "GRUB did not read its config from Kickstand"
+    );
+}
+
 /// ARM64 (AAVMF, client architecture 11): an `arch: aarch64` host with the
 /// default `auto` loader is offered the arm64 tree's shim over TFTP from
 /// the repo cache, the shim loads grubaa64.efi beside it, and GRUB reads
@@ -2094,7 +2268,13 @@ const AARCH64_MAC: &str = "52:54:00:12:35:08";
 #[test]
 #[ignore = "peer: needs root, netns, qemu-system-arm, qemu-efi-aarch64, apt for Debian's arm64 loaders; run by tests/run"]
 fn bed_selfcheck_aarch64_pxe_loads_shim_grub_and_config() {
-    let bed = Bed::bring_up_with(BedMode::Standin, true, None);
+    let bed = Bed::bring_up_with(
+        BedMode::Standin,
+        &Site {
+            aarch64: true,
+            ..Site::default()
+        },
+    );
     bed.host(AARCH64_MAC, &["next-server"], None, None);
     const CONFIG_READ: &str = "KS-GRUB: no host config, nothing to install on arm64";
     let stop: Vec<&'static str> = std::iter::once(CONFIG_READ)
