@@ -123,7 +123,8 @@ fn hosts_lists_every_profile() {
 /// Every kickstart rendered for every sample host is valid RHEL 9 syntax
 /// according to pykickstart's own validator: as the samples are (a VLAN on
 /// a static and on a DHCP network line among them), and on an IPv6-only
-/// appliance (no IPv4 for the installed systems either).
+/// appliance (no IPv4 for the installed systems either; there the static
+/// host has a fixed IPv6 address).
 #[test]
 #[ignore = "peer: needs ksvalidator (pip install pykickstart); run by .ci/run"]
 fn every_sample_kickstart_passes_ksvalidator() {
@@ -141,6 +142,17 @@ fn every_sample_kickstart_passes_ksvalidator() {
     );
     assert_ne!(edited, text, "the samples name their address");
     std::fs::write(&ipv6_only, edited).expect("write");
+    // There the static host has a fixed IPv6 address.
+    let rack = dir.path().join("v6/profiles/hosts/rack1.yaml");
+    let text = std::fs::read_to_string(&rack).expect("read rack1.yaml");
+    let edited = text.replacen(
+        "      address: 10.77.0.12/24\n      gateway: 10.77.0.1\n      dns: [10.77.0.1]\n",
+        "      address: \"fd00::12/64\"\n      gateway: \"fe80::1\"\n      dns: [\"fd00::53\"]\n",
+        1,
+    );
+    assert_ne!(edited, text, "the samples have a static host");
+    std::fs::write(&rack, edited).expect("write");
+    let mut ipv6_static = 0;
     let mut tagged = std::collections::BTreeSet::new();
     for config in [&samples, &ipv6_only] {
         let snapshot = load(config).expect("samples load");
@@ -152,9 +164,13 @@ fn every_sample_kickstart_passes_ksvalidator() {
             assert!(ok, "{stderr}");
             if config == &ipv6_only {
                 assert!(ks.contains("url --url=http://[fd00::5]:8080/repo/"), "{ks}");
-                // A host with a static IPv4 address keeps it.
-                let dhcp = ks.contains("network --bootproto=dhcp");
-                assert_eq!(dhcp, ks.contains(" --noipv4 --ipv6=auto "), "{ks}");
+                // No IPv4 on the installed systems: each takes IPv6 by
+                // SLAAC/DHCPv6 or has its fixed address.
+                let network = ks
+                    .lines()
+                    .find(|l| l.starts_with("network "))
+                    .expect("a network line");
+                assert!(network.contains(" --noipv4 --ipv6="), "{ks}");
             }
             let file = dir
                 .path()
@@ -171,6 +187,15 @@ fn every_sample_kickstart_passes_ksvalidator() {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
+            ipv6_static += ks
+                .lines()
+                .filter(|l| {
+                    l.starts_with("network ")
+                        && l.contains(
+                            " --ipv6=fd00::12/64 --ipv6gateway=fe80::1 --nameserver=fd00::53 ",
+                        )
+                })
+                .count();
             for line in ks.lines().filter(|l| l.contains(" --vlanid=")) {
                 let proto = line.split(' ').find(|w| w.starts_with("--bootproto="));
                 tagged.extend(proto.map(str::to_owned));
@@ -181,6 +206,7 @@ fn every_sample_kickstart_passes_ksvalidator() {
         tagged.into_iter().collect::<Vec<_>>(),
         ["--bootproto=dhcp", "--bootproto=static"]
     );
+    assert_eq!(ipv6_static, 1, "one kickstart with a fixed IPv6 address");
 }
 
 /// An edit that breaks a profile file leaves the daemon serving its last

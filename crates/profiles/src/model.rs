@@ -690,13 +690,20 @@ impl std::str::FromStr for VlanId {
     }
 }
 
+/// An installed system's fixed address, of either family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StaticIp {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix_len: u8,
-    pub netmask: Ipv4Addr,
-    pub gateway: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
+    /// `ipv4` or `ipv6`: which kickstart options carry it.
+    pub family: &'static str,
+    /// The netmask of `prefix_len` (IPv4 only), as `--netmask` takes it.
+    pub netmask: Option<Ipv4Addr>,
+    /// Of the address's family (an IPv6 one may be link-local, as routers'
+    /// often are).
+    pub gateway: Option<IpAddr>,
+    /// Name servers of either family.
+    pub dns: Vec<IpAddr>,
 }
 
 /// The netmask of a prefix length, for every place that needs one (static

@@ -1065,6 +1065,68 @@ fn a_vlan_is_merged_apart_from_the_address() {
     assert_eq!(host("52:54:00:99:00:03"), (None, None));
 }
 
+/// An installed system's fixed address is IPv4 or IPv6 (a gateway of its
+/// family, which for IPv6 may be link-local; name servers of either).
+#[test]
+fn a_static_address_is_of_either_family() {
+    let copy = Copy::new();
+    copy.write(
+        "profiles/hosts/static.yaml",
+        "hosts:\n  \"52:54:00:99:00:01\":\n    hostname: six01\n    network:\n      address: fd00:10::11/64\n      gateway: fe80::1\n      dns: [\"fd00:10::53\", 10.0.0.53]\n  \"52:54:00:99:00:02\":\n    hostname: four02\n    network: { address: 10.0.0.12/24, gateway: 10.0.0.1 }\n",
+    );
+    let snap = load(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    let static_ip = |mac: &str| {
+        let host = snap.host(&mac.parse::<Mac>().expect("mac")).expect("host");
+        host.network.static_ip.clone().expect("a static address")
+    };
+    let six = static_ip("52:54:00:99:00:01");
+    assert_eq!(
+        (
+            six.family,
+            six.address.to_string(),
+            six.prefix_len,
+            six.netmask
+        ),
+        ("ipv6", "fd00:10::11".to_owned(), 64, None)
+    );
+    assert_eq!(
+        six.gateway.map(|g| g.to_string()).as_deref(),
+        Some("fe80::1")
+    );
+    assert_eq!(six.dns.len(), 2);
+    let four = static_ip("52:54:00:99:00:02");
+    assert_eq!(
+        (four.family, four.netmask.map(|m| m.to_string())),
+        ("ipv4", Some("255.255.255.0".to_owned()))
+    );
+}
+
+/// A fixed address a host cannot have, or a gateway of the other family,
+/// is located.
+#[test]
+fn a_wrong_static_address_is_located() {
+    for (address, gateway, says) in [
+        ("fd00:10::11", "fd00:10::1", "is not an address with prefix"),
+        (
+            "fd00:10::11/129",
+            "fd00:10::1",
+            "is not an address with prefix",
+        ),
+        ("fe80::11/64", "fe80::1", "is not an address with prefix"),
+        ("ff02::1/64", "fe80::1", "is not an address with prefix"),
+        ("10.0.0.11/33", "10.0.0.1", "is not an address with prefix"),
+        ("fd00:10::11/64", "10.0.0.1", "is not an IPv6 address"),
+        ("10.0.0.11/24", "fd00:10::1", "is not an IPv4 address"),
+    ] {
+        let copy = Copy::new();
+        let file = copy.write(
+            "profiles/hosts/static.yaml",
+            &format!("hosts:\n  \"52:54:00:99:00:01\":\n    hostname: six01\n    network:\n      address: \"{address}\"\n      gateway: \"{gateway}\"\n"),
+        );
+        assert_one_at(&copy.load_err(), &file, 5, says);
+    }
+}
+
 /// A VLAN ID is 1 to 4094, written as digits; anything else is located.
 #[test]
 fn a_wrong_vlan_is_located() {

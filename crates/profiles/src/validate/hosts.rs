@@ -2,6 +2,7 @@
 //! host), each host checked.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_saphyr::Location;
@@ -650,25 +651,26 @@ impl Cx {
                 vlan: None,
             });
         };
-        let parsed = address.split_once('/').and_then(|(a, p)| {
-            Some((
-                parse::ipv4(a).ok()?,
-                p.parse::<u8>().ok().filter(|p| (1..=32).contains(p))?,
-            ))
-        });
-        let Some((addr, prefix_len)) = parsed else {
-            self.err(file, at, format!("host {mac}: network address `{address}` is not an IPv4 address with prefix like 10.0.0.11/24"));
+        let Some((addr, prefix_len)) = static_address(&address) else {
+            self.err(file, at, format!("host {mac}: network address `{address}` is not an address with prefix like 10.0.0.11/24 or fd00:10::11/64 (global or unique-local, not link-local or multicast)"));
             return None;
         };
         let gateway = match gateway {
             None => None,
-            Some(g) => match parse::ipv4(&g).ok() {
-                Some(g) => Some(g),
-                None => {
+            Some(g) => match g.parse::<IpAddr>() {
+                Ok(g)
+                    if g.is_ipv4() == addr.is_ipv4()
+                        && !g.is_unspecified()
+                        && !g.is_multicast() =>
+                {
+                    Some(g)
+                }
+                _ => {
+                    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
                     self.err(
                         file,
                         at,
-                        format!("host {mac}: network gateway `{g}` is not an IPv4 address"),
+                        format!("host {mac}: network gateway `{g}` is not an {family} address (the family of `{address}`)"),
                     );
                     return None;
                 }
@@ -676,31 +678,56 @@ impl Cx {
         };
         let mut servers = Vec::new();
         for d in dns {
-            match parse::ipv4(&d).ok() {
-                Some(d) => servers.push(d),
-                None => {
+            match d.parse::<IpAddr>() {
+                Ok(d) => servers.push(d),
+                Err(_) => {
                     self.err(
                         file,
                         at,
-                        format!("host {mac}: dns server `{d}` is not an IPv4 address"),
+                        format!("host {mac}: dns server `{d}` is not an IP address"),
                     );
                     return None;
                 }
             }
         }
-        let netmask = netmask(prefix_len);
         Some(Network {
             device,
             static_ip: Some(StaticIp {
                 address: addr,
                 prefix_len,
-                netmask,
+                family: if addr.is_ipv4() { "ipv4" } else { "ipv6" },
+                netmask: match addr {
+                    IpAddr::V4(_) => Some(netmask(prefix_len)),
+                    IpAddr::V6(_) => None,
+                },
                 gateway,
                 dns: servers,
             }),
             vlan: None,
         })
     }
+}
+
+/// `10.0.0.11/24` or `fd00:10::11/64`: an address a host can be given,
+/// with its prefix length.
+fn static_address(text: &str) -> Option<(IpAddr, u8)> {
+    let (address, prefix) = text.split_once('/')?;
+    let address: IpAddr = address.parse().ok()?;
+    let most = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = Some(prefix)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse::<u8>().ok())
+        .filter(|p| (1..=most).contains(p))?;
+    let usable = match address {
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => {
+            !a.is_unspecified()
+                && !a.is_multicast()
+                && !a.is_loopback()
+                && !a.is_unicast_link_local()
+        }
+    };
+    usable.then_some((address, prefix))
 }
 
 #[derive(Clone, Copy)]
