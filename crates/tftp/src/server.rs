@@ -176,7 +176,7 @@ pub async fn serve_with(
             .map(|r| String::from_utf8_lossy(&r.filename).into_owned());
         let span = info_span!("tftp", %peer, file = file.as_deref().unwrap_or_default());
         let job = Job {
-            local_ip: destination.unwrap_or(listening_ip),
+            local_ip: destination.filter(bindable).unwrap_or(listening_ip),
             peer,
             source: source.clone(),
             cache: cache.clone(),
@@ -428,6 +428,17 @@ fn receive(
         _ => None,
     });
     Ok((message.bytes, peer, destination))
+}
+
+/// Whether a transfer socket can be bound to `ip` with no more than the
+/// address: a link-local one would need its interface (the wildcard then
+/// answers from the right one, there being one per link), a multicast one
+/// is no source.
+fn bindable(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => !v6.is_multicast() && !v6.is_unicast_link_local(),
+    }
 }
 
 fn bind_transfer_socket(local_ip: IpAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
