@@ -292,7 +292,7 @@ impl Booting {
     /// Notes the address `mac`'s own DHCP exchange on `network` gave it.
     /// A second address in one build holds the host: an alarm for the
     /// operator. Its installer's on its install VLAN is not a second one.
-    fn claimed(&self, mac: Mac, ip: IpAddr, network: Network) {
+    pub(crate) fn claimed(&self, mac: Mac, ip: IpAddr, network: Network) {
         match self.store.claim(mac, ip, network, SystemTime::now()) {
             Claimed::Conflict { first, second } => {
                 Metrics::named(&self.metrics.tokens_withheld, "conflict");
@@ -303,7 +303,7 @@ impl Booting {
             Claimed::Moved { from, to } => {
                 info!(%mac, %from, %to, "the installer took its address on the host's boot_vlan: its build token goes there now");
             }
-            Claimed::First | Claimed::Again | Claimed::NotBuilding => {}
+            Claimed::First | Claimed::Again | Claimed::Added(_) | Claimed::NotBuilding => {}
         }
     }
 

@@ -3,7 +3,7 @@
 //! host states in memory, the same boot policy as ProxyDHCP's — and where
 //! its decisions go: metrics, the log, the machines' timelines.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -11,7 +11,7 @@ use kickstand_dhcp::v6;
 use kickstand_dhcp::{Boot as _, HostLookup, HostStatus};
 use kickstand_profiles::Mac;
 use kickstand_profiles::model::Appliance;
-use kickstand_state::{EventKind, Transition};
+use kickstand_state::{EventKind, Network, Transition};
 use serde_json::json;
 use tracing::info;
 
@@ -102,7 +102,7 @@ impl v6::BootView for View6<'_> {
         self.packets.generation().snapshot().host(&mac).is_some()
     }
 
-    fn decided(&self, mac: Option<Mac>, from: SocketAddrV6, action: &v6::Action) {
+    fn decided(&self, mac: Option<Mac>, seen: &v6::Seen<'_>, action: &v6::Action) {
         let booting = self.booting;
         booting.metrics.dhcp.observe_v6(action);
         let Some(mac) = mac else { return };
@@ -110,7 +110,15 @@ impl v6::BootView for View6<'_> {
         if generation.snapshot().host(&mac).is_none() {
             return;
         }
-        let store = &booting.store;
+        // Its firmware, loader or installer took the office server's
+        // lease: an address its build token may go to. One socket hears
+        // every interface, so which network is not known; none is needed,
+        // as an IPv6 claim is a set that the install VLAN's address joins
+        // like any other.
+        for address in seen.leased {
+            booting.claimed(mac, IpAddr::V6(*address), Network::Boot);
+        }
+        let (store, from) = (&booting.store, seen.from);
         match action {
             v6::Action::Respond(reply) => {
                 hosts::transition(store, mac, Transition::SeenByDhcp, None);

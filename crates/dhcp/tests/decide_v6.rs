@@ -7,7 +7,9 @@ mod common;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use common::fixture;
-use common::v6::{edit, message, option, options, relay_forward, remove, set, vendor_class};
+use common::v6::{
+    edit, ia_na, iaaddr, message, option, options, relay_forward, remove, set, vendor_class,
+};
 use dhcproto::v6::{Decodable, Decoder, Message, MessageType};
 use kickstand_dhcp::v6::{
     self, Action, Clients, Context, MAX_RELAY_DEPTH, Malformed, Port, Reason, Source,
@@ -500,4 +502,96 @@ fn the_context_of_the_shipped_config_is_its_dhcp_settings_on_the_ipv6_address() 
     assert_eq!(ctx.urls.base(), "http://[fd77::1]:8080");
     assert_eq!(ctx.loaders.uefi_x64, "ipxe.efi");
     assert_eq!(ctx.server_id, duid_ll(SERVER_MAC));
+}
+
+/// The office server's DUID-LL.
+const OFFICE_ID: [u8; 10] = [0, 3, 0, 1, 2, 0, 0, 0, 0, 2];
+
+/// OVMF taking the office server's Advertise: its Solicit turned into a
+/// Request (type 3) naming that server, with `ia` as its IA_NA.
+fn request_to_office(ia: &[u8]) -> Vec<u8> {
+    edit(&solicit(), 3, |o| {
+        set(o, 2, &OFFICE_ID);
+        set(o, 3, ia);
+    })
+}
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+/// The addresses a client takes from the office server are read from its
+/// own messages, as DHCPv4's option 50 is: a Request to that server (not
+/// answered), a Renew, a Rebind, a Confirm; IA_NA and IA_TA alike.
+#[test]
+fn leased_addresses_are_read_from_what_the_client_sends_the_office_server() {
+    let request = request_to_office(&ia_na(1, &[OVMF_LEASED]));
+    let at = from_client();
+    assert_eq!(ignored(&request, at), Reason::ForOtherServer);
+    assert_eq!(v6::leased(&request, &ctx()), [OVMF_LEASED]);
+    assert_eq!(v6::MAX_LEASED, 4);
+    for kind in [5, 6, 4] {
+        let m = edit(&request, kind, |_| {});
+        assert_eq!(v6::leased(&m, &ctx()), [OVMF_LEASED], "type {kind}");
+    }
+    // An IA_TA (IAID alone before its options), a second IA_NA, and
+    // relayed: every address, once, in order.
+    let ta = [&[0, 0, 0, 9][..], &iaaddr(v6("fd77::2e2"))].concat();
+    let two = edit(&request, 3, |o| {
+        o.push((3, ia_na(2, &[v6("fd77::3e2"), OVMF_LEASED])));
+        o.push((4, ta));
+    });
+    let relayed = relay_forward(0, APPLIANCE, OVMF_LINK_LOCAL, &[], &two);
+    for m in [&two, &relayed] {
+        assert_eq!(
+            v6::leased(m, &ctx()),
+            [OVMF_LEASED, v6("fd77::3e2"), v6("fd77::2e2")]
+        );
+    }
+    // At most four; no link-local, multicast or unspecified address.
+    let many: Vec<Ipv6Addr> = (1..=9)
+        .map(|n| Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n))
+        .collect();
+    let many = request_to_office(&ia_na(1, &many));
+    assert_eq!(v6::leased(&many, &ctx()).len(), 4);
+    let odd = request_to_office(&ia_na(
+        1,
+        &[
+            OVMF_LINK_LOCAL,
+            Ipv6Addr::UNSPECIFIED,
+            v6("ff02::1:2"),
+            Ipv6Addr::LOCALHOST,
+        ],
+    ));
+    assert!(v6::leased(&odd, &ctx()).is_empty());
+}
+
+/// What names no lease of another server gives no address: a Solicit's
+/// hints, a Release or Decline, a Request to this server (it leases no
+/// IPv6 address), and IAs that are not well formed.
+#[test]
+fn hints_releases_requests_to_us_and_malformed_ias_give_no_address() {
+    let ia = ia_na(1, &[OVMF_LEASED]);
+    let request = request_to_office(&ia);
+    let hint = edit(&solicit(), 1, |o| set(o, 3, &ia));
+    let release = edit(&request, 8, |_| {});
+    let decline = edit(&request, 9, |_| {});
+    let to_us = edit(&request, 3, |o| set(o, 2, &duid_ll(SERVER_MAC)));
+    let mut cut = ia.clone();
+    cut.truncate(ia.len() - 1);
+    let inner_too_long = {
+        let mut ia = ia.clone();
+        ia[15] = 200;
+        ia
+    };
+    let short_iaaddr = [&ia[..12], &[0, 5, 0, 8], &[0xfd, 0x77, 0, 0, 0, 0, 0, 0]].concat();
+    let header_only = ia[..8].to_vec();
+    let mut cases = vec![hint, release, decline, to_us];
+    for bad in [cut, inner_too_long, short_iaaddr, header_only] {
+        cases.push(request_to_office(&bad));
+    }
+    cases.push(request[..request.len() - 3].to_vec());
+    for (i, m) in cases.iter().enumerate() {
+        assert!(v6::leased(m, &ctx()).is_empty(), "case {i}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The DHCPv6 driver with a real client on loopback: EDK2's port-4011
 //! Request and a relayed Solicit answered to their sender, strangers and
-//! garbage not, profiled machines first, shutdown.
+//! garbage not, profiled machines first, the addresses a client takes from
+//! another server reported with its MAC, shutdown.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
 
 mod common;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::fixture;
-use common::v6::{edit, option, relay_forward, set};
+use common::v6::{edit, ia_na, option, relay_forward, set};
 use kickstand_dhcp::v6::{self, Context, Join, Sockets, View};
 use kickstand_dhcp::{HostBoot, HostLookup, HostStatus, Mac};
 use tokio::net::UdpSocket;
@@ -288,4 +289,101 @@ async fn a_boot_client_without_a_known_mac_is_logged_once() {
         said[0].contains("INFO") && said[0].contains("DUID (type 4)"),
         "{text}"
     );
+}
+
+/// What the driver reported of each datagram: the client's MAC and the
+/// addresses another server leased it.
+#[derive(Clone)]
+struct Recording(
+    View,
+    Arc<std::sync::Mutex<Vec<(Option<Mac>, Vec<Ipv6Addr>)>>>,
+);
+
+impl HostLookup for Recording {
+    fn lookup(&self, mac: Mac) -> HostStatus {
+        self.0.hosts.lookup(mac)
+    }
+}
+
+impl v6::BootView for Recording {
+    fn context(&self) -> &Context {
+        &self.0.context
+    }
+
+    fn profiled(&self, _: Mac) -> bool {
+        true
+    }
+
+    fn decided(&self, mac: Option<Mac>, seen: &v6::Seen<'_>, _: &v6::Action) {
+        self.1.lock().unwrap().push((mac, seen.leased.to_vec()));
+    }
+}
+
+impl v6::Boot for Recording {
+    type View<'a> = Recording;
+
+    fn view(&self) -> Recording {
+        self.clone()
+    }
+}
+
+/// A Request to the office server is not answered, but its addresses and
+/// the MAC of its DUID reach the view; a client whose MAC cannot be known
+/// is reported without one, and garbage with nothing.
+#[tokio::test]
+async fn a_request_to_another_server_reports_its_addresses_and_mac() {
+    let server = v6::bind_dhcpv6_socket(0, Join::Nowhere).unwrap();
+    let server_addr = local(&server);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let view = View {
+        context: context(),
+        hosts: Arc::new(|_: Mac| HostStatus::Netboot(HostBoot::ipxe())),
+    };
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(v6::serve(
+        Sockets {
+            server,
+            boot_server: None,
+        },
+        Arc::new(Recording(view, seen.clone())),
+        shutdown.clone(),
+    ));
+    let client = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+    let leased: [Ipv6Addr; 2] = ["fd77::1e2".parse().unwrap(), "fd77::1e3".parse().unwrap()];
+    // OVMF's Solicit turned into its Request to the office server.
+    let office = [0, 3, 0, 1, 2, 0, 0, 0, 0, 2];
+    let request = edit(&fixture("ovmf-pxe-solicit"), 3, |o| {
+        set(o, 2, &office);
+        set(o, 3, &ia_na(1, &leased));
+    });
+    let uuid = option(&fixture("ovmf-pxe-solicit-uuid"), 1).unwrap();
+    let anonymous = edit(&request, 5, |o| set(o, 1, &uuid));
+    for datagram in [&request, &anonymous, &vec![3, 0, 0]] {
+        client.send_to(datagram, server_addr).await.unwrap();
+    }
+    // Read before this one or with it: once it is answered and the
+    // driver has finished its batch and stopped, all were decided
+    // (profiled machines first, so not in arrival order).
+    let relayed = relay_forward(
+        0,
+        APPLIANCE,
+        Ipv6Addr::LOCALHOST,
+        &[],
+        &fixture("ovmf-pxe-solicit"),
+    );
+    client.send_to(&relayed, server_addr).await.unwrap();
+    assert_eq!(reply_to(&client).await[0], 13);
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+    let ovmf = Mac([0x52, 0x54, 0x00, 0x00, 0x06, 0x02]);
+    let seen = seen.lock().unwrap().clone();
+    for want in [
+        (Some(ovmf), leased.to_vec()),
+        (None, leased.to_vec()),
+        (None, Vec::new()),
+        (Some(ovmf), Vec::new()),
+    ] {
+        assert!(seen.contains(&want), "{want:?} in {seen:?}");
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
 }

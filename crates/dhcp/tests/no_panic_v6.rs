@@ -1,6 +1,7 @@
-//! No datagram makes the DHCPv6 decision panic, and none gets an answer it
-//! is not due: truncations, bit flips, option soup, relay chains and noise
-//! over OVMF's captured messages, on both ports.
+//! No datagram makes the DHCPv6 decision (or the reading of the addresses
+//! a client was leased) panic, and none gets an answer it is not due:
+//! truncations, bit flips, option soup, relay chains and noise over OVMF's
+//! captured messages, on both ports.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the error
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::net::{Ipv6Addr, SocketAddrV6};
 
 use common::fixture;
-use common::v6::relay_forward;
+use common::v6::{edit, ia_na, relay_forward, set};
 use kickstand_dhcp::v6::{self, Action, Clients, Context, Port, Source};
 use kickstand_dhcp::{HostBoot, HostStatus, Mac};
 
@@ -74,6 +75,14 @@ fn feed(datagram: &[u8]) -> usize {
     let mut answered = 0;
     // The server's DUID-LL is the one the captured 4011 Request names.
     let ctx = Context::new(APPLIANCE, 8080, Mac([0xde, 0x16, 0xa7, 0xba, 0x23, 0x57]));
+    let leased = v6::leased(datagram, &ctx);
+    assert!(leased.len() <= v6::MAX_LEASED, "{leased:?}");
+    assert!(
+        leased
+            .iter()
+            .all(|a| !a.is_unicast_link_local() && !a.is_multicast() && !a.is_unspecified()),
+        "{leased:?}"
+    );
     for (ip, port, on) in [
         (OVMF_LINK_LOCAL, 546, Port::Server),
         (APPLIANCE, 547, Port::Server),
@@ -139,12 +148,47 @@ fn random_mutations_of_fixtures_plain_and_relayed() {
     assert!(answered > 1000, "{answered} answered");
 }
 
+/// OVMF's Request to the office server, three addresses in two IA_NAs:
+/// every bit flip and cut of it, plain and relayed.
+#[test]
+fn random_mutations_of_a_request_with_addresses() {
+    let address = |n| Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n);
+    let request = edit(&fixture("ovmf-pxe-solicit"), 3, |o| {
+        set(o, 2, &[0, 3, 0, 1, 2, 0, 0, 0, 0, 2]);
+        set(o, 3, &ia_na(1, &[address(0x1e2), address(0x1e3)]));
+        o.push((3, ia_na(2, &[address(0x1e4)])));
+    });
+    let ctx = Context::new(APPLIANCE, 8080, OVMF_MAC);
+    assert_eq!(v6::leased(&request, &ctx).len(), 3);
+    let mut rng = Rng(0x5EED);
+    let mut reported = 0;
+    for len in 0..=request.len() {
+        let _ = feed(&request[..len]);
+    }
+    for _ in 0..20_000 {
+        let mut m = request.clone();
+        for _ in 0..=rng.below(4) {
+            let i = rng.below(m.len());
+            m[i] = rng.next() as u8;
+        }
+        if rng.below(4) == 0 {
+            m = relay_forward(0, APPLIANCE, OVMF_LINK_LOCAL, &[], &m);
+        }
+        let _ = feed(&m);
+        reported += usize::from(!v6::leased(&m, &ctx).is_empty());
+    }
+    assert!(
+        reported > 1000,
+        "{reported} mutations still report addresses"
+    );
+}
+
 #[test]
 fn random_option_soup() {
     let mut rng = Rng(42);
-    let codes = [1u16, 2, 3, 9, 15, 16, 18, 25, 59, 61, 79];
+    let codes = [1u16, 2, 3, 4, 5, 9, 15, 16, 18, 25, 59, 61, 79];
     for _ in 0..20_000 {
-        let mut m = vec![[1, 3, 11, 12][rng.below(4)], 0, 0, 1];
+        let mut m = vec![[1, 3, 4, 5, 6, 11, 12][rng.below(7)], 0, 0, 1];
         if m[0] == 12 {
             m.extend((0..33).map(|_| rng.next() as u8));
         }

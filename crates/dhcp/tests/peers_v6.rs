@@ -361,7 +361,8 @@ impl v6::BootView for Printing {
         true
     }
 
-    fn decided(&self, _: Option<Mac>, from: std::net::SocketAddrV6, action: &v6::Action) {
+    fn decided(&self, _: Option<Mac>, seen: &v6::Seen<'_>, action: &v6::Action) {
+        let from = seen.from;
         match action {
             v6::Action::Respond(r) => println!("REPLY {} {} {from}", r.mac, r.boot_file_url),
             v6::Action::Ignore(reason) => println!("IGNORE {} {from}", reason.name()),

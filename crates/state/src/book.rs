@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use kickstand_profiles::Mac;
 
-use crate::claim::{Claimed, Claims, Network};
+use crate::claim::{Binding, Claimed, Claims, Network, Withheld};
 use crate::event::{Class, Event, EventKind};
 use crate::host::{Effects, Host, Outcome};
 use crate::op::{self, HostOp};
@@ -33,7 +33,7 @@ pub(crate) struct Book {
     by_token: HashMap<String, Mac>,
     /// The last completed install of each OS.
     pub(crate) installs: HashMap<String, InstallSize>,
-    /// The address each host's DHCP exchange gave it in the build under way.
+    /// The addresses each host's DHCP exchanges gave it in the build under way.
     claims: Claims,
     /// Gives events made here an order until the database numbers them.
     next_id: i64,
@@ -102,18 +102,24 @@ impl Book {
         mac: Mac,
         ip: IpAddr,
         network: Network,
+        binding: Binding,
         now: SystemTime,
     ) -> Claimed {
         let host = self.entries.get(&mac).and_then(|e| e.host.as_ref());
-        self.claims.note(mac, host, ip, network, now)
+        self.claims.note(mac, host, ip, network, binding, now)
     }
 
-    /// The address `mac` may be handed its token at, and whether it is in
-    /// build mode (no record: new, so it is).
-    pub(crate) fn claimed(&self, mac: Mac, now: SystemTime) -> (Option<IpAddr>, bool) {
+    /// Whether `peer` may be handed `mac`'s token ([`Claims::admits`]),
+    /// and whether it is in build mode (no record: new, so it is).
+    pub(crate) fn admits(
+        &self,
+        mac: Mac,
+        peer: IpAddr,
+        now: SystemTime,
+    ) -> (Result<(), Withheld>, bool) {
         let host = self.host(mac);
         (
-            self.claims.address(mac, host, now),
+            self.claims.admits(mac, host, peer, now),
             host.is_none_or(|h| h.phase.is_build_mode()),
         )
     }

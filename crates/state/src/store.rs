@@ -446,9 +446,22 @@ impl StateStore {
     /// address of a build becomes the host's address (requests from there
     /// are put down to it); a second one holds the host: its token is
     /// revoked, it fails with "two addresses claim …", and only an
-    /// operator's rearm starts a new build.
+    /// operator's rearm starts a new build. Over IPv6 the build's addresses
+    /// are a set, and only one past [`crate::claim::MAX_V6_ADDRESSES`]
+    /// holds it (see [`crate::claim`]).
     pub fn claim(&self, mac: Mac, ip: IpAddr, network: Network, now: SystemTime) -> Claimed {
-        let claimed = lock(&self.inner.book).claim(mac, ip, network, now);
+        self.note_claim(mac, ip, network, Binding::Dhcp, now)
+    }
+
+    fn note_claim(
+        &self,
+        mac: Mac,
+        ip: IpAddr,
+        network: Network,
+        binding: Binding,
+        now: SystemTime,
+    ) -> Claimed {
+        let claimed = lock(&self.inner.book).claim(mac, ip, network, binding, now);
         match claimed {
             Claimed::First => {
                 self.change(mac, HostOp::Seen { ip }, now);
@@ -466,7 +479,7 @@ impl StateStore {
                     now,
                 );
             }
-            Claimed::Again | Claimed::NotBuilding => {}
+            Claimed::Again | Claimed::Added(_) | Claimed::NotBuilding => {}
         }
         claimed
     }
@@ -479,8 +492,10 @@ impl StateStore {
 
     /// The build token for a boot script or GRUB config that `peer` asked
     /// for `mac`: handed out only when `peer` is the address the host's own
-    /// exchange gave it (`binding` says how that is learnt), and then bound
-    /// to `peer`, so its kickstart and callbacks are taken from there only.
+    /// exchange gave it (`binding` says how that is learnt; over IPv6, one
+    /// of the build's set or the machine's SLAAC address under one), and
+    /// then bound to `peer` if it is the first, so its kickstart and
+    /// callbacks are taken from there (or, over IPv6, the set) only.
     /// `Ok(Err(why))` when it is withheld; `Ok(Ok(None))` when the host is
     /// not in build mode. Await the token before handing it out, as with
     /// [`StateStore::ensure_token`].
@@ -492,17 +507,16 @@ impl StateStore {
         now: SystemTime,
     ) -> Result<Result<Written<Option<BuildToken>>, Withheld>, StateError> {
         if binding == Binding::FirstFetch
-            && let Claimed::Conflict { first, second } = self.claim(mac, peer, Network::Boot, now)
+            && let Claimed::Conflict { first, second } =
+                self.note_claim(mac, peer, Network::Boot, binding, now)
         {
             return Ok(Err(Withheld::Conflict { first, second }));
         }
-        let (address, building) = lock(&self.inner.book).claimed(mac, now);
-        match address {
-            None if building => return Ok(Err(Withheld::NoExchange)),
-            Some(claimed) if claimed != peer => {
-                return Ok(Err(Withheld::OtherAddress { claimed }));
-            }
-            _ => {}
+        let (admitted, building) = lock(&self.inner.book).admits(mac, peer, now);
+        match admitted {
+            Err(Withheld::NoExchange) if !building => {}
+            Err(why) => return Ok(Err(why)),
+            Ok(()) => {}
         }
         let (token, minted) = self.token_now(mac, now)?;
         let Some(token) = token else {
@@ -521,8 +535,9 @@ impl StateStore {
 
     /// Checks the build token a request to `mac`'s kickstart or callbacks
     /// presented from `peer`. The first accepted use binds the token to
-    /// `peer`. Every refusal is a `token-rejected` event on `mac`'s
-    /// timeline (repeats folded).
+    /// `peer`; after that an IPv6 `peer` that the build's IPv6 claims admit
+    /// (its installer's own address) is accepted too. Every refusal is a
+    /// `token-rejected` event on `mac`'s timeline (repeats folded).
     pub fn check_token(
         &self,
         mac: Mac,
@@ -913,7 +928,14 @@ fn judge(
     };
     match h.token_ip {
         _ if !h.token_live(now) => (Err(TokenRejected::Expired), Then::Nothing),
-        Some(bound) if bound != peer => (Err(TokenRejected::WrongAddress { bound }), Then::Nothing),
+        // Over IPv6 the installer's own exchange gave it another address
+        // than the loader's the token was bound at; claims are in memory
+        // only, so after a restart the bound address alone stands.
+        Some(bound)
+            if bound != peer && (peer.is_ipv4() || book.admits(mac, peer, now).0.is_err()) =>
+        {
+            (Err(TokenRejected::WrongAddress { bound }), Then::Nothing)
+        }
         None => (Ok(()), Then::Bind(token.clone())),
         Some(_) if h.last_ip != Some(peer) => (Ok(()), Then::Seen),
         Some(_) => (Ok(()), Then::Nothing),

@@ -356,6 +356,47 @@ pub(crate) fn client_mac(
         .or_else(|| wire::eui64_mac(relay.map_or(*from.ip(), |r| r.peer)))
 }
 
+/// Addresses [`leased`] takes from one message: a client asks for one per
+/// IA, and has one IA or two.
+pub const MAX_LEASED: usize = 4;
+
+/// The addresses another server leased the client, as its own message
+/// names them: the IA Addresses inside the IA_NA and IA_TA options of a
+/// Request, Renew, Rebind or Confirm that does not name this server
+/// (Kickstand leases no IPv6 address), at most [`MAX_LEASED`]. The
+/// counterpart of a DHCPv4 REQUEST's option 50, for the build token
+/// (`kickstand_state::claim`). A Solicit's are wishes and a Release's or
+/// Decline's are given back: none; nor is a link-local, multicast or
+/// unspecified address anyone's lease. Read whatever the decision was:
+/// these messages come from any client, a boot client or not.
+pub fn leased(datagram: &[u8], ctx: &Context) -> Vec<Ipv6Addr> {
+    let Ok(received) = Received::parse(datagram) else {
+        return Vec::new();
+    };
+    let message = &received.message;
+    let taking = matches!(
+        message.kind,
+        msg::REQUEST | msg::RENEW | msg::REBIND | msg::CONFIRM
+    );
+    let ours = message.options.get(opt::SERVER_ID) == Some(ctx.server_id.as_slice());
+    if !taking || ours {
+        return Vec::new();
+    }
+    let no_lease = |a: &Ipv6Addr| {
+        a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_unicast_link_local()
+    };
+    let mut leased = Vec::new();
+    for address in wire::ia_addresses(&message.options) {
+        if leased.len() == MAX_LEASED {
+            break;
+        }
+        if !no_lease(&address) && !leased.contains(&address) {
+            leased.push(address);
+        }
+    }
+    leased
+}
+
 /// iPXE sends user class `iPXE` (option 15).
 fn is_ipxe(user_class: Option<&[u8]>) -> bool {
     user_class.is_some_and(|c| c.windows(4).any(|w| w == b"iPXE"))

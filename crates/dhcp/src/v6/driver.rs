@@ -41,11 +41,23 @@ pub trait BootView: HostLookup {
     /// Whether `mac` has a host profile: its datagrams are decided first.
     fn profiled(&self, mac: Mac) -> bool;
 
-    /// Every decision, once made: for the log, metrics and the machine's
-    /// timeline. `mac` is the client's when the datagram gave it.
-    fn decided(&self, mac: Option<Mac>, from: SocketAddrV6, action: &Action) {
-        let _ = (mac, from, action);
+    /// Every decision, once made: for the log, metrics, the machine's
+    /// timeline and its build token. `mac` is the client's when the
+    /// datagram gave it.
+    fn decided(&self, mac: Option<Mac>, seen: &Seen<'_>, action: &Action) {
+        let _ = (mac, seen, action);
     }
+}
+
+/// What the driver saw of a datagram besides the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Seen<'a> {
+    pub from: SocketAddrV6,
+    /// The addresses another server leased the client, as its Request,
+    /// Renew, Rebind or Confirm names them ([`decide::leased`]): where
+    /// the machine is, whose build token may go there.
+    pub leased: &'a [Ipv6Addr],
 }
 
 /// A fixed context and host lookup: for tests and tools. Every MAC its
@@ -273,7 +285,12 @@ impl<B: Boot> Worker<B> {
                 };
                 (action, mac)
             };
-            view.decided(mac, from, &action);
+            let leased = decide::leased(&datagram, view.context());
+            let seen = Seen {
+                from,
+                leased: &leased,
+            };
+            view.decided(mac, &seen, &action);
             match action {
                 Action::Ignore(reason @ Reason::UnknownLinkLayer { .. }) => {
                     self.unplaced_once(&datagram, from, &reason);

@@ -41,6 +41,11 @@
 //! Relayed Solicits (up to [`MAX_RELAY_DEPTH`] relays) are answered with
 //! Relay-replies through the same relays.
 //!
+//! The Requests, Renews, Rebinds and Confirms clients send the office
+//! server are not answered, but read: the addresses in their IA_NA and
+//! IA_TA ([`leased`]) go to the daemon with the client's MAC
+//! ([`Seen::leased`]), where the machine's build token may go.
+//!
 //! Layout: [`wire`](self) reads datagrams defensively, [`decide`] is the
 //! whole policy, [`serve`] runs it on sockets from [`bind_dhcpv6_socket`].
 
@@ -48,6 +53,10 @@ mod decide;
 mod driver;
 mod wire;
 
-pub use decide::{Action, CLIENT_PORT, Clients, Context, Port, Reason, Reply, Source, decide};
-pub use driver::{ALL_SERVERS, Boot, BootView, Join, Sockets, View, bind_dhcpv6_socket, serve};
+pub use decide::{
+    Action, CLIENT_PORT, Clients, Context, MAX_LEASED, Port, Reason, Reply, Source, decide, leased,
+};
+pub use driver::{
+    ALL_SERVERS, Boot, BootView, Join, Seen, Sockets, View, bind_dhcpv6_socket, serve,
+};
 pub use wire::{MAX_MESSAGE_LEN, MAX_RELAY_DEPTH, Malformed};

@@ -14,6 +14,9 @@ pub(crate) mod msg {
     pub(crate) const SOLICIT: u8 = 1;
     pub(crate) const ADVERTISE: u8 = 2;
     pub(crate) const REQUEST: u8 = 3;
+    pub(crate) const CONFIRM: u8 = 4;
+    pub(crate) const RENEW: u8 = 5;
+    pub(crate) const REBIND: u8 = 6;
     pub(crate) const REPLY: u8 = 7;
     pub(crate) const INFORMATION_REQUEST: u8 = 11;
     pub(crate) const RELAY_FORW: u8 = 12;
@@ -24,6 +27,9 @@ pub(crate) mod msg {
 pub(crate) mod opt {
     pub(crate) const CLIENT_ID: u16 = 1;
     pub(crate) const SERVER_ID: u16 = 2;
+    pub(crate) const IA_NA: u16 = 3;
+    pub(crate) const IA_TA: u16 = 4;
+    pub(crate) const IAADDR: u16 = 5;
     pub(crate) const RELAY_MSG: u16 = 9;
     pub(crate) const USER_CLASS: u16 = 15;
     pub(crate) const VENDOR_CLASS: u16 = 16;
@@ -115,6 +121,31 @@ impl<'a> Options<'a> {
     pub(crate) fn get(&self, code: u16) -> Option<&'a [u8]> {
         self.0.iter().find(|(c, _)| *c == code).map(|(_, d)| *d)
     }
+
+    /// Every occurrence of an option's data, in order.
+    pub(crate) fn all(&self, code: u16) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.0
+            .iter()
+            .filter(move |(c, _)| *c == code)
+            .map(|(_, d)| *d)
+    }
+}
+
+/// The addresses of the IA Address options (RFC 8415 21.6) inside the
+/// IA_NA and IA_TA options of `options`, in order. An IA whose own
+/// options are not well framed gives none; an IA Address shorter than an
+/// address is skipped.
+pub(crate) fn ia_addresses(options: &Options<'_>) -> Vec<Ipv6Addr> {
+    // IAID, T1 and T2 come before an IA_NA's options (21.4); the IAID
+    // alone before an IA_TA's (21.5).
+    let na = options.all(opt::IA_NA).filter_map(|ia| ia.get(12..));
+    let ta = options.all(opt::IA_TA).filter_map(|ia| ia.get(4..));
+    let mut addresses = Vec::new();
+    for inner in na.chain(ta).filter_map(|o| Options::walk(o).ok()) {
+        let found = inner.all(opt::IAADDR).filter_map(|a| a.get(..16));
+        addresses.extend(found.filter_map(|a| <[u8; 16]>::try_from(a).ok().map(Ipv6Addr::from)));
+    }
+    addresses
 }
 
 impl<'a> Received<'a> {

@@ -83,3 +83,18 @@ pub fn vendor_class(class: &str) -> Vec<u8> {
     out.extend_from_slice(class.as_bytes());
     out
 }
+
+/// An IA Address option (5): the address, lifetimes of zero (what a
+/// client sends in a Request or Renew).
+pub fn iaaddr(address: Ipv6Addr) -> Vec<u8> {
+    [&[0, 5, 0, 24][..], &address.octets(), &[0; 8]].concat()
+}
+
+/// An IA_NA's data (IAID, T1, T2, then its options) holding `addresses`.
+pub fn ia_na(iaid: u8, addresses: &[Ipv6Addr]) -> Vec<u8> {
+    let mut data = vec![0, 0, 0, iaid, 0, 0, 0, 0, 0, 0, 0, 0];
+    for a in addresses {
+        data.extend(iaaddr(*a));
+    }
+    data
+}

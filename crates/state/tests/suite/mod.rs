@@ -65,6 +65,7 @@ macro_rules! suite {
             token_matrix,
             the_token_goes_only_to_the_address_of_the_hosts_exchange,
             the_token_moves_to_the_install_vlan_once_and_stays_there,
+            the_token_goes_to_the_ipv6_addresses_of_the_hosts_exchanges,
             tokens_expire_after_the_install_timeout,
             an_overdue_install_fails_and_is_held,
             failed_host_is_held_until_rearmed,
@@ -578,6 +579,131 @@ pub async fn the_token_moves_to_the_install_vlan_once_and_stays_there(bed: &Bed)
             first: vlan,
             second: boot
         }
+    );
+}
+
+/// Over IPv6 firmware, loader and installer each take an address of their
+/// own: the token goes to any of them, or to the machine's SLAAC address
+/// under one's /64, and nowhere else; IPv4 beside it keeps one address.
+/// Claims are in memory: after a restart only the bound address stands.
+pub async fn the_token_goes_to_the_ipv6_addresses_of_the_hosts_exchanges(bed: &Bed) {
+    use kickstand_state::{Binding, Claimed, Network, Withheld};
+    let (m, now) = (mac(24), t0());
+    // The firmware's lease, the installer's, and the installer's SLAAC
+    // address (52:54:00:00:00:18, modified EUI-64) under the firmware's /64.
+    let (firmware, installer) = (ip("fd70::1e2"), ip("fd70::1a9"));
+    let slaac = ip("fd70::5054:ff:fe00:18");
+    let elsewhere = [
+        ip("fd71::5054:ff:fe00:18"),
+        ip("fd70::5054:ff:fe00:19"),
+        ip("fd70::66"),
+    ];
+    let check = |store: &StateStore, token: &str, peer, at| {
+        let written = store.check_token(m, Some(token), peer, at);
+        async move { written.await.expect("check") }
+    };
+    let token = {
+        let store = bed
+            .open_with("rack-a", |c| c.install_timeout = secs(3600))
+            .await;
+        let hand = |peer, at| store.hand_token(m, peer, Binding::Dhcp, at).expect("hand");
+        assert!(matches!(hand(firmware, now), Err(Withheld::NoExchange)));
+        assert_eq!(
+            store.claim(m, ip("10.0.0.24"), Network::Boot, now),
+            Claimed::First
+        );
+        assert!(
+            matches!(hand(firmware, now), Err(Withheld::NoExchange)),
+            "an IPv4 claim is no IPv6 one"
+        );
+        assert_eq!(store.claim(m, firmware, Network::Boot, now), Claimed::First);
+        let token = hand(firmware, now + secs(1))
+            .expect("its lease")
+            .await
+            .expect("durable")
+            .expect("a token");
+        assert_eq!(store.host(m).and_then(|h| h.token_ip), Some(firmware));
+        assert_eq!(
+            store.claim(m, installer, Network::Boot, now + secs(2)),
+            Claimed::Added("fd70::1a9".parse().expect("ip"))
+        );
+        for own in [installer, slaac] {
+            assert!(
+                matches!(hand(own, now + secs(3)), Ok(_)),
+                "{own}: its script"
+            );
+            assert_eq!(
+                check(&store, token.as_str(), own, now + secs(3)).await,
+                Ok(()),
+                "{own}"
+            );
+        }
+        assert_eq!(
+            store.host(m).and_then(|h| h.last_ip),
+            Some(slaac),
+            "requests from there are the host's"
+        );
+        for other in elsewhere {
+            assert_eq!(
+                hand(other, now + secs(4)).err(),
+                Some(Withheld::OtherAddress { claimed: firmware }),
+                "{other}"
+            );
+            assert_eq!(
+                check(&store, token.as_str(), other, now + secs(4)).await,
+                Err(TokenRejected::WrongAddress { bound: firmware }),
+                "{other}"
+            );
+        }
+        // IPv4 beside it: one address, as ever.
+        assert_eq!(
+            check(&store, token.as_str(), ip("10.0.0.24"), now + secs(5)).await,
+            Err(TokenRejected::WrongAddress { bound: firmware })
+        );
+        store.close().await.expect("close");
+        token
+    };
+    let store = bed
+        .open_with("rack-a", |c| c.install_timeout = secs(3600))
+        .await;
+    let at = now + secs(6);
+    assert_eq!(check(&store, token.as_str(), firmware, at).await, Ok(()));
+    assert_eq!(
+        check(&store, token.as_str(), slaac, at).await,
+        Ok(()),
+        "its SLAAC address under the bound one's /64"
+    );
+    assert_eq!(
+        check(&store, token.as_str(), installer, at).await,
+        Err(TokenRejected::WrongAddress { bound: firmware }),
+        "claims are in memory: after a restart only the bound address stands"
+    );
+    // Its installer's exchange is seen again: the set grows to eight,
+    // and the ninth address holds the host.
+    for n in 1..=7u16 {
+        let a = IpAddr::V6(std::net::Ipv6Addr::new(0xfd70, 0, 0, 0, 0, 0, 0, 0x200 + n));
+        assert!(matches!(
+            store.claim(m, a, Network::Boot, at),
+            Claimed::Added(_)
+        ));
+    }
+    assert_eq!(
+        check(&store, token.as_str(), ip("fd70::201"), at).await,
+        Ok(())
+    );
+    let ninth = ip("fd70::666");
+    assert_eq!(
+        store.claim(m, ninth, Network::Boot, at),
+        Claimed::Conflict {
+            first: firmware,
+            second: ninth
+        }
+    );
+    assert_eq!(store.phase(m), Phase::Failed);
+    assert_eq!(
+        check(&store, token.as_str(), firmware, at).await,
+        Err(TokenRejected::Expired),
+        "the token is revoked"
     );
 }
 
