@@ -291,13 +291,13 @@ async fn a_boot_client_without_a_known_mac_is_logged_once() {
     );
 }
 
-/// What the driver reported of each datagram: the client's MAC and the
+/// What the driver reported of one datagram: the client's MAC and the
 /// addresses another server leased it.
+type Report = (Option<Mac>, Vec<Ipv6Addr>);
+
+/// Every decision's [`Report`], in the order made.
 #[derive(Clone)]
-struct Recording(
-    View,
-    Arc<std::sync::Mutex<Vec<(Option<Mac>, Vec<Ipv6Addr>)>>>,
-);
+struct Recording(View, Arc<std::sync::Mutex<Vec<Report>>>);
 
 impl HostLookup for Recording {
     fn lookup(&self, mac: Mac) -> HostStatus {

@@ -37,12 +37,16 @@
 //! member's /64 (`slaac_address`). That is weaker than IPv4's rule: a
 //! stranger who forges a Request with the MAC for its own address, while
 //! the set has room, gets the token too, and the alarm comes only when
-//! the set overflows. Without a DHCP exchange (`dhcp.mode: off`) the
-//! first fetch's address is the whole set, as over IPv4.
+//! the set overflows. The set is in memory like every claim: after a
+//! restart only the bound address (and the SLAAC address under it) stands
+//! until the machine's next exchange is seen. Without a DHCP exchange
+//! (`dhcp.mode: off`) the first fetch's address is the whole set, as over
+//! IPv4.
 //!
-//! The families are judged apart: an IPv6 address is never the second
-//! address of an IPv4 claim, nor the reverse (a dual-stack installer asks
-//! both).
+//! Over DHCP the families are claimed apart: an IPv6 lease is never the
+//! second address of an IPv4 claim, nor the reverse (a dual-stack
+//! installer asks both). An IPv4 peer is still handed the token only at
+//! the bound address once there is one, whatever its family, as before.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -157,13 +161,14 @@ pub(crate) struct Claims {
 }
 
 impl Claims {
-    /// The IPv4 address `host` (`None`: no record, so new) may be handed
-    /// its token at: its bound address once it has an IPv4 one, else its
-    /// claim.
+    /// The address `host` (`None`: no record, so new) may be handed its
+    /// token at over IPv4: its bound address once it has one, else its
+    /// IPv4 claim.
     fn address(&self, mac: Mac, host: Option<&Host>, now: SystemTime) -> Option<IpAddr> {
-        if let Some(bound) = bound(host, now).filter(IpAddr::is_ipv4) {
-            return Some(bound);
-        }
+        bound(host, now).or_else(|| self.claim4(mac, now))
+    }
+
+    fn claim4(&self, mac: Mac, now: SystemTime) -> Option<IpAddr> {
         self.v4.get(&mac).filter(|c| c.fresh(now)).map(|c| c.ip)
     }
 
@@ -228,22 +233,30 @@ impl Claims {
             return Claimed::NotBuilding;
         }
         match ip {
-            IpAddr::V4(_) => self.note4(mac, host, ip, network, now),
+            IpAddr::V4(_) => self.note4(mac, host, ip, network, binding, now),
             IpAddr::V6(ip) => self.note6(mac, host, ip, binding, now),
         }
     }
 
     /// One address per build, the install VLAN's superseding the boot
-    /// network's once.
+    /// network's once. A token bound over IPv6 is no IPv4 claim, unless
+    /// the binding is the first fetch's.
     fn note4(
         &mut self,
         mac: Mac,
         host: Option<&Host>,
         ip: IpAddr,
         network: Network,
+        binding: Binding,
         now: SystemTime,
     ) -> Claimed {
-        match self.address(mac, host, now) {
+        let first = match binding {
+            Binding::Dhcp => bound(host, now)
+                .filter(IpAddr::is_ipv4)
+                .or_else(|| self.claim4(mac, now)),
+            Binding::FirstFetch => self.address(mac, host, now),
+        };
+        match first {
             None => {
                 if self.v4.len() >= MAX_CLAIMS {
                     self.v4.retain(|_, c| c.fresh(now));
@@ -295,8 +308,8 @@ impl Claims {
     }
 
     /// A set of up to [`MAX_V6_ADDRESSES`] per build; a first fetch's
-    /// address (no exchange to see) stands alone. The install VLAN needs
-    /// no move here: its address is one more member.
+    /// address (no exchange to see) stands alone, whatever its family. The
+    /// install VLAN needs no move here: its address is one more member.
     fn note6(
         &mut self,
         mac: Mac,
@@ -306,10 +319,17 @@ impl Claims {
         now: SystemTime,
     ) -> Claimed {
         let claimed = self.addresses6(mac, host, now);
-        let room = match binding {
-            Binding::Dhcp => MAX_V6_ADDRESSES,
-            Binding::FirstFetch => 1,
+        let (room, bound4) = match binding {
+            Binding::Dhcp => (MAX_V6_ADDRESSES, None),
+            Binding::FirstFetch => (1, bound(host, now).filter(IpAddr::is_ipv4)),
         };
+        if let Some(first) = bound4 {
+            self.v6.remove(&mac);
+            return Claimed::Conflict {
+                first,
+                second: IpAddr::V6(ip),
+            };
+        }
         let known = claimed.contains(&ip)
             || (binding == Binding::FirstFetch
                 && self.admits(mac, host, IpAddr::V6(ip), now).is_ok());
@@ -654,7 +674,8 @@ mod tests {
     }
 
     /// After a restart only the bound address stands: it is a member, and
-    /// the set grows from it. A first fetch's address stands alone.
+    /// the set grows from it. A first fetch's address stands alone, in
+    /// either family; DHCP leases of the two families are claimed apart.
     #[test]
     fn a_bound_ipv6_address_is_a_member_and_a_first_fetch_stands_alone() {
         let (a, b) = (ip("fd70::a"), ip("fd70::b"));
@@ -683,6 +704,32 @@ mod tests {
             note(&mut claims, b, Binding::FirstFetch),
             Claimed::Conflict {
                 first: a,
+                second: b
+            }
+        );
+
+        // A lease of the other family is no second address; a first fetch
+        // from the other family is.
+        let v4 = ip("10.0.0.5");
+        let mut claims = Claims::default();
+        assert_eq!(note(&mut claims, v4, Binding::Dhcp), Claimed::First);
+        assert_eq!(
+            note(&mut claims, v4, Binding::FirstFetch),
+            Claimed::Conflict {
+                first: a,
+                second: v4
+            }
+        );
+        let mut bound4 = host.clone();
+        bound4.token_ip = Some(v4);
+        let note4 = |claims: &mut Claims, ip, binding| {
+            claims.note(mac(), Some(&bound4), ip, Network::Boot, binding, at(1))
+        };
+        assert_eq!(note4(&mut claims, a, Binding::Dhcp), Claimed::First);
+        assert_eq!(
+            note4(&mut claims, b, Binding::FirstFetch),
+            Claimed::Conflict {
+                first: v4,
                 second: b
             }
         );

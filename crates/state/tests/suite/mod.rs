@@ -628,10 +628,11 @@ pub async fn the_token_goes_to_the_ipv6_addresses_of_the_hosts_exchanges(bed: &B
             Claimed::Added("fd70::1a9".parse().expect("ip"))
         );
         for own in [installer, slaac] {
-            assert!(
-                matches!(hand(own, now + secs(3)), Ok(_)),
-                "{own}: its script"
-            );
+            let handed = hand(own, now + secs(3))
+                .unwrap_or_else(|why| panic!("{own}: {why}"))
+                .await
+                .expect("durable");
+            assert_eq!(handed.as_ref(), Some(&token), "{own}: its script");
             assert_eq!(
                 check(&store, token.as_str(), own, now + secs(3)).await,
                 Ok(()),
