@@ -31,8 +31,8 @@ const OFFICE: usize = 1;
 /// configured for an IPv6-only rack with a profile for `MAC`.
 fn ipv6_rack(bed: &Bed) -> Segment {
     let mut net = Segment::up("v6b", "10.79.0", &[Some(2)], bed);
-    let (a, o) = (net.name(APPLIANCE).to_owned(), net.name(OFFICE).to_owned());
-    // nodad: usable at once; the bed owns these addresses.
+    let a = net.name(APPLIANCE).to_owned();
+    // nodad: usable at once; the bed owns the address.
     sh(&[
         "ip",
         "-n",
@@ -44,48 +44,7 @@ fn ipv6_rack(bed: &Bed) -> Segment {
         "ksbr0",
         "nodad",
     ]);
-    sh(&[
-        "ip",
-        "-n",
-        &o,
-        "addr",
-        "add",
-        "fd77::2/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
-    // radvd advertises only from a router.
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &o,
-        "sysctl",
-        "-qw",
-        "net.ipv6.conf.all.forwarding=1",
-    ]);
-    let radvd = bed.path("radvd.conf");
-    std::fs::write(
-        &radvd,
-        "interface eth0 {\n  AdvSendAdvert on;\n  AdvManagedFlag on;\n  AdvOtherConfigFlag on;\n  \
-         MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 4;\n  \
-         prefix fd77::/64 {\n    AdvOnLink on;\n    AdvAutonomous off;\n  };\n};\n",
-    )
-    .expect("write radvd.conf");
-    let router = net
-        .exec(OFFICE)
-        .args(["radvd", "--nodaemon", "--config"])
-        .arg(&radvd)
-        .arg("--pidfile")
-        .arg(bed.path("radvd.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("radvd");
-    net.keep(router);
-    let office = net.dnsmasq(OFFICE, &["--dhcp-range=fd77::100,fd77::1ff,64,1h"]);
-    net.keep(office);
+    net.ipv6_office(OFFICE, "fd77::", bed);
 
     let tftp = bed.path("var/tftp");
     std::fs::create_dir_all(&tftp).expect("tftp root");

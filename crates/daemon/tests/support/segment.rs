@@ -224,6 +224,47 @@ impl Segment {
         self.python(ns, &script, &[]);
     }
 
+    /// The office of an IPv6-only segment in member `ns`, at `<prefix>2`
+    /// on its `eth0`: `radvd` as its router, advertising `<prefix>/64`
+    /// with the M flag (addresses by DHCPv6 only), and `dnsmasq` as its
+    /// DHCPv6 server, leasing `<prefix>100` to `<prefix>1ff`. `prefix` is
+    /// a /64's first four groups and `::`, e.g. `fd77::`.
+    pub fn ipv6_office(&mut self, ns: usize, prefix: &str, bed: &Bed) {
+        let name = self.names[ns].clone();
+        // nodad: usable at once; the bed owns these addresses.
+        let address = format!("{prefix}2/64");
+        sh(&[
+            "ip", "-n", &name, "addr", "add", &address, "dev", "eth0", "nodad",
+        ]);
+        // radvd advertises only from a router.
+        let forwarding = "net.ipv6.conf.all.forwarding=1";
+        sh(&["ip", "netns", "exec", &name, "sysctl", "-qw", forwarding]);
+        let config = bed.path("radvd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "interface eth0 {{\n  AdvSendAdvert on;\n  AdvManagedFlag on;\n  \
+                 AdvOtherConfigFlag on;\n  MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 4;\n  \
+                 prefix {prefix}/64 {{\n    AdvOnLink on;\n    AdvAutonomous off;\n  }};\n}};\n"
+            ),
+        )
+        .expect("write radvd.conf");
+        let router = self
+            .exec(ns)
+            .args(["radvd", "--nodaemon", "--config"])
+            .arg(&config)
+            .arg("--pidfile")
+            .arg(bed.path("radvd.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("radvd");
+        self.keep(router);
+        let range = format!("--dhcp-range={prefix}100,{prefix}1ff,64,1h");
+        let office = self.dnsmasq(ns, &[&range]);
+        self.keep(office);
+    }
+
     /// Keeps a peer (an office DHCP server, a rogue one) until the drop.
     pub fn keep(&mut self, child: Child) {
         self.children.push(child);
