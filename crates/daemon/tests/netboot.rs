@@ -1684,12 +1684,6 @@ fn ipv6_only_uefi_installs_through_grub_then_boots_its_disk() {
         "a token was withheld or refused: {timeline}"
     );
     assert_eq!(bed.phase(V6_MAC), "installed");
-    if let Some(at) = run.kickstart_at {
-        eprintln!(
-            "netboot: IPv6 (PXEv6 → shim → GRUB): power-on → kickstart {:.1} s",
-            at.as_secs_f64()
-        );
-    }
 
     // Installed: the same chain, and GRUB's local-disk config.
     let before = bed.daemon_log().len();
