@@ -31,19 +31,7 @@ const OFFICE: usize = 1;
 /// configured for an IPv6-only rack with a profile for `MAC`.
 fn ipv6_rack(bed: &Bed) -> Segment {
     let mut net = Segment::up("v6b", "10.79.0", &[Some(2)], bed);
-    let a = net.name(APPLIANCE).to_owned();
-    // nodad: usable at once; the bed owns the address.
-    sh(&[
-        "ip",
-        "-n",
-        &a,
-        "addr",
-        "add",
-        "fd77::1/64",
-        "dev",
-        "ksbr0",
-        "nodad",
-    ]);
+    net.ipv6_appliance(bed, "fd77::");
     net.ipv6_office(OFFICE, "fd77::", bed);
 
     let tftp = bed.path("var/tftp");
@@ -55,16 +43,7 @@ fn ipv6_rack(bed: &Bed) -> Segment {
             "hosts:\n  \"{MAC}\":\n    hostname: v6node\n    os: centos-stream-9\n    boot_loader: ipxe\n"
         ),
     );
-    for (from, to) in [
-        ("address: 127.0.0.1", "address: \"fd77::1\""),
-        ("bind: 127.0.0.1", "bind: \"::\""),
-        ("interfaces: []", "interfaces: [ksbr0]"),
-        ("http_port: 0", "http_port: 8080"),
-        ("tftp_port: 0", "tftp_port: 69"),
-        ("mode: off", "mode: proxy"),
-    ] {
-        bed.edit("profiles/kickstand.yaml", from, to);
-    }
+    bed.edit("profiles/kickstand.yaml", "tftp_port: 0", "tftp_port: 69");
     net.serve(&bed.config());
     net
 }

@@ -20,7 +20,7 @@ use std::net::Ipv6Addr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::segment::{APPLIANCE, Segment, sh};
+use support::segment::{Segment, sh};
 use support::{Bed, eventually, token_in};
 
 const MAC: &str = "52:54:00:00:07:02";
@@ -143,33 +143,13 @@ fn status_doc(net: &Segment) -> serde_json::Value {
 fn the_build_token_goes_only_to_the_addresses_the_hosts_dhcpv6_exchange_gave_it() {
     let bed = Bed::new();
     let mut net = Segment::up("tb6", "10.74.0", &[Some(2), None, None], &bed);
-    let a = net.name(APPLIANCE).to_owned();
-    sh(&[
-        "ip",
-        "-n",
-        &a,
-        "addr",
-        "add",
-        "fd74::1/64",
-        "dev",
-        "ksbr0",
-        "nodad",
-    ]);
+    net.ipv6_appliance(&bed, "fd74::");
     net.ipv6_office(OFFICE, "fd74::", &bed);
     add_address(&net, STRANGER_NS, STRANGER);
     bed.write(
         "profiles/hosts/client.yaml",
         &format!("hosts:\n  \"{MAC}\":\n    hostname: client72\n"),
     );
-    for (from, to) in [
-        ("address: 127.0.0.1", "address: \"fd74::1\""),
-        ("bind: 127.0.0.1", "bind: \"::\""),
-        ("interfaces: []", "interfaces: [ksbr0]"),
-        ("http_port: 0", "http_port: 8080"),
-        ("mode: off", "mode: proxy"),
-    ] {
-        bed.edit("profiles/kickstand.yaml", from, to);
-    }
     net.serve(&bed.config());
     let script = format!("/boot/{MAC}.ipxe");
 

@@ -284,6 +284,28 @@ impl Segment {
         std::fs::write(&config, text).expect("write config");
     }
 
+    /// Makes the appliance an IPv6-only one at `<prefix>1` (see
+    /// [`Segment::ipv6_office`] for `prefix`): the address on `ksbr0`, and
+    /// `bed`'s config naming it, bound to `::`, HTTP on 8080, DHCP `proxy`.
+    pub fn ipv6_appliance(&self, bed: &Bed, prefix: &str) {
+        // nodad: usable at once; the bed owns the address.
+        let address = format!("{prefix}1");
+        let name = self.name(APPLIANCE);
+        let cidr = format!("{address}/64");
+        sh(&[
+            "ip", "-n", name, "addr", "add", &cidr, "dev", "ksbr0", "nodad",
+        ]);
+        for (from, to) in [
+            ("address: 127.0.0.1", format!("address: \"{address}\"")),
+            ("bind: 127.0.0.1", "bind: \"::\"".to_owned()),
+            ("interfaces: []", "interfaces: [ksbr0]".to_owned()),
+            ("http_port: 0", "http_port: 8080".to_owned()),
+            ("mode: off", "mode: proxy".to_owned()),
+        ] {
+            bed.edit("profiles/kickstand.yaml", from, &to);
+        }
+    }
+
     /// Starts `kickstand serve` with `config` in the appliance's namespace
     /// and waits until it is ready (every socket bound, DHCP's too) and
     /// answers HTTP.
