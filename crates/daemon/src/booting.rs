@@ -7,7 +7,7 @@
 //! the machine's timeline. Nothing here waits for a disk but a newly
 //! minted build token, which is committed before it is handed out.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -402,7 +402,9 @@ impl Booting {
         }
     }
 
-    fn rogue_seen(&self, offer: &kickstand_dhcp::RogueOffer) {
+    /// Another server's boot offer, seen over DHCPv4 or found by the
+    /// DHCPv6 probe ([`crate::probing6`]).
+    pub(crate) fn rogue_seen(&self, offer: &kickstand_dhcp::RogueOffer) {
         if self.rogues.note(offer, &self.metrics) {
             // Once per server, not per offer.
             warn!(
@@ -856,10 +858,11 @@ impl Withholdings {
 }
 
 /// Other servers that offered boot information to PXE clients on this
-/// segment, until they have been quiet for `dhcp.rogue_forget_after`.
+/// segment (over DHCPv4) or to the appliance's probe (over DHCPv6), until
+/// they have been quiet for `dhcp.rogue_forget_after`.
 #[derive(Debug, Default)]
 pub(crate) struct Rogues {
-    seen: Mutex<std::collections::HashMap<Ipv4Addr, Rogue>>,
+    seen: Mutex<std::collections::HashMap<IpAddr, Rogue>>,
 }
 
 #[derive(Debug, Clone)]

@@ -188,7 +188,7 @@ pub(crate) fn bind(appliance: &Appliance) -> anyhow::Result<(v6::Sockets, Mac)> 
 }
 
 /// The interface that has `address`.
-fn interface_of(address: Option<Ipv6Addr>) -> anyhow::Result<String> {
+pub(crate) fn interface_of(address: Option<Ipv6Addr>) -> anyhow::Result<String> {
     let address = address.context("DHCPv6 needs an IPv6 server.address")?;
     if_addrs::get_if_addrs()
         .context("listing the interfaces' addresses")?

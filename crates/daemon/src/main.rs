@@ -46,6 +46,7 @@ mod metrics;
 mod operator;
 mod power;
 mod powering;
+mod probe6;
 mod reload;
 mod serve;
 mod syslog;

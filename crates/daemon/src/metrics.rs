@@ -31,7 +31,7 @@ pub(crate) struct RogueLabels {
 }
 
 impl RogueLabels {
-    pub(crate) fn new(server: std::net::Ipv4Addr, offered: WireLabel) -> RogueLabels {
+    pub(crate) fn new(server: std::net::IpAddr, offered: WireLabel) -> RogueLabels {
         RogueLabels {
             server: WireLabel::new(&server.to_string()),
             offered,

@@ -30,7 +30,7 @@ use crate::operator::Operator;
 use crate::power::Power;
 use crate::syslog::InstallerLogs;
 use crate::views::{Shared, Views};
-use crate::{boot, booting6, client, commands, operator, reload, syslog, tls};
+use crate::{boot, booting6, client, commands, operator, probe6, reload, syslog, tls};
 
 /// How long downloads, warms and transfers may run on after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(15);
@@ -301,6 +301,21 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             "dhcpv6",
             kickstand_dhcp::v6::serve(sockets, dhcp6, shutdown.clone()),
         ));
+        // Not fatal, as DHCPv4's watching of UDP 68 is not.
+        match probe6::bind(&appliance, server_mac) {
+            Ok(prober) => {
+                tasks.spawn(log_exit(
+                    "dhcpv6 probe",
+                    prober.run(booting.clone(), shutdown.clone()),
+                ));
+            }
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "cannot probe for other DHCPv6 servers: any that offer boot files go unnoticed"
+                );
+            }
+        }
     }
 
     let (hup_tx, hup_rx) = mpsc::channel(1);

@@ -5,9 +5,11 @@
 //! clients, and this decides, purely, whether one is another server's boot
 //! offer. Probing (sending DISCOVERs of our own) was not chosen: it would
 //! make the office DHCP server hand out leases to a machine that does not
-//! exist, and it only sees servers at the moment it probes.
+//! exist, and it only sees servers at the moment it probes. DHCPv6 is the
+//! other way round ([`crate::v6::Probe`]): its answers are unicast, so
+//! only probing sees them, and a probe there leases nothing.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use dhcproto::v4::Opcode;
 
@@ -17,12 +19,14 @@ use crate::wire::{Mac, Request, opt};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RogueOffer {
-    /// Its server identifier (option 54), else `siaddr`.
-    pub server: Ipv4Addr,
+    /// Over DHCPv4 its server identifier (option 54), else `siaddr`; over
+    /// DHCPv6 the address it answered the probe from.
+    pub server: IpAddr,
     /// The boot file it offered, or what stood for one (`PXEClient` with
-    /// a boot menu in option 43).
+    /// a boot menu in option 43); over DHCPv6 its boot file URL.
     pub offered: String,
-    /// The client it was offered to.
+    /// The client it was offered to: over DHCPv6, the appliance's own
+    /// interface, whose DUID the probe carried.
     pub client: Mac,
 }
 
@@ -75,7 +79,7 @@ pub fn rogue_offer(packet: &[u8], ours: Ipv4Addr) -> Option<RogueOffer> {
         (None, false) => return None,
     };
     Some(RogueOffer {
-        server,
+        server: IpAddr::V4(server),
         offered,
         client: reply.mac,
     })
@@ -154,7 +158,7 @@ mod tests {
         assert_eq!(
             rogue_offer(&offer, US),
             Some(RogueOffer {
-                server: ROGUE,
+                server: IpAddr::V4(ROGUE),
                 offered: "evil.efi".into(),
                 client: Mac([0x52, 0x54, 0, 0, 0, 5]),
             })

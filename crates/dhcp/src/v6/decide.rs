@@ -230,7 +230,7 @@ const HTTP_CLIENT: &[u8] = b"HTTPClient";
 /// The enterprise number EDK2 puts in its vendor class and looks for in an
 /// offer's (`PXEBC_DHCP6_ENTERPRISE_NUM`, Intel's), with the class data at
 /// byte 6: an answer with another number is not a PXE offer to it.
-const PXE_ENTERPRISE: [u8; 4] = 343u32.to_be_bytes();
+pub(crate) const PXE_ENTERPRISE: [u8; 4] = 343u32.to_be_bytes();
 
 /// Decide what to do with one datagram. `clients` is read, not written:
 /// the caller teaches it each reply ([`Clients::learn`]).

@@ -134,7 +134,53 @@ pub fn bind_dhcpv6_socket(port: u16, join: Join<'_>) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-fn interface_index(name: &str) -> io::Result<u32> {
+/// Bind the socket the appliance's DHCPv6 probe ([`crate::v6::Probe`])
+/// is sent from and answered on: `[::]:546`, where servers send their
+/// answers to clients (RFC 8415 7.2).
+///
+/// A DHCPv6 client of the host's own on 546 and this socket cannot tell
+/// their answers apart: both come to the interface's address on 546. One
+/// bound to its link-local address (systemd-networkd's) gets every answer
+/// sent there, the probe's too; one bound to `[::]` with `SO_REUSEPORT`
+/// shares them with this socket by a hash of the sender, so all of one
+/// server's answers can go to the wrong one. So the probe does not start
+/// beside one: `AddrInUse` when 546 is already bound. It binds with
+/// `SO_REUSEADDR` and `SO_REUSEPORT` so that a client started later is
+/// not locked out. It joins no multicast group: answers to the probe are
+/// unicast to the address it was sent from, and nothing sent to a group
+/// is for it. Multicast loopback is off so that the appliance's own
+/// DHCPv6 answers, listening on this host, never receive the probe: they
+/// would answer it as a PXE client's.
+pub fn bind_probe_socket() -> io::Result<UdpSocket> {
+    let any = SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::UNSPECIFIED,
+        decide::CLIENT_PORT,
+        0,
+        0,
+    ));
+    let udp6 = || -> io::Result<Socket> {
+        let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_only_v6(true)?;
+        Ok(socket)
+    };
+    // Without SO_REUSEADDR this fails while anything holds the port.
+    udp6()?.bind(&any.into()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("UDP 546 is held by another DHCPv6 client on this host, whose answers the probe would take: {e}"),
+        )
+    })?;
+    let socket = udp6()?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_multicast_loop_v6(false)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&any.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// An interface's index, by name: the scope of a link-local address.
+pub fn interface_index(name: &str) -> io::Result<u32> {
     let path = format!("/sys/class/net/{name}/ifindex");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("no interface {name:?}: {e}")))?;

@@ -48,15 +48,19 @@
 //!
 //! Layout: [`wire`](self) reads datagrams defensively, [`decide`] is the
 //! whole policy, [`serve`] runs it on sockets from [`bind_dhcpv6_socket`].
+//! [`Probe`] asks, as a PXE client, which other servers offer boot files.
 
 mod decide;
 mod driver;
+mod probe;
 mod wire;
 
 pub use decide::{
     Action, CLIENT_PORT, Clients, Context, MAX_LEASED, Port, Reason, Reply, Source, decide, leased,
 };
 pub use driver::{
-    ALL_SERVERS, Boot, BootView, Join, Seen, Sockets, View, bind_dhcpv6_socket, serve,
+    ALL_SERVERS, Boot, BootView, Join, Seen, Sockets, View, bind_dhcpv6_socket, bind_probe_socket,
+    interface_index, serve,
 };
+pub use probe::Probe;
 pub use wire::{MAX_MESSAGE_LEN, MAX_RELAY_DEPTH, Malformed};

@@ -30,11 +30,14 @@ pub(crate) mod opt {
     pub(crate) const IA_NA: u16 = 3;
     pub(crate) const IA_TA: u16 = 4;
     pub(crate) const IAADDR: u16 = 5;
+    pub(crate) const ORO: u16 = 6;
+    pub(crate) const ELAPSED_TIME: u16 = 8;
     pub(crate) const RELAY_MSG: u16 = 9;
     pub(crate) const USER_CLASS: u16 = 15;
     pub(crate) const VENDOR_CLASS: u16 = 16;
     pub(crate) const INTERFACE_ID: u16 = 18;
     pub(crate) const BOOTFILE_URL: u16 = 59;
+    pub(crate) const BOOTFILE_PARAM: u16 = 60;
     pub(crate) const CLIENT_ARCH_TYPE: u16 = 61;
     pub(crate) const CLIENT_LINKLAYER_ADDR: u16 = 79;
 }
