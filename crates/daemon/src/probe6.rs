@@ -22,6 +22,8 @@ use tracing::{debug, info, warn};
 use crate::booting::Booting;
 use crate::booting6;
 
+/// Where DHCPv6 servers and relays listen (RFC 8415 7.2).
+const SERVER_PORT: u16 = 547;
 /// The longest time between two probes: a rogue server that starts is
 /// found within a minute.
 const AT_MOST_EVERY: Duration = Duration::from_secs(60);
@@ -97,7 +99,7 @@ impl Prober {
                     Ok((len, SocketAddr::V6(from))) => {
                         match self.probe.judge(&buf[..len], *from.ip(), xid) {
                             Some(offer) => booting.rogue_seen(&offer),
-                            None => debug!(%from, "dhcpv6 probe: answer offers no boot file"),
+                            None => debug!(%from, "dhcpv6 probe: no other server's boot offer"),
                         }
                     }
                     Ok(_) => {}
@@ -114,7 +116,7 @@ impl Prober {
     async fn send(&self, xid: [u8; 3], failing: &mut [bool]) {
         let message = self.probe.message(xid);
         for ((name, index), failing) in self.interfaces.iter().zip(failing) {
-            let to = SocketAddrV6::new(v6::ALL_SERVERS, 547, 0, *index);
+            let to = SocketAddrV6::new(v6::ALL_SERVERS, SERVER_PORT, 0, *index);
             match self.socket.send_to(&message, to).await {
                 Ok(_) => *failing = false,
                 Err(e) if !*failing => {

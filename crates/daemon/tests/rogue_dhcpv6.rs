@@ -111,7 +111,7 @@ fn serve(net: &mut Segment, bed: &Bed) {
 }
 
 #[test]
-#[ignore = "peer: needs root/netns, dnsmasq; run by .ci/run"]
+#[ignore = "peer: needs root/netns, dnsmasq, promtool; run by .ci/run"]
 fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it_stops() {
     let bed = Bed::new();
     let mut net = ipv6_segment("r6", &bed);
@@ -122,7 +122,7 @@ fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it
     let answered = eventually(Duration::from_secs(30), || {
         net.log()
             .lines()
-            .any(|l| l.contains("offers no boot file") && l.contains(&office))
+            .any(|l| l.contains("no other server's boot offer") && l.contains(&office))
             .then_some(())
     });
     assert!(
@@ -158,6 +158,9 @@ fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it
         metrics.lines().any(|l| l == series),
         "no {series}:\n{metrics}"
     );
+    if let Some(complaints) = support::promtool_complaints(&metrics) {
+        panic!("promtool check metrics:\n{complaints}\n{metrics}");
+    }
     assert_eq!(
         metrics
             .lines()

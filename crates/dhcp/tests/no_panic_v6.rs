@@ -221,3 +221,43 @@ fn pure_noise() {
         let _ = feed(&m);
     }
 }
+
+/// The probe's judge ([`v6::Probe`]) over every cut and bit flip of a
+/// rogue server's Reply to it, and the Reply relayed: no panic, and a
+/// rogue only where the Reply still names a server and a boot file.
+#[test]
+fn random_mutations_of_a_reply_to_the_probe() {
+    let probe = v6::Probe::new(OVMF_MAC);
+    let xid = [0x4b, 0x53, 0x36];
+    let rogue = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9);
+    let reply = common::v6::message(
+        7,
+        xid,
+        &[
+            (2, vec![0, 1, 0, 1, 0x2e, 0x1c, 0x3a, 1, 2, 0, 0, 0, 0, 9]),
+            (1, vec![0, 3, 0, 1, 0x52, 0x54, 0, 0, 6, 2]),
+            (59, b"tftp://[fd78::9]/evil.efi".to_vec()),
+        ],
+    );
+    assert!(probe.judge(&reply, rogue, xid).is_some());
+    for len in 0..reply.len() {
+        assert_eq!(probe.judge(&reply[..len], rogue, xid), None, "cut at {len}");
+    }
+    let relayed = relay_forward(0, APPLIANCE, OVMF_LINK_LOCAL, &[], &reply);
+    assert_eq!(probe.judge(&relayed, rogue, xid), None);
+    let mut rng = Rng(0x6E6);
+    let mut found = 0;
+    for _ in 0..20_000 {
+        let mut m = reply.clone();
+        for _ in 0..=rng.below(4) {
+            let i = rng.below(m.len());
+            m[i] = rng.next() as u8;
+        }
+        if let Some(offer) = probe.judge(&m, rogue, xid) {
+            assert_eq!(offer.server, rogue, "{offer:?}");
+            assert!(!offer.offered.is_empty(), "{offer:?}");
+            found += 1;
+        }
+    }
+    assert!(found > 1000, "{found} mutations still judged a rogue");
+}

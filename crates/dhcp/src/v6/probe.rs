@@ -92,7 +92,7 @@ impl Probe {
             return None;
         }
         let server = reply.options.get(opt::SERVER_ID)?;
-        if server.is_empty() || server == self.duid || from.is_unspecified() {
+        if server.is_empty() || server == self.duid {
             return None;
         }
         let url = reply.options.get(opt::BOOTFILE_URL)?;
