@@ -403,7 +403,7 @@ impl Booting {
     }
 
     /// Another server's boot offer, seen over DHCPv4 or found by the
-    /// DHCPv6 probe ([`crate::probing6`]).
+    /// DHCPv6 probe ([`crate::probe6`]).
     pub(crate) fn rogue_seen(&self, offer: &kickstand_dhcp::RogueOffer) {
         if self.rogues.note(offer, &self.metrics) {
             // Once per server, not per offer.
