@@ -6,7 +6,7 @@
 //! `dhcp.rogue_forget_after`.
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,8 +87,18 @@ impl Prober {
             id = transaction_id(id);
             let [_, xid @ ..] = id.to_be_bytes();
             self.send(xid, &mut failing).await;
-            let forget_after = booting.live.current().appliance().dhcp.rogue_forget_after;
-            let next = Instant::now() + interval(forget_after);
+            let (next, address) = {
+                let generation = booting.live.current();
+                let appliance = generation.appliance();
+                // The probe runs only where there is an IPv6 address: the
+                // family is fixed at start, the address may change on reload.
+                let address = appliance.server.address.v6();
+                let every = interval(appliance.dhcp.rogue_forget_after);
+                (
+                    Instant::now() + every,
+                    address.unwrap_or(Ipv6Addr::UNSPECIFIED),
+                )
+            };
             loop {
                 let got = tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
@@ -97,7 +107,7 @@ impl Prober {
                 };
                 match got {
                     Ok((len, SocketAddr::V6(from))) => {
-                        match self.probe.judge(&buf[..len], *from.ip(), xid) {
+                        match self.probe.judge(&buf[..len], *from.ip(), xid, address) {
                             Some(offer) => booting.rogue_seen(&offer),
                             None => debug!(%from, "dhcpv6 probe: no other server's boot offer"),
                         }

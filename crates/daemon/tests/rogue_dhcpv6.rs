@@ -3,15 +3,17 @@
 //! in the log once, on the status page and as a metric, with its address
 //! and its boot file URL, forgotten once it has been quiet for
 //! `dhcp.rogue_forget_after`. The office's DHCPv6 server, which answers
-//! the probe without a boot file, is not one, and neither is Kickstand,
-//! which has a profile for its own MAC and so would answer a probe that
-//! reached its DHCPv6 front.
+//! the probe without a boot file, is not one; nor is one that names the
+//! shim on Kickstand (what GRUB over IPv6 needs of the office), nor
+//! Kickstand, which has a profile for its own MAC and so would answer a
+//! probe that reached its DHCPv6 front.
 //!
 //! ```text
 //!  ns ks-r6-0: ksbr0 fd78::1 ── kickstand serve (IPv6 only, DHCPv6 boot
 //!              52:54:00:00:78:01  answers and the probe, on ksbr0)
 //!  ns ks-r6-1: eth0 fd78::2   ── dnsmasq, the office's DHCPv6 server: leases, no boot file
 //!  ns ks-r6-2: eth0 fd78::9   ── dnsmasq, stateless, offers tftp://[fd78::9]/evil.efi
+//!  ns ks-r6-3: eth0 fd78::3   ── dnsmasq, stateless, names the shim on Kickstand
 //! ```
 
 mod support;
@@ -23,9 +25,11 @@ use support::{Bed, eventually};
 
 const OFFICE: usize = 1;
 const ROGUE: usize = 2;
+const NAMES_OUR_SHIM: usize = 3;
 /// The appliance's bridge, set so that a profile can name it.
 const APPLIANCE_MAC: &str = "52:54:00:00:78:01";
 const EVIL: &str = "tftp://[fd78::9]/evil.efi";
+const OUR_SHIM: &str = "tftp://[fd78::1]/os/centos-stream-9/EFI/BOOT/BOOTX64.EFI";
 
 /// The link-local address of member `ns`'s `eth0`, once it has one that
 /// is no longer tentative: where its DHCPv6 server answers from.
@@ -60,7 +64,7 @@ fn rogues(net: &Segment) -> Option<Vec<serde_json::Value>> {
 /// quiet), the office's DHCPv6 server beside it; Kickstand not started.
 /// `test` tells apart the namespaces of tests run by one process.
 fn ipv6_segment(test: &str, bed: &Bed) -> Segment {
-    let mut net = Segment::up(test, "10.82.0", &[Some(2), Some(9)], bed);
+    let mut net = Segment::up(test, "10.82.0", &[Some(2), Some(9), Some(3)], bed);
     let a = net.name(APPLIANCE).to_owned();
     sh(&[
         "ip",
@@ -76,6 +80,7 @@ fn ipv6_segment(test: &str, bed: &Bed) -> Segment {
         (APPLIANCE, "fd78::1/64", "ksbr0"),
         (OFFICE, "fd78::2/64", "eth0"),
         (ROGUE, "fd78::9/64", "eth0"),
+        (NAMES_OUR_SHIM, "fd78::3/64", "eth0"),
     ] {
         // nodad: usable at once; the bed owns these addresses.
         let name = net.name(ns).to_owned();
@@ -115,21 +120,32 @@ fn serve(net: &mut Segment, bed: &Bed) {
 fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it_stops() {
     let bed = Bed::new();
     let mut net = ipv6_segment("r6", &bed);
-    serve(&mut net, &bed);
-    let office = link_local(&net, OFFICE);
-
-    // The office's server answers the probe, without a boot file: no rogue.
-    let answered = eventually(Duration::from_secs(30), || {
-        net.log()
-            .lines()
-            .any(|l| l.contains("no other server's boot offer") && l.contains(&office))
-            .then_some(())
-    });
-    assert!(
-        answered.is_some(),
-        "the office's DHCPv6 server ({office}) never answered the probe:\n{}",
-        net.log()
+    let names_our_shim = net.dnsmasq(
+        NAMES_OUR_SHIM,
+        &[
+            "--dhcp-range=fd78::,static",
+            &format!("--dhcp-option=option6:bootfile-url,{OUR_SHIM}"),
+        ],
     );
+    net.keep(names_our_shim);
+    serve(&mut net, &bed);
+
+    // Both answer the probe, and neither is a rogue: the office's has no
+    // boot file, the other's is Kickstand's.
+    for ns in [OFFICE, NAMES_OUR_SHIM] {
+        let server = link_local(&net, ns);
+        let answered = eventually(Duration::from_secs(30), || {
+            net.log()
+                .lines()
+                .any(|l| l.contains("no other server's boot offer") && l.contains(&server))
+                .then_some(())
+        });
+        assert!(
+            answered.is_some(),
+            "{server} never answered the probe:\n{}",
+            net.log()
+        );
+    }
     assert_eq!(rogues(&net), Some(Vec::new()), "{}", net.log());
 
     let rogue = net.dnsmasq(
@@ -147,7 +163,7 @@ fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it
     assert_eq!(
         found.len(),
         1,
-        "only the rogue, not the office, not Kickstand: {found:?}"
+        "only the rogue, not the offices, not Kickstand: {found:?}"
     );
     assert_eq!(found[0]["server"], server.as_str(), "{found:?}");
     assert_eq!(found[0]["offered"], EVIL, "{found:?}");

@@ -239,12 +239,16 @@ fn random_mutations_of_a_reply_to_the_probe() {
             (59, b"tftp://[fd78::9]/evil.efi".to_vec()),
         ],
     );
-    assert!(probe.judge(&reply, rogue, xid).is_some());
+    assert!(probe.judge(&reply, rogue, xid, APPLIANCE).is_some());
     for len in 0..reply.len() {
-        assert_eq!(probe.judge(&reply[..len], rogue, xid), None, "cut at {len}");
+        assert_eq!(
+            probe.judge(&reply[..len], rogue, xid, APPLIANCE),
+            None,
+            "cut at {len}"
+        );
     }
     let relayed = relay_forward(0, APPLIANCE, OVMF_LINK_LOCAL, &[], &reply);
-    assert_eq!(probe.judge(&relayed, rogue, xid), None);
+    assert_eq!(probe.judge(&relayed, rogue, xid, APPLIANCE), None);
     let mut rng = Rng(0x6E6);
     let mut found = 0;
     for _ in 0..20_000 {
@@ -253,7 +257,7 @@ fn random_mutations_of_a_reply_to_the_probe() {
             let i = rng.below(m.len());
             m[i] = rng.next() as u8;
         }
-        if let Some(offer) = probe.judge(&m, rogue, xid) {
+        if let Some(offer) = probe.judge(&m, rogue, xid, APPLIANCE) {
             assert_eq!(offer.server, rogue, "{offer:?}");
             assert!(!offer.offered.is_empty(), "{offer:?}");
             found += 1;

@@ -76,9 +76,18 @@ impl Probe {
     /// Whether `datagram`, from `from`, is another server's boot answer to
     /// the probe sent with `xid`: a Reply with that transaction id, for our
     /// Client ID if it names one, with a Server ID that is not ours and a
-    /// boot file URL. The server is known by the address it answered from.
-    /// Anything else, malformed included, is `None`.
-    pub fn judge(&self, datagram: &[u8], from: Ipv6Addr, xid: [u8; 3]) -> Option<RogueOffer> {
+    /// boot file URL that is not on `appliance`, the appliance's IPv6
+    /// address (an office server that names Kickstand's shim, as GRUB over
+    /// IPv6 needs, sends machines to Kickstand, not away from it). The
+    /// server is known by the address it answered from. Anything else,
+    /// malformed included, is `None`.
+    pub fn judge(
+        &self,
+        datagram: &[u8],
+        from: Ipv6Addr,
+        xid: [u8; 3],
+        appliance: Ipv6Addr,
+    ) -> Option<RogueOffer> {
         let received = Received::parse(datagram).ok()?;
         let reply = &received.message;
         if !received.relays.is_empty() || reply.kind != msg::REPLY || reply.xid != xid {
@@ -97,7 +106,7 @@ impl Probe {
         }
         let url = reply.options.get(opt::BOOTFILE_URL)?;
         let offered = String::from_utf8_lossy(url).trim().to_owned();
-        if offered.is_empty() {
+        if offered.is_empty() || url_host(&offered) == Some(appliance) {
             return None;
         }
         Some(RogueOffer {
@@ -108,6 +117,15 @@ impl Probe {
     }
 }
 
+/// The IPv6 address a URL names as its host (`scheme://[address]:port/…`,
+/// RFC 3986 3.2.2), if it names one.
+fn url_host(url: &str) -> Option<Ipv6Addr> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?;
+    host.strip_prefix('[')?.split(']').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +133,7 @@ mod tests {
     const US: Mac = Mac([0x52, 0x54, 0, 0, 0x78, 1]);
     const XID: [u8; 3] = [0x4b, 0x53, 0x36];
     const ROGUE: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9);
+    const APPLIANCE: Ipv6Addr = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 1);
     const ROGUE_DUID: &[u8] = &[0, 1, 0, 1, 0x2e, 0x1c, 0x3a, 0x01, 2, 0, 0, 0, 0, 9];
 
     /// The options of a message, framing trusted (we wrote it).
@@ -175,7 +194,7 @@ mod tests {
     fn another_servers_boot_file_is_a_rogue() {
         let url = b"tftp://[fd78::9]/evil.efi";
         assert_eq!(
-            Probe::new(US).judge(&boot_reply(ROGUE_DUID, url), ROGUE, XID),
+            Probe::new(US).judge(&boot_reply(ROGUE_DUID, url), ROGUE, XID, APPLIANCE),
             Some(RogueOffer {
                 server: IpAddr::V6(ROGUE),
                 offered: "tftp://[fd78::9]/evil.efi".into(),
@@ -185,12 +204,29 @@ mod tests {
     }
 
     #[test]
+    fn a_url_names_its_ipv6_host() {
+        assert_eq!(url_host("tftp://[fd78::1]/ipxe.efi"), Some(APPLIANCE));
+        assert_eq!(url_host("http://user@[fd78::1]:8080/x"), Some(APPLIANCE));
+        assert_eq!(url_host("http://10.0.0.1/x"), None);
+        assert_eq!(url_host("tftp://[fd78::1%25eth0]/x"), None);
+        assert_eq!(url_host("evil.efi"), None);
+    }
+
+    #[test]
     fn ours_the_office_and_other_answers_are_not() {
         let probe = Probe::new(US);
         let url: &[u8] = b"tftp://[fd78::9]/evil.efi";
         let us = wire::duid_ll(US);
         let other_client = wire::duid_ll(Mac([2, 0, 0, 0, 0, 1]));
-        let not_rogues: [(&str, Vec<u8>); 9] = [
+        let not_rogues: [(&str, Vec<u8>); 11] = [
+            (
+                "the office naming our shim",
+                boot_reply(ROGUE_DUID, b"tftp://[fd78::1]/os/el9/EFI/BOOT/BOOTX64.EFI"),
+            ),
+            (
+                "the office naming our HTTP boot",
+                boot_reply(ROGUE_DUID, b"http://[fd78::1]:8080/boot/ipxe.efi"),
+            ),
             ("our own answer", boot_reply(&us, url)),
             (
                 "the office's: no boot file",
@@ -237,7 +273,11 @@ mod tests {
             ("empty", Vec::new()),
         ];
         for (what, datagram) in not_rogues {
-            assert_eq!(probe.judge(&datagram, ROGUE, XID), None, "{what}");
+            assert_eq!(
+                probe.judge(&datagram, ROGUE, XID, APPLIANCE),
+                None,
+                "{what}"
+            );
         }
     }
 }
