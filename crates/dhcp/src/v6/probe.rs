@@ -10,7 +10,8 @@
 //! carries no IA: no server leases anything for it, so the probe costs
 //! the office's DHCPv6 server nothing but an answer. A Reply to it that
 //! names a boot file, from a server that is not this one, is a rogue boot
-//! server; the office server doing its job answers without one.
+//! server; the office server doing its job answers without one, or names
+//! a file on this appliance.
 //!
 //! Pure: [`Probe::message`] builds the datagram, [`Probe::judge`] reads an
 //! answer. The daemon sends and receives.
