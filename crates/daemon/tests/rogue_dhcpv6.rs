@@ -11,7 +11,8 @@
 //! ```text
 //!  ns ks-r6-0: ksbr0 fd78::1 ── kickstand serve (IPv6 only, DHCPv6 boot
 //!              52:54:00:00:78:01  answers and the probe, on ksbr0)
-//!  ns ks-r6-1: eth0 fd78::2   ── dnsmasq, the office's DHCPv6 server: leases, no boot file
+//!  ns ks-r6-1: eth0 fd78::2   ── radvd (M flag) and dnsmasq, the office's DHCPv6 server:
+//!                                leases, no boot file
 //!  ns ks-r6-2: eth0 fd78::9   ── dnsmasq, stateless, offers tftp://[fd78::9]/evil.efi
 //!  ns ks-r6-3: eth0 fd78::3   ── dnsmasq, stateless, names the shim on Kickstand
 //! ```
@@ -28,6 +29,8 @@ const ROGUE: usize = 2;
 const NAMES_OUR_SHIM: usize = 3;
 /// The appliance's bridge, set so that a profile can name it.
 const APPLIANCE_MAC: &str = "52:54:00:00:78:01";
+/// The segment's /64 (ipv6_boot has fd77::, token_binding6 fd74::).
+const PREFIX: &str = "fd78::";
 const EVIL: &str = "tftp://[fd78::9]/evil.efi";
 const OUR_SHIM: &str = "tftp://[fd78::1]/os/centos-stream-9/EFI/BOOT/BOOTX64.EFI";
 
@@ -61,8 +64,8 @@ fn rogues(net: &Segment) -> Option<Vec<serde_json::Value>> {
 
 /// An IPv6-only segment, Kickstand configured for it at fd78::1 (boot
 /// answers over DHCPv6 only, other servers forgotten after 6 s of
-/// quiet), the office's DHCPv6 server beside it; Kickstand not started.
-/// `test` tells apart the namespaces of tests run by one process.
+/// quiet), the office's router and DHCPv6 server beside it; Kickstand not
+/// started. `test` tells apart the namespaces of tests run by one process.
 fn ipv6_segment(test: &str, bed: &Bed) -> Segment {
     let mut net = Segment::up(test, "10.82.0", &[Some(2), Some(9), Some(3)], bed);
     let a = net.name(APPLIANCE).to_owned();
@@ -76,34 +79,24 @@ fn ipv6_segment(test: &str, bed: &Bed) -> Segment {
         "address",
         APPLIANCE_MAC,
     ]);
-    for (ns, address, dev) in [
-        (APPLIANCE, "fd78::1/64", "ksbr0"),
-        (OFFICE, "fd78::2/64", "eth0"),
-        (ROGUE, "fd78::9/64", "eth0"),
-        (NAMES_OUR_SHIM, "fd78::3/64", "eth0"),
-    ] {
+    net.ipv6_appliance(bed, PREFIX);
+    net.ipv6_office(OFFICE, PREFIX, bed);
+    for (ns, address) in [(ROGUE, "fd78::9/64"), (NAMES_OUR_SHIM, "fd78::3/64")] {
         // nodad: usable at once; the bed owns these addresses.
         let name = net.name(ns).to_owned();
         sh(&[
-            "ip", "-n", &name, "addr", "add", address, "dev", dev, "nodad",
+            "ip", "-n", &name, "addr", "add", address, "dev", "eth0", "nodad",
         ]);
     }
-    let office = net.dnsmasq(OFFICE, &["--dhcp-range=fd78::100,fd78::1ff,64,1h"]);
-    net.keep(office);
-
     bed.write(
         "profiles/hosts/appliance.yaml",
         &format!("hosts:\n  \"{APPLIANCE_MAC}\":\n    hostname: itself\n    os: centos-stream-9\n"),
     );
-    for (from, to) in [
-        ("address: 127.0.0.1", "address: \"fd78::1\""),
-        ("bind: 127.0.0.1", "bind: \"::\""),
-        ("interfaces: []", "interfaces: [ksbr0]"),
-        ("http_port: 0", "http_port: 8080"),
-        ("mode: off", "mode: proxy\n  rogue_forget_after: 6s"),
-    ] {
-        bed.edit("profiles/kickstand.yaml", from, to);
-    }
+    bed.edit(
+        "profiles/kickstand.yaml",
+        "mode: proxy",
+        "mode: proxy\n  rogue_forget_after: 6s",
+    );
     net
 }
 
