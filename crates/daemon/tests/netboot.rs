@@ -1585,9 +1585,10 @@ const V6_MAC: &str = "52:54:00:12:36:18";
 /// is the one the firmware's own DHCPv6 exchange took), then the kernel
 /// and the installer; the installer takes its SLAAC address, fetches its
 /// kickstart over IPv6 and reports. The next boot reaches the disk through
-/// the same chain. GRUB reads its TFTP server only from the office's
-/// DHCPv6 reply, as Debian's GRUB does on IPv4: the office names the shim
-/// on Kickstand as the boot file URL (`next-server`).
+/// the same chain. Over IPv6 the shim and GRUB read their TFTP server only
+/// from the office's DHCPv6 reply (the lease's), not from Kickstand's
+/// answer: the office names the shim on Kickstand as the boot file URL
+/// (`next-server`).
 #[test]
 #[ignore = "peer: needs root, netns, qemu, ovmf, radvd, shim-signed, grub-efi-amd64-signed; run by tests/run"]
 fn ipv6_only_uefi_installs_through_grub_then_boots_its_disk() {
