@@ -5,6 +5,7 @@
 //! running daemon over HTTPS with the operator token, so every change is
 //! made — and recorded — in one place.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -202,13 +203,24 @@ pub(crate) enum Rendered {
 
 /// What `mac` would be served. Tokens show as `<build-token>`: making a
 /// real one is a change of state this command does not make.
-pub(crate) fn render(config: &Path, mac: Mac, what: Rendered) -> anyhow::Result<ExitCode> {
+pub(crate) fn render(
+    config: &Path,
+    mac: Mac,
+    what: Rendered,
+    ipv6: bool,
+) -> anyhow::Result<ExitCode> {
     let Some(generation) = crate::load_or_report(config) else {
         return Ok(ExitCode::FAILURE);
     };
-    let site = generation
-        .site
-        .to(generation.appliance().server.address.primary());
+    // Each client is told the address of the family it came in on: the
+    // appliance's own address of that family stands for such a client.
+    let address = generation.appliance().server.address;
+    let client = match address.v6() {
+        Some(v6) if ipv6 => IpAddr::V6(v6),
+        None if ipv6 => anyhow::bail!("--ipv6: server.address has no IPv6 address"),
+        _ => address.primary(),
+    };
+    let site = generation.site.to(client);
     const TOKEN: &str = "<build-token>";
     let decision = || -> anyhow::Result<BootDecision> {
         let phase = runtime()?.block_on(async {

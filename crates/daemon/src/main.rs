@@ -106,6 +106,11 @@ enum Command {
         /// state makes it.
         #[arg(long)]
         grub: bool,
+        /// As a client that came in over IPv6 gets it (URLs on the
+        /// appliance's IPv6 address); without it, over IPv4 where the
+        /// appliance has IPv4.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// List the hosts: OS, phase, time in phase, last event.
     Hosts,
@@ -199,14 +204,18 @@ fn main() -> ExitCode {
         Command::Serve => serve::run(config),
         Command::Check => commands::check(config),
         Command::Render {
-            mac, ipxe, grub, ..
+            mac,
+            ipxe,
+            grub,
+            ipv6,
+            ..
         } => {
             let what = match (ipxe, grub) {
                 (true, _) => commands::Rendered::Ipxe,
                 (_, true) => commands::Rendered::Grub,
                 _ => commands::Rendered::Kickstart,
             };
-            commands::render(config, *mac, what)
+            commands::render(config, *mac, what, *ipv6)
         }
         Command::Hosts => commands::hosts(config),
         Command::Timeline { host } => commands::timeline(config, host),

@@ -91,6 +91,43 @@ fn render_prints_a_kickstart_and_refuses_unknown_macs() {
         "{ipxe}"
     );
 
+    // As an IPv6 client gets it: refused where the appliance has no IPv6.
+    let (ok, _, stderr) = run(kickstand().arg("--config").arg(&config).args([
+        "render",
+        "52:54:00:10:00:02",
+        "--ipxe",
+        "--ipv6",
+    ]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("server.address has no IPv6 address"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in ["profiles", "templates"] {
+        support::copy_tree(&repo_root().join(sub), &dir.path().join(sub));
+    }
+    let dual = dir.path().join("profiles/kickstand.yaml");
+    let text = std::fs::read_to_string(&dual).expect("read config");
+    let edited = text.replacen(
+        "  address: 127.0.0.1\n  bind: 127.0.0.1\n",
+        "  address: [127.0.0.1, \"fd00::5\"]\n  bind: \"::\"\n",
+        1,
+    );
+    std::fs::write(&dual, edited).expect("write");
+    for (flag, want) in [
+        (None, "inst.ks=http://127.0.0.1:8080/ks/"),
+        (Some("--ipv6"), "inst.ks=http://[fd00::5]:8080/ks/"),
+    ] {
+        let (ok, ipxe, stderr) = run(kickstand()
+            .arg("--config")
+            .arg(&dual)
+            .args(["render", "52:54:00:10:00:02", "--ipxe"])
+            .args(flag));
+        assert!(ok, "{stderr}");
+        assert!(ipxe.contains(want), "{flag:?}: {ipxe}");
+    }
+
     let (ok, out, stderr) = run(kickstand()
         .arg("--config")
         .arg(&config)
