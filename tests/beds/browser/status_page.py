@@ -24,7 +24,8 @@ CHECKS.json:
             by hostname descending puts "last" first, "next" moves on a
             page, filtering for "filter" leaves its row alone, and a poll
             keeps the sort, the page, the filter and the selected row)}
-Prints one JSON line of what it measured (load time, polls) on success;
+Prints one JSON line of what it measured (load time, polls; with "paging",
+the most rows the table held) on success;
 exits non-zero with the reason otherwise.
 """
 import json
