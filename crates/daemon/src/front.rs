@@ -111,8 +111,15 @@ impl Front for HttpFront {
             .await
     }
 
+    /// Streamed host by host: at 5,000 hosts the whole array is megabytes
+    /// that no one needs to hold at once.
     async fn hosts(&self) -> Result<Reply, ApiError> {
-        json(&self.views.host_rows(&self.live.current()))
+        use futures_util::StreamExt as _;
+        let rows = self.views.host_rows(&self.live.current());
+        let items = rows
+            .into_iter()
+            .map(|row| serde_json::to_value(row).map_err(std::io::Error::other));
+        Ok(Reply::JsonArray(futures_util::stream::iter(items).boxed()))
     }
 
     async fn timeline(&self, mac: Mac) -> Result<Reply, ApiError> {

@@ -39,6 +39,11 @@ pub enum Reply {
     /// A long operation's progress, one JSON document per line, streamed
     /// as it happens (`kickstand cache warm`).
     JsonLines(BoxStream<'static, serde_json::Value>),
+    /// A JSON array too big to hold whole (every host of a 5,000-host
+    /// rack), written element by element as the stream yields them: the
+    /// same bytes `Json` sends for the whole array. An error ends the body
+    /// early, so the client sees a broken transfer, never a short array.
+    JsonArray(BoxStream<'static, std::io::Result<serde_json::Value>>),
 }
 
 impl std::fmt::Debug for Reply {
@@ -54,6 +59,7 @@ impl std::fmt::Debug for Reply {
                 .field("content_type", content_type)
                 .finish(),
             Reply::JsonLines(_) => f.write_str("JsonLines(..)"),
+            Reply::JsonArray(_) => f.write_str("JsonArray(..)"),
         }
     }
 }
@@ -278,4 +284,72 @@ pub(crate) fn lines_body(lines: BoxStream<'static, serde_json::Value>) -> Body {
         Ok(hyper::body::Frame::data(Bytes::from(line)))
     });
     BodyExt::boxed_unsync(http_body_util::StreamBody::new(frames))
+}
+
+/// The body of a `Reply::JsonArray`: `[`, each element pretty-printed one
+/// level in, `,` between them, `]` — what `serde_json::to_vec_pretty` makes
+/// of the whole array, one chunk per element.
+pub(crate) fn array_body(items: BoxStream<'static, std::io::Result<serde_json::Value>>) -> Body {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt;
+    let chunks = futures_util::stream::unfold(Some((items, true)), |state| async move {
+        let (mut items, first) = state?;
+        match items.next().await {
+            Some(Ok(value)) => Some((array_element(&value, first), Some((items, false)))),
+            Some(Err(e)) => Some((Err(e), None)),
+            None => Some((
+                Ok(Bytes::from_static(if first { b"[]" } else { b"\n]" })),
+                None,
+            )),
+        }
+    });
+    let frames = chunks.map(|chunk| chunk.map(hyper::body::Frame::data));
+    BodyExt::boxed_unsync(http_body_util::StreamBody::new(frames))
+}
+
+/// One element with what goes before it. JSON strings carry no raw
+/// newlines, so indenting every line indents the element and nothing in it.
+fn array_element(value: &serde_json::Value, first: bool) -> std::io::Result<Bytes> {
+    let pretty = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    let mut chunk = String::from(if first { "[\n" } else { ",\n" });
+    for (i, line) in pretty.lines().enumerate() {
+        if i > 0 {
+            chunk.push('\n');
+        }
+        chunk.push_str("  ");
+        chunk.push_str(line);
+    }
+    Ok(Bytes::from(chunk))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt as _;
+    use serde_json::json;
+
+    use super::array_body;
+
+    async fn streamed(items: Vec<serde_json::Value>) -> Vec<u8> {
+        let stream = futures_util::stream::iter(items.into_iter().map(Ok)).boxed();
+        let body = array_body(stream).collect().await;
+        body.map(|b| b.to_bytes().to_vec()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_array_is_the_array_pretty_printed_whole() {
+        let host = |n: u32| {
+            json!({"hostname": format!("n{n}"), "groups": [], "power": null,
+            "last_event": {"kind": "a\nb", "detail": {"x": [1, 2]}}})
+        };
+        for n in [0, 1, 3] {
+            let items: Vec<_> = (0..n).map(host).collect();
+            let whole = serde_json::to_vec_pretty(&items).unwrap_or_default();
+            assert_eq!(
+                String::from_utf8_lossy(&streamed(items).await),
+                String::from_utf8_lossy(&whole),
+                "{n} element(s)"
+            );
+        }
+    }
 }

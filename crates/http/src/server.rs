@@ -33,7 +33,9 @@ use tracing::{debug, info, warn};
 
 use crate::assets;
 use crate::error::{self, ApiError, Body, Cause};
-use crate::front::{Channel, Front, Loader, OperatorAct, Reply, RouteKind, lines_body, token_id};
+use crate::front::{
+    Channel, Front, Loader, OperatorAct, Reply, RouteKind, array_body, lines_body, token_id,
+};
 use crate::route::{Access, Refusal, Route, route, serves_mirror_bytes, token};
 
 /// How long in-flight requests may run after shutdown starts.
@@ -306,6 +308,9 @@ fn reply(result: Result<Reply, ApiError>) -> Response<Body> {
         },
         Ok(Reply::JsonLines(lines)) => {
             error::with_type(StatusCode::OK, lines_body(lines), "application/x-ndjson")
+        }
+        Ok(Reply::JsonArray(items)) => {
+            error::with_type(StatusCode::OK, array_body(items), "application/json")
         }
         Err(e) => e.into_response(),
     }

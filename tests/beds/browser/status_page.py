@@ -17,8 +17,15 @@ CHECKS.json:
    "power": {"mac": "<mac>", "state": "on|off"} (optional, with the token:
             its power column shows the state its BMC was polled in; its
             "cycle → PXE" button, confirmed, power cycles it and the action
-            shows in the audit panel)}
-Prints one JSON line of what it measured (load time, polls) on success;
+            shows in the audit panel),
+   "paging": {"filter": "<a hostname>", "mac": "<its mac>",
+              "last": "<the hostname that sorts last>"} (optional, for a
+            rack of more than one page: the range reads "1–100 of N", sorting
+            by hostname descending puts "last" first, "next" moves on a
+            page, filtering for "filter" leaves its row alone, and a poll
+            keeps the sort, the page, the filter and the selected row)}
+Prints one JSON line of what it measured (load time, polls; with "paging",
+the most rows the table held) on success;
 exits non-zero with the reason otherwise.
 """
 import json
@@ -34,9 +41,72 @@ base, shot, checks_path = sys.argv[1], sys.argv[2], sys.argv[3]
 checks = json.load(open(checks_path))
 
 
+PAGE_ROWS = 100  # status.js's PAGE_ROWS
+
+
 def fail(msg):
     print("FAIL: " + msg, file=sys.stderr)
     sys.exit(1)
+
+
+def text(page, selector):
+    return page.locator(selector).text_content()
+
+
+def first_row(page):
+    row = page.locator("#hosts tbody tr").first
+    return row.get_attribute("data-mac"), row.locator("td").first.text_content()
+
+
+def next_poll(page):
+    """Waits for the page's next poll to have redrawn it."""
+    polls = int(page.evaluate("document.body.dataset.polls"))
+    page.wait_for_function(f"Number(document.body.dataset.polls) > {polls}", timeout=30000)
+
+
+def check_paging(page, n, paging):
+    """A rack of more than one page: sort, page, filter and select, and a
+    poll keeps each of them. Returns the number of rows seen in the DOM at
+    most."""
+    most = page.locator("#hosts tbody tr").count()
+    if text(page, "#host-range") != f"1–{PAGE_ROWS} of {n}":
+        fail("the first page reads " + text(page, "#host-range"))
+    page.click("#hosts th[data-key='hostname']")
+    page.click("#hosts th[data-key='hostname']")
+    if page.get_attribute("#hosts th[data-key='hostname']", "aria-sort") != "descending":
+        fail("two clicks on Host do not sort it descending")
+    if first_row(page)[1] != paging["last"]:
+        fail(f"sorted by hostname descending, {first_row(page)[1]} comes first, not {paging['last']}")
+    top = first_row(page)
+    page.click("#host-next")
+    if text(page, "#host-range") != f"{PAGE_ROWS + 1}–{2 * PAGE_ROWS} of {n}":
+        fail("next page reads " + text(page, "#host-range"))
+    second = first_row(page)
+    if second == top:
+        fail("next page shows the same first row")
+    most = max(most, page.locator("#hosts tbody tr").count())
+    next_poll(page)
+    if (text(page, "#host-range") != f"{PAGE_ROWS + 1}–{2 * PAGE_ROWS} of {n}"
+            or first_row(page) != second
+            or page.get_attribute("#hosts th[data-key='hostname']", "aria-sort") != "descending"):
+        fail(f"a poll lost the page or the sort: {text(page, '#host-range')}, first {first_row(page)}")
+    page.fill("#host-filter", paging["filter"])
+    rows = page.locator("#hosts tbody tr")
+    if rows.count() != 1 or rows.first.get_attribute("data-mac") != paging["mac"]:
+        fail(f"filtering for {paging['filter']} leaves {rows.count()} row(s)")
+    if text(page, "#host-range") != "1–1 of 1":
+        fail("filtered, the range reads " + text(page, "#host-range"))
+    rows.first.click()
+    page.wait_for_selector("#detail:not([hidden])", timeout=10000)
+    next_poll(page)
+    rows = page.locator("#hosts tbody tr")
+    if (page.input_value("#host-filter") != paging["filter"] or rows.count() != 1
+            or "selected" not in (rows.first.get_attribute("class") or "")):
+        fail("a poll lost the filter or the selected row")
+    page.fill("#host-filter", "")
+    if text(page, "#host-range") != f"1–{PAGE_ROWS} of {n}":
+        fail("with the filter cleared the range reads " + text(page, "#host-range"))
+    return max(most, page.locator("#hosts tbody tr").count())
 
 
 with sync_playwright() as p:
@@ -57,8 +127,10 @@ with sync_playwright() as p:
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
     started = time.monotonic()
     page.goto(base + "/")
+    # One page of rows at most; the range names the whole rack.
     page.wait_for_function(
-        f"document.querySelectorAll('#hosts tbody tr').length === {checks['hosts']}",
+        f"document.querySelectorAll('#hosts tbody tr').length === {min(checks['hosts'], PAGE_ROWS)}"
+        f" && document.getElementById('host-range').textContent.endsWith(' of {checks['hosts']}')",
         timeout=30000)
     loaded = time.monotonic() - started
     for mac, phase in checks["rows"].items():
@@ -115,7 +187,10 @@ with sync_playwright() as p:
     page.click("#hosts th[data-key='phase']")
     first = page.locator("#hosts tbody tr").first.get_attribute("data-phase")
     page.screenshot(path=shot, full_page=True)
+    seen = {"load_seconds": round(loaded, 3), "polls": polls, "first_sorted": first}
+    if "paging" in checks:
+        seen["most_rows"] = check_paging(page, checks["hosts"], checks["paging"])
     if outside:
         fail("the page asked for something outside the appliance: " + ", ".join(outside[:5]))
-    print(json.dumps({"load_seconds": round(loaded, 3), "polls": polls, "first_sorted": first}))
+    print(json.dumps(seen))
     browser.close()
