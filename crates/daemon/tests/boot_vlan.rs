@@ -92,36 +92,8 @@ fn power_on(net: &Segment, mac: &str) {
 /// The host's DHCP exchange with the office server on `dev`; the leased
 /// address is configured there, and made the way to the appliance.
 fn lease(net: &Segment, dev: &str, gateway: &str) -> String {
-    let out = net
-        .exec(HOST)
-        .args([
-            "busybox", "udhcpc", "-i", dev, "-f", "-q", "-n", "-t", "5", "-T", "2",
-        ])
-        .args(["-s", "/bin/true"])
-        .output()
-        .expect("udhcpc");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let leased = text
-        .split("lease of ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no lease on {dev}:\n{text}"))
-        .to_owned();
+    let leased = net.dhcp_lease(HOST, dev);
     let ns = net.name(HOST);
-    sh(&[
-        "ip",
-        "-n",
-        ns,
-        "addr",
-        "add",
-        &format!("{leased}/24"),
-        "dev",
-        dev,
-    ]);
     sh(&[
         "ip", "-n", ns, "route", "replace", "default", "via", gateway, "dev", dev,
     ]);

@@ -60,48 +60,7 @@ fn lease(net: &Segment) -> String {
         "address",
         MAC,
     ]);
-    let out = net
-        .exec(HOST)
-        .args([
-            "busybox",
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "2",
-            "-s",
-            "/bin/true",
-        ])
-        .output()
-        .expect("udhcpc");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let leased = text
-        .split("lease of ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no lease from the office server:\n{text}"))
-        .to_owned();
-    let addr = format!("{leased}/24");
-    sh(&[
-        "ip",
-        "-n",
-        net.name(HOST),
-        "addr",
-        "add",
-        &addr,
-        "dev",
-        "eth0",
-    ]);
-    leased
+    net.dhcp_lease(HOST, "eth0")
 }
 
 #[test]

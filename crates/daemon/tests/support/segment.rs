@@ -284,6 +284,33 @@ impl Segment {
         std::fs::write(&config, text).expect("write config");
     }
 
+    /// Member `ns`'s own DHCP exchange with the office server on `dev`
+    /// (busybox udhcpc: DISCOVER, OFFER, REQUEST with option 50 and the
+    /// office's server id, ACK): the leased address, configured on `dev`
+    /// as a /24.
+    pub fn dhcp_lease(&self, ns: usize, dev: &str) -> String {
+        let out = self
+            .exec(ns)
+            .args(["busybox", "udhcpc", "-i", dev, "-f", "-q", "-n"])
+            .args(["-t", "5", "-T", "2", "-s", "/bin/true"])
+            .output()
+            .expect("udhcpc");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let leased = text
+            .split("lease of ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no lease from the office server on {dev}:\n{text}"))
+            .to_owned();
+        let cidr = format!("{leased}/24");
+        sh(&["ip", "-n", self.name(ns), "addr", "add", &cidr, "dev", dev]);
+        leased
+    }
+
     /// Makes the appliance an IPv6-only one at `<prefix>1` (see
     /// [`Segment::ipv6_office`] for `prefix`): the address on `ksbr0`, and
     /// `bed`'s config naming it, bound to `::`, HTTP on 8080, DHCP `proxy`.
