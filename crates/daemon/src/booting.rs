@@ -33,6 +33,7 @@ use crate::generation::{BootDecision, Generation};
 use crate::hosts::{self, Fetched, ip_text, render_error, state_error};
 use crate::live::{Live, lock};
 use crate::metrics::{Metrics, RogueLabels};
+use crate::segment::Duty;
 
 /// A PXE client that was not answered is logged at `info` once per this
 /// long, not once per packet.
@@ -62,6 +63,9 @@ pub(crate) struct Booting {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) rogues: Arc<Rogues>,
     pub(crate) discovering: Arc<Discovering>,
+    /// Whether this appliance answers its segment now (always, without
+    /// `server.segment`).
+    pub(crate) duty: Arc<Duty>,
     /// Boots served without their token, for the status page.
     pub(crate) withholdings: Arc<Withholdings>,
     /// What was logged about a PXE client, and when.
@@ -86,6 +90,7 @@ impl Booting {
         metrics: Arc<Metrics>,
         rogues: Arc<Rogues>,
         discovering: Arc<Discovering>,
+        duty: Arc<Duty>,
     ) -> Booting {
         Booting {
             live,
@@ -94,6 +99,7 @@ impl Booting {
             metrics,
             rogues,
             discovering,
+            duty,
             withholdings: Arc::default(),
             logged: Mutex::new(LruCache::new(REMEMBERED)),
             grants: Arc::default(),
@@ -536,6 +542,10 @@ impl Boot for Booting {
         }
     }
 
+    fn answering(&self) -> bool {
+        self.duty.answering()
+    }
+
     fn rogue(&self, offer: &kickstand_dhcp::RogueOffer) {
         self.rogue_seen(offer);
     }
@@ -712,6 +722,10 @@ impl BootView for PacketView<'_> {
 }
 
 impl kickstand_tftp::Source for Booting {
+    fn answering(&self) -> bool {
+        self.duty.answering()
+    }
+
     /// One generation per request: a reload that moves `tftp.root` takes
     /// effect for the next transfer.
     fn open<'a>(

@@ -76,6 +76,10 @@ impl v6::Boot for Dhcp6 {
             context,
         }
     }
+
+    fn answering(&self) -> bool {
+        self.booting.duty.answering()
+    }
 }
 
 /// One generation for the datagrams read together.

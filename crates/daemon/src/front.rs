@@ -34,6 +34,23 @@ pub(crate) struct HttpFront {
     pub(crate) metrics: Arc<Metrics>,
 }
 
+impl HttpFront {
+    /// A host's routes (boot scripts, loaders, kickstarts, callbacks) are
+    /// answered by the segment's active appliance only: a build token is
+    /// honoured by one appliance at a time, and an install follows the
+    /// segment's address to whichever that is.
+    fn on_duty(&self) -> Result<(), ApiError> {
+        if self.booting.duty.answering() {
+            return Ok(());
+        }
+        let segment = self.booting.duty.standing().map(|s| s.segment);
+        Err(ApiError::Unavailable(format!(
+            "this appliance stands by for segment {}: the active one answers at the segment's address",
+            segment.unwrap_or_default()
+        )))
+    }
+}
+
 fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
     serde_json::to_value(value)
         .map(Reply::Json)
@@ -42,11 +59,13 @@ fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
 
 impl Front for HttpFront {
     async fn boot_script(&self, mac: Mac, peer: SocketAddr) -> Result<String, ApiError> {
+        self.on_duty()?;
         let generation = self.live.current();
         self.booting.boot_script(&generation, mac, peer.ip()).await
     }
 
     async fn loader(&self, file: &str, peer: SocketAddr) -> Result<Loader, ApiError> {
+        self.on_duty()?;
         let generation = self.live.current();
         self.booting.loader(&generation, file, peer).await
     }
@@ -57,6 +76,7 @@ impl Front for HttpFront {
         token: Option<&str>,
         peer: SocketAddr,
     ) -> Result<String, ApiError> {
+        self.on_duty()?;
         let generation = self.live.current();
         self.installs.kickstart(&generation, mac, token, peer.ip())
     }
@@ -69,6 +89,7 @@ impl Front for HttpFront {
         detail: Bytes,
         peer: SocketAddr,
     ) -> Result<Reply, ApiError> {
+        self.on_duty()?;
         let generation = self.live.current();
         self.installs
             .report(&generation, mac, report, token, &detail, peer.ip())
@@ -141,6 +162,7 @@ impl Front for HttpFront {
         query: &str,
         peer: SocketAddr,
     ) -> Result<Reply, ApiError> {
+        self.on_duty()?;
         self.installs
             .discovery_report(mac, query, peer.ip())
             .map(Reply::Text)
@@ -161,6 +183,9 @@ impl Front for HttpFront {
         req: http::Request<()>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        if let Err(e) = self.on_duty() {
+            return e.into_response();
+        }
         let generation = self.live.current();
         self.booting.os_file(&generation, os, path, req, peer).await
     }

@@ -232,6 +232,16 @@ impl Generation {
             ),
         };
         let path = |p: &Path| p.display().to_string();
+        let held = |a: &Appliance| match a.server.segment {
+            Some(_) => a
+                .server
+                .address
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            None => String::new(),
+        };
         let settings = [
             (
                 "server.bind",
@@ -282,6 +292,18 @@ impl Generation {
                 "server.max_connections_per_client",
                 old.server.max_connections_per_client.to_string(),
                 new.server.max_connections_per_client.to_string(),
+            ),
+            (
+                "server.segment",
+                format!("{:?}", old.server.segment),
+                format!("{:?}", new.server.segment),
+            ),
+            // The address a segment's active appliance holds is taken
+            // and given up with the lease.
+            (
+                "server.address (a segment's, held by its active appliance)",
+                held(old),
+                held(new),
             ),
             // Which DHCP fronts are bound (DHCPv4 needs an IPv4 address)
             // is decided at start; the addresses themselves may change.

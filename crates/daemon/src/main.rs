@@ -48,6 +48,7 @@ mod power;
 mod powering;
 mod probe6;
 mod reload;
+mod segment;
 mod serve;
 mod syslog;
 mod tls;

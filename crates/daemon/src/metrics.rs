@@ -18,6 +18,11 @@ pub(crate) struct Named {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SegmentLabel {
+    pub(crate) segment: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PhaseLabel {
     pub(crate) phase: &'static str,
 }
@@ -72,6 +77,12 @@ pub(crate) struct Metrics {
     pub(crate) rogue_unlisted: Counter,
     /// PXE clients without a profile not answered, over their shared rate.
     pub(crate) strangers_shed: Counter,
+    /// 1 while this appliance answers its segment, 0 standing by.
+    pub(crate) segment_active: Family<SegmentLabel, Gauge>,
+    /// The segment's tenure (one more at every takeover).
+    pub(crate) segment_term: Family<SegmentLabel, Gauge>,
+    /// When the active appliance's tenure began, whichever that is.
+    pub(crate) segment_since: Family<SegmentLabel, Gauge>,
 }
 
 impl Metrics {
@@ -103,12 +114,30 @@ impl Metrics {
             rogue_dhcp: Family::default(),
             rogue_unlisted: Counter::default(),
             strangers_shed: Counter::default(),
+            segment_active: Family::default(),
+            segment_term: Family::default(),
+            segment_since: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
             "kickstand_profiles_hosts",
             "host profiles in force",
             m.profiles.clone(),
+        );
+        registry.register(
+            "kickstand_segment_active",
+            "1 while this appliance answers its segment, 0 while it stands by",
+            m.segment_active.clone(),
+        );
+        registry.register(
+            "kickstand_segment_term",
+            "the segment's tenure: one more at every change of active appliance",
+            m.segment_term.clone(),
+        );
+        registry.register(
+            "kickstand_segment_active_since_seconds",
+            "when the segment's active appliance took it, in seconds since the epoch",
+            m.segment_since.clone(),
         );
         registry.register(
             "kickstand_hosts",

@@ -2,7 +2,7 @@
 //! shutdown token, reloads on SIGHUP and file changes, drains on
 //! SIGTERM/SIGINT.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::operator::Operator;
 use crate::power::Power;
+use crate::segment::{self, Duty, SegmentAddress};
 use crate::syslog::InstallerLogs;
 use crate::views::{Shared, Views};
 use crate::{boot, booting6, client, commands, operator, probe6, reload, syslog, tls};
@@ -128,6 +129,30 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     let certificate = identity.cert_file.clone();
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
     let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let duty = match &server.segment {
+        None => Arc::new(Duty::alone()),
+        Some(name) => {
+            let election = store
+                .election(name)
+                .await
+                .context("starting the segment's election")?;
+            let address = SegmentAddress {
+                // Validation made sure there is one.
+                interface: server.interfaces.first().cloned().unwrap_or_default(),
+                addresses: [
+                    server.address.v4().map(IpAddr::V4),
+                    server.address.v6().map(IpAddr::V6),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            };
+            let (duty, keep) = segment::start(name, election, address, shutdown.clone());
+            tasks.spawn(keep);
+            duty
+        }
+    };
     let repo = RepoProxy::open(&generation.repo, generation.upstream.clone(), tasks.clone())
         .context("opening the repo cache")?;
     let mut metrics = Metrics::new();
@@ -165,6 +190,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         metrics.clone(),
         rogues.clone(),
         discovering.clone(),
+        duty.clone(),
     ));
     let power = Arc::new(Power::new(store.clone()));
     let front = Arc::new(HttpFront {
@@ -185,6 +211,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             rogues,
             withholdings: booting.withholdings.clone(),
             power: power.clone(),
+            duty,
             fingerprint,
             status_doc: Shared::default(),
             metrics_doc: Shared::default(),
@@ -199,7 +226,6 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
         power: power.clone(),
         metrics,
     });
-    let shutdown = CancellationToken::new();
 
     // For the CLI: where this daemon listens (the port, when it was 0).
     let address_files = [

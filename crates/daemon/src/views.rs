@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kickstand_http::{ApiError, Reply};
@@ -39,6 +39,8 @@ pub(crate) struct Views {
     pub(crate) withholdings: Arc<crate::booting::Withholdings>,
     /// The hosts' power states as last polled from their BMCs.
     pub(crate) power: Arc<crate::power::Power>,
+    /// Whether this appliance answers its segment, and who does.
+    pub(crate) duty: Arc<crate::segment::Duty>,
     /// The HTTPS certificate's, shown beside the operator's URL so it can
     /// be compared with what a browser is shown.
     pub(crate) fingerprint: crate::tls::Fingerprint,
@@ -196,6 +198,7 @@ impl Views {
                     "name": name,
                     "urls": urls.iter().map(|u| u.base()).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
+                "segment": self.duty.standing(),
                 "rogue_dhcp": self.rogues.list(appliance.dhcp.rogue_forget_after, &self.metrics),
                 "tokens_withheld": self.withholdings.list(),
             },
@@ -227,6 +230,27 @@ impl Views {
             self.fingerprint
         );
         let _ = writeln!(page, "dhcp mode    {}", snap.appliance.dhcp.mode.as_str());
+        if let Some(s) = self.duty.standing() {
+            let since = s.since.map_or("-".into(), |t| {
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string()
+            });
+            let who = match s.role {
+                "active" => format!(
+                    "ACTIVE: this appliance answers it (term {}, since {since})",
+                    s.term
+                ),
+                "standby" => format!(
+                    "standby: {} answers it (term {}, since {since})",
+                    s.active.as_deref().unwrap_or("?"),
+                    s.term
+                ),
+                _ => "not answering: the state database cannot be asked who does".to_owned(),
+            };
+            let _ = writeln!(page, "segment      {}: {who}", s.segment);
+            if let Some(e) = &s.error {
+                let _ = writeln!(page, "             last election round failed: {e}");
+            }
+        }
         let _ = writeln!(
             page,
             "profiles     {} file(s), {} OS, {} host(s); generation {} loaded {}",
@@ -332,6 +356,18 @@ impl Views {
     fn metrics_text(&self, generation: &Generation) -> String {
         let m = &self.metrics;
         m.profiles.set(generation.snapshot().hosts.len() as i64);
+        if let Some(s) = self.duty.standing() {
+            let label = crate::metrics::SegmentLabel { segment: s.segment };
+            m.segment_active
+                .get_or_create(&label)
+                .set(i64::from(self.duty.answering()));
+            m.segment_term
+                .get_or_create(&label)
+                .set(i64::try_from(s.term).unwrap_or(i64::MAX));
+            m.segment_since
+                .get_or_create(&label)
+                .set(s.since.map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)));
+        }
         // Forgets servers gone quiet, so their gauge goes with them.
         self.rogues
             .list(generation.appliance().dhcp.rogue_forget_after, m);

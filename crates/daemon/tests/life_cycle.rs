@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use support::postgres::Postgres;
 use support::{Bed, Daemon, eventually, kickstand};
 
 const NODE01: &str = "52:54:00:10:00:01";
@@ -502,70 +503,6 @@ fn a_daemon_killed_mid_install_loses_nothing_it_acknowledged() {
         200
     );
     assert_eq!(phase(&daemon, NODE01), "installed");
-}
-
-const PG: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/beds/postgres/pg.sh"
-);
-
-/// A PostgreSQL server of the test's own, removed on drop.
-struct Postgres {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Postgres {
-    fn run(action: &str) -> tempfile::TempDir {
-        let dir = tempfile::Builder::new()
-            .prefix("kickstand-pg-")
-            .tempdir()
-            .expect("tempdir");
-        let out = Command::new(PG)
-            .arg(action)
-            .arg(dir.path())
-            .output()
-            .expect("run tests/beds/postgres/pg.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    }
-
-    /// On a Unix socket only.
-    fn start() -> Postgres {
-        let dir = Postgres::run("start");
-        // As a URL, which is what `state.url` takes.
-        let url = format!(
-            "postgresql://kickstand@localhost/postgres?host={}",
-            dir.path().display()
-        );
-        Postgres { dir, url }
-    }
-
-    /// Taking TCP only over TLS, with a password (`pg.sh start-tls`); the
-    /// URL checks the certificate and the host name, and has no password.
-    fn start_tls() -> Postgres {
-        let dir = Postgres::run("start-tls");
-        let port = std::fs::read_to_string(dir.path().join("port")).expect("pg.sh's port");
-        let url = format!(
-            "postgresql://kickstand@localhost:{}/postgres?sslmode=verify-full",
-            port.trim()
-        );
-        Postgres { dir, url }
-    }
-
-    fn file(&self, rel: &str) -> std::path::PathBuf {
-        self.dir.path().join(rel)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new(PG).arg("kill").arg(self.dir.path()).output();
-    }
 }
 
 fn shared_bed(pg: &Postgres, name: &str) -> Bed {

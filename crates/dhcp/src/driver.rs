@@ -29,6 +29,14 @@ pub trait Boot: Send + Sync + 'static {
 
     fn view(&self) -> Self::View<'_>;
 
+    /// Whether to answer now: an appliance standing by for its segment
+    /// decides nothing (and so records nothing) and sends nothing. Asked
+    /// for every batch and again before each send, so one that stopped
+    /// mid-batch (frozen, then woken past its lease) sends no more.
+    fn answering(&self) -> bool {
+        true
+    }
+
     /// Another server offered boot information to a client.
     fn rogue(&self, offer: &RogueOffer) {
         let _ = offer;
@@ -262,6 +270,11 @@ impl<B: Boot> Worker<B> {
                     }
                 }
             }
+            if !self.boot.answering() {
+                debug!(datagrams = batch.len(), "dhcp: standing by, not answered");
+                batch.clear();
+                continue;
+            }
             let view = self.boot.view();
             // Stable: profiled machines first, each side in arrival order.
             batch.sort_by_key(|(packet, _)| {
@@ -278,6 +291,9 @@ impl<B: Boot> Worker<B> {
                 view.decided(mac, &seen, &action);
                 match action {
                     Action::Ignore(reason) => debug!(%from, %reason, "dhcp: ignored"),
+                    Action::Respond(reply) if !self.boot.answering() => {
+                        debug!(mac = %reply.mac, "dhcp: stopped answering before the reply went out");
+                    }
                     Action::Respond(reply) => {
                         let to = reply.dest.resolve(from);
                         // Every reply at debug: at a rack's power-on these

@@ -205,6 +205,16 @@ function renderDiscovered() {
   )));
 }
 
+// Who answers the segment, as the status text says it.
+function segmentText(s) {
+  const since = s.since ? new Date(s.since * 1000).toISOString().replace(".000", "") : "–";
+  const role = s.role === "active" ? "ACTIVE: this appliance answers it"
+    : s.role === "standby" ? "standby: " + s.active + " answers it"
+    : "not answering: the state database cannot be asked who does";
+  return s.segment + " — " + role + (s.role === "unknown" ? "" : " (term " + s.term + ", since " + since + ")")
+    + (s.error ? "; last round failed: " + s.error : "");
+}
+
 function renderCards() {
   const a = state.appliance, p = state.profiles, c = state.cache;
   document.getElementById("appliance-address").textContent = a.base_url;
@@ -215,7 +225,7 @@ function renderCards() {
     ["boot loaders", a.loaders.map(l => l.file + (l.present ? "" : " (missing)")).join(", ")],
     ["office proxy", a.proxy || "none: mirrors are reached directly"],
     ["mirrors", a.mirrors.map(m => m.name).join(", ")],
-  ]);
+  ].concat(a.segment ? [["segment", segmentText(a.segment)]] : []));
   dl(document.querySelector("#card-profiles dl"), [
     ["in force", "generation " + p.generation + ", loaded " + p.loaded_at],
     ["files", p.files + " file(s), " + p.oses + " OS, " + p.hosts + " host(s)"],

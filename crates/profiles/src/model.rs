@@ -297,6 +297,11 @@ pub struct Server {
     /// A configured certificate and key; `None`: the self-signed pair the
     /// daemon makes in the state directory at first start.
     pub tls: Option<TlsFiles>,
+    /// The rack segment, when several appliances serve it through one
+    /// PostgreSQL: they elect one active appliance, which answers the
+    /// segment and holds `address` on the first of `interfaces`; the
+    /// others stand by. `None`: this appliance answers alone.
+    pub segment: Option<String>,
 }
 
 /// PEM files for the HTTPS listener.

@@ -73,6 +73,9 @@ pub(crate) struct Server {
     pub tls_cert: Option<S<String>>,
     /// The PEM private key of `tls_cert`.
     pub tls_key: Option<S<String>>,
+    /// The rack segment this appliance serves with others that share its
+    /// PostgreSQL: one of them answers, the others stand by.
+    pub segment: Option<S<String>>,
 }
 
 /// A YAML scalar or a list of scalars, read as a list. serde's untagged

@@ -82,6 +82,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         error TEXT
     )",
+    // 5: which appliance answers each segment ([`crate::election`]).
+    "CREATE TABLE segments (
+        segment TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        appliance TEXT NOT NULL,
+        term BIGINT NOT NULL,
+        since BIGINT NOT NULL,
+        expires BIGINT NOT NULL
+    )",
 ];
 
 /// Brings the database to `target` (normally `MIGRATIONS.len()`).

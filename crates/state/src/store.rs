@@ -21,6 +21,7 @@ use crate::db::connect::Connector;
 use crate::db::{Db, params};
 use crate::diagnosis::{self, Diagnosis};
 use crate::discovery::{self, Discovered, DiscoveryOutcome, Facts, MAX_FACTS_BYTES};
+use crate::election::Election;
 use crate::event::{Event, EventKind};
 use crate::host::{Host, Outcome, Pulled};
 use crate::limit::{Folded, Limiter, Verdict};
@@ -225,6 +226,21 @@ impl StateStore {
                 folded: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// This appliance's side of `segment`'s election
+    /// ([`crate::election`]), on a connection of its own. PostgreSQL only:
+    /// an SQLite file is one appliance's, and so is its segment.
+    pub async fn election(&self, segment: &str) -> Result<Election, StateError> {
+        let connector = self.inner.reader.connector().ok_or_else(|| {
+            StateError::Settings(
+                "a segment's election needs the PostgreSQL the appliances share (state.url)".into(),
+            )
+        })?;
+        let appliance = &self.inner.config.appliance;
+        let holder = format!("{appliance}/{}", instance_id()?);
+        let db = Db::open_postgres(connector).await?;
+        Ok(Election::new(db, segment, holder, appliance))
     }
 
     /// Writes everything queued and stops the writer (at shutdown).

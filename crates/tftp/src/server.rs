@@ -167,6 +167,10 @@ pub async fn serve_with(
                 continue;
             }
         };
+        if !source.answering() {
+            debug!(%peer, "standing by: request not answered");
+            continue;
+        }
         if tracker.len() >= config.max_transfers {
             warn!(%peer, running = tracker.len(), "too many transfers; request dropped");
             continue;
@@ -255,6 +259,9 @@ enum Outcome {
         bytes: u64,
     },
     ShutDown,
+    /// The source stopped answering mid-transfer ([`Source::answering`]):
+    /// nothing more is sent, not even an ERROR.
+    StoodDown,
 }
 
 impl Outcome {
@@ -280,6 +287,7 @@ impl Outcome {
             Outcome::ClientGone => (TransferOutcome::ClientGone, 0),
             Outcome::GaveUp { bytes } => (TransferOutcome::TimedOut, *bytes),
             Outcome::ShutDown => (TransferOutcome::ShutDown, 0),
+            Outcome::StoodDown => (TransferOutcome::StoodDown, 0),
         };
         TransferReport {
             file,
@@ -356,7 +364,10 @@ impl Job {
             Outcome::Refused(e) => Some(e.to_wire()),
             Outcome::GaveUp { .. } => Some((ErrorCode::NotDefined, "timed out")),
             Outcome::ShutDown => Some((ErrorCode::NotDefined, "server shutting down")),
-            Outcome::Sent { .. } | Outcome::ClientAborted { .. } | Outcome::ClientGone => None,
+            Outcome::Sent { .. }
+            | Outcome::ClientAborted { .. }
+            | Outcome::ClientGone
+            | Outcome::StoodDown => None,
         };
         if let Some((code, message)) = reply
             && let Err(e) = socket.send(&packet::encode_error(code, message))
@@ -485,6 +496,9 @@ fn transfer(socket: &UdpSocket, request: Request, job: &Job) -> io::Result<Outco
                 let oack = params.oack.iter().map(|(k, v)| (k.as_str(), v.as_str()));
                 socket.send(&packet::encode_oack(oack))?;
                 deadline = Instant::now() + params.timeout * (1 << backoff);
+            }
+            Action::SendBlocks { .. } if !job.source.answering() => {
+                return Ok(Outcome::StoodDown);
             }
             Action::SendBlocks { first, last } => {
                 for n in first..=last {

@@ -32,6 +32,14 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         peer: SocketAddr,
     ) -> BoxFuture<'a, Result<Content, OpenError>>;
 
+    /// Whether the server answers at all now: an appliance standing by
+    /// for its segment answers no request, and a transfer under way stops,
+    /// silent, before its next block once this is false. Asked for every
+    /// request and block: one atomic read.
+    fn answering(&self) -> bool {
+        true
+    }
+
     /// Called once per request when it ends, however it ended: for the
     /// daemon's metrics and the host's timeline.
     fn transfer_ended(&self, peer: SocketAddr, report: &TransferReport) {
@@ -103,6 +111,8 @@ pub enum TransferOutcome {
     ClientGone,
     /// The server is shutting down.
     ShutDown,
+    /// The appliance stopped answering its segment (another took over).
+    StoodDown,
     Failed {
         reason: String,
     },
@@ -118,6 +128,7 @@ impl TransferOutcome {
             TransferOutcome::Refused { .. } => "refused",
             TransferOutcome::ClientGone => "client-gone",
             TransferOutcome::ShutDown => "shut-down",
+            TransferOutcome::StoodDown => "stood-down",
             TransferOutcome::Failed { .. } => "error",
         }
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bmc;
+pub mod postgres;
 pub mod segment;
 
 use std::io::{BufRead, BufReader};

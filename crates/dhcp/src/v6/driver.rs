@@ -31,6 +31,12 @@ pub trait Boot: Send + Sync + 'static {
         Self: 'a;
 
     fn view(&self) -> Self::View<'_>;
+
+    /// Whether to answer now, as [`crate::Boot::answering`] says for
+    /// DHCPv4: asked before deciding and again before each send.
+    fn answering(&self) -> bool {
+        true
+    }
 }
 
 /// One generation as the DHCPv6 decision sees it; lookups answer from
@@ -303,6 +309,11 @@ impl<B: Boot> Worker<B> {
 
     async fn answer(&mut self, batch: &mut Vec<(Vec<u8>, SocketAddrV6)>) {
         let boot = Arc::clone(&self.boot);
+        if !boot.answering() {
+            debug!(datagrams = batch.len(), "dhcpv6: standing by, not answered");
+            batch.clear();
+            return;
+        }
         let view = boot.view();
         let clients = Arc::clone(&self.clients);
         // The lock is never held across an await: only while deciding.
@@ -346,13 +357,19 @@ impl<B: Boot> Worker<B> {
                     debug!(mac = %reply.mac, firmware = reply.firmware.name(),
                            url = %reply.boot_file_url, to = %reply.to, "dhcpv6: reply");
                     match self.port {
-                        Port::Server => send(&self.socket, reply).await,
+                        Port::Server => {
+                            if boot.answering() {
+                                send(&self.socket, reply).await;
+                            }
+                        }
                         // Delayed apart, so the datagrams behind it wait for none.
                         Port::BootServer => {
-                            let socket = Arc::clone(&self.socket);
+                            let (socket, boot) = (Arc::clone(&self.socket), Arc::clone(&boot));
                             self.delayed.spawn(async move {
                                 tokio::time::sleep(BOOT_SERVER_DELAY).await;
-                                send(&socket, reply).await;
+                                if boot.answering() {
+                                    send(&socket, reply).await;
+                                }
                             });
                         }
                     }

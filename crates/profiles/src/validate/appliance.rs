@@ -247,6 +247,7 @@ impl Cx {
         let https_port = self.https_port(file, &w.server);
         let tls = self.tls_files(file, base, &w.server);
         let state = self.state(file, &paths, &w.state, state_ca_pem);
+        let segment = self.segment(file, w);
         let power_poll = match &w.power.poll_interval {
             None => Some(Some(DEFAULT_POWER_POLL)),
             Some(p) if p.value == "off" => Some(None),
@@ -283,6 +284,7 @@ impl Cx {
                     .unwrap_or(DEFAULT_CONNECTIONS_PER_CLIENT as usize),
                 https_port: https_port?,
                 tls: tls?,
+                segment: segment?,
             },
             dhcp: Dhcp {
                 mode: mode?,
@@ -337,6 +339,39 @@ impl Cx {
     }
 
     /// `dhcp.answer_router_solicitations`: only where ProxyDHCP answers,
+    /// `server.segment`: a name, and what an election needs — the shared
+    /// database it runs in, the interface the active appliance holds the
+    /// segment's address on, and that address written out (`auto` is the
+    /// machine's own address, which cannot move to another appliance).
+    fn segment(&mut self, file: &Path, w: &wire::ApplianceFile) -> Option<Option<String>> {
+        let Some(name) = &w.server.segment else {
+            return Some(None);
+        };
+        let before = self.diags.len();
+        let at = name.referenced;
+        let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if name.value.is_empty() || name.value.len() > 63 || !name.value.chars().all(fine) {
+            self.err(
+                file,
+                at,
+                format!(
+                    "server.segment `{}` must be 1 to 63 letters, digits, `-`, `_` or `.`",
+                    name.value
+                ),
+            );
+        }
+        if w.state.url.is_none() {
+            self.err(file, at, "server.segment: the appliances of a segment elect the active one through the PostgreSQL they share: set state.url");
+        }
+        if w.server.interfaces.is_empty() {
+            self.err(file, at, "server.segment: name the rack's interface in server.interfaces: the active appliance holds server.address on the first one");
+        }
+        if w.server.address.value.0.iter().any(|a| a == "auto") {
+            self.err(file, w.server.address.referenced, "server.address: with server.segment it is the segment's own address, which moves to whichever appliance is active: write it out (not `auto`, which is this machine's own address)");
+        }
+        (self.diags.len() == before).then(|| Some(name.value.clone()))
+    }
+
     /// `server.interface_vlans`: VLAN IDs, of interfaces ProxyDHCP listens
     /// on (elsewhere an installer's exchange would go unseen).
     fn interface_vlans(

@@ -1317,7 +1317,7 @@ pub async fn an_old_schema_is_upgraded_in_place(bed: &Bed) {
     .await
     .expect("a version 2 database");
     let store = bed.open().await;
-    assert_eq!(store.schema_version().await.expect("version"), 4);
+    assert_eq!(store.schema_version().await.expect("version"), 5);
     assert_eq!(store.host(mac(15)).map(|h| h.phase), Some(Phase::Booting));
     let events = store.timeline(mac(15), 10).await.expect("timeline");
     let classes: Vec<&str> = events.iter().map(|e| e.kind.class().as_str()).collect();
@@ -1337,7 +1337,7 @@ pub async fn an_old_schema_is_upgraded_in_place(bed: &Bed) {
     // opening again applies nothing twice
     store.close().await.expect("close");
     let store = bed.open().await;
-    assert_eq!(store.schema_version().await.expect("version"), 4);
+    assert_eq!(store.schema_version().await.expect("version"), 5);
     assert_eq!(store.host(mac(15)).map(|h| h.phase), Some(Phase::Installed));
 }
 

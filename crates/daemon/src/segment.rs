@@ -1,0 +1,426 @@
+//! One appliance answers a segment: with `server.segment` set, the
+//! appliances that share a PostgreSQL and name the same segment elect one
+//! ([`kickstand_state::election`]); it answers ProxyDHCP, TFTP and the
+//! hosts' HTTP routes and holds `server.address` on the segment's
+//! interface, and the others stand by, answering nothing on the segment,
+//! until it dies or loses the database.
+//!
+//! The rule that keeps two from ever answering at once is local: each
+//! packet and request asks [`Duty::answering`], which is true only until
+//! the instant the last successful renewal was *sent* plus the lease, less
+//! a margin, by the monotonic clock. The database expires the lease a full
+//! lease after it *ran* that renewal, so an appliance that is frozen, cut
+//! off or dead has stopped before a standby can take the row. A frozen
+//! process that wakes finds its deadline passed on its first packet.
+//!
+//! The segment's address moves with the lease, as keepalived's virtual
+//! address does: added to the interface (`ip address add`, iproute2 being
+//! on every appliance) when this appliance takes the segment, announced by
+//! gratuitous ARP so the switch and the machines' ARP caches follow at
+//! once, removed when it lets go. An install in progress keeps talking to
+//! the same address and finds the new active appliance there, with the
+//! host's state and build token from the shared database.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use kickstand_state::{Election, Round};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long a lease runs unless renewed.
+pub(crate) const LEASE: Duration = Duration::from_secs(6);
+/// How long before the database would expire it this appliance stops: room
+/// for a standby that takes the row the moment it expires.
+const MARGIN: Duration = Duration::from_secs(1);
+/// How often the holder renews, and a standby tries to take the lease:
+/// a dead holder is replaced within `LEASE` + this.
+const ROUND_EVERY: Duration = Duration::from_secs(1);
+/// A round that takes longer is given up (the lease may lapse meanwhile).
+const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether this appliance answers its segment now, and what it knows of
+/// the election, for the status page and `/metrics`.
+#[derive(Debug)]
+pub(crate) struct Duty {
+    origin: Instant,
+    /// Nanoseconds after `origin` until which this appliance answers; 0:
+    /// not at all; `u64::MAX`: always (no segment).
+    until: AtomicU64,
+    standing: Mutex<Option<Standing>>,
+}
+
+/// The election as this appliance last saw it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Standing {
+    pub(crate) segment: String,
+    /// `active`, `standby`, or `unknown` while the database cannot be asked.
+    pub(crate) role: &'static str,
+    /// The active appliance's name, when known.
+    pub(crate) active: Option<String>,
+    /// The active appliance's tenure: one more at every takeover.
+    pub(crate) term: u64,
+    /// When that tenure began, in seconds since the epoch.
+    pub(crate) since: Option<u64>,
+    /// Why the last round failed, while it does.
+    pub(crate) error: Option<String>,
+}
+
+impl Duty {
+    /// No segment: this appliance alone answers, always.
+    pub(crate) fn alone() -> Duty {
+        Duty {
+            origin: Instant::now(),
+            until: AtomicU64::new(u64::MAX),
+            standing: Mutex::new(None),
+        }
+    }
+
+    /// A segment's member, answering nothing until it holds the lease.
+    fn member(segment: &str) -> Duty {
+        Duty {
+            origin: Instant::now(),
+            until: AtomicU64::new(0),
+            standing: Mutex::new(Some(Standing {
+                segment: segment.to_owned(),
+                role: "unknown",
+                active: None,
+                term: 0,
+                since: None,
+                error: None,
+            })),
+        }
+    }
+
+    /// Whether to answer a packet or request now: one atomic read, on
+    /// every packet.
+    pub(crate) fn answering(&self) -> bool {
+        self.nanos(Instant::now()) < self.until.load(Ordering::Acquire)
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn answer_until(&self, deadline: Instant) {
+        self.until.store(self.nanos(deadline), Ordering::Release);
+    }
+
+    fn stop(&self) {
+        self.until.store(0, Ordering::Release);
+    }
+
+    /// The election as last seen; `None` without a segment.
+    pub(crate) fn standing(&self) -> Option<Standing> {
+        let mut standing = self
+            .standing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        // The deadline may have passed since the last round said "active".
+        if standing.role == "active" && !self.answering() {
+            standing.role = "unknown";
+        }
+        Some(standing)
+    }
+
+    fn see(&self, f: impl FnOnce(&mut Standing)) {
+        if let Some(s) = self
+            .standing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            f(s);
+        }
+    }
+}
+
+/// The segment's address on its interface, held while active.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentAddress {
+    pub(crate) interface: String,
+    pub(crate) addresses: Vec<IpAddr>,
+}
+
+impl SegmentAddress {
+    /// [`SegmentAddress::add`] off the runtime's workers (it runs `ip`).
+    async fn take(&self) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.add()).await;
+    }
+
+    /// [`SegmentAddress::remove`] off the runtime's workers.
+    async fn release(&self) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.remove()).await;
+    }
+
+    /// Adds the addresses (as host routes: the interface's own address
+    /// already carries the subnet) and announces the IPv4 one.
+    fn add(&self) {
+        for address in &self.addresses {
+            let cidr = match address {
+                IpAddr::V4(a) => format!("{a}/32"),
+                IpAddr::V6(a) => format!("{a}/128"),
+            };
+            // nodad: the address is ours by the lease; duplicate address
+            // detection would only delay it (and fail it while a frozen
+            // former holder still has it).
+            let mut args = vec!["address", "replace", &cidr, "dev", &self.interface];
+            if address.is_ipv6() {
+                args.push("nodad");
+            }
+            if let Err(e) = ip(&args) {
+                warn!(%address, interface = %self.interface, error = %e, "cannot take the segment's address");
+            }
+            if let IpAddr::V4(a) = address
+                && let Err(e) = announce(&self.interface, *a)
+            {
+                warn!(%address, interface = %self.interface, error = %e, "cannot announce the segment's address (gratuitous ARP): machines find it when their ARP entries expire");
+            }
+        }
+    }
+
+    /// Removes the addresses; one that is not there is no error (a start
+    /// after a crash, a second release).
+    fn remove(&self) {
+        for address in &self.addresses {
+            let cidr = match address {
+                IpAddr::V4(a) => format!("{a}/32"),
+                IpAddr::V6(a) => format!("{a}/128"),
+            };
+            match ip(&["address", "del", &cidr, "dev", &self.interface]) {
+                Ok(()) => {}
+                Err(e) if e.contains("Cannot assign requested address") => {}
+                Err(e) => {
+                    warn!(%address, interface = %self.interface, error = %e, "cannot remove the segment's address");
+                }
+            }
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// A gratuitous ARP request for `address` from `interface`'s MAC, sent
+/// three times (a switch or a machine may miss one): every neighbour that
+/// has the address in its cache moves it to this MAC.
+fn announce(interface: &str, address: Ipv4Addr) -> Result<(), String> {
+    let nic = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == interface)
+        .ok_or_else(|| format!("no interface {interface}"))?;
+    let mac = nic.mac.ok_or_else(|| format!("{interface} has no MAC"))?;
+    let (mut tx, _) = match pnet_datalink::channel(&nic, pnet_datalink::Config::default()) {
+        Ok(pnet_datalink::Channel::Ethernet(tx, rx)) => (tx, rx),
+        Ok(_) => return Err("not an Ethernet channel".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let frame = gratuitous_arp(mac.octets(), address);
+    for _ in 0..3 {
+        match tx.send_to(&frame, None) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("the frame was not sent".into()),
+        }
+    }
+    Ok(())
+}
+
+/// An Ethernet broadcast ARP request whose sender and target are both
+/// `address` (RFC 5227's announcement).
+fn gratuitous_arp(mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet, IPv4, request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&address.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&address.octets());
+    f
+}
+
+/// Starts the election for `segment`: the duty every answer asks, and
+/// the task that keeps it.
+pub(crate) fn start(
+    segment: &str,
+    election: Election,
+    address: SegmentAddress,
+    shutdown: CancellationToken,
+) -> (Arc<Duty>, impl Future<Output = ()> + use<>) {
+    let duty = Arc::new(Duty::member(segment));
+    (duty.clone(), keep(duty, election, address, shutdown))
+}
+
+/// Rounds of the election until `shutdown`; then the lease is given up so
+/// a standby takes over at once.
+async fn keep(
+    duty: Arc<Duty>,
+    election: Election,
+    address: SegmentAddress,
+    shutdown: CancellationToken,
+) {
+    // A crash of this appliance may have left the address behind.
+    address.release().await;
+    let mut held = false;
+    loop {
+        let sent = Instant::now();
+        // A round never outlasts the deadline: it is let go of on time.
+        let bound = if held {
+            deadline_left(&duty).min(ROUND_TIMEOUT)
+        } else {
+            ROUND_TIMEOUT
+        };
+        let round = tokio::select! {
+            r = tokio::time::timeout(bound, election.round(LEASE)) => r,
+            () = shutdown.cancelled() => break,
+        };
+        match round {
+            Ok(Ok(Round::Holding { term, since })) => {
+                duty.answer_until(sent + LEASE - MARGIN);
+                if !held {
+                    held = true;
+                    address.take().await;
+                    info!(segment = %standing_segment(&duty), term, "active: this appliance answers the segment");
+                }
+                duty.see(|s| {
+                    s.role = "active";
+                    s.active = None;
+                    s.term = term;
+                    s.since = seconds(since);
+                    s.error = None;
+                });
+            }
+            Ok(Ok(Round::HeldBy {
+                appliance,
+                term,
+                since,
+                expires_in,
+            })) => {
+                if held {
+                    held = false;
+                    duty.stop();
+                    address.release().await;
+                    warn!(active = %appliance, term, "lost the segment to another appliance: standing by");
+                }
+                duty.see(|s| {
+                    if s.role != "standby" || s.active.as_deref() != Some(&appliance) {
+                        info!(segment = %s.segment, active = %appliance, term, expires_in = ?expires_in, "standing by");
+                    }
+                    s.role = "standby";
+                    s.active = Some(appliance);
+                    s.term = term;
+                    s.since = seconds(since);
+                    s.error = None;
+                });
+            }
+            Ok(Err(e)) => failed(&duty, &e.to_string()),
+            Err(_) => failed(&duty, "the state database did not answer in time"),
+        }
+        let next = if held {
+            ROUND_EVERY.min(deadline_left(&duty))
+        } else {
+            ROUND_EVERY
+        };
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            () = shutdown.cancelled() => break,
+        }
+        if held && !duty.answering() {
+            held = false;
+            address.release().await;
+            warn!(
+                "could not renew the segment's lease in time: stopped answering and gave up its address"
+            );
+            duty.see(|s| s.role = "unknown");
+        }
+    }
+    if held {
+        duty.stop();
+        address.release().await;
+        match tokio::time::timeout(ROUND_TIMEOUT, election.resign()).await {
+            Ok(Ok(())) => info!("gave up the segment: a standby takes over now"),
+            _ => warn!(
+                "could not give up the segment's lease: a standby takes over when it runs out"
+            ),
+        }
+    }
+}
+
+fn deadline_left(duty: &Duty) -> Duration {
+    let until = duty.until.load(Ordering::Acquire);
+    Duration::from_nanos(until.saturating_sub(duty.nanos(Instant::now())))
+}
+
+fn failed(duty: &Duty, why: &str) {
+    duty.see(|s| {
+        if s.error.is_none() {
+            warn!(segment = %s.segment, error = %why, "cannot reach the state database for the segment's election");
+        }
+        s.error = Some(why.to_owned());
+        if s.role == "standby" {
+            s.role = "unknown";
+        }
+    });
+}
+
+fn standing_segment(duty: &Duty) -> String {
+    duty.standing().map(|s| s.segment).unwrap_or_default()
+}
+
+fn seconds(t: SystemTime) -> Option<u64> {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gratuitous_arp_names_the_address_as_sender_and_target() {
+        let mac = [0x52, 0x54, 0, 0, 0, 9];
+        let f = gratuitous_arp(mac, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(f.len(), 42);
+        assert_eq!(&f[..6], &[0xff; 6], "broadcast");
+        assert_eq!(&f[12..14], &[0x08, 0x06], "ARP");
+        assert_eq!(&f[20..22], &[0, 1], "request");
+        assert_eq!(&f[22..28], &mac, "sender MAC");
+        assert_eq!(&f[28..32], &[10, 0, 0, 5], "sender address");
+        assert_eq!(&f[38..42], &[10, 0, 0, 5], "target address");
+    }
+
+    #[test]
+    fn a_duty_answers_until_its_deadline_only() {
+        assert!(Duty::alone().answering());
+        let duty = Duty::member("rack-a");
+        assert!(
+            !duty.answering(),
+            "a member answers nothing before it holds the lease"
+        );
+        duty.answer_until(Instant::now() + Duration::from_secs(60));
+        assert!(duty.answering());
+        duty.answer_until(Instant::now());
+        assert!(!duty.answering(), "past the deadline");
+        duty.answer_until(Instant::now() + Duration::from_secs(60));
+        duty.stop();
+        assert!(!duty.answering());
+    }
+}
