@@ -195,7 +195,10 @@ impl SegmentAddress {
             };
             match ip(&["address", "del", &cidr, "dev", &self.interface]) {
                 Ok(()) => {}
-                Err(e) if e.contains("Cannot assign requested address") => {}
+                // iproute2's words for "not there", old and new.
+                Err(e)
+                    if e.contains("Address not found")
+                        || e.contains("Cannot assign requested address") => {}
                 Err(e) => {
                     warn!(%address, interface = %self.interface, error = %e, "cannot remove the segment's address");
                 }

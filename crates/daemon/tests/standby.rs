@@ -21,16 +21,19 @@ use support::{Bed, eventually, token_in};
 const NODE01: &str = "52:54:00:10:00:01";
 /// The segment's own address, held by whichever appliance is active.
 const SEGMENT_ADDRESS: &str = "10.79.0.5";
+/// The shared PostgreSQL, on its own network.
+const DATABASE: &str = "10.80.0.1";
 /// The PXE client's address (its lease from the office, as it were).
 const CLIENT: &str = "10.79.0.50";
 const WAIT: Duration = Duration::from_secs(40);
 
-/// The bridge's namespace (the switch), the appliances' and the client's.
+/// The bridges' namespace (the switch, and the database behind a second
+/// bridge), the appliances' and the client's.
 struct Rack {
     switch: String,
     client: String,
     appliances: Vec<Appliance>,
-    pg: Postgres,
+    pg: Option<Postgres>,
 }
 
 struct Appliance {
@@ -48,6 +51,7 @@ impl Drop for Rack {
         for a in &mut self.appliances {
             a.kill();
         }
+        self.pg.take();
         for ns in self.namespaces() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
@@ -56,29 +60,28 @@ impl Drop for Rack {
 
 impl Rack {
     /// `n` appliances (`rack-a1`, `rack-a2`, …, at `.11`, `.12`, …) and a
-    /// client at [`CLIENT`], on one bridge; one PostgreSQL for them all.
+    /// client at [`CLIENT`], on one bridge; one PostgreSQL for them all,
+    /// at [`DATABASE`] behind a bridge of its own (each appliance's
+    /// `db0`), so a test can cut one appliance off the database alone.
     fn up(tag: &str, n: usize) -> Rack {
         let id = std::process::id();
         let ns = |what: &str| format!("ks-{tag}-{what}-{id}");
-        let pg = Postgres::start();
         let mut rack = Rack {
             switch: ns("sw"),
             client: ns("client"),
             appliances: Vec::new(),
-            pg,
+            pg: None,
         };
-        sh(&["ip", "netns", "add", &rack.switch]);
-        sh(&[
-            "ip",
-            "-n",
-            &rack.switch,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-        ]);
-        sh(&["ip", "-n", &rack.switch, "link", "set", "br0", "up"]);
+        let sw = rack.switch.clone();
+        sh(&["ip", "netns", "add", &sw]);
+        sh(&["ip", "-n", &sw, "link", "set", "lo", "up"]);
+        for bridge in ["br0", "db"] {
+            sh(&["ip", "-n", &sw, "link", "add", bridge, "type", "bridge"]);
+            sh(&["ip", "-n", &sw, "link", "set", bridge, "up"]);
+        }
+        let cidr = format!("{DATABASE}/24");
+        sh(&["ip", "-n", &sw, "addr", "add", &cidr, "dev", "db"]);
+        let pg = Postgres::start_in(&sw, DATABASE);
         rack.plug(&rack.client.clone(), "c", CLIENT);
         for i in 1..=n {
             let appliance = Appliance {
@@ -90,12 +93,29 @@ impl Rack {
                 daemon: None,
             };
             rack.plug(&appliance.ns, &format!("a{i}"), &appliance.own);
+            rack.link(
+                &appliance.ns,
+                &format!("d{i}"),
+                "db",
+                "db0",
+                &format!("10.80.0.{}", 10 + i),
+            );
             rack.appliances.push(appliance);
         }
         for a in &mut rack.appliances {
-            a.configure(&rack.pg.url);
+            a.configure(&pg.url);
         }
+        rack.pg = Some(pg);
         rack
+    }
+
+    /// Cuts (or restores) appliance `i`'s link to the database: its
+    /// packets to it and back go nowhere, without an error, as when a
+    /// cable or a switch between them fails.
+    fn database_link(&self, i: usize, up: bool) {
+        let port = format!("d{}", i + 1);
+        let state = if up { "up" } else { "down" };
+        sh(&["ip", "-n", &self.switch, "link", "set", &port, state]);
     }
 
     fn namespaces(&self) -> Vec<String> {
@@ -104,10 +124,16 @@ impl Rack {
         all
     }
 
-    /// A namespace with `eth0` at `address` on the bridge.
+    /// A new namespace with `eth0` at `address` on the segment's bridge.
     fn plug(&self, ns: &str, port: &str, address: &str) {
         sh(&["ip", "netns", "add", ns]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        self.link(ns, port, "br0", "eth0", address);
+    }
+
+    /// `ns`'s interface `dev` at `address`/24, on the switch's `bridge`
+    /// through its port `port`.
+    fn link(&self, ns: &str, port: &str, bridge: &str, dev: &str, address: &str) {
         sh(&[
             "ip",
             "-n",
@@ -119,7 +145,7 @@ impl Rack {
             "veth",
             "peer",
             "name",
-            "eth0",
+            dev,
             "netns",
             ns,
         ]);
@@ -131,12 +157,12 @@ impl Rack {
             "set",
             port,
             "master",
-            "br0",
+            bridge,
             "up",
         ]);
         let cidr = format!("{address}/24");
-        sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", "eth0"]);
-        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", dev]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
     }
 
     fn start_all(&mut self) {
@@ -149,12 +175,13 @@ impl Rack {
     /// what it is and exactly one is.
     fn active(&self) -> usize {
         let roles = eventually(WAIT, || {
-            // One that does not answer (frozen, killed) says nothing.
+            // One that does not answer (frozen, killed) says nothing; one
+            // cut off from the database does not know (`unknown`).
             let roles: Vec<Option<String>> = self.appliances.iter().map(Appliance::role).collect();
             let settled = roles
                 .iter()
                 .flatten()
-                .all(|r| r == "active" || r == "standby");
+                .all(|r| ["active", "standby", "unknown"].contains(&r.as_str()));
             let active = roles.iter().flatten().filter(|r| *r == "active").count();
             (settled && active == 1).then_some(roles)
         });
@@ -498,5 +525,38 @@ fn a_frozen_active_appliance_answers_nothing_when_it_wakes() {
             || log.contains("lost the segment to another appliance"),
         "{log}"
     );
+    rack.only_answer_is_from(other, &Rack::answers(rack.discover(Duration::from_secs(2))));
+}
+
+/// The active appliance cut off from the database (its segment link
+/// still up, DISCOVERs still reaching it) stops answering and gives up
+/// the address before the standby takes over; back on the database, it
+/// stands by.
+#[test]
+#[ignore = "peers: postgresql, network namespaces (root); run by .ci/run"]
+fn an_active_appliance_cut_off_from_the_database_stops_answering() {
+    let mut rack = Rack::up("sb3", 2);
+    rack.start_all();
+    let cut = rack.active();
+    let other = 1 - cut;
+    let at = Instant::now();
+    rack.database_link(cut, false);
+    let released = eventually(WAIT, || {
+        (!rack.appliances[cut].holds_address()).then_some(())
+    });
+    assert!(released.is_some(), "{}", rack.logs());
+    assert_eq!(rack.active(), other, "the standby takes over");
+    eprintln!("takeover after the cut: {:?}", at.elapsed());
+    let log = rack.appliances[cut].log_text();
+    assert!(
+        log.contains("could not renew the segment's lease in time"),
+        "{log}"
+    );
+    rack.only_answer_is_from(other, &Rack::answers(rack.discover(Duration::from_secs(2))));
+    rack.database_link(cut, true);
+    let standing_by = eventually(WAIT, || {
+        (rack.appliances[cut].role().as_deref() == Some("standby")).then_some(())
+    });
+    assert!(standing_by.is_some(), "{}", rack.logs());
     rack.only_answer_is_from(other, &Rack::answers(rack.discover(Duration::from_secs(2))));
 }

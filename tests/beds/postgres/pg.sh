@@ -10,6 +10,13 @@
 #   pg.sh start-tls DIR  the same, and TLS on 127.0.0.1 at a free TCP port
 #                        (below); prints the TCP connection string (no
 #                        password, no sslmode). `start` resumes it as made.
+#   pg.sh start-on DIR ADDRESS
+#                        initdb (first time) and start taking TCP at
+#                        ADDRESS (port 5432) from its own subnet, without
+#                        TLS or a password: for a bed that runs it inside
+#                        a network namespace of its own (`ip netns exec`),
+#                        which only the bed's namespaces reach, and cuts
+#                        the links to it. Prints the connection string.
 #   pg.sh stop DIR       fast stop (the data stays: `start` again resumes it)
 #   pg.sh kill DIR       immediate stop, for cleanup after a failed test
 #
@@ -22,8 +29,8 @@
 # in DIR/password (mode 0600); the Unix socket stays `trust`.
 set -euo pipefail
 
-action=${1:?usage: pg.sh start|start-tls|stop|kill DIR}
-dir=${2:?usage: pg.sh start|start-tls|stop|kill DIR}
+action=${1:?usage: pg.sh start|start-tls|start-on|stop|kill DIR}
+dir=${2:?usage: pg.sh start|start-tls|start-on|stop|kill DIR}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -122,6 +129,19 @@ EOF
     fi
     start_on_free_port
     echo "host=127.0.0.1 port=$(cat "$dir/port") user=kickstand dbname=postgres"
+    ;;
+  start-on)
+    address=${3:?usage: pg.sh start-on DIR ADDRESS}
+    if [[ ! -f $dir/data/PG_VERSION ]]; then
+      "${run[@]}" "$bin/initdb" -D "$dir/data" -U kickstand -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; exit 1; }
+      printf '%s\n' 'local all all trust' 'host all all samenet trust' >"$dir/data/pg_hba.conf"
+      printf "listen_addresses = '%s'\n" "$address" >>"$dir/data/postgresql.conf"
+      own "$dir/data/pg_hba.conf" "$dir/data/postgresql.conf"
+    fi
+    "${run[@]}" "$bin/pg_ctl" start -D "$dir/data" -w -l "$dir/server.log" -o "-k $dir" >/dev/null \
+      || { cat "$dir/server.log" >&2; exit 1; }
+    echo "host=$address port=5432 user=kickstand dbname=postgres"
     ;;
   stop) "${run[@]}" "$bin/pg_ctl" stop -D "$dir/data" -m fast -w >/dev/null ;;
   kill) "${run[@]}" "$bin/pg_ctl" stop -D "$dir/data" -m immediate -w >/dev/null 2>&1 || true ;;

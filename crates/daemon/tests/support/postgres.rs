@@ -16,13 +16,20 @@ pub struct Postgres {
 
 impl Postgres {
     fn run(action: &str) -> tempfile::TempDir {
+        Postgres::run_with(&mut Command::new(PG), action, &[])
+    }
+
+    /// `pg.sh action DIR args…` run by `command` (pg.sh itself, or a
+    /// wrapper that runs it).
+    fn run_with(command: &mut Command, action: &str, args: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
             .prefix("kickstand-pg-")
             .tempdir()
             .expect("tempdir");
-        let out = Command::new(PG)
+        let out = command
             .arg(action)
             .arg(dir.path())
+            .args(args)
             .output()
             .expect("run tests/beds/postgres/pg.sh");
         assert!(
@@ -53,6 +60,17 @@ impl Postgres {
             "postgresql://kickstand@localhost:{}/postgres?sslmode=verify-full",
             port.trim()
         );
+        Postgres { dir, url }
+    }
+
+    /// In network namespace `ns`, taking TCP at `address` (port 5432)
+    /// from its subnet, without TLS or a password (`pg.sh start-on`): a
+    /// database the test reaches over links it can cut.
+    pub fn start_in(ns: &str, address: &str) -> Postgres {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns, PG]);
+        let dir = Postgres::run_with(&mut command, "start-on", &[address]);
+        let url = format!("postgresql://kickstand@{address}:5432/postgres?sslmode=disable");
         Postgres { dir, url }
     }
 
