@@ -1247,3 +1247,52 @@ fn interface_vlans_name_listened_interfaces_and_vlan_ids() {
         assert_one_at(&copy.load_err(), &config, line, needle);
     }
 }
+
+/// `server.segment` names the segment several appliances elect one
+/// answerer for: it needs the PostgreSQL they share, the interface the
+/// active one holds the address on, and that address written out; each
+/// missing piece is located.
+#[test]
+fn a_segment_needs_a_shared_database_an_interface_and_a_fixed_address() {
+    let copy = Copy::new();
+    let config = copy.config();
+    let shipped = std::fs::read_to_string(&config).expect("read config");
+    let segment = "  interfaces: [eth1]\n  segment: rack-a\n";
+    let with = |interfaces: &str, state: &str| {
+        let mut text = shipped.replacen("  interfaces: []\n", interfaces, 1);
+        text.push_str(state);
+        text
+    };
+    let shared = "state:\n  url: \"postgresql://kickstand@db.example/kickstand\"\n";
+    std::fs::write(&config, with(segment, shared)).expect("write config");
+    let snap = load(&config).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(snap.appliance.server.segment.as_deref(), Some("rack-a"));
+
+    for (interfaces, state, needle) in [
+        (
+            segment,
+            "",
+            "elect the active one through the PostgreSQL they share: set state.url",
+        ),
+        (
+            "  interfaces: []\n  segment: rack-a\n",
+            shared,
+            "name the rack's interface in server.interfaces",
+        ),
+        (
+            "  interfaces: [eth1]\n  segment: \"rack a\"\n",
+            shared,
+            "server.segment `rack a` must be 1 to 63 letters",
+        ),
+    ] {
+        std::fs::write(&config, with(interfaces, state)).expect("write config");
+        let line = line_of(&config, "segment:");
+        assert_one_at(&copy.load_err(), &config, line, needle);
+    }
+    // `lo` resolves: the only complaint is the segment's.
+    let on_lo = "  interfaces: [lo]\n  segment: rack-a\n";
+    let auto = with(on_lo, shared).replacen("address: 127.0.0.1", "address: auto", 1);
+    std::fs::write(&config, auto).expect("write config");
+    let line = line_of(&config, "  address: auto");
+    assert_one_at(&copy.load_err(), &config, line, "write it out (not `auto`");
+}
