@@ -195,6 +195,15 @@ enum Command {
     /// Warm, inspect or verify the repo cache of the running daemon.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Holds a segment's address for `serve`, which starts it: removes it
+    /// when `serve` stops renewing it or dies. Not for people.
+    #[command(hide = true)]
+    KeepAddress {
+        #[arg(long)]
+        interface: String,
+        #[arg(long = "address", required = true)]
+        addresses: Vec<std::net::IpAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -245,6 +254,16 @@ fn main() -> ExitCode {
         Command::Audit => commands::audit(config),
         Command::Fingerprint => commands::fingerprint(config),
         Command::Cache(command) => cache::run(config, command),
+        Command::KeepAddress {
+            interface,
+            addresses,
+        } => {
+            segment::keep_address(&segment::SegmentAddress {
+                interface: interface.clone(),
+                addresses: addresses.clone(),
+            });
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,15 @@
 //! once, removed when it lets go. An install in progress keeps talking to
 //! the same address and finds the new active appliance there, with the
 //! host's state and build token from the shared database.
+//!
+//! A small process of its own holds the address ([`keep_address`],
+//! `kickstand keep-address`, started by `serve`): told after each renewal
+//! how long it may hold it, it removes the address when that runs out or
+//! when `serve` dies (its pipe closes). An address left on a killed
+//! appliance would otherwise still answer ARP, and a machine that asks
+//! anew could reach the dead appliance's kernel instead of the new active
+//! one (seen in the netboot bed: iPXE's connection was reset); and a frozen
+//! `serve` cannot remove anything itself.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,18 +156,6 @@ pub(crate) struct SegmentAddress {
 }
 
 impl SegmentAddress {
-    /// [`SegmentAddress::add`] off the runtime's workers (it runs `ip`).
-    async fn take(&self) {
-        let me = self.clone();
-        let _ = tokio::task::spawn_blocking(move || me.add()).await;
-    }
-
-    /// [`SegmentAddress::remove`] off the runtime's workers.
-    async fn release(&self) {
-        let me = self.clone();
-        let _ = tokio::task::spawn_blocking(move || me.remove()).await;
-    }
-
     /// Adds the addresses (as host routes: the interface's own address
     /// already carries the subnet) and announces the IPv4 one.
     fn add(&self) {
@@ -259,6 +256,151 @@ fn gratuitous_arp(mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// `kickstand keep-address`: holds `address` for the `serve` that
+/// started it, which says on this process's standard input, one line at
+/// a time, `hold <ms>` (take the address, or keep it, for that long) or
+/// `release`. The address goes when a hold runs out, at `release`, and
+/// when the input closes (`serve` stopped or died).
+///
+/// The deadline is taken when the line is read, a little after `serve`
+/// wrote it: later than `serve`'s own by that delay, well inside
+/// [`MARGIN`], so the address is gone before a standby can take the lease.
+pub(crate) fn keep_address(address: &SegmentAddress) {
+    use std::io::BufRead as _;
+    use std::sync::mpsc::RecvTimeoutError;
+    // What a crash of an earlier `serve` may have left.
+    address.remove();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_err() || tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut until: Option<Instant> = None;
+    loop {
+        let heard = match until {
+            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match heard {
+            Ok(line) => match line.split_once(' ') {
+                Some(("hold", ms)) if ms.parse::<u64>().is_ok() => {
+                    if until.is_none() {
+                        address.add();
+                    }
+                    let held = Duration::from_millis(ms.parse().unwrap_or(0));
+                    until = Some(Instant::now() + held);
+                }
+                _ if line == "release" && until.take().is_some() => address.remove(),
+                _ => {}
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                until = None;
+                address.remove();
+                warn!("serve did not renew the segment's address in time: removed it");
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                if until.is_some() {
+                    address.remove();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// `serve`'s end of the address keeper ([`keep_address`]).
+#[derive(Debug)]
+struct Keeper {
+    address: SegmentAddress,
+    child: Option<(std::process::Child, std::process::ChildStdin)>,
+}
+
+impl Keeper {
+    fn new(address: SegmentAddress) -> Keeper {
+        Keeper {
+            address,
+            child: None,
+        }
+    }
+
+    /// Starts the keeper process (this binary, `keep-address`).
+    fn spawn(
+        address: &SegmentAddress,
+    ) -> std::io::Result<(std::process::Child, std::process::ChildStdin)> {
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.args(["keep-address", "--interface", &address.interface]);
+        for a in &address.addresses {
+            command.arg("--address").arg(a.to_string());
+        }
+        let mut child = command.stdin(std::process::Stdio::piped()).spawn()?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("the keeper's input"))?;
+        Ok((child, stdin))
+    }
+
+    /// Says one line to the keeper, starting it (again) when it is not
+    /// running; a keeper that cannot be told anything holds nothing.
+    fn say(&mut self, line: &str) {
+        use std::io::Write as _;
+        if self.child.is_none() {
+            match Keeper::spawn(&self.address) {
+                Ok(child) => self.child = Some(child),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the segment address keeper (kickstand keep-address)");
+                    return;
+                }
+            }
+        }
+        if let Some((_, stdin)) = &mut self.child
+            && let Err(e) = writeln!(stdin, "{line}")
+        {
+            warn!(error = %e, "the segment address keeper is gone: starting another");
+            self.stop();
+        }
+    }
+
+    fn hold(&mut self, left: Duration) {
+        self.say(&format!("hold {}", left.as_millis()));
+    }
+
+    fn release(&mut self) {
+        self.say("release");
+    }
+
+    /// Closes the keeper's input (it lets go of anything it holds) and
+    /// waits for it to exit.
+    fn stop(&mut self) {
+        if let Some((mut child, stdin)) = self.child.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CAP_NET_ADMIN's bit in the capability sets of `/proc/self/status`.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Whether this process may add and remove addresses (CAP_NET_ADMIN in
+/// its effective set, which the keeper and its `ip` inherit as ambient
+/// capabilities under systemd). Checked at start, so a segment that could
+/// never move its address is refused with a reason, not found out at the
+/// first takeover.
+pub(crate) fn may_hold_addresses() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
 /// Starts the election for `segment`: the duty every answer asks, and
 /// the task that keeps it.
 pub(crate) fn start(
@@ -268,7 +410,10 @@ pub(crate) fn start(
     shutdown: CancellationToken,
 ) -> (Arc<Duty>, impl Future<Output = ()> + use<>) {
     let duty = Arc::new(Duty::member(segment));
-    (duty.clone(), keep(duty, election, address, shutdown))
+    (
+        duty.clone(),
+        keep(duty, election, Keeper::new(address), shutdown),
+    )
 }
 
 /// Rounds of the election until `shutdown`; then the lease is given up so
@@ -276,11 +421,11 @@ pub(crate) fn start(
 async fn keep(
     duty: Arc<Duty>,
     election: Election,
-    address: SegmentAddress,
+    mut keeper: Keeper,
     shutdown: CancellationToken,
 ) {
-    // A crash of this appliance may have left the address behind.
-    address.release().await;
+    // Started now, it removes what a crash may have left.
+    keeper.release();
     let mut held = false;
     loop {
         let sent = Instant::now();
@@ -297,9 +442,9 @@ async fn keep(
         match round {
             Ok(Ok(Round::Holding { term, since })) => {
                 duty.answer_until(sent + LEASE - MARGIN);
+                keeper.hold(deadline_left(&duty));
                 if !held {
                     held = true;
-                    address.take().await;
                     info!(segment = %standing_segment(&duty), term, "active: this appliance answers the segment");
                 }
                 duty.see(|s| {
@@ -319,7 +464,7 @@ async fn keep(
                 if held {
                     held = false;
                     duty.stop();
-                    address.release().await;
+                    keeper.release();
                     warn!(active = %appliance, term, "lost the segment to another appliance: standing by");
                 }
                 duty.see(|s| {
@@ -347,7 +492,7 @@ async fn keep(
         }
         if held && !duty.answering() {
             held = false;
-            address.release().await;
+            keeper.release();
             warn!(
                 "could not renew the segment's lease in time: stopped answering and gave up its address"
             );
@@ -356,7 +501,7 @@ async fn keep(
     }
     if held {
         duty.stop();
-        address.release().await;
+        keeper.release();
         match tokio::time::timeout(ROUND_TIMEOUT, election.resign()).await {
             Ok(Ok(())) => info!("gave up the segment: a standby takes over now"),
             _ => warn!(

@@ -133,6 +133,10 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
     let duty = match &server.segment {
         None => Arc::new(Duty::alone()),
         Some(name) => {
+            anyhow::ensure!(
+                segment::may_hold_addresses(),
+                "server.segment: the active appliance holds the segment's address, which takes CAP_NET_ADMIN (and AF_PACKET for its gratuitous ARP); on the appliance image add the drop-in README.md shows (\"Several appliances on one segment\")"
+            );
             let election = store
                 .election(name)
                 .await

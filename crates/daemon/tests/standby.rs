@@ -454,6 +454,9 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
     eprintln!("takeover after SIGKILL: {:?}", killed.elapsed());
     assert_ne!(second, first);
     assert!(rack.appliances[second].holds_address());
+    // The dead one's keeper removed the address: its kernel answers no
+    // ARP for it.
+    assert!(!rack.appliances[first].holds_address(), "{}", rack.logs());
     rack.only_answer_is_from(
         second,
         &Rack::answers(rack.discover(Duration::from_secs(2))),
@@ -508,6 +511,9 @@ fn a_frozen_active_appliance_answers_nothing_when_it_wakes() {
     rack.appliances[frozen].signal("STOP");
     assert_eq!(rack.active(), other, "the standby takes over");
     assert!(rack.appliances[other].holds_address());
+    // Its keeper let the address go while it was frozen: no two on the
+    // segment answer ARP for it.
+    assert!(!rack.appliances[frozen].holds_address(), "{}", rack.logs());
     // A DISCOVER while it is frozen waits in its socket; it wakes while
     // the client still listens.
     let listening = rack.discover(Duration::from_secs(3));

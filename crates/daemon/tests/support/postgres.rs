@@ -1,6 +1,9 @@
 //! A PostgreSQL server of a test's own (Debian's, through
 //! `tests/beds/postgres/pg.sh`), removed on drop.
 
+// Each test binary uses what it needs of it.
+#![allow(dead_code, unreachable_pub)]
+
 use std::process::Command;
 
 const PG: &str = concat!(
