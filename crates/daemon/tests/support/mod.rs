@@ -5,6 +5,7 @@
 
 pub mod bmc;
 pub mod postgres;
+pub mod rack;
 pub mod segment;
 
 use std::io::{BufRead, BufReader};
