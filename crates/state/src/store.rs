@@ -280,6 +280,12 @@ impl StateStore {
         }
     }
 
+    /// Whether the shared database is reached now, and since when; `None`
+    /// for SQLite, a file of the appliance's own.
+    pub fn database(&self) -> Option<crate::DatabaseState> {
+        self.inner.reader.connector().map(|c| c.health.get())
+    }
+
     fn push(&self, job: Job) -> Option<u64> {
         self.inner.queue.push(job)
     }

@@ -1,0 +1,315 @@
+//! PostgreSQL failover through the real binary: Debian's PostgreSQL as a
+//! primary and a streaming-replication standby (`pg_basebackup -R`), both
+//! over TLS checked with `verify-full` (each host by its own name), and two
+//! appliances whose `state.url` names both hosts. The primary is killed
+//! in the middle of a rack's installs; while no primary is reachable the
+//! boots and callbacks are answered from memory and the status page and
+//! `/metrics` say the database is unreachable; the standby is promoted and
+//! what was kept is written to it, where psql finds it, and the other
+//! appliance sees it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Bed, Daemon, eventually, promtool_complaints};
+
+const PG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/beds/postgres/pg.sh"
+);
+
+/// Hosts of the rack, the first installed before the outage, the others
+/// in the middle of their installs.
+const INSTALLED: &str = "52:54:00:10:00:01";
+const POSTED: &str = "52:54:00:10:00:02";
+const PRE_AND_POST: &str = "52:54:00:10:00:03";
+const PRE_ONLY: &str = "52:54:00:10:00:04";
+
+/// A server of the pair, killed (`pg.sh kill`) on drop, failed test or not.
+struct Server {
+    dir: tempfile::TempDir,
+    port: String,
+}
+
+impl Server {
+    fn start(action: &str, primary: Option<&Server>) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("kickstand-pg-")
+            .tempdir()
+            .expect("tempdir");
+        let mut cmd = Command::new(PG);
+        cmd.arg(action).arg(dir.path());
+        if let Some(p) = primary {
+            cmd.arg(p.dir.path());
+        }
+        let mut server = Server {
+            dir,
+            port: String::new(),
+        };
+        // Made before it runs: a server started and then failed is killed too.
+        let out = pg(&mut cmd);
+        server.port = std::fs::read_to_string(server.file("port"))
+            .unwrap_or_else(|e| panic!("pg.sh {action} wrote no port ({e}): {out}"))
+            .trim()
+            .to_owned();
+        server
+    }
+
+    fn file(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn ctl(&self, action: &str) {
+        pg(Command::new(PG).arg(action).arg(self.dir.path()));
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        pg(Command::new(PG).arg("psql").arg(self.dir.path()).arg(sql))
+    }
+
+    /// `mac|phase` for every host the database holds.
+    fn phases(&self) -> Vec<String> {
+        self.psql("SELECT mac || '|' || phase FROM hosts ORDER BY mac")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new(PG).arg("kill").arg(self.dir.path()).output();
+    }
+}
+
+fn pg(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run tests/beds/postgres/pg.sh");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A bed whose `state.url` names the primary, then the standby, each by a
+/// name its certificate carries, in libpq's `key=value` form.
+fn failover_bed(primary: &Server, standby: &Server, name: &str) -> Bed {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bed = Bed::new();
+    bed.write(
+        "profiles/pg-ca.pem",
+        &std::fs::read_to_string(primary.file("tls/ca.pem")).expect("the CA"),
+    );
+    bed.write(
+        "profiles/pg.password",
+        &std::fs::read_to_string(primary.file("password")).expect("the password"),
+    );
+    std::fs::set_permissions(
+        bed.path("profiles/pg.password"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    bed.write(
+        "profiles/hosts/rack2.yaml",
+        &format!(
+            "hosts:\n  \"{PRE_AND_POST}\":\n    hostname: node03\n  \"{PRE_ONLY}\":\n    hostname: node04\n"
+        ),
+    );
+    let config = bed.config();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "state:\n  url: \"host=127.0.0.1,localhost port={},{} user=kickstand dbname=postgres sslmode=verify-full target_session_attrs=read-write\"\n  ca_file: pg-ca.pem\n  password_file: pg.password\n  appliance: {name}\n",
+        primary.port, standby.port
+    ));
+    std::fs::write(Path::new(&config), text).expect("write config");
+    bed
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn post(daemon: &Daemon, mac: &str, token: &str, stage: &str) -> serde_json::Value {
+    let (status, body) = daemon.post(&format!("/api/hosts/{mac}/{stage}?token={token}"));
+    assert_eq!(status, 200, "{mac} {stage}: {body}");
+    json(&body)
+}
+
+fn boot_script(daemon: &Daemon, mac: &str) -> String {
+    let (status, script) = daemon.get(&format!("/boot/{mac}.ipxe"));
+    assert_eq!(status, 200, "{mac}: {script}");
+    script
+}
+
+fn database(daemon: &Daemon) -> serde_json::Value {
+    let (status, body) = daemon.get("/api/status");
+    assert_eq!(status, 200, "{body}");
+    json(&body)["database"].clone()
+}
+
+/// `kickstand_state_database_up`, checked by promtool with the rest.
+fn database_up(daemon: &Daemon) -> i64 {
+    let (status, metrics) = daemon.get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    if let Some(complaints) = promtool_complaints(&metrics) {
+        panic!("promtool: {complaints}\n{metrics}");
+    }
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kickstand_state_database_up "))
+        .unwrap_or_else(|| panic!("no kickstand_state_database_up:\n{metrics}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+#[ignore = "peer: postgresql; run by .ci/run"]
+fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
+    let primary = Server::start("start-tls", None);
+    let standby = Server::start("start-standby", Some(&primary));
+    let (bed_a, bed_b) = (
+        failover_bed(&primary, &standby, "rack-a"),
+        failover_bed(&primary, &standby, "rack-b"),
+    );
+    let a = Daemon::start(&bed_a.config());
+    let b = Daemon::start(&bed_b.config());
+    let up = database(&a);
+    assert_eq!(up["up"], true, "{up}");
+    assert_eq!(up["primary"], format!("127.0.0.1:{}", primary.port), "{up}");
+    assert_eq!(database_up(&a), 1);
+
+    // The rack before the outage: one host installed, three installing.
+    let mut tokens = std::collections::HashMap::new();
+    for mac in [INSTALLED, POSTED, PRE_AND_POST, PRE_ONLY] {
+        let token = a.build_token(mac);
+        assert_eq!(a.get(&format!("/ks/{mac}?token={token}")).0, 200, "{mac}");
+        tokens.insert(mac, token);
+    }
+    post(&a, INSTALLED, &tokens[INSTALLED], "installing");
+    post(&a, INSTALLED, &tokens[INSTALLED], "installed");
+    post(&a, POSTED, &tokens[POSTED], "installing");
+
+    primary.ctl("kill");
+    let killed = Instant::now();
+
+    // No primary: the standby refuses writing sessions. Boots and
+    // callbacks are answered from memory, none waits on the database
+    // past the callbacks' bound.
+    let script = boot_script(&a, INSTALLED);
+    assert!(
+        script.contains("\nexit\n") && !script.contains("kernel"),
+        "{script}"
+    );
+    let script = boot_script(&a, POSTED);
+    assert!(
+        script.contains("kernel"),
+        "mid-install, still installing:\n{script}"
+    );
+    assert_eq!(
+        a.get(&format!("/ks/{POSTED}?token={}", tokens[POSTED])).0,
+        200
+    );
+    let mut accepted = 0;
+    for (mac, stage) in [
+        (POSTED, "installed"),
+        (PRE_AND_POST, "installing"),
+        (PRE_AND_POST, "installed"),
+        (PRE_ONLY, "installing"),
+    ] {
+        let asked = Instant::now();
+        let reply = post(&a, mac, &tokens[mac], stage);
+        assert_eq!(reply["stored"], "kept", "{mac} {stage}: {reply}");
+        assert!(asked.elapsed() < Duration::from_secs(8), "{mac} {stage}");
+        accepted += 1;
+    }
+    eprintln!("callbacks accepted with no primary: {accepted}");
+    // Installed during the outage: to its disk at its next boot.
+    let script = boot_script(&a, POSTED);
+    assert!(script.contains("\nexit\n"), "{script}");
+
+    let down = eventually(Duration::from_secs(10), || {
+        let db = database(&a);
+        (db["up"] == false).then_some(db)
+    })
+    .expect("the status document says the database is unreachable");
+    assert!(
+        down["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1")),
+        "{down}"
+    );
+    assert!(down["waiting_changes"].as_u64() > Some(0), "{down}");
+    assert_eq!(database_up(&a), 0);
+    let (_, page) = a.get("/status");
+    assert!(page.contains("database     UNREACHABLE since"), "{page}");
+    eprintln!("outage seen after {:?}", killed.elapsed());
+
+    standby.ctl("promote");
+    let promoted = Instant::now();
+    let want = |mac: &str| format!("{mac}|installed");
+    let written = eventually(Duration::from_secs(20), || {
+        standby
+            .phases()
+            .contains(&want(PRE_AND_POST))
+            .then(|| promoted.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "what was kept is not in the promoted database: {:?}",
+            standby.phases()
+        )
+    });
+    eprintln!("from pg_ctl promote to the appliance writing again: {written:?}");
+
+    // The install that had only begun finishes on the promoted primary.
+    let reply = post(&a, PRE_ONLY, &tokens[PRE_ONLY], "installed");
+    assert_eq!(reply["stored"], "written", "{reply}");
+    let phases = standby.phases();
+    for mac in [INSTALLED, POSTED, PRE_AND_POST, PRE_ONLY] {
+        assert!(phases.contains(&want(mac)), "{mac}: {phases:?}");
+    }
+    // Each callback once: none lost, none written twice by the retries.
+    let callbacks = standby.psql(&format!(
+        "SELECT count(*) FROM events WHERE kind = 'callback' AND mac = '{PRE_AND_POST}'"
+    ));
+    assert_eq!(callbacks.trim(), "2", "two callbacks of {PRE_AND_POST}");
+
+    let back = eventually(Duration::from_secs(10), || {
+        let db = database(&a);
+        (db["up"] == true).then_some(db)
+    })
+    .expect("the status document says the database is back");
+    assert_eq!(
+        back["primary"],
+        format!("127.0.0.1:{}", standby.port),
+        "{back}"
+    );
+    assert_eq!(database_up(&a), 1);
+
+    // The other appliance sees what was written after the outage.
+    let seen = eventually(Duration::from_secs(10), || {
+        boot_script(&b, PRE_ONLY).contains("\nexit\n").then_some(())
+    });
+    assert!(seen.is_some(), "rack B never saw {PRE_ONLY} installed");
+
+    // One line when it went, one when it came back: not one per retry.
+    for (daemon, name) in [(&a, "rack-a"), (&b, "rack-b")] {
+        let log = daemon.log();
+        let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(
+            count("the state database is unreachable: answering from memory"),
+            1,
+            "{name}:\n{log}"
+        );
+        assert_eq!(
+            count("the state database is reachable again"),
+            1,
+            "{name}:\n{log}"
+        );
+    }
+}
