@@ -214,7 +214,7 @@ fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
         a.get(&format!("/ks/{POSTED}?token={}", tokens[POSTED])).0,
         200
     );
-    let mut accepted = 0;
+    let (mut accepted, mut slowest) = (0, Duration::ZERO);
     for (mac, stage) in [
         (POSTED, "installed"),
         (PRE_AND_POST, "installing"),
@@ -224,10 +224,12 @@ fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
         let asked = Instant::now();
         let reply = post(&a, mac, &tokens[mac], stage);
         assert_eq!(reply["stored"], "kept", "{mac} {stage}: {reply}");
-        assert!(asked.elapsed() < Duration::from_secs(8), "{mac} {stage}");
+        slowest = slowest.max(asked.elapsed());
         accepted += 1;
     }
-    eprintln!("callbacks accepted with no primary: {accepted}");
+    // The callbacks' bound (5 s), and curl's reply well within it.
+    assert!(slowest < Duration::from_secs(7), "{slowest:?}");
+    eprintln!("callbacks accepted with no primary: {accepted}, the slowest in {slowest:?}");
     // Installed during the outage: to its disk at its next boot.
     let script = boot_script(&a, POSTED);
     assert!(script.contains("\nexit\n"), "{script}");

@@ -515,6 +515,28 @@ mod tests {
         assert!(!text.contains("s3cret"), "{text}");
     }
 
+    /// A standby is never a session's server, said or not; an unreachable
+    /// host costs a bounded wait unless the settings say otherwise.
+    #[test]
+    fn every_session_writes_and_no_host_holds_up_the_next() {
+        use tokio_postgres::config::TargetSessionAttrs;
+        let connector = |s: &str| Connector::new(&s.parse().expect("parses")).expect("settings");
+        let several = connector("host=db1,db2 port=5432,5433 user=k");
+        assert_eq!(
+            several.config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(several.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(
+            several.config.get_tcp_user_timeout(),
+            Some(&TCP_USER_TIMEOUT)
+        );
+        let said = connector("host=db1 user=k connect_timeout=2 tcp_user_timeout=3");
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(said.config.get_connect_timeout(), Some(&secs(2)));
+        assert_eq!(said.config.get_tcp_user_timeout(), Some(&secs(3)));
+    }
+
     #[test]
     fn targets_name_hosts_and_ports() {
         let t = |s: &str| target(&s.parse().expect("parses"));
