@@ -296,6 +296,11 @@ impl prometheus_client::collector::Collector for StoreCollector {
                 s.queued,
             ),
             (
+                "kickstand_state_kept",
+                "changes whose commit failed while the database was unreachable, held for the next try",
+                s.kept,
+            ),
+            (
                 "kickstand_state_discovered",
                 "discovered machines held",
                 s.discovered,

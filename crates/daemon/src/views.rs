@@ -230,7 +230,7 @@ impl Views {
             "since": humantime::format_rfc3339_seconds(db.since).to_string(),
             "last_error": db.last_error,
             "primary": db.primary,
-            "waiting_changes": self.store.stats().queued,
+            "waiting_changes": waiting(&self.store.stats()),
         })
     }
 
@@ -250,7 +250,7 @@ impl Views {
             let _ = writeln!(
                 page,
                 "database     UNREACHABLE since {since} (last primary {primary}): answering from memory, {} change(s) waiting; {}",
-                self.store.stats().queued,
+                waiting(&self.store.stats()),
                 escaped(db.last_error.as_deref().unwrap_or(""))
             );
         }
@@ -555,4 +555,10 @@ impl From<kickstand_state::Discovered> for DiscoveredRow {
             facts: d.facts,
         }
     }
+}
+
+/// Changes not on disk yet: queued, and held by the writer for its next
+/// try.
+fn waiting(s: &kickstand_state::StoreStats) -> u64 {
+    s.queued + s.kept
 }

@@ -101,6 +101,9 @@ pub struct StoreStats {
     pub changes: u64,
     /// Changes waiting now.
     pub queued: u64,
+    /// Changes whose commit failed for a reason that may pass (the
+    /// database unreachable), held by the writer for its next try.
+    pub kept: u64,
     /// Commits that failed (retried, or split).
     pub failed_commits: u64,
     /// Changes the database refused (dropped; kept in memory).
@@ -270,6 +273,7 @@ impl StateStore {
             transactions: get(&w.transactions),
             changes: get(&w.changes),
             queued: get(&w.queued),
+            kept: get(&w.kept),
             failed_commits: get(&w.failed_commits),
             dropped_changes: get(&w.dropped_changes),
             shed_events: get(&w.shed_events),

@@ -170,6 +170,9 @@ pub(crate) struct WriterStats {
     pub(crate) dropped_changes: AtomicU64,
     pub(crate) shed_events: AtomicU64,
     pub(crate) queued: AtomicU64,
+    /// Changes taken from the queue whose commit failed for a reason that
+    /// may pass, held for the next try.
+    pub(crate) kept: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -462,6 +465,7 @@ impl Writer {
             match self.commit(&mut batch, &counts).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    self.queue.stats.kept.store(0, Ordering::Relaxed);
                     self.queue.committed(seq_range(&batch).1);
                 }
                 Err(e) if e.is_transient() => {
@@ -479,6 +483,10 @@ impl Writer {
                         );
                         break;
                     }
+                    self.queue
+                        .stats
+                        .kept
+                        .store(batch.len() as u64, Ordering::Relaxed);
                     retry = batch;
                     retry_pulled = counts;
                     tokio::select! {

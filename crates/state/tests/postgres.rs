@@ -507,6 +507,28 @@ async fn verify_full_with_a_name_the_certificate_lacks_is_refused() {
     .await;
 }
 
+/// Several hosts under `verify-full`: each is checked against its own
+/// name. The first, a name the certificate lacks, is refused (as alone,
+/// above) and the second, reached at the same address by a name it
+/// carries, is taken: checked by the first's name it would be refused too.
+#[tokio::test]
+#[ignore = "peer: postgresql"]
+async fn verify_full_checks_each_of_several_hosts_by_its_own_name() {
+    let pg = TlsServer::start();
+    let import = tempfile::tempdir().expect("tempdir");
+    let ca = pg.tls_file("ca.pem").display().to_string();
+    let url = format!(
+        "postgresql://kickstand:{pw}@db.wrong.invalid:{port},localhost:{port}/postgres?hostaddr=127.0.0.1,127.0.0.1&sslmode=verify-full&sslrootcert={ca}",
+        pw = pg.password,
+        port = pg.port
+    );
+    round_trip(&tls_config(
+        Backend::Postgres(postgres(&url)),
+        import.path(),
+    ))
+    .await;
+}
+
 /// `sslmode=disable` against a server that takes TCP only over TLS: the
 /// server refuses, and the error says TLS is needed.
 #[tokio::test]
