@@ -11,16 +11,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::postgres::Postgres;
 use support::{Bed, Daemon, eventually, promtool_complaints};
-
-const PG: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/beds/postgres/pg.sh"
-);
 
 /// Hosts of the rack, the first installed before the outage, the others
 /// in the middle of their installs.
@@ -31,76 +27,18 @@ const PRE_ONLY: &str = "52:54:00:10:00:04";
 /// A host that first boots during the outage.
 const LATE: &str = "52:54:00:10:00:05";
 
-/// A server of the pair, killed (`pg.sh kill`) on drop, failed test or not.
-struct Server {
-    dir: tempfile::TempDir,
-    port: String,
-}
-
-impl Server {
-    fn start(action: &str, primary: Option<&Server>) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("kickstand-pg-")
-            .tempdir()
-            .expect("tempdir");
-        let mut cmd = Command::new(PG);
-        cmd.arg(action).arg(dir.path());
-        if let Some(p) = primary {
-            cmd.arg(p.dir.path());
-        }
-        let mut server = Server {
-            dir,
-            port: String::new(),
-        };
-        // Made before it runs: a server started and then failed is killed too.
-        let out = pg(&mut cmd);
-        server.port = std::fs::read_to_string(server.file("port"))
-            .unwrap_or_else(|e| panic!("pg.sh {action} wrote no port ({e}): {out}"))
-            .trim()
-            .to_owned();
-        server
-    }
-
-    fn file(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn ctl(&self, action: &str) {
-        pg(Command::new(PG).arg(action).arg(self.dir.path()));
-    }
-
-    fn psql(&self, sql: &str) -> String {
-        pg(Command::new(PG).arg("psql").arg(self.dir.path()).arg(sql))
-    }
-
-    /// `mac|phase` for every host the database holds.
-    fn phases(&self) -> Vec<String> {
-        self.psql("SELECT mac || '|' || phase FROM hosts ORDER BY mac")
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new(PG).arg("kill").arg(self.dir.path()).output();
-    }
-}
-
-fn pg(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run tests/beds/postgres/pg.sh");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `mac|phase` for every host `server` holds.
+fn phases(server: &Postgres) -> Vec<String> {
+    server
+        .psql("SELECT mac || '|' || phase FROM hosts ORDER BY mac")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A bed whose `state.url` names the primary, then the standby, each by a
 /// name its certificate carries, in libpq's `key=value` form.
-fn failover_bed(primary: &Server, standby: &Server, name: &str) -> Bed {
+fn failover_bed(primary: &Postgres, standby: &Postgres, name: &str) -> Bed {
     use std::os::unix::fs::PermissionsExt as _;
     let bed = Bed::new();
     bed.write(
@@ -126,7 +64,8 @@ fn failover_bed(primary: &Server, standby: &Server, name: &str) -> Bed {
     let mut text = std::fs::read_to_string(&config).expect("config");
     text.push_str(&format!(
         "state:\n  url: \"host=127.0.0.1,localhost port={},{} user=kickstand dbname=postgres sslmode=verify-full target_session_attrs=read-write\"\n  ca_file: pg-ca.pem\n  password_file: pg.password\n  appliance: {name}\n",
-        primary.port, standby.port
+        primary.port(),
+        standby.port()
     ));
     std::fs::write(Path::new(&config), text).expect("write config");
     bed
@@ -195,8 +134,8 @@ fn rendered_warnings(daemon: &Daemon) -> String {
 #[test]
 #[ignore = "peer: postgresql, chromium; run by .ci/run"]
 fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
-    let primary = Server::start("start-tls", None);
-    let standby = Server::start("start-standby", Some(&primary));
+    let primary = Postgres::start_tls();
+    let standby = Postgres::start_standby(&primary);
     let (bed_a, bed_b) = (
         failover_bed(&primary, &standby, "rack-a"),
         failover_bed(&primary, &standby, "rack-b"),
@@ -205,7 +144,11 @@ fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
     let b = Daemon::start(&bed_b.config());
     let up = database(&a);
     assert_eq!(up["up"], true, "{up}");
-    assert_eq!(up["primary"], format!("127.0.0.1:{}", primary.port), "{up}");
+    assert_eq!(
+        up["primary"],
+        format!("127.0.0.1:{}", primary.port()),
+        "{up}"
+    );
     assert_eq!(database_up(&a), 1);
 
     // The rack before the outage: one host installed, three installing.
@@ -293,15 +236,14 @@ fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
     let promoted = Instant::now();
     let want = |mac: &str| format!("{mac}|installed");
     let written = eventually(Duration::from_secs(20), || {
-        standby
-            .phases()
+        phases(&standby)
             .contains(&want(PRE_AND_POST))
             .then(|| promoted.elapsed())
     })
     .unwrap_or_else(|| {
         panic!(
             "what was kept is not in the promoted database: {:?}",
-            standby.phases()
+            phases(&standby)
         )
     });
     eprintln!("from pg_ctl promote to the appliance writing again: {written:?}");
@@ -309,9 +251,9 @@ fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
     // The install that had only begun finishes on the promoted primary.
     let reply = post(&a, PRE_ONLY, &tokens[PRE_ONLY], "installed");
     assert_eq!(reply["stored"], "written", "{reply}");
-    let phases = standby.phases();
+    let stored = phases(&standby);
     for mac in [INSTALLED, POSTED, PRE_AND_POST, PRE_ONLY] {
-        assert!(phases.contains(&want(mac)), "{mac}: {phases:?}");
+        assert!(stored.contains(&want(mac)), "{mac}: {stored:?}");
     }
     // Each callback once: none lost, none written twice by the retries.
     let callbacks = standby.psql(&format!(
@@ -326,7 +268,7 @@ fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
     .expect("the status document says the database is back");
     assert_eq!(
         back["primary"],
-        format!("127.0.0.1:{}", standby.port),
+        format!("127.0.0.1:{}", standby.port()),
         "{back}"
     );
     assert_eq!(database_up(&a), 1);
