@@ -278,11 +278,14 @@ fn installs_finish_across_a_primary_killed_and_a_standby_promoted() {
     // The host that could not begin its install begins it now.
     assert!(boot_script(&a, LATE).contains("kernel"));
 
-    // The other appliance sees what was written after the outage.
-    let seen = eventually(Duration::from_secs(10), || {
-        boot_script(&b, PRE_ONLY).contains("\nexit\n").then_some(())
-    });
-    assert!(seen.is_some(), "rack B never saw {PRE_ONLY} installed");
+    // The other appliance sees what was kept through the outage and what
+    // was written after it.
+    for mac in [POSTED, PRE_AND_POST, PRE_ONLY] {
+        let seen = eventually(Duration::from_secs(10), || {
+            boot_script(&b, mac).contains("\nexit\n").then_some(())
+        });
+        assert!(seen.is_some(), "rack B never saw {mac} installed");
+    }
 
     // One line when it went, one when it came back: not one per retry.
     for (daemon, name) in [(&a, "rack-a"), (&b, "rack-b")] {

@@ -301,6 +301,24 @@ impl StateError {
             _ => false,
         }
     }
+
+    /// Whether it says the database cannot be reached or written now
+    /// (down, unreachable, read-only): transient, and not a collision
+    /// with another transaction (a deadlock, a serialization failure),
+    /// which says nothing of the database's health.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        let collided = match self {
+            StateError::Database { source, .. } => source
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(|e| e.code())
+                .is_some_and(|c| {
+                    *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                        || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                }),
+            _ => false,
+        };
+        self.is_transient() && !collided
+    }
 }
 
 #[cfg(test)]

@@ -465,6 +465,9 @@ impl Writer {
             match self.commit(&mut batch, &counts).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    if let Some(connector) = self.db.connector() {
+                        connector.health.reached(None);
+                    }
                     self.queue.stats.kept.store(0, Ordering::Relaxed);
                     self.queue.committed(seq_range(&batch).1);
                 }
@@ -508,13 +511,14 @@ impl Writer {
         self.queue.stopped();
     }
 
-    /// Says a commit failed for a reason that may pass: for PostgreSQL, in
-    /// its health (one line in the log for the whole outage), for SQLite
-    /// (a full or failing disk) at every try.
+    /// Says a commit failed for a reason that may pass: a database that
+    /// cannot be reached in its health (one line in the log for the whole
+    /// outage); a collision with another appliance's transaction, or
+    /// SQLite's full or failing disk, at every try.
     fn unavailable(&self, e: &StateError, changes: usize, retry_in: Duration) {
         match self.db.connector() {
-            Some(connector) => connector.health.lost(e),
-            None => {
+            Some(connector) if e.is_unreachable() => connector.health.lost(e),
+            _ => {
                 warn!(error = %e, changes, ?retry_in, "state database unavailable: changes kept in memory and retried");
             }
         }

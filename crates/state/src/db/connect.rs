@@ -199,7 +199,7 @@ impl Connector {
             .await
             .map_err(|e| self.error(e));
         if let Err(e) = &connected
-            && e.is_transient()
+            && e.is_unreachable()
         {
             self.health.lost(e);
         }

@@ -87,3 +87,35 @@ impl Health {
         s.last_error = Some(e.to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Down at the first failure and up at the first success, each once:
+    /// the retries between change neither the state nor its time.
+    #[test]
+    fn an_outage_is_one_change_down_and_one_up() {
+        let health = Health::new();
+        let refused = || StateError::Write("connection refused".into());
+        health.reached(Some("10.0.0.1:5432".into()));
+        health.lost(&refused());
+        let down = health.get();
+        assert!(!down.up);
+        health.lost(&StateError::Write("connection timed out".into()));
+        let still = health.get();
+        assert_eq!(still.since, down.since);
+        assert_eq!(
+            still.last_error.as_deref(),
+            Some("the change is kept in memory but could not be written yet: connection timed out")
+        );
+        assert_eq!(still.primary.as_deref(), Some("10.0.0.1:5432"));
+        health.reached(Some("10.0.0.2:5432".into()));
+        let up = health.get();
+        assert!(up.up && up.since >= down.since);
+        assert_eq!(up.primary.as_deref(), Some("10.0.0.2:5432"));
+        // A commit that says nothing of the server keeps what is known.
+        health.reached(None);
+        assert_eq!(health.get(), up);
+    }
+}

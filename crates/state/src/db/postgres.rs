@@ -69,8 +69,8 @@ impl Drop for Tx<'_> {
     }
 }
 
-/// The error, and whether it says the server takes no writes (SQLSTATE
-/// 25006: a standby, or a primary made read-only).
+/// Whether `e` says the server takes no writes (SQLSTATE 25006: a
+/// standby, or a primary made read-only).
 fn refuses_writes(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
@@ -346,7 +346,7 @@ pub(crate) async fn listen(
             }
             Err(e) => {
                 lost = true;
-                if !e.is_transient() {
+                if !e.is_unreachable() {
                     tracing::warn!(error = %e, "cannot listen for other appliances' changes; retrying");
                 }
             }
