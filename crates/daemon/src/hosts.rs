@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use kickstand_http::ApiError;
 use kickstand_profiles::Mac;
 use kickstand_render::RenderError;
-use kickstand_state::{EventKind, Outcome, StateError, StateStore, Transition};
+use kickstand_state::{Durability, EventKind, Outcome, StateError, StateStore, Transition};
 use tracing::{info, warn};
 
 use crate::generation::Generation;
@@ -119,6 +119,37 @@ pub(crate) async fn transition_durably(
         .map_err(state_error)?;
     log_phase(mac, name, outcome);
     Ok(outcome)
+}
+
+/// How long an installer's callback waits for its commit. Past it (or at
+/// once when the database is found unreachable) the callback is accepted
+/// with the change kept in memory: the kickstart's `curl` waits as long
+/// as it is made to, so an install must not hang on a failover.
+const CALLBACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Applies an installer callback's transition and waits for its commit,
+/// at most [`CALLBACK_WAIT`]. While no database takes it, the change is in
+/// force in memory (the host's next boot is answered from there) and the
+/// writer keeps it, in order, until the database is back: the install
+/// finishes instead of failing on the database, and the callback is
+/// acknowledged once, so it is written once.
+pub(crate) async fn transition_reported(
+    store: &StateStore,
+    mac: Mac,
+    t: Transition,
+    ip: Option<IpAddr>,
+) -> Result<(Outcome, Durability), ApiError> {
+    let name = t.name();
+    let (outcome, durability) = store
+        .transition(mac, t, ip, SystemTime::now())
+        .durable_within(CALLBACK_WAIT)
+        .await
+        .map_err(state_error)?;
+    log_phase(mac, name, outcome);
+    if durability == Durability::Kept {
+        info!(%mac, transition = name, "callback accepted while the state database is unreachable: kept in memory, written when it is back");
+    }
+    Ok((outcome, durability))
 }
 
 fn log_phase(mac: Mac, transition: &str, outcome: Outcome) {

@@ -135,7 +135,9 @@ impl Installs {
         }
         hosts::record(&self.store, generation, mac, EventKind::Callback, event);
         Metrics::named(&self.metrics.callbacks, stage);
-        let phase = match hosts::transition_durably(&self.store, mac, t, Some(peer)).await? {
+        let (outcome, durability) =
+            hosts::transition_reported(&self.store, mac, t, Some(peer)).await?;
+        let phase = match outcome {
             Outcome::Refused { phase, reason } => {
                 return Err(ApiError::Conflict(format!("{mac} is {phase}: {reason}")));
             }
@@ -155,7 +157,12 @@ impl Installs {
                 Err(e) => warn!(%mac, error = %e, "could not keep the install's file list"),
             }
         }
-        Ok(json!({"mac": mac.to_string(), "hostname": host.hostname, "phase": phase}))
+        Ok(json!({
+            "mac": mac.to_string(),
+            "hostname": host.hostname,
+            "phase": phase,
+            "stored": durability.as_str(),
+        }))
     }
 
     /// What iPXE's discovery script reports: taken only from the address

@@ -296,6 +296,11 @@ impl prometheus_client::collector::Collector for StoreCollector {
                 s.queued,
             ),
             (
+                "kickstand_state_kept",
+                "changes whose commit failed while the database was unreachable, held for the next try",
+                s.kept,
+            ),
+            (
                 "kickstand_state_discovered",
                 "discovered machines held",
                 s.discovered,
@@ -303,6 +308,33 @@ impl prometheus_client::collector::Collector for StoreCollector {
         ] {
             ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
                 .encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        // A shared database only: SQLite is a file of the appliance's own.
+        if let Some(db) = self.0.database() {
+            let since = db
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            for (name, help, n) in [
+                (
+                    "kickstand_state_database_up",
+                    "1 when the shared state database takes writes, 0 while it is unreachable (answers come from memory, changes wait)",
+                    i64::from(db.up),
+                ),
+                (
+                    "kickstand_state_database_since_seconds",
+                    "when the shared state database last became reachable or unreachable, in seconds since the epoch",
+                    i64::try_from(since).unwrap_or(i64::MAX),
+                ),
+            ] {
+                ConstGauge::new(n).encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    MetricType::Gauge,
+                )?)?;
+            }
         }
         Ok(())
     }

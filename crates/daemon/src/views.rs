@@ -211,12 +211,49 @@ impl Views {
                 "errors": errors,
             },
             "cache": cache,
+            "database": self.database_json(),
             "hosts": hosts,
             "discovered": self.discovered_rows(),
         });
         serde_json::to_vec_pretty(&doc)
             .map(Bytes::from)
             .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// The shared database's reach; `null` with SQLite.
+    fn database_json(&self) -> serde_json::Value {
+        let Some(db) = self.store.database() else {
+            return serde_json::Value::Null;
+        };
+        json!({
+            "up": db.up,
+            "since": humantime::format_rfc3339_seconds(db.since).to_string(),
+            "last_error": db.last_error,
+            "primary": db.primary,
+            "waiting_changes": waiting(&self.store.stats()),
+        })
+    }
+
+    /// One line on the shared database, none with SQLite.
+    fn database_text(&self, page: &mut String) {
+        let Some(db) = self.store.database() else {
+            return;
+        };
+        let since = humantime::format_rfc3339_seconds(db.since);
+        let primary = db.primary.as_deref().unwrap_or("a Unix socket");
+        if db.up {
+            let _ = writeln!(
+                page,
+                "database     PostgreSQL primary at {primary}, up since {since}"
+            );
+        } else {
+            let _ = writeln!(
+                page,
+                "database     UNREACHABLE since {since} (last primary {primary}): answering from memory, {} change(s) waiting; {}",
+                waiting(&self.store.stats()),
+                escaped(db.last_error.as_deref().unwrap_or(""))
+            );
+        }
     }
 
     pub(crate) fn status_page(&self, generation: &Generation) -> String {
@@ -272,6 +309,7 @@ impl Views {
             }
         }
         self.warnings_text(generation, &mut page);
+        self.database_text(&mut page);
         let s = self.repo.stats();
         let _ = writeln!(
             page,
@@ -517,4 +555,10 @@ impl From<kickstand_state::Discovered> for DiscoveredRow {
             facts: d.facts,
         }
     }
+}
+
+/// Changes not on disk yet: queued, and held by the writer for its next
+/// try.
+fn waiting(s: &kickstand_state::StoreStats) -> u64 {
+    s.queued + s.kept
 }

@@ -277,6 +277,10 @@ function renderWarnings() {
       t.message + " (" + t.times + " time(s), last " + t.last_seen + ")."));
   for (const l of state.appliance.loaders) if (!l.present) w.push(el("div", { class: "warning" },
     "Boot loader " + l.file + " is missing from the TFTP root: PXE clients that are offered it will fail."));
+  const db = state.database;
+  if (db && !db.up) w.push(el("div", { class: "warning bad database" }, "The state database is unreachable since " + db.since +
+    " (last primary " + (db.primary || "a Unix socket") + "): hosts are answered from memory and installs go on; " + db.waiting_changes +
+    " change(s) wait to be written when it is back. Last error: " + (db.last_error || "none")));
   if (!state.appliance.proxy) w.push(el("div", { class: "warning" }, "No office proxy is set: Kickstand reaches the mirrors directly."));
   document.getElementById("warnings").replaceChildren(...w);
 }

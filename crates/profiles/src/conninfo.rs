@@ -42,12 +42,6 @@ const KEYWORDS: &[&str] = &[
 /// Keywords and values, each keyword once, in the order first written.
 pub(crate) type Params = Vec<(String, String)>;
 
-/// Whether `s` is a URL rather than `key=value` pairs.
-pub(crate) fn is_url(s: &str) -> bool {
-    let s = s.trim_start();
-    s.starts_with("postgres://") || s.starts_with("postgresql://")
-}
-
 pub(crate) fn parse(s: &str) -> Result<Params, String> {
     let s = s.trim();
     let read = match s

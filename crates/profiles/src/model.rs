@@ -143,12 +143,49 @@ impl std::str::FromStr for Postgres {
             .map(|m| m.parse::<SslMode>().map_err(|e| format!("sslmode {e}")))
             .transpose()?;
         let ca_file = take("sslrootcert").map(PathBuf::from);
+        several_hosts(&params)?;
         Ok(Postgres {
             params,
             sslmode,
             ca_file,
             password_file: None,
         })
+    }
+}
+
+/// What tokio-postgres would find wrong with several hosts only when it
+/// connects, found when the config is read: the ports must be one for
+/// all or one per host, as the `hostaddr`s must be; and the session must
+/// be a writing one (the store writes; a standby refuses), which is what
+/// the store asks for when `target_session_attrs` is not said.
+fn several_hosts(params: &[(String, String)]) -> Result<(), String> {
+    let count = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.split(',').count())
+    };
+    let hosts = count("host");
+    if let (Some(hosts), Some(addrs)) = (hosts, count("hostaddr"))
+        && hosts != addrs
+    {
+        return Err(format!(
+            "names {hosts} host(s) but {addrs} hostaddr(s): give one hostaddr per host"
+        ));
+    }
+    if let (Some(hosts), Some(ports)) = (hosts.or(count("hostaddr")), count("port"))
+        && ports > 1
+        && ports != hosts
+    {
+        return Err(format!(
+            "names {hosts} host(s) but {ports} ports: give one port for them all, or one per host in the same order"
+        ));
+    }
+    match params.iter().find(|(k, _)| k == "target_session_attrs") {
+        Some((_, v)) if v != "read-write" => Err(
+            "has a target_session_attrs other than read-write: Kickstand writes, so it always looks for the host that takes writes (the primary); leave it out or say read-write".to_owned(),
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -663,6 +663,44 @@ fn a_bad_sslmode_and_settings_without_a_url_are_located() {
     );
 }
 
+/// Several hosts, in either form, for a primary and its standbys: read
+/// as written; what tokio-postgres would refuse only at connect (ports
+/// that match no host) and a session that could land on a standby are
+/// refused at load, where they are written.
+#[test]
+fn several_postgresql_hosts_are_taken_and_checked_at_load() {
+    for url in [
+        "host=db1.example,db2.example port=5432,5433 user=kick dbname=state target_session_attrs=read-write",
+        "postgresql://kick@db1.example:5432,db2.example:5433/state?target_session_attrs=read-write",
+    ] {
+        let copy = Copy::new();
+        let (config, _) = with_state(&copy, &[&format!("url: \"{url}\"")]);
+        let snap = load(&config).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let pg = snap.appliance.state.postgres.as_ref().expect("postgres");
+        assert_eq!(pg.get("host"), Some("db1.example,db2.example"), "{url}");
+        assert_eq!(pg.get("port"), Some("5432,5433"), "{url}");
+    }
+    for (url, needle) in [
+        (
+            "host=db1,db2 port=5432,5433,5434 user=kick",
+            "names 2 host(s) but 3 ports: give one port for them all, or one per host",
+        ),
+        (
+            "host=db1,db2 hostaddr=10.0.0.1 user=kick",
+            "names 2 host(s) but 1 hostaddr(s)",
+        ),
+        (
+            "postgresql://kick@db1,db2/state?target_session_attrs=any",
+            "has a target_session_attrs other than read-write",
+        ),
+        ("user=kick dbname=state", "must name a host"),
+    ] {
+        let copy = Copy::new();
+        let (config, first) = with_state(&copy, &[&format!("url: \"{url}\"")]);
+        assert_one_at(&copy.load_err(), &config, first, needle);
+    }
+}
+
 fn line_of(file: &Path, needle: &str) -> u64 {
     std::fs::read_to_string(file)
         .expect("read")

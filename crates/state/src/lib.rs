@@ -90,6 +90,7 @@ use std::time::Duration;
 pub use audit::{AUDIT_KEPT, AuditEntry, OperatorAction};
 pub use claim::{Binding, Claimed, Network, Withheld};
 pub use clock::{Span, Stamp};
+pub use db::health::DatabaseState;
 pub use diagnosis::{Diagnosis, diagnose};
 pub use discovery::{Discovered, DiscoveryLimits, DiscoveryOutcome, Evicted, Facts, Nic};
 pub use election::{Election, Round};
@@ -100,7 +101,7 @@ pub use kickstand_profiles::model::{Postgres, SslMode};
 pub use phase::{Phase, Refused, Transition, next};
 pub use store::{InstallSize, StateStore, StoreStats};
 pub use token::{BuildToken, TokenRejected};
-pub use writer::Written;
+pub use writer::{Durability, Written};
 
 /// Where the state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +252,8 @@ pub enum StateError {
     Task(String),
     #[error("the change is kept in memory but could not be written yet: {0}")]
     Write(String),
+    #[error("the state database refused the change (kept in memory until restart): {0}")]
+    Refused(String),
     #[error("no random numbers for a build token: {0}")]
     Random(String),
 }
@@ -277,6 +280,10 @@ impl StateError {
                                 || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
                                 || *c == tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
                                 || *c == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
+                                // A standby, or a primary demoted: the
+                                // connection is replaced, by one to the
+                                // primary once there is one.
+                                || *c == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION
                         });
                 }
                 if let Some(rusqlite::Error::SqliteFailure(e, _)) =
@@ -293,6 +300,24 @@ impl StateError {
             StateError::Io { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether it says the database cannot be reached or written now
+    /// (down, unreachable, read-only): transient, and not a collision
+    /// with another transaction (a deadlock, a serialization failure),
+    /// which says nothing of the database's health.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        let collided = match self {
+            StateError::Database { source, .. } => source
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(|e| e.code())
+                .is_some_and(|c| {
+                    *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                        || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                }),
+            _ => false,
+        };
+        self.is_transient() && !collided
     }
 }
 

@@ -101,6 +101,9 @@ pub struct StoreStats {
     pub changes: u64,
     /// Changes waiting now.
     pub queued: u64,
+    /// Changes whose commit failed for a reason that may pass (the
+    /// database unreachable), held by the writer for its next try.
+    pub kept: u64,
     /// Commits that failed (retried, or split).
     pub failed_commits: u64,
     /// Changes the database refused (dropped; kept in memory).
@@ -270,6 +273,7 @@ impl StateStore {
             transactions: get(&w.transactions),
             changes: get(&w.changes),
             queued: get(&w.queued),
+            kept: get(&w.kept),
             failed_commits: get(&w.failed_commits),
             dropped_changes: get(&w.dropped_changes),
             shed_events: get(&w.shed_events),
@@ -278,6 +282,12 @@ impl StateStore {
             hosts: lock(&self.inner.book).hosts().count() as u64,
             discovered: lock(&self.inner.discovered).len() as u64,
         }
+    }
+
+    /// Whether the shared database is reached now, and since when; `None`
+    /// for SQLite, a file of the appliance's own.
+    pub fn database(&self) -> Option<crate::DatabaseState> {
+        self.inner.reader.connector().map(|c| c.health.get())
     }
 
     fn push(&self, job: Job) -> Option<u64> {

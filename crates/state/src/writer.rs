@@ -126,22 +126,32 @@ struct Queued {
 
 /// How far the writer got: every change up to `committed` is durable;
 /// `failed` are recent ranges whose commit failed (their waiters got the
-/// error; the changes were retried or dropped).
+/// error; the changes were retried, or dropped when refused).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Progress {
     committed: u64,
-    failed: VecDeque<(u64, u64, Arc<str>)>,
+    failed: VecDeque<Failed>,
     stopped: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Failed {
+    from: u64,
+    to: u64,
+    why: Arc<str>,
+    /// Kept and retried (the database was unreachable), or dropped.
+    kept: bool,
 }
 
 impl Progress {
     fn outcome(&self, seq: u64) -> Option<Result<(), StateError>> {
-        if let Some((_, _, why)) = self
-            .failed
-            .iter()
-            .find(|(a, b, _)| (*a..=*b).contains(&seq))
-        {
-            return Some(Err(StateError::Write(why.to_string())));
+        if let Some(f) = self.failed.iter().find(|f| (f.from..=f.to).contains(&seq)) {
+            let why = f.why.to_string();
+            return Some(Err(if f.kept {
+                StateError::Write(why)
+            } else {
+                StateError::Refused(why)
+            }));
         }
         if self.committed >= seq {
             return Some(Ok(()));
@@ -160,6 +170,9 @@ pub(crate) struct WriterStats {
     pub(crate) dropped_changes: AtomicU64,
     pub(crate) shed_events: AtomicU64,
     pub(crate) queued: AtomicU64,
+    /// Changes taken from the queue whose commit failed for a reason that
+    /// may pass, held for the next try.
+    pub(crate) kept: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -246,12 +259,17 @@ impl Queue {
             .send_modify(|p| p.committed = p.committed.max(through));
     }
 
-    fn failed(&self, from: u64, to: u64, why: &StateError) {
+    fn failed(&self, from: u64, to: u64, why: &StateError, kept: bool) {
         self.progress.send_modify(|p| {
             if p.failed.len() >= 64 {
                 p.failed.pop_front();
             }
-            p.failed.push_back((from, to, why.to_string().into()));
+            p.failed.push_back(Failed {
+                from,
+                to,
+                why: why.to_string().into(),
+                kept,
+            });
         });
     }
 
@@ -290,26 +308,61 @@ impl<T> Written<T> {
 
     /// What the change did, once it is committed.
     pub async fn durable(self) -> Result<T, StateError> {
-        let seq = match self.seq {
-            After::Nothing => return Ok(self.value),
-            After::Change(seq) => seq,
-            After::Queued => match self.queue.lock().next_seq {
-                0 => return Ok(self.value),
-                seq => seq,
-            },
-        };
-        let mut progress = self.queue.progress.subscribe();
-        let outcome = progress
-            .wait_for(|p| p.outcome(seq).is_some())
-            .await
-            .map_err(|_| StateError::Task("the state writer stopped".into()))?
-            .outcome(seq);
-        match outcome {
-            Some(Ok(())) => Ok(self.value),
-            Some(Err(e)) => Err(e),
-            None => Err(StateError::Task("the state writer stopped".into())),
+        settled(&self.queue, self.seq).await?;
+        Ok(self.value)
+    }
+
+    /// What the change did, once it is committed, or once `wait` is over
+    /// or the database is found unreachable, whichever is first: then the
+    /// change stays in memory and queued, and is written when the
+    /// database is back ([`Durability::Kept`]). A change the database
+    /// refused is an error, as with [`Written::durable`].
+    pub async fn durable_within(self, wait: Duration) -> Result<(T, Durability), StateError> {
+        match tokio::time::timeout(wait, settled(&self.queue, self.seq)).await {
+            Ok(Ok(())) => Ok((self.value, Durability::Written)),
+            Ok(Err(StateError::Write(_))) | Err(_) => Ok((self.value, Durability::Kept)),
+            Ok(Err(e)) => Err(e),
         }
     }
+}
+
+/// Whether a change waited for is on disk yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed.
+    Written,
+    /// In memory and queued: the database could not take it in time, and
+    /// the writer writes it once it can.
+    Kept,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Written => "written",
+            Durability::Kept => "kept",
+        }
+    }
+}
+
+/// Waits until the change `seq` stands for is committed or failed.
+async fn settled(queue: &Queue, seq: After) -> Result<(), StateError> {
+    let seq = match seq {
+        After::Nothing => return Ok(()),
+        After::Change(seq) => seq,
+        After::Queued => match queue.lock().next_seq {
+            0 => return Ok(()),
+            seq => seq,
+        },
+    };
+    let stopped = || StateError::Task("the state writer stopped".into());
+    let mut progress = queue.progress.subscribe();
+    let outcome = progress
+        .wait_for(|p| p.outcome(seq).is_some())
+        .await
+        .map_err(|_| stopped())?
+        .outcome(seq);
+    outcome.unwrap_or_else(|| Err(stopped()))
 }
 
 impl<T: Send + 'static> IntoFuture for Written<T> {
@@ -412,6 +465,10 @@ impl Writer {
             match self.commit(&mut batch, &counts).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    if let Some(connector) = self.db.connector() {
+                        connector.health.reached(None);
+                    }
+                    self.queue.stats.kept.store(0, Ordering::Relaxed);
                     self.queue.committed(seq_range(&batch).1);
                 }
                 Err(e) if e.is_transient() => {
@@ -420,8 +477,8 @@ impl Writer {
                         .failed_commits
                         .fetch_add(1, Ordering::Relaxed);
                     let (from, to) = seq_range(&batch);
-                    self.queue.failed(from, to, &e);
-                    warn!(error = %e, changes = batch.len(), retry_in = ?backoff, "state database unavailable: changes kept in memory and retried");
+                    self.queue.failed(from, to, &e, true);
+                    self.unavailable(&e, batch.len(), backoff);
                     if closing {
                         error!(
                             changes = batch.len(),
@@ -429,13 +486,17 @@ impl Writer {
                         );
                         break;
                     }
+                    self.queue
+                        .stats
+                        .kept
+                        .store(batch.len() as u64, Ordering::Relaxed);
                     retry = batch;
                     retry_pulled = counts;
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.cancelled() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(crate::db::health::RETRY_AT_MOST);
                 }
                 Err(e) => {
                     self.queue
@@ -448,6 +509,19 @@ impl Writer {
             }
         }
         self.queue.stopped();
+    }
+
+    /// Says a commit failed for a reason that may pass: a database that
+    /// cannot be reached in its health (one line in the log for the whole
+    /// outage); a collision with another appliance's transaction, or
+    /// SQLite's full or failing disk, at every try.
+    fn unavailable(&self, e: &StateError, changes: usize, retry_in: Duration) {
+        match self.db.connector() {
+            Some(connector) if e.is_unreachable() => connector.health.lost(e),
+            _ => {
+                warn!(error = %e, changes, ?retry_in, "state database unavailable: changes kept in memory and retried");
+            }
+        }
     }
 
     /// After a batch failed for something other than the connection:
@@ -475,7 +549,7 @@ impl Writer {
                 error!(error = %e, host = ?mac, changes = group.len(), "the state database refused a change: dropped (the daemon's memory keeps it until restart)");
                 for q in &group {
                     if q.seq > 0 {
-                        self.queue.failed(q.seq, q.seq, &e);
+                        self.queue.failed(q.seq, q.seq, &e, false);
                     }
                 }
             }
@@ -941,8 +1015,16 @@ mod tests {
         p.committed = 3;
         assert!(matches!(p.outcome(3), Some(Ok(()))));
         assert!(p.outcome(4).is_none());
-        p.failed.push_back((4, 9, "disk gone".into()));
+        let failed = |from, to, kept| Failed {
+            from,
+            to,
+            why: "disk gone".into(),
+            kept,
+        };
+        p.failed.push_back(failed(4, 9, true));
         assert!(matches!(p.outcome(5), Some(Err(StateError::Write(_)))));
+        p.failed.push_back(failed(12, 12, false));
+        assert!(matches!(p.outcome(12), Some(Err(StateError::Refused(_)))));
         p.stopped = true;
         assert!(matches!(p.outcome(10), Some(Err(StateError::Task(_)))));
     }

@@ -17,8 +17,17 @@
 #                        a network namespace of its own (`ip netns exec`),
 #                        which only the bed's namespaces reach, and cuts
 #                        the links to it. Prints the connection string.
+#   pg.sh start-standby DIR PRIMARY
+#                        a streaming-replication standby of the `start-tls`
+#                        server in PRIMARY (pg_basebackup -R), read-only,
+#                        with the same TLS and password on a free TCP port
+#                        of its own; prints its TCP connection string
+#   pg.sh promote DIR    pg_ctl promote: the standby in DIR takes writes
+#   pg.sh psql DIR SQL   runs SQL over DIR's Unix socket; prints the rows,
+#                        one per line, columns separated by `|`
 #   pg.sh stop DIR       fast stop (the data stays: `start` again resumes it)
-#   pg.sh kill DIR       immediate stop, for cleanup after a failed test
+#   pg.sh kill DIR       immediate stop: a crash, or cleanup after a failed
+#                        test
 #
 # The TLS server is what a site's shared database should look like, so the
 # tests can prove what goes over the wire: a CA made here, openssl in DIR/tls
@@ -29,8 +38,9 @@
 # in DIR/password (mode 0600); the Unix socket stays `trust`.
 set -euo pipefail
 
-action=${1:?usage: pg.sh start|start-tls|start-on|stop|kill DIR}
-dir=${2:?usage: pg.sh start|start-tls|start-on|stop|kill DIR}
+usage="usage: pg.sh start|start-tls|start-on|start-standby|promote|psql|stop|kill DIR [ADDRESS|PRIMARY|SQL]"
+action=${1:?$usage}
+dir=${2:?$usage}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -117,6 +127,7 @@ case $action in
 local   all all                trust
 hostssl all all 127.0.0.1/32   scram-sha-256
 hostssl all all ::1/128        scram-sha-256
+hostssl replication all 127.0.0.1/32 scram-sha-256
 EOF
       cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
@@ -142,6 +153,35 @@ EOF
     "${run[@]}" "$bin/pg_ctl" start -D "$dir/data" -w -l "$dir/server.log" -o "-k $dir" >/dev/null \
       || { cat "$dir/server.log" >&2; exit 1; }
     echo "host=$address port=5432 user=kickstand dbname=postgres"
+    ;;
+  start-standby)
+    primary=$(cd "${3:?$usage}" && pwd)
+    [[ -f $primary/port ]] || { echo "pg.sh: $primary is not a start-tls server" >&2; exit 1; }
+    if [[ ! -f $dir/data/PG_VERSION ]]; then
+      cp -r "$primary/tls" "$primary/password" "$dir/"
+      own -R "$dir/tls" "$dir/password"
+      # -R: standby.signal, and the primary's address in
+      # postgresql.auto.conf, to which the password is added (the
+      # standby reconnects with it when the stream breaks).
+      conninfo="host=127.0.0.1 port=$(cat "$primary/port") user=kickstand sslmode=require"
+      "${run[@]}" env PGPASSWORD="$(cat "$primary/password")" "$bin/pg_basebackup" \
+        -d "$conninfo" -D "$dir/data" -R -X stream >"$dir/basebackup.log" 2>&1 \
+        || { cat "$dir/basebackup.log" >&2; exit 1; }
+      printf "primary_conninfo = '%s password=%s'\n" "$conninfo" "$(cat "$primary/password")" \
+        >>"$dir/data/postgresql.auto.conf"
+      # Its own copy of the TLS files, not the primary's.
+      sed -i "s|$primary/tls/|$dir/tls/|" "$dir/data/postgresql.conf"
+    fi
+    start_on_free_port
+    echo "host=127.0.0.1 port=$(cat "$dir/port") user=kickstand dbname=postgres"
+    ;;
+  promote) "${run[@]}" "$bin/pg_ctl" promote -D "$dir/data" -w >/dev/null ;;
+  psql)
+    # The socket's name carries the server's port.
+    port=5432
+    [[ -f $dir/port ]] && port=$(cat "$dir/port")
+    "${run[@]}" "$bin/psql" -h "$dir" -p "$port" -U kickstand -d postgres -XAtq -v ON_ERROR_STOP=1 \
+      -c "${3:?$usage}"
     ;;
   stop) "${run[@]}" "$bin/pg_ctl" stop -D "$dir/data" -m fast -w >/dev/null ;;
   kill) "${run[@]}" "$bin/pg_ctl" stop -D "$dir/data" -m immediate -w >/dev/null 2>&1 || true ;;

@@ -77,8 +77,60 @@ impl Postgres {
         Postgres { dir, url }
     }
 
+    /// A streaming-replication standby of `primary`, a `start_tls` one
+    /// (`pg.sh start-standby`): read-only until promoted, with the same
+    /// CA, certificate and password, on a TCP port of its own.
+    pub fn start_standby(primary: &Postgres) -> Postgres {
+        let primary_dir = primary.dir.path().display().to_string();
+        let dir = Postgres::run_with(&mut Command::new(PG), "start-standby", &[&primary_dir]);
+        let mut standby = Postgres {
+            dir,
+            url: String::new(),
+        };
+        standby.url = format!(
+            "postgresql://kickstand@localhost:{}/postgres?sslmode=verify-full",
+            standby.port()
+        );
+        standby
+    }
+
     pub fn file(&self, rel: &str) -> std::path::PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// The TCP port of a `start_tls` or `start_standby` server.
+    pub fn port(&self) -> String {
+        std::fs::read_to_string(self.file("port"))
+            .expect("pg.sh's port")
+            .trim()
+            .to_owned()
+    }
+
+    /// `pg.sh ACTION DIR`: `kill`, `promote`, `stop`.
+    pub fn ctl(&self, action: &str) {
+        self.pg(&[action]);
+    }
+
+    /// Runs `sql` over the server's socket; the rows, one a line, columns
+    /// separated by `|`.
+    pub fn psql(&self, sql: &str) -> String {
+        self.pg(&["psql", sql])
+    }
+
+    fn pg(&self, args: &[&str]) -> String {
+        let (action, rest) = args.split_first().expect("an action");
+        let out = Command::new(PG)
+            .arg(action)
+            .arg(self.dir.path())
+            .args(rest)
+            .output()
+            .expect("run tests/beds/postgres/pg.sh");
+        assert!(
+            out.status.success(),
+            "pg.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 

@@ -483,12 +483,11 @@ impl Cx {
         let before = self.diags.len();
         let postgres = w.url.as_ref().and_then(|u| {
             let parsed = u.value.parse::<Postgres>().and_then(|p| {
-                let host = p.get("host").is_some() || p.get("hostaddr").is_some();
-                if crate::conninfo::is_url(&u.value) && host {
+                if p.get("host").is_some() || p.get("hostaddr").is_some() {
                     Ok(p)
                 } else {
                     Err(
-                        "must be a postgres:// URL with a host (or ?host=/run/postgresql)"
+                        "must name a host: postgresql://host/db (or ?host=/run/postgresql), or host=… key=value pairs"
                             .to_owned(),
                     )
                 }

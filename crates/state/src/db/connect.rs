@@ -34,6 +34,21 @@
 //! checks of `verify-ca` and `verify-full` are the rustls verifier's, and
 //! tokio-postgres is told `require`.
 //!
+//! # Several hosts, and failover
+//! `host=a,b port=p,q` (or `postgresql://a:p,b:q/…`) is tokio-postgres's
+//! own: it tries the hosts in order, and with `target_session_attrs=
+//! read-write` asks each `SHOW transaction_read_only` and passes over the
+//! ones that say `on` (a standby, a primary made read-only). Kickstand
+//! always asks for that, said or not: the writer writes and the listener
+//! `LISTEN`s, which a standby refuses, so a session on one is of no use.
+//! The TLS checks are made per host, against the name of the host being
+//! tried (tokio-postgres hands each its own). Unsaid, `connect_timeout` is
+//! [`CONNECT_TIMEOUT`] per host, so an unreachable first host (a network
+//! cut rather than a refused connection) costs seconds, not the minutes of
+//! the system's TCP timeout, before the next is tried; and
+//! `tcp_user_timeout` is [`TCP_USER_TIMEOUT`], so a commit sent to a
+//! server that vanished fails rather than waits for TCP to give up.
+//!
 //! # Why tokio-postgres-rustls
 //! Weighed against the alternatives, for TLS on the rustls 0.23 and ring
 //! the workspace already has:
@@ -64,7 +79,15 @@ use tokio_rustls::rustls::client::danger::{
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
+use super::health::Health;
 use crate::StateError;
+
+/// How long one host may take to answer a connect, unless
+/// `connect_timeout` says.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long data sent may stay unacknowledged before the connection is
+/// given up, unless `tcp_user_timeout` says.
+pub(crate) const TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The driver's half of a connection, polled by a task of its own.
 pub(crate) type Connection = tokio_postgres::Connection<
@@ -83,6 +106,8 @@ pub(crate) struct Connector {
     trust: String,
     tcp: bool,
     warned: AtomicBool,
+    /// What every connection made with it found of the database.
+    pub(crate) health: Health,
 }
 
 impl std::fmt::Debug for Connector {
@@ -117,6 +142,15 @@ impl Connector {
             .parse()
             // tokio-postgres names the keyword, never the value.
             .map_err(|e: tokio_postgres::Error| StateError::Settings(e.to_string()))?;
+        // The module's documentation says why these, and what the
+        // configuration's validation allows of them.
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         if let Some(path) = &pg.password_file {
             let password = kickstand_profiles::read_secret(path).map_err(StateError::Password)?;
             // Instead of the URL's, if it has one.
@@ -151,6 +185,7 @@ impl Connector {
             trust,
             tcp,
             warned: AtomicBool::new(false),
+            health: Health::new(),
         })
     }
 
@@ -158,10 +193,31 @@ impl Connector {
         if !self.warned.swap(true, Ordering::Relaxed) {
             self.warn();
         }
-        self.config
+        let connected = self
+            .config
             .connect(self.tls.clone())
             .await
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e));
+        if let Err(e) = &connected
+            && e.is_unreachable()
+        {
+            self.health.lost(e);
+        }
+        connected
+    }
+
+    /// Says the database is reached, by `client`'s new connection (whose
+    /// half the caller polls already), and which server that is.
+    pub(crate) async fn reached(&self, client: &tokio_postgres::Client) {
+        let primary = client
+            .query_one(
+                "SELECT host(inet_server_addr()) || ':' || inet_server_port()",
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten());
+        self.health.reached(primary);
     }
 
     /// Once per store: a connection that an operator could make safer.
@@ -223,8 +279,14 @@ impl Connector {
                 _ => None,
             };
         }
-        // tokio-postgres says this in words only, no error kind to match.
-        chain(e).contains("server does not support TLS").then(|| {
+        // tokio-postgres says these in words only, no error kind to match.
+        let text = chain(e);
+        if text.contains("does not allow writes") {
+            return Some(
+                "the last host tried is read-only (a standby) and no other took a writing session: promote a standby (pg_ctl promote), or list the primary among the hosts".to_owned(),
+            );
+        }
+        text.contains("server does not support TLS").then(|| {
             "the server offers no TLS: turn `ssl` on in its postgresql.conf; sslmode=disable would send everything, build tokens included, in plain text".to_owned()
         })
     }
@@ -451,6 +513,28 @@ mod tests {
         assert!(text.contains("sslmode=require"), "{text}");
         assert!(text.contains("turn `ssl` on"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    /// A standby is never a session's server, said or not; an unreachable
+    /// host costs a bounded wait unless the settings say otherwise.
+    #[test]
+    fn every_session_writes_and_no_host_holds_up_the_next() {
+        use tokio_postgres::config::TargetSessionAttrs;
+        let connector = |s: &str| Connector::new(&s.parse().expect("parses")).expect("settings");
+        let several = connector("host=db1,db2 port=5432,5433 user=k");
+        assert_eq!(
+            several.config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(several.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(
+            several.config.get_tcp_user_timeout(),
+            Some(&TCP_USER_TIMEOUT)
+        );
+        let said = connector("host=db1 user=k connect_timeout=2 tcp_user_timeout=3");
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(said.config.get_connect_timeout(), Some(&secs(2)));
+        assert_eq!(said.config.get_tcp_user_timeout(), Some(&secs(3)));
     }
 
     #[test]

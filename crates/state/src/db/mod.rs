@@ -9,6 +9,7 @@
 //! caller is committed, and a failure leaves nothing half done.
 
 pub(crate) mod connect;
+pub(crate) mod health;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 

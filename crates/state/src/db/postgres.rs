@@ -7,8 +7,11 @@
 //! One connection per store, behind an async mutex. When the server goes
 //! away (restarted, failed over), the next transaction reconnects; the
 //! operation that hit the dead connection gets a [`StateError`], never a
-//! panic, and the daemon keeps serving. Every connection, the listener's
-//! too, is made by the store's one [`Connector`] (TLS, password, errors).
+//! panic, and the daemon keeps serving. A connection whose server turned
+//! read-only under it (a primary demoted) is given up the same way, at
+//! the first write it refuses, so the next one goes to the host that is
+//! the primary now. Every connection, the listener's too, is made by the
+//! store's one [`Connector`] (TLS, password, errors, several hosts).
 
 use std::collections::HashMap;
 
@@ -37,6 +40,9 @@ struct Conn {
     /// A transaction was begun and neither committed nor rolled back (its
     /// caller gave up): roll it back before the next one.
     dirty: bool,
+    /// The server refused a write as read-only: connect again, to the
+    /// primary.
+    read_only: bool,
 }
 
 pub(crate) struct Tx<'a> {
@@ -61,6 +67,12 @@ impl Drop for Tx<'_> {
             });
         }
     }
+}
+
+/// Whether `e` says the server takes no writes (SQLSTATE 25006: a
+/// standby, or a primary made read-only).
+fn refuses_writes(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
 fn error(source: tokio_postgres::Error) -> StateError {
@@ -127,13 +139,16 @@ async fn connect(connector: &Connector) -> Result<Conn, StateError> {
     let (client, connection) = connector.connect().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!("state database connection lost: {e}; reconnecting on next use");
+            // The database's health says so once, for every connection.
+            tracing::debug!("state database connection lost: {e}; reconnecting on next use");
         }
     });
+    connector.reached(&client).await;
     Ok(Conn {
         client,
         statements: HashMap::new(),
         dirty: false,
+        read_only: false,
     })
 }
 
@@ -154,7 +169,7 @@ impl Db {
     pub(crate) async fn begin(&self, write: bool) -> Result<Tx<'_>, StateError> {
         let begin = if write { "BEGIN" } else { "BEGIN READ ONLY" };
         let mut conn = self.conn.clone().lock_owned().await;
-        if conn.client.is_closed() {
+        if conn.client.is_closed() || conn.read_only {
             *conn = connect(&self.connector).await?;
         }
         if conn.dirty {
@@ -187,12 +202,25 @@ impl Tx<'_> {
             .ok_or_else(|| StateError::Task("transaction already ended".into()))
     }
 
+    /// `e` as a [`StateError`]; a refused write marks the connection to
+    /// be replaced.
+    fn failed(&mut self, e: tokio_postgres::Error) -> StateError {
+        if refuses_writes(&e)
+            && let Some(conn) = self.conn.as_deref_mut()
+        {
+            conn.read_only = true;
+        }
+        error(e)
+    }
+
     async fn statement(&mut self, sql: &str) -> Result<Statement, StateError> {
         let conn = self.conn()?;
         if let Some(s) = conn.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = conn.client.prepare(sql).await.map_err(error)?;
+        let prepared = conn.client.prepare(sql).await;
+        let s = prepared.map_err(|e| self.failed(e))?;
+        let conn = self.conn()?;
         conn.statements.insert(sql.to_owned(), s.clone());
         Ok(s)
     }
@@ -204,13 +232,8 @@ impl Tx<'_> {
     ) -> Result<Vec<Row>, StateError> {
         let stmt = self.statement(sql).await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-        let rows = self
-            .conn()?
-            .client
-            .query(&stmt, &refs)
-            .await
-            .map_err(error)?;
-        rows.iter().map(row).collect()
+        let rows = self.conn()?.client.query(&stmt, &refs).await;
+        rows.map_err(|e| self.failed(e))?.iter().map(row).collect()
     }
 
     pub(crate) async fn execute(
@@ -220,20 +243,19 @@ impl Tx<'_> {
     ) -> Result<u64, StateError> {
         let stmt = self.statement(sql).await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
-        self.conn()?
-            .client
-            .execute(&stmt, &refs)
-            .await
-            .map_err(error)
+        let changed = self.conn()?.client.execute(&stmt, &refs).await;
+        changed.map_err(|e| self.failed(e))
     }
 
     pub(crate) async fn batch(&mut self, sql: &str) -> Result<(), StateError> {
-        self.conn()?.client.batch_execute(sql).await.map_err(error)
+        let done = self.conn()?.client.batch_execute(sql).await;
+        done.map_err(|e| self.failed(e))
     }
 
     pub(crate) async fn commit(mut self) -> Result<(), StateError> {
+        let committed = self.conn()?.client.batch_execute("COMMIT").await;
+        committed.map_err(|e| self.failed(e))?;
         let conn = self.conn()?;
-        conn.client.batch_execute("COMMIT").await.map_err(error)?;
         conn.dirty = false;
         // Committed: nothing for `drop` to roll back.
         self.conn = None;
@@ -281,7 +303,7 @@ pub(crate) async fn listen(
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
-                            tracing::warn!("state change listener: {e}");
+                            tracing::debug!("state change listener: {e}");
                             return;
                         }
                         None => return,
@@ -292,6 +314,7 @@ pub(crate) async fn listen(
                 .batch_execute(&format!("LISTEN {channel}"))
                 .await
                 .map_err(error)?;
+            connector.reached(&client).await;
             Ok::<_, StateError>((client, rx, pump))
         };
         match session.await {
@@ -317,17 +340,21 @@ pub(crate) async fn listen(
                 }
                 drop(client);
                 lost = true;
-                tracing::warn!("lost the state change channel; reconnecting");
+                // A lasting loss is the database's, which its health logs
+                // once; a moment's costs a reload, nothing to act on.
+                tracing::debug!("lost the state change channel; reconnecting");
             }
             Err(e) => {
                 lost = true;
-                tracing::warn!(error = %e, "cannot listen for other appliances' changes; retrying");
+                if !e.is_unreachable() {
+                    tracing::warn!(error = %e, "cannot listen for other appliances' changes; retrying");
+                }
             }
         }
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        backoff = (backoff * 2).min(super::health::RETRY_AT_MOST);
     }
 }
