@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::rack::{NODE01, Rack, WAIT, segment_url};
-use support::{eventually, token_in};
+use support::{eventually, promtool_complaints, token_in};
 
 /// Three appliances on one segment: one answers, holding the segment's
 /// address; SIGKILL it, and another takes over the segment, its address
@@ -33,6 +33,26 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
             "{} and the segment's address",
             a.name
         );
+    }
+    // The status text and /metrics say who answers, and since when.
+    for (i, a) in rack.appliances.iter().enumerate() {
+        let (_, text) = a.get("/status");
+        let (_, metrics) = a.get("/metrics");
+        let active = &rack.appliances[first].name;
+        let (said, gauge) = if i == first {
+            ("segment      rack-a: ACTIVE: this appliance answers it (term ".to_owned(), 1)
+        } else {
+            (format!("segment      rack-a: standby: {active} answers it (term "), 0)
+        };
+        assert!(text.contains(&said), "{}: {text}", a.name);
+        let line = format!("kickstand_segment_active{{segment=\"rack-a\"}} {gauge}");
+        assert!(metrics.lines().any(|l| l == line), "{}: {metrics}", a.name);
+        assert!(
+            metrics.contains("kickstand_segment_active_since_seconds{segment=\"rack-a\"} 1"),
+            "{}: a tenure's start, in seconds since the epoch",
+            a.name
+        );
+        assert_eq!(promtool_complaints(&metrics), None);
     }
     // Neither flags the other as a rogue server.
     for a in &rack.appliances {
