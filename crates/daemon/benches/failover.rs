@@ -55,6 +55,10 @@ fn unanswered(failure: Failure) -> Duration {
         if answers.iter().any(|(from, _)| *from == standby) {
             return at.elapsed();
         }
-        assert!(at.elapsed() < Duration::from_secs(60), "no takeover:\n{}", rack.logs());
+        assert!(
+            at.elapsed() < Duration::from_secs(60),
+            "no takeover:\n{}",
+            rack.logs()
+        );
     }
 }

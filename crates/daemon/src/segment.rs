@@ -30,7 +30,7 @@
 //! one (seen in the netboot bed: iPXE's connection was reset); and a frozen
 //! `serve` cannot remove anything itself.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -174,10 +174,8 @@ impl SegmentAddress {
             if let Err(e) = ip(&args) {
                 warn!(%address, interface = %self.interface, error = %e, "cannot take the segment's address");
             }
-            if let IpAddr::V4(a) = address
-                && let Err(e) = announce(&self.interface, *a)
-            {
-                warn!(%address, interface = %self.interface, error = %e, "cannot announce the segment's address (gratuitous ARP): machines find it when their ARP entries expire");
+            if let Err(e) = announce(&self.interface, *address) {
+                warn!(%address, interface = %self.interface, error = %e, "cannot announce the segment's address: machines find it when their neighbour entries expire");
             }
         }
     }
@@ -216,10 +214,11 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// A gratuitous ARP request for `address` from `interface`'s MAC, sent
-/// three times (a switch or a machine may miss one): every neighbour that
-/// has the address in its cache moves it to this MAC.
-fn announce(interface: &str, address: Ipv4Addr) -> Result<(), String> {
+/// Tells the segment `address` is at `interface`'s MAC now, three times
+/// (a switch or a machine may miss one): a gratuitous ARP for IPv4, an
+/// unsolicited neighbour advertisement with the override flag for IPv6.
+/// Every neighbour that has the address in its cache moves it to this MAC.
+fn announce(interface: &str, address: IpAddr) -> Result<(), String> {
     let nic = pnet_datalink::interfaces()
         .into_iter()
         .find(|i| i.name == interface)
@@ -230,7 +229,10 @@ fn announce(interface: &str, address: Ipv4Addr) -> Result<(), String> {
         Ok(_) => return Err("not an Ethernet channel".into()),
         Err(e) => return Err(e.to_string()),
     };
-    let frame = gratuitous_arp(mac.octets(), address);
+    let frame = match address {
+        IpAddr::V4(a) => gratuitous_arp(mac.octets(), a),
+        IpAddr::V6(a) => unsolicited_advertisement(mac.octets(), a),
+    };
     for _ in 0..3 {
         match tx.send_to(&frame, None) {
             Some(Ok(())) => {}
@@ -239,6 +241,49 @@ fn announce(interface: &str, address: Ipv4Addr) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An unsolicited neighbour advertisement of `address` at `mac` to all
+/// nodes (RFC 4861 7.2.6): override set, solicited not, with the target's
+/// link-layer address.
+fn unsolicited_advertisement(mac: [u8; 6], address: Ipv6Addr) -> Vec<u8> {
+    const ICMPV6: u8 = 58;
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0]; // advertisement, override
+    icmp.extend_from_slice(&address.octets());
+    icmp.extend_from_slice(&[2, 1]); // target link-layer address, 8 bytes
+    icmp.extend_from_slice(&mac);
+    let sum = icmpv6_checksum(address, all_nodes, &icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut f = Vec::with_capacity(14 + 40 + icmp.len());
+    f.extend_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x86, 0xdd]); // IPv6
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&u16::try_from(icmp.len()).unwrap_or(0).to_be_bytes());
+    f.extend_from_slice(&[ICMPV6, 255]); // hop limit 255, as RFC 4861 requires
+    f.extend_from_slice(&address.octets());
+    f.extend_from_slice(&all_nodes.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// The Internet checksum of an ICMPv6 message with its pseudo-header.
+fn icmpv6_checksum(from: Ipv6Addr, to: Ipv6Addr, message: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + message.len());
+    pseudo.extend_from_slice(&from.octets());
+    pseudo.extend_from_slice(&to.octets());
+    pseudo.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(message);
+    let mut sum: u32 = pseudo
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0)
 }
 
 /// An Ethernet broadcast ARP request whose sender and target are both
@@ -553,6 +598,24 @@ mod tests {
         assert_eq!(&f[22..28], &mac, "sender MAC");
         assert_eq!(&f[28..32], &[10, 0, 0, 5], "sender address");
         assert_eq!(&f[38..42], &[10, 0, 0, 5], "target address");
+    }
+
+    #[test]
+    fn an_unsolicited_advertisement_overrides_and_checks_out() {
+        let mac = [0x52, 0x54, 0, 0, 0, 9];
+        let address: Ipv6Addr = "fd00::5".parse().expect("address");
+        let f = unsolicited_advertisement(mac, address);
+        assert_eq!(f.len(), 14 + 40 + 32);
+        assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1], "all nodes");
+        assert_eq!(&f[20..22], &[58, 255], "ICMPv6, hop limit 255");
+        let icmp = &f[54..];
+        assert_eq!(icmp[0], 136, "a neighbour advertisement");
+        assert_eq!(icmp[4], 0x20, "override, not solicited");
+        assert_eq!(&icmp[8..24], &address.octets(), "its target");
+        assert_eq!(&icmp[26..32], &mac, "the target's link-layer address");
+        // A message with its checksum in sums to zero (RFC 1071).
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        assert_eq!(icmpv6_checksum(address, all_nodes, icmp), 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::rack::{NODE01, Rack, WAIT, segment_url};
+use support::rack::{NODE01, Rack, SEGMENT_ADDRESS6, WAIT, segment_url};
 use support::{eventually, promtool_complaints, token_in};
 
 /// Three appliances on one segment: one answers, holding the segment's
@@ -40,9 +40,15 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
         let (_, metrics) = a.get("/metrics");
         let active = &rack.appliances[first].name;
         let (said, gauge) = if i == first {
-            ("segment      rack-a: ACTIVE: this appliance answers it (term ".to_owned(), 1)
+            (
+                "segment      rack-a: ACTIVE: this appliance answers it (term ".to_owned(),
+                1,
+            )
         } else {
-            (format!("segment      rack-a: standby: {active} answers it (term "), 0)
+            (
+                format!("segment      rack-a: standby: {active} answers it (term "),
+                0,
+            )
         };
         assert!(text.contains(&said), "{}: {text}", a.name);
         let line = format!("kickstand_segment_active{{segment=\"rack-a\"}} {gauge}");
@@ -81,6 +87,14 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
     let (code, body) = rack.appliances[standby].get(&ks);
     assert_eq!(code, 503, "a standby's kickstart: {body}");
 
+    // The client knows the segment's IPv6 address at the first's MAC.
+    let v6 = format!("http://[{SEGMENT_ADDRESS6}]:8080/status");
+    assert_eq!(rack.curl("GET", &v6).0, 200);
+    assert_eq!(
+        rack.neighbour(SEGMENT_ADDRESS6),
+        Some(rack.appliances[first].mac())
+    );
+
     // The active dies mid-install.
     let killed = Instant::now();
     rack.appliances[first].signal("KILL");
@@ -89,6 +103,13 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
     eprintln!("takeover after SIGKILL: {:?}", killed.elapsed());
     assert_ne!(second, first);
     assert!(rack.appliances[second].holds_address());
+    // Told by an unsolicited neighbour advertisement, the client moved
+    // the IPv6 address to the new active appliance's MAC without asking.
+    let moved = eventually(Duration::from_secs(5), || {
+        (rack.neighbour(SEGMENT_ADDRESS6) == Some(rack.appliances[second].mac())).then_some(())
+    });
+    assert!(moved.is_some(), "{:?}", rack.neighbour(SEGMENT_ADDRESS6));
+    assert_eq!(rack.curl("GET", &v6).0, 200);
     // The dead one's keeper removed the address: its kernel answers no
     // ARP for it.
     assert!(!rack.appliances[first].holds_address(), "{}", rack.logs());

@@ -15,6 +15,8 @@ use super::{Bed, eventually};
 pub const NODE01: &str = "52:54:00:10:00:01";
 /// The segment's own address, held by whichever appliance is active.
 pub const SEGMENT_ADDRESS: &str = "10.79.0.5";
+/// Its IPv6 address: the segment is dual-stack.
+pub const SEGMENT_ADDRESS6: &str = "fd79::5";
 /// The shared PostgreSQL, on its own network.
 pub const DATABASE: &str = "10.80.0.1";
 /// The PXE client's address (its lease from the office, as it were).
@@ -119,10 +121,15 @@ impl Rack {
     }
 
     /// A new namespace with `eth0` at `address` on the segment's bridge.
+    /// Its IPv6 address is `fd79::<the IPv4 address's last octet>`.
     pub fn plug(&self, ns: &str, port: &str, address: &str) {
         sh(&["ip", "netns", "add", ns]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         self.link(ns, port, "br0", "eth0", address);
+        let host = address.rsplit('.').next().expect("an IPv4 address");
+        // nodad: usable at once; the bed owns these addresses.
+        let cidr = format!("fd79::{host}/64");
+        sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", "eth0", "nodad"]);
     }
 
     /// `ns`'s interface `dev` at `address`/24, on the switch's `bridge`
@@ -241,6 +248,18 @@ impl Rack {
         );
     }
 
+    /// The MAC the client's neighbour table has for `address`, if any.
+    pub fn neighbour(&self, address: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.client, "neigh", "show", address, "dev", "eth0"])
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == "lladdr")?;
+        words.next().map(str::to_owned)
+    }
+
     /// `curl` from the client: the status and the body.
     pub fn curl(&self, method: &str, url: &str) -> (u16, String) {
         curl(&self.client, method, url)
@@ -288,8 +307,11 @@ impl Appliance {
     pub fn configure(&mut self, url: &str) {
         let bed = &self.bed;
         for (from, to) in [
-            ("address: 127.0.0.1", format!("address: {SEGMENT_ADDRESS}")),
-            ("bind: 127.0.0.1", "bind: 0.0.0.0".to_owned()),
+            (
+                "address: 127.0.0.1",
+                format!("address: [{SEGMENT_ADDRESS}, \"{SEGMENT_ADDRESS6}\"]"),
+            ),
+            ("bind: 127.0.0.1", "bind: \"::\"".to_owned()),
             (
                 "interfaces: []",
                 "interfaces: [eth0]\n  segment: rack-a".to_owned(),
@@ -370,6 +392,16 @@ impl Appliance {
     }
 
     /// Whether the segment's address is on its interface.
+    /// Its MAC on the segment.
+    pub fn mac(&self) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "-br", "link", "show", "dev", "eth0"])
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().nth(2).expect("a MAC").to_owned()
+    }
+
     pub fn holds_address(&self) -> bool {
         let out = Command::new("ip")
             .args(["-n", &self.ns, "-4", "addr", "show", "dev", "eth0"])
@@ -393,4 +425,3 @@ pub fn curl(ns: &str, method: &str, url: &str) -> (u16, String) {
 pub fn segment_url(path: &str) -> String {
     format!("http://{SEGMENT_ADDRESS}:8080{path}")
 }
-
