@@ -79,7 +79,16 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
     let token = token_in(&script)
         .unwrap_or_else(|| panic!("no build token in:\n{script}\n{}", rack.logs()));
     let ks = format!("/ks/{NODE01}?token={token}");
-    assert_eq!(rack.curl("GET", &segment_url(&ks)).0, 200);
+    let (code, kickstart) = rack.curl("GET", &segment_url(&ks));
+    assert_eq!(code, 200, "{kickstart}");
+    // The kickstart's own report that the install is done, as `%post`
+    // runs it (without `|| true`, to see how it ended).
+    let report = kickstart
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("/installed?token="))
+        .and_then(|l| l.strip_suffix(" || true"))
+        .unwrap_or_else(|| panic!("no installed report in the kickstart:\n{kickstart}"))
+        .to_owned();
     let installing = format!("/api/hosts/{NODE01}/installing?token={token}");
     assert_eq!(rack.curl("POST", &segment_url(&installing)).0, 200);
     // A standby honours no build token, on its own address or any.
@@ -95,10 +104,12 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
         Some(rack.appliances[first].mac())
     );
 
-    // The active dies mid-install.
+    // The active dies just as the install ends: the report finds no one
+    // at the segment's address, and tries again until someone is.
     let killed = Instant::now();
     rack.appliances[first].signal("KILL");
     rack.appliances[first].daemon.take().map(|mut d| d.wait());
+    let reporting = rack.run_on_client(&report);
     let second = rack.active();
     eprintln!("takeover after SIGKILL: {:?}", killed.elapsed());
     assert_ne!(second, first);
@@ -117,16 +128,23 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
         second,
         &Rack::answers(rack.discover(Duration::from_secs(2))),
     );
-    // The install goes on at the same address with the same token.
-    assert_eq!(
-        rack.curl("GET", &segment_url(&ks)).0,
-        200,
-        "{}",
+    // The install ends on the new active appliance, same address, same
+    // token.
+    let reported = reporting.wait_with_output().expect("the report");
+    assert!(
+        reported.status.success(),
+        "the kickstart's report gave up: {}\n{}",
+        String::from_utf8_lossy(&reported.stderr),
         rack.logs()
     );
-    let installed = format!("/api/hosts/{NODE01}/installed?token={token}");
-    let (code, body) = rack.curl("POST", &segment_url(&installed));
-    assert_eq!(code, 200, "{body}\n{}", rack.logs());
+    assert!(
+        rack.appliances[second]
+            .log_text()
+            .contains(&format!("path=\"/api/hosts/{NODE01}/installed\"")),
+        "the report landed on the new active appliance"
+    );
+    // The build token ended with the install, there too.
+    assert_eq!(rack.curl("GET", &segment_url(&ks)).0, 403);
     let (_, hosts) = rack.appliances[second].get("/api/hosts");
     let hosts: serde_json::Value = serde_json::from_str(&hosts).expect("hosts JSON");
     let node = hosts

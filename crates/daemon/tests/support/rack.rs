@@ -260,6 +260,16 @@ impl Rack {
         words.next().map(str::to_owned)
     }
 
+    /// A shell command line run on the client, started, not waited for.
+    pub fn run_on_client(&self, line: &str) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.client, "sh", "-c", line])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh")
+    }
+
     /// `curl` from the client: the status and the body.
     pub fn curl(&self, method: &str, url: &str) -> (u16, String) {
         curl(&self.client, method, url)
