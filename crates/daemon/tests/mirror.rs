@@ -172,12 +172,18 @@ impl Kickstand {
     /// a port found free and then bound by the daemon may be taken in
     /// between by a test running beside it.
     fn start_with(bed: &Bed, config: fn(&Bed) -> String) -> Kickstand {
-        let home = bed.dir.join("ks");
+        Self::start_at(bed.dir.join("ks"), &config(bed))
+    }
+
+    /// `kickstand serve` with `config` and everything else under `home`:
+    /// several appliances on one bed (a parent and its children) each have
+    /// their own.
+    fn start_at(home: PathBuf, config: &str) -> Kickstand {
         for sub in ["etc", "tftp", "templates", "var/cache", "var/state"] {
             fs::create_dir_all(home.join(sub)).expect("create kickstand dirs");
         }
         let config_file = home.join("etc/kickstand.yaml");
-        fs::write(&config_file, config(bed)).expect("write kickstand.yaml");
+        fs::write(&config_file, config).expect("write kickstand.yaml");
         let config = config_file;
         let logged_before = fs::metadata(home.join("kickstand.log")).map_or(0, |m| m.len());
         let log = fs::OpenOptions::new()
@@ -291,7 +297,11 @@ impl Drop for Kickstand {
 /// `centos`) beside the appliance config, with the two templates every OS
 /// names; no hosts, so nothing is rendered.
 fn write_os_profile(bed: &Bed) {
-    let home = bed.dir.join("ks");
+    write_os_profile_at(&bed.dir.join("ks"));
+}
+
+/// [`write_os_profile`] for the appliance whose home is `home`.
+fn write_os_profile_at(home: &Path) {
     for sub in ["etc", "templates"] {
         fs::create_dir_all(home.join(sub)).expect("create kickstand dirs");
     }
@@ -1695,4 +1705,305 @@ fn warm_like_a_completed_install_fetches_what_it_pulled() {
     // An unknown host is a clear error.
     let (ok, out) = cache_cli(&ks, &["warm", "bed9", "--like", "nosuchhost"]);
     assert!(!ok && out.contains("nosuchhost"), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// Chained caches: a parent appliance (the site cache) fetches from the
+// mirror through squid; its children name it `kickstand://…/centos` and
+// reach it directly. Three `kickstand serve` on loopback, each with its own
+// kernel-chosen port: the repo route is plain HTTP with no broadcast, so
+// namespaces would add nothing a test observes, and ports keep the tests
+// parallel like the rest of this file. That a child bypasses the office
+// proxy is read from squid's log, which names every URL it was asked for.
+
+/// A child of the appliance whose HTTP front is on `parent_port`: the bed's
+/// appliance config (the office proxy included, as every appliance of a
+/// site has it) with mirror `centos` served by the parent, and mirror
+/// `other`, which the parent does not have.
+fn child_config(bed: &Bed, parent_port: u16) -> String {
+    let text = appliance_config(bed);
+    let direct = format!("  centos: [{}]\n", bed.var("KS_MIRROR_HTTP_URL"));
+    assert!(text.contains(&direct), "{text}");
+    text.replacen(
+        &direct,
+        &format!(
+            "  centos: [\"kickstand://127.0.0.1:{parent_port}/centos\"]\n  other: [\"kickstand://127.0.0.1:{parent_port}/other\"]\n"
+        ),
+        1,
+    )
+}
+
+/// Starts the parent (`bed/parent`) with the bed's appliance config.
+fn start_parent(bed: &Bed) -> Kickstand {
+    Kickstand::start_at(bed.dir.join("parent"), &appliance_config(bed))
+}
+
+/// Starts child `name` (`bed/<name>`) of `parent`, the OS `bed9` defined.
+fn start_child(bed: &Bed, parent: &Kickstand, name: &str) -> Kickstand {
+    let home = bed.dir.join(name);
+    write_os_profile_at(&home);
+    Kickstand::start_at(home, &child_config(bed, parent.port))
+}
+
+/// The sum of a counter family on `/metrics` (every label set), or of one
+/// series when `family` carries its labels.
+fn metric(ks: &Kickstand, family: &str) -> f64 {
+    let r = get(ks.port, "/metrics").expect("GET /metrics");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every URI nginx sent a body for, with how many times it did.
+fn mirror_downloads(bed: &Bed) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (_, method, uri, status) in bed.nginx_log() {
+        if method == "GET" && (200..300).contains(&status) {
+            *counts.entry(uri).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn assert_payload_installed(root: &Path) {
+    let blob = root.join("usr/share/ks-payload/blob.bin");
+    assert_eq!(
+        fs::metadata(&blob).expect("payload installed").len(),
+        4 << 20
+    );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn two_racks_behind_a_site_cache_cost_the_mirror_one_download_per_file() {
+    let bed = Bed::start("chain");
+    let mut parent = start_parent(&bed);
+    let children = [
+        start_child(&bed, &parent, "child-a"),
+        start_child(&bed, &parent, "child-b"),
+    ];
+
+    // Two racks of four installers, all at once.
+    let installs: Vec<(PathBuf, String)> = (0..8)
+        .map(|i| {
+            (
+                bed.dir.join(format!("root{i}")),
+                children[i % 2].repo_url("centos"),
+            )
+        })
+        .collect();
+    thread::scope(|s| {
+        for (root, baseurl) in &installs {
+            s.spawn(move || dnf_install(root, baseurl, &["ks-hello", "ks-payload"], &[]));
+        }
+    });
+    for (root, _) in &installs {
+        assert_installed(root);
+        assert_payload_installed(root);
+    }
+    let downloads = mirror_downloads(&bed);
+    for p in bed.packages() {
+        if p.starts_with("ks-hello") || p.starts_with("ks-lib") || p.starts_with("ks-payload") {
+            assert!(
+                downloads
+                    .keys()
+                    .any(|uri| uri.ends_with(&format!("/Packages/{p}"))),
+                "{p} never reached the mirror: {downloads:?}"
+            );
+        }
+    }
+    assert!(
+        downloads.values().all(|&n| n == 1),
+        "each file must leave the mirror once in total: {downloads:?}"
+    );
+    // Both children fetched through the parent, which went through squid;
+    // the children never asked squid for anything.
+    for child in &children {
+        assert!(metric(child, "kickstand_cache_downloads_total") >= 3.0);
+    }
+    let squid = bed.squid_log();
+    assert!(squid.contains("/Packages/ks-payload-"), "{squid}");
+    assert!(
+        !squid.contains("/repo/"),
+        "a child went through squid:\n{squid}"
+    );
+
+    // The parent forwards only to its own mirrors: a name it lacks is
+    // refused there and reaches neither squid nor nginx.
+    let (squid_before, nginx_before) = (bed.squid_log().len(), bed.nginx_log_len());
+    let r = get(
+        children[0].port,
+        &format!("/repo/other/{OS}/repodata/repomd.xml"),
+    )
+    .expect("GET through the parent");
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        parent.log().contains(r#"error=unknown mirror "other""#),
+        "{}",
+        parent.log()
+    );
+    assert_eq!(bed.squid_log().len(), squid_before);
+    assert_eq!(bed.nginx_log_len(), nginx_before);
+
+    // The parent goes away: each rack installs again from its own cache.
+    parent.kill9();
+    assert!(TcpStream::connect(("127.0.0.1", parent.port)).is_err());
+    for (i, child) in children.iter().enumerate() {
+        let root = bed.dir.join(format!("offline{i}"));
+        dnf_install(
+            &root,
+            &child.repo_url("centos"),
+            &["ks-hello", "ks-payload"],
+            &[],
+        );
+        assert_installed(&root);
+        assert_payload_installed(&root);
+    }
+}
+
+/// The object file in `home`'s cache whose body is `body`.
+fn cached_object(home: &Path, body: &[u8]) -> Option<PathBuf> {
+    read_tree(&home.join("var/cache/objects"))
+        .into_iter()
+        .find(|(_, bytes)| bytes.ends_with(body))
+        .map(|(path, _)| path)
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_child_refuses_a_file_its_parent_serves_damaged() {
+    let bed = Bed::start("chain-damaged");
+    let parent = start_parent(&bed);
+    let first = start_child(&bed, &parent, "child-a");
+    dnf_install(
+        &bed.dir.join("root-a"),
+        &first.repo_url("centos"),
+        &["ks-hello", "ks-payload"],
+        &[],
+    );
+
+    // The payload rots on the parent's disk after the parent checked it
+    // (at its commit): the parent serves what its disk now holds.
+    let rel = bed
+        .packages()
+        .into_iter()
+        .find(|p| p.starts_with("ks-payload"))
+        .map(|p| format!("Packages/{p}"))
+        .expect("payload package");
+    let good = fs::read(bed.mirror_file(&rel)).expect("payload on the mirror");
+    let object = cached_object(&parent.home, &good).expect("payload cached on the parent");
+    let mut rotted = fs::read(&object).expect("read object");
+    let at = rotted.len() - 1000;
+    rotted[at] ^= 0xff;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&object)
+        .and_then(|mut f| f.write_all(&rotted))
+        .expect("rot the object in place");
+    let bad_body = &rotted[rotted.len() - good.len()..];
+
+    // A second child learns the checksums from the repodata (through the
+    // parent) and then asks for the payload: it is never handed whole.
+    let second = start_child(&bed, &parent, "child-b");
+    dnf_install(
+        &bed.dir.join("root-b"),
+        &second.repo_url("centos"),
+        &["ks-hello"],
+        &[],
+    );
+    for _ in 0..2 {
+        match get(second.port, &format!("/repo/centos/{OS}/{rel}")) {
+            Ok(r) => assert!(
+                r.status != 200,
+                "the damaged payload was served whole ({} bytes)",
+                r.body.len()
+            ),
+            Err(e) => assert!(e.to_string().contains("body is"), "{e}"),
+        }
+    }
+    assert_eq!(
+        metric(
+            &second,
+            r#"kickstand_cache_upstream_failures_total{kind="checksum"}"#
+        ),
+        2.0
+    );
+    assert!(
+        cached_object(&second.home, bad_body).is_none(),
+        "the child committed the damaged payload"
+    );
+    assert!(cached_object(&second.home, &good).is_none());
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn cache_warm_on_a_child_warms_its_parent_too() {
+    let bed = Bed::start("chain-warm");
+    let parent = start_parent(&bed);
+    let first = start_child(&bed, &parent, "child-a");
+    let (ok, out) = cache_cli(&first, &["warm", "bed9"]);
+    assert!(ok, "cache warm failed:\n{out}\n{}", first.log());
+    assert!(!out.contains("FAILED"), "{out}");
+    let after_first = mirror_downloads(&bed);
+    assert!(
+        after_first
+            .keys()
+            .any(|u| u.contains("/Packages/ks-payload-"))
+            && after_first.keys().any(|u| u.contains("/AppStream/")),
+        "{after_first:?}"
+    );
+    assert!(after_first.values().all(|&n| n == 1), "{after_first:?}");
+    assert!(!bed.squid_log().contains("/repo/"));
+
+    // The parent now holds the OS: a second rack warms from it alone.
+    let second = start_child(&bed, &parent, "child-b");
+    let (ok, out) = cache_cli(&second, &["warm", "bed9"]);
+    assert!(ok, "cache warm failed:\n{out}\n{}", second.log());
+    assert_eq!(mirror_downloads(&bed), after_first, "{out}");
+    assert!(
+        metric(&second, "kickstand_cache_downloads_total") >= after_first.len() as f64,
+        "{out}"
+    );
+}
+
+#[test]
+#[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
+fn a_child_revalidates_through_its_parent_and_follows_a_respin() {
+    let bed = Bed::start("chain-respin");
+    let parent = start_parent(&bed);
+    let child = start_child(&bed, &parent, "child-a");
+    let rel = "images/pxeboot/vmlinuz";
+    let path = format!("/repo/centos/{OS}/{rel}");
+    child.fetch("centos", ".treeinfo");
+    let old = child.fetch("centos", rel);
+
+    // Past `revalidate_after` (2 s) the child asks again with the
+    // validators the parent passed on from the mirror; the parent, having
+    // asked the mirror in turn, answers 304 and no body moves.
+    thread::sleep(Duration::from_millis(2500));
+    let again = get(child.port, &path).expect("GET");
+    assert_eq!(again.header("x-kickstand-cache"), Some("revalidated"));
+    assert_eq!(again.body, old);
+    let answered = format!("path=\"{path}\" query_len=0 status=304");
+    assert!(parent.log().contains(&answered), "{}", parent.log());
+
+    // A respin (image and .treeinfo replaced by rename) reaches the child
+    // at its next revalidation, checked against the new .treeinfo.
+    let new = random_bytes(128 << 10);
+    let tmp = bed.mirror_file("images/pxeboot/vmlinuz.new");
+    fs::write(&tmp, &new).expect("write new kernel");
+    age(&tmp);
+    fs::rename(&tmp, bed.mirror_file(rel)).expect("rename kernel");
+    set_treeinfo_sum(&bed, rel, &sha256(&new));
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sha256(&child.fetch("centos", rel)), sha256(&new));
+    let hit = get(child.port, &path).expect("GET");
+    assert_eq!(hit.header("x-kickstand-cache"), Some("hit"));
+    assert_eq!(sha256(&hit.body), sha256(&new));
+    assert_eq!(mirror_downloads(&bed)[&format!("/centos/{OS}/{rel}")], 2);
 }

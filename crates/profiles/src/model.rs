@@ -484,13 +484,28 @@ impl Scheme {
 
 /// A mirror base URL, validated once here: http or https, a host, no
 /// credentials, query or fragment; the host is lowercase, the port
-/// explicit and the path ends with `/`.
+/// explicit and the path ends with `/`. A parent appliance written
+/// `kickstand://host[:port]/<mirror>` is stored as the URL of its repo
+/// route, `http://host:port/repo/<mirror>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorUrl {
     pub scheme: Scheme,
     pub host: String,
     pub port: u16,
     pub path: String,
+    pub kind: MirrorKind,
+}
+
+/// What answers at a mirror base URL, which decides the route to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorKind {
+    /// A public or site mirror, reached through the office proxy when
+    /// there is one.
+    Mirror,
+    /// Another Kickstand (a site cache): on the site's own network, so it
+    /// is reached directly, never through the office proxy that exists to
+    /// reach the internet.
+    Appliance,
 }
 
 impl MirrorUrl {

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::model::{MirrorUrl, Proxy, ProxyCredentials, Scheme};
+use crate::model::{MirrorKind, MirrorUrl, Proxy, ProxyCredentials, Scheme};
 
 /// A word that is not one of the choices a setting takes:
 /// "`fast` is not one of proxy, off, full".
@@ -244,7 +244,35 @@ fn url(raw: &str, schemes: &[&str]) -> Result<url::Url, String> {
 
 /// A mirror base URL. Credentials are refused here: they would be sent to
 /// whatever host a redirect names, and end up in logs and cache keys.
+/// `kickstand://host[:port]/<mirror>` names a parent appliance's repo route.
 pub(crate) fn mirror_url(raw: &str) -> Result<MirrorUrl, String> {
+    match raw.strip_prefix("kickstand://") {
+        Some(rest) => parent_url(raw, rest),
+        None => http_mirror_url(raw),
+    }
+}
+
+/// A parent appliance: its HTTP front (port 80 unless given, as
+/// `server.http_port`) and one mirror name as the whole path, which becomes
+/// the parent's `/repo/<mirror>/` route. Parsed as the http URL it stands
+/// for, so the host is normalised exactly like a mirror's.
+fn parent_url(raw: &str, rest: &str) -> Result<MirrorUrl, String> {
+    let as_http = format!("http://{rest}");
+    let in_raw = |e: String| e.replace(&as_http, raw);
+    let url = url(&as_http, &["http"]).map_err(in_raw)?;
+    let name = url.path().trim_matches('/');
+    if !is_name(name) {
+        return Err(format!(
+            "`{raw}`: write kickstand://host[:port]/<mirror>, the mirror's name on the parent as the whole path"
+        ));
+    }
+    let mut m = http_mirror_url(&as_http).map_err(in_raw)?;
+    m.path = format!("/repo/{name}/");
+    m.kind = MirrorKind::Appliance;
+    Ok(m)
+}
+
+fn http_mirror_url(raw: &str) -> Result<MirrorUrl, String> {
     let mut url = url(raw, &["http", "https"])?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
@@ -267,6 +295,7 @@ pub(crate) fn mirror_url(raw: &str) -> Result<MirrorUrl, String> {
         host,
         port,
         path: url.path().to_owned(),
+        kind: MirrorKind::Mirror,
     })
 }
 
@@ -415,6 +444,38 @@ mod tests {
             "x",
             "http://",
             "http://:80/",
+        ] {
+            assert!(mirror_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parent_appliances() {
+        let m = mirror_url("kickstand://Site-Cache.Example/centos").expect("valid");
+        assert_eq!(
+            (m.scheme, m.host.as_str(), m.port, m.path.as_str(), m.kind),
+            (
+                Scheme::Http,
+                "site-cache.example",
+                80,
+                "/repo/centos/",
+                MirrorKind::Appliance
+            )
+        );
+        let m = mirror_url("kickstand://[::1]:8080/rocky/").expect("valid");
+        assert_eq!(m.url_for("a.rpm"), "http://[::1]:8080/repo/rocky/a.rpm");
+        assert_eq!(
+            mirror_url("http://x/").expect("valid").kind,
+            MirrorKind::Mirror
+        );
+        for bad in [
+            "kickstand://cache",
+            "kickstand://cache/",
+            "kickstand://cache/a/b",
+            "kickstand://cache/.hidden",
+            "kickstand://u:p@cache/centos",
+            "kickstand://cache/centos?q",
+            "kickstand:///centos",
         ] {
             assert!(mirror_url(bad).is_err(), "{bad}");
         }

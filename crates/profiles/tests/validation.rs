@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kickstand_profiles::model::{Arch, BootLoader};
+use kickstand_profiles::model::{Arch, BootLoader, MirrorKind};
 use kickstand_profiles::{Diagnostic, Draft, LoadError, Mac, load, load_appliance, load_with};
 use serde_json::Value;
 
@@ -1333,4 +1333,44 @@ fn a_segment_needs_a_shared_database_an_interface_and_a_fixed_address() {
     std::fs::write(&config, auto).expect("write config");
     let line = line_of(&config, "  address: auto");
     assert_one_at(&copy.load_err(), &config, line, "write it out (not `auto`");
+}
+
+#[test]
+fn a_parent_appliance_serves_the_mirror_under_its_own_name() {
+    let copy = Copy::new();
+    let text = std::fs::read_to_string(copy.config()).expect("config");
+    let shipped = "  centos:\n    - http://mirror.stream.centos.org/\n";
+    assert!(text.contains(shipped), "the shipped centos mirror moved");
+    let chained = "  centos:\n    - kickstand://site-cache.example:8080/centos\n    - http://mirror.stream.centos.org/\n";
+    copy.write(
+        "profiles/kickstand.yaml",
+        &text.replacen(shipped, chained, 1),
+    );
+    let appliance = load_appliance(&copy.config()).unwrap_or_else(|e| panic!("{e}"));
+    let bases = &appliance.mirrors["centos"];
+    assert_eq!(
+        (bases[0].base(), bases[0].kind),
+        (
+            "http://site-cache.example:8080/repo/centos/".to_string(),
+            MirrorKind::Appliance
+        )
+    );
+    assert_eq!(bases[1].kind, MirrorKind::Mirror);
+
+    let renamed = "  centos:\n    - kickstand://site-cache.example/stream\n";
+    copy.write(
+        "profiles/kickstand.yaml",
+        &text.replacen(shipped, renamed, 1),
+    );
+    let LoadError(diags) = load_appliance(&copy.config()).expect_err("a renamed parent mirror");
+    let line = text[..text.find(shipped).expect("shipped")].lines().count() as u64 + 2;
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("mirror `stream` is not `centos`")
+                && d.message
+                    .contains("kickstand://site-cache.example:80/centos")
+                && d.position.map(|p| p.0) == Some(line)),
+        "{diags:#?}"
+    );
 }

@@ -1,6 +1,9 @@
 //! The upstream client: hyper's pooled HTTP/1.1 client over a connector that
 //! reaches mirrors through the office proxy (absolute-form for http, CONNECT +
 //! rustls for https) or directly, plus redirects and failover between bases.
+//! A parent appliance ([`MirrorKind::Appliance`]) is always reached
+//! directly: it sits on the site's network, which the office proxy (there
+//! to reach the internet) may not even allow.
 
 use std::future::Future;
 use std::io;
@@ -22,7 +25,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 
-use kickstand_profiles::model::Proxy;
+use kickstand_profiles::model::{MirrorKind, MirrorUrl, Proxy};
 
 use crate::Error;
 use crate::config::{Mirrors, RepoConfig, Timeouts};
@@ -51,10 +54,11 @@ pub(crate) enum Fetched {
 /// `check` fails where `serve` would); `RepoProxy::reconfigure` swaps it.
 #[derive(Debug)]
 pub struct Upstream {
-    client: Client<Connector, Empty<Bytes>>,
+    /// How mirrors are reached: through the office proxy when there is one.
+    mirror_route: Route,
+    /// How parent appliances are reached: directly.
+    appliance_route: Route,
     pub(crate) mirrors: Mirrors,
-    proxy_auth: Option<HeaderValue>,
-    proxied: bool,
     pub(crate) timeouts: Timeouts,
     pub(crate) revalidate_after: Duration,
     max_redirects: usize,
@@ -64,23 +68,12 @@ impl Upstream {
     /// Fails only when an extra CA certificate is not valid X.509: every
     /// other setting was validated with the profiles.
     pub fn new(cfg: &RepoConfig) -> Result<Upstream, Error> {
-        let mirrors = Mirrors::new(&cfg.mirrors);
+        let tls = TlsConnector::from(Arc::new(tls_config(&cfg.extra_roots)?));
         let proxy = cfg.proxy.as_ref().map(ProxyTarget::new);
-        let tls = tls_config(&cfg.extra_roots)?;
-        let connector = Connector {
-            proxy: proxy.clone().map(Arc::new),
-            tls: TlsConnector::from(Arc::new(tls)),
-            connect_timeout: cfg.timeouts.connect,
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(32)
-            .build(connector);
         Ok(Upstream {
-            client,
-            mirrors,
-            proxy_auth: proxy.as_ref().and_then(|p| p.auth.clone()),
-            proxied: proxy.is_some(),
+            mirror_route: Route::new(proxy, tls.clone(), cfg.timeouts.connect),
+            appliance_route: Route::new(None, tls, cfg.timeouts.connect),
+            mirrors: Mirrors::new(&cfg.mirrors),
             timeouts: cfg.timeouts,
             revalidate_after: cfg.revalidate_after,
             max_redirects: cfg.max_redirects,
@@ -130,7 +123,7 @@ impl Upstream {
         let mut last = None;
         for base in bases {
             let url = base.url_for(&wire);
-            match self.fetch_url(&method, url, cond).await {
+            match self.fetch_url(self.route(base), &method, url, cond).await {
                 Ok(f) => return Ok(f),
                 Err(e) if e.fails_over() => {
                     tracing::warn!(mirror, error = %e, "upstream failed, trying next base");
@@ -142,14 +135,22 @@ impl Upstream {
         Err(last.unwrap_or_else(|| Error::UnknownMirror(mirror.to_string())))
     }
 
+    fn route(&self, base: &MirrorUrl) -> &Route {
+        match base.kind {
+            MirrorKind::Mirror => &self.mirror_route,
+            MirrorKind::Appliance => &self.appliance_route,
+        }
+    }
+
     async fn fetch_url(
         &self,
+        route: &Route,
         method: &Method,
         mut url: String,
         cond: &Validators,
     ) -> Result<Fetched, Error> {
         for _hop in 0..=self.max_redirects {
-            let response = self.send(method, &url, cond).await?;
+            let response = self.send(route, method, &url, cond).await?;
             let status = response.status();
             if status == StatusCode::NOT_MODIFIED
                 && (cond.etag.is_some() || cond.last_modified.is_some())
@@ -187,6 +188,7 @@ impl Upstream {
 
     async fn send(
         &self,
+        route: &Route,
         method: &Method,
         url: &str,
         cond: &Validators,
@@ -202,9 +204,8 @@ impl Upstream {
                 header::USER_AGENT,
                 concat!("kickstand/", env!("CARGO_PKG_VERSION")),
             );
-        if self.proxied
-            && uri.scheme_str() == Some("http")
-            && let Some(auth) = &self.proxy_auth
+        if uri.scheme_str() == Some("http")
+            && let Some(auth) = &route.proxy_auth
         {
             req = req.header(header::PROXY_AUTHORIZATION, auth.clone());
         }
@@ -220,7 +221,7 @@ impl Upstream {
         })?;
         match tokio::time::timeout(
             self.timeouts.headers + self.timeouts.connect,
-            self.client.request(req),
+            route.client.request(req),
         )
         .await
         {
@@ -285,6 +286,32 @@ fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, Error> {
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+/// One way out: a pooled client over a connector, through the office proxy
+/// or not.
+#[derive(Debug)]
+struct Route {
+    client: Client<Connector, Empty<Bytes>>,
+    /// `Proxy-Authorization` for absolute-form requests: only when the
+    /// route goes through the office proxy and it wants credentials.
+    proxy_auth: Option<HeaderValue>,
+}
+
+impl Route {
+    fn new(proxy: Option<ProxyTarget>, tls: TlsConnector, connect_timeout: Duration) -> Route {
+        let proxy_auth = proxy.as_ref().and_then(|p| p.auth.clone());
+        let connector = Connector {
+            proxy: proxy.map(Arc::new),
+            tls,
+            connect_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
+            .build(connector);
+        Route { client, proxy_auth }
+    }
 }
 
 /// The office proxy as the connector uses it.

@@ -8,6 +8,8 @@
 #   KS_MIRROR_LIMIT_RATE  nginx limit_rate for /centos/      (default 0 = none)
 #   KS_MIRROR_SLOW_RATE   nginx limit_rate for /slow/centos/ (default 1m)
 #   KS_SQUID_AUTH         user:password enables Basic proxy auth in squid
+#   KS_UPLINK_RATE        bytes/s shared by everything squid fetches (default
+#                         unlimited): the office's one internet uplink
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -30,6 +32,7 @@ fi
 limit_rate=${KS_MIRROR_LIMIT_RATE:-0}
 slow_rate=${KS_MIRROR_SLOW_RATE:-1m}
 auth=${KS_SQUID_AUTH:-}
+uplink=${KS_UPLINK_RATE:-}
 
 http_port=$(bed_free_port)
 https_port=$(bed_free_port)
@@ -119,6 +122,16 @@ auth_param basic credentialsttl 1 minute
 acl authed proxy_auth REQUIRED
 http_access deny !authed"
 fi
+uplink_conf=""
+if [[ -n "$uplink" ]]; then
+    # One class-1 pool is one bucket for all clients: what an uplink shared
+    # by every appliance of the office looks like, unlike nginx's
+    # per-connection limit_rate.
+    uplink_conf="delay_pools 1
+delay_class 1 1
+delay_parameters 1 $uplink/$uplink
+delay_access 1 allow all"
+fi
 cat >"$sq/squid.conf" <<SQUID
 http_port 127.0.0.1:$squid_port
 http_port [::1]:$squid_port
@@ -142,6 +155,7 @@ visible_hostname ks-bed-squid
 # Nothing is cached here, so every fetch Kickstand makes shows up at nginx.
 cache deny all
 cache_mem 0 MB
+$uplink_conf
 
 acl office_clients src 127.0.0.1/32 ::1
 acl mirror_host dst 127.0.0.1/32 ::1

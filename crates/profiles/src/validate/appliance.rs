@@ -604,7 +604,7 @@ impl Cx {
                         file,
                         url.referenced,
                         &format!("mirror `{name}`:"),
-                        parse::mirror_url(&url.value),
+                        parse::mirror_url(&url.value).and_then(|m| same_name_on_parent(name, m)),
                     )
                 })
                 .collect();
@@ -707,4 +707,20 @@ fn reaches(bind: IpAddr, told: Addresses) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
+}
+
+/// A parent appliance serves this mirror under the same name: OS
+/// definitions, kickstart URLs and `cache warm` targets then mean the same
+/// thing on every appliance of a chain, and one file of them can be copied
+/// from the site cache to a rack unchanged.
+fn same_name_on_parent(name: &str, url: MirrorUrl) -> Result<MirrorUrl, String> {
+    let route = format!("/repo/{name}/");
+    if url.kind == MirrorKind::Appliance && url.path != route {
+        let theirs = url.path.trim_start_matches("/repo/").trim_end_matches('/');
+        return Err(format!(
+            "the parent appliance's mirror `{theirs}` is not `{name}`: a parent serves a mirror under the same name (write kickstand://{}:{}/{name})",
+            url.host, url.port
+        ));
+    }
+    Ok(url)
 }
