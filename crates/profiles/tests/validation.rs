@@ -1327,6 +1327,18 @@ fn a_segment_needs_a_shared_database_an_interface_and_a_fixed_address() {
         let line = line_of(&config, "segment:");
         assert_one_at(&copy.load_err(), &config, line, needle);
     }
+    // Full DHCP's leases are this appliance's alone.
+    let full = with(segment, shared).replacen("mode: off", "mode: full", 1);
+    std::fs::write(&config, full).expect("write config");
+    let diags = copy.load_err();
+    let line = line_of(&config, "segment:");
+    assert!(
+        diags.iter().any(|d| d
+            .message
+            .contains("keeps its leases in a file of this appliance")
+            && d.position.map(|p| p.0) == Some(line)),
+        "{diags:#?}"
+    );
     // `lo` resolves: the only complaint is the segment's.
     let on_lo = "  interfaces: [lo]\n  segment: rack-a\n";
     let auto = with(on_lo, shared).replacen("address: 127.0.0.1", "address: auto", 1);

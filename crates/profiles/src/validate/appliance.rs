@@ -366,6 +366,9 @@ impl Cx {
         if w.server.interfaces.is_empty() {
             self.err(file, at, "server.segment: name the rack's interface in server.interfaces: the active appliance holds server.address on the first one");
         }
+        if w.dhcp.mode.as_ref().is_some_and(|m| m.value == "full") {
+            self.err(file, at, "server.segment: dhcp.mode `full` keeps its leases in a file of this appliance, which a standby taking over would not know (it would lease an address twice): use `proxy` beside the office's DHCP server");
+        }
         if w.server.address.value.0.iter().any(|a| a == "auto") {
             self.err(file, w.server.address.referenced, "server.address: with server.segment it is the segment's own address, which moves to whichever appliance is active: write it out (not `auto`, which is this machine's own address)");
         }
