@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::postgres::Postgres;
-use super::segment::{OVMF_DISCOVER, sh};
+use super::segment::{OVMF_DISCOVER, request_script, sh};
 use super::{Bed, eventually};
 
 pub const NODE01: &str = "52:54:00:10:00:01";
@@ -30,6 +30,16 @@ pub struct Rack {
     pub client: String,
     pub appliances: Vec<Appliance>,
     pub pg: Option<Postgres>,
+    /// The primary's streaming replica, in [`Rack::up_replicated`].
+    pub replica: Option<Postgres>,
+}
+
+/// Where the appliances' database is.
+enum Database {
+    /// In the switch's namespace, behind a link per appliance.
+    Cuttable,
+    /// A primary and a streaming replica on this machine's Unix sockets.
+    Replicated,
 }
 
 pub struct Appliance {
@@ -48,6 +58,7 @@ impl Drop for Rack {
             a.kill();
         }
         self.pg.take();
+        self.replica.take();
         for ns in self.namespaces() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
@@ -60,6 +71,19 @@ impl Rack {
     /// at [`DATABASE`] behind a bridge of its own (each appliance's
     /// `db0`), so a test can cut one appliance off the database alone.
     pub fn up(tag: &str, n: usize) -> Rack {
+        Rack::up_with(tag, n, Database::Cuttable)
+    }
+
+    /// [`Rack::up`] with the database a primary and its streaming
+    /// replica (`pg.sh start-tls` and `start-standby`), which the
+    /// appliances reach through their Unix sockets, the primary first
+    /// (`target_session_attrs=read-write`): [`Rack::pg`] and
+    /// [`Rack::replica`].
+    pub fn up_replicated(tag: &str, n: usize) -> Rack {
+        Rack::up_with(tag, n, Database::Replicated)
+    }
+
+    fn up_with(tag: &str, n: usize, database: Database) -> Rack {
         let id = std::process::id();
         let ns = |what: &str| format!("ks-{tag}-{what}-{id}");
         let mut rack = Rack {
@@ -67,6 +91,7 @@ impl Rack {
             client: ns("client"),
             appliances: Vec::new(),
             pg: None,
+            replica: None,
         };
         let sw = rack.switch.clone();
         sh(&["ip", "netns", "add", &sw]);
@@ -77,7 +102,27 @@ impl Rack {
         }
         let cidr = format!("{DATABASE}/24");
         sh(&["ip", "-n", &sw, "addr", "add", &cidr, "dev", "db"]);
-        let pg = Postgres::start_in(&sw, DATABASE);
+        let (pg, url) = match database {
+            Database::Cuttable => {
+                let pg = Postgres::start_in(&sw, DATABASE);
+                let url = pg.url.clone();
+                (pg, url)
+            }
+            Database::Replicated => {
+                let primary = Postgres::start_tls();
+                let replica = Postgres::start_standby(&primary);
+                let socket = |pg: &Postgres| pg.file("").display().to_string();
+                let url = format!(
+                    "postgresql://kickstand@/postgres?host={},{}&port={},{}&target_session_attrs=read-write",
+                    socket(&primary),
+                    socket(&replica),
+                    primary.port(),
+                    replica.port()
+                );
+                rack.replica = Some(replica);
+                (primary, url)
+            }
+        };
         rack.plug(&rack.client.clone(), "c", CLIENT);
         for i in 1..=n {
             let appliance = Appliance {
@@ -99,7 +144,7 @@ impl Rack {
             rack.appliances.push(appliance);
         }
         for a in &mut rack.appliances {
-            a.configure(&pg.url);
+            a.configure(&url);
         }
         rack.pg = Some(pg);
         rack
@@ -279,21 +324,7 @@ impl Rack {
     /// (as its firmware's own exchange would): ProxyDHCP learns where the
     /// machine is, the one address its build token goes to.
     pub fn request_lease(&self) {
-        let script = format!(
-            "import socket, struct\n\
-             mac = bytes.fromhex('{mac}')\n\
-             hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, 0x4b53, 0, 0x8000,\n\
-                  bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))\n\
-             opts = bytes([99, 130, 83, 99, 53, 1, 3, 50, 4]) + socket.inet_aton('{CLIENT}')\n\
-             opts += bytes([54, 4]) + socket.inet_aton('10.79.0.1')\n\
-             opts += bytes([60, 9]) + b'PXEClient' + bytes([93, 2, 0, 7, 255])\n\
-             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
-             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
-             s.bind(('0.0.0.0', 68))\n\
-             s.sendto(hdr + opts, ('255.255.255.255', 67))\n",
-            mac = NODE01.replace(':', ""),
-        );
+        let script = request_script(NODE01, CLIENT, "10.79.0.1");
         let out = Command::new("ip")
             .args(["netns", "exec", &self.client, "python3", "-c", &script])
             .output()

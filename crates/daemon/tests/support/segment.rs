@@ -48,6 +48,26 @@ impl Discover {
     }
 }
 
+/// A Python script that broadcasts, from `eth0`, a REQUEST with `mac`
+/// taking the offer of `server` (option 54) for `address` (option 50):
+/// a machine's own exchange with the office, or a forged one.
+pub fn request_script(mac: &str, address: &str, server: &str) -> String {
+    format!(
+        "import socket, struct\n\
+         mac = bytes.fromhex('{mac}')\n\
+         hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, 0x4b53, 0, 0x8000,\n\
+              bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))\n\
+         opts = bytes([99, 130, 83, 99, 53, 1, 3, 50, 4]) + socket.inet_aton('{address}')\n\
+         opts += bytes([54, 4]) + socket.inet_aton('{server}') + bytes([255])\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
+         s.bind(('0.0.0.0', 68))\n\
+         s.sendto(hdr + opts, ('255.255.255.255', 67))\n",
+        mac = mac.replace(':', ""),
+    )
+}
+
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -207,21 +227,7 @@ impl Segment {
     /// the offer of `server` (option 54) for `address` (option 50): what
     /// anyone on the LAN can send.
     pub fn forge_request(&self, ns: usize, mac: &str, address: &str, server: &str) {
-        let script = format!(
-            "import socket, struct\n\
-             mac = bytes.fromhex('{mac}')\n\
-             hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, 0x4b53, 0, 0x8000,\n\
-                  bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))\n\
-             opts = bytes([99, 130, 83, 99, 53, 1, 3, 50, 4]) + socket.inet_aton('{address}')\n\
-             opts += bytes([54, 4]) + socket.inet_aton('{server}') + bytes([255])\n\
-             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-             s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
-             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
-             s.bind(('0.0.0.0', 68))\n\
-             s.sendto(hdr + opts, ('255.255.255.255', 67))\n",
-            mac = mac.replace(':', ""),
-        );
-        self.python(ns, &script, &[]);
+        self.python(ns, &request_script(mac, address, server), &[]);
     }
 
     /// The office of an IPv6-only segment in member `ns`, at `<prefix>2`
