@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::rack::{NODE01, Rack, SEGMENT_ADDRESS6, WAIT, segment_url};
+use support::rack::{NODE01, Rack, SEGMENT_ADDRESS, SEGMENT_ADDRESS6, WAIT, segment_url};
 use support::{eventually, promtool_complaints, token_in};
 
 /// Three appliances on one segment: one answers, holding the segment's
@@ -95,6 +95,12 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
     let standby = (first + 1) % 3;
     let (code, body) = rack.appliances[standby].get(&ks);
     assert_eq!(code, 503, "a standby's kickstart: {body}");
+    // Nor any TFTP request: the active one says it has no such file, the
+    // standby says nothing at all.
+    let (active_own, standby_own) = (&rack.appliances[first].own, &rack.appliances[standby].own);
+    assert_eq!(rack.tftp(SEGMENT_ADDRESS, "no-such-file"), Some(68));
+    assert_eq!(rack.tftp(active_own, "no-such-file"), Some(68));
+    assert_eq!(rack.tftp(standby_own, "no-such-file"), Some(28));
 
     // The client knows the segment's IPv6 address at the first's MAC.
     let v6 = format!("http://[{SEGMENT_ADDRESS6}]:8080/status");

@@ -305,6 +305,28 @@ impl Rack {
         words.next().map(str::to_owned)
     }
 
+    /// `curl`'s exit code for a TFTP read of `file` from `address`, asked
+    /// from the client: 0 read, 68 the server said it has no such file,
+    /// 28 no answer in 3 s.
+    pub fn tftp(&self, address: &str, file: &str) -> Option<i32> {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.client,
+                "curl",
+                "-sS",
+                "-m",
+                "3",
+                "-o",
+                "/dev/null",
+            ])
+            .arg(format!("tftp://{address}/{file}"))
+            .status()
+            .expect("curl")
+            .code()
+    }
+
     /// A shell command line run on the client, started, not waited for.
     pub fn run_on_client(&self, line: &str) -> Child {
         Command::new("ip")
@@ -358,6 +380,7 @@ impl Appliance {
                 "interfaces: [eth0]\n  segment: rack-a".to_owned(),
             ),
             ("http_port: 0", "http_port: 8080".to_owned()),
+            ("tftp_port: 0", "tftp_port: 69".to_owned()),
             ("mode: off", "mode: proxy".to_owned()),
         ] {
             bed.edit("profiles/kickstand.yaml", from, &to);
