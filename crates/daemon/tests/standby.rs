@@ -26,6 +26,14 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
     rack.start_all();
     let first = rack.active();
     rack.only_answer_is_from(first, &Rack::answers(rack.discover(Duration::from_secs(2))));
+    // Over DHCPv6 too: one Advertise, from the active one.
+    let advertised = rack.solicit(Duration::from_secs(2));
+    assert_eq!(
+        advertised,
+        [rack.appliances[first].link_local()],
+        "{}",
+        rack.logs()
+    );
     for (i, a) in rack.appliances.iter().enumerate() {
         assert_eq!(
             a.holds_address(),

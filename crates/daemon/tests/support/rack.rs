@@ -271,6 +271,47 @@ impl Rack {
             .expect("python3")
     }
 
+    /// OVMF's PXE Solicit (its DUID-LLT carrying [`NODE01`]'s MAC)
+    /// multicast to the DHCPv6 servers from the client; the link-local
+    /// address of each server that advertised in `listen`, a line each.
+    pub fn solicit(&self, listen: Duration) -> Vec<String> {
+        let fixture = format!(
+            "{}/../dhcp/tests/fixtures/ovmf-pxe-solicit.hex",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let hex: String = std::fs::read_to_string(fixture)
+            .expect("fixture")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        let hex = hex.replacen("525400000602", &NODE01.replace(':', ""), 1);
+        let script = "import socket, sys, time\n\
+             m = bytes.fromhex(sys.argv[1])\n\
+             s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')\n\
+             s.bind(('::', 546))\n\
+             s.sendto(m, ('ff02::1:2', 547, 0, socket.if_nametoindex('eth0')))\n\
+             s.settimeout(0.1)\n\
+             end = time.time() + float(sys.argv[2])\n\
+             while time.time() < end:\n\
+             \x20   try:\n\
+             \x20       data, peer = s.recvfrom(4096)\n\
+             \x20   except socket.timeout:\n\
+             \x20       continue\n\
+             \x20   if data[0] == 2 and data[1:4] == m[1:4]:\n\
+             \x20       print(peer[0].split('%')[0], flush=True)\n";
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.client, "python3", "-c", script])
+            .arg(hex)
+            .arg(listen.as_secs_f64().to_string())
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Who answered a [`Rack::discover`]: (from, siaddr) per answer.
     pub fn answers(child: Child) -> Vec<(String, String)> {
         let out = child.wait_with_output().expect("python3");
@@ -456,6 +497,22 @@ impl Appliance {
     }
 
     /// Whether the segment's address is on its interface.
+    /// Its link-local address on the segment.
+    pub fn link_local(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "-n", &self.ns, "-6", "-br", "addr", "show", "dev", "eth0", "scope", "link",
+            ])
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let cidr = text
+            .split_whitespace()
+            .nth(2)
+            .expect("a link-local address");
+        cidr.split('/').next().unwrap_or(cidr).to_owned()
+    }
+
     /// Its MAC on the segment.
     pub fn mac(&self) -> String {
         let out = Command::new("ip")
