@@ -313,6 +313,11 @@ fn gratuitous_arp(mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
 pub(crate) fn keep_address(address: &SegmentAddress) {
     use std::io::BufRead as _;
     use std::sync::mpsc::RecvTimeoutError;
+    // Ctrl-C at a terminal reaches the whole process group: the keeper
+    // outlives it, and lets go when `serve` has (its input closes).
+    if let Err(e) = ctrlc::set_handler(|| {}) {
+        warn!(error = %e, "the address keeper cannot ignore Ctrl-C");
+    }
     // What a crash of an earlier `serve` may have left.
     address.remove();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -390,22 +395,30 @@ impl Keeper {
 
     /// Says one line to the keeper, starting it (again) when it is not
     /// running; a keeper that cannot be told anything holds nothing.
+    /// Says one line to the keeper, starting it when it is not running.
+    /// A keeper found gone (killed) is replaced, and the line said to the
+    /// new one, which first removes whatever the old one left.
     fn say(&mut self, line: &str) {
-        use std::io::Write as _;
-        if self.child.is_none() {
-            match Keeper::spawn(&self.address) {
-                Ok(child) => self.child = Some(child),
-                Err(e) => {
-                    warn!(error = %e, "cannot start the segment address keeper (kickstand keep-address)");
-                    return;
+        for _ in 0..2 {
+            if self.child.is_none() {
+                match Keeper::spawn(&self.address) {
+                    Ok(child) => self.child = Some(child),
+                    Err(e) => {
+                        warn!(error = %e, "cannot start the segment address keeper (kickstand keep-address)");
+                        return;
+                    }
                 }
             }
-        }
-        if let Some((_, stdin)) = &mut self.child
-            && let Err(e) = writeln!(stdin, "{line}")
-        {
-            warn!(error = %e, "the segment address keeper is gone: starting another");
-            self.stop();
+            let Some((_, stdin)) = &mut self.child else {
+                return;
+            };
+            match std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()) {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, "the segment address keeper is gone: starting another");
+                    self.stop();
+                }
+            }
         }
     }
 

@@ -17,8 +17,8 @@ use support::{eventually, promtool_complaints, token_in};
 
 /// Three appliances on one segment: one answers, holding the segment's
 /// address; SIGKILL it, and another takes over the segment, its address
-/// and the install under way (same build token); SIGTERM that one, and
-/// the third takes over at once (the lease given up, not run out).
+/// and the install under way (same build token); Ctrl-C that one, and the
+/// third takes over at once (the lease given up, not run out).
 #[test]
 #[ignore = "peers: postgresql, network namespaces (root); run by .ci/run"]
 fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
@@ -167,8 +167,10 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
         .expect("node01");
     assert_eq!(node["phase"], "installed", "{node}");
 
-    // A shutdown gives the lease up: the third takes over.
-    rack.appliances[second].signal("TERM");
+    // Ctrl-C, as at a terminal (SIGINT to `serve` and its address
+    // keeper): the lease and the address are given up, the third takes
+    // over at once.
+    rack.appliances[second].signal_group("INT");
     rack.appliances[second].daemon.take().map(|mut d| d.wait());
     let third = rack.active();
     assert!(third != first && third != second);
@@ -180,6 +182,15 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
         rack.appliances[second]
             .log_text()
             .contains("gave up the segment"),
+        "{}",
+        rack.appliances[second].log_text()
+    );
+    // The keeper outlived Ctrl-C and let go when told: it was not found
+    // gone and replaced.
+    assert!(
+        !rack.appliances[second]
+            .log_text()
+            .contains("the segment address keeper is gone"),
         "{}",
         rack.appliances[second].log_text()
     );

@@ -437,8 +437,10 @@ impl Appliance {
     }
 
     pub fn start(&mut self) {
+        // A process group of its own, as at a terminal: Ctrl-C reaches
+        // `serve` and its address keeper alike (`signal_group`).
         let daemon = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
+            .args(["netns", "exec", &self.ns, "setsid"])
             .arg(env!("CARGO_BIN_EXE_kickstand"))
             .arg("--config")
             .arg(self.bed.config())
@@ -484,6 +486,12 @@ impl Appliance {
     pub fn signal(&self, signal: &str) {
         let pid = self.daemon.as_ref().expect("running").id().to_string();
         sh(&["kill", &format!("-{signal}"), &pid]);
+    }
+
+    /// `signal` to its whole process group: `serve` and its keeper.
+    pub fn signal_group(&self, signal: &str) {
+        let pid = self.daemon.as_ref().expect("running").id();
+        sh(&["kill", &format!("-{signal}"), "--", &format!("-{pid}")]);
     }
 
     pub fn kill(&mut self) {
