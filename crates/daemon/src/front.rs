@@ -219,9 +219,10 @@ impl Front for HttpFront {
         Ok(Reply::Text(self.views.status_page(&self.live.current())))
     }
 
-    async fn status_json(&self) -> Result<Reply, ApiError> {
+    async fn status_json(&self, query: &str) -> Result<Reply, ApiError> {
+        let page = crate::hosts_page::PageQuery::parse(query)?;
         let generation = self.live.current();
-        self.views.status_json(&generation).await
+        self.views.status_json(&generation, page.as_ref()).await
     }
 
     async fn metrics(&self) -> Result<Reply, ApiError> {

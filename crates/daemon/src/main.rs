@@ -40,6 +40,7 @@ mod commands;
 mod front;
 mod generation;
 mod hosts;
+mod hosts_page;
 mod installs;
 mod live;
 mod metrics;

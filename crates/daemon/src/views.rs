@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::booting::Rogues;
 use crate::generation::{BootDecision, Generation};
 use crate::hosts::{ip_text, stamp, state_error};
+use crate::hosts_page::{self, Listed, PageQuery};
 use crate::live::{Live, ReloadStatus};
 use crate::metrics::Metrics;
 use crate::syslog::InstallerLogs;
@@ -123,12 +124,21 @@ impl Views {
             .map_err(|_| ApiError::NotFound(format!("no installer log for {mac} yet")))
     }
 
-    /// `GET /api/status`: shared by every reader for a second.
-    pub(crate) async fn status_json(&self, generation: &Generation) -> Result<Reply, ApiError> {
-        let body = self
-            .status_doc
-            .get(STATUS_FRESH, || self.status_document(generation))
-            .await?;
+    /// `GET /api/status`: the whole rack shared by every reader for a
+    /// second; one page of it ([`PageQuery`]) made for the reader who asks.
+    pub(crate) async fn status_json(
+        &self,
+        generation: &Generation,
+        page: Option<&PageQuery>,
+    ) -> Result<Reply, ApiError> {
+        let body = match page {
+            None => {
+                self.status_doc
+                    .get(STATUS_FRESH, || self.status_document(generation, None))
+                    .await?
+            }
+            Some(q) => self.status_document(generation, Some(q))?,
+        };
         Ok(Reply::Encoded {
             body,
             content_type: "application/json",
@@ -151,16 +161,35 @@ impl Views {
 
     /// Everything the status page shows, in one document, encoded once for
     /// all who read it.
-    fn status_document(&self, generation: &Generation) -> Result<Bytes, ApiError> {
+    fn status_document(
+        &self,
+        generation: &Generation,
+        page: Option<&PageQuery>,
+    ) -> Result<Bytes, ApiError> {
         let snap = generation.snapshot();
         let appliance = snap.appliance.clone();
         let now = SystemTime::now();
-        let mut hosts = Vec::new();
-        for row in self.host_rows(generation) {
-            let diagnosis = match row.mac.parse::<Mac>() {
-                Ok(mac) => self.store.diagnose(mac, now).to_string(),
-                Err(_) => String::new(),
-            };
+        let listed: Vec<Listed> = self
+            .host_rows(generation)
+            .into_iter()
+            .map(|row| {
+                let diagnosis = match row.mac.parse::<Mac>() {
+                    Ok(mac) => self.store.diagnose(mac, now).to_string(),
+                    Err(_) => String::new(),
+                };
+                Listed { row, diagnosis }
+            })
+            .collect();
+        let (listed, hosts_page) = match page {
+            None => (listed, None),
+            Some(q) => {
+                let p = hosts_page::page(listed, q);
+                let at = json!({"total": p.total, "matching": p.matching, "page": p.page, "rows": p.rows});
+                (p.hosts, Some(at))
+            }
+        };
+        let mut hosts = Vec::with_capacity(listed.len());
+        for Listed { row, diagnosis } in listed {
             let mut value =
                 serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?;
             value["diagnosis"] = diagnosis.into();
@@ -213,6 +242,7 @@ impl Views {
             "cache": cache,
             "database": self.database_json(),
             "hosts": hosts,
+            "hosts_page": hosts_page,
             "discovered": self.discovered_rows(),
         });
         serde_json::to_vec_pretty(&doc)

@@ -215,3 +215,52 @@ fn status_and_metrics() {
         "{metrics}"
     );
 }
+
+/// `/api/status?rows=…` is one page of the rack, filtered and sorted by
+/// the appliance (what the status page polls); without `rows` it is the
+/// whole rack, as scripts read it.
+#[test]
+fn the_status_document_pages_the_rack() {
+    let bed = Bed::new();
+    let daemon = Daemon::start(&bed.config());
+    let doc = |query: &str| -> serde_json::Value {
+        let (status, body) = daemon.get(&format!("/api/status{query}"));
+        assert_eq!(status, 200, "{query}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    let names = |doc: &serde_json::Value| -> Vec<String> {
+        doc["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .map(|h| h["hostname"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let whole = doc("");
+    assert_eq!(names(&whole).len(), 4);
+    assert!(whole["hosts_page"].is_null());
+
+    let first = doc("?rows=2&sort=hostname");
+    assert_eq!(names(&first), ["db01", "node01"]);
+    assert_eq!(
+        first["hosts_page"],
+        serde_json::json!({"total": 4, "matching": 4, "page": 0, "rows": 2})
+    );
+    // Past the end: the last page there is, in the order asked.
+    let last = doc("?rows=3&page=9&sort=hostname&dir=-1");
+    assert_eq!(names(&last), ["db01"]);
+    assert_eq!(last["hosts_page"]["page"], 1);
+    let found = doc("?rows=10&filter=%20NODE0%20");
+    assert_eq!(names(&found), ["node01", "node02"]);
+    assert_eq!(found["hosts_page"]["matching"], 2);
+    assert_eq!(found["hosts_page"]["total"], 4);
+
+    for bad in [
+        "?rows=0",
+        "?rows=501",
+        "?rows=5&sort=token",
+        "?rows=5&page=x",
+    ] {
+        assert_eq!(daemon.get(&format!("/api/status{bad}")).0, 400, "{bad}");
+    }
+}

@@ -1,11 +1,11 @@
-// Kickstand's status page. One request every POLL_MS for the whole rack
-// (/api/status), however many hosts there are; the page is rebuilt from
-// that document, never per host. The hosts table holds one page of rows
-// (PAGE_ROWS): the whole rack is filtered and sorted in memory, then only
-// the visible slice becomes DOM, so a 5,000-host rack costs a poll the DOM
-// work of a 100-host one. Filter, sort, page and selection live in this
-// script, not in the DOM, so a poll redraws without undoing what the
-// operator chose. Operator actions send the operator token the user typed
+// Kickstand's status page. One request every POLL_MS (/api/status),
+// however many hosts there are; the page is rebuilt from that document,
+// never per host. The hosts table holds one page of rows (PAGE_ROWS), and
+// the appliance filters, sorts and cuts the rack for it (the request says
+// which page, column and filter), so a 5,000-host rack costs a poll the
+// bytes and the DOM work of a 100-host one. Filter, sort, page and
+// selection live in this script, not in the DOM, so a poll redraws without
+// undoing what the operator chose; changing one polls at once. Operator actions send the operator token the user typed
 // (kept for this tab only) as `Authorization: Bearer`, and only over
 // HTTPS: the appliance refuses the token on plain HTTP, where anyone on the
 // rack LAN could read it, so a page loaded over HTTP is read-only and links
@@ -21,7 +21,6 @@ let pageIndex = 0;
 
 const PAGE_ROWS = 100;
 
-const PHASE_ORDER = ["failed", "installing", "booting", "rearmed", "discovered", "new", "installed"];
 
 const SECURE = location.protocol === "https:";
 
@@ -56,16 +55,6 @@ function ago(secs) {
 
 function dl(target, rows) {
   target.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
-}
-
-function sortValue(h, key) {
-  switch (key) {
-    case "phase": return PHASE_ORDER.indexOf(h.phase);
-    case "progress": return h.expected_bytes ? h.pulled_bytes / h.expected_bytes : h.pulled_bytes;
-    case "last_event": return h.last_event ? h.last_event.time : "";
-    case "power": return h.power ? h.power.state || "error" : "";
-    default: return h[key] ?? "";
-  }
 }
 
 async function action(method, path, body) {
@@ -118,40 +107,42 @@ function powerButtons(h, canAct) {
   return buttons;
 }
 
-// The hosts whose hostname, MAC or phase contains the filter text, any
-// case: a new array either way, for the caller to sort.
-function filtered(hosts) {
-  const needle = filter.trim().toLowerCase();
-  if (!needle) return [...hosts];
-  return hosts.filter(h => [h.hostname, h.mac, h.phase].some(v => v.toLowerCase().includes(needle)));
+// What the next poll asks of the hosts: this page, in this order, of the
+// hosts whose hostname, MAC or phase contains the filter text.
+function hostsQuery() {
+  return new URLSearchParams({
+    rows: PAGE_ROWS, page: pageIndex, sort: sort.key, dir: sort.dir, filter: filter.trim(),
+  }).toString();
 }
 
-// The page of `hosts` (already filtered and sorted) to show, and the pager
-// set for it. A poll can shrink the list under the operator: the page then
-// falls back to the last one that still exists.
-function visiblePage(hosts) {
-  const pages = Math.max(1, Math.ceil(hosts.length / PAGE_ROWS));
-  pageIndex = Math.min(pageIndex, pages - 1);
-  const from = pageIndex * PAGE_ROWS, to = Math.min(from + PAGE_ROWS, hosts.length);
-  document.getElementById("host-range").textContent = hosts.length
-    ? (from + 1) + "–" + to + " of " + hosts.length
+// The pager, as the appliance placed the page: a poll can shrink the list
+// under the operator, and the page then falls back to the last one that
+// still exists.
+function showPager(at) {
+  pageIndex = at.page;
+  const from = at.page * at.rows, to = Math.min(from + at.rows, at.matching);
+  document.getElementById("host-range").textContent = at.matching
+    ? (from + 1) + "–" + to + " of " + at.matching
     : "0 of 0";
-  document.getElementById("host-prev").disabled = pageIndex === 0;
-  document.getElementById("host-next").disabled = pageIndex >= pages - 1;
-  return hosts.slice(from, to);
+  document.getElementById("host-prev").disabled = at.page === 0;
+  document.getElementById("host-next").disabled = to >= at.matching;
 }
 
-function renderHosts() {
-  const hosts = filtered(state.hosts).sort((a, b) => {
-    const x = sortValue(a, sort.key), y = sortValue(b, sort.key);
-    return (x < y ? -1 : x > y ? 1 : a.hostname.localeCompare(b.hostname)) * sort.dir;
-  });
-  document.getElementById("host-count").textContent = "(" + state.hosts.length + ")";
+// The column headers say the order asked for, at once (the rows follow
+// the appliance's answer).
+function markSort() {
   for (const th of document.querySelectorAll("#hosts th[data-key]")) {
     th.setAttribute("aria-sort", th.dataset.key === sort.key ? (sort.dir > 0 ? "ascending" : "descending") : "none");
   }
+}
+
+function renderHosts() {
+  const at = state.hosts_page;
+  showPager(at);
+  document.getElementById("host-count").textContent = "(" + at.total + ")";
+  markSort();
   const canAct = token() !== "";
-  const rows = visiblePage(hosts).map(h => el("tr", {
+  const rows = state.hosts.map(h => el("tr", {
       "data-mac": h.mac, "data-phase": h.phase,
       class: h.mac === selected ? "selected" : "",
       onclick: () => { selected = h.mac; showDetail(h); renderHosts(); },
@@ -298,10 +289,19 @@ async function showDetail(h) {
       el("td", { class: "mono" }, JSON.stringify(e.detail)))));
 }
 
+// Polls sent, and the newest whose answer is shown: an answer that comes
+// back after a newer one (the operator paged meanwhile) is dropped.
+let sent = 0, shown = 0;
+
 async function poll() {
+  const mine = ++sent;
   try {
-    const resp = await fetch("/api/status", { cache: "no-store" });
-    state = await resp.json();
+    const resp = await fetch("/api/status?" + hostsQuery(), { cache: "no-store" });
+    if (!resp.ok) throw new Error(resp.status + " " + (await resp.text()));
+    const doc = await resp.json();
+    if (mine < shown) return;
+    shown = mine;
+    state = doc;
     renderCards(); renderChannel(); renderWarnings(); renderHosts(); renderDiscovered();
     await renderAudit();
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
@@ -316,18 +316,19 @@ document.addEventListener("DOMContentLoaded", () => {
     th.addEventListener("click", () => {
       sort = { key: th.dataset.key, dir: sort.key === th.dataset.key ? -sort.dir : 1 };
       pageIndex = 0;
-      if (state) renderHosts();
+      markSort();
+      poll();
     });
   }
   document.getElementById("host-filter").addEventListener("input", (ev) => {
     filter = ev.target.value;
     pageIndex = 0;
-    if (state) renderHosts();
+    poll();
   });
   for (const [id, step] of [["host-prev", -1], ["host-next", 1]]) {
     document.getElementById(id).addEventListener("click", () => {
       pageIndex = Math.max(0, pageIndex + step);
-      if (state) renderHosts();
+      poll();
     });
   }
   document.getElementById("operator").addEventListener("submit", (ev) => {

@@ -262,8 +262,9 @@ pub trait Front: Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
     /// `GET /api/status`: everything the status page shows, in one JSON
-    /// document (the page polls it; it never asks per host).
-    fn status_json(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+    /// document (the page polls it; it never asks per host). `query` may
+    /// ask for one page of the hosts.
+    fn status_json(&self, query: &str) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
     /// `GET /metrics`, Prometheus text.
     fn metrics(&self) -> impl Future<Output = Result<Reply, ApiError>> + Send;

@@ -240,7 +240,11 @@ where
         | Route::Cache(_) => reply(operator(front, route, req, peer).await),
         Route::Audit => reply(front.audit().await),
         Route::Status => reply(front.status().await),
-        Route::StatusJson => reply(front.status_json().await),
+        Route::StatusJson => reply(
+            front
+                .status_json(query.as_deref().unwrap_or_default())
+                .await,
+        ),
         Route::Page => error::with_type(
             StatusCode::OK,
             error::full(assets::PAGE),

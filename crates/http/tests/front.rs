@@ -209,7 +209,7 @@ impl Front for Fixed {
         Ok(Reply::Text("ok\n".into()))
     }
 
-    async fn status_json(&self) -> Result<Reply, ApiError> {
+    async fn status_json(&self, _query: &str) -> Result<Reply, ApiError> {
         Ok(Reply::Json(serde_json::json!({"hosts": []})))
     }
 

@@ -16,6 +16,8 @@
 #   - the time from navigation to the first paint of the hosts table in
 #     Debian's Chromium, per load and the median (bench_5k.py);
 #   - GET /api/hosts: bytes, time to the first byte and to the last;
+#   - GET /api/status, whole and as the page polls it (one page of 100):
+#     bytes and time;
 #   - the daemon's RSS (VmRSS) and its peak (VmHWM) after all that.
 # Needs python3 with Playwright and /usr/bin/chromium (tests/setup-peers).
 set -euo pipefail
@@ -77,4 +79,9 @@ say "kickstand serve ($bin) with $count hosts at $base"
 python3 "$here/bench_5k.py" "$base" "$runs"
 curl -sf -o /dev/null -w 'GET /api/hosts: %{size_download} bytes, first byte %{time_starttransfer} s, last %{time_total} s\n' \
   "$base/api/hosts"
+# What one poll of the page costs, against the whole rack's document.
+for query in "" "?rows=100&page=0&sort=phase&dir=1&filter="; do
+  curl -sf -o /dev/null -w "GET /api/status$query: %{size_download} bytes in %{time_total} s\n" \
+    "$base/api/status$query"
+done
 awk '/^VmRSS|^VmHWM/ {printf "daemon %s %d MiB\n", $1, $2 / 1024}' "/proc/$pid/status"

@@ -64,6 +64,17 @@ def next_poll(page):
     page.wait_for_function(f"Number(document.body.dataset.polls) > {polls}", timeout=30000)
 
 
+def settles(page, check, what, timeout=10):
+    """Waits until `check()` holds: each change of sort, page or filter asks
+    the appliance for that page, and the table follows its answer. Fails
+    with `what()` if it never does."""
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            fail(what())
+        page.wait_for_timeout(50)
+
+
 def check_paging(page, n, paging):
     """A rack of more than one page: sort, page, filter and select, and a
     poll keeps each of them. Returns the number of rows seen in the DOM at
@@ -75,27 +86,25 @@ def check_paging(page, n, paging):
     page.click("#hosts th[data-key='hostname']")
     if page.get_attribute("#hosts th[data-key='hostname']", "aria-sort") != "descending":
         fail("two clicks on Host do not sort it descending")
-    if first_row(page)[1] != paging["last"]:
-        fail(f"sorted by hostname descending, {first_row(page)[1]} comes first, not {paging['last']}")
+    settles(page, lambda: first_row(page)[1] == paging["last"],
+            lambda: f"sorted by hostname descending, {first_row(page)[1]} comes first, not {paging['last']}")
     top = first_row(page)
     page.click("#host-next")
-    if text(page, "#host-range") != f"{PAGE_ROWS + 1}–{2 * PAGE_ROWS} of {n}":
-        fail("next page reads " + text(page, "#host-range"))
+    second_range = f"{PAGE_ROWS + 1}–{2 * PAGE_ROWS} of {n}"
+    settles(page, lambda: text(page, "#host-range") == second_range and first_row(page) != top,
+            lambda: f"next page reads {text(page, '#host-range')}, first {first_row(page)}")
     second = first_row(page)
-    if second == top:
-        fail("next page shows the same first row")
     most = max(most, page.locator("#hosts tbody tr").count())
     next_poll(page)
-    if (text(page, "#host-range") != f"{PAGE_ROWS + 1}–{2 * PAGE_ROWS} of {n}"
+    if (text(page, "#host-range") != second_range
             or first_row(page) != second
             or page.get_attribute("#hosts th[data-key='hostname']", "aria-sort") != "descending"):
         fail(f"a poll lost the page or the sort: {text(page, '#host-range')}, first {first_row(page)}")
     page.fill("#host-filter", paging["filter"])
     rows = page.locator("#hosts tbody tr")
-    if rows.count() != 1 or rows.first.get_attribute("data-mac") != paging["mac"]:
-        fail(f"filtering for {paging['filter']} leaves {rows.count()} row(s)")
-    if text(page, "#host-range") != "1–1 of 1":
-        fail("filtered, the range reads " + text(page, "#host-range"))
+    settles(page, lambda: rows.count() == 1 and rows.first.get_attribute("data-mac") == paging["mac"]
+            and text(page, "#host-range") == "1–1 of 1",
+            lambda: f"filtering for {paging['filter']} leaves {rows.count()} row(s), {text(page, '#host-range')}")
     rows.first.click()
     page.wait_for_selector("#detail:not([hidden])", timeout=10000)
     next_poll(page)
@@ -104,8 +113,8 @@ def check_paging(page, n, paging):
             or "selected" not in (rows.first.get_attribute("class") or "")):
         fail("a poll lost the filter or the selected row")
     page.fill("#host-filter", "")
-    if text(page, "#host-range") != f"1–{PAGE_ROWS} of {n}":
-        fail("with the filter cleared the range reads " + text(page, "#host-range"))
+    settles(page, lambda: text(page, "#host-range") == f"1–{PAGE_ROWS} of {n}",
+            lambda: "with the filter cleared the range reads " + text(page, "#host-range"))
     return max(most, page.locator("#hosts tbody tr").count())
 
 
@@ -185,7 +194,12 @@ with sync_playwright() as p:
     # Sorting by phase puts failed hosts first.
     page.click("#hosts th[data-key='hostname']")
     page.click("#hosts th[data-key='phase']")
-    first = page.locator("#hosts tbody tr").first.get_attribute("data-phase")
+    # The rows follow the appliance's answer to the new order.
+    first_phase = lambda: page.locator("#hosts tbody tr").first.get_attribute("data-phase")
+    end = time.monotonic() + 10
+    while first_phase() != "failed" and time.monotonic() < end:
+        page.wait_for_timeout(50)
+    first = first_phase()
     page.screenshot(path=shot, full_page=True)
     seen = {"load_seconds": round(loaded, 3), "polls": polls, "first_sorted": first}
     if "paging" in checks:
