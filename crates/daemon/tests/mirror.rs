@@ -1362,6 +1362,20 @@ fn set_treeinfo_sum(bed: &Bed, rel: &str, sum: &str) {
     fs::rename(&tmp, &path).expect("rename .treeinfo");
 }
 
+/// The mirror's kernel `rel` and its `.treeinfo` checksum replaced by
+/// rename, as an rsync of a respin does; the new kernel. The files are
+/// dated in the past and the proxy's revalidation window let pass.
+fn respin_kernel(bed: &Bed, rel: &str) -> Vec<u8> {
+    let new = random_bytes(128 << 10);
+    let tmp = bed.mirror_file("images/pxeboot/vmlinuz.new");
+    fs::write(&tmp, &new).expect("write new kernel");
+    age(&tmp);
+    fs::rename(&tmp, bed.mirror_file(rel)).expect("rename kernel");
+    set_treeinfo_sum(bed, rel, &sha256(&new));
+    thread::sleep(Duration::from_millis(2500));
+    new
+}
+
 #[test]
 #[ignore = "peer: needs nginx, squid, dnf; run by .ci/run"]
 fn a_file_without_checksum_rewritten_in_place_is_served_but_never_cached_torn() {
@@ -1448,13 +1462,7 @@ fn an_image_respun_by_rename_is_checked_against_the_new_treeinfo() {
     ks.fetch("centos", ".treeinfo");
     ks.fetch("centos", rel);
     // Image and .treeinfo both replaced by rename (an rsync of a respin).
-    let new = random_bytes(128 << 10);
-    let tmp = bed.mirror_file("images/pxeboot/vmlinuz.new");
-    fs::write(&tmp, &new).expect("write new kernel");
-    age(&tmp);
-    fs::rename(&tmp, bed.mirror_file(rel)).expect("rename kernel");
-    set_treeinfo_sum(&bed, rel, &sha256(&new));
-    thread::sleep(Duration::from_millis(2500));
+    let new = respin_kernel(&bed, rel);
     // The cached .treeinfo still names the old kernel: the proxy reads
     // .treeinfo again before it decides the new kernel is corrupt.
     assert_eq!(sha256(&ks.fetch("centos", rel)), sha256(&new));
@@ -1994,13 +2002,7 @@ fn a_child_revalidates_through_its_parent_and_follows_a_respin() {
 
     // A respin (image and .treeinfo replaced by rename) reaches the child
     // at its next revalidation, checked against the new .treeinfo.
-    let new = random_bytes(128 << 10);
-    let tmp = bed.mirror_file("images/pxeboot/vmlinuz.new");
-    fs::write(&tmp, &new).expect("write new kernel");
-    age(&tmp);
-    fs::rename(&tmp, bed.mirror_file(rel)).expect("rename kernel");
-    set_treeinfo_sum(&bed, rel, &sha256(&new));
-    thread::sleep(Duration::from_millis(2500));
+    let new = respin_kernel(&bed, rel);
     assert_eq!(sha256(&child.fetch("centos", rel)), sha256(&new));
     let hit = get(child.port, &path).expect("GET");
     assert_eq!(hit.header("x-kickstand-cache"), Some("hit"));
