@@ -2923,6 +2923,29 @@ fn the_standby_finishes_an_install_when_the_active_appliance_is_killed() {
     pair.kill(first);
     let second = 1 - first;
     assert_eq!(pair.active(), second, "the standby took over");
+    // The repo proxy goes on at the segment's address too (the new active
+    // one's own cache, filled from the mirror).
+    let kernel = format!("http://{SEGMENT_ADDRESS}:8080/repo/bed/{TREE}/images/pxeboot/vmlinuz");
+    let fetched = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &bed.ns,
+            "curl",
+            "-sSf",
+            "-m",
+            "30",
+            "-o",
+            "/dev/null",
+            &kernel,
+        ])
+        .status()
+        .expect("curl");
+    assert!(fetched.success(), "{kernel}");
+    assert!(
+        pair.log(second).contains("path=\"/repo/bed/"),
+        "the kernel did not come from the new active appliance"
+    );
     assert!(run.powered_off(), "{:?}", run.end);
     assert!(
         run.serial
