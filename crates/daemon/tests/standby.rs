@@ -68,6 +68,16 @@ fn one_of_three_answers_and_a_standby_takes_over_the_install_when_it_dies() {
         );
         assert_eq!(promtool_complaints(&metrics), None);
     }
+    // And the page, in Chromium.
+    let active = &rack.appliances[first];
+    let card = active.segment_card();
+    assert!(
+        card.starts_with("rack-a — ACTIVE: this appliance answers it (term "),
+        "{card}"
+    );
+    let card = rack.appliances[(first + 1) % 3].segment_card();
+    let standing_by = format!("rack-a — standby: {} answers it (term ", active.name);
+    assert!(card.starts_with(&standing_by), "{card}");
     // Neither flags the other as a rogue server.
     for a in &rack.appliances {
         let (_, status) = a.get("/api/status");

@@ -504,6 +504,27 @@ impl Appliance {
         }
     }
 
+    /// The status page's segment line, as Chromium shows it (the page
+    /// loaded from its own address, in its namespace).
+    pub fn segment_card(&self) -> String {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/beds/browser/segment_card.py"
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", script])
+            .arg(format!("http://{}:8080", self.own))
+            .output()
+            .expect("python3 (Playwright) and chromium");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Whether the segment's address is on its interface.
     /// Its link-local address on the segment.
     pub fn link_local(&self) -> String {
