@@ -9,10 +9,12 @@
 //! an expiry is decided by one clock, the database's, and needs no other
 //! protocol between the appliances.
 //!
-//! Each change of holder adds one to the row's `term`, the fencing token:
-//! an appliance that lost the lease (frozen, cut off) cannot renew it under
-//! its old term once another has taken it, and the term says in logs and
-//! on the status page which tenure an answer belonged to.
+//! A renewal names its holder (the appliance's name and a number drawn at
+//! start, so a restart is a new holder) and takes only its own unexpired
+//! row or an expired one: an appliance that lost the lease (frozen, cut
+//! off) cannot renew it once another has taken it. Each change of holder
+//! adds one to the row's `term`, which says in logs, on the status page
+//! and in `/metrics` which tenure an answer belonged to.
 //!
 //! The caller keeps the safety rule (`kickstand serve`'s segment duty): it
 //! answers only until the moment it *sent* its last successful renewal plus
