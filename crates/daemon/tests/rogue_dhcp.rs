@@ -59,9 +59,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
     );
     let status = eventually(Duration::from_secs(30), || {
         net.discover(CLIENT, OVMF_DISCOVER);
-        let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
-        let rogues = status["appliance"]["rogue_dhcp"].as_array()?.clone();
-        (!rogues.is_empty()).then_some(rogues)
+        net.rogues().filter(|r| !r.is_empty())
     })
     .unwrap_or_else(|| panic!("the second ProxyDHCP went unnoticed:\n{}", net.log()));
     assert_eq!(status[0]["server"], "10.78.0.9", "{status:?}");
@@ -94,24 +92,7 @@ fn a_second_proxydhcp_is_warned_about_and_forgotten_when_it_stops() {
     let mut rogue = rogue;
     let _ = rogue.kill();
     let _ = rogue.wait();
-    let cleared = eventually(Duration::from_secs(30), || {
-        net.discover(CLIENT, OVMF_DISCOVER);
-        let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
-        status["appliance"]["rogue_dhcp"]
-            .as_array()?
-            .is_empty()
-            .then_some(())
-    });
-    assert!(
-        cleared.is_some(),
-        "the warning never cleared:\n{}",
-        net.log()
-    );
-    assert!(
-        !net.get("/metrics")
-            .contains("kickstand_rogue_dhcp_servers{"),
-        "the metric stayed"
-    );
+    net.assert_rogues_forgotten(|| net.discover(CLIENT, OVMF_DISCOVER));
 }
 
 /// What a hostile server puts in its offers: a boot file that, written
@@ -153,9 +134,7 @@ fn a_forged_offer_cannot_write_lines_into_metrics() {
     let net = serve("rf", &bed);
     let rogues = eventually(Duration::from_secs(30), || {
         forge_offers(&net);
-        let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
-        let rogues = status["appliance"]["rogue_dhcp"].as_array()?.clone();
-        (rogues.len() == 3).then_some(rogues)
+        net.rogues().filter(|r| r.len() == 3)
     })
     .unwrap_or_else(|| panic!("the forged offers went unnoticed:\n{}", net.log()));
     // The status page shows the text as it came (JSON escapes it).

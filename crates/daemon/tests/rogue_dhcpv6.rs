@@ -56,12 +56,6 @@ fn link_local(net: &Segment, ns: usize) -> String {
     .unwrap_or_else(|| panic!("no link-local address on eth0 of {}", net.name(ns)))
 }
 
-/// The servers on the status page.
-fn rogues(net: &Segment) -> Option<Vec<serde_json::Value>> {
-    let status: serde_json::Value = serde_json::from_str(&net.get("/api/status")).ok()?;
-    status["appliance"]["rogue_dhcp"].as_array().cloned()
-}
-
 /// An IPv6-only segment, Kickstand configured for it at fd78::1 (boot
 /// answers over DHCPv6 only, other servers forgotten after 6 s of
 /// quiet), the office's router and DHCPv6 server beside it; Kickstand not
@@ -139,7 +133,7 @@ fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it
             net.log()
         );
     }
-    assert_eq!(rogues(&net), Some(Vec::new()), "{}", net.log());
+    assert_eq!(net.rogues(), Some(Vec::new()), "{}", net.log());
 
     let rogue = net.dnsmasq(
         ROGUE,
@@ -150,7 +144,7 @@ fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it
     );
     let server = link_local(&net, ROGUE);
     let found = eventually(Duration::from_secs(30), || {
-        rogues(&net).filter(|r| !r.is_empty())
+        net.rogues().filter(|r| !r.is_empty())
     })
     .unwrap_or_else(|| panic!("the rogue DHCPv6 server went unnoticed:\n{}", net.log()));
     assert_eq!(
@@ -198,19 +192,7 @@ fn a_dhcpv6_server_offering_boot_files_is_found_by_probing_and_forgotten_when_it
     let mut rogue = rogue;
     let _ = rogue.kill();
     let _ = rogue.wait();
-    let cleared = eventually(Duration::from_secs(30), || {
-        rogues(&net).filter(Vec::is_empty).map(|_| ())
-    });
-    assert!(
-        cleared.is_some(),
-        "the warning never cleared:\n{}",
-        net.log()
-    );
-    assert!(
-        !net.get("/metrics")
-            .contains("kickstand_rogue_dhcp_servers{"),
-        "the metric stayed"
-    );
+    net.assert_rogues_forgotten(|| {});
 }
 
 #[test]

@@ -395,6 +395,33 @@ impl Segment {
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
 
+    /// The other boot servers the appliance lists (`/api/status`).
+    pub fn rogues(&self) -> Option<Vec<serde_json::Value>> {
+        let status: serde_json::Value = serde_json::from_str(&self.get("/api/status")).ok()?;
+        status["appliance"]["rogue_dhcp"].as_array().cloned()
+    }
+
+    /// Waits until the appliance lists no other boot server (`poke` runs
+    /// before each look: whatever makes it look again), and checks that
+    /// the server's metric series went with it.
+    pub fn assert_rogues_forgotten(&self, mut poke: impl FnMut()) {
+        let cleared = eventually(Duration::from_secs(30), || {
+            poke();
+            self.rogues().filter(Vec::is_empty).map(|_| ())
+        });
+        assert!(
+            cleared.is_some(),
+            "the warning never cleared:\n{}",
+            self.log()
+        );
+        assert!(
+            !self
+                .get("/metrics")
+                .contains("kickstand_rogue_dhcp_servers{"),
+            "the metric stayed"
+        );
+    }
+
     /// The appliance's HTTP URL for `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}.1:8080{path}", self.subnet)
