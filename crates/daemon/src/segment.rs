@@ -31,7 +31,7 @@
 //! `serve` cannot remove anything itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use kickstand_state::{Election, Round};
@@ -39,13 +39,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::live::lock;
+
 mod address;
 
 use address::Keeper;
 pub(crate) use address::{SegmentAddress, keep_address, may_hold_addresses};
 
 /// How long a lease runs unless renewed.
-pub(crate) const LEASE: Duration = Duration::from_secs(6);
+const LEASE: Duration = Duration::from_secs(6);
 /// How long before the database would expire it this appliance stops: room
 /// for a standby that takes the row the moment it expires.
 const MARGIN: Duration = Duration::from_secs(1);
@@ -128,11 +130,7 @@ impl Duty {
 
     /// The election as last seen; `None` without a segment.
     pub(crate) fn standing(&self) -> Option<Standing> {
-        let mut standing = self
-            .standing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()?;
+        let mut standing = lock(&self.standing).clone()?;
         // The deadline may have passed since the last round said "active".
         if standing.role == "active" && !self.answering() {
             standing.role = "unknown";
@@ -141,14 +139,15 @@ impl Duty {
     }
 
     fn see(&self, f: impl FnOnce(&mut Standing)) {
-        if let Some(s) = self
-            .standing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-        {
+        if let Some(s) = lock(&self.standing).as_mut() {
             f(s);
         }
+    }
+
+    /// How long it may answer yet.
+    fn left(&self) -> Duration {
+        let until = self.until.load(Ordering::Acquire);
+        Duration::from_nanos(until.saturating_sub(self.nanos(Instant::now())))
     }
 }
 
@@ -182,7 +181,7 @@ async fn keep(
         let sent = Instant::now();
         // A round never outlasts the deadline: it is let go of on time.
         let bound = if held {
-            deadline_left(&duty).min(ROUND_TIMEOUT)
+            duty.left().min(ROUND_TIMEOUT)
         } else {
             ROUND_TIMEOUT
         };
@@ -193,12 +192,13 @@ async fn keep(
         match round {
             Ok(Ok(Round::Holding { term, since })) => {
                 duty.answer_until(sent + LEASE - MARGIN);
-                keeper.hold(deadline_left(&duty));
-                if !held {
-                    held = true;
-                    info!(segment = %standing_segment(&duty), term, "active: this appliance answers the segment");
-                }
+                keeper.hold(duty.left());
+                let taken = !held;
+                held = true;
                 duty.see(|s| {
+                    if taken {
+                        info!(segment = %s.segment, term, "active: this appliance answers the segment");
+                    }
                     s.role = "active";
                     s.active = None;
                     s.term = term;
@@ -233,7 +233,7 @@ async fn keep(
             Err(_) => failed(&duty, "the state database did not answer in time"),
         }
         let next = if held {
-            ROUND_EVERY.min(deadline_left(&duty))
+            ROUND_EVERY.min(duty.left())
         } else {
             ROUND_EVERY
         };
@@ -262,11 +262,6 @@ async fn keep(
     }
 }
 
-fn deadline_left(duty: &Duty) -> Duration {
-    let until = duty.until.load(Ordering::Acquire);
-    Duration::from_nanos(until.saturating_sub(duty.nanos(Instant::now())))
-}
-
 fn failed(duty: &Duty, why: &str) {
     duty.see(|s| {
         if s.error.is_none() {
@@ -277,10 +272,6 @@ fn failed(duty: &Duty, why: &str) {
             s.role = "unknown";
         }
     });
-}
-
-fn standing_segment(duty: &Duty) -> String {
-    duty.standing().map(|s| s.segment).unwrap_or_default()
 }
 
 fn seconds(t: SystemTime) -> Option<u64> {

@@ -2,7 +2,7 @@
 //! shutdown token, reloads on SIGHUP and file changes, drains on
 //! SIGTERM/SIGINT.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -144,13 +144,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             let address = SegmentAddress {
                 // Validation made sure there is one.
                 interface: server.interfaces.first().cloned().unwrap_or_default(),
-                addresses: [
-                    server.address.v4().map(IpAddr::V4),
-                    server.address.v6().map(IpAddr::V6),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
+                addresses: server.address.iter().collect(),
             };
             let (duty, keep) = segment::start(name, election, address, shutdown.clone());
             tasks.spawn(keep);
