@@ -103,8 +103,8 @@ pub(crate) struct Listed {
 
 /// The page asked for, and where it stands in the rack.
 #[derive(Debug)]
-pub(crate) struct Page {
-    pub(crate) hosts: Vec<Listed>,
+pub(crate) struct Page<'a> {
+    pub(crate) hosts: Vec<&'a Listed>,
     /// Hosts in the rack.
     pub(crate) total: usize,
     /// Hosts the filter keeps.
@@ -115,10 +115,10 @@ pub(crate) struct Page {
 }
 
 /// Filters, sorts and cuts `all` as `q` says.
-pub(crate) fn page(all: Vec<Listed>, q: &PageQuery) -> Page {
+pub(crate) fn page<'a>(all: &'a [Listed], q: &PageQuery) -> Page<'a> {
     let total = all.len();
-    let mut kept: Vec<Listed> = all
-        .into_iter()
+    let mut kept: Vec<&Listed> = all
+        .iter()
         .filter(|l| {
             q.filter.is_empty()
                 || [l.row.hostname.as_str(), &l.row.mac, l.row.phase.as_str()]

@@ -211,6 +211,7 @@ async fn serve(config: &Path, generation: Generation, fds: u64) -> anyhow::Resul
             power: power.clone(),
             duty,
             fingerprint,
+            rack: Shared::default(),
             status_doc: Shared::default(),
             metrics_doc: Shared::default(),
         }),

@@ -45,7 +45,10 @@ pub(crate) struct Views {
     /// The HTTPS certificate's, shown beside the operator's URL so it can
     /// be compared with what a browser is shown.
     pub(crate) fingerprint: crate::tls::Fingerprint,
-    /// The last status document, shared by every viewer for a moment.
+    /// The walk over the rack a status document is made from, shared by
+    /// every viewer for a moment, whichever page each shows.
+    pub(crate) rack: Shared<Arc<Rack>>,
+    /// The last whole status document, shared likewise.
     pub(crate) status_doc: Shared,
     /// The last metrics exposition, shared by scrapes that overlap.
     pub(crate) metrics_doc: Shared,
@@ -54,18 +57,24 @@ pub(crate) struct Views {
 /// A document built from memory and shared by every reader who asks
 /// while it is fresh: readers that arrive while it is being rebuilt wait
 /// for that one rebuild instead of each making their own.
-#[derive(Debug, Default)]
-pub(crate) struct Shared(tokio::sync::Mutex<Option<(Instant, Bytes)>>);
+#[derive(Debug)]
+pub(crate) struct Shared<T = Bytes>(tokio::sync::Mutex<Option<(Instant, T)>>);
 
-impl Shared {
+impl<T> Default for Shared<T> {
+    fn default() -> Shared<T> {
+        Shared(tokio::sync::Mutex::default())
+    }
+}
+
+impl<T: Clone> Shared<T> {
     /// The document, rebuilt by `build` unless one built no more than
     /// `max_age` before this call is there (a zero age: one built after
     /// this call began, by a reader ahead of it).
     pub(crate) async fn get<E>(
         &self,
         max_age: Duration,
-        build: impl FnOnce() -> Result<Bytes, E>,
-    ) -> Result<Bytes, E> {
+        build: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         let asked = Instant::now();
         let mut doc = self.0.lock().await;
         if let Some((built, bytes)) = doc.as_ref()
@@ -77,6 +86,44 @@ impl Shared {
         *doc = Some((Instant::now(), bytes.clone()));
         Ok(bytes)
     }
+}
+
+/// One walk over the rack for the status document: every host with
+/// where its journey stands, and the rest of the document.
+#[derive(Debug)]
+pub(crate) struct Rack {
+    /// The document but its hosts.
+    doc: serde_json::Value,
+    listed: Vec<Listed>,
+}
+
+/// The status document from `rack`: every host, or the page `page` asks
+/// for with where it stands (`hosts_page`).
+fn status_document(rack: &Rack, page: Option<&PageQuery>) -> Result<Bytes, ApiError> {
+    let (hosts, at) = match page {
+        None => (rack.listed.iter().collect(), serde_json::Value::Null),
+        Some(q) => {
+            let p = hosts_page::page(&rack.listed, q);
+            let at =
+                json!({"total": p.total, "matching": p.matching, "page": p.page, "rows": p.rows});
+            (p.hosts, at)
+        }
+    };
+    let hosts = hosts
+        .into_iter()
+        .map(|Listed { row, diagnosis }| {
+            let mut value =
+                serde_json::to_value(row).map_err(|e| ApiError::Internal(e.to_string()))?;
+            value["diagnosis"] = diagnosis.as_str().into();
+            Ok(value)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut doc = rack.doc.clone();
+    doc["hosts"] = hosts.into();
+    doc["hosts_page"] = at;
+    serde_json::to_vec_pretty(&doc)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 impl Views {
@@ -124,20 +171,25 @@ impl Views {
             .map_err(|_| ApiError::NotFound(format!("no installer log for {mac} yet")))
     }
 
-    /// `GET /api/status`: the whole rack shared by every reader for a
-    /// second; one page of it ([`PageQuery`]) made for the reader who asks.
+    /// `GET /api/status`: the rack walked once a second for every reader;
+    /// the whole document encoded once for all who read it, or one page of
+    /// it ([`PageQuery`]) cut for the reader who asks.
     pub(crate) async fn status_json(
         &self,
         generation: &Generation,
         page: Option<&PageQuery>,
     ) -> Result<Reply, ApiError> {
+        let rack = self
+            .rack
+            .get(STATUS_FRESH, || self.walk(generation).map(Arc::new))
+            .await?;
         let body = match page {
             None => {
                 self.status_doc
-                    .get(STATUS_FRESH, || self.status_document(generation, None))
+                    .get(STATUS_FRESH, || status_document(&rack, None))
                     .await?
             }
-            Some(q) => self.status_document(generation, Some(q))?,
+            Some(q) => status_document(&rack, Some(q))?,
         };
         Ok(Reply::Encoded {
             body,
@@ -159,13 +211,9 @@ impl Views {
         ))
     }
 
-    /// Everything the status page shows, in one document, encoded once for
-    /// all who read it.
-    fn status_document(
-        &self,
-        generation: &Generation,
-        page: Option<&PageQuery>,
-    ) -> Result<Bytes, ApiError> {
+    /// Everything the status page shows: the hosts, each with where its
+    /// journey stands, and the rest of the document beside them.
+    fn walk(&self, generation: &Generation) -> Result<Rack, ApiError> {
         let snap = generation.snapshot();
         let appliance = snap.appliance.clone();
         let now = SystemTime::now();
@@ -180,21 +228,6 @@ impl Views {
                 Listed { row, diagnosis }
             })
             .collect();
-        let (listed, hosts_page) = match page {
-            None => (listed, None),
-            Some(q) => {
-                let p = hosts_page::page(listed, q);
-                let at = json!({"total": p.total, "matching": p.matching, "page": p.page, "rows": p.rows});
-                (p.hosts, Some(at))
-            }
-        };
-        let mut hosts = Vec::with_capacity(listed.len());
-        for Listed { row, diagnosis } in listed {
-            let mut value =
-                serde_json::to_value(&row).map_err(|e| ApiError::Internal(e.to_string()))?;
-            value["diagnosis"] = diagnosis.into();
-            hosts.push(value);
-        }
         let loaders: Vec<serde_json::Value> = [
             "undionly.kpxe",
             appliance.dhcp.uefi_loader.as_str(),
@@ -241,13 +274,9 @@ impl Views {
             },
             "cache": cache,
             "database": self.database_json(),
-            "hosts": hosts,
-            "hosts_page": hosts_page,
             "discovered": self.discovered_rows(),
         });
-        serde_json::to_vec_pretty(&doc)
-            .map(Bytes::from)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        Ok(Rack { doc, listed })
     }
 
     /// The shared database's reach; `null` with SQLite.
