@@ -21,7 +21,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::segment::{APPLIANCE, Segment, sh};
+use support::segment::{APPLIANCE, Segment, plug_veth, sh};
 use support::{Bed, eventually, token_in};
 
 const MAC: &str = "52:54:00:00:20:01";
@@ -49,22 +49,7 @@ fn vlan_segment(net: &Segment) {
     ]);
     sh(&["ip", "-n", a, "link", "set", "ksvl20", "up"]);
     for (ns, port) in [(OFFICE, "w1"), (HOST, "w2")] {
-        sh(&[
-            "ip",
-            "-n",
-            a,
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth1",
-            "netns",
-            net.name(ns),
-        ]);
-        sh(&["ip", "-n", a, "link", "set", port, "master", "ksvl20", "up"]);
+        plug_veth(a, "ksvl20", port, net.name(ns), "eth1");
         sh(&["ip", "-n", net.name(ns), "link", "set", "eth1", "up"]);
     }
     sh(&[

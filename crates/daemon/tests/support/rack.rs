@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::postgres::Postgres;
-use super::segment::{OVMF_DISCOVER, request_script, sh};
+use super::segment::{OVMF_DISCOVER, plug_veth, request_script, sh};
 use super::{Bed, eventually};
 
 pub const NODE01: &str = "52:54:00:10:00:01";
@@ -180,32 +180,7 @@ impl Rack {
     /// `ns`'s interface `dev` at `address`/24, on the switch's `bridge`
     /// through its port `port`.
     pub fn link(&self, ns: &str, port: &str, bridge: &str, dev: &str, address: &str) {
-        sh(&[
-            "ip",
-            "-n",
-            &self.switch,
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            dev,
-            "netns",
-            ns,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            port,
-            "master",
-            bridge,
-            "up",
-        ]);
+        plug_veth(&self.switch, bridge, port, ns, dev);
         let cidr = format!("{address}/24");
         sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", dev]);
         sh(&["ip", "-n", ns, "link", "set", dev, "up"]);

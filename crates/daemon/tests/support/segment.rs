@@ -68,6 +68,18 @@ pub fn request_script(mac: &str, address: &str, server: &str) -> String {
     )
 }
 
+/// A veth pair plugged into `bridge` of namespace `switch` (its end there
+/// named `port`, up) and into namespace `ns` as `dev` (left down: the
+/// caller addresses it first).
+pub fn plug_veth(switch: &str, bridge: &str, port: &str, ns: &str, dev: &str) {
+    sh(&[
+        "ip", "-n", switch, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns,
+    ]);
+    sh(&[
+        "ip", "-n", switch, "link", "set", port, "master", bridge, "up",
+    ]);
+}
+
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -137,11 +149,7 @@ impl Segment {
         sh(&["ip", "-n", a, "link", "set", "ksbr0", "up"]);
         for (i, host) in members.iter().enumerate() {
             let (ns, port) = (&segment.names[i + 1], format!("v{}", i + 1));
-            sh(&[
-                "ip", "-n", a, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ]);
-            sh(&["ip", "-n", a, "link", "set", &port, "master", "ksbr0", "up"]);
+            plug_veth(a, "ksbr0", &port, ns, "eth0");
             if let Some(host) = host {
                 let addr = format!("{subnet}.{host}/24");
                 sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", "eth0"]);
